@@ -1,0 +1,79 @@
+# diffleet: the commands a newcomer, a developer and CI use. README.md explains them.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+STATE := .diffleet
+UV := $(STATE)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := 3.11
+VENV_STAMP := .venv/.synced
+
+.PHONY: help setup packages tools venv up up-infra down status env kubeconfig \
+        demo test lint format typecheck pytest kind-up bench-setup clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: packages venv tools ## install and build everything the stack and tests need (idempotent)
+
+packages: ## Debian packages: RabbitMQ, PostgreSQL
+	@hack/install-packages.sh
+
+$(UV): hack/install-uv.sh hack/versions.env
+	@hack/install-uv.sh
+
+venv: $(VENV_STAMP) ## the development .venv: all four packages plus the test tools
+
+$(VENV_STAMP): $(UV) uv.lock pyproject.toml core/pyproject.toml operator/pyproject.toml api/pyproject.toml gpu-worker/pyproject.toml
+	@$(UV) sync --frozen --quiet
+	@touch $@
+
+tools: ## build the pinned Go tools (Kubernetes, etcd, kwok, helm, MinIO) into the cache
+	@hack/build-tools.sh
+
+up-infra: setup ## start the infrastructure: Kubernetes, kwok GPU nodes, RabbitMQ, PostgreSQL, S3
+	@hack/stack.sh up-infra
+
+up: setup ## start the infrastructure and the platform processes
+	@hack/stack.sh up
+
+down: ## stop every process of the local stack
+	@hack/stack.sh down
+
+status: ## show which processes of the local stack run
+	@hack/stack.sh status
+
+env: ## print exports for the stack: eval "$$(make -s env)"
+	@hack/stack.sh env
+
+kubeconfig: ## print the path of the admin kubeconfig
+	@hack/stack.sh kubeconfig
+
+demo: up ## run the main job end to end
+	@hack/demo.sh
+
+lint: venv ## ruff lint and format check
+	@.venv/bin/ruff check .
+	@.venv/bin/ruff format --check .
+
+format: venv ## apply ruff's formatting and safe fixes
+	@.venv/bin/ruff format .
+	@.venv/bin/ruff check --fix .
+
+typecheck: venv ## mypy, strict
+	@.venv/bin/mypy
+
+pytest: setup ## the test suite (starts the stack for the session when it is not running)
+	@.venv/bin/pytest
+
+test: setup lint typecheck pytest ## everything CI runs: lint, types, tests
+
+kind-up: ## (needs Docker; untested here) a kind cluster with labelled GPU node pools
+	@hack/kind-up.sh
+
+bench-setup: ## measure setup and stack figures into bench/results/setup.md
+	@bench/setup.sh
+
+clean: down ## stop the stack and remove its state (the tool cache stays)
+	@rm -rf $(STATE)/run $(STATE)/logs $(STATE)/pki $(STATE)/kubeconfig

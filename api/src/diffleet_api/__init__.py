@@ -1,0 +1,1 @@
+"""diffleet's REST API: a thin front door onto GenerationJob resources."""

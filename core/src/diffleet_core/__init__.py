@@ -1,0 +1,9 @@
+"""diffleet's contract, shared by the operator, the GPU worker and the API.
+
+Everything two components must agree on lives here, once: custom resource models,
+queue names and message schemas, the S3 key scheme and the settings.
+"""
+
+API_GROUP = "diffleet.io"
+API_VERSION = "v1alpha1"
+SYSTEM_NAMESPACE = "diffleet-system"

@@ -1,0 +1,1 @@
+"""diffleet's GPU worker: runs diffusers pipelines for the jobs the operator places on it."""

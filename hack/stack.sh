@@ -1,0 +1,463 @@
+#!/usr/bin/env bash
+# The local stack on loopback: a real Kubernetes control plane (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler), kwok simulating the GPU node pools,
+# RabbitMQ, PostgreSQL and MinIO. Every process is started here, recorded in a pid
+# file under .diffleet/run and logged under .diffleet/logs; `down` stops all of them.
+#
+#   stack.sh up-infra | up | down | status | env | kubeconfig
+set -euo pipefail
+LOG_TAG=stack
+source "$(dirname "$0")/lib.sh"
+# shellcheck source=hack/stack.env
+source "$ROOT/hack/stack.env"
+
+CERT_DIR="$STATE_DIR/pki"
+KUBECONFIG_PATH="$STATE_DIR/kubeconfig"
+H="$STACK_HOST"
+# Infrastructure processes in start order; `down` stops them in reverse.
+INFRA=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok epmd rabbitmq postgres minio)
+# Platform processes that `up` adds on top; later issues add the operator, worker and API.
+PLATFORM=()
+
+# ---------------------------------------------------------------- processes
+
+pid_file() { echo "$RUN_DIR/$1.pid"; }
+
+is_running() {
+  local f
+  f="$(pid_file "$1")"
+  [[ -f "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+# spawn NAME COMMAND...: starts COMMAND in its own session (so `down` can signal the
+# whole process group), stdout and stderr appended to .diffleet/logs/NAME.log.
+spawn() {
+  local name="$1"; shift
+  if is_running "$name"; then return 0; fi
+  mkdir -p "$RUN_DIR" "$LOG_DIR"
+  log "starting $name"
+  setsid "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null {HEARTBEAT_FD}>&- &
+  echo $! >"$(pid_file "$name")"
+}
+
+# PostgreSQL's TERM waits for clients to leave; INT is its fast shutdown.
+stop_signal() { [[ "$1" == postgres ]] && echo INT || echo TERM; }
+
+stop() {
+  local name="$1" f pid sig
+  f="$(pid_file "$name")"
+  [[ -f "$f" ]] || return 0
+  pid="$(cat "$f")"
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping $name"
+    sig="$(stop_signal "$name")"
+    kill "-$sig" -- "-$pid" 2>/dev/null || kill "-$sig" "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 20))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+# wait_for NAME TIMEOUT_SECONDS COMMAND...: polls COMMAND until it succeeds; on timeout
+# prints the tail of the component's log and fails.
+wait_for() {
+  local name="$1" timeout="$2"; shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if ! is_running "$name"; then
+      tail -n 20 "$LOG_DIR/$name.log" >&2 || true
+      die "$name exited; log: $LOG_DIR/$name.log"
+    fi
+    if ((SECONDS >= deadline)); then
+      tail -n 20 "$LOG_DIR/$name.log" >&2 || true
+      die "$name not healthy after ${timeout}s; log: $LOG_DIR/$name.log"
+    fi
+    sleep 0.5
+  done
+  log "$name: $1"
+}
+
+require_tool() {
+  command -v "$1" >/dev/null || die "$1 not found: run 'make setup' first"
+}
+
+# ---------------------------------------------------------------- PKI and kubeconfigs
+
+# client_cert NAME CN [ORG]: a client certificate signed by the stack's CA.
+client_cert() {
+  local name="$1" cn="$2" org="${3:-}"
+  local subj="/CN=$cn"
+  [[ -n "$org" ]] && subj="/O=$org$subj"
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$CERT_DIR/$name.key" \
+    -subj "$subj" -out "$CERT_DIR/$name.csr" 2>/dev/null
+  openssl x509 -req -in "$CERT_DIR/$name.csr" -CA "$CERT_DIR/ca.crt" -CAkey "$CERT_DIR/ca.key" \
+    -CAcreateserial -days 3650 -out "$CERT_DIR/$name.crt" \
+    -extfile <(printf 'extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n') 2>/dev/null
+}
+
+# write_kubeconfig PATH CERT_NAME USER
+write_kubeconfig() {
+  local path="$1" cert="$2" user="$3"
+  cat >"$path" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: diffleet-local
+  cluster:
+    server: https://$H:$KUBE_APISERVER_PORT
+    certificate-authority-data: $(base64 -w0 "$CERT_DIR/ca.crt")
+users:
+- name: $user
+  user:
+    client-certificate-data: $(base64 -w0 "$CERT_DIR/$cert.crt")
+    client-key-data: $(base64 -w0 "$CERT_DIR/$cert.key")
+contexts:
+- name: diffleet-local
+  context: {cluster: diffleet-local, user: $user}
+current-context: diffleet-local
+EOF
+  chmod 600 "$path"
+}
+
+ensure_pki() {
+  [[ -f "$CERT_DIR/.complete" ]] && return 0
+  log "creating the stack's CA, serving and client certificates"
+  rm -rf "$CERT_DIR" && mkdir -p "$CERT_DIR"
+  openssl req -x509 -new -newkey rsa:2048 -nodes -days 3650 -subj "/CN=diffleet-local-ca" \
+    -keyout "$CERT_DIR/ca.key" -out "$CERT_DIR/ca.crt" 2>/dev/null
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$CERT_DIR/apiserver.key" \
+    -subj "/CN=kube-apiserver" -out "$CERT_DIR/apiserver.csr" 2>/dev/null
+  openssl x509 -req -in "$CERT_DIR/apiserver.csr" -CA "$CERT_DIR/ca.crt" -CAkey "$CERT_DIR/ca.key" \
+    -CAcreateserial -days 3650 -out "$CERT_DIR/apiserver.crt" -extfile <(printf '%s\n' \
+      'subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local' \
+      'extendedKeyUsage=serverAuth' 'keyUsage=digitalSignature,keyEncipherment') 2>/dev/null
+  openssl genrsa -out "$CERT_DIR/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$CERT_DIR/sa.key" -pubout -out "$CERT_DIR/sa.pub" 2>/dev/null
+  client_cert admin diffleet-admin system:masters
+  client_cert controller-manager system:kube-controller-manager
+  client_cert scheduler system:kube-scheduler
+  write_kubeconfig "$KUBECONFIG_PATH" admin diffleet-admin
+  write_kubeconfig "$CERT_DIR/controller-manager.kubeconfig" controller-manager system:kube-controller-manager
+  write_kubeconfig "$CERT_DIR/scheduler.kubeconfig" scheduler system:kube-scheduler
+  touch "$CERT_DIR/.complete"
+}
+
+kubectl_admin() { kubectl --kubeconfig "$KUBECONFIG_PATH" --request-timeout=10s "$@"; }
+
+# ---------------------------------------------------------------- Kubernetes
+
+start_etcd() {
+  require_tool etcd
+  spawn etcd etcd --name diffleet --data-dir "$RUN_DIR/etcd" \
+    --listen-client-urls "http://$H:$ETCD_CLIENT_PORT" --advertise-client-urls "http://$H:$ETCD_CLIENT_PORT" \
+    --listen-peer-urls "http://$H:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://$H:$ETCD_PEER_PORT" \
+    --initial-cluster "diffleet=http://$H:$ETCD_PEER_PORT" --unsafe-no-fsync \
+    --quota-backend-bytes $((2 * 1024 * 1024 * 1024)) --log-level warn
+}
+etcd_healthy() { curl -fsS --max-time 2 "http://$H:$ETCD_CLIENT_PORT/health" | grep -q '"health":"true"'; }
+
+start_kube_apiserver() {
+  require_tool kube-apiserver
+  ensure_pki
+  spawn kube-apiserver kube-apiserver \
+    --etcd-servers "http://$H:$ETCD_CLIENT_PORT" \
+    --bind-address "$H" --advertise-address "$H" --secure-port "$KUBE_APISERVER_PORT" \
+    --endpoint-reconciler-type none \
+    --tls-cert-file "$CERT_DIR/apiserver.crt" --tls-private-key-file "$CERT_DIR/apiserver.key" \
+    --client-ca-file "$CERT_DIR/ca.crt" \
+    --requestheader-client-ca-file "$CERT_DIR/ca.crt" --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$CERT_DIR/sa.pub" --service-account-signing-key-file "$CERT_DIR/sa.key" \
+    --service-cluster-ip-range 10.96.0.0/16 \
+    --authorization-mode RBAC --allow-privileged
+}
+apiserver_ready() { kubectl_admin get --raw /readyz; }
+
+start_kube_controller_manager() {
+  local kc="$CERT_DIR/controller-manager.kubeconfig"
+  spawn kube-controller-manager kube-controller-manager \
+    --kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
+    --bind-address "$H" --secure-port "$KUBE_CONTROLLER_MANAGER_PORT" --leader-elect=false \
+    --use-service-account-credentials --service-account-private-key-file "$CERT_DIR/sa.key" \
+    --root-ca-file "$CERT_DIR/ca.crt" \
+    --cluster-signing-cert-file "$CERT_DIR/ca.crt" --cluster-signing-key-file "$CERT_DIR/ca.key"
+}
+controller_manager_healthy() { curl -fsSk --max-time 2 "https://$H:$KUBE_CONTROLLER_MANAGER_PORT/healthz"; }
+
+start_kube_scheduler() {
+  local kc="$CERT_DIR/scheduler.kubeconfig"
+  spawn kube-scheduler kube-scheduler \
+    --kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
+    --bind-address "$H" --secure-port "$KUBE_SCHEDULER_PORT" --leader-elect=false
+}
+scheduler_healthy() { curl -fsSk --max-time 2 "https://$H:$KUBE_SCHEDULER_PORT/healthz"; }
+
+start_kwok() {
+  require_tool kwok
+  spawn kwok kwok --kubeconfig "$KUBECONFIG_PATH" --config "$BIN_DIR/kwok-stages.yaml" \
+    --manage-all-nodes=false --manage-nodes-with-label-selector=type=kwok \
+    --node-lease-duration-seconds 40 --cidr 10.244.0.0/16 --node-ip 10.0.0.1 \
+    --server-address "$H:$KWOK_PORT"
+}
+kwok_healthy() { curl -fsS --max-time 2 "http://$H:$KWOK_PORT/healthz"; }
+
+# The simulated GPU nodes of each pool (hack/stack.env KWOK_POOLS).
+gpu_nodes() {
+  local spec pool gpu_type gpus memory count i
+  for spec in $KWOK_POOLS; do
+    IFS=: read -r pool gpu_type gpus memory count <<<"$spec"
+    for ((i = 0; i < count; i++)); do
+      cat <<EOF
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-$pool-$i
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    type: kwok
+    kubernetes.io/arch: amd64
+    kubernetes.io/os: linux
+    kubernetes.io/hostname: kwok-$pool-$i
+    node.kubernetes.io/instance-type: gpu-$pool
+    diffleet.io/pool: $pool
+    nvidia.com/gpu.product: $gpu_type
+    nvidia.com/gpu.count: "$gpus"
+    nvidia.com/gpu.memory: "$memory"
+spec:
+  taints:
+  - {key: nvidia.com/gpu, value: present, effect: NoSchedule}
+status:
+  allocatable: {cpu: "32", memory: 256Gi, pods: "110", nvidia.com/gpu: "$gpus"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "110", nvidia.com/gpu: "$gpus"}
+EOF
+    done
+  done
+}
+
+expected_nodes() {
+  local spec n=0 count
+  for spec in $KWOK_POOLS; do count="${spec##*:}"; n=$((n + count)); done
+  echo "$n"
+}
+nodes_ready() {
+  local ready
+  ready="$(kubectl_admin get nodes -l type=kwok \
+    -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True)"
+  [[ "$ready" -ge "$(expected_nodes)" ]]
+}
+
+apply_cluster_objects() {
+  gpu_nodes | kubectl_admin apply -f - >/dev/null
+  kubectl_admin create namespace diffleet-system --dry-run=client -o yaml | kubectl_admin apply -f - >/dev/null
+  kubectl_admin apply -f "$ROOT/crds/" >/dev/null
+  kubectl_admin wait --for condition=Established --timeout=60s -f "$ROOT/crds/" >/dev/null
+}
+
+# ---------------------------------------------------------------- RabbitMQ
+
+rabbitmq_env() {
+  export HOME="$RUN_DIR/rabbitmq" # the Erlang cookie lives here, not in the user's home
+  export RABBITMQ_NODENAME=diffleet@localhost
+  export RABBITMQ_NODE_IP_ADDRESS="$H" RABBITMQ_NODE_PORT="$RABBITMQ_PORT" RABBITMQ_DIST_PORT
+  export ERL_EPMD_PORT="$RABBITMQ_EPMD_PORT" ERL_EPMD_ADDRESS="$H"
+  export RABBITMQ_MNESIA_BASE="$RUN_DIR/rabbitmq/mnesia" RABBITMQ_LOG_BASE="$LOG_DIR/rabbitmq"
+  export RABBITMQ_CONFIG_FILE="$RUN_DIR/rabbitmq/rabbitmq.conf"
+  export RABBITMQ_ENABLED_PLUGINS_FILE="$RUN_DIR/rabbitmq/enabled_plugins"
+  export RABBITMQ_PID_FILE="$RUN_DIR/rabbitmq/beam.pid"
+}
+
+start_epmd() {
+  (rabbitmq_env && spawn epmd epmd -address "$H" -port "$RABBITMQ_EPMD_PORT")
+}
+
+start_rabbitmq() {
+  [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || die "RabbitMQ not installed: run 'make setup' first"
+  mkdir -p "$RUN_DIR/rabbitmq" "$LOG_DIR/rabbitmq"
+  # The default vhost and user are created on first boot, so no rabbitmqctl round trips.
+  cat >"$RUN_DIR/rabbitmq/rabbitmq.conf" <<EOF
+listeners.tcp.1 = $H:$RABBITMQ_PORT
+management.tcp.ip = $H
+management.tcp.port = $RABBITMQ_MANAGEMENT_PORT
+default_vhost = $RABBITMQ_VHOST
+default_user = $RABBITMQ_USER
+default_pass = $RABBITMQ_PASSWORD
+default_user_tags.administrator = true
+default_permissions.configure = .*
+default_permissions.read = .*
+default_permissions.write = .*
+loopback_users = none
+disk_free_limit.absolute = 50MB
+log.console = true
+log.file = false
+EOF
+  echo '[rabbitmq_management].' >"$RUN_DIR/rabbitmq/enabled_plugins"
+  (rabbitmq_env && spawn rabbitmq /usr/lib/rabbitmq/bin/rabbitmq-server)
+}
+rabbitmq_healthy() {
+  curl -fsS --max-time 3 -u "$RABBITMQ_USER:$RABBITMQ_PASSWORD" \
+    "http://$H:$RABBITMQ_MANAGEMENT_PORT/api/aliveness-test/$RABBITMQ_VHOST" | grep -q '"ok"'
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+
+PG_BIN="/usr/lib/postgresql/$POSTGRESQL_MAJOR/bin"
+# PostgreSQL refuses to run as root; as root the stack runs it as the postgres user.
+as_pg_owner() {
+  if [[ $EUID -eq 0 ]]; then setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; else "$@"; fi
+}
+
+# The data directory must be reachable by the postgres user; when the checkout lives
+# somewhere that user cannot enter, the data goes to /var/tmp, linked from .diffleet/run.
+pg_data_dir() {
+  local dir="$RUN_DIR/postgres"
+  if [[ $EUID -eq 0 && ! -L "$dir" && ! -d "$dir" ]]; then
+    mkdir -p "$RUN_DIR"
+    if ! setpriv --reuid=postgres --regid=postgres --init-groups -- test -x "$RUN_DIR"; then
+      local elsewhere
+      elsewhere="/var/tmp/diffleet-postgres-$(echo "$ROOT" | sha256sum | cut -c1-12)"
+      mkdir -p "$elsewhere" && ln -sfn "$elsewhere" "$dir"
+    fi
+  fi
+  echo "$dir"
+}
+
+start_postgres() {
+  [[ -x "$PG_BIN/postgres" ]] || die "PostgreSQL $POSTGRESQL_MAJOR not installed: run 'make setup' first"
+  local dir data
+  dir="$(pg_data_dir)"
+  data="$dir/data"
+  if [[ ! -f "$data/PG_VERSION" ]]; then
+    log "initialising PostgreSQL data directory"
+    mkdir -p "$dir"
+    [[ $EUID -eq 0 ]] && chown -R postgres: "$dir/"
+    as_pg_owner "$PG_BIN/initdb" -D "$data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+      --encoding=UTF8 --locale=C.UTF-8 >>"$LOG_DIR/postgres.log" 2>&1
+    cat >"$data/pg_hba.conf" <<EOF
+host all postgres $H/32 trust
+host all all $H/32 scram-sha-256
+EOF
+    [[ $EUID -eq 0 ]] && chown postgres: "$data/pg_hba.conf"
+  fi
+  local owner=()
+  [[ $EUID -eq 0 ]] && owner=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+  spawn postgres "${owner[@]}" "$PG_BIN/postgres" -D "$data" \
+    -c listen_addresses="$H" -c port="$POSTGRES_PORT" -c unix_socket_directories= \
+    -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200
+}
+psql_admin() { psql -X -q -h "$H" -p "$POSTGRES_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+postgres_healthy() { psql_admin -tAc 'select 1'; }
+
+ensure_database() {
+  psql_admin -tAc "select 1 from pg_roles where rolname = '$POSTGRES_USER'" | grep -q 1 ||
+    psql_admin -c "create role $POSTGRES_USER login password '$POSTGRES_PASSWORD'"
+  psql_admin -tAc "select 1 from pg_database where datname = '$POSTGRES_DB'" | grep -q 1 ||
+    psql_admin -c "create database $POSTGRES_DB owner $POSTGRES_USER"
+}
+
+# ---------------------------------------------------------------- MinIO (S3)
+
+start_minio() {
+  require_tool minio
+  mkdir -p "$RUN_DIR/minio"
+  MINIO_ROOT_USER="$S3_ACCESS_KEY" MINIO_ROOT_PASSWORD="$S3_SECRET_KEY" MINIO_REGION_NAME="$S3_REGION" \
+    MINIO_UPDATE=off MINIO_BROWSER=off \
+    spawn minio minio server --quiet --address "$H:$S3_PORT" "$RUN_DIR/minio"
+}
+minio_healthy() { curl -fsS --max-time 2 "http://$H:$S3_PORT/minio/health/live"; }
+
+ensure_buckets() {
+  local venv_python="$ROOT/.venv/bin/python"
+  [[ -x "$venv_python" ]] || die "the Python environment is missing: run 'make setup' first"
+  eval "$(print_env)"
+  # shellcheck disable=SC2086 # S3_BUCKETS is a space-separated list
+  "$venv_python" "$ROOT/hack/s3_buckets.py" $S3_BUCKETS
+}
+
+# ---------------------------------------------------------------- commands
+
+up_infra() {
+  local started=$SECONDS
+  mkdir -p "$RUN_DIR" "$LOG_DIR"
+  # Independent services start together; each is then awaited in dependency order.
+  start_etcd
+  start_epmd
+  start_rabbitmq
+  start_postgres
+  start_minio
+  wait_for etcd 30 etcd_healthy
+  start_kube_apiserver
+  wait_for kube-apiserver 90 apiserver_ready
+  start_kube_controller_manager
+  start_kube_scheduler
+  start_kwok
+  wait_for kube-controller-manager 60 controller_manager_healthy
+  wait_for kube-scheduler 60 scheduler_healthy
+  wait_for kwok 60 kwok_healthy
+  apply_cluster_objects
+  wait_for kwok 60 nodes_ready
+  wait_for postgres 60 postgres_healthy
+  ensure_database
+  wait_for minio 60 minio_healthy
+  ensure_buckets
+  wait_for rabbitmq 120 rabbitmq_healthy
+  log "infrastructure up in $((SECONDS - started))s; 'make env' prints how to reach it"
+}
+
+up() {
+  up_infra
+  local p
+  for p in "${PLATFORM[@]}"; do "start_${p//-/_}"; done
+}
+
+down() {
+  local all=("${INFRA[@]}" "${PLATFORM[@]}") i
+  for ((i = ${#all[@]} - 1; i >= 0; i--)); do stop "${all[i]}"; done
+  log "stack stopped"
+}
+
+status() {
+  local name rc=0
+  for name in "${INFRA[@]}" "${PLATFORM[@]}"; do
+    if is_running "$name"; then
+      printf '%-26s running  pid %s\n' "$name" "$(cat "$(pid_file "$name")")"
+    else
+      printf '%-26s stopped\n' "$name"
+      rc=1
+    fi
+  done
+  return "$rc"
+}
+
+print_env() {
+  local amqp="amqp://$RABBITMQ_USER:$RABBITMQ_PASSWORD@$H:$RABBITMQ_PORT/$RABBITMQ_VHOST"
+  local dsn="postgresql://$POSTGRES_USER:$POSTGRES_PASSWORD@$H:$POSTGRES_PORT/$POSTGRES_DB"
+  cat <<EOF
+export PATH="$BIN_DIR:$ROOT/.venv/bin:\$PATH"
+export VIRTUAL_ENV="$ROOT/.venv"
+export KUBECONFIG="$KUBECONFIG_PATH"
+export AWS_ENDPOINT_URL_S3="http://$H:$S3_PORT"
+export AWS_ACCESS_KEY_ID="$S3_ACCESS_KEY"
+export AWS_SECRET_ACCESS_KEY="$S3_SECRET_KEY"
+export AWS_DEFAULT_REGION="$S3_REGION"
+export DIFFLEET_AMQP_URL="$amqp"
+export DIFFLEET_RABBITMQ_MANAGEMENT_URL="http://$H:$RABBITMQ_MANAGEMENT_PORT"
+export DIFFLEET_DATABASE_URL="$dsn"
+export PGHOST="$H" PGPORT="$POSTGRES_PORT" PGUSER="$POSTGRES_USER" PGPASSWORD="$POSTGRES_PASSWORD" PGDATABASE="$POSTGRES_DB"
+EOF
+}
+
+case "${1:-}" in
+  up-infra) up_infra ;;
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  env) print_env ;;
+  kubeconfig) echo "$KUBECONFIG_PATH" ;;
+  *) die "usage: $0 up-infra|up|down|status|env|kubeconfig" ;;
+esac

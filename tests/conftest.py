@@ -1,0 +1,59 @@
+"""Session fixtures: the local stack, reused when running, else started once and stopped after."""
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.stack import Kubectl, stack, stack_exports
+
+# Tests that stop and restart the stack run after all others.
+DISRUPTIVE = "disruptive"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{DISRUPTIVE}: stops and restarts the stack; runs last")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker(DISRUPTIVE) is not None)
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[dict[str, str]]:
+    """The stack's environment (what `make env` exports), with the stack up.
+
+    A stack that is already running (`make up-infra`) is reused and left running; one
+    this fixture starts is stopped when the session ends.
+    """
+    started_here = stack("status", timeout=30).returncode != 0
+    if started_here:
+        result = stack("up-infra")
+        if result.returncode != 0:
+            pytest.fail(f"the local stack did not start:\n{result.stderr[-4000:]}")
+    exports = stack_exports()
+    saved = {key: os.environ.get(key) for key in exports}
+    os.environ.update(exports)
+    yield exports
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    if started_here:
+        stack("down", timeout=120)
+
+
+@pytest.fixture(scope="session")
+def kubectl(local_stack: dict[str, str]) -> Kubectl:
+    return Kubectl(kubeconfig=local_stack["KUBECONFIG"])
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards (without waiting)."""
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    kubectl.run("create", "namespace", name)
+    yield name
+    kubectl.run("delete", "namespace", name, "--wait=false", check=False)

@@ -1,0 +1,78 @@
+"""The local stack as the tests see it: its settings, its environment and kubectl."""
+
+import json
+import os
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK = ROOT / "hack" / "stack.sh"
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The KEY=VALUE lines of a shell env file such as hack/stack.env."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        parsed = shlex.split(value)
+        values[key] = parsed[0] if parsed else ""
+    return values
+
+
+def stack_config() -> dict[str, str]:
+    """Ports, credentials and pools of the local stack (hack/stack.env)."""
+    return read_env_file(ROOT / "hack" / "stack.env")
+
+
+def stack(command: str, *, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Runs `hack/stack.sh COMMAND`, output captured."""
+    return subprocess.run(
+        [str(STACK), command], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def stack_exports() -> dict[str, str]:
+    """The variables `make env` exports, as a dict."""
+    result = stack("env", timeout=30)
+    result.check_returncode()
+    exports: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        for assignment in shlex.split(line.removeprefix("export ")):
+            key, _, value = assignment.partition("=")
+            exports[key] = os.path.expandvars(value)
+    return exports
+
+
+@dataclass(frozen=True)
+class Kubectl:
+    """kubectl against the local stack, with a timeout on every call."""
+
+    kubeconfig: str
+
+    def run(
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            ["kubectl", "--kubeconfig", self.kubeconfig, "--request-timeout=20s", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "-o", "json").stdout)
+
+    def apply(self, manifest: str, namespace: str | None = None) -> None:
+        extra = ["-n", namespace] if namespace else []
+        self.run("apply", *extra, "-f", "-", stdin=manifest)
