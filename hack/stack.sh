@@ -43,20 +43,28 @@ spawn() {
 # PostgreSQL's TERM waits for clients to leave; INT is its fast shutdown.
 stop_signal() { [[ "$1" == postgres ]] && echo INT || echo TERM; }
 
+# stop NAME...: signals every named process group at once, waits up to 20 seconds for
+# all of them to exit, then kills what is left.
 stop() {
-  local name="$1" f pid sig
-  f="$(pid_file "$name")"
-  [[ -f "$f" ]] || return 0
-  pid="$(cat "$f")"
-  if kill -0 "$pid" 2>/dev/null; then
-    log "stopping $name"
-    sig="$(stop_signal "$name")"
-    kill "-$sig" -- "-$pid" 2>/dev/null || kill "-$sig" "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 20))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-  fi
-  rm -f "$f"
+  local name pid pids=()
+  for name in "$@"; do
+    [[ -f "$(pid_file "$name")" ]] || continue
+    pid="$(cat "$(pid_file "$name")")"
+    if kill -0 "$pid" 2>/dev/null; then
+      log "stopping $name"
+      kill "-$(stop_signal "$name")" -- "-$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+  done
+  local deadline=$((SECONDS + 20)) alive
+  while ((SECONDS < deadline)); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    sleep 0.2
+  done
+  for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+  for name in "$@"; do rm -f "$(pid_file "$name")"; done
 }
 
 # wait_for NAME TIMEOUT_SECONDS COMMAND...: polls COMMAND until it succeeds; on timeout
@@ -381,9 +389,23 @@ ensure_buckets() {
 
 # ---------------------------------------------------------------- commands
 
+# Fails early, naming the port, when a process this checkout did not start holds one of
+# the stack's ports (typically a stack started from another clone).
+check_ports_free() {
+  local key port name
+  for name in "${INFRA[@]}"; do is_running "$name" && return 0; done
+  for key in $(compgen -v | grep '_PORT$'); do
+    port="${!key}"
+    if (exec 3<>"/dev/tcp/$H/$port") 2>/dev/null; then
+      die "port $port ($key) is in use by a process this checkout did not start; run 'make down' where it was started, or change hack/stack.env"
+    fi
+  done
+}
+
 up_infra() {
   local started=$SECONDS
   mkdir -p "$RUN_DIR" "$LOG_DIR"
+  check_ports_free
   # Independent services start together; each is then awaited in dependency order.
   start_etcd
   start_epmd
@@ -416,8 +438,9 @@ up() {
 }
 
 down() {
-  local all=("${INFRA[@]}" "${PLATFORM[@]}") i
-  for ((i = ${#all[@]} - 1; i >= 0; i--)); do stop "${all[i]}"; done
+  # Clients first, so the servers they use see them leave; then everything else at once.
+  if ((${#PLATFORM[@]})); then stop "${PLATFORM[@]}"; fi
+  stop "${INFRA[@]}"
   log "stack stopped"
 }
 

@@ -1,10 +1,10 @@
-"""The local control plane is a real Kubernetes: API server, scheduler, controllers, kwok GPU nodes."""
+"""The local control plane is real Kubernetes: API server, scheduler, controllers, GPU nodes."""
 
 import json
 from typing import Any
 
 from tests.support.polling import eventually
-from tests.support.stack import Kubectl, read_env_file, ROOT
+from tests.support.stack import ROOT, Kubectl, read_env_file
 
 
 def test_apiserver_reports_the_pinned_version(kubectl: Kubectl) -> None:

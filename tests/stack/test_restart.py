@@ -22,7 +22,8 @@ def stack_ports() -> dict[str, int]:
 def test_down_stops_every_process_and_up_starts_again(kubectl: Kubectl) -> None:
     assert stack("down", timeout=120).returncode == 0
     status = stack("status", timeout=30)
-    assert status.returncode != 0 and "running" not in status.stdout
+    assert status.returncode != 0
+    assert "running" not in status.stdout
     still_open = [name for name, port in stack_ports().items() if listening(port)]
     assert still_open == []
 

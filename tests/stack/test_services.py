@@ -10,7 +10,9 @@ from botocore.config import Config
 from diffleet_core.settings import Settings
 
 
-def test_rabbitmq_confirms_a_persistent_publish_and_delivers_it(local_stack: dict[str, str]) -> None:
+def test_rabbitmq_confirms_a_persistent_publish_and_delivers_it(
+    local_stack: dict[str, str],
+) -> None:
     params = pika.URLParameters(local_stack["DIFFLEET_AMQP_URL"])
     params.socket_timeout = 5
     params.blocked_connection_timeout = 5
@@ -29,7 +31,8 @@ def test_rabbitmq_confirms_a_persistent_publish_and_delivers_it(local_stack: dic
             mandatory=True,
         )
         method, _, received = channel.basic_get(queue, auto_ack=False)
-        assert method is not None and received == body
+        assert method is not None
+        assert received == body
         channel.basic_ack(method.delivery_tag)
         channel.queue_delete(queue)
     finally:

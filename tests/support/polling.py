@@ -7,7 +7,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-class DeadlineExceeded(AssertionError):
+class DeadlineExceededError(AssertionError):
     """The awaited state did not come in time; the message says what was last seen."""
 
 
@@ -35,5 +35,6 @@ def eventually(
                 return result
             last = result
         if time.monotonic() >= deadline:
-            raise DeadlineExceeded(f"{what}: not reached within {timeout:.0f}s (last: {last!r})")
+            message = f"{what}: not reached within {timeout:.0f}s (last: {last!r})"
+            raise DeadlineExceededError(message)
         time.sleep(interval)
