@@ -57,3 +57,5 @@ Resident memory at idle (60 s after \`make up\`), per process group:
 ${rss_lines}| **total** | **$((total_kib / 1024))** |
 
 Reproduce: \`make down && make bench-setup\`.
+EOF
+cat "$ROOT/bench/results/setup.md"
