@@ -1,0 +1,91 @@
+"""ModelCache (diffleet.io/v1alpha1): one model artifact and how warm the fleet keeps it."""
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field
+
+from diffleet_core.resources.base import SpecModel, StatusModel
+from diffleet_core.resources.conditions import Condition
+from diffleet_core.resources.generation_job import S3Uri
+
+KIND = "ModelCache"
+PLURAL = "modelcaches"
+
+
+class ModelFormat(StrEnum):
+    DIFFUSERS = "diffusers"
+    SAFETENSORS = "safetensors"
+
+
+class ModelType(StrEnum):
+    CHECKPOINT = "checkpoint"
+    LORA = "lora"
+    CONTROLNET = "controlnet"
+    VAE = "vae"
+    EMBEDDING = "embedding"
+
+
+class BaseModelFamily(StrEnum):
+    SD15 = "sd15"
+    SDXL = "sdxl"
+
+
+class Pool(StrEnum):
+    H100 = "h100"
+    A100 = "a100"
+    T4 = "t4"
+
+
+class WarmSpec(SpecModel):
+    replicas: int = Field(
+        default=0, ge=0, le=1000, description="Keep the model hot on at least this many workers."
+    )
+
+
+class ModelCacheSpec(SpecModel):
+    """Where a model is and how to keep it. `source` is immutable."""
+
+    source: S3Uri = Field(description="A diffusers folder or a single .safetensors file.")
+    format: ModelFormat = Field(description="diffusers (folder) or safetensors (single file).")
+    type: ModelType = Field(default=ModelType.CHECKPOINT, description="What the artifact is.")
+    base_model: BaseModelFamily = Field(description="Model family: sd15 or sdxl.")
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[a-f0-9]{64}$",
+        description="Expected digest; for a folder, of its manifest.",
+    )
+    size_bytes: int | None = Field(default=None, ge=0, description="Size of the artifact.")
+    vram_gib: float = Field(
+        default=4.0,
+        ge=0.0,
+        le=1024.0,
+        alias="vramGiB",
+        description="GPU memory the model needs, in GiB.",
+    )
+    pools: list[Pool] | None = Field(
+        default=None, description="Pools allowed to run it; empty: any with enough VRAM."
+    )
+    warm: WarmSpec = Field(default_factory=WarmSpec, description="Pre-warming policy.")
+
+
+class ModelCachePhase(StrEnum):
+    PENDING = "Pending"
+    VERIFYING = "Verifying"
+    READY = "Ready"
+    FAILED = "Failed"
+
+
+class ModelCacheStatus(StatusModel):
+    phase: ModelCachePhase | None = None
+    digest: str | None = None
+    size_bytes: int | None = Field(default=None, ge=0)
+    hot_workers: list[str] | None = None
+    warm_workers: list[str] | None = None
+    hot_replicas: int = Field(default=0, ge=0)
+    warm_replicas: int = Field(default=0, ge=0)
+    last_used_at: datetime | None = None
+    reason: str | None = None
+    message: str | None = None
+    conditions: list[Condition] | None = None
+    observed_generation: int | None = Field(default=None, ge=0)
