@@ -11,6 +11,13 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from diffleet_core import SYSTEM_NAMESPACE
+from diffleet_core.queues import Topology
+from diffleet_core.resources.generation_job import Tier
+from diffleet_core.resources.model_cache import Pool
+
+
+def every_pool_for_every_tier() -> dict[Tier, list[Pool]]:
+    return {tier: list(Pool) for tier in Tier}
 
 
 class Buckets(BaseModel):
@@ -36,6 +43,19 @@ class Settings(BaseSettings):
     )
     system_namespace: str = SYSTEM_NAMESPACE
     buckets: Buckets = Buckets()
+    queue_prefix: str = Field(
+        default="diffleet",
+        pattern=r"^[a-z0-9][a-z0-9-]*$",
+        description="Prefix of every queue and exchange name (DIFFLEET_QUEUE_PREFIX)",
+    )
+    tier_pools: dict[Tier, list[Pool]] = Field(
+        default_factory=every_pool_for_every_tier,
+        description="Which GPU pools each tier may use (DIFFLEET_TIER_POOLS, JSON)",
+    )
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(prefix=self.queue_prefix)
 
 
 @lru_cache

@@ -1,23 +1,99 @@
-"""Entry point of `diffleet-operator`: runs kopf with diffleet's handlers."""
+"""Entry point of `diffleet-operator`: wins leader election, then runs kopf's handlers
+and the operator's loops (dispatch, results, housekeeping) until stopped."""
 
 import argparse
+import asyncio
 import logging
+import sys
 
 import kopf
+from prometheus_client import start_http_server
+
+from diffleet_core.broker import Broker
+from diffleet_core.settings import get_settings
+from diffleet_operator import handlers
+from diffleet_operator.config import OperatorSettings, get_operator_settings
+from diffleet_operator.dispatcher import Dispatcher
+from diffleet_operator.fleet import FleetInventory
+from diffleet_operator.housekeeping import Housekeeping
+from diffleet_operator.jobs import JobCache
+from diffleet_operator.kube import Kube
+from diffleet_operator.leader import LeaderElection
+from diffleet_operator.model_index import ModelIndex
+from diffleet_operator.results import Results
+from diffleet_operator.runtime import Runtime
+
+logger = logging.getLogger("diffleet_operator")
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: object) -> None:
-    """Operator-wide kopf settings: Kubernetes Events for warnings and errors only."""
-    settings.posting.level = logging.WARNING
+    """kopf's settings: diffleet's own annotation and finalizer names, bounded timeouts."""
+    settings.persistence.finalizer = "diffleet.io/operator"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="diffleet.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="diffleet.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.networking.request_timeout = 30
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+
+
+async def run(op: OperatorSettings) -> bool:
+    """Runs until stopped; False if leadership was lost (the caller exits non-zero)."""
+    settings = get_settings()
+    kube = await Kube.connect(op.request_timeout_seconds)
+    election = LeaderElection(
+        kube,
+        op.fleet_namespace,
+        op.leader_lease,
+        op.identity,
+        op.leader_lease_seconds,
+        op.leader_renew_seconds,
+    )
+    await election.acquire()
+    broker = await Broker.connect(settings.amqp_url, settings.topology, op.request_timeout_seconds)
+    rt = Runtime(settings, op, kube, broker, FleetInventory(), JobCache(), ModelIndex())
+    dispatcher = Dispatcher(rt)
+    await dispatcher.start()
+    await Results(rt, dispatcher).start()
+    stop = asyncio.Event()
+    loops = [
+        asyncio.create_task(dispatcher.run(), name="dispatch"),
+        asyncio.create_task(Housekeeping(rt, dispatcher).run(), name="housekeeping"),
+        asyncio.create_task(election.hold(stop), name="leader-election"),
+    ]
+    try:
+        await kopf.operator(
+            clusterwide=not op.namespaces,
+            namespaces=op.namespaces,
+            standalone=True,
+            stop_flag=stop,
+            memo=kopf.Memo(runtime=rt),
+            liveness_endpoint=op.liveness_endpoint or None,
+        )
+    finally:
+        for loop in loops:
+            loop.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        await broker.close()
+        if not election.lost:
+            await election.release()
+        await kube.close()
+    return not election.lost
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
+    argparse.ArgumentParser(
         prog="diffleet-operator",
-        description="Runs the diffleet operator against the cluster of the current kubeconfig.",
-    )
-    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="probe URL")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    kopf.run(clusterwide=True, standalone=True, liveness_endpoint=args.liveness)
+        description="Runs the diffleet operator against the cluster of the current kubeconfig "
+        "(in a pod: its ServiceAccount). Settings come from DIFFLEET_* and DIFFLEET_OPERATOR_* "
+        "environment variables (docs/operator.md).",
+    ).parse_args()
+    kopf.configure(log_format=kopf.LogFormat.JSON)
+    op = get_operator_settings()
+    logger.info("handlers registered: %s", ", ".join(handlers.__all__))
+    if op.metrics_port:
+        start_http_server(op.metrics_port)
+    sys.exit(0 if asyncio.run(run(op)) else 1)

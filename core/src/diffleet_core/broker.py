@@ -1,0 +1,127 @@
+"""RabbitMQ for every component: declares the topology of diffleet_core.queues,
+publishes with publisher confirms (a publish returns only once the broker has the
+message), and consumes with manual acknowledgement."""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
+
+from diffleet_core.messages import Message
+from diffleet_core.queues import BACKOFF_STEPS_SECONDS, Topology
+
+Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
+
+
+class Broker:
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        channel: AbstractChannel,
+        topology: Topology,
+        timeout: float,
+    ) -> None:
+        self._connection = connection
+        self._channel = channel
+        self.topology = topology
+        self.timeout = timeout
+        self._exchanges: dict[str, AbstractExchange] = {}
+
+    @classmethod
+    async def connect(cls, url: str, topology: Topology, request_timeout: float) -> "Broker":
+        connection = await aio_pika.connect_robust(url, timeout=request_timeout)
+        channel = await connection.channel(publisher_confirms=True)
+        broker = cls(connection, channel, topology, request_timeout)
+        await broker.declare()
+        return broker
+
+    async def declare(self) -> None:
+        """Declares the durable queues and exchanges (idempotent)."""
+        for name in self.topology.tier_queues().values():
+            await self._channel.declare_queue(name, durable=True)
+        await self._channel.declare_queue(self.topology.results_queue, durable=True)
+        for name in (self.topology.progress_exchange, self.topology.control_exchange):
+            self._exchanges[name] = await self._channel.declare_exchange(
+                name, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+        for seconds in BACKOFF_STEPS_SECONDS:
+            name = self.topology.delay(seconds)
+            exchange = await self._channel.declare_exchange(
+                name, aio_pika.ExchangeType.FANOUT, durable=True
+            )
+            queue = await self._channel.declare_queue(
+                name,
+                durable=True,
+                arguments={"x-message-ttl": seconds * 1000, "x-dead-letter-exchange": ""},
+            )
+            await queue.bind(exchange)
+            self._exchanges[name] = exchange
+
+    async def declare_worker_queue(self, worker_id: str) -> None:
+        await self._channel.declare_queue(self.topology.worker_queue(worker_id), durable=True)
+
+    async def publish_to_queue(self, queue: str, message: Message, message_id: str) -> None:
+        """Publishes a persistent message and waits for the broker's confirm."""
+        await self._channel.default_exchange.publish(
+            aio_pika.Message(
+                message.to_bytes(),
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                content_type="application/json",
+                message_id=message_id,
+            ),
+            routing_key=queue,
+            mandatory=True,
+            timeout=self.timeout,
+        )
+
+    async def publish_delayed(
+        self, queue: str, message: Message, message_id: str, seconds: int
+    ) -> None:
+        """Publishes to `queue` after `seconds` (one of BACKOFF_STEPS_SECONDS), confirmed."""
+        await self._exchanges[self.topology.delay(seconds)].publish(
+            aio_pika.Message(
+                message.to_bytes(),
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                content_type="application/json",
+                message_id=message_id,
+            ),
+            routing_key=queue,
+            timeout=self.timeout,
+        )
+
+    async def publish_to_exchange(self, exchange: str, routing_key: str, message: Message) -> None:
+        await self._exchanges[exchange].publish(
+            aio_pika.Message(message.to_bytes(), content_type="application/json"),
+            routing_key=routing_key,
+            timeout=self.timeout,
+        )
+
+    async def consume(self, queue: str, handler: Handler, prefetch: int) -> None:
+        """Consumes a durable queue on a channel of its own (its own prefetch window)."""
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        declared = await channel.declare_queue(queue, durable=True)
+        await declared.consume(handler, no_ack=False)
+
+    async def subscribe(self, exchange: str, binding: str, handler: Handler) -> None:
+        """A transient subscription: an exclusive queue bound to a topic exchange."""
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=256)
+        source = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(source, routing_key=binding)
+        await queue.consume(handler, no_ack=False)
+
+    async def queue_depth(self, queue: str) -> int:
+        """Messages ready in a queue (not counting those delivered and unacknowledged)."""
+        declared = await self._channel.declare_queue(queue, durable=True, passive=True)
+        return declared.declaration_result.message_count or 0
+
+    async def close(self) -> None:
+        await asyncio.wait_for(self._connection.close(), timeout=self.timeout)

@@ -1,0 +1,41 @@
+"""The S3 key scheme. A job's uid is part of every key, so a retried job overwrites its
+own objects and never collides with another job of the same name."""
+
+import hashlib
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, uri: str) -> "S3Location":
+        """Splits an s3://bucket/key URI; raises ValueError naming what is wrong."""
+        parts = urlsplit(uri)
+        if parts.scheme != "s3" or not parts.netloc or not parts.path.strip("/"):
+            raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
+        return cls(bucket=parts.netloc, key=parts.path.lstrip("/"))
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def output_prefix(namespace: str, job: str, uid: str) -> str:
+    """Key prefix of a job's outputs in the outputs bucket."""
+    return f"{namespace}/{job}/{uid}/"
+
+
+def output_key(namespace: str, job: str, uid: str, index: int) -> str:
+    """Key of the index-th image of a job."""
+    return f"{output_prefix(namespace, job, uid)}{index}.png"
+
+
+def manifest_digest(files: dict[str, str]) -> str:
+    """Digest of a diffusers folder: sha256 of its manifest, the lines
+    "<sha256>  <relative path>" sorted by path. Operator and worker both compute it."""
+    manifest = "".join(f"{files[path]}  {path}\n" for path in sorted(files))
+    return hashlib.sha256(manifest.encode()).hexdigest()

@@ -1,0 +1,49 @@
+"""Settings of the operator process, from DIFFLEET_OPERATOR_* environment variables."""
+
+import os
+import socket
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from diffleet_core.resources.generation_job import Tier
+
+
+def default_identity() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DIFFLEET_OPERATOR_")
+
+    namespaces: list[str] = Field(
+        default_factory=list,
+        description="Namespaces whose GenerationJobs to serve (JSON list); empty: all",
+    )
+    fleet_namespace: str = Field(
+        default="diffleet-system", description="Namespace of the workers' Leases"
+    )
+    identity: str = Field(default_factory=default_identity, description="Leader election id")
+    leader_lease: str = Field(default="diffleet-operator", description="Leader election Lease")
+    leader_lease_seconds: float = Field(default=15.0, gt=0)
+    leader_renew_seconds: float = Field(default=2.0, gt=0)
+    progress_interval_seconds: float = Field(
+        default=1.0, ge=0, description="At most one progress status patch per job this often"
+    )
+    requeue_backoff_seconds: float = Field(default=1.0, ge=0, description="First requeue delay")
+    requeue_backoff_max_seconds: float = Field(default=60.0, ge=0)
+    housekeeping_interval_seconds: float = Field(default=0.5, gt=0)
+    tier_weights: dict[Tier, int] = Field(
+        default_factory=lambda: {Tier.ENTERPRISE: 8, Tier.PRO: 4, Tier.STANDARD: 2, Tier.FREE: 1},
+        description="Dispatch shares when every tier has work (anti-starvation)",
+    )
+    prefetch_per_tier: int = Field(default=256, ge=1, description="Admitted jobs held per tier")
+    metrics_port: int = Field(default=8081, ge=0, description="Prometheus /metrics; 0: off")
+    liveness_endpoint: str = Field(default="http://127.0.0.1:8080/healthz")
+    request_timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+@lru_cache
+def get_operator_settings() -> OperatorSettings:
+    return OperatorSettings()

@@ -1,0 +1,274 @@
+"""The dispatch loop: takes admitted jobs from the tier queues and places them on workers.
+
+Each tier queue is consumed with a prefetch window into an in-memory buffer; the
+messages stay unacknowledged in RabbitMQ until their job is dispatched, so a crash
+loses nothing and queue depth keeps meaning "waiting work". A cycle:
+
+1. order the tiers that have work: strict priority within weighted credits (8:4:2:1 by
+   default), refilled when every waiting tier has spent its credit, so the free tier
+   still progresses under sustained enterprise load;
+2. for each buffered job in that order, drop it if stale (cancelled, finished, deleted,
+   an older attempt, already dispatched) and place it on a snapshot of the fleet;
+3. dispatch the first job that places: publish to the worker's queue with confirm,
+   assume the slot, patch status Scheduled, then acknowledge the admission message.
+
+A job that places nowhere stays buffered (and in its queue) until the fleet changes.
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import Enum, auto
+
+import kopf
+from aio_pika.abc import AbstractIncomingMessage
+from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from diffleet_core.broker import Handler
+from diffleet_core.messages import AdmittedJob, DispatchedJob
+from diffleet_core.resources.conditions import Reason
+from diffleet_core.resources.generation_job import GpuClass, JobPhase, Tier
+from diffleet_core.resources.model_cache import Pool
+from diffleet_core.storage import output_prefix
+from diffleet_operator import metrics, status
+from diffleet_operator.admission import NotReady, ResolvedModel, resolve_model
+from diffleet_operator.fleet import WorkerView
+from diffleet_operator.jobs import TrackedJob
+from diffleet_operator.placement import Decision, Requirements, place
+from diffleet_operator.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+# How long a message may wait for its job's status to catch up before it is re-read.
+CATCH_UP = timedelta(seconds=30)
+
+
+@dataclass
+class Buffered:
+    message: AbstractIncomingMessage
+    admitted: AdmittedJob
+
+
+class Verdict(Enum):
+    DISPATCH = auto()
+    DEFER = auto()
+    STALE = auto()
+
+
+@dataclass
+class TierCredits:
+    """Weighted credits per tier: strict priority among tiers that still have credit."""
+
+    weights: dict[Tier, int]
+    credits: dict[Tier, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.credits = dict(self.weights)
+
+    def order(self, waiting: set[Tier]) -> list[Tier]:
+        if waiting and all(self.credits[tier] <= 0 for tier in waiting):
+            self.credits = dict(self.weights)
+        ranked = [tier for tier in Tier if tier in waiting]
+        return [t for t in ranked if self.credits[t] > 0] + [
+            t for t in ranked if self.credits[t] <= 0
+        ]
+
+    def spend(self, tier: Tier) -> None:
+        self.credits[tier] -= 1
+
+
+@dataclass(frozen=True)
+class JobModels:
+    model: ResolvedModel
+    loras: list[ResolvedModel]
+    control_net: ResolvedModel | None
+
+
+class Dispatcher:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.buffers: dict[Tier, list[Buffered]] = {tier: [] for tier in Tier}
+        self.credits = TierCredits(rt.operator.tier_weights)
+        self.wake = asyncio.Event()
+        self.dispatched: dict[str, int] = {}
+        self._declared: set[str] = set()
+
+    async def start(self) -> None:
+        for tier, queue in self.rt.broker.topology.tier_queues().items():
+            await self.rt.broker.consume(
+                queue, self._receiver(tier), prefetch=self.rt.operator.prefetch_per_tier
+            )
+
+    def _receiver(self, tier: Tier) -> Handler:
+        async def receive(message: AbstractIncomingMessage) -> None:
+            try:
+                admitted = AdmittedJob.model_validate_json(message.body)
+            except ValidationError as error:
+                logger.error("dropping a malformed admission message: %s", error)
+                await message.reject(requeue=False)
+                return
+            self.buffers[tier].append(Buffered(message, admitted))
+            self.wake.set()
+
+        return receive
+
+    def forget(self, uid: str) -> None:
+        self.dispatched.pop(uid, None)
+
+    async def run(self) -> None:
+        while True:
+            self.wake.clear()
+            self.rt.fleet.changed.clear()
+            try:
+                progressed = await self.cycle()
+            except Exception:
+                logger.exception("dispatch cycle failed")
+                progressed = False
+            if not progressed:
+                await _first_of(self.wake, self.rt.fleet.changed, within=1.0)
+
+    async def cycle(self) -> bool:
+        """Dispatches at most one job; True if something changed (dispatched or dropped)."""
+        waiting = {tier for tier, buffer in self.buffers.items() if buffer}
+        if not waiting:
+            return False
+        fleet = self.rt.fleet.snapshot()
+        progressed = False
+        for tier in self.credits.order(waiting):
+            for entry in list(self.buffers[tier]):
+                verdict, job = await self._judge(entry)
+                if verdict is Verdict.STALE:
+                    self.buffers[tier].remove(entry)
+                    await entry.message.ack()
+                    progressed = True
+                    continue
+                if verdict is Verdict.DEFER or job is None:
+                    continue
+                models = self._models(job)
+                if models is None:
+                    continue
+                decision = place(self._requirements(job, tier, models), fleet)
+                if decision.worker is None:
+                    continue
+                self.buffers[tier].remove(entry)
+                await self._dispatch(entry, job, models, decision.worker, decision)
+                self.credits.spend(tier)
+                return True
+        return progressed
+
+    async def _judge(self, entry: Buffered) -> tuple[Verdict, TrackedJob | None]:
+        ref = entry.admitted.job
+        job = self.rt.jobs.get(ref.uid)
+        caught_up = status.now() - entry.admitted.admitted_at > CATCH_UP
+        if job is None or (caught_up and _behind(job, ref.attempt)):
+            body = await self.rt.kube.get_job(ref.namespace, ref.name)
+            if body is None or body["metadata"]["uid"] != ref.uid:
+                return Verdict.STALE, None
+            job = self.rt.jobs.observe(body)
+            if _behind(job, ref.attempt):
+                return Verdict.STALE, None
+        if not job.active or self.dispatched.get(ref.uid, 0) >= ref.attempt:
+            return Verdict.STALE, None
+        if ref.attempt < job.status.attempts:
+            return Verdict.STALE, None
+        if _behind(job, ref.attempt):
+            return Verdict.DEFER, job
+        if job.phase is not JobPhase.QUEUED:
+            return Verdict.STALE, None
+        return Verdict.DISPATCH, job
+
+    def _models(self, job: TrackedJob) -> JobModels | None:
+        system = self.rt.settings.system_namespace
+
+        def resolve(name: str) -> ResolvedModel | None:
+            found = resolve_model(self.rt.models, job.namespace, name, system)
+            return None if isinstance(found, NotReady) else found
+
+        model = resolve(job.spec.model)
+        loras = [resolve(lora.model) for lora in job.spec.loras or []]
+        control = resolve(job.spec.control_net.model) if job.spec.control_net else None
+        if model is None or None in loras or (job.spec.control_net and control is None):
+            return None
+        return JobModels(model, [lora for lora in loras if lora is not None], control)
+
+    def _requirements(self, job: TrackedJob, tier: Tier, models: JobModels) -> Requirements:
+        pools = set(self.rt.settings.tier_pools.get(tier, []))
+        if models.model.spec.pools:
+            pools &= set(models.model.spec.pools)
+        if job.spec.gpu_class is not GpuClass.ANY:
+            pools &= {Pool(job.spec.gpu_class.value)}
+        return Requirements(
+            model_digest=models.model.ref.digest,
+            vram_gib=models.model.spec.vram_gib,
+            pools=frozenset(pool.value for pool in pools),
+        )
+
+    async def _dispatch(
+        self,
+        entry: Buffered,
+        job: TrackedJob,
+        models: JobModels,
+        worker: WorkerView,
+        decision: Decision,
+    ) -> None:
+        rt = self.rt
+        ref = entry.admitted.job
+        order = DispatchedJob(
+            job=ref,
+            spec=job.spec,
+            seed=job.status.seed if job.status.seed is not None else 0,
+            model=models.model.ref,
+            loras=[lora.ref for lora in models.loras],
+            control_net=models.control_net.ref if models.control_net else None,
+            output_bucket=rt.settings.buckets.outputs,
+            output_prefix=output_prefix(job.namespace, job.name, job.uid),
+            deadline=job.created + timedelta(seconds=job.spec.timeout_seconds),
+        )
+        queue = rt.broker.topology.worker_queue(worker.worker_id)
+        try:
+            if queue not in self._declared:
+                await rt.broker.declare_worker_queue(worker.worker_id)
+                self._declared.add(queue)
+            await rt.broker.publish_to_queue(queue, order, message_id=f"{ref.uid}/{ref.attempt}")
+        except Exception:
+            logger.exception("dispatch of %s to %s failed; back to its queue", ref.uid, queue)
+            await entry.message.nack(requeue=True)
+            return
+        rt.fleet.assume(worker.worker_id, ref.uid)
+        self.dispatched[ref.uid] = ref.attempt
+        inventory = worker.inventory
+        patch = status.scheduled(
+            job.status,
+            job.generation,
+            pool=inventory.pool,
+            node=inventory.node,
+            worker=inventory.worker_id,
+        )
+        try:
+            await rt.kube.patch_job_status(job.namespace, job.name, patch)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        await entry.message.ack()
+        metrics.PLACEMENTS.labels(decision.outcome).inc()
+        metrics.TRANSITIONS.labels(JobPhase.SCHEDULED).inc()
+        metrics.DISPATCH_SECONDS.observe((status.now() - job.created).total_seconds())
+        kopf.info(job.body, reason=Reason.DISPATCHED, message=patch["message"])
+
+
+def _behind(job: TrackedJob, attempt: int) -> bool:
+    """The job's status has not yet caught up with this attempt's admission."""
+    return job.status.attempts < attempt or (
+        job.status.attempts == attempt and job.phase is JobPhase.PENDING
+    )
+
+
+async def _first_of(*events: asyncio.Event, within: float) -> None:
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,78 @@
+"""The periodic sweep: lost workers, timeouts, TTLs and the queue-depth gauge.
+
+It reads the watch-fed caches, so a restarted operator resumes every duty as soon as
+its watches have listed the Leases and GenerationJobs.
+"""
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from diffleet_core.resources.conditions import Reason
+from diffleet_core.resources.generation_job import JobPhase, Tier
+from diffleet_operator import lifecycle, metrics, status
+from diffleet_operator.dispatcher import Dispatcher
+from diffleet_operator.jobs import TrackedJob
+from diffleet_operator.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+QUEUE_DEPTH_EVERY_SECONDS = 5.0
+
+
+class Housekeeping:
+    def __init__(self, rt: Runtime, dispatcher: Dispatcher) -> None:
+        self.rt = rt
+        self.dispatcher = dispatcher
+        self._depth_measured = 0.0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                logger.exception("housekeeping sweep failed")
+            await asyncio.sleep(self.rt.operator.housekeeping_interval_seconds)
+
+    async def sweep(self) -> None:
+        await self.recover_lost_workers()
+        for job in self.rt.jobs.all():
+            await self.expire(job)
+        await self.measure_queues()
+
+    async def recover_lost_workers(self) -> None:
+        for worker in self.rt.fleet.expired(status.now()):
+            logger.warning("worker %s: Lease expired", worker.worker_id)
+            await lifecycle.recover_jobs_of(self.rt, worker.worker_id, worker.jobs)
+        pools: dict[str, int] = {}
+        for worker in self.rt.fleet.snapshot():
+            pools[worker.inventory.pool] = pools.get(worker.inventory.pool, 0) + 1
+        for pool, count in pools.items():
+            metrics.WORKERS.labels(pool).set(count)
+
+    async def expire(self, job: TrackedJob) -> None:
+        """Fails jobs past spec.timeoutSeconds; deletes finished jobs past their TTL."""
+        now = status.now()
+        if job.active and now > job.created + timedelta(seconds=job.spec.timeout_seconds):
+            message = f"not finished within timeoutSeconds={job.spec.timeout_seconds}"
+            await lifecycle.stop(self.rt, job, JobPhase.FAILED, Reason.TIMEOUT, message)
+            return
+        completed = job.status.completed_at
+        ttl = timedelta(seconds=job.spec.ttl_seconds_after_finished)
+        if job.phase.finished and completed is not None and now > completed + ttl:
+            try:
+                await self.rt.kube.delete_job(job.namespace, job.name, job.uid)
+            except ApiException as error:
+                logger.warning("TTL deletion of %s failed: %s", job.uid, error.reason)
+            self.rt.jobs.remove(job.uid)
+
+    async def measure_queues(self) -> None:
+        if time.monotonic() - self._depth_measured < QUEUE_DEPTH_EVERY_SECONDS:
+            return
+        self._depth_measured = time.monotonic()
+        for tier in Tier:
+            ready = await self.rt.broker.queue_depth(self.rt.broker.topology.tier_queue(tier))
+            metrics.QUEUE_DEPTH.labels(tier).set(ready + len(self.dispatcher.buffers[tier]))

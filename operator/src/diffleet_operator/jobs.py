@@ -1,0 +1,70 @@
+"""The operator's view of GenerationJobs, fed by kopf's watch (like an informer cache).
+
+The dispatch loop reads it to drop stale queue messages without an API call, and the
+housekeeping loop scans it for timeouts, TTLs and due requeues.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+import kopf
+
+from diffleet_core.resources.generation_job import GenerationJobSpec, GenerationJobStatus, JobPhase
+
+
+@dataclass(frozen=True)
+class TrackedJob:
+    namespace: str
+    name: str
+    uid: str
+    created: datetime
+    spec: GenerationJobSpec
+    status: GenerationJobStatus
+    body: kopf.Body
+
+    @classmethod
+    def from_body(cls, raw: dict[str, Any] | kopf.Body) -> "TrackedJob":
+        body = raw if isinstance(raw, kopf.Body) else kopf.Body(cast(kopf.RawBody, raw))
+        meta = body["metadata"]
+        return cls(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=meta["uid"],
+            created=datetime.fromisoformat(meta["creationTimestamp"]),
+            spec=GenerationJobSpec.model_validate(body.get("spec", {})),
+            status=GenerationJobStatus.model_validate(body.get("status") or {}),
+            body=body,
+        )
+
+    @property
+    def phase(self) -> JobPhase:
+        return self.status.phase or JobPhase.PENDING
+
+    @property
+    def active(self) -> bool:
+        return not self.phase.finished and not self.spec.cancel
+
+    @property
+    def generation(self) -> int | None:
+        generation = self.body["metadata"].get("generation")
+        return int(generation) if generation is not None else None
+
+
+class JobCache:
+    def __init__(self) -> None:
+        self._jobs: dict[str, TrackedJob] = {}
+
+    def observe(self, body: dict[str, Any] | kopf.Body) -> TrackedJob:
+        job = TrackedJob.from_body(body)
+        self._jobs[job.uid] = job
+        return job
+
+    def remove(self, uid: str) -> None:
+        self._jobs.pop(uid, None)
+
+    def get(self, uid: str) -> TrackedJob | None:
+        return self._jobs.get(uid)
+
+    def all(self) -> list[TrackedJob]:
+        return list(self._jobs.values())

@@ -1,0 +1,127 @@
+"""Transitions with side effects beyond a status patch: publishing a job to its tier
+queue, requeueing it after a failure, and stopping it (cancel, timeout)."""
+
+import logging
+
+import kopf
+
+from diffleet_core.messages import AdmittedJob, CancelJob, JobRef
+from diffleet_core.queues import backoff_step
+from diffleet_core.resources.conditions import Reason
+from diffleet_core.resources.generation_job import JobPhase, Tier
+from diffleet_operator import metrics, status
+from diffleet_operator.jobs import TrackedJob
+from diffleet_operator.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+def admitted_message(job: TrackedJob, tier: Tier, attempt: int) -> AdmittedJob:
+    return AdmittedJob(
+        job=JobRef(uid=job.uid, namespace=job.namespace, name=job.name, attempt=attempt),
+        tier=tier,
+        admitted_at=status.now(),
+    )
+
+
+def message_id(job: TrackedJob, attempt: int) -> str:
+    return f"{job.uid}/{attempt}"
+
+
+async def requeue(rt: Runtime, job: TrackedJob, reason: str, message: str) -> None:
+    """Puts the job back in its tier queue after a backoff, or fails it when out of retries.
+
+    The delayed message is published (confirmed) before the status says Queued with the
+    new attempt, so a crash in between leaves a stale message, never a lost job.
+    """
+    rt.fleet.forget(job.uid)
+    attempts = job.status.attempts
+    if attempts > job.spec.max_retries:
+        patch = status.finished_unsuccessfully(
+            job.status,
+            job.generation,
+            phase=JobPhase.FAILED,
+            reason=reason,
+            message=f"{message}; gave up after {attempts} attempt(s)",
+        )
+        await rt.kube.patch_job_status(job.namespace, job.name, patch)
+        metrics.TRANSITIONS.labels(JobPhase.FAILED).inc()
+        kopf.warn(job.body, reason=reason, message=patch["message"])
+        return
+    tier = job.status.tier or Tier.FREE
+    attempt = attempts + 1
+    delay = backoff_step(
+        min(
+            rt.operator.requeue_backoff_seconds * 2 ** (attempts - 1),
+            rt.operator.requeue_backoff_max_seconds,
+        )
+    )
+    queue = rt.broker.topology.tier_queue(tier)
+    await rt.broker.publish_delayed(
+        queue, admitted_message(job, tier, attempt), message_id(job, attempt), delay
+    )
+    patch = status.queued(
+        job.status,
+        job.generation,
+        tier=tier,
+        queue=queue,
+        seed=job.status.seed or 0,
+        attempt=attempt,
+        reason=reason,
+        message=f"{message}; attempt {attempt} in {delay}s",
+    )
+    await rt.kube.patch_job_status(job.namespace, job.name, patch)
+    metrics.REQUEUES.labels(reason).inc()
+    kopf.warn(job.body, reason=reason, message=patch["message"])
+
+
+async def stop(rt: Runtime, job: TrackedJob, phase: JobPhase, reason: Reason, message: str) -> None:
+    """Ends an unfinished job as Cancelled or Failed; a worker running it is told to stop.
+
+    Its queued messages become stale (the status no longer says Queued), so it never
+    runs afterwards.
+    """
+    if job.status.worker and job.phase in (JobPhase.SCHEDULED, JobPhase.RUNNING):
+        order = CancelJob(
+            job=JobRef(
+                uid=job.uid,
+                namespace=job.namespace,
+                name=job.name,
+                attempt=max(job.status.attempts, 1),
+            ),
+            reason=reason,
+        )
+        await rt.broker.publish_to_exchange(
+            rt.broker.topology.control_exchange, job.status.worker, order
+        )
+    rt.fleet.forget(job.uid)
+    patch = status.finished_unsuccessfully(
+        job.status,
+        job.generation,
+        phase=phase,
+        reason=reason,
+        message=message,
+    )
+    await rt.kube.patch_job_status(job.namespace, job.name, patch)
+    metrics.TRANSITIONS.labels(phase).inc()
+    kopf.info(job.body, reason=reason, message=message)
+
+
+async def fail(rt: Runtime, job: TrackedJob, reason: str, message: str) -> None:
+    """The worker reported a failure that retrying will not fix."""
+    rt.fleet.forget(job.uid)
+    patch = status.finished_unsuccessfully(
+        job.status, job.generation, phase=JobPhase.FAILED, reason=reason, message=message
+    )
+    await rt.kube.patch_job_status(job.namespace, job.name, patch)
+    metrics.TRANSITIONS.labels(JobPhase.FAILED).inc()
+    kopf.warn(job.body, reason=reason, message=message)
+
+
+async def recover_jobs_of(rt: Runtime, worker_id: str, extra_uids: frozenset[str]) -> None:
+    """Requeues the unfinished jobs of a worker that is gone (Lease expired or deleted)."""
+    for job in rt.jobs.all():
+        on_worker = job.status.worker == worker_id or job.uid in extra_uids
+        if on_worker and job.active and job.phase in (JobPhase.SCHEDULED, JobPhase.RUNNING):
+            logger.warning("worker %s lost; requeueing %s/%s", worker_id, job.namespace, job.name)
+            await requeue(rt, job, Reason.WORKER_LOST, f"worker {worker_id} was lost")

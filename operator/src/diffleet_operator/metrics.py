@@ -1,0 +1,19 @@
+"""Prometheus metrics of the operator (served on /metrics when metrics_port is set)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+TRANSITIONS = Counter(
+    "diffleet_job_transitions_total", "GenerationJob phase transitions", ["phase"]
+)
+ADMISSION_SECONDS = Histogram(
+    "diffleet_admission_seconds", "Job creation to Queued", buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5)
+)
+DISPATCH_SECONDS = Histogram(
+    "diffleet_dispatch_seconds",
+    "Job creation to Scheduled",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+PLACEMENTS = Counter("diffleet_placements_total", "Placement decisions", ["outcome"])
+REQUEUES = Counter("diffleet_requeues_total", "Jobs requeued after a failure", ["reason"])
+QUEUE_DEPTH = Gauge("diffleet_queue_depth", "Admitted jobs waiting, per tier", ["tier"])
+WORKERS = Gauge("diffleet_workers", "Live workers, per pool", ["pool"])

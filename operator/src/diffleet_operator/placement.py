@@ -1,0 +1,66 @@
+"""Placement: which worker runs a job. A pure function of the job's requirements and a
+fleet snapshot, so it is tested table-driven without a cluster.
+
+In order: the pool must be allowed (tier policy, the model's pools, spec.gpuClass) and
+have the VRAM; then a worker with the model hot in VRAM, else warm on local disk, else
+the least loaded; never a worker without a free slot.
+"""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from diffleet_operator.fleet import WorkerView
+
+
+class Outcome(StrEnum):
+    HOT = "hot"
+    WARM = "warm"
+    COLD = "cold"
+    NO_CAPACITY = "no_capacity"
+    NO_ELIGIBLE_WORKER = "no_eligible_worker"
+
+
+@dataclass(frozen=True)
+class Requirements:
+    model_digest: str
+    vram_gib: float
+    pools: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    worker: WorkerView | None = None
+
+    @property
+    def placed(self) -> bool:
+        return self.worker is not None
+
+
+def eligible(worker: WorkerView, needs: Requirements) -> bool:
+    inventory = worker.inventory
+    return (
+        not inventory.draining
+        and inventory.pool in needs.pools
+        and inventory.vram_gib >= needs.vram_gib
+    )
+
+
+def place(needs: Requirements, fleet: list[WorkerView]) -> Decision:
+    candidates = [worker for worker in fleet if eligible(worker, needs)]
+    if not candidates:
+        return Decision(Outcome.NO_ELIGIBLE_WORKER)
+    free = [worker for worker in candidates if worker.free_slots > 0]
+    if not free:
+        return Decision(Outcome.NO_CAPACITY)
+    hot = [worker for worker in free if needs.model_digest in worker.inventory.hot_models]
+    if hot:
+        return Decision(Outcome.HOT, min(hot, key=_least_loaded))
+    warm = [worker for worker in free if needs.model_digest in worker.inventory.warm_models]
+    if warm:
+        return Decision(Outcome.WARM, min(warm, key=_least_loaded))
+    return Decision(Outcome.COLD, min(free, key=_least_loaded))
+
+
+def _least_loaded(worker: WorkerView) -> tuple[float, str]:
+    return (worker.load / worker.inventory.concurrency, worker.worker_id)

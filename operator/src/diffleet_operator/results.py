@@ -1,0 +1,129 @@
+"""Turns the workers' reports into job status.
+
+Results (started, succeeded, failed) come through a durable queue and are acknowledged
+only after the status patch, so none is lost while the operator is down. Progress comes
+through the transient progress exchange and is written at most once per job per
+`progress_interval_seconds`.
+"""
+
+import asyncio
+import logging
+import time
+
+import kopf
+from aio_pika.abc import AbstractIncomingMessage
+from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from diffleet_core.messages import (
+    RESULT_EVENT,
+    JobFailed,
+    JobProgress,
+    JobRef,
+    JobStarted,
+    JobSucceeded,
+)
+from diffleet_core.resources.conditions import Reason
+from diffleet_core.resources.generation_job import JobPhase
+from diffleet_operator import lifecycle, metrics, status
+from diffleet_operator.dispatcher import Dispatcher
+from diffleet_operator.jobs import TrackedJob
+from diffleet_operator.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+# A result that could not be applied goes back to its queue after this pause.
+RETRY_PAUSE_SECONDS = 1.0
+
+
+class Results:
+    def __init__(self, rt: Runtime, dispatcher: Dispatcher) -> None:
+        self.rt = rt
+        self.dispatcher = dispatcher
+        self._last_progress: dict[str, float] = {}
+
+    async def start(self) -> None:
+        await self.rt.broker.consume(self.rt.broker.topology.results_queue, self.on_result, 64)
+        await self.rt.broker.subscribe(
+            self.rt.broker.topology.progress_exchange, "#", self.on_progress
+        )
+
+    async def on_result(self, message: AbstractIncomingMessage) -> None:
+        try:
+            event = RESULT_EVENT.validate_json(message.body)
+        except ValidationError as error:
+            logger.error("dropping a malformed result: %s", error)
+            await message.reject(requeue=False)
+            return
+        try:
+            await self.apply(event)
+        except Exception:
+            logger.exception("could not apply %s of %s; retrying", event.event, event.job.uid)
+            await asyncio.sleep(RETRY_PAUSE_SECONDS)
+            await message.nack(requeue=True)
+            return
+        await message.ack()
+
+    async def apply(self, event: JobStarted | JobSucceeded | JobFailed) -> None:
+        job = await self._current(event.job)
+        if job is None:
+            return
+        if isinstance(event, JobStarted):
+            if job.phase in (JobPhase.QUEUED, JobPhase.SCHEDULED):
+                patch = status.running(event.at) | {"worker": event.worker}
+                await self.rt.kube.patch_job_status(job.namespace, job.name, patch)
+                metrics.TRANSITIONS.labels(JobPhase.RUNNING).inc()
+                kopf.info(job.body, reason=Reason.STARTED, message=f"running on {event.worker}")
+            return
+        self.dispatcher.forget(job.uid)
+        self._last_progress.pop(job.uid, None)
+        if isinstance(event, JobSucceeded):
+            patch = status.succeeded(
+                job.status,
+                job.generation,
+                outputs=event.outputs,
+                model_digest=event.model_digest,
+                lora_digests=event.lora_digests,
+                total_steps=job.spec.steps,
+            )
+            self.rt.fleet.forget(job.uid)
+            await self.rt.kube.patch_job_status(job.namespace, job.name, patch)
+            metrics.TRANSITIONS.labels(JobPhase.SUCCEEDED).inc()
+            kopf.info(job.body, reason=Reason.SUCCEEDED, message=patch["message"])
+        elif event.retryable:
+            await lifecycle.requeue(self.rt, job, event.reason, event.message)
+        else:
+            await lifecycle.fail(self.rt, job, event.reason, event.message)
+
+    async def on_progress(self, message: AbstractIncomingMessage) -> None:
+        await message.ack()
+        try:
+            report = JobProgress.model_validate_json(message.body)
+        except ValidationError:
+            return
+        last = self._last_progress.get(report.job.uid, 0.0)
+        final = report.step >= report.total_steps
+        if not final and time.monotonic() - last < self.rt.operator.progress_interval_seconds:
+            return
+        job = self.rt.jobs.get(report.job.uid)
+        if job is None or job.status.attempts != report.job.attempt or job.phase.finished:
+            return
+        self._last_progress[report.job.uid] = time.monotonic()
+        try:
+            await self.rt.kube.patch_job_status(
+                job.namespace, job.name, status.progress(report.step, report.total_steps)
+            )
+        except ApiException as error:
+            logger.warning("progress of %s not written: %s", job.uid, error.reason)
+
+    async def _current(self, ref: JobRef) -> TrackedJob | None:
+        """The job if this report is about its current, unfinished attempt."""
+        job = self.rt.jobs.get(ref.uid)
+        if job is None or job.status.attempts < ref.attempt:
+            body = await self.rt.kube.get_job(ref.namespace, ref.name)
+            if body is None or body["metadata"]["uid"] != ref.uid:
+                return None
+            job = self.rt.jobs.observe(body)
+        if job.status.attempts != ref.attempt or job.phase.finished:
+            return None
+        return job

@@ -1,0 +1,22 @@
+"""Everything the operator's handlers and loops share, built once at start-up."""
+
+from dataclasses import dataclass
+
+from diffleet_core.broker import Broker
+from diffleet_core.settings import Settings
+from diffleet_operator.config import OperatorSettings
+from diffleet_operator.fleet import FleetInventory
+from diffleet_operator.jobs import JobCache
+from diffleet_operator.kube import Kube
+from diffleet_operator.model_index import ModelIndex
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    operator: OperatorSettings
+    kube: Kube
+    broker: Broker
+    fleet: FleetInventory
+    jobs: JobCache
+    models: ModelIndex

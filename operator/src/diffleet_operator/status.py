@@ -1,0 +1,173 @@
+"""Status patches of a GenerationJob, one function per transition.
+
+Each returns the merge patch for `status`; conditions are recomputed from the job's
+current list (a merge patch replaces lists whole), one condition per type.
+"""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from diffleet_core.resources.conditions import Condition, ConditionStatus, Reason
+from diffleet_core.resources.generation_job import GenerationJobStatus, JobOutput, JobPhase, Tier
+
+# Condition types of a GenerationJob.
+MODEL_READY = "ModelReady"
+ADMITTED = "Admitted"
+SCHEDULED = "Scheduled"
+COMPLETE = "Complete"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def with_condition(
+    status: GenerationJobStatus,
+    generation: int | None,
+    kind: str,
+    state: ConditionStatus,
+    reason: str,
+    message: str,
+) -> list[dict[str, Any]]:
+    """The job's conditions with `kind` set; the transition time moves only on a change."""
+    conditions = {c.type: c for c in status.conditions or []}
+    previous = conditions.get(kind)
+    changed = previous is None or previous.status != state
+    conditions[kind] = Condition(
+        type=kind,
+        status=state,
+        reason=reason,
+        message=message,
+        last_transition_time=now()
+        if changed or previous is None
+        else previous.last_transition_time,
+        observed_generation=generation,
+    )
+    return [
+        c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions.values()
+    ]
+
+
+def pending(
+    status: GenerationJobStatus, generation: int | None, reason: Reason, message: str
+) -> dict[str, Any]:
+    return {
+        "phase": JobPhase.PENDING,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+        "conditions": with_condition(
+            status, generation, MODEL_READY, ConditionStatus.FALSE, reason, message
+        ),
+    }
+
+
+def queued(
+    status: GenerationJobStatus,
+    generation: int | None,
+    *,
+    tier: Tier,
+    queue: str,
+    seed: int,
+    attempt: int,
+    reason: str = Reason.ADMITTED,
+    message: str = "",
+) -> dict[str, Any]:
+    return {
+        "phase": JobPhase.QUEUED,
+        "tier": tier,
+        "queue": queue,
+        "seed": seed,
+        "attempts": attempt,
+        "queuedAt": timestamp(now()),
+        "pool": None,
+        "node": None,
+        "worker": None,
+        "progress": None,
+        "reason": reason,
+        "message": message or f"waiting in {queue}",
+        "observedGeneration": generation,
+        "conditions": with_condition(
+            status, generation, ADMITTED, ConditionStatus.TRUE, reason, f"admitted to {queue}"
+        ),
+    }
+
+
+def scheduled(
+    status: GenerationJobStatus, generation: int | None, *, pool: str, node: str, worker: str
+) -> dict[str, Any]:
+    message = f"dispatched to worker {worker} ({pool})"
+    return {
+        "phase": JobPhase.SCHEDULED,
+        "pool": pool,
+        "node": node,
+        "worker": worker,
+        "scheduledAt": timestamp(now()),
+        "reason": Reason.DISPATCHED,
+        "message": message,
+        "conditions": with_condition(
+            status, generation, SCHEDULED, ConditionStatus.TRUE, Reason.DISPATCHED, message
+        ),
+    }
+
+
+def running(started_at: datetime) -> dict[str, Any]:
+    return {
+        "phase": JobPhase.RUNNING,
+        "startedAt": timestamp(started_at),
+        "reason": Reason.STARTED,
+        "message": "generating",
+    }
+
+
+def progress(step: int, total_steps: int) -> dict[str, Any]:
+    return {"progress": {"step": step, "totalSteps": total_steps}}
+
+
+def succeeded(
+    status: GenerationJobStatus,
+    generation: int | None,
+    *,
+    outputs: list[JobOutput],
+    model_digest: str,
+    lora_digests: dict[str, str],
+    total_steps: int,
+) -> dict[str, Any]:
+    message = f"{len(outputs)} image(s) written"
+    return {
+        "phase": JobPhase.SUCCEEDED,
+        "outputs": [o.model_dump(mode="json", by_alias=True) for o in outputs],
+        "modelDigest": model_digest,
+        "loraDigests": lora_digests or None,
+        "progress": {"step": total_steps, "totalSteps": total_steps},
+        "completedAt": timestamp(now()),
+        "reason": Reason.SUCCEEDED,
+        "message": message,
+        "conditions": with_condition(
+            status, generation, COMPLETE, ConditionStatus.TRUE, Reason.SUCCEEDED, message
+        ),
+    }
+
+
+def finished_unsuccessfully(
+    status: GenerationJobStatus,
+    generation: int | None,
+    *,
+    phase: JobPhase,
+    reason: str,
+    message: str,
+) -> dict[str, Any]:
+    """Failed or Cancelled, with the reason and message on the status and its condition."""
+    return {
+        "phase": phase,
+        "completedAt": timestamp(now()),
+        "reason": reason,
+        "message": message,
+        "conditions": with_condition(
+            status, generation, COMPLETE, ConditionStatus.FALSE, reason, message
+        ),
+    }

@@ -1,0 +1,400 @@
+"""The CRDs in crds/ and the pydantic models of diffleet_core.resources agree, field by field.
+
+The API server enforces the CRD schemas; the operator, the worker and the REST API use the
+models. These tests compare the models' JSON schemas with the CRDs' OpenAPI schemas at
+every nesting level (names, types, required fields, bounds, enums, defaults) and check the
+CRDs' CEL rules against the models' cross-field rules and the immutability of the spec.
+"""
+
+from functools import cache
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema
+from pydantic_core import core_schema
+
+from diffleet_core.resources import generation_job, model_cache
+from diffleet_core.resources.generation_job import GenerationJobSpec, Mode, spec_rule_violations
+from tests.support.stack import ROOT
+
+JsonSchema = dict[str, Any]
+
+VERSION = "v1alpha1"
+
+# Keywords that must be equal in the CRD and in the model. `format: int64` on an integer is
+# left out below: every Kubernetes integer is an int64, the CRD only says so for clients.
+COMPARED_KEYWORDS = (
+    "type",
+    "format",
+    "enum",
+    "minimum",
+    "maximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+)
+
+# (CRD plural, part of the resource, its model)
+PARTS = [
+    ("generationjobs", "spec", generation_job.GenerationJobSpec),
+    ("generationjobs", "status", generation_job.GenerationJobStatus),
+    ("modelcaches", "spec", model_cache.ModelCacheSpec),
+    ("modelcaches", "status", model_cache.ModelCacheStatus),
+]
+PART_IDS = [f"{plural}.{part}" for plural, part, _ in PARTS]
+
+
+@cache
+def crd(plural: str) -> JsonSchema:
+    """The CustomResourceDefinition crds/PLURAL.diffleet.io.yaml."""
+    loaded: JsonSchema = yaml.safe_load((ROOT / "crds" / f"{plural}.diffleet.io.yaml").read_text())
+    return loaded
+
+
+def crd_schema(plural: str) -> JsonSchema:
+    """The openAPIV3Schema of the CRD's only version, v1alpha1."""
+    versions = crd(plural)["spec"]["versions"]
+    assert [version["name"] for version in versions] == [VERSION]
+    schema: JsonSchema = versions[0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def crd_part(plural: str, part: str) -> JsonSchema:
+    """The schema of `spec` or `status` in the CRD."""
+    schema: JsonSchema = crd_schema(plural)["properties"][part]
+    return schema
+
+
+class FactoryDefaults(GenerateJsonSchema):
+    """Also writes the defaults made by a `default_factory` (e.g. ModelCache `warm`)."""
+
+    def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
+        factory = schema.get("default_factory")
+        if factory is not None and not schema.get("default_factory_takes_data"):
+            return factory()  # type: ignore[call-arg]
+        return super().get_default_value(schema)
+
+
+def model_schema(model: type[BaseModel]) -> JsonSchema:
+    """The model's JSON schema by alias, with $ref inlined and `anyOf [X, null]` read as X.
+
+    A default of None means "absent" on the wire, so it is dropped: the CRD has no default
+    for such a field.
+    """
+    raw = model.model_json_schema(by_alias=True, schema_generator=FactoryDefaults)
+    return resolve(raw, raw.get("$defs", {}))
+
+
+def resolve(node: JsonSchema, defs: dict[str, JsonSchema]) -> JsonSchema:
+    """`node` with references inlined and optional types unwrapped, recursively."""
+    node = dict(node)
+    while "$ref" in node or "anyOf" in node:
+        if "$ref" in node:
+            # A definition's docstring describes its type, not the field that uses it.
+            target = dict(defs[node.pop("$ref").rsplit("/", 1)[-1]])
+            target.pop("description", None)
+            node = {**target, **node}
+        else:
+            members = [member for member in node.pop("anyOf") if member != {"type": "null"}]
+            assert len(members) == 1, f"only `X | None` unions are expected: {members}"
+            node = {**members[0], **node}
+    for keyword in ("$defs", "title"):
+        node.pop(keyword, None)
+    if "default" in node and node["default"] is None:
+        del node["default"]
+    if "properties" in node:
+        node["properties"] = {
+            name: resolve(child, defs) for name, child in node["properties"].items()
+        }
+    for keyword in ("items", "additionalProperties"):
+        if isinstance(node.get(keyword), dict):
+            node[keyword] = resolve(node[keyword], defs)
+    return node
+
+
+def with_defaults(value: Any, schema: JsonSchema) -> Any:
+    """`value` as the API server stores it: with the defaults of nested fields filled in."""
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        filled = {
+            name: with_defaults(item, properties.get(name, {})) for name, item in value.items()
+        }
+        for name, child in properties.items():
+            if name not in filled and "default" in child:
+                filled[name] = with_defaults(child["default"], child)
+        return filled
+    if isinstance(value, list):
+        return [with_defaults(item, schema.get("items", {})) for item in value]
+    return value
+
+
+def same_value(left: Any, right: Any) -> bool:
+    """JSON equality: 7 equals 7.0, but false is not 0."""
+    if isinstance(left, bool) or isinstance(right, bool):
+        return type(left) is type(right) and left == right
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(same_value(left[k], right[k]) for k in left)
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(map(same_value, left, right))
+    return bool(left == right)
+
+
+def keyword_value(schema: JsonSchema, keyword: str) -> Any:
+    """The value of a compared keyword, None when absent."""
+    value = schema.get(keyword)
+    if keyword == "format" and schema.get("type") == "integer" and value == "int64":
+        return None
+    return value
+
+
+def differences(crd_node: JsonSchema, model_node: JsonSchema, path: str) -> list[str]:
+    """Every way the CRD schema at `path` differs from the model's, one line each."""
+    found = []
+    for keyword in COMPARED_KEYWORDS:
+        in_crd, in_model = keyword_value(crd_node, keyword), keyword_value(model_node, keyword)
+        if not same_value(in_crd, in_model):
+            found.append(f"{path}: {keyword} is {in_crd!r} in the CRD, {in_model!r} in the model")
+
+    crd_default = with_defaults(crd_node.get("default"), crd_node)
+    if not same_value(crd_default, model_node.get("default")):
+        found.append(
+            f"{path}: default is {crd_default!r} in the CRD (nested defaults applied), "
+            f"{model_node.get('default')!r} in the model"
+        )
+
+    crd_required, model_required = crd_node.get("required", []), model_node.get("required", [])
+    if sorted(crd_required) != sorted(model_required):
+        found.append(
+            f"{path}: required is {crd_required} in the CRD, {model_required} in the model"
+        )
+
+    crd_properties = crd_node.get("properties", {})
+    model_properties = model_node.get("properties", {})
+    for name in sorted(crd_properties.keys() - model_properties.keys()):
+        found.append(f"{path}.{name}: in the CRD, not in the model")
+    for name in sorted(model_properties.keys() - crd_properties.keys()):
+        found.append(f"{path}.{name}: in the model, not in the CRD")
+    for name in sorted(crd_properties.keys() & model_properties.keys()):
+        found += differences(crd_properties[name], model_properties[name], f"{path}.{name}")
+
+    if "items" in crd_node or "items" in model_node:
+        found += differences(crd_node.get("items", {}), model_node.get("items", {}), f"{path}[]")
+
+    # A dict-valued field (a map) has a schema for its values. A boolean additionalProperties
+    # is the model's policy for unknown fields, which the API server's pruning replaces.
+    crd_values = crd_node.get("additionalProperties")
+    model_values = model_node.get("additionalProperties")
+    if isinstance(crd_values, dict) or isinstance(model_values, dict):
+        if not (isinstance(crd_values, dict) and isinstance(model_values, dict)):
+            found.append(f"{path}: a map in only one of the CRD and the model")
+        else:
+            found += differences(crd_values, model_values, f"{path}{{}}")
+    return found
+
+
+def crd_fields(node: JsonSchema, path: str) -> list[tuple[str, JsonSchema]]:
+    """Every field below `node` (properties, list items and map values) with its path."""
+    fields = []
+    for name, child in node.get("properties", {}).items():
+        fields.append((f"{path}.{name}", child))
+        fields += crd_fields(child, f"{path}.{name}")
+    if isinstance(node.get("items"), dict):
+        fields += crd_fields(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        fields += crd_fields(node["additionalProperties"], f"{path}{{}}")
+    return fields
+
+
+def rules(schema: JsonSchema) -> list[JsonSchema]:
+    """The CEL rules (x-kubernetes-validations) declared on one schema node."""
+    found: list[JsonSchema] = schema.get("x-kubernetes-validations", [])
+    return found
+
+
+def is_transition_rule(rule: JsonSchema) -> bool:
+    """A rule that compares with the stored object, so runs on updates only."""
+    return "oldSelf" in rule["rule"]
+
+
+@pytest.mark.parametrize(("plural", "part", "model"), PARTS, ids=PART_IDS)
+def test_crd_schema_matches_the_model(plural: str, part: str, model: type[BaseModel]) -> None:
+    found = differences(crd_part(plural, part), model_schema(model), part)
+    assert not found, "the CRD and the model differ:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize(("plural", "part", "model"), PARTS, ids=PART_IDS)
+def test_every_field_is_described(plural: str, part: str, model: type[BaseModel]) -> None:
+    """`kubectl explain` describes every field; a spec field keeps the model's words."""
+    model_fields = dict(crd_fields(model_schema(model), part))
+    undescribed = []
+    for path, field in crd_fields(crd_part(plural, part), part):
+        description = field.get("description", "")
+        model_description = model_fields.get(path, {}).get("description", "").rstrip(".")
+        if not description or model_description.lower() not in description.lower():
+            undescribed.append(f"{path}: {description!r} (model: {model_description!r})")
+    assert not undescribed, "fields without the model's description:\n" + "\n".join(undescribed)
+
+
+@pytest.mark.parametrize("plural", ["generationjobs", "modelcaches"])
+def test_crd_is_structural_without_unknown_fields(plural: str) -> None:
+    offending = [
+        path
+        for path, field in crd_fields(crd_schema(plural), plural)
+        if "x-kubernetes-preserve-unknown-fields" in field
+    ]
+    assert not offending, f"fields that keep unknown fields: {offending}"
+    assert crd_schema(plural)["required"] == ["spec"]
+
+
+@pytest.mark.parametrize(
+    ("plural", "kind"),
+    [
+        (generation_job.PLURAL, generation_job.KIND),
+        (model_cache.PLURAL, model_cache.KIND),
+    ],
+)
+def test_crd_names_and_status_subresource(plural: str, kind: str) -> None:
+    definition = crd(plural)
+    assert definition["metadata"]["name"] == f"{plural}.diffleet.io"
+    assert definition["spec"]["group"] == "diffleet.io"
+    assert definition["spec"]["scope"] == "Namespaced"
+    assert definition["spec"]["names"]["kind"] == kind
+    assert definition["spec"]["names"]["plural"] == plural
+    assert "diffleet" in definition["spec"]["names"]["categories"]
+    assert definition["spec"]["versions"][0]["subresources"] == {"status": {}}
+
+
+@pytest.mark.parametrize(
+    ("plural", "columns"),
+    [
+        (
+            "generationjobs",
+            [
+                ("Phase", ".status.phase"),
+                ("Model", ".spec.model"),
+                ("Tier", ".status.tier"),
+                ("Pool", ".status.pool"),
+                ("Step", ".status.progress.step"),
+                ("Steps", ".status.progress.totalSteps"),
+                ("Age", ".metadata.creationTimestamp"),
+            ],
+        ),
+        (
+            "modelcaches",
+            [
+                ("Phase", ".status.phase"),
+                ("Type", ".spec.type"),
+                ("Base", ".spec.baseModel"),
+                ("Size", ".spec.sizeBytes"),
+                ("Hot", ".status.hotReplicas"),
+                ("Age", ".metadata.creationTimestamp"),
+            ],
+        ),
+    ],
+)
+def test_printer_columns_show_schema_fields(plural: str, columns: list[tuple[str, str]]) -> None:
+    printed = crd(plural)["spec"]["versions"][0]["additionalPrinterColumns"]
+    assert [(column["name"], column["jsonPath"]) for column in printed] == columns
+    fields = dict(crd_fields(crd_schema(plural), ""))
+    for column in printed:
+        if column["jsonPath"] == ".metadata.creationTimestamp":
+            assert column["type"] == "date"
+            continue
+        field = fields.get(column["jsonPath"])
+        assert field is not None, f"column {column['name']}: no field {column['jsonPath']}"
+        assert column["type"] == field["type"], f"column {column['name']}: type"
+
+
+# Specs that each break one cross-field rule of the model, and where the CRD's CEL rule of
+# the same message points.
+VALID_SPEC: dict[str, Any] = {"model": "sd15-base", "prompt": "a lighthouse at dusk"}
+IMAGE = "s3://diffleet-uploads/in.png"
+CROSS_FIELD_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("img2img-without-initImage", {"mode": Mode.IMG2IMG}, ".initImage"),
+    ("inpaint-without-initImage", {"mode": Mode.INPAINT, "mask_image": IMAGE}, ".initImage"),
+    ("txt2img-with-initImage", {"init_image": IMAGE}, ".initImage"),
+    ("inpaint-without-maskImage", {"mode": Mode.INPAINT, "init_image": IMAGE}, ".maskImage"),
+    (
+        "img2img-with-maskImage",
+        {"mode": Mode.IMG2IMG, "init_image": IMAGE, "mask_image": IMAGE},
+        ".maskImage",
+    ),
+    ("txt2img-with-strength", {"strength": 0.5}, ".strength"),
+]
+
+
+def spec_with(fields: dict[str, Any]) -> GenerationJobSpec:
+    """A valid spec changed by `fields` (snake_case), not validated, as the rules need."""
+    return GenerationJobSpec.model_construct(**{**VALID_SPEC, **fields})
+
+
+def cross_field_rules() -> list[JsonSchema]:
+    """The CEL rules on the GenerationJob spec that check a new object (not transitions)."""
+    spec = crd_part("generationjobs", "spec")
+    return [rule for rule in rules(spec) if not is_transition_rule(rule)]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field_path"),
+    [case[1:] for case in CROSS_FIELD_CASES],
+    ids=[case[0] for case in CROSS_FIELD_CASES],
+)
+def test_cel_rule_has_the_models_message(fields: dict[str, Any], field_path: str) -> None:
+    violations = spec_rule_violations(spec_with(fields))
+    assert len(violations) == 1, violations
+    matching = [rule for rule in cross_field_rules() if rule["message"] == violations[0]]
+    assert len(matching) == 1, f"no CEL rule (or several) with the message {violations[0]!r}"
+    assert matching[0].get("fieldPath") == field_path
+
+
+def test_every_cross_field_cel_rule_is_a_rule_of_the_model() -> None:
+    model_messages = {
+        message
+        for _, fields, _ in CROSS_FIELD_CASES
+        for message in spec_rule_violations(spec_with(fields))
+    }
+    assert {rule["message"] for rule in cross_field_rules()} == model_messages
+    assert spec_rule_violations(spec_with({})) == []
+
+
+def test_generationjob_spec_is_immutable_except_cancel() -> None:
+    """Every field keeps its value; optional ones also stay present or absent."""
+    spec = crd_part("generationjobs", "spec")
+    for name, field in spec["properties"].items():
+        expected = (
+            {"rule": "self || !oldSelf", "message": "cancel may only change from false to true"}
+            if name == "cancel"
+            else {"rule": "self == oldSelf", "message": f"{name} is immutable"}
+        )
+        assert rules(field) == [expected], f"spec.{name}"
+
+    model = model_schema(GenerationJobSpec)
+    optional = [
+        name
+        for name, field in model["properties"].items()
+        if name not in model["required"] and "default" not in field
+    ]
+    presence = [
+        {
+            "rule": f"has(self.{name}) == has(oldSelf.{name})",
+            "message": f"{name} is immutable",
+            "fieldPath": f".{name}",
+        }
+        for name in optional
+    ]
+    assert [rule for rule in rules(spec) if is_transition_rule(rule)] == presence
+
+
+def test_modelcache_source_is_immutable() -> None:
+    spec = crd_part("modelcaches", "spec")
+    assert rules(spec["properties"]["source"]) == [
+        {"rule": "self == oldSelf", "message": "source is immutable"}
+    ]
+    others = [name for name, field in spec["properties"].items() if rules(field)]
+    assert others == ["source"]
+    assert rules(spec) == []

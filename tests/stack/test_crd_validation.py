@@ -1,0 +1,329 @@
+"""The API server enforces the CRDs: ranges, enums, cross-field rules, defaults, immutability.
+
+Every refused manifest is applied for real with `kubectl apply`; the error must name the
+field and the broken rule, as a user reads it.
+"""
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.support.stack import Kubectl
+
+IMAGE = "s3://diffleet-uploads/in.png"
+MASK = "s3://diffleet-uploads/mask.png"
+VALID_JOB: dict[str, Any] = {"model": "sd15-base", "prompt": "a lighthouse at dusk"}
+VALID_CACHE: dict[str, Any] = {
+    "source": "s3://diffleet-models/sd15-base/",
+    "format": "diffusers",
+    "baseModel": "sd15",
+}
+
+
+def changed(spec: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`spec` with `overrides` applied; an override of None removes the field."""
+    result = {**spec, **overrides}
+    return {key: value for key, value in result.items() if value is not None}
+
+
+def manifest(kind: str, name: str, spec: dict[str, Any]) -> str:
+    """A diffleet.io/v1alpha1 object as JSON, which kubectl reads as YAML."""
+    return json.dumps(
+        {
+            "apiVersion": "diffleet.io/v1alpha1",
+            "kind": kind,
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
+
+
+def apply(kubectl: Kubectl, namespace: str, text: str) -> str:
+    """Applies `text` and returns stderr; fails the test when the API server accepts it."""
+    result = kubectl.run("apply", "-n", namespace, "-f", "-", stdin=text, check=False)
+    assert result.returncode != 0, f"accepted: {result.stdout.strip()}"
+    return result.stderr
+
+
+# The messages of the CRD's cross-field rules (spec_rule_violations in diffleet_core).
+INIT_REQUIRED = "initImage is required when mode is img2img or inpaint"
+INIT_NOT_ALLOWED = "initImage is allowed only when mode is img2img or inpaint"
+MASK_RULE = "maskImage is required when, and only when, mode is inpaint"
+STRENGTH_RULE = "strength is allowed only with an initImage"
+
+
+def cel_error(field: str, value_type: str, message: str) -> str:
+    """How the API server reports a broken CEL rule whose error is reported at spec.FIELD."""
+    return f'spec.{field}: Invalid value: "{value_type}": {message}'
+
+
+BAD_JOBS: list[tuple[str, dict[str, Any], str]] = [
+    ("width-513", {"width": 513}, "spec.width in body should be a multiple of 8"),
+    ("width-32", {"width": 32}, "spec.width in body should be greater than or equal to 64"),
+    ("height-4096", {"height": 4096}, "spec.height in body should be less than or equal to 2048"),
+    ("steps-0", {"steps": 0}, "spec.steps in body should be greater than or equal to 1"),
+    ("steps-151", {"steps": 151}, "spec.steps in body should be less than or equal to 150"),
+    ("unknown-sampler", {"sampler": "turbo"}, 'spec.sampler: Unsupported value: "turbo"'),
+    (
+        "inpaint-without-mask",
+        {"mode": "inpaint", "initImage": IMAGE},
+        cel_error("maskImage", "object", MASK_RULE),
+    ),
+    ("mask-on-txt2img", {"maskImage": MASK}, cel_error("maskImage", "object", MASK_RULE)),
+    (
+        "img2img-without-initImage",
+        {"mode": "img2img"},
+        cel_error("initImage", "object", INIT_REQUIRED),
+    ),
+    (
+        "initImage-on-txt2img",
+        {"initImage": IMAGE},
+        cel_error("initImage", "object", INIT_NOT_ALLOWED),
+    ),
+    ("strength-on-txt2img", {"strength": 0.5}, cel_error("strength", "object", STRENGTH_RULE)),
+    ("prompt-2001-characters", {"prompt": "x" * 2001}, "spec.prompt: Too long"),
+    ("empty-prompt", {"prompt": ""}, "spec.prompt in body should be at least 1 chars long"),
+    (
+        "negative-batchSize",
+        {"batchSize": -1},
+        "spec.batchSize in body should be greater than or equal to 1",
+    ),
+    ("batchSize-9", {"batchSize": 9}, "spec.batchSize in body should be less than or equal to 8"),
+    ("priority-platinum", {"priority": "platinum"}, 'spec.priority: Unsupported value: "platinum"'),
+    ("gpuClass-v100", {"gpuClass": "v100"}, 'spec.gpuClass: Unsupported value: "v100"'),
+    (
+        "guidanceScale-31",
+        {"guidanceScale": 31},
+        "spec.guidanceScale in body should be less than or equal to 30",
+    ),
+    (
+        "initImage-not-s3",
+        {"mode": "img2img", "initImage": "https://example.com/in.png"},
+        "spec.initImage in body should match '^s3://",
+    ),
+    (
+        "lora-weight-3",
+        {"loras": [{"model": "ink-style", "weight": 3}]},
+        "spec.loras[0].weight in body should be less than or equal to 2",
+    ),
+    (
+        "six-loras",
+        {"loras": [{"model": f"lora-{index}"} for index in range(6)]},
+        "spec.loras: Too many: 6: must have at most 5 items",
+    ),
+    ("missing-model", {"model": None}, "spec.model: Required value"),
+    ("model-not-a-name", {"model": "SD15_Base"}, "spec.model in body should match"),
+    (
+        "seed-above-uint32",
+        {"seed": 2**32},
+        "spec.seed in body should be less than or equal to 4294967295",
+    ),
+    (
+        "strength-above-1",
+        {"mode": "img2img", "initImage": IMAGE, "strength": 1.5},
+        "spec.strength in body should be less than or equal to 1",
+    ),
+    (
+        "controlNet-without-image",
+        {"controlNet": {"model": "cn-canny"}},
+        "spec.controlNet.image: Required value",
+    ),
+    (
+        "webhook-not-http",
+        {"webhookUrl": "ftp://example.com/hook"},
+        "spec.webhookUrl in body should match",
+    ),
+    (
+        "timeout-0",
+        {"timeoutSeconds": 0},
+        "spec.timeoutSeconds in body should be greater than or equal to 1",
+    ),
+    ("unknown-field", {"style": "ink"}, 'unknown field "spec.style"'),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [case[1:] for case in BAD_JOBS],
+    ids=[case[0] for case in BAD_JOBS],
+)
+def test_bad_generationjob_is_refused_naming_the_field(
+    kubectl: Kubectl, namespace: str, overrides: dict[str, Any], expected: str
+) -> None:
+    stderr = apply(
+        kubectl, namespace, manifest("GenerationJob", "bad", changed(VALID_JOB, overrides))
+    )
+    assert expected in stderr
+    assert kubectl.json("get", "gj", "-n", namespace)["items"] == []
+
+
+# (id, spec at creation, changes applied afterwards, expected error)
+REFUSED_UPDATES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
+    ("steps-changed", {}, {"steps": 30}, cel_error("steps", "integer", "steps is immutable")),
+    (
+        "prompt-changed",
+        {},
+        {"prompt": "a lighthouse at dawn"},
+        cel_error("prompt", "string", "prompt is immutable"),
+    ),
+    ("seed-added", {}, {"seed": 42}, cel_error("seed", "object", "seed is immutable")),
+    ("seed-changed", {"seed": 42}, {"seed": 43}, cel_error("seed", "integer", "seed is immutable")),
+    (
+        "priority-removed",
+        {"priority": "free"},
+        {"priority": None},
+        cel_error("priority", "object", "priority is immutable"),
+    ),
+    (
+        "lora-weight-changed",
+        {"loras": [{"model": "ink-style", "weight": 0.8}]},
+        {"loras": [{"model": "ink-style", "weight": 0.9}]},
+        cel_error("loras", "list", "loras is immutable"),
+    ),
+    (
+        "cancel-true-to-false",
+        {"cancel": True},
+        {"cancel": False},
+        cel_error("cancel", "boolean", "cancel may only change from false to true"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("created", "update", "expected"),
+    [case[1:] for case in REFUSED_UPDATES],
+    ids=[case[0] for case in REFUSED_UPDATES],
+)
+def test_generationjob_spec_change_is_refused(
+    kubectl: Kubectl,
+    namespace: str,
+    created: dict[str, Any],
+    update: dict[str, Any],
+    expected: str,
+) -> None:
+    spec = changed(VALID_JOB, created)
+    kubectl.apply(manifest("GenerationJob", "job", spec), namespace)
+    stderr = apply(kubectl, namespace, manifest("GenerationJob", "job", changed(spec, update)))
+    assert expected in stderr
+    stored = kubectl.json("get", "gj", "job", "-n", namespace)
+    assert stored["metadata"]["generation"] == 1
+
+
+def test_generationjob_cancel_may_change_from_false_to_true(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    kubectl.apply(manifest("GenerationJob", "job", VALID_JOB), namespace)
+    kubectl.apply(manifest("GenerationJob", "job", changed(VALID_JOB, {"cancel": True})), namespace)
+    stored = kubectl.json("get", "gj", "job", "-n", namespace)
+    assert stored["spec"]["cancel"] is True
+    assert stored["metadata"]["generation"] == 2
+
+
+def test_minimal_generationjob_shows_the_schema_defaults(kubectl: Kubectl, namespace: str) -> None:
+    kubectl.apply(manifest("GenerationJob", "minimal", VALID_JOB), namespace)
+    spec = kubectl.json("get", "gj", "minimal", "-n", namespace)["spec"]
+    assert spec == {
+        "model": "sd15-base",
+        "prompt": "a lighthouse at dusk",
+        "mode": "txt2img",
+        "negativePrompt": "",
+        "width": 512,
+        "height": 512,
+        "steps": 20,
+        "guidanceScale": 7,
+        "sampler": "euler_a",
+        "batchSize": 1,
+        "gpuClass": "any",
+        "timeoutSeconds": 600,
+        "maxRetries": 2,
+        "ttlSecondsAfterFinished": 86400,
+        "cancel": False,
+    }
+    assert "priority" not in spec
+    assert "strength" not in spec
+
+
+def test_full_generationjob_is_accepted_with_nested_defaults(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    full = changed(
+        VALID_JOB,
+        {
+            "mode": "inpaint",
+            "initImage": IMAGE,
+            "maskImage": MASK,
+            "strength": 0.6,
+            "seed": 42,
+            "loras": [{"model": "ink-style"}],
+            "controlNet": {"model": "cn-canny", "image": IMAGE},
+            "priority": "standard",
+            "gpuClass": "h100",
+            "webhookUrl": "https://example.com/hook",
+        },
+    )
+    kubectl.apply(manifest("GenerationJob", "full", full), namespace)
+    spec = kubectl.json("get", "gj", "full", "-n", namespace)["spec"]
+    assert spec["loras"] == [{"model": "ink-style", "weight": 1}]
+    assert spec["controlNet"] == {"model": "cn-canny", "image": IMAGE, "conditioningScale": 1}
+    assert (spec["strength"], spec["seed"], spec["priority"]) == (0.6, 42, "standard")
+
+
+def test_generationjob_lists_with_its_printer_columns(kubectl: Kubectl, namespace: str) -> None:
+    kubectl.apply(manifest("GenerationJob", "columns", VALID_JOB), namespace)
+    header = kubectl.run("get", "gj", "-n", namespace).stdout.splitlines()[0].split()
+    assert header == ["NAME", "PHASE", "MODEL", "TIER", "POOL", "STEP", "STEPS", "AGE"]
+
+
+def test_kubectl_explain_describes_the_spec(kubectl: Kubectl) -> None:
+    steps = kubectl.run("explain", "generationjob.spec.steps").stdout
+    assert "Denoising steps" in steps
+    spec = kubectl.run("explain", "generationjob.spec").stdout
+    for field in ("model", "prompt", "guidanceScale", "controlNet", "ttlSecondsAfterFinished"):
+        assert f"  {field}\t" in spec, field
+
+
+def test_minimal_modelcache_shows_the_schema_defaults(kubectl: Kubectl, namespace: str) -> None:
+    kubectl.apply(manifest("ModelCache", "sd15-base", VALID_CACHE), namespace)
+    spec = kubectl.json("get", "mc", "sd15-base", "-n", namespace)["spec"]
+    assert spec == {**VALID_CACHE, "type": "checkpoint", "vramGiB": 4, "warm": {"replicas": 0}}
+
+
+BAD_CACHES: list[tuple[str, dict[str, Any], str]] = [
+    ("format-ckpt", {"format": "ckpt"}, 'spec.format: Unsupported value: "ckpt"'),
+    ("source-not-s3", {"source": "/models/sd15"}, "spec.source in body should match '^s3://"),
+    ("missing-baseModel", {"baseModel": None}, "spec.baseModel: Required value"),
+    ("sha256-not-hex", {"sha256": "abc"}, "spec.sha256 in body should match"),
+    ("pool-v100", {"pools": ["h100", "v100"]}, 'spec.pools[1]: Unsupported value: "v100"'),
+    (
+        "warm-1001",
+        {"warm": {"replicas": 1001}},
+        "spec.warm.replicas in body should be less than or equal to 1000",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [case[1:] for case in BAD_CACHES],
+    ids=[case[0] for case in BAD_CACHES],
+)
+def test_bad_modelcache_is_refused_naming_the_field(
+    kubectl: Kubectl, namespace: str, overrides: dict[str, Any], expected: str
+) -> None:
+    stderr = apply(
+        kubectl, namespace, manifest("ModelCache", "bad", changed(VALID_CACHE, overrides))
+    )
+    assert expected in stderr
+
+
+def test_modelcache_source_is_immutable_but_warm_is_not(kubectl: Kubectl, namespace: str) -> None:
+    kubectl.apply(manifest("ModelCache", "sd15-base", VALID_CACHE), namespace)
+    moved = changed(VALID_CACHE, {"source": "s3://diffleet-models/sd15-other/"})
+    stderr = apply(kubectl, namespace, manifest("ModelCache", "sd15-base", moved))
+    assert cel_error("source", "string", "source is immutable") in stderr
+
+    warmer = changed(VALID_CACHE, {"warm": {"replicas": 2}})
+    kubectl.apply(manifest("ModelCache", "sd15-base", warmer), namespace)
+    spec = kubectl.json("get", "mc", "sd15-base", "-n", namespace)["spec"]
+    assert (spec["source"], spec["warm"]) == (VALID_CACHE["source"], {"replicas": 2})
