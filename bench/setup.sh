@@ -16,7 +16,11 @@ git clone --quiet "$ROOT" "$work/clone"
 cd "$work/clone"
 export DIFFLEET_CACHE="$work/cache" GOMODCACHE="$work/gomod" GOCACHE="$work/gobuild" UV_CACHE_DIR="$work/uv"
 
-timed() { local start=$SECONDS; "$@" >>"$work/bench.log" 2>&1; echo $((SECONDS - start)); }
+timed() {
+  local start=$SECONDS
+  "$@" >>"$work/bench.log" 2>&1 || { tail -n 30 "$work/bench.log" >&2; exit 1; }
+  echo $((SECONDS - start))
+}
 
 echo "cold make setup (empty caches; takes a while)..." >&2
 cold=$(timed make setup)

@@ -332,7 +332,8 @@ pg_data_dir() {
       mkdir -p "$elsewhere" && ln -sfn "$elsewhere" "$dir"
     fi
   fi
-  echo "$dir"
+  # The resolved path: the postgres user may not be able to follow the link itself.
+  readlink -f "$dir"
 }
 
 start_postgres() {

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.platform import Platform
 from tests.support.stack import Kubectl, stack, stack_exports
 
 # Tests that stop and restart the stack run after all others.
@@ -57,3 +58,11 @@ def namespace(kubectl: Kubectl) -> Iterator[str]:
     kubectl.run("create", "namespace", name)
     yield name
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def platform(namespace: str) -> Iterator[Platform]:
+    """An operator and workers for this test's namespace, stopped after the test."""
+    running = Platform(namespace=namespace, job_namespaces=[namespace])
+    yield running
+    running.stop_all()

@@ -82,7 +82,11 @@ BAD_JOBS: list[tuple[str, dict[str, Any], str]] = [
         cel_error("initImage", "object", INIT_NOT_ALLOWED),
     ),
     ("strength-on-txt2img", {"strength": 0.5}, cel_error("strength", "object", STRENGTH_RULE)),
-    ("prompt-2001-characters", {"prompt": "x" * 2001}, "spec.prompt: Too long"),
+    (
+        "prompt-2001-characters",
+        {"prompt": "x" * 2001},
+        "spec.prompt: Too long: may not be more than 2000 bytes",
+    ),
     ("empty-prompt", {"prompt": ""}, "spec.prompt in body should be at least 1 chars long"),
     (
         "negative-batchSize",
@@ -179,7 +183,7 @@ REFUSED_UPDATES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "lora-weight-changed",
         {"loras": [{"model": "ink-style", "weight": 0.8}]},
         {"loras": [{"model": "ink-style", "weight": 0.9}]},
-        cel_error("loras", "list", "loras is immutable"),
+        cel_error("loras", "array", "loras is immutable"),
     ),
     (
         "cancel-true-to-false",

@@ -70,7 +70,6 @@ class DispatchedJob(Message):
     loras: list[ModelRef] = Field(default_factory=list)
     control_net: ModelRef | None = None
     output_bucket: str
-    output_prefix: str
     deadline: datetime
 
 

@@ -1,19 +1,77 @@
 """Entry point of `diffleet-worker`."""
 
 import argparse
+import asyncio
+import logging
+import signal
 import sys
 
+import boto3
+from botocore.config import Config
+from kubernetes_asyncio import client, config
+
+from diffleet_core.broker import Broker
 from diffleet_core.settings import get_settings
+from diffleet_worker.announcer import Announcer
+from diffleet_worker.config import WorkerSettings, get_worker_settings
+from diffleet_worker.service import WorkerService
+from diffleet_worker.simulated import SimulatedRunner
+
+logger = logging.getLogger("diffleet_worker")
+
+
+async def connect_kubernetes() -> client.ApiClient:
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        await config.load_kube_config()
+    return client.ApiClient()
+
+
+async def run(settings: WorkerSettings) -> None:
+    core = get_settings()
+    s3 = boto3.client("s3", config=Config(connect_timeout=5, read_timeout=60))
+    broker = await Broker.connect(core.amqp_url, core.topology, settings.request_timeout_seconds)
+    api = await connect_kubernetes()
+    announcer = Announcer(
+        api,
+        settings.fleet_namespace,
+        settings.worker_id,
+        settings.lease_seconds,
+        settings.request_timeout_seconds,
+    )
+    service = WorkerService(settings, broker, SimulatedRunner(settings, s3))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await service.start()
+    renewal = asyncio.create_task(announcer.keep(service.inventory, settings.renew_seconds))
+    logger.info("worker %s serving pool %s", settings.worker_id, settings.pool)
+    try:
+        await stop.wait()
+        logger.info("stopping: draining for up to %ss", settings.shutdown_grace_seconds)
+        await service.drain(settings.shutdown_grace_seconds)
+    finally:
+        renewal.cancel()
+        await broker.close()
+        await announcer.release()
+        await api.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="diffleet-worker",
-        description="Runs a diffleet GPU worker (the pipelines arrive with issue 4).",
+        description="Runs a diffleet worker. Settings come from DIFFLEET_* and "
+        "DIFFLEET_WORKER_* environment variables.",
     )
-    parser.add_argument("--print-settings", action="store_true", help="print settings and exit")
+    parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="run jobs with scripted timings instead of diffusers (tests, benchmarks)",
+    )
     args = parser.parse_args()
-    if args.print_settings:
-        print(get_settings().model_dump_json(indent=2))
-        return
-    sys.exit("diffleet-worker: no pipelines yet; issue 4 builds them")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not args.simulate:
+        sys.exit("diffleet-worker: the diffusers pipelines arrive with issue 4; use --simulate")
+    asyncio.run(run(get_worker_settings()))

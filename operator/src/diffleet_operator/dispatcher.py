@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import Enum, auto
 
-import kopf
 from aio_pika.abc import AbstractIncomingMessage
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
@@ -31,7 +30,6 @@ from diffleet_core.messages import AdmittedJob, DispatchedJob
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import GpuClass, JobPhase, Tier
 from diffleet_core.resources.model_cache import Pool
-from diffleet_core.storage import output_prefix
 from diffleet_operator import metrics, status
 from diffleet_operator.admission import NotReady, ResolvedModel, resolve_model
 from diffleet_operator.fleet import WorkerView
@@ -93,6 +91,7 @@ class Dispatcher:
         self.credits = TierCredits(rt.operator.tier_weights)
         self.wake = asyncio.Event()
         self.dispatched: dict[str, int] = {}
+        self._scheduling: dict[str, asyncio.Event] = {}
         self._declared: set[str] = set()
 
     async def start(self) -> None:
@@ -116,6 +115,12 @@ class Dispatcher:
 
     def forget(self, uid: str) -> None:
         self.dispatched.pop(uid, None)
+
+    async def scheduled(self, uid: str, within: float = 10.0) -> None:
+        """Waits until a dispatch of `uid` in progress has written Scheduled, so a worker's
+        fast "started" is never overwritten by it."""
+        if event := self._scheduling.get(uid):
+            await asyncio.wait_for(event.wait(), timeout=within)
 
     async def run(self) -> None:
         while True:
@@ -223,10 +228,27 @@ class Dispatcher:
             loras=[lora.ref for lora in models.loras],
             control_net=models.control_net.ref if models.control_net else None,
             output_bucket=rt.settings.buckets.outputs,
-            output_prefix=output_prefix(job.namespace, job.name, job.uid),
             deadline=job.created + timedelta(seconds=job.spec.timeout_seconds),
         )
         queue = rt.broker.topology.worker_queue(worker.worker_id)
+        done = self._scheduling[ref.uid] = asyncio.Event()
+        try:
+            await self._publish_and_record(entry, job, order, queue, worker, decision)
+        finally:
+            done.set()
+            del self._scheduling[ref.uid]
+
+    async def _publish_and_record(
+        self,
+        entry: Buffered,
+        job: TrackedJob,
+        order: DispatchedJob,
+        queue: str,
+        worker: WorkerView,
+        decision: Decision,
+    ) -> None:
+        rt = self.rt
+        ref = entry.admitted.job
         try:
             if queue not in self._declared:
                 await rt.broker.declare_worker_queue(worker.worker_id)
@@ -255,7 +277,7 @@ class Dispatcher:
         metrics.PLACEMENTS.labels(decision.outcome).inc()
         metrics.TRANSITIONS.labels(JobPhase.SCHEDULED).inc()
         metrics.DISPATCH_SECONDS.observe((status.now() - job.created).total_seconds())
-        kopf.info(job.body, reason=Reason.DISPATCHED, message=patch["message"])
+        rt.kube.post_event(job.body, reason=Reason.DISPATCHED, message=patch["message"])
 
 
 def _behind(job: TrackedJob, attempt: int) -> bool:

@@ -3,8 +3,6 @@ queue, requeueing it after a failure, and stopping it (cancel, timeout)."""
 
 import logging
 
-import kopf
-
 from diffleet_core.messages import AdmittedJob, CancelJob, JobRef
 from diffleet_core.queues import backoff_step
 from diffleet_core.resources.conditions import Reason
@@ -46,7 +44,7 @@ async def requeue(rt: Runtime, job: TrackedJob, reason: str, message: str) -> No
         )
         await rt.kube.patch_job_status(job.namespace, job.name, patch)
         metrics.TRANSITIONS.labels(JobPhase.FAILED).inc()
-        kopf.warn(job.body, reason=reason, message=patch["message"])
+        rt.kube.post_event(job.body, reason=reason, message=patch["message"], warning=True)
         return
     tier = job.status.tier or Tier.FREE
     attempt = attempts + 1
@@ -72,7 +70,7 @@ async def requeue(rt: Runtime, job: TrackedJob, reason: str, message: str) -> No
     )
     await rt.kube.patch_job_status(job.namespace, job.name, patch)
     metrics.REQUEUES.labels(reason).inc()
-    kopf.warn(job.body, reason=reason, message=patch["message"])
+    rt.kube.post_event(job.body, reason=reason, message=patch["message"], warning=True)
 
 
 async def stop(rt: Runtime, job: TrackedJob, phase: JobPhase, reason: Reason, message: str) -> None:
@@ -104,7 +102,7 @@ async def stop(rt: Runtime, job: TrackedJob, phase: JobPhase, reason: Reason, me
     )
     await rt.kube.patch_job_status(job.namespace, job.name, patch)
     metrics.TRANSITIONS.labels(phase).inc()
-    kopf.info(job.body, reason=reason, message=message)
+    rt.kube.post_event(job.body, reason=reason, message=message)
 
 
 async def fail(rt: Runtime, job: TrackedJob, reason: str, message: str) -> None:
@@ -115,7 +113,7 @@ async def fail(rt: Runtime, job: TrackedJob, reason: str, message: str) -> None:
     )
     await rt.kube.patch_job_status(job.namespace, job.name, patch)
     metrics.TRANSITIONS.labels(JobPhase.FAILED).inc()
-    kopf.warn(job.body, reason=reason, message=message)
+    rt.kube.post_event(job.body, reason=reason, message=message, warning=True)
 
 
 async def recover_jobs_of(rt: Runtime, worker_id: str, extra_uids: frozenset[str]) -> None:

@@ -40,6 +40,28 @@ def configure(settings: kopf.OperatorSettings, **_: object) -> None:
     settings.watching.client_timeout = 330
 
 
+@kopf.on.startup()
+async def start_loops(memo: kopf.Memo, **_: object) -> None:
+    """Starts the dispatch, result and housekeeping loops inside kopf's context (so they
+    can post Kubernetes Events); kopf's cleanup stops them."""
+    rt: Runtime = memo["runtime"]
+    dispatcher = Dispatcher(rt)
+    await dispatcher.start()
+    await Results(rt, dispatcher).start()
+    memo["loops"] = [
+        asyncio.create_task(dispatcher.run(), name="dispatch"),
+        asyncio.create_task(Housekeeping(rt, dispatcher).run(), name="housekeeping"),
+    ]
+
+
+@kopf.on.cleanup()
+async def stop_loops(memo: kopf.Memo, **_: object) -> None:
+    loops: list[asyncio.Task[None]] = memo.get("loops", [])
+    for loop in loops:
+        loop.cancel()
+    await asyncio.gather(*loops, return_exceptions=True)
+
+
 async def run(op: OperatorSettings) -> bool:
     """Runs until stopped; False if leadership was lost (the caller exits non-zero)."""
     settings = get_settings()
@@ -55,15 +77,8 @@ async def run(op: OperatorSettings) -> bool:
     await election.acquire()
     broker = await Broker.connect(settings.amqp_url, settings.topology, op.request_timeout_seconds)
     rt = Runtime(settings, op, kube, broker, FleetInventory(), JobCache(), ModelIndex())
-    dispatcher = Dispatcher(rt)
-    await dispatcher.start()
-    await Results(rt, dispatcher).start()
     stop = asyncio.Event()
-    loops = [
-        asyncio.create_task(dispatcher.run(), name="dispatch"),
-        asyncio.create_task(Housekeeping(rt, dispatcher).run(), name="housekeeping"),
-        asyncio.create_task(election.hold(stop), name="leader-election"),
-    ]
+    holding = asyncio.create_task(election.hold(stop), name="leader-election")
     try:
         await kopf.operator(
             clusterwide=not op.namespaces,
@@ -74,9 +89,8 @@ async def run(op: OperatorSettings) -> bool:
             liveness_endpoint=op.liveness_endpoint or None,
         )
     finally:
-        for loop in loops:
-            loop.cancel()
-        await asyncio.gather(*loops, return_exceptions=True)
+        holding.cancel()
+        await asyncio.gather(holding, return_exceptions=True)
         await broker.close()
         if not election.lost:
             await election.release()
@@ -92,6 +106,8 @@ def main() -> None:
         "environment variables (docs/operator.md).",
     ).parse_args()
     kopf.configure(log_format=kopf.LogFormat.JSON)
+    # Per-object handler chatter (every watch event) stays out; transitions are Events.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     op = get_operator_settings()
     logger.info("handlers registered: %s", ", ".join(handlers.__all__))
     if op.metrics_port:

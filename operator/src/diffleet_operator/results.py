@@ -9,8 +9,8 @@ through the transient progress exchange and is written at most once per job per
 import asyncio
 import logging
 import time
+from collections import defaultdict
 
-import kopf
 from aio_pika.abc import AbstractIncomingMessage
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
@@ -41,6 +41,8 @@ class Results:
         self.rt = rt
         self.dispatcher = dispatcher
         self._last_progress: dict[str, float] = {}
+        # One report at a time per job, in delivery order (asyncio.Lock is FIFO).
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def start(self) -> None:
         await self.rt.broker.consume(self.rt.broker.topology.results_queue, self.on_result, 64)
@@ -56,7 +58,8 @@ class Results:
             await message.reject(requeue=False)
             return
         try:
-            await self.apply(event)
+            async with self._locks[event.job.uid]:
+                await self.apply(event)
         except Exception:
             logger.exception("could not apply %s of %s; retrying", event.event, event.job.uid)
             await asyncio.sleep(RETRY_PAUSE_SECONDS)
@@ -65,18 +68,23 @@ class Results:
         await message.ack()
 
     async def apply(self, event: JobStarted | JobSucceeded | JobFailed) -> None:
-        job = await self._current(event.job)
+        # A final report rewrites the conditions list: it is computed from a fresh read.
+        job = await self._current(event.job, fresh=not isinstance(event, JobStarted))
         if job is None:
             return
         if isinstance(event, JobStarted):
+            await self.dispatcher.scheduled(job.uid)
             if job.phase in (JobPhase.QUEUED, JobPhase.SCHEDULED):
                 patch = status.running(event.at) | {"worker": event.worker}
                 await self.rt.kube.patch_job_status(job.namespace, job.name, patch)
                 metrics.TRANSITIONS.labels(JobPhase.RUNNING).inc()
-                kopf.info(job.body, reason=Reason.STARTED, message=f"running on {event.worker}")
+                self.rt.kube.post_event(
+                    job.body, reason=Reason.STARTED, message=f"running on {event.worker}"
+                )
             return
         self.dispatcher.forget(job.uid)
         self._last_progress.pop(job.uid, None)
+        self._locks.pop(job.uid, None)
         if isinstance(event, JobSucceeded):
             patch = status.succeeded(
                 job.status,
@@ -89,7 +97,7 @@ class Results:
             self.rt.fleet.forget(job.uid)
             await self.rt.kube.patch_job_status(job.namespace, job.name, patch)
             metrics.TRANSITIONS.labels(JobPhase.SUCCEEDED).inc()
-            kopf.info(job.body, reason=Reason.SUCCEEDED, message=patch["message"])
+            self.rt.kube.post_event(job.body, reason=Reason.SUCCEEDED, message=patch["message"])
         elif event.retryable:
             await lifecycle.requeue(self.rt, job, event.reason, event.message)
         else:
@@ -109,17 +117,21 @@ class Results:
         if job is None or job.status.attempts != report.job.attempt or job.phase.finished:
             return
         self._last_progress[report.job.uid] = time.monotonic()
-        try:
-            await self.rt.kube.patch_job_status(
-                job.namespace, job.name, status.progress(report.step, report.total_steps)
-            )
-        except ApiException as error:
-            logger.warning("progress of %s not written: %s", job.uid, error.reason)
+        async with self._locks[report.job.uid]:
+            current = self.rt.jobs.get(report.job.uid)
+            if current is None or current.phase.finished:
+                return
+            try:
+                await self.rt.kube.patch_job_status(
+                    job.namespace, job.name, status.progress(report.step, report.total_steps)
+                )
+            except ApiException as error:
+                logger.warning("progress of %s not written: %s", job.uid, error.reason)
 
-    async def _current(self, ref: JobRef) -> TrackedJob | None:
+    async def _current(self, ref: JobRef, *, fresh: bool) -> TrackedJob | None:
         """The job if this report is about its current, unfinished attempt."""
         job = self.rt.jobs.get(ref.uid)
-        if job is None or job.status.attempts < ref.attempt:
+        if fresh or job is None or job.status.attempts < ref.attempt:
             body = await self.rt.kube.get_job(ref.namespace, ref.name)
             if body is None or body["metadata"]["uid"] != ref.uid:
                 return None

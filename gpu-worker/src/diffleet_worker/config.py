@@ -1,0 +1,39 @@
+"""Settings of a worker process, from DIFFLEET_WORKER_* environment variables."""
+
+import socket
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DIFFLEET_WORKER_")
+
+    worker_id: str = Field(
+        default_factory=socket.gethostname,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Name of the worker's Lease and queue (in a pod: the pod name)",
+    )
+    pool: str = Field(default="t4", description="GPU pool the worker serves")
+    gpu_type: str = ""
+    node: str = Field(default="", description="Node the worker runs on")
+    vram_gib: float = Field(default=16.0, ge=0)
+    concurrency: int = Field(default=1, ge=1, description="Jobs run at once")
+    fleet_namespace: str = Field(default="diffleet-system", description="Namespace of Leases")
+    lease_seconds: float = Field(default=10.0, gt=0, description="Lease duration")
+    renew_seconds: float = Field(default=2.0, gt=0, description="Lease renewal period")
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0, description="SIGTERM grace")
+    request_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Simulation (diffleet-worker --simulate): scripted timings instead of diffusers.
+    sim_step_seconds: float = Field(default=0.02, ge=0, description="Time per denoising step")
+    sim_load_seconds: float = Field(default=0.5, ge=0, description="Cold model load time")
+    sim_warm_load_seconds: float = Field(default=0.1, ge=0, description="Warm model load time")
+    sim_hot_models: list[str] = Field(default_factory=list, description="Digests hot at start")
+    sim_warm_models: list[str] = Field(default_factory=list, description="Digests warm at start")
+    sim_fail_reason: str = Field(default="", description="Fail every job with this reason")
+
+
+@lru_cache
+def get_worker_settings() -> WorkerSettings:
+    return WorkerSettings()

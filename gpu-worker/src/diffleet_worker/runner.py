@@ -1,0 +1,43 @@
+"""What runs a job: the diffusers pipelines (issue 4) or the simulation. The worker
+service drives a Runner and speaks the protocol around it."""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from diffleet_core.messages import DispatchedJob
+from diffleet_core.resources.generation_job import JobOutput
+
+# Called after each denoising step with (step, total_steps, eta_seconds).
+StepCallback = Callable[[int, int, float | None], Awaitable[None]]
+
+
+class JobCancelledError(Exception):
+    """The job was cancelled while running; raised within one step."""
+
+
+class RunFailedError(Exception):
+    """The job cannot succeed; `reason` is a status reason (e.g. OutOfMemory)."""
+
+    def __init__(self, reason: str, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class RunResult:
+    outputs: list[JobOutput]
+    model_digest: str
+    lora_digests: dict[str, str]
+
+
+class Runner(Protocol):
+    def hot_models(self) -> list[str]: ...
+
+    def warm_models(self) -> list[str]: ...
+
+    async def run(
+        self, order: DispatchedJob, cancelled: asyncio.Event, on_step: StepCallback
+    ) -> RunResult: ...

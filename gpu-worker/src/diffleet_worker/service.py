@@ -1,0 +1,171 @@
+"""The worker service: takes jobs from the worker's own queue and runs them.
+
+Protocol (diffleet_core.messages): for each DispatchedJob it publishes JobStarted, then
+JobProgress per step (transient), then JobSucceeded or JobFailed to the durable results
+queue, and acknowledges the dispatch only after the result is confirmed, so a worker
+that dies mid-job leaves its message for redelivery and its Lease to expire. Cancel
+orders arrive on the control exchange (routing key = worker id) and stop a job within
+one step; a job cancelled before it starts is never run.
+"""
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from aio_pika.abc import AbstractIncomingMessage
+from pydantic import ValidationError
+
+from diffleet_core.broker import Broker
+from diffleet_core.fleet import WorkerInventory
+from diffleet_core.messages import (
+    CancelJob,
+    DispatchedJob,
+    JobFailed,
+    JobProgress,
+    JobStarted,
+    JobSucceeded,
+    WorkerEvent,
+)
+from diffleet_core.resources.conditions import Reason
+from diffleet_worker.config import WorkerSettings
+from diffleet_worker.runner import JobCancelledError, RunFailedError, Runner
+
+logger = logging.getLogger(__name__)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class WorkerService:
+    def __init__(self, settings: WorkerSettings, broker: Broker, runner: Runner) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.runner = runner
+        self.running: dict[str, asyncio.Event] = {}
+        self.cancelled: set[str] = set()
+        self.draining = False
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def inventory(self) -> WorkerInventory:
+        s = self.settings
+        return WorkerInventory(
+            worker_id=s.worker_id,
+            pool=s.pool,
+            gpu_type=s.gpu_type,
+            node=s.node,
+            vram_gib=s.vram_gib,
+            concurrency=s.concurrency,
+            hot_models=self.runner.hot_models(),
+            warm_models=self.runner.warm_models(),
+            jobs_in_flight=list(self.running),
+            draining=self.draining,
+        )
+
+    async def start(self) -> None:
+        topology = self.broker.topology
+        await self.broker.declare_worker_queue(self.settings.worker_id)
+        await self.broker.subscribe(
+            topology.control_exchange, self.settings.worker_id, self.on_control
+        )
+        await self.broker.consume(
+            topology.worker_queue(self.settings.worker_id),
+            self.on_dispatch,
+            prefetch=self.settings.concurrency,
+        )
+
+    async def on_control(self, message: AbstractIncomingMessage) -> None:
+        await message.ack()
+        try:
+            order = CancelJob.model_validate_json(message.body)
+        except ValidationError:
+            return
+        self.cancelled.add(order.job.uid)
+        if event := self.running.get(order.job.uid):
+            event.set()
+
+    async def on_dispatch(self, message: AbstractIncomingMessage) -> None:
+        try:
+            order = DispatchedJob.model_validate_json(message.body)
+        except ValidationError as error:
+            logger.error("dropping a malformed dispatch: %s", error)
+            await message.reject(requeue=False)
+            return
+        if self.draining:
+            await message.nack(requeue=True)
+            return
+        uid = order.job.uid
+        if uid in self.cancelled or order.deadline < now():
+            await message.ack()
+            return
+        cancelled = asyncio.Event()
+        self.running[uid] = cancelled
+        self.idle.clear()
+        try:
+            result = await self._run(order, cancelled)
+            if result is not None:
+                await self.broker.publish_to_queue(
+                    self.broker.topology.results_queue, result, f"{uid}/{order.job.attempt}/end"
+                )
+            await message.ack()
+        except Exception:
+            logger.exception("job %s: could not report; handing it back", uid)
+            await message.nack(requeue=True)
+        finally:
+            del self.running[uid]
+            if not self.running:
+                self.idle.set()
+
+    async def _run(self, order: DispatchedJob, cancelled: asyncio.Event) -> WorkerEvent | None:
+        worker = self.settings.worker_id
+        started = JobStarted(job=order.job, worker=worker, at=now())
+        await self.broker.publish_to_queue(
+            self.broker.topology.results_queue,
+            started,
+            f"{order.job.uid}/{order.job.attempt}/start",
+        )
+
+        async def on_step(step: int, total: int, eta: float | None) -> None:
+            report = JobProgress(job=order.job, step=step, total_steps=total, eta_seconds=eta)
+            await self.broker.publish_to_exchange(
+                self.broker.topology.progress_exchange, order.job.uid, report
+            )
+
+        try:
+            outcome = await self.runner.run(order, cancelled, on_step)
+        except JobCancelledError:
+            logger.info("job %s cancelled", order.job.uid)
+            return None
+        except RunFailedError as failure:
+            return JobFailed(
+                job=order.job,
+                worker=worker,
+                at=now(),
+                reason=failure.reason,
+                message=str(failure),
+                retryable=failure.retryable,
+            )
+        except Exception as error:
+            logger.exception("job %s failed", order.job.uid)
+            return JobFailed(
+                job=order.job, worker=worker, at=now(), reason=Reason.FAILED, message=str(error)
+            )
+        return JobSucceeded(
+            job=order.job,
+            worker=worker,
+            at=now(),
+            outputs=outcome.outputs,
+            model_digest=outcome.model_digest,
+            lora_digests=outcome.lora_digests,
+        )
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Stops taking work and waits for the jobs in flight, at most `grace_seconds`;
+        jobs still running then are cancelled and handed back to the queue."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self.idle.wait(), timeout=grace_seconds)
+        except TimeoutError:
+            for event in self.running.values():
+                event.set()

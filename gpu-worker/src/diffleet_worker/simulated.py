@@ -1,0 +1,83 @@
+"""A simulated runner: the real protocol with scripted timings instead of diffusers.
+
+It is how the scheduler is tested and benchmarked at fleet scale on one CPU: load time
+for cold and warm models, a fixed time per step, and real PNG outputs in S3 (one small
+image per batch item, keyed like the real worker's)."""
+
+import asyncio
+import hashlib
+import io
+from typing import Any
+
+from PIL import Image
+
+from diffleet_core.messages import DispatchedJob
+from diffleet_core.resources.generation_job import JobOutput
+from diffleet_core.storage import S3Location, output_key
+from diffleet_worker.config import WorkerSettings
+from diffleet_worker.runner import JobCancelledError, RunFailedError, RunResult, StepCallback
+
+
+class SimulatedRunner:
+    def __init__(self, settings: WorkerSettings, s3: Any) -> None:
+        self.settings = settings
+        self.s3 = s3
+        self._hot: list[str] = list(settings.sim_hot_models)
+        self._warm: list[str] = list(settings.sim_warm_models)
+
+    def hot_models(self) -> list[str]:
+        return list(self._hot)
+
+    def warm_models(self) -> list[str]:
+        return list(self._warm)
+
+    async def run(
+        self, order: DispatchedJob, cancelled: asyncio.Event, on_step: StepCallback
+    ) -> RunResult:
+        if self.settings.sim_fail_reason:
+            raise RunFailedError(self.settings.sim_fail_reason, "simulated failure")
+        await self._load(order.model.digest)
+        total = order.spec.steps
+        for step in range(1, total + 1):
+            if cancelled.is_set():
+                raise JobCancelledError
+            await asyncio.sleep(self.settings.sim_step_seconds)
+            await on_step(step, total, (total - step) * self.settings.sim_step_seconds)
+        outputs = [
+            await asyncio.to_thread(self._write, order, i) for i in range(order.spec.batch_size)
+        ]
+        return RunResult(
+            outputs=outputs,
+            model_digest=order.model.digest,
+            lora_digests={lora.name: lora.digest for lora in order.loras},
+        )
+
+    async def _load(self, digest: str) -> None:
+        if digest in self._hot:
+            self._hot.remove(digest)
+        elif digest in self._warm:
+            await asyncio.sleep(self.settings.sim_warm_load_seconds)
+        else:
+            await asyncio.sleep(self.settings.sim_load_seconds)
+            self._warm.append(digest)
+        self._hot.insert(0, digest)
+
+    def _write(self, order: DispatchedJob, index: int) -> JobOutput:
+        spec = order.spec
+        image = Image.new("RGB", (spec.width // 8, spec.height // 8), (order.seed % 256, 0, 0))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data = buffer.getvalue()
+        ref = order.job
+        location = S3Location(
+            order.output_bucket, output_key(ref.namespace, ref.name, ref.uid, index)
+        )
+        self.s3.put_object(
+            Bucket=location.bucket, Key=location.key, Body=data, ContentType="image/png"
+        )
+        return JobOutput(
+            uri=location.uri,
+            sha256=hashlib.sha256(data).hexdigest(),
+            width=spec.width,
+            height=spec.height,
+        )

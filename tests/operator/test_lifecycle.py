@@ -1,0 +1,94 @@
+"""A GenerationJob from kubectl apply to images in S3, through the real operator, RabbitMQ,
+kube-apiserver and a worker speaking the real protocol (simulated timings)."""
+
+import hashlib
+import time
+from typing import Any
+
+import boto3
+
+from diffleet_core.storage import S3Location
+from tests.support.platform import Platform, apply_job, job_status, register_model, wait_for_phase
+from tests.support.polling import eventually
+from tests.support.stack import Kubectl
+
+
+def test_job_runs_from_pending_to_succeeded(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    platform.operator()
+    platform.worker("w1", sim_step_seconds="0.25")
+    apply_job(kubectl, namespace, "lighthouse", model="later", steps=8, batchSize=2)
+
+    pending = wait_for_phase(kubectl, namespace, "lighthouse", "Pending")
+    assert pending["reason"] == "ModelNotFound"
+    assert "'later'" in pending["message"]
+
+    digest = register_model(kubectl, namespace, "later")
+    seen: list[str] = []
+
+    def finished() -> dict[str, Any] | None:
+        status = job_status(kubectl, namespace, "lighthouse")
+        phase = str(status.get("phase"))
+        if not seen or seen[-1] != phase:
+            seen.append(phase)
+        return status if phase == "Succeeded" else None
+
+    status = eventually(finished, timeout=60, interval=0.1, what="job Succeeded")
+    assert [p for p in seen if p in ("Running", "Succeeded")] == ["Running", "Succeeded"]
+    assert status["modelDigest"] == digest
+    assert status["attempts"] == 1
+    assert status["worker"] == "w1"
+    assert isinstance(status["seed"], int)
+    assert status["progress"] == {"step": 8, "totalSteps": 8}
+    assert {c["type"] for c in status["conditions"]} >= {"Admitted", "Scheduled", "Complete"}
+
+    s3 = boto3.client("s3")
+    outputs = status["outputs"]
+    assert len(outputs) == 2
+    for output in outputs:
+        location = S3Location.parse(output["uri"])
+        data = s3.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
+        assert hashlib.sha256(data).hexdigest() == output["sha256"]
+
+    reasons = {
+        event["reason"]
+        for event in kubectl.json("get", "events", "-n", namespace)["items"]
+        if event["involvedObject"]["name"] == "lighthouse"
+    }
+    assert reasons >= {"Admitted", "Dispatched", "Started", "Succeeded"}
+
+
+def test_seed_given_is_kept_and_tier_follows_namespace(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    kubectl.run("label", "namespace", namespace, "diffleet.io/tier=pro")
+    platform.operator()
+    platform.worker("w1")
+    register_model(kubectl, namespace, "m")
+    apply_job(kubectl, namespace, "seeded", model="m", seed=42)
+    apply_job(kubectl, namespace, "lowered", model="m", priority="standard")
+    apply_job(kubectl, namespace, "not-raised", model="m", priority="enterprise")
+    seeded = wait_for_phase(kubectl, namespace, "seeded", "Succeeded")
+    assert seeded["seed"] == 42
+    assert seeded["tier"] == "pro"
+    assert wait_for_phase(kubectl, namespace, "lowered", "Succeeded")["tier"] == "standard"
+    assert wait_for_phase(kubectl, namespace, "not-raised", "Succeeded")["tier"] == "pro"
+
+
+def test_finished_job_is_deleted_after_its_ttl(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    platform.operator()
+    platform.worker("w1")
+    register_model(kubectl, namespace, "m")
+    apply_job(kubectl, namespace, "short-lived", model="m", ttlSecondsAfterFinished=1)
+    wait_for_phase(kubectl, namespace, "short-lived", "Succeeded")
+    started = time.monotonic()
+
+    def gone() -> bool:
+        result = kubectl.run("get", "gj", "short-lived", "-n", namespace, check=False)
+        return result.returncode != 0 and "NotFound" in result.stderr
+
+    eventually(gone, timeout=30, what="job deleted after its TTL")
+    assert time.monotonic() - started >= 0.5

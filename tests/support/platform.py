@@ -1,0 +1,158 @@
+"""The platform's own processes in tests: an operator and simulated workers, each isolated
+in a test namespace (its own queue prefix, fleet namespace and leader Lease), so no
+background process of `make up` ever takes a test's jobs."""
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from tests.support.polling import eventually
+from tests.support.stack import ROOT, Kubectl
+
+LOG_DIR = ROOT / ".diffleet" / "logs" / "tests"
+
+
+@dataclass
+class Process:
+    """A platform process started by a test; stopped (SIGTERM) or killed (SIGKILL)."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+
+    def kill(self) -> None:
+        self.popen.kill()
+        self.popen.wait(10)
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def spawn(name: str, command: list[str], env: dict[str, str]) -> Process:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = LOG_DIR / f"{name}.log"
+    with log.open("ab") as out:
+        popen = subprocess.Popen(
+            command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+        )
+    return Process(name, popen, log)
+
+
+@dataclass
+class Platform:
+    """Operator and workers for one test namespace (plus any extra job namespaces)."""
+
+    namespace: str
+    job_namespaces: list[str]
+    processes: list[Process] = field(default_factory=list)
+
+    def common_env(self) -> dict[str, str]:
+        return {"DIFFLEET_QUEUE_PREFIX": self.namespace}
+
+    def operator(self, name: str = "operator", **settings: str) -> Process:
+        env = self.common_env() | {
+            "DIFFLEET_OPERATOR_NAMESPACES": json.dumps(self.job_namespaces),
+            "DIFFLEET_OPERATOR_FLEET_NAMESPACE": self.namespace,
+            "DIFFLEET_OPERATOR_IDENTITY": f"{self.namespace}-{name}",
+            "DIFFLEET_OPERATOR_METRICS_PORT": "0",
+            "DIFFLEET_OPERATOR_LIVENESS_ENDPOINT": "",
+            "DIFFLEET_OPERATOR_LEADER_LEASE_SECONDS": "4",
+            "DIFFLEET_OPERATOR_LEADER_RENEW_SECONDS": "0.5",
+            "DIFFLEET_OPERATOR_REQUEUE_BACKOFF_SECONDS": "1",
+        }
+        env |= {f"DIFFLEET_OPERATOR_{key.upper()}": value for key, value in settings.items()}
+        process = spawn(f"{self.namespace}-{name}", ["diffleet-operator"], env)
+        self.processes.append(process)
+        return process
+
+    def worker(self, worker_id: str, **settings: str) -> Process:
+        env = self.common_env() | {
+            "DIFFLEET_WORKER_WORKER_ID": worker_id,
+            "DIFFLEET_WORKER_FLEET_NAMESPACE": self.namespace,
+            "DIFFLEET_WORKER_LEASE_SECONDS": "3",
+            "DIFFLEET_WORKER_RENEW_SECONDS": "0.5",
+            "DIFFLEET_WORKER_SHUTDOWN_GRACE_SECONDS": "2",
+        }
+        env |= {f"DIFFLEET_WORKER_{key.upper()}": value for key, value in settings.items()}
+        process = spawn(f"{self.namespace}-{worker_id}", ["diffleet-worker", "--simulate"], env)
+        self.processes.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+def tiny_safetensors(tag: str) -> bytes:
+    """A valid (empty) safetensors file whose metadata makes its digest unique."""
+    header = json.dumps({"__metadata__": {"tag": tag}}).encode()
+    return struct.pack("<Q", len(header)) + header
+
+
+def register_model(kubectl: Kubectl, namespace: str, name: str, **spec: Any) -> str:
+    """Uploads a tiny model to S3, creates its ModelCache and returns its digest once Ready."""
+    key = f"tests/{namespace}/{name}-{uuid.uuid4().hex[:6]}.safetensors"
+    boto3.client("s3").put_object(Bucket="diffleet-models", Key=key, Body=tiny_safetensors(key))
+    body = {
+        "apiVersion": "diffleet.io/v1alpha1",
+        "kind": "ModelCache",
+        "metadata": {"name": name},
+        "spec": {
+            "source": f"s3://diffleet-models/{key}",
+            "format": "safetensors",
+            "baseModel": "sd15",
+            "vramGiB": 4,
+        }
+        | spec,
+    }
+    kubectl.apply(json.dumps(body), namespace)
+
+    def ready() -> str | None:
+        status = kubectl.json("get", "modelcache", name, "-n", namespace).get("status", {})
+        return status.get("digest") if status.get("phase") == "Ready" else None
+
+    return eventually(ready, timeout=60, what=f"ModelCache {name} Ready")
+
+
+def apply_job(kubectl: Kubectl, namespace: str, name: str, **spec: Any) -> None:
+    body = {
+        "apiVersion": "diffleet.io/v1alpha1",
+        "kind": "GenerationJob",
+        "metadata": {"name": name},
+        "spec": {"prompt": "a red circle", "steps": 4} | spec,
+    }
+    kubectl.apply(json.dumps(body), namespace)
+
+
+def job_status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = (
+        kubectl.json("get", "generationjob", name, "-n", namespace).get("status") or {}
+    )
+    return status
+
+
+def wait_for_phase(
+    kubectl: Kubectl, namespace: str, name: str, phase: str, timeout: float = 60
+) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        status = job_status(kubectl, namespace, name)
+        return status if status.get("phase") == phase else None
+
+    return eventually(reached, timeout=timeout, what=f"job {name} {phase}")
