@@ -57,6 +57,19 @@ def namespace(kubectl: Kubectl) -> Iterator[str]:
     name = f"test-{uuid.uuid4().hex[:8]}"
     kubectl.run("create", "namespace", name)
     yield name
+    delete_namespace(kubectl, name)
+
+
+def delete_namespace(kubectl: Kubectl, name: str) -> None:
+    """Deletes a test namespace without waiting. Finalizers of diffleet resources are
+    dropped first: the test's operator, which would remove them, is already stopped."""
+    for kind in ("generationjobs.diffleet.io", "modelcaches.diffleet.io"):
+        listed = kubectl.run("get", kind, "-n", name, "-o", "name", check=False).stdout.split()
+        for resource in listed:
+            kubectl.run(
+                "patch", resource, "-n", name, "--type=merge",
+                "-p", '{"metadata":{"finalizers":null}}', check=False,
+            )  # fmt: skip
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 
 

@@ -5,8 +5,10 @@ background process of `make up` ever takes a test's jobs."""
 import json
 import os
 import signal
+import socket
 import struct
 import subprocess
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,13 @@ from tests.support.stack import ROOT, Kubectl
 LOG_DIR = ROOT / ".diffleet" / "logs" / "tests"
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 @dataclass
 class Process:
     """A platform process started by a test; stopped (SIGTERM) or killed (SIGKILL)."""
@@ -27,6 +36,19 @@ class Process:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    metrics_port: int = 0
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """A sample from the process's Prometheus /metrics, None when absent."""
+        selector = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+        wanted = f"{name}{{{selector}}}" if labels else name
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                sample, _, value = line.rpartition(" ")
+                if sample == wanted:
+                    return float(value)
+        return None
 
     def stop(self, timeout: float = 30) -> None:
         if self.popen.poll() is None:
@@ -71,7 +93,7 @@ class Platform:
             "DIFFLEET_OPERATOR_NAMESPACES": json.dumps(self.job_namespaces),
             "DIFFLEET_OPERATOR_FLEET_NAMESPACE": self.namespace,
             "DIFFLEET_OPERATOR_IDENTITY": f"{self.namespace}-{name}",
-            "DIFFLEET_OPERATOR_METRICS_PORT": "0",
+            "DIFFLEET_OPERATOR_METRICS_PORT": str(port := free_port()),
             "DIFFLEET_OPERATOR_LIVENESS_ENDPOINT": "",
             "DIFFLEET_OPERATOR_LEADER_LEASE_SECONDS": "4",
             "DIFFLEET_OPERATOR_LEADER_RENEW_SECONDS": "0.5",
@@ -79,8 +101,17 @@ class Platform:
         }
         env |= {f"DIFFLEET_OPERATOR_{key.upper()}": value for key, value in settings.items()}
         process = spawn(f"{self.namespace}-{name}", ["diffleet-operator"], env)
+        process.metrics_port = port
         self.processes.append(process)
         return process
+
+    def wait_for_workers(self, operator: Process, pool: str, count: int) -> None:
+        """Until the operator's fleet inventory holds `count` live workers of `pool`."""
+        eventually(
+            lambda: operator.metric("diffleet_workers", pool=pool) == count,
+            timeout=30,
+            what=f"operator sees {count} {pool} worker(s)",
+        )
 
     def worker(self, worker_id: str, **settings: str) -> Process:
         env = self.common_env() | {

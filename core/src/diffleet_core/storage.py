@@ -3,7 +3,6 @@ own objects and never collides with another job of the same name."""
 
 import hashlib
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
@@ -14,10 +13,10 @@ class S3Location:
     @classmethod
     def parse(cls, uri: str) -> "S3Location":
         """Splits an s3://bucket/key URI; raises ValueError naming what is wrong."""
-        parts = urlsplit(uri)
-        if parts.scheme != "s3" or not parts.netloc or not parts.path.strip("/"):
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        if not uri.startswith("s3://") or not bucket or not key:
             raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
-        return cls(bucket=parts.netloc, key=parts.path.lstrip("/"))
+        return cls(bucket=bucket, key=key)
 
     @property
     def uri(self) -> str:

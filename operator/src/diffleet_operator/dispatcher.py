@@ -4,9 +4,7 @@ Each tier queue is consumed with a prefetch window into an in-memory buffer; the
 messages stay unacknowledged in RabbitMQ until their job is dispatched, so a crash
 loses nothing and queue depth keeps meaning "waiting work". A cycle:
 
-1. order the tiers that have work: strict priority within weighted credits (8:4:2:1 by
-   default), refilled when every waiting tier has spent its credit, so the free tier
-   still progresses under sustained enterprise load;
+1. order the tiers that have work by their credits (diffleet_operator.credits);
 2. for each buffered job in that order, drop it if stale (cancelled, finished, deleted,
    an older attempt, already dispatched) and place it on a snapshot of the fleet;
 3. dispatch the first job that places: publish to the worker's queue with confirm,
@@ -17,7 +15,7 @@ A job that places nowhere stays buffered (and in its queue) until the fleet chan
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum, auto
 
@@ -32,8 +30,9 @@ from diffleet_core.resources.generation_job import GpuClass, JobPhase, Tier
 from diffleet_core.resources.model_cache import Pool
 from diffleet_operator import metrics, status
 from diffleet_operator.admission import NotReady, ResolvedModel, resolve_model
+from diffleet_operator.credits import TierCredits
 from diffleet_operator.fleet import WorkerView
-from diffleet_operator.jobs import TrackedJob
+from diffleet_operator.jobs import TrackedJob, behind
 from diffleet_operator.placement import Decision, Requirements, place
 from diffleet_operator.runtime import Runtime
 
@@ -53,28 +52,6 @@ class Verdict(Enum):
     DISPATCH = auto()
     DEFER = auto()
     STALE = auto()
-
-
-@dataclass
-class TierCredits:
-    """Weighted credits per tier: strict priority among tiers that still have credit."""
-
-    weights: dict[Tier, int]
-    credits: dict[Tier, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.credits = dict(self.weights)
-
-    def order(self, waiting: set[Tier]) -> list[Tier]:
-        if waiting and all(self.credits[tier] <= 0 for tier in waiting):
-            self.credits = dict(self.weights)
-        ranked = [tier for tier in Tier if tier in waiting]
-        return [t for t in ranked if self.credits[t] > 0] + [
-            t for t in ranked if self.credits[t] <= 0
-        ]
-
-    def spend(self, tier: Tier) -> None:
-        self.credits[tier] -= 1
 
 
 @dataclass(frozen=True)
@@ -167,18 +144,18 @@ class Dispatcher:
         ref = entry.admitted.job
         job = self.rt.jobs.get(ref.uid)
         caught_up = status.now() - entry.admitted.admitted_at > CATCH_UP
-        if job is None or (caught_up and _behind(job, ref.attempt)):
+        if job is None or (caught_up and behind(job, ref.attempt)):
             body = await self.rt.kube.get_job(ref.namespace, ref.name)
             if body is None or body["metadata"]["uid"] != ref.uid:
                 return Verdict.STALE, None
             job = self.rt.jobs.observe(body)
-            if _behind(job, ref.attempt):
+            if behind(job, ref.attempt):
                 return Verdict.STALE, None
         if not job.active or self.dispatched.get(ref.uid, 0) >= ref.attempt:
             return Verdict.STALE, None
         if ref.attempt < job.status.attempts:
             return Verdict.STALE, None
-        if _behind(job, ref.attempt):
+        if behind(job, ref.attempt):
             return Verdict.DEFER, job
         if job.phase is not JobPhase.QUEUED:
             return Verdict.STALE, None
@@ -278,13 +255,6 @@ class Dispatcher:
         metrics.TRANSITIONS.labels(JobPhase.SCHEDULED).inc()
         metrics.DISPATCH_SECONDS.observe((status.now() - job.created).total_seconds())
         rt.kube.post_event(job.body, reason=Reason.DISPATCHED, message=patch["message"])
-
-
-def _behind(job: TrackedJob, attempt: int) -> bool:
-    """The job's status has not yet caught up with this attempt's admission."""
-    return job.status.attempts < attempt or (
-        job.status.attempts == attempt and job.phase is JobPhase.PENDING
-    )
 
 
 async def _first_of(*events: asyncio.Event, within: float) -> None:

@@ -8,7 +8,7 @@ atomic, so no lock is needed.
 """
 
 import asyncio
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from diffleet_core.fleet import WorkerInventory
@@ -51,6 +51,7 @@ class FleetInventory:
         self.changed = asyncio.Event()
 
     def upsert(self, inventory: WorkerInventory, expires_at: datetime) -> None:
+        inventory = inventory.model_copy(deep=True)
         worker = self._workers.get(inventory.worker_id)
         if worker is None:
             self._workers[inventory.worker_id] = _Worker(inventory, expires_at)
@@ -92,4 +93,4 @@ class FleetInventory:
 
 
 def _view(worker: _Worker) -> WorkerView:
-    return replace(WorkerView(worker.inventory), assumed=frozenset(worker.assumed))
+    return WorkerView(worker.inventory.model_copy(deep=True), frozenset(worker.assumed))

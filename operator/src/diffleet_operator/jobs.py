@@ -68,3 +68,10 @@ class JobCache:
 
     def all(self) -> list[TrackedJob]:
         return list(self._jobs.values())
+
+
+def behind(job: TrackedJob, attempt: int) -> bool:
+    """The job's status has not yet caught up with this attempt's admission."""
+    return job.status.attempts < attempt or (
+        job.status.attempts == attempt and job.phase is JobPhase.PENDING
+    )

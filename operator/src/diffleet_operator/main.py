@@ -80,9 +80,12 @@ async def run(op: OperatorSettings) -> bool:
     stop = asyncio.Event()
     holding = asyncio.create_task(election.hold(stop), name="leader-election")
     try:
+        # Restricted to some job namespaces, it still watches the workers' Leases and the
+        # platform's ModelCaches.
+        namespaces = [*op.namespaces, op.fleet_namespace, settings.system_namespace]
         await kopf.operator(
             clusterwide=not op.namespaces,
-            namespaces=op.namespaces,
+            namespaces=list(dict.fromkeys(namespaces)) if op.namespaces else [],
             standalone=True,
             stop_flag=stop,
             memo=kopf.Memo(runtime=rt),

@@ -1,0 +1,103 @@
+"""Priority with anti-starvation, and model-affinity placement."""
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import delete_namespace
+from tests.support.platform import Platform, apply_job, register_model, wait_for_phase
+from tests.support.polling import eventually
+from tests.support.stack import Kubectl
+
+
+@pytest.fixture
+def tiered(kubectl: Kubectl, namespace: str) -> Iterator[tuple[str, str]]:
+    """Two job namespaces, free and enterprise, served by one operator."""
+    names = []
+    for tier in ("free", "enterprise"):
+        name = f"{namespace}-{tier}"
+        kubectl.run("create", "namespace", name)
+        kubectl.run("label", "namespace", name, f"diffleet.io/tier={tier}")
+        names.append(name)
+    yield names[0], names[1]
+    for name in names:
+        delete_namespace(kubectl, name)
+
+
+def scheduled_order(kubectl: Kubectl, namespaces: list[str], count: int) -> list[str]:
+    """Polls the namespaces' jobs and returns their names in the order they left the queue."""
+    order: list[str] = []
+
+    def all_left() -> bool:
+        for namespace in namespaces:
+            for job in kubectl.json("get", "generationjobs", "-n", namespace)["items"]:
+                name = job["metadata"]["name"]
+                phase = (job.get("status") or {}).get("phase")
+                if name not in order and phase in ("Scheduled", "Running", "Succeeded"):
+                    order.append(name)
+        return len(order) >= count
+
+    eventually(all_left, timeout=120, interval=0.05, what=f"{count} jobs dispatched")
+    return order
+
+
+def test_enterprise_jobs_are_dispatched_before_free_ones(
+    kubectl: Kubectl, namespace: str, platform: Platform, tiered: tuple[str, str]
+) -> None:
+    free, enterprise = tiered
+    platform.job_namespaces = [free, enterprise]
+    platform.operator()
+    for ns in tiered:
+        register_model(kubectl, ns, "m")
+    platform.worker("w1", sim_step_seconds="0.3")
+    apply_job(kubectl, free, "blocker", model="m", steps=5)
+    wait_for_phase(kubectl, free, "blocker", "Running")
+    jobs = []
+    for i in range(3):
+        apply_job(kubectl, free, f"free-{i}", model="m", steps=1)
+        jobs.append((free, f"free-{i}"))
+    for i in range(3):
+        apply_job(kubectl, enterprise, f"ent-{i}", model="m", steps=1)
+        jobs.append((enterprise, f"ent-{i}"))
+    for ns, name in jobs:
+        wait_for_phase(kubectl, ns, name, "Queued")
+
+    order = scheduled_order(kubectl, [free, enterprise], count=7)
+    assert [name[:3] for name in order] == ["blo"] + ["ent"] * 3 + ["fre"] * 3
+
+
+def test_free_jobs_progress_under_sustained_enterprise_load(
+    kubectl: Kubectl, namespace: str, platform: Platform, tiered: tuple[str, str]
+) -> None:
+    free, enterprise = tiered
+    platform.job_namespaces = [free, enterprise]
+    platform.operator()
+    for ns in tiered:
+        register_model(kubectl, ns, "m")
+    for i in range(30):
+        apply_job(kubectl, enterprise, f"ent-{i}", model="m", steps=1)
+    for i in range(2):
+        apply_job(kubectl, free, f"free-{i}", model="m", steps=1)
+    for ns, name in [(enterprise, "ent-29"), (free, "free-1")]:
+        wait_for_phase(kubectl, ns, name, "Queued")
+    platform.worker("w1", sim_step_seconds="0.2", sim_load_seconds="0")
+
+    order = scheduled_order(kubectl, [free, enterprise], count=32)
+    # Credits 8:1: a free job leaves the queue after every 8 enterprise jobs.
+    assert order.index("free-0") <= 10
+    assert order.index("free-1") <= 20
+
+
+def test_job_goes_where_its_model_is_hot_then_warm(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    operator = platform.operator()
+    x = register_model(kubectl, namespace, "model-x")
+    y = register_model(kubectl, namespace, "model-y")
+    platform.worker("holds-x", sim_hot_models=f'["{x}"]')
+    platform.worker("has-y", sim_warm_models=f'["{y}"]')
+    platform.wait_for_workers(operator, "t4", 2)
+    apply_job(kubectl, namespace, "wants-x", model="model-x")
+    assert wait_for_phase(kubectl, namespace, "wants-x", "Succeeded")["worker"] == "holds-x"
+    apply_job(kubectl, namespace, "wants-y", model="model-y")
+    assert wait_for_phase(kubectl, namespace, "wants-y", "Succeeded")["worker"] == "has-y"

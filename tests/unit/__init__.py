@@ -1,0 +1,1 @@
+"""Fast unit tests of pure logic: no cluster, no broker, no network."""

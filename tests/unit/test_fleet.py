@@ -1,0 +1,201 @@
+"""FleetInventory: the one owner of the fleet's state, fed by worker Leases.
+
+The scheduler reads `snapshot()` copies; a dispatch is assumed at once and forgotten when
+the job ends; workers whose Lease ran out are removed by `expired()`.
+"""
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from diffleet_core.fleet import WorkerInventory
+from diffleet_operator.fleet import FleetInventory, WorkerView
+
+T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def inventory(
+    worker_id: str, jobs: Iterable[str] = (), concurrency: int = 2, pool: str = "t4"
+) -> WorkerInventory:
+    return WorkerInventory(
+        worker_id=worker_id,
+        pool=pool,
+        vram_gib=16,
+        concurrency=concurrency,
+        jobs_in_flight=list(jobs),
+    )
+
+
+def fleet_of(*workers: WorkerInventory, expires_at: datetime = T0) -> FleetInventory:
+    fleet = FleetInventory()
+    for worker in workers:
+        fleet.upsert(worker, expires_at)
+    fleet.changed.clear()
+    return fleet
+
+
+def views(fleet: FleetInventory) -> dict[str, WorkerView]:
+    return {view.worker_id: view for view in fleet.snapshot()}
+
+
+def test_upsert_adds_then_replaces_a_worker() -> None:
+    fleet = FleetInventory()
+    fleet.upsert(inventory("w1", pool="t4"), T0)
+    fleet.upsert(inventory("w2"), T0)
+    fleet.upsert(inventory("w1", pool="a100", jobs=["j1"]), T0)
+    snapshot = views(fleet)
+    assert sorted(snapshot) == ["w1", "w2"]
+    assert snapshot["w1"].inventory.pool == "a100"
+    assert snapshot["w1"].jobs == frozenset({"j1"})
+
+
+def test_mutating_the_snapshot_list_does_not_change_the_inventory() -> None:
+    fleet = fleet_of(inventory("w1"), inventory("w2"))
+    snapshot = fleet.snapshot()
+    snapshot.clear()
+    assert sorted(views(fleet)) == ["w1", "w2"]
+
+
+def test_a_snapshot_does_not_see_later_changes() -> None:
+    fleet = fleet_of(inventory("w1"))
+    before = fleet.snapshot()
+    fleet.assume("w1", "j1")
+    fleet.upsert(inventory("w2"), T0)
+    assert [view.worker_id for view in before] == ["w1"]
+    assert before[0].assumed == frozenset()
+    assert views(fleet)["w1"].assumed == frozenset({"j1"})
+
+
+def test_mutating_a_snapshots_inventory_does_not_change_the_fleet() -> None:
+    fleet = fleet_of(inventory("w1"))
+    fleet.snapshot()[0].inventory.jobs_in_flight.append("j1")
+    assert views(fleet)["w1"].load == 0
+
+
+def test_assume_counts_the_job_until_a_lease_lists_it() -> None:
+    fleet = fleet_of(inventory("w1"))
+    fleet.assume("w1", "j1")
+    fleet.assume("w1", "j2")
+    view = views(fleet)["w1"]
+    assert view.assumed == frozenset({"j1", "j2"})
+    assert view.load == 2
+
+    fleet.upsert(inventory("w1", jobs=["j1"]), T0 + timedelta(seconds=10))
+    view = views(fleet)["w1"]
+    assert view.assumed == frozenset({"j2"})
+    assert view.jobs == frozenset({"j1", "j2"})
+    assert view.load == 2
+
+
+def test_assume_on_an_unknown_worker_does_nothing() -> None:
+    fleet = fleet_of(inventory("w1"))
+    fleet.assume("gone", "j1")
+    assert sorted(views(fleet)) == ["w1"]
+    assert views(fleet)["w1"].assumed == frozenset()
+
+
+def test_forget_removes_the_job_from_assumed_and_from_jobs_in_flight() -> None:
+    fleet = fleet_of(inventory("w1", jobs=["j1", "j2"]), inventory("w2"))
+    fleet.assume("w2", "j3")
+    fleet.assume("w1", "j3")
+
+    fleet.forget("j1")
+    fleet.forget("j3")
+    snapshot = views(fleet)
+    assert snapshot["w1"].inventory.jobs_in_flight == ["j2"]
+    assert snapshot["w1"].assumed == frozenset()
+    assert snapshot["w2"].assumed == frozenset()
+    assert snapshot["w1"].load == 1
+    assert snapshot["w2"].load == 0
+
+
+def test_forget_does_not_change_a_snapshot_taken_before() -> None:
+    fleet = fleet_of(inventory("w1", jobs=["j1"]))
+    before = fleet.snapshot()
+    fleet.forget("j1")
+    assert before[0].inventory.jobs_in_flight == ["j1"]
+    assert views(fleet)["w1"].inventory.jobs_in_flight == []
+
+
+def test_remove_returns_the_worker_as_it_was() -> None:
+    fleet = fleet_of(inventory("w1", jobs=["j1"]))
+    fleet.assume("w1", "j2")
+    removed = fleet.remove("w1")
+    assert removed is not None
+    assert removed.jobs == frozenset({"j1", "j2"})
+    assert fleet.snapshot() == []
+    assert fleet.remove("w1") is None
+
+
+@pytest.mark.parametrize(
+    ("now", "lost"),
+    [
+        pytest.param(T0 - timedelta(seconds=1), [], id="before every expiry"),
+        pytest.param(T0, [], id="at the first expiry (not past it)"),
+        pytest.param(T0 + timedelta(seconds=1), ["early"], id="past the first"),
+        pytest.param(T0 + timedelta(minutes=5), ["early", "late"], id="past both"),
+    ],
+)
+def test_expired_removes_and_returns_workers_past_their_expiry(
+    now: datetime, lost: list[str]
+) -> None:
+    fleet = FleetInventory()
+    fleet.upsert(inventory("early"), T0)
+    fleet.upsert(inventory("late"), T0 + timedelta(seconds=30))
+    fleet.changed.clear()
+
+    expired = fleet.expired(now)
+    assert sorted(view.worker_id for view in expired) == lost
+    assert sorted(views(fleet)) == sorted({"early", "late"} - set(lost))
+    assert fleet.changed.is_set() is bool(lost)
+    assert fleet.expired(now) == []
+
+
+def test_a_renewed_lease_moves_the_expiry() -> None:
+    fleet = fleet_of(inventory("w1"), expires_at=T0)
+    fleet.upsert(inventory("w1"), T0 + timedelta(seconds=30))
+    assert fleet.expired(T0 + timedelta(seconds=10)) == []
+    assert sorted(views(fleet)) == ["w1"]
+
+
+def test_expired_returns_the_lost_workers_jobs() -> None:
+    fleet = fleet_of(inventory("w1", jobs=["j1"]))
+    fleet.assume("w1", "j2")
+    [lost] = fleet.expired(T0 + timedelta(seconds=1))
+    assert lost.jobs == frozenset({"j1", "j2"})
+
+
+def _upsert_new(fleet: FleetInventory) -> None:
+    fleet.upsert(inventory("w9"), T0)
+
+
+def _upsert_existing(fleet: FleetInventory) -> None:
+    fleet.upsert(inventory("w1"), T0)
+
+
+def _remove(fleet: FleetInventory) -> None:
+    fleet.remove("w1")
+
+
+def _forget(fleet: FleetInventory) -> None:
+    fleet.forget("j1")
+
+
+def _expire(fleet: FleetInventory) -> None:
+    fleet.expired(T0 + timedelta(seconds=1))
+
+
+@pytest.mark.parametrize("change", [_upsert_new, _upsert_existing, _remove, _forget, _expire])
+def test_changes_set_the_changed_event(change: Callable[[FleetInventory], None]) -> None:
+    fleet = fleet_of(inventory("w1", jobs=["j1"]))
+    assert not fleet.changed.is_set()
+    change(fleet)
+    assert fleet.changed.is_set()
+
+
+def test_snapshot_and_an_unexpired_check_do_not_set_changed() -> None:
+    fleet = fleet_of(inventory("w1"))
+    fleet.snapshot()
+    fleet.expired(T0 - timedelta(seconds=1))
+    assert not fleet.changed.is_set()

@@ -1,0 +1,180 @@
+"""Which tier dispatches next, at which tier a job runs, and which seed it gets.
+
+TierCredits is simulated the way the dispatch loop uses it: each pick takes the first
+tier of `order(waiting)` and spends one credit of it.
+"""
+
+import secrets
+from collections import Counter
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from diffleet_core.resources.generation_job import MAX_SEED, GenerationJobSpec, JobPhase, Tier
+from diffleet_operator.admission import TIER_LABEL, choose_seed, effective_tier
+from diffleet_operator.credits import TierCredits
+from diffleet_operator.jobs import TrackedJob, behind
+
+E, P, S, F = Tier.ENTERPRISE, Tier.PRO, Tier.STANDARD, Tier.FREE
+WEIGHTS = {E: 8, P: 4, S: 2, F: 1}
+
+
+def picks(waiting: Iterable[Tier], count: int, credits: TierCredits | None = None) -> list[Tier]:
+    """`count` dispatches with the same tiers always waiting."""
+    credits = credits or TierCredits(dict(WEIGHTS))
+    chosen = []
+    for _ in range(count):
+        first = credits.order(set(waiting))[0]
+        credits.spend(first)
+        chosen.append(first)
+    return chosen
+
+
+def test_enterprise_takes_its_weight_then_free_gets_one() -> None:
+    assert picks({E, F}, 27) == ([E] * 8 + [F]) * 3
+
+
+def test_free_is_not_starved_under_sustained_enterprise_load() -> None:
+    counts = Counter(picks({E, F}, 90))
+    assert counts == {E: 80, F: 10}
+
+
+def test_all_tiers_waiting_share_by_weight_in_priority_order() -> None:
+    cycle = [E] * 8 + [P] * 4 + [S] * 2 + [F]
+    assert picks({E, P, S, F}, 45) == cycle * 3
+
+
+@pytest.mark.parametrize("tier", list(Tier))
+def test_a_lone_tier_always_goes(tier: Tier) -> None:
+    assert picks({tier}, 50) == [tier] * 50
+
+
+@pytest.mark.parametrize(
+    "waiting",
+    [set(), {F}, {P}, {E, S}, {P, S, F}],
+    ids=["none", "free", "pro", "enterprise+standard", "pro+standard+free"],
+)
+def test_a_tier_without_work_is_never_returned(waiting: set[Tier]) -> None:
+    credits = TierCredits(dict(WEIGHTS))
+    for _ in range(40):
+        order = credits.order(waiting)
+        assert set(order) == waiting
+        assert len(order) == len(waiting)
+        if order:
+            credits.spend(order[0])
+
+
+def test_order_puts_tiers_with_credit_first_then_by_priority() -> None:
+    credits = TierCredits(dict(WEIGHTS))
+    for _ in range(8):
+        credits.spend(E)
+    assert credits.order({E, P, F}) == [P, F, E]
+    assert credits.order({E, S}) == [S, E]
+
+
+def test_credits_refill_when_every_waiting_tier_has_spent() -> None:
+    credits = TierCredits(dict(WEIGHTS))
+    picks({E}, 8, credits)
+    assert credits.credits[E] == 0
+    assert credits.order({E}) == [E]
+    assert credits.credits == WEIGHTS
+
+
+def test_a_job_that_cannot_place_keeps_its_tiers_credit() -> None:
+    """When free's job places nowhere the loop dispatches enterprise past its credit;
+    free still comes first once it can."""
+    credits = TierCredits(dict(WEIGHTS))
+    picks({E}, 8, credits)
+    for _ in range(3):
+        order = credits.order({E, F})
+        assert order == [F, E]
+        credits.spend(order[1])
+    assert credits.order({E, F}) == [F, E]
+
+
+@pytest.mark.parametrize(
+    ("labels", "priority", "tier"),
+    [
+        pytest.param({}, None, F, id="no label: free"),
+        pytest.param({"other": "x"}, None, F, id="other labels only: free"),
+        pytest.param({TIER_LABEL: "pro"}, None, P, id="label pro"),
+        pytest.param({TIER_LABEL: "enterprise"}, None, E, id="label enterprise"),
+        pytest.param({TIER_LABEL: "pro"}, S, S, id="pro lowered to standard"),
+        pytest.param({TIER_LABEL: "pro"}, F, F, id="pro lowered to free"),
+        pytest.param({TIER_LABEL: "pro"}, P, P, id="pro at pro"),
+        pytest.param({TIER_LABEL: "pro"}, E, P, id="never raised above pro"),
+        pytest.param({}, E, F, id="free never raised"),
+        pytest.param({TIER_LABEL: "gold"}, None, F, id="invalid label: free"),
+        pytest.param({TIER_LABEL: "Pro"}, None, F, id="labels are case sensitive"),
+        pytest.param({TIER_LABEL: ""}, None, F, id="empty label: free"),
+        pytest.param({TIER_LABEL: "gold"}, E, F, id="invalid label not raised by priority"),
+    ],
+)
+def test_effective_tier(labels: dict[str, str], priority: Tier | None, tier: Tier) -> None:
+    assert effective_tier(labels, priority) is tier
+
+
+def spec(**fields: Any) -> GenerationJobSpec:
+    return GenerationJobSpec.model_validate({"model": "sdxl", "prompt": "a cat", **fields})
+
+
+@pytest.mark.parametrize("seed", [0, 1, 42, MAX_SEED])
+def test_choose_seed_keeps_a_given_seed(seed: int) -> None:
+    assert choose_seed(spec(seed=seed)) == seed
+
+
+def test_choose_seed_picks_within_range() -> None:
+    seeds = {choose_seed(spec()) for _ in range(200)}
+    assert all(0 <= seed <= MAX_SEED for seed in seeds)
+    assert len(seeds) > 1
+
+
+@pytest.mark.parametrize("drawn", [0, MAX_SEED])
+def test_choose_seed_can_draw_both_ends_of_the_range(
+    monkeypatch: pytest.MonkeyPatch, drawn: int
+) -> None:
+    bounds: list[int] = []
+
+    def randbelow(bound: int) -> int:
+        bounds.append(bound)
+        return drawn
+
+    monkeypatch.setattr(secrets, "randbelow", randbelow)
+    assert choose_seed(spec()) == drawn
+    assert bounds == [MAX_SEED + 1]
+
+
+def tracked(attempts: int, phase: JobPhase | None) -> TrackedJob:
+    status: dict[str, Any] = {"attempts": attempts}
+    if phase is not None:
+        status["phase"] = phase.value
+    return TrackedJob.from_body(
+        {
+            "metadata": {
+                "namespace": "ns",
+                "name": "job",
+                "uid": "uid-1",
+                "creationTimestamp": datetime(2025, 1, 1, tzinfo=UTC).isoformat(),
+            },
+            "spec": {"model": "sdxl", "prompt": "a cat"},
+            "status": status,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("attempts", "phase", "attempt", "expected"),
+    [
+        pytest.param(0, None, 1, True, id="status not yet admitted"),
+        pytest.param(1, JobPhase.PENDING, 1, True, id="this attempt, still Pending"),
+        pytest.param(1, JobPhase.QUEUED, 1, False, id="this attempt, Queued"),
+        pytest.param(1, JobPhase.SCHEDULED, 1, False, id="this attempt, Scheduled"),
+        pytest.param(1, JobPhase.QUEUED, 2, True, id="older attempt on the status"),
+        pytest.param(2, JobPhase.QUEUED, 1, False, id="status already past this attempt"),
+        pytest.param(2, JobPhase.PENDING, 1, False, id="newer attempt Pending"),
+    ],
+)
+def test_behind(attempts: int, phase: JobPhase | None, attempt: int, expected: bool) -> None:
+    assert behind(tracked(attempts, phase), attempt) is expected
