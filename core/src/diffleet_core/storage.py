@@ -14,7 +14,7 @@ class S3Location:
     def parse(cls, uri: str) -> "S3Location":
         """Splits an s3://bucket/key URI; raises ValueError naming what is wrong."""
         bucket, _, key = uri.removeprefix("s3://").partition("/")
-        if not uri.startswith("s3://") or not bucket or not key:
+        if not uri.startswith("s3://") or not bucket or not key.strip("/"):
             raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
         return cls(bucket=bucket, key=key)
 
