@@ -101,6 +101,7 @@ class WorkerService:
             return
         cancelled = asyncio.Event()
         self.running[uid] = cancelled
+        logger.info("running job %s attempt %d", uid, order.job.attempt)
         self.idle.clear()
         try:
             result = await self._run(order, cancelled)

@@ -1,0 +1,240 @@
+"""Faults: lost workers, cancellation, timeouts, operator crashes and fail-over."""
+
+import json
+from typing import Any
+
+import boto3
+
+from tests.support.platform import (
+    Platform,
+    Process,
+    apply_job,
+    job_status,
+    register_model,
+    wait_for_phase,
+)
+from tests.support.polling import eventually
+from tests.support.stack import Kubectl
+
+SLOW = {"sim_step_seconds": "0.5"}
+
+
+def worker_jobs(kubectl: Kubectl, namespace: str, worker: str) -> list[str]:
+    """The jobs a worker reports in flight on its Lease."""
+    lease = kubectl.json("get", "lease", worker, "-n", namespace)
+    inventory = json.loads(lease["metadata"]["annotations"]["diffleet.io/inventory"])
+    jobs: list[str] = inventory["jobsInFlight"]
+    return jobs
+
+
+def wait_until_idle(kubectl: Kubectl, namespace: str, worker: str) -> None:
+    eventually(
+        lambda: worker_jobs(kubectl, namespace, worker) == [],
+        timeout=30,
+        what=f"worker {worker} idle",
+    )
+
+
+def outputs_under(namespace: str, job: str) -> list[str]:
+    listed = boto3.client("s3").list_objects_v2(
+        Bucket="diffleet-outputs", Prefix=f"{namespace}/{job}/"
+    )
+    return [item["Key"] for item in listed.get("Contents", [])]
+
+
+def cancel(kubectl: Kubectl, namespace: str, job: str) -> None:
+    kubectl.run(
+        "patch", "generationjob", job, "-n", namespace, "--type=merge",
+        "-p", '{"spec":{"cancel":true}}',
+    )  # fmt: skip
+
+
+def test_job_of_a_killed_worker_runs_again_elsewhere(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    platform.operator()
+    register_model(kubectl, namespace, "m")
+    workers = {name: platform.worker(name, **SLOW) for name in ("w1", "w2")}
+    apply_job(kubectl, namespace, "survivor", model="m", steps=8)
+    running = wait_for_phase(kubectl, namespace, "survivor", "Running")
+    first = running["worker"]
+    workers[first].kill()
+
+    done = wait_for_phase(kubectl, namespace, "survivor", "Succeeded", timeout=90)
+    assert done["attempts"] == 2
+    assert done["worker"] != first
+    events = kubectl.json("get", "events", "-n", namespace)["items"]
+    assert any(e["reason"] == "WorkerLost" for e in events)
+
+
+def test_lost_worker_without_retries_fails_the_job(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    platform.operator()
+    register_model(kubectl, namespace, "m")
+    doomed = platform.worker("w1", **SLOW)
+    apply_job(kubectl, namespace, "fragile", model="m", steps=8, maxRetries=0)
+    wait_for_phase(kubectl, namespace, "fragile", "Running")
+    doomed.kill()
+
+    failed = wait_for_phase(kubectl, namespace, "fragile", "Failed", timeout=60)
+    assert failed["reason"] == "WorkerLost"
+    assert "w1" in failed["message"]
+
+
+def test_cancel_while_queued_never_runs(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    platform.operator()
+    register_model(kubectl, namespace, "m")
+    apply_job(kubectl, namespace, "unwanted", model="m")
+    wait_for_phase(kubectl, namespace, "unwanted", "Queued")
+    cancel(kubectl, namespace, "unwanted")
+    wait_for_phase(kubectl, namespace, "unwanted", "Cancelled")
+
+    platform.worker("w1")
+    apply_job(kubectl, namespace, "after", model="m")
+    wait_for_phase(kubectl, namespace, "after", "Succeeded")
+    status = job_status(kubectl, namespace, "unwanted")
+    assert status["phase"] == "Cancelled"
+    assert "startedAt" not in status
+    assert outputs_under(namespace, "unwanted") == []
+
+
+def test_cancel_while_running_stops_the_worker(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    platform.operator()
+    register_model(kubectl, namespace, "m")
+    platform.worker("w1", **SLOW)
+    apply_job(kubectl, namespace, "long", model="m", steps=40)
+    wait_for_phase(kubectl, namespace, "long", "Running")
+    cancel(kubectl, namespace, "long")
+
+    assert wait_for_phase(kubectl, namespace, "long", "Cancelled")["reason"] == "Cancelled"
+    wait_until_idle(kubectl, namespace, "w1")
+    assert job_status(kubectl, namespace, "long")["phase"] == "Cancelled"
+    assert outputs_under(namespace, "long") == []
+
+
+def test_delete_cancels_queued_and_running_jobs(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    platform.operator()
+    register_model(kubectl, namespace, "m")
+    apply_job(kubectl, namespace, "queued", model="m")
+    wait_for_phase(kubectl, namespace, "queued", "Queued")
+    kubectl.run("delete", "generationjob", "queued", "-n", namespace, "--timeout=30s")
+
+    platform.worker("w1", **SLOW)
+    apply_job(kubectl, namespace, "running", model="m", steps=40)
+    wait_for_phase(kubectl, namespace, "running", "Running")
+    kubectl.run("delete", "generationjob", "running", "-n", namespace, "--timeout=30s")
+    wait_until_idle(kubectl, namespace, "w1")
+    assert outputs_under(namespace, "queued") == []
+    assert outputs_under(namespace, "running") == []
+
+
+def test_timeout_fails_the_job_and_stops_it(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    platform.operator()
+    register_model(kubectl, namespace, "m")
+    platform.worker("w1", **SLOW)
+    apply_job(kubectl, namespace, "slow", model="m", steps=40, timeoutSeconds=3)
+    failed = wait_for_phase(kubectl, namespace, "slow", "Failed", timeout=30)
+    assert failed["reason"] == "Timeout"
+    wait_until_idle(kubectl, namespace, "w1")
+
+
+def leader(kubectl: Kubectl, namespace: str) -> str | None:
+    result = kubectl.run(
+        "get", "lease", "diffleet-operator", "-n", namespace, "-o", "json", check=False
+    )
+    if result.returncode != 0:
+        return None
+    holder: str | None = json.loads(result.stdout)["spec"].get("holderIdentity")
+    return holder
+
+
+def test_only_one_operator_acts_and_the_other_takes_over(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    first = platform.operator("first")
+    eventually(
+        lambda: leader(kubectl, namespace) == f"{namespace}-first", timeout=30, what="first leads"
+    )
+    second = platform.operator("second")
+    register_model(kubectl, namespace, "m")
+    platform.worker("w1")
+    apply_job(kubectl, namespace, "before", model="m")
+    wait_for_phase(kubectl, namespace, "before", "Succeeded")
+    assert leader(kubectl, namespace) == f"{namespace}-first"
+    assert "standing by" in second.log.read_text()
+    assert "Handler" not in second.log.read_text()
+
+    first.kill()
+    eventually(
+        lambda: leader(kubectl, namespace) == f"{namespace}-second", timeout=30, what="second leads"
+    )
+    apply_job(kubectl, namespace, "after", model="m")
+    wait_for_phase(kubectl, namespace, "after", "Succeeded", timeout=60)
+
+
+def job_list(namespace: str, count: int) -> str:
+    items: list[dict[str, Any]] = [
+        {
+            "apiVersion": "diffleet.io/v1alpha1",
+            "kind": "GenerationJob",
+            "metadata": {"name": f"stream-{i:03d}", "namespace": namespace},
+            "spec": {"model": "m", "prompt": "a blue square", "steps": 2},
+        }
+        for i in range(count)
+    ]
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+def succeeded_count(kubectl: Kubectl, namespace: str) -> int:
+    jobs = kubectl.json("get", "generationjobs", "-n", namespace)["items"]
+    return sum(1 for job in jobs if (job.get("status") or {}).get("phase") == "Succeeded")
+
+
+def runs_per_job(workers: list[Process]) -> dict[str, int]:
+    runs: dict[str, int] = {}
+    for worker in workers:
+        for line in worker.log.read_text().splitlines():
+            if "running job" in line:
+                uid = line.rsplit("running job ", 1)[1].split()[0]
+                runs[uid] = runs.get(uid, 0) + 1
+    return runs
+
+
+def test_operator_killed_mid_stream_loses_and_duplicates_nothing(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    total = 200
+    operator = platform.operator("first")
+    register_model(kubectl, namespace, "m")
+    workers = [
+        platform.worker(f"w{i}", concurrency="2", sim_step_seconds="0.05", sim_load_seconds="0")
+        for i in range(4)
+    ]
+    kubectl.apply(job_list(namespace, total), namespace)
+    eventually(lambda: succeeded_count(kubectl, namespace) >= 40, timeout=120, what="40 done")
+    operator.kill()
+    platform.operator("second")
+
+    eventually(
+        lambda: succeeded_count(kubectl, namespace) == total,
+        timeout=300,
+        interval=1,
+        what=f"all {total} jobs Succeeded",
+    )
+    jobs = kubectl.json("get", "generationjobs", "-n", namespace)["items"]
+    for job in jobs:
+        status = job["status"]
+        assert len(status["outputs"]) == 1, job["metadata"]["name"]
+        assert len(outputs_under(namespace, job["metadata"]["name"])) == 1
+    runs = runs_per_job(workers)
+    assert len(runs) == total
+    assert max(runs.values()) == 1, {uid: n for uid, n in runs.items() if n > 1}
