@@ -10,7 +10,7 @@ export UV_PYTHON := 3.11
 VENV_STAMP := .venv/.synced
 
 .PHONY: help setup packages tools venv up up-infra down status env kubeconfig \
-        demo test lint format typecheck pytest kind-up bench-setup clean
+        demo test lint format typecheck pytest kind-up bench-setup bench-dispatch clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ kind-up: ## (needs Docker; untested here) a kind cluster with labelled GPU node 
 
 bench-setup: ## measure setup and stack figures into bench/results/setup.md
 	@bench/setup.sh
+
+bench-dispatch: ## dispatch throughput and latency vs kube-scheduler (needs make up-infra)
+	@eval "$$(hack/stack.sh env)" && .venv/bin/python bench/dispatch.py
 
 clean: down ## stop the stack and remove its state (the tool cache stays)
 	@rm -rf $(STATE)/run $(STATE)/logs $(STATE)/pki $(STATE)/kubeconfig

@@ -16,10 +16,13 @@ git clone --quiet "$ROOT" "$work/clone"
 cd "$work/clone"
 export DIFFLEET_CACHE="$work/cache" GOMODCACHE="$work/gomod" GOCACHE="$work/gobuild" UV_CACHE_DIR="$work/uv"
 
+# timed COMMAND...: runs it (output to the log) and prints its wall time in seconds.
 timed() {
-  local start=$SECONDS
+  local start end
+  start=$(date +%s.%N)
   "$@" >>"$work/bench.log" 2>&1 || { tail -n 30 "$work/bench.log" >&2; exit 1; }
-  echo $((SECONDS - start))
+  end=$(date +%s.%N)
+  awk -v s="$start" -v e="$end" 'BEGIN { printf "%.1f", e - s }'
 }
 
 echo "cold make setup (empty caches; takes a while)..." >&2

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job end to end, on the local stack that `make up` started: a GenerationJob
-# is applied with kubectl and read back from the API server. Later issues make the
-# operator run it to an image.
+# is applied with kubectl, the operator takes it and reports in its status. Until the
+# worker and its model micro-shapes exist (issue 4), it waits Pending for the model.
 set -euo pipefail
 LOG_TAG=demo
 source "$(dirname "$0")/lib.sh"
@@ -11,7 +11,9 @@ namespace=diffleet-demo
 kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 log "applying manifests/examples/generationjob.yaml to namespace $namespace"
 kubectl apply -n "$namespace" -f "$ROOT/manifests/examples/generationjob.yaml"
-log "stored in etcd, as the API server returns it:"
+kubectl wait generationjob/red-circle -n "$namespace" --for=jsonpath='{.status.phase}' \
+  --timeout=60s >/dev/null
+log "as the API server returns it, with the operator's status:"
 kubectl get generationjobs.diffleet.io -n "$namespace"
 kubectl get generationjob red-circle -n "$namespace" -o yaml
 log "the GPU pools it can run on:"

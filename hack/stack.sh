@@ -4,7 +4,7 @@
 # RabbitMQ, PostgreSQL and MinIO. Every process is started here, recorded in a pid
 # file under .diffleet/run and logged under .diffleet/logs; `down` stops all of them.
 #
-#   stack.sh up-infra | up | down | status | env | kubeconfig
+#   stack.sh up-infra | up | down | down-platform | status | env | kubeconfig
 set -euo pipefail
 LOG_TAG=stack
 source "$(dirname "$0")/lib.sh"
@@ -16,8 +16,8 @@ KUBECONFIG_PATH="$STATE_DIR/kubeconfig"
 H="$STACK_HOST"
 # Infrastructure processes in start order; `down` stops them in reverse.
 INFRA=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok epmd rabbitmq postgres minio)
-# Platform processes that `up` adds on top; later issues add the operator, worker and API.
-PLATFORM=()
+# Platform processes that `up` adds on top (the worker and the API arrive with issues 4, 5).
+PLATFORM=(operator)
 
 # ---------------------------------------------------------------- processes
 
@@ -195,11 +195,14 @@ start_kube_controller_manager() {
 }
 controller_manager_healthy() { curl -fsSk --max-time 2 "https://$H:$KUBE_CONTROLLER_MANAGER_PORT/healthz"; }
 
+# KUBE_SCHEDULER_EXTRA_ARGS: extra flags (bench/dispatch.py raises the client QPS with it).
 start_kube_scheduler() {
   local kc="$CERT_DIR/scheduler.kubeconfig"
+  # shellcheck disable=SC2086 # the extra flags are word-split on purpose
   spawn kube-scheduler kube-scheduler \
     --kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
-    --bind-address "$H" --secure-port "$KUBE_SCHEDULER_PORT" --leader-elect=false
+    --bind-address "$H" --secure-port "$KUBE_SCHEDULER_PORT" --leader-elect=false \
+    ${KUBE_SCHEDULER_EXTRA_ARGS:-}
 }
 scheduler_healthy() { curl -fsSk --max-time 2 "https://$H:$KUBE_SCHEDULER_PORT/healthz"; }
 
@@ -388,6 +391,19 @@ ensure_buckets() {
   "$venv_python" "$ROOT/hack/s3_buckets.py" $S3_BUCKETS
 }
 
+# ---------------------------------------------------------------- platform
+
+start_operator() {
+  (
+    eval "$(print_env)"
+    export DIFFLEET_OPERATOR_METRICS_PORT="$OPERATOR_METRICS_PORT"
+    export DIFFLEET_OPERATOR_LIVENESS_ENDPOINT="http://$H:$OPERATOR_HEALTH_PORT/healthz"
+    spawn operator "$ROOT/.venv/bin/diffleet-operator"
+  )
+  wait_for operator 60 operator_healthy
+}
+operator_healthy() { curl -fsS --max-time 2 "http://$H:$OPERATOR_HEALTH_PORT/healthz"; }
+
 # ---------------------------------------------------------------- commands
 
 # Fails early, naming the port, when a process this checkout did not start holds one of
@@ -436,6 +452,7 @@ up() {
   up_infra
   local p
   for p in "${PLATFORM[@]}"; do "start_${p//-/_}"; done
+  log "platform up: ${PLATFORM[*]} (logs in $LOG_DIR)"
 }
 
 down() {
@@ -480,8 +497,9 @@ case "${1:-}" in
   up-infra) up_infra ;;
   up) up ;;
   down) down ;;
+  down-platform) stop "${PLATFORM[@]}" ;;
   status) status ;;
   env) print_env ;;
   kubeconfig) echo "$KUBECONFIG_PATH" ;;
-  *) die "usage: $0 up-infra|up|down|status|env|kubeconfig" ;;
+  *) die "usage: $0 up-infra|up|down|down-platform|status|env|kubeconfig" ;;
 esac

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.platform import Platform
-from tests.support.stack import Kubectl, stack, stack_exports
+from tests.support.stack import Kubectl, stack, stack_exports, stack_status
 
 # Tests that stop and restart the stack run after all others.
 DISRUPTIVE = "disruptive"
@@ -26,10 +26,16 @@ def local_stack() -> Iterator[dict[str, str]]:
     """The stack's environment (what `make env` exports), with the stack up.
 
     A stack that is already running (`make up-infra`) is reused and left running; one
-    this fixture starts is stopped when the session ends.
+    this fixture starts is stopped when the session ends. Tests run their own operators
+    and workers: platform processes of `make up` are stopped for the session and
+    started again after it.
     """
-    started_here = stack("status", timeout=30).returncode != 0
-    if started_here:
+    running = stack_status()
+    started_here = not any(running.values())
+    platform_was_up = running.get("operator", False)
+    if platform_was_up:
+        stack("down-platform", timeout=60)
+    if not all(up for name, up in running.items() if name != "operator"):
         result = stack("up-infra")
         if result.returncode != 0:
             pytest.fail(f"the local stack did not start:\n{result.stderr[-4000:]}")
@@ -44,6 +50,8 @@ def local_stack() -> Iterator[dict[str, str]]:
             os.environ[key] = value
     if started_here:
         stack("down", timeout=120)
+    elif platform_was_up:
+        stack("up", timeout=300)
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,12 @@ def stack(command: str, *, timeout: float = 600) -> subprocess.CompletedProcess[
     )
 
 
+def stack_status() -> dict[str, bool]:
+    """Which processes of the local stack run (`make status`), by name."""
+    lines = stack("status", timeout=30).stdout.splitlines()
+    return {line.split()[0]: line.split()[1] == "running" for line in lines if line.strip()}
+
+
 def stack_exports() -> dict[str, str]:
     """The variables `make env` exports, as a dict."""
     result = stack("env", timeout=30)

@@ -28,11 +28,11 @@ async def connect_kubernetes() -> client.ApiClient:
     return client.ApiClient()
 
 
-async def run(settings: WorkerSettings) -> None:
+async def serve(settings: WorkerSettings, api: client.ApiClient, stop: asyncio.Event) -> None:
+    """One worker: its Lease, its queue, its runner; drains when `stop` is set."""
     core = get_settings()
     s3 = boto3.client("s3", config=Config(connect_timeout=5, read_timeout=60))
     broker = await Broker.connect(core.amqp_url, core.topology, settings.request_timeout_seconds)
-    api = await connect_kubernetes()
     announcer = Announcer(
         api,
         settings.fleet_namespace,
@@ -41,10 +41,6 @@ async def run(settings: WorkerSettings) -> None:
         settings.request_timeout_seconds,
     )
     service = WorkerService(settings, broker, SimulatedRunner(settings, s3))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     await service.start()
     renewal = asyncio.create_task(announcer.keep(service.inventory, settings.renew_seconds))
     logger.info("worker %s serving pool %s", settings.worker_id, settings.pool)
@@ -56,6 +52,25 @@ async def run(settings: WorkerSettings) -> None:
         renewal.cancel()
         await broker.close()
         await announcer.release()
+
+
+async def run(settings: WorkerSettings, replicas: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    api = await connect_kubernetes()
+    fleet = (
+        [settings]
+        if replicas == 1
+        else [
+            settings.model_copy(update={"worker_id": f"{settings.worker_id}-{i}"})
+            for i in range(replicas)
+        ]
+    )
+    try:
+        await asyncio.gather(*(serve(worker, api, stop) for worker in fleet))
+    finally:
         await api.close()
 
 
@@ -70,8 +85,14 @@ def main() -> None:
         action="store_true",
         help="run jobs with scripted timings instead of diffusers (tests, benchmarks)",
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="with --simulate: run this many workers in one process (benchmarks)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if not args.simulate:
         sys.exit("diffleet-worker: the diffusers pipelines arrive with issue 4; use --simulate")
-    asyncio.run(run(get_worker_settings()))
+    asyncio.run(run(get_worker_settings(), max(args.replicas, 1)))

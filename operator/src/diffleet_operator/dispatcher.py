@@ -15,6 +15,7 @@ A job that places nowhere stays buffered (and in its queue) until the fleet chan
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum, auto
@@ -70,6 +71,7 @@ class Dispatcher:
         self.dispatched: dict[str, int] = {}
         self._scheduling: dict[str, asyncio.Event] = {}
         self._declared: set[str] = set()
+        self._started = time.monotonic()
 
     async def start(self) -> None:
         for tier, queue in self.rt.broker.topology.tier_queues().items():
@@ -128,6 +130,13 @@ class Dispatcher:
                     continue
                 if verdict is Verdict.DEFER or job is None:
                     continue
+                if entry.message.redelivered:
+                    adopted = await self._adopt_if_running(entry, job, fleet)
+                    if adopted is None:
+                        continue
+                    if adopted:
+                        self.buffers[tier].remove(entry)
+                        return True
                 models = self._models(job)
                 if models is None:
                     continue
@@ -160,6 +169,28 @@ class Dispatcher:
         if job.phase is not JobPhase.QUEUED:
             return Verdict.STALE, None
         return Verdict.DISPATCH, job
+
+    async def _adopt_if_running(
+        self, entry: Buffered, job: TrackedJob, fleet: list[WorkerView]
+    ) -> bool | None:
+        """A redelivered message may have been dispatched by a predecessor that died before
+        writing Scheduled. If a worker already runs the job, adopt it there (True); if the
+        fleet is not yet fully known after a restart, wait (None); else dispatch (False)."""
+        if time.monotonic() - self._started < self.rt.operator.leader_lease_seconds:
+            return None
+        holder = next((w for w in fleet if job.uid in w.inventory.jobs_in_flight), None)
+        if holder is None:
+            return False
+        self.dispatched[job.uid] = entry.admitted.job.attempt
+        inventory = holder.inventory
+        patch = status.scheduled(
+            job.status, job.generation, pool=inventory.pool, node=inventory.node,
+            worker=inventory.worker_id,
+        )  # fmt: skip
+        await self.rt.kube.patch_job_status(job.namespace, job.name, patch)
+        await entry.message.ack()
+        logger.info("adopted %s, already running on %s", job.uid, inventory.worker_id)
+        return True
 
     def _models(self, job: TrackedJob) -> JobModels | None:
         system = self.rt.settings.system_namespace
