@@ -15,6 +15,10 @@ LOG_DIR="$STATE_DIR/logs"
 
 export GOTOOLCHAIN=local
 export PATH="$BIN_DIR:$PATH"
+# Go's standard install location, for shells whose PATH lacks it.
+if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
+  export PATH="$PATH:/usr/local/go/bin"
+fi
 
 log() { printf '[%s %s] %s\n' "$(date +%H:%M:%S)" "${LOG_TAG:-hack}" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
