@@ -11,14 +11,18 @@ from tests.support.stack import Kubectl
 
 
 @pytest.fixture
-def tiered(kubectl: Kubectl, namespace: str) -> Iterator[tuple[str, str]]:
-    """Two job namespaces, free and enterprise, served by one operator."""
+def tiered(kubectl: Kubectl, namespace: str, platform: Platform) -> Iterator[tuple[str, str]]:
+    """Two job namespaces, free and enterprise, each with model "m", served by one operator."""
     names = []
     for tier in ("free", "enterprise"):
         name = f"{namespace}-{tier}"
         kubectl.run("create", "namespace", name)
         kubectl.run("label", "namespace", name, f"diffleet.io/tier={tier}")
         names.append(name)
+    platform.job_namespaces = names
+    platform.operator()
+    for name in names:
+        register_model(kubectl, name, "m")
     yield names[0], names[1]
     for name in names:
         delete_namespace(kubectl, name)
@@ -45,10 +49,6 @@ def test_enterprise_jobs_are_dispatched_before_free_ones(
     kubectl: Kubectl, namespace: str, platform: Platform, tiered: tuple[str, str]
 ) -> None:
     free, enterprise = tiered
-    platform.job_namespaces = [free, enterprise]
-    platform.operator()
-    for ns in tiered:
-        register_model(kubectl, ns, "m")
     platform.worker("w1", sim_step_seconds="0.3")
     apply_job(kubectl, free, "blocker", model="m", steps=5)
     wait_for_phase(kubectl, free, "blocker", "Running")
@@ -70,10 +70,6 @@ def test_free_jobs_progress_under_sustained_enterprise_load(
     kubectl: Kubectl, namespace: str, platform: Platform, tiered: tuple[str, str]
 ) -> None:
     free, enterprise = tiered
-    platform.job_namespaces = [free, enterprise]
-    platform.operator()
-    for ns in tiered:
-        register_model(kubectl, ns, "m")
     for i in range(30):
         apply_job(kubectl, enterprise, f"ent-{i}", model="m", steps=1)
     for i in range(2):

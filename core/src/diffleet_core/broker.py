@@ -3,7 +3,9 @@ publishes with publisher confirms (a publish returns only once the broker has th
 message), and consumes with manual acknowledgement."""
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import aio_pika
 from aio_pika.abc import (
@@ -12,11 +14,15 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustConnection,
 )
+from pydantic import TypeAdapter, ValidationError
 
 from diffleet_core.messages import Message
 from diffleet_core.queues import BACKOFF_STEPS_SECONDS, Topology
 
 Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
+M = TypeVar("M", bound=Message)
+
+logger = logging.getLogger(__name__)
 
 
 class Broker:
@@ -69,12 +75,7 @@ class Broker:
     async def publish_to_queue(self, queue: str, message: Message, message_id: str) -> None:
         """Publishes a persistent message and waits for the broker's confirm."""
         await self._channel.default_exchange.publish(
-            aio_pika.Message(
-                message.to_bytes(),
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                content_type="application/json",
-                message_id=message_id,
-            ),
+            _persistent(message, message_id),
             routing_key=queue,
             mandatory=True,
             timeout=self.timeout,
@@ -85,12 +86,7 @@ class Broker:
     ) -> None:
         """Publishes to `queue` after `seconds` (one of BACKOFF_STEPS_SECONDS), confirmed."""
         await self._exchanges[self.topology.delay(seconds)].publish(
-            aio_pika.Message(
-                message.to_bytes(),
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                content_type="application/json",
-                message_id=message_id,
-            ),
+            _persistent(message, message_id),
             routing_key=queue,
             timeout=self.timeout,
         )
@@ -125,3 +121,22 @@ class Broker:
 
     async def close(self) -> None:
         await asyncio.wait_for(self._connection.close(), timeout=self.timeout)
+
+
+def _persistent(message: Message, message_id: str) -> aio_pika.Message:
+    return aio_pika.Message(
+        message.to_bytes(),
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        content_type="application/json",
+        message_id=message_id,
+    )
+
+
+async def parse_or_reject(message: AbstractIncomingMessage, schema: TypeAdapter[M]) -> M | None:
+    """The message's body as `schema`; a malformed one is rejected (never redelivered)."""
+    try:
+        return schema.validate_json(message.body)
+    except ValidationError as error:
+        logger.error("dropping a malformed message from %s: %s", message.routing_key, error)
+        await message.reject(requeue=False)
+        return None

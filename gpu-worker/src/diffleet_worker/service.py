@@ -13,9 +13,9 @@ import logging
 from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from diffleet_core.broker import Broker
+from diffleet_core.broker import Broker, parse_or_reject
 from diffleet_core.fleet import WorkerInventory
 from diffleet_core.messages import (
     CancelJob,
@@ -31,6 +31,7 @@ from diffleet_worker.config import WorkerSettings
 from diffleet_worker.runner import JobCancelledError, RunFailedError, Runner
 
 logger = logging.getLogger(__name__)
+DISPATCHED_JOB = TypeAdapter(DispatchedJob)
 
 
 def now() -> datetime:
@@ -86,11 +87,8 @@ class WorkerService:
             event.set()
 
     async def on_dispatch(self, message: AbstractIncomingMessage) -> None:
-        try:
-            order = DispatchedJob.model_validate_json(message.body)
-        except ValidationError as error:
-            logger.error("dropping a malformed dispatch: %s", error)
-            await message.reject(requeue=False)
+        order = await parse_or_reject(message, DISPATCHED_JOB)
+        if order is None:
             return
         if self.draining:
             await message.nack(requeue=True)

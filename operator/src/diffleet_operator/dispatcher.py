@@ -22,9 +22,9 @@ from enum import Enum, auto
 
 from aio_pika.abc import AbstractIncomingMessage
 from kubernetes_asyncio.client.exceptions import ApiException
-from pydantic import ValidationError
+from pydantic import TypeAdapter
 
-from diffleet_core.broker import Handler
+from diffleet_core.broker import Handler, parse_or_reject
 from diffleet_core.messages import AdmittedJob, DispatchedJob
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import GpuClass, JobPhase, Tier
@@ -38,6 +38,7 @@ from diffleet_operator.placement import Decision, Requirements, place
 from diffleet_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
+ADMITTED_JOB = TypeAdapter(AdmittedJob)
 
 # How long a message may wait for its job's status to catch up before it is re-read.
 CATCH_UP = timedelta(seconds=30)
@@ -81,11 +82,8 @@ class Dispatcher:
 
     def _receiver(self, tier: Tier) -> Handler:
         async def receive(message: AbstractIncomingMessage) -> None:
-            try:
-                admitted = AdmittedJob.model_validate_json(message.body)
-            except ValidationError as error:
-                logger.error("dropping a malformed admission message: %s", error)
-                await message.reject(requeue=False)
+            admitted = await parse_or_reject(message, ADMITTED_JOB)
+            if admitted is None:
                 return
             self.buffers[tier].append(Buffered(message, admitted))
             self.wake.set()
@@ -182,14 +180,8 @@ class Dispatcher:
         if holder is None:
             return False
         self.dispatched[job.uid] = entry.admitted.job.attempt
-        inventory = holder.inventory
-        patch = status.scheduled(
-            job.status, job.generation, pool=inventory.pool, node=inventory.node,
-            worker=inventory.worker_id,
-        )  # fmt: skip
-        await self.rt.kube.patch_job_status(job.namespace, job.name, patch)
-        await entry.message.ack()
-        logger.info("adopted %s, already running on %s", job.uid, inventory.worker_id)
+        await self._record_scheduled(entry, job, holder)
+        logger.info("adopted %s, already running on %s", job.uid, holder.worker_id)
         return True
 
     def _models(self, job: TrackedJob) -> JobModels | None:
@@ -268,6 +260,11 @@ class Dispatcher:
             return
         rt.fleet.assume(worker.worker_id, ref.uid)
         self.dispatched[ref.uid] = ref.attempt
+        await self._record_scheduled(entry, job, worker)
+        metrics.PLACEMENTS.labels(decision.outcome).inc()
+
+    async def _record_scheduled(self, entry: Buffered, job: TrackedJob, worker: WorkerView) -> None:
+        """Writes Scheduled on the job (gone already: nothing to write), then acks."""
         inventory = worker.inventory
         patch = status.scheduled(
             job.status,
@@ -277,15 +274,14 @@ class Dispatcher:
             worker=inventory.worker_id,
         )
         try:
-            await rt.kube.patch_job_status(job.namespace, job.name, patch)
+            await self.rt.kube.patch_job_status(job.namespace, job.name, patch)
         except ApiException as error:
             if error.status != 404:
                 raise
         await entry.message.ack()
-        metrics.PLACEMENTS.labels(decision.outcome).inc()
         metrics.TRANSITIONS.labels(JobPhase.SCHEDULED).inc()
         metrics.DISPATCH_SECONDS.observe((status.now() - job.created).total_seconds())
-        rt.kube.post_event(job.body, reason=Reason.DISPATCHED, message=patch["message"])
+        self.rt.kube.post_event(job.body, reason=Reason.DISPATCHED, message=patch["message"])
 
 
 async def _first_of(*events: asyncio.Event, within: float) -> None:

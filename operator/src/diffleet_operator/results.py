@@ -15,6 +15,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from diffleet_core.broker import parse_or_reject
 from diffleet_core.messages import (
     RESULT_EVENT,
     JobFailed,
@@ -51,11 +52,8 @@ class Results:
         )
 
     async def on_result(self, message: AbstractIncomingMessage) -> None:
-        try:
-            event = RESULT_EVENT.validate_json(message.body)
-        except ValidationError as error:
-            logger.error("dropping a malformed result: %s", error)
-            await message.reject(requeue=False)
+        event = await parse_or_reject(message, RESULT_EVENT)
+        if event is None:
             return
         try:
             async with self._locks[event.job.uid]:
