@@ -106,17 +106,21 @@ async def register_model(custom: client.CustomObjectsApi, namespace: str) -> Non
 
 
 async def watch_jobs(custom: client.CustomObjectsApi, namespace: str, seen: Timeline) -> None:
-    stream = watch.Watch()
-    async with stream.stream(
-        custom.list_namespaced_custom_object, GROUP, VERSION, namespace, "generationjobs",
-        timeout_seconds=3600,
-    ) as events:  # fmt: skip
-        async for event in events:
-            job = event["object"]
-            phase = (job.get("status") or {}).get("phase")
-            name = job["metadata"]["name"]
-            if phase in LEFT_QUEUE and name not in seen.scheduled:
-                seen.scheduled[name] = time.monotonic()
+    """Records when each job is first seen past Queued; resumes when the server ends a watch."""
+    version = ""
+    while True:
+        stream = watch.Watch()
+        async with stream.stream(
+            custom.list_namespaced_custom_object, GROUP, VERSION, namespace, "generationjobs",
+            resource_version=version, timeout_seconds=60,
+        ) as events:  # fmt: skip
+            async for event in events:
+                job = event["object"]
+                version = job["metadata"]["resourceVersion"]
+                phase = (job.get("status") or {}).get("phase")
+                name = job["metadata"]["name"]
+                if phase in LEFT_QUEUE and name not in seen.scheduled:
+                    seen.scheduled[name] = time.monotonic()
 
 
 async def create_jobs(
@@ -190,7 +194,7 @@ async def bench_operator(api: client.ApiClient, jobs: int, workers: int) -> dict
         async def all_scheduled() -> bool:
             return len(seen.scheduled) >= jobs
 
-        await deadline(all_scheduled, 900, "every job Scheduled")
+        await deadline(all_scheduled, 900, f"every job Scheduled ({len(seen.scheduled)} seen)")
         finished = max(seen.scheduled.values())
         watcher.cancel()
         after = write_counts()
