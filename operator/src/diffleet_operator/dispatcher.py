@@ -34,6 +34,7 @@ from diffleet_operator.admission import NotReady, ResolvedModel, resolve_model
 from diffleet_operator.credits import TierCredits
 from diffleet_operator.fleet import WorkerView
 from diffleet_operator.jobs import TrackedJob, behind
+from diffleet_operator.logs import about_job
 from diffleet_operator.placement import Decision, Requirements, place
 from diffleet_operator.runtime import Runtime
 
@@ -181,7 +182,11 @@ class Dispatcher:
             return False
         self.dispatched[job.uid] = entry.admitted.job.attempt
         await self._record_scheduled(entry, job, holder)
-        logger.info("adopted %s, already running on %s", job.uid, holder.worker_id)
+        logger.info(
+            "adopted: already running on %s",
+            holder.worker_id,
+            extra=about_job(job.namespace, job.name, job.uid),
+        )
         return True
 
     def _models(self, job: TrackedJob) -> JobModels | None:
@@ -255,7 +260,11 @@ class Dispatcher:
                 self._declared.add(queue)
             await rt.broker.publish_to_queue(queue, order, message_id=f"{ref.uid}/{ref.attempt}")
         except Exception:
-            logger.exception("dispatch of %s to %s failed; back to its queue", ref.uid, queue)
+            logger.exception(
+                "dispatch to %s failed; back to its queue",
+                queue,
+                extra=about_job(ref.namespace, ref.name, ref.uid),
+            )
             await entry.message.nack(requeue=True)
             return
         rt.fleet.assume(worker.worker_id, ref.uid)

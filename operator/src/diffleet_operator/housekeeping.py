@@ -16,6 +16,7 @@ from diffleet_core.resources.generation_job import JobPhase, Tier
 from diffleet_operator import lifecycle, metrics, status
 from diffleet_operator.dispatcher import Dispatcher
 from diffleet_operator.jobs import TrackedJob
+from diffleet_operator.logs import about_job
 from diffleet_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,11 @@ class Housekeeping:
             try:
                 await self.rt.kube.delete_job(job.namespace, job.name, job.uid)
             except ApiException as error:
-                logger.warning("TTL deletion of %s failed: %s", job.uid, error.reason)
+                logger.warning(
+                    "TTL deletion failed: %s",
+                    error.reason,
+                    extra=about_job(job.namespace, job.name, job.uid),
+                )
             self.rt.jobs.remove(job.uid)
 
     async def measure_queues(self) -> None:

@@ -9,6 +9,7 @@ from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import JobPhase, Tier
 from diffleet_operator import metrics, status
 from diffleet_operator.jobs import TrackedJob
+from diffleet_operator.logs import about_job
 from diffleet_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -121,5 +122,9 @@ async def recover_jobs_of(rt: Runtime, worker_id: str, extra_uids: frozenset[str
     for job in rt.jobs.all():
         on_worker = job.status.worker == worker_id or job.uid in extra_uids
         if on_worker and job.active and job.phase in (JobPhase.SCHEDULED, JobPhase.RUNNING):
-            logger.warning("worker %s lost; requeueing %s/%s", worker_id, job.namespace, job.name)
+            logger.warning(
+                "worker %s lost; requeueing the job",
+                worker_id,
+                extra=about_job(job.namespace, job.name, job.uid),
+            )
             await requeue(rt, job, Reason.WORKER_LOST, f"worker {worker_id} was lost")

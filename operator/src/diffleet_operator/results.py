@@ -29,6 +29,7 @@ from diffleet_core.resources.generation_job import JobPhase
 from diffleet_operator import lifecycle, metrics, status
 from diffleet_operator.dispatcher import Dispatcher
 from diffleet_operator.jobs import TrackedJob
+from diffleet_operator.logs import about_job
 from diffleet_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,12 @@ class Results:
             async with self._locks[event.job.uid]:
                 await self.apply(event)
         except Exception:
-            logger.exception("could not apply %s of %s; retrying", event.event, event.job.uid)
+            ref = event.job
+            logger.exception(
+                "could not apply %s; retrying",
+                event.event,
+                extra=about_job(ref.namespace, ref.name, ref.uid),
+            )
             await asyncio.sleep(RETRY_PAUSE_SECONDS)
             await message.nack(requeue=True)
             return
@@ -124,7 +130,11 @@ class Results:
                     job.namespace, job.name, status.progress(report.step, report.total_steps)
                 )
             except ApiException as error:
-                logger.warning("progress of %s not written: %s", job.uid, error.reason)
+                logger.warning(
+                    "progress not written: %s",
+                    error.reason,
+                    extra=about_job(job.namespace, job.name, job.uid),
+                )
 
     async def _current(self, ref: JobRef, *, fresh: bool) -> TrackedJob | None:
         """The job if this report is about its current, unfinished attempt."""
