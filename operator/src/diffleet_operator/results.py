@@ -114,8 +114,9 @@ class Results:
         except ValidationError:
             return
         last = self._last_progress.get(report.job.uid, 0.0)
-        final = report.step >= report.total_steps
-        if not final and time.monotonic() - last < self.rt.operator.progress_interval_seconds:
+        if report.step >= report.total_steps:
+            return  # the Succeeded patch writes the final progress
+        if time.monotonic() - last < self.rt.operator.progress_interval_seconds:
             return
         job = self.rt.jobs.get(report.job.uid)
         if job is None or job.status.attempts != report.job.attempt or job.phase.finished:
