@@ -43,6 +43,8 @@ ADMITTED_JOB = TypeAdapter(AdmittedJob)
 
 # How long a message may wait for its job's status to catch up before it is re-read.
 CATCH_UP = timedelta(seconds=30)
+# Status writes of dispatched jobs in flight at once.
+WRITES_IN_FLIGHT = 16
 
 
 @dataclass
@@ -74,6 +76,8 @@ class Dispatcher:
         self._scheduling: dict[str, asyncio.Event] = {}
         self._declared: set[str] = set()
         self._started = time.monotonic()
+        self._writers = asyncio.Semaphore(WRITES_IN_FLIGHT)
+        self._writing: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         for tier, queue in self.rt.broker.topology.tier_queues().items():
@@ -181,7 +185,9 @@ class Dispatcher:
         if holder is None:
             return False
         self.dispatched[job.uid] = entry.admitted.job.attempt
-        await self._record_scheduled(entry, job, holder)
+        done = self._scheduling[job.uid] = asyncio.Event()
+        await self._writers.acquire()
+        await self._record_scheduled(entry, job, holder, done)
         logger.info(
             "adopted: already running on %s",
             holder.worker_id,
@@ -237,28 +243,31 @@ class Dispatcher:
         )
         queue = rt.broker.topology.worker_queue(worker.worker_id)
         done = self._scheduling[ref.uid] = asyncio.Event()
-        try:
-            await self._publish_and_record(entry, job, order, queue, worker, decision)
-        finally:
-            done.set()
-            del self._scheduling[ref.uid]
+        if not await self._publish(entry, order, queue, worker):
+            self._settle(ref.uid, done)
+            return
+        rt.fleet.assume(worker.worker_id, ref.uid)
+        self.dispatched[ref.uid] = ref.attempt
+        metrics.PLACEMENTS.labels(decision.outcome).inc()
+        # The status write runs beside the loop (bounded), so the next placement need not
+        # wait for the API server; a worker's "started" waits for it (`scheduled`).
+        await self._writers.acquire()
+        task = asyncio.create_task(self._record_scheduled(entry, job, worker, done))
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
 
-    async def _publish_and_record(
-        self,
-        entry: Buffered,
-        job: TrackedJob,
-        order: DispatchedJob,
-        queue: str,
-        worker: WorkerView,
-        decision: Decision,
-    ) -> None:
-        rt = self.rt
+    async def _publish(
+        self, entry: Buffered, order: DispatchedJob, queue: str, worker: WorkerView
+    ) -> bool:
+        """Publishes the dispatch with confirm; on failure the admission goes back."""
         ref = entry.admitted.job
         try:
             if queue not in self._declared:
-                await rt.broker.declare_worker_queue(worker.worker_id)
+                await self.rt.broker.declare_worker_queue(worker.worker_id)
                 self._declared.add(queue)
-            await rt.broker.publish_to_queue(queue, order, message_id=f"{ref.uid}/{ref.attempt}")
+            await self.rt.broker.publish_to_queue(
+                queue, order, message_id=f"{ref.uid}/{ref.attempt}"
+            )
         except Exception:
             logger.exception(
                 "dispatch to %s failed; back to its queue",
@@ -266,14 +275,18 @@ class Dispatcher:
                 extra=about_job(ref.namespace, ref.name, ref.uid),
             )
             await entry.message.nack(requeue=True)
-            return
-        rt.fleet.assume(worker.worker_id, ref.uid)
-        self.dispatched[ref.uid] = ref.attempt
-        await self._record_scheduled(entry, job, worker)
-        metrics.PLACEMENTS.labels(decision.outcome).inc()
+            return False
+        return True
 
-    async def _record_scheduled(self, entry: Buffered, job: TrackedJob, worker: WorkerView) -> None:
-        """Writes Scheduled on the job (gone already: nothing to write), then acks."""
+    def _settle(self, uid: str, done: asyncio.Event) -> None:
+        done.set()
+        self._scheduling.pop(uid, None)
+
+    async def _record_scheduled(
+        self, entry: Buffered, job: TrackedJob, worker: WorkerView, done: asyncio.Event
+    ) -> None:
+        """Writes Scheduled on the job, then acks its admission. Should the write fail,
+        the worker has the job anyway and its "started" report sets the status."""
         inventory = worker.inventory
         patch = status.scheduled(
             job.status,
@@ -284,13 +297,20 @@ class Dispatcher:
         )
         try:
             await self.rt.kube.patch_job_status(job.namespace, job.name, patch)
+            metrics.TRANSITIONS.labels(JobPhase.SCHEDULED).inc()
+            metrics.DISPATCH_SECONDS.observe((status.now() - job.created).total_seconds())
+            self.rt.kube.post_event(job.body, reason=Reason.DISPATCHED, message=patch["message"])
         except ApiException as error:
             if error.status != 404:
-                raise
-        await entry.message.ack()
-        metrics.TRANSITIONS.labels(JobPhase.SCHEDULED).inc()
-        metrics.DISPATCH_SECONDS.observe((status.now() - job.created).total_seconds())
-        self.rt.kube.post_event(job.body, reason=Reason.DISPATCHED, message=patch["message"])
+                logger.error(
+                    "Scheduled not written: %s",
+                    error.reason,
+                    extra=about_job(job.namespace, job.name, job.uid),
+                )
+        finally:
+            await entry.message.ack()
+            self._settle(job.uid, done)
+            self._writers.release()
 
 
 async def _first_of(*events: asyncio.Event, within: float) -> None:
