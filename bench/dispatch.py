@@ -301,7 +301,8 @@ fleet) on the same machine.
 | API writes per job, Events | {operator["event_writes"]:.1f} |
 
 The operator's Kubernetes clients (kopf's and kubernetes_asyncio's) have no client-side
-rate limit; dispatch is one confirmed publish and one status patch per job, in sequence.
+rate limit. Dispatch publishes with confirm in its loop; the Scheduled status write runs
+beside it (16 in flight).
 
 ## kube-scheduler: {pods} pause pods onto the kwok nodes
 
