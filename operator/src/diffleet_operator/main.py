@@ -44,7 +44,7 @@ def configure(settings: kopf.OperatorSettings, **_: object) -> None:
 async def start_loops(memo: kopf.Memo, **_: object) -> None:
     """Starts the dispatch, result and housekeeping loops inside kopf's context (so they
     can post Kubernetes Events); kopf's cleanup stops them."""
-    rt: Runtime = memo["runtime"]
+    rt = Runtime.of(memo)
     dispatcher = Dispatcher(rt)
     await dispatcher.start()
     await Results(rt, dispatcher).start()

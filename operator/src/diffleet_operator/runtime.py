@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+import kopf
+
 from diffleet_core.broker import Broker
 from diffleet_core.settings import Settings
 from diffleet_operator.config import OperatorSettings
@@ -20,3 +22,9 @@ class Runtime:
     fleet: FleetInventory
     jobs: JobCache
     models: ModelIndex
+
+    @staticmethod
+    def of(memo: kopf.Memo) -> "Runtime":
+        """The runtime that `main.run` put in kopf's memo for every handler."""
+        rt: Runtime = memo["runtime"]
+        return rt

@@ -22,15 +22,10 @@ RESOURCE = (API_GROUP, API_VERSION, generation_job.PLURAL)
 MODEL_WAIT_SECONDS = 2.0
 
 
-def runtime(memo: kopf.Memo) -> Runtime:
-    rt: Runtime = memo["runtime"]
-    return rt
-
-
 @kopf.on.event(*RESOURCE)
 def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Keeps the operator's job cache in step with the API server."""
-    jobs = runtime(memo).jobs
+    jobs = Runtime.of(memo).jobs
     if event["type"] == "DELETED":
         jobs.remove(body["metadata"]["uid"])
     else:
@@ -40,7 +35,7 @@ def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
 @kopf.on.create(*RESOURCE, backoff=MODEL_WAIT_SECONDS)
 async def admit(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """Publishes a job whose models are Ready to its tier's queue; it is then Queued."""
-    rt = runtime(memo)
+    rt = Runtime.of(memo)
     job = rt.jobs.observe(body)
     namespace = job.namespace
     if not job.active:
@@ -73,7 +68,7 @@ async def admit(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -
 @kopf.on.field(*RESOURCE, field="spec.cancel", new=True)
 async def cancel(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """spec.cancel: true stops the job wherever it is; the resource stays until its TTL."""
-    rt = runtime(memo)
+    rt = Runtime.of(memo)
     job = rt.jobs.observe(body)
     if not job.phase.finished:
         await lifecycle.stop(rt, job, JobPhase.CANCELLED, Reason.CANCELLED, "cancelled")
@@ -82,7 +77,7 @@ async def cancel(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.delete(*RESOURCE)
 async def cancel_before_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Deleting a job cancels it first (kopf holds a finalizer until this returns)."""
-    rt = runtime(memo)
+    rt = Runtime.of(memo)
     job = rt.jobs.observe(body)
     if not job.phase.finished:
         await lifecycle.stop(rt, job, JobPhase.CANCELLED, Reason.CANCELLED, "deleted")

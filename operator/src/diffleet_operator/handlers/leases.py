@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from diffleet_core.fleet import INVENTORY_ANNOTATION, WORKER_LABEL, WorkerInventory
 from diffleet_operator import lifecycle
-from diffleet_operator.handlers.generation_jobs import runtime
+from diffleet_operator.runtime import Runtime
 
 
 @kopf.on.event("coordination.k8s.io", "v1", "leases", labels={WORKER_LABEL: "true"})
@@ -20,7 +20,7 @@ async def track_worker(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    rt = runtime(memo)
+    rt = Runtime.of(memo)
     if namespace != rt.operator.fleet_namespace:
         return
     if event["type"] == "DELETED":

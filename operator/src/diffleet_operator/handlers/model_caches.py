@@ -10,7 +10,7 @@ from botocore.config import Config
 from diffleet_core import API_GROUP, API_VERSION
 from diffleet_core.resources import model_cache
 from diffleet_core.resources.model_cache import ModelCachePhase, ModelCacheSpec
-from diffleet_operator.handlers.generation_jobs import runtime
+from diffleet_operator.runtime import Runtime
 from diffleet_operator.verification import Refused, verify
 
 RESOURCE = (API_GROUP, API_VERSION, model_cache.PLURAL)
@@ -19,7 +19,7 @@ S3_CONFIG = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 
 
 @kopf.on.event(*RESOURCE)
 def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    models = runtime(memo).models
+    models = Runtime.of(memo).models
     meta = body["metadata"]
     if event["type"] == "DELETED":
         models.remove(meta["namespace"], meta["name"])
