@@ -160,8 +160,9 @@ class WorkerService:
         )
 
     async def drain(self, grace_seconds: float) -> None:
-        """Stops taking work and waits for the jobs in flight, at most `grace_seconds`;
-        jobs still running then are cancelled and handed back to the queue."""
+        """Stops taking work and waits for the jobs in flight, at most `grace_seconds`.
+        Jobs still running then are stopped; the caller then deletes the worker's Lease,
+        and the operator requeues them (as it does for a lost worker)."""
         self.draining = True
         try:
             await asyncio.wait_for(self.idle.wait(), timeout=grace_seconds)

@@ -122,6 +122,8 @@ class Dispatcher:
         if not waiting:
             return False
         fleet = self.rt.fleet.snapshot()
+        if not any(worker.free_slots for worker in fleet):
+            return False  # nothing can place; the fleet's next change wakes the loop
         progressed = False
         for tier in self.credits.order(waiting):
             for entry in list(self.buffers[tier]):

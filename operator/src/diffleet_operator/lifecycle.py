@@ -33,20 +33,12 @@ async def requeue(rt: Runtime, job: TrackedJob, reason: str, message: str) -> No
     The delayed message is published (confirmed) before the status says Queued with the
     new attempt, so a crash in between leaves a stale message, never a lost job.
     """
-    rt.fleet.forget(job.uid)
     attempts = job.status.attempts
     if attempts > job.spec.max_retries:
-        patch = status.finished_unsuccessfully(
-            job.status,
-            job.generation,
-            phase=JobPhase.FAILED,
-            reason=reason,
-            message=f"{message}; gave up after {attempts} attempt(s)",
-        )
-        await rt.kube.patch_job_status(job.namespace, job.name, patch)
-        metrics.TRANSITIONS.labels(JobPhase.FAILED).inc()
-        rt.kube.post_event(job.body, reason=reason, message=patch["message"], warning=True)
+        gave_up = f"{message}; gave up after {attempts} attempt(s)"
+        await finish(rt, job, JobPhase.FAILED, reason, gave_up)
         return
+    rt.fleet.forget(job.uid)
     tier = job.status.tier or Tier.FREE
     attempt = attempts + 1
     delay = backoff_step(
@@ -93,28 +85,18 @@ async def stop(rt: Runtime, job: TrackedJob, phase: JobPhase, reason: Reason, me
         await rt.broker.publish_to_exchange(
             rt.broker.topology.control_exchange, job.status.worker, order
         )
+    await finish(rt, job, phase, reason, message)
+
+
+async def finish(rt: Runtime, job: TrackedJob, phase: JobPhase, reason: str, message: str) -> None:
+    """Ends the job as Failed or Cancelled with its reason, and frees its worker slot."""
     rt.fleet.forget(job.uid)
     patch = status.finished_unsuccessfully(
-        job.status,
-        job.generation,
-        phase=phase,
-        reason=reason,
-        message=message,
+        job.status, job.generation, phase=phase, reason=reason, message=message
     )
     await rt.kube.patch_job_status(job.namespace, job.name, patch)
     metrics.TRANSITIONS.labels(phase).inc()
-    rt.kube.post_event(job.body, reason=reason, message=message)
-
-
-async def fail(rt: Runtime, job: TrackedJob, reason: str, message: str) -> None:
-    """The worker reported a failure that retrying will not fix."""
-    rt.fleet.forget(job.uid)
-    patch = status.finished_unsuccessfully(
-        job.status, job.generation, phase=JobPhase.FAILED, reason=reason, message=message
-    )
-    await rt.kube.patch_job_status(job.namespace, job.name, patch)
-    metrics.TRANSITIONS.labels(JobPhase.FAILED).inc()
-    rt.kube.post_event(job.body, reason=reason, message=message, warning=True)
+    rt.kube.post_event(job.body, reason=reason, message=message, warning=phase is JobPhase.FAILED)
 
 
 async def recover_jobs_of(rt: Runtime, worker_id: str, extra_uids: frozenset[str]) -> None:

@@ -105,7 +105,7 @@ class Results:
         elif event.retryable:
             await lifecycle.requeue(self.rt, job, event.reason, event.message)
         else:
-            await lifecycle.fail(self.rt, job, event.reason, event.message)
+            await lifecycle.finish(self.rt, job, JobPhase.FAILED, event.reason, event.message)
 
     async def on_progress(self, message: AbstractIncomingMessage) -> None:
         await message.ack()

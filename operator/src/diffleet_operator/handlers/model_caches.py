@@ -9,6 +9,7 @@ from botocore.config import Config
 
 from diffleet_core import API_GROUP, API_VERSION
 from diffleet_core.resources import model_cache
+from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.model_cache import ModelCachePhase, ModelCacheSpec
 from diffleet_operator.runtime import Runtime
 from diffleet_operator.verification import Refused, verify
@@ -50,7 +51,7 @@ async def verify_artifact(
         phase=ModelCachePhase.READY,
         digest=result.digest,
         sizeBytes=result.size_bytes,
-        reason="Verified",
+        reason=Reason.VERIFIED,
         message=f"sha256 {result.digest}",
         observedGeneration=generation,
     )
