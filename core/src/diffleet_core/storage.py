@@ -4,6 +4,10 @@ own objects and never collides with another job of the same name."""
 import hashlib
 from dataclasses import dataclass
 
+# Suffixes of formats that unpickle on load (arbitrary code): never loaded, whatever a
+# spec says. The operator refuses them at verification, the worker again before download.
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
+
 
 @dataclass(frozen=True)
 class S3Location:

@@ -10,10 +10,8 @@ from botocore.exceptions import ClientError
 
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.model_cache import ModelCacheSpec, ModelFormat
-from diffleet_core.storage import S3Location, manifest_digest
+from diffleet_core.storage import PICKLE_SUFFIXES, S3Location, manifest_digest
 
-# Formats that unpickle on load: never loaded, whatever the spec says.
-PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
 CHUNK = 1024 * 1024
 
 

@@ -1,0 +1,21 @@
+"""The worker's model cache in three tiers: hot (loaded, in memory), warm (local disk),
+cold (S3). See docs/worker-cache.md; ModelStore (store.py) is the entry point."""
+
+from diffleet_worker.cache.cold import S3Source
+from diffleet_worker.cache.errors import CacheTier, ModelCacheError, ModelRefusedError
+from diffleet_worker.cache.hot import HotCache
+from diffleet_worker.cache.store import CacheStats, Fetched, Loaded, ModelStore
+from diffleet_worker.cache.warm import WarmCache
+
+__all__ = [
+    "CacheStats",
+    "CacheTier",
+    "Fetched",
+    "HotCache",
+    "Loaded",
+    "ModelCacheError",
+    "ModelRefusedError",
+    "ModelStore",
+    "S3Source",
+    "WarmCache",
+]
