@@ -2,9 +2,14 @@
 
 import socket
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from diffleet_worker.device import DeviceKind, Precision
+
+GIB = 1024**3
 
 
 class WorkerSettings(BaseSettings):
@@ -25,6 +30,36 @@ class WorkerSettings(BaseSettings):
     renew_seconds: float = Field(default=2.0, gt=0, description="Lease renewal period")
     shutdown_grace_seconds: float = Field(default=30.0, ge=0, description="SIGTERM grace")
     request_timeout_seconds: float = Field(default=10.0, gt=0)
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="/metrics port; 0: off")
+    # Device policy (device.py).
+    device: DeviceKind = Field(default=DeviceKind.AUTO, description="auto, cpu or cuda")
+    precision: Precision = Field(
+        default=Precision.AUTO, description="auto (cuda float16, cpu float32), or a dtype"
+    )
+    threads: int = Field(default=0, ge=0, description="torch CPU threads; 0: torch's default")
+    deterministic: bool = Field(default=True, description="torch deterministic algorithms")
+    xformers: bool = Field(default=True, description="use xformers on CUDA when installed")
+    compile_unet: bool = Field(default=False, description="torch.compile the UNet (CUDA)")
+    vae_tiling_pixels: int = Field(
+        default=1024 * 1024, ge=0, description="Decode larger images in VAE tiles"
+    )
+    memory_budget_bytes: int = Field(
+        default=0, ge=0, description="Simulated device memory per run (CPU); 0: unlimited"
+    )
+    # Model cache (cache/).
+    cache_dir: Path = Field(
+        default=Path("/var/cache/diffleet/models"), description="Warm tier: local disk"
+    )
+    disk_budget_bytes: int = Field(default=100 * GIB, ge=0, description="Warm tier budget")
+    hot_budget_bytes: int = Field(
+        default=12 * GIB, ge=0, description="Hot tier budget (loaded models, VRAM or RAM)"
+    )
+    # Jobs.
+    preview_every_steps: int = Field(
+        default=5, ge=0, description="A preview rides with every Nth step; 0: none"
+    )
+    strength: float = Field(default=0.75, ge=0, le=1, description="img2img/inpaint default")
+    mask_feather_pixels: float = Field(default=4.0, ge=0, description="Inpaint mask feather")
     # Simulation (diffleet-worker --simulate): scripted timings instead of diffusers.
     sim_step_seconds: float = Field(default=0.02, ge=0, description="Time per denoising step")
     sim_load_seconds: float = Field(default=0.5, ge=0, description="Cold model load time")

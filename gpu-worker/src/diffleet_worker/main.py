@@ -4,16 +4,22 @@ import argparse
 import asyncio
 import logging
 import signal
-import sys
+from typing import Any
 
 import boto3
 from botocore.config import Config
 from kubernetes_asyncio import client, config
+from prometheus_client import start_http_server
 
 from diffleet_core.broker import Broker
 from diffleet_core.settings import get_settings
 from diffleet_worker.announcer import Announcer
+from diffleet_worker.cache import HotCache, ModelStore, S3Source, WarmCache
 from diffleet_worker.config import WorkerSettings, get_worker_settings
+from diffleet_worker.device import DevicePolicy, configure_torch
+from diffleet_worker.diffusers_runner import DiffusersRunner
+from diffleet_worker.loading import Loader, resident_bytes
+from diffleet_worker.runner import Runner
 from diffleet_worker.service import WorkerService
 from diffleet_worker.simulated import SimulatedRunner
 
@@ -28,10 +34,34 @@ async def connect_kubernetes() -> client.ApiClient:
     return client.ApiClient()
 
 
-async def serve(settings: WorkerSettings, api: client.ApiClient, stop: asyncio.Event) -> None:
+def diffusers_runner(settings: WorkerSettings, s3: Any) -> DiffusersRunner:
+    configure_torch(settings.threads, settings.deterministic)
+    policy = DevicePolicy.choose(
+        settings.device,
+        settings.precision,
+        use_xformers=settings.xformers,
+        compile_unet=settings.compile_unet,
+        vae_tiling_pixels=settings.vae_tiling_pixels,
+    )
+    loader = Loader(policy)
+    store: ModelStore[Any] = ModelStore(
+        S3Source(s3),
+        WarmCache(settings.cache_dir, settings.disk_budget_bytes),
+        HotCache(settings.hot_budget_bytes, resident_bytes, loader.release),
+    )
+    logger.info("device %s, model cache %s", policy.describe(), settings.cache_dir)
+    return DiffusersRunner(settings, store, loader, s3)
+
+
+async def serve(
+    settings: WorkerSettings, api: client.ApiClient, stop: asyncio.Event, simulate: bool
+) -> None:
     """One worker: its Lease, its queue, its runner; drains when `stop` is set."""
     core = get_settings()
-    s3 = boto3.client("s3", config=Config(connect_timeout=5, read_timeout=60))
+    s3 = boto3.client(
+        "s3", config=Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3})
+    )
+    runner: Runner = SimulatedRunner(settings, s3) if simulate else diffusers_runner(settings, s3)
     broker = await Broker.connect(core.amqp_url, core.topology, settings.request_timeout_seconds)
     announcer = Announcer(
         api,
@@ -40,7 +70,7 @@ async def serve(settings: WorkerSettings, api: client.ApiClient, stop: asyncio.E
         settings.lease_seconds,
         settings.request_timeout_seconds,
     )
-    service = WorkerService(settings, broker, SimulatedRunner(settings, s3))
+    service = WorkerService(settings, broker, runner)
     await service.start()
     renewal = asyncio.create_task(announcer.keep(service.inventory, settings.renew_seconds))
     logger.info("worker %s serving pool %s", settings.worker_id, settings.pool)
@@ -54,7 +84,7 @@ async def serve(settings: WorkerSettings, api: client.ApiClient, stop: asyncio.E
         await announcer.release()
 
 
-async def run(settings: WorkerSettings, replicas: int) -> None:
+async def run(settings: WorkerSettings, replicas: int, simulate: bool) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -69,7 +99,7 @@ async def run(settings: WorkerSettings, replicas: int) -> None:
         ]
     )
     try:
-        await asyncio.gather(*(serve(worker, api, stop) for worker in fleet))
+        await asyncio.gather(*(serve(worker, api, stop, simulate) for worker in fleet))
     finally:
         await api.close()
 
@@ -93,6 +123,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    if not args.simulate:
-        sys.exit("diffleet-worker: the diffusers pipelines arrive with issue 4; use --simulate")
-    asyncio.run(run(get_worker_settings(), max(args.replicas, 1)))
+    settings = get_worker_settings()
+    if args.replicas > 1 and not args.simulate:
+        parser.error("--replicas needs --simulate: a real worker owns its device")
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr="127.0.0.1")
+    asyncio.run(run(settings, max(args.replicas, 1), args.simulate))

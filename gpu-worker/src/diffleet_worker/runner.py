@@ -2,15 +2,16 @@
 service drives a Runner and speaks the protocol around it."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from diffleet_core.messages import DispatchedJob
 from diffleet_core.resources.generation_job import JobOutput
 
-# Called after each denoising step with (step, total_steps, eta_seconds).
-StepCallback = Callable[[int, int, float | None], Awaitable[None]]
+# Called after each denoising step with (step, total_steps, eta_seconds, preview), the
+# preview being a small PNG (base64) every few steps, else None.
+StepCallback = Callable[[int, int, float | None, str | None], Coroutine[Any, Any, None]]
 
 
 class JobCancelledError(Exception):

@@ -125,8 +125,14 @@ class WorkerService:
             f"{order.job.uid}/{order.job.attempt}/start",
         )
 
-        async def on_step(step: int, total: int, eta: float | None) -> None:
-            report = JobProgress(job=order.job, step=step, total_steps=total, eta_seconds=eta)
+        async def on_step(step: int, total: int, eta: float | None, preview: str | None) -> None:
+            report = JobProgress(
+                job=order.job,
+                step=step,
+                total_steps=total,
+                eta_seconds=eta,
+                preview_png_base64=preview,
+            )
             await self.broker.publish_to_exchange(
                 self.broker.topology.progress_exchange, order.job.uid, report
             )

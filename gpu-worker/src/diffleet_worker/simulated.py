@@ -42,7 +42,7 @@ class SimulatedRunner:
             if cancelled.is_set():
                 raise JobCancelledError
             await asyncio.sleep(self.settings.sim_step_seconds)
-            await on_step(step, total, (total - step) * self.settings.sim_step_seconds)
+            await on_step(step, total, (total - step) * self.settings.sim_step_seconds, None)
         outputs = [
             await asyncio.to_thread(self._write, order, i) for i in range(order.spec.batch_size)
         ]

@@ -1,0 +1,279 @@
+"""The real runner: a DispatchedJob through diffusers on this worker's device.
+
+Steps of one run (in a worker thread; one run on the device at a time):
+  1. check the order (model types and families match the task)
+  2. fetch the input images (init, mask, control) from S3
+  3. take the models from the cache: the checkpoint and the ControlNet loaded (hot, else
+     warm from disk, else cold from S3), the LoRAs as files
+  4. run the task pipeline with the LoRAs applied, reporting each step (with a preview
+     every few steps) and stopping at the next step when cancelled; on out-of-memory,
+     free the cache and retry once with attention slicing and VAE tiling
+  5. encode each image as PNG with its parameters and upload it
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from PIL import Image
+
+from diffleet_core.messages import DispatchedJob, ModelRef
+from diffleet_core.resources.conditions import Reason
+from diffleet_core.resources.generation_job import MAX_SEED, Mode
+from diffleet_core.resources.model_cache import ModelType
+from diffleet_worker import metrics
+from diffleet_worker.cache import CacheStats, ModelCacheError, ModelStore
+from diffleet_worker.config import WorkerSettings
+from diffleet_worker.device import DevicePolicy, MemoryBudget, free_device_memory, is_out_of_memory
+from diffleet_worker.images import InputImageError, canny_edges, fetch_image
+from diffleet_worker.loading import Loader
+from diffleet_worker.loras import LoadedLora, adapter_name, applied
+from diffleet_worker.outputs import upload_png
+from diffleet_worker.parameters import UsedModel, encode_png, parameters_text
+from diffleet_worker.pipelines import img2img, inpaint, txt2img
+from diffleet_worker.pipelines.common import Generation, StepEnd
+from diffleet_worker.previews import preview_base64
+from diffleet_worker.runner import (
+    JobCancelledError,
+    RunFailedError,
+    RunResult,
+    StepCallback,
+)
+
+logger = logging.getLogger(__name__)
+
+TASKS: dict[Mode, Callable[[Any, Generation], list[Image.Image]]] = {
+    Mode.TXT2IMG: txt2img.run,
+    Mode.IMG2IMG: img2img.run,
+    Mode.INPAINT: inpaint.run,
+}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A job's input images, decoded and sized; the control image already as edges."""
+
+    init: Image.Image | None = None
+    mask: Image.Image | None = None
+    control: Image.Image | None = None
+
+
+class DiffusersRunner:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        store: ModelStore[Any],
+        loader: Loader,
+        s3: Any,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.loader = loader
+        self.policy: DevicePolicy = loader.policy
+        self.s3 = s3
+        self.budget = MemoryBudget(settings.memory_budget_bytes)
+        self._device = asyncio.Lock()
+        self._counted = CacheStats()
+
+    def hot_models(self) -> list[str]:
+        return self.store.hot_digests()
+
+    def warm_models(self) -> list[str]:
+        return self.store.warm_digests()
+
+    async def run(
+        self, order: DispatchedJob, cancelled: asyncio.Event, on_step: StepCallback
+    ) -> RunResult:
+        loop = asyncio.get_running_loop()
+
+        def report(step: int, total: int, eta: float | None, preview: str | None) -> None:
+            asyncio.run_coroutine_threadsafe(on_step(step, total, eta, preview), loop)
+
+        async with self._device:
+            started = time.monotonic()
+            try:
+                result = await asyncio.to_thread(self._run, order, cancelled, report)
+            except JobCancelledError:
+                metrics.JOBS.labels("cancelled").inc()
+                raise
+            except RunFailedError:
+                metrics.JOBS.labels("failed").inc()
+                raise
+            finally:
+                self._count_cache()
+            metrics.JOBS.labels("succeeded").inc()
+            metrics.RUN_SECONDS.observe(time.monotonic() - started)
+            return result
+
+    def _run(
+        self,
+        order: DispatchedJob,
+        cancelled: asyncio.Event,
+        report: Callable[[int, int, float | None, str | None], None],
+    ) -> RunResult:
+        spec = order.spec
+        # 1. Check the order.
+        check_order(order)
+        # 2. Fetch the input images.
+        inputs = self._fetch_inputs(order)
+        with ExitStack() as held, self._cache_errors():
+            # 3. Take the models from the cache.
+            base = held.enter_context(self._acquire(order.model))
+            controlnet = (
+                held.enter_context(self._acquire(order.control_net))
+                if order.control_net is not None
+                else None
+            )
+            loras = []
+            weights = [lora.weight for lora in spec.loras or []]
+            for index, (ref, weight) in enumerate(zip(order.loras, weights, strict=True)):
+                fetched = held.enter_context(self.store.fetch(ref))
+                metrics.MODEL_SERVED.labels(fetched.tier.value).inc()
+                loras.append(LoadedLora(adapter_name(index), fetched.path, weight))
+            if cancelled.is_set():
+                raise JobCancelledError
+            # 4. Run the task with the LoRAs applied.
+            seeds = [(order.seed + i) % (MAX_SEED + 1) for i in range(spec.batch_size)]
+            generation = Generation(
+                spec=spec,
+                seeds=seeds,
+                policy=self.policy,
+                on_step_end=self._step_end(order, cancelled, report),
+                strength=spec.strength if spec.strength is not None else self.settings.strength,
+                feather_radius=self.settings.mask_feather_pixels,
+                init_image=inputs.init,
+                mask_image=inputs.mask,
+                controlnet=controlnet,
+                control_image=inputs.control,
+            )
+            with applied(base, loras):
+                images = self._generate(base, generation)
+        if cancelled.is_set():
+            raise JobCancelledError
+        # 5. Encode and upload.
+        used = UsedModel(order.model.name, order.model.digest)
+        used_loras = [
+            (UsedModel(ref.name, ref.digest), weight)
+            for ref, weight in zip(order.loras, weights, strict=True)
+        ]
+        outputs = []
+        for index, (image, seed) in enumerate(zip(images, seeds, strict=True)):
+            text = parameters_text(spec, seed, generation.strength, used, used_loras)
+            png = encode_png(image, text)
+            outputs.append(upload_png(self.s3, order, index, png, self.settings.worker_id))
+        return RunResult(
+            outputs=outputs,
+            model_digest=order.model.digest,
+            lora_digests={ref.name: ref.digest for ref in order.loras},
+        )
+
+    def _fetch_inputs(self, order: DispatchedJob) -> "Inputs":
+        spec = order.spec
+        size = (spec.width, spec.height)
+        try:
+            init = mask = control = None
+            if spec.init_image is not None:
+                init = fetch_image(self.s3, spec.init_image, "initImage", size, "RGB")
+            if spec.mask_image is not None:
+                mask = fetch_image(self.s3, spec.mask_image, "maskImage", size, "L")
+            if spec.control_net is not None:
+                image = fetch_image(
+                    self.s3, spec.control_net.image, "controlNet.image", size, "RGB"
+                )
+                control = canny_edges(image)
+        except InputImageError as error:
+            raise RunFailedError(Reason.INVALID_SPEC, str(error)) from error
+        return Inputs(init, mask, control)
+
+    @contextmanager
+    def _acquire(self, ref: ModelRef) -> Iterator[Any]:
+        with self.store.acquire(ref, lambda path: self.loader.load(ref, path)) as loaded:
+            metrics.MODEL_SERVED.labels(loaded.tier.value).inc()
+            yield loaded.value
+
+    @staticmethod
+    @contextmanager
+    def _cache_errors() -> Iterator[None]:
+        try:
+            yield
+        except ModelCacheError as error:
+            raise RunFailedError(error.reason, str(error), retryable=error.retryable) from error
+
+    def _generate(self, base: Any, generation: Generation) -> list[Image.Image]:
+        spec = generation.spec
+        task = TASKS[spec.mode]
+        try:
+            self.budget.check(spec.width, spec.height, spec.batch_size, low_memory=False)
+            return task(base, generation)
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            metrics.OUT_OF_MEMORY.labels("true").inc()
+            logger.warning("out of memory (%s); retrying with slicing and tiling", error)
+        self.store.evict_all()
+        free_device_memory(self.policy)
+        try:
+            self.budget.check(spec.width, spec.height, spec.batch_size, low_memory=True)
+            return task(base, replace(generation, low_memory=True))
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            metrics.OUT_OF_MEMORY.labels("false").inc()
+            raise RunFailedError(Reason.OUT_OF_MEMORY, f"out of device memory: {error}") from error
+        finally:
+            self.policy.restore_attention(base)
+
+    def _step_end(
+        self,
+        order: DispatchedJob,
+        cancelled: asyncio.Event,
+        report: Callable[[int, int, float | None, str | None], None],
+    ) -> StepEnd:
+        every = self.settings.preview_every_steps
+        family = order.model.base_model
+        started = time.monotonic()
+
+        def on_step_end(
+            pipeline: Any, index: int, _: Any, tensors: dict[str, Any]
+        ) -> dict[str, Any]:
+            step, total = index + 1, pipeline.num_timesteps
+            eta = (time.monotonic() - started) / step * (total - step)
+            preview = None
+            if every and (step % every == 0) and step < total:
+                preview = preview_base64(tensors["latents"], family)
+            report(step, total, eta, preview)
+            if cancelled.is_set():
+                # diffusers' documented way to stop a pipeline at the next step.
+                pipeline._interrupt = True
+            return tensors
+
+        return on_step_end
+
+    def _count_cache(self) -> None:
+        """Moves the store's counters into the Prometheus counters."""
+        now = self.store.stats
+        metrics.MODEL_DOWNLOADS.inc(now.downloads - self._counted.downloads)
+        metrics.MODEL_CORRUPT.inc(now.corrupt_refetches - self._counted.corrupt_refetches)
+        self._counted = now
+
+
+def check_order(order: DispatchedJob) -> None:
+    """Refuses an order whose models do not fit together (InvalidSpec, not retried)."""
+    family = order.model.base_model
+    problems = []
+    if order.model.type is not ModelType.CHECKPOINT:
+        problems.append(f"model {order.model.name} is a {order.model.type.value}, not a checkpoint")
+    for lora in order.loras:
+        if lora.type is not ModelType.LORA or lora.base_model is not family:
+            problems.append(f"loras: {lora.name} is not a {family.value} LoRA")
+    cn = order.control_net
+    if cn is not None and (cn.type is not ModelType.CONTROLNET or cn.base_model is not family):
+        problems.append(f"controlNet.model: {cn.name} is not a {family.value} ControlNet")
+    if len(order.loras) != len(order.spec.loras or []):
+        problems.append("loras: the order does not resolve every LoRA of the spec")
+    if problems:
+        raise RunFailedError(Reason.INVALID_SPEC, "; ".join(problems))

@@ -1,0 +1,25 @@
+"""The worker's Prometheus metrics (served on DIFFLEET_WORKER_METRICS_PORT)."""
+
+from prometheus_client import Counter, Histogram
+
+MODEL_SERVED = Counter(
+    "diffleet_worker_model_served_total",
+    "Models a job needed, by the cache tier that served them (hot, warm, cold)",
+    ["tier"],
+)
+MODEL_DOWNLOADS = Counter(
+    "diffleet_worker_model_downloads_total", "Model artifacts downloaded from S3"
+)
+MODEL_CORRUPT = Counter(
+    "diffleet_worker_model_corrupt_total",
+    "Cached model artifacts that failed their sha256 check and were downloaded again",
+)
+JOBS = Counter("diffleet_worker_jobs_total", "Jobs run, by outcome", ["outcome"])
+RUN_SECONDS = Histogram(
+    "diffleet_worker_run_seconds",
+    "Time from a job's order to its images in S3",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+OUT_OF_MEMORY = Counter(
+    "diffleet_worker_out_of_memory_total", "Device out-of-memory errors", ["retried"]
+)

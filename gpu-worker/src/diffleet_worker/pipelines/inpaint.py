@@ -1,0 +1,34 @@
+"""Inpainting: repaint the white part of the mask. The mask is feathered, and pixels
+outside it are taken from the init image, so they come back unchanged."""
+
+from typing import Any
+
+from diffusers import AutoPipelineForInpainting
+from PIL import Image
+
+from diffleet_worker.images import feathered, keep_unmasked
+from diffleet_worker.pipelines.common import Generation, call_options, configure
+
+
+def run(base: Any, generation: Generation) -> list[Image.Image]:
+    spec = generation.spec
+    # 1. Check inputs.
+    if generation.init_image is None or generation.mask_image is None:
+        raise ValueError("initImage and maskImage are required for inpaint")
+    mask = feathered(generation.mask_image, generation.feather_radius)
+    # 2. Derive the task pipeline from the hot base pipeline (shared modules, no copy).
+    pipeline = AutoPipelineForInpainting.from_pipe(base, **generation.controlnet_options)
+    configure(pipeline, base, generation)
+    # 3. Denoise and decode.
+    options = call_options(generation) | {
+        "image": generation.init_image,
+        "mask_image": mask,
+        "strength": generation.strength,
+        "width": spec.width,
+        "height": spec.height,
+    }
+    if generation.control_image is not None:
+        options["control_image"] = generation.control_image
+    painted: list[Image.Image] = pipeline(**options).images
+    # 4. Keep what lies outside the mask.
+    return [keep_unmasked(generation.init_image, image, mask) for image in painted]
