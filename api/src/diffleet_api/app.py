@@ -1,11 +1,86 @@
-"""The FastAPI application: routers are combined here."""
+"""The FastAPI application: the runtime is opened in the lifespan, routers combined here."""
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import boto3
+from botocore.config import Config
 from fastapi import FastAPI
 
-from diffleet_api.routers import health
+from diffleet_api import db, errors
+from diffleet_api.kube import Kube
+from diffleet_api.metrics import RequestMetrics
+from diffleet_api.routers import health, jobs, usage
+from diffleet_api.runtime import ModelFamilies, Runtime
+from diffleet_api.settings import ApiSettings, get_api_settings
+from diffleet_core.broker import Broker
+from diffleet_core.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """diffleet's REST front door onto GenerationJob resources.
+
+A job's request body is the GenerationJob `spec`; responses carry its `status`.
+Authenticate with `Authorization: Bearer <API key or JWT>`. Errors are RFC 9457
+problem details (`application/problem+json`)."""
 
 
-def create_app() -> FastAPI:
-    app = FastAPI(title="diffleet", version="0.1.0")
+def s3_client(timeout: float) -> object:
+    return boto3.client(
+        "s3",
+        config=Config(
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            retries={"max_attempts": 3, "mode": "standard"},
+            signature_version="s3v4",
+        ),
+    )
+
+
+async def open_runtime(settings: ApiSettings, platform: Settings) -> Runtime:
+    if settings.migrate_on_start:
+        await asyncio.to_thread(db.migrate, platform.database_url)
+    pool = await db.open_pool(platform.database_url, settings.db_pool_min, settings.db_pool_max)
+    kube = await Kube.connect(settings.request_timeout_seconds, settings.kube_connections)
+    broker = await Broker.connect(
+        platform.amqp_url, platform.topology, settings.request_timeout_seconds
+    )
+    return Runtime(
+        settings=settings,
+        platform=platform,
+        pool=pool,
+        kube=kube,
+        broker=broker,
+        s3=s3_client(settings.request_timeout_seconds),
+        families=ModelFamilies(settings.model_cache_seconds),
+    )
+
+
+async def close_runtime(runtime: Runtime) -> None:
+    for task in runtime.background:
+        task.cancel()
+    await asyncio.gather(*runtime.background, return_exceptions=True)
+    await runtime.broker.close()
+    await runtime.kube.close()
+    await runtime.pool.close()
+
+
+def create_app(settings: ApiSettings | None = None, platform: Settings | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await open_runtime(settings or get_api_settings(), platform or get_settings())
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await close_runtime(runtime)
+
+    app = FastAPI(title="diffleet", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    errors.install(app)
+    app.add_middleware(RequestMetrics)
     app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.include_router(usage.router)
     return app

@@ -1,15 +1,19 @@
 """Entry point of `diffleet-api`: serves the FastAPI app with uvicorn."""
 
 import argparse
+import logging
 
 import uvicorn
 
 from diffleet_api.app import create_app
+from diffleet_api.settings import get_api_settings
 
 
 def main() -> None:
+    settings = get_api_settings()
     parser = argparse.ArgumentParser(prog="diffleet-api", description="Serves the diffleet API.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--host", default=settings.host)
+    parser.add_argument("--port", type=int, default=settings.port)
     args = parser.parse_args()
-    uvicorn.run(create_app(), host=args.host, port=args.port)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")

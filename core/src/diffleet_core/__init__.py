@@ -7,3 +7,4 @@ queue names and message schemas, the S3 key scheme and the settings.
 API_GROUP = "diffleet.io"
 API_VERSION = "v1alpha1"
 SYSTEM_NAMESPACE = "diffleet-system"
+TIER_LABEL = "diffleet.io/tier"

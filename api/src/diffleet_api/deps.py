@@ -1,0 +1,95 @@
+"""Dependencies of the routes, as `Annotated` aliases: the runtime, the caller's identity
+(API key or JWT, then the tenant's request rate limit), and the role a route needs."""
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from diffleet_api import ratelimits, tenants, tokens
+from diffleet_api.errors import ForbiddenError, UnauthenticatedError
+from diffleet_api.keys import looks_like_key
+from diffleet_api.runtime import Runtime
+from diffleet_api.tenants import Tenant
+from diffleet_api.tokens import Role
+
+RATE_HEADERS = "rate_limit_headers"
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="diffleet"'}
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key (dfl_...) or a JWT (aud diffleet-api), as a Bearer token",
+)
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller."""
+
+    subject: str
+    tenant: Tenant
+    role: Role
+
+
+def refused(detail: str) -> UnauthenticatedError:
+    error = f'Bearer realm="diffleet", error="invalid_token", error_description="{detail}"'
+    return UnauthenticatedError(detail, headers={"WWW-Authenticate": error})
+
+
+async def authenticate(
+    request: Request,
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise UnauthenticatedError("an Authorization: Bearer token is required", headers=CHALLENGE)
+    token = credentials.credentials
+    async with runtime.pool.connection() as connection:
+        if looks_like_key(token):
+            grant = await tenants.grant_for_key(connection, token)
+            if grant is None:
+                raise refused("unknown or revoked API key")
+            principal = Principal(f"key:{grant.key_id}", grant.tenant, grant.role)
+        else:
+            try:
+                claims = tokens.decode(token, runtime.settings)
+            except tokens.InvalidTokenError as error:
+                raise refused(str(error)) from error
+            tenant = await tenants.tenant_by_id(connection, claims.tenant)
+            if tenant is None:
+                raise refused(f"unknown tenant {claims.tenant!r}")
+            principal = Principal(claims.subject, tenant, claims.role)
+        rule = ratelimits.policy(
+            runtime.settings.tier_limits[principal.tenant.tier], ratelimits.REQUESTS
+        )
+        if rule is not None:
+            decision = await ratelimits.consume(connection, principal.tenant.id, rule, 1)
+            if not decision.allowed:
+                raise ratelimits.refusal(rule, decision)
+            request.state.rate_limit_headers = ratelimits.headers(rule, decision)
+    return principal
+
+
+def require(role: Role) -> object:
+    async def allowed(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if not principal.role.allows(role):
+            raise ForbiddenError(
+                f"role {principal.role.value!r} may not do this; {role.value!r} may"
+            )
+        return principal
+
+    return Depends(allowed)
+
+
+Viewer = Annotated[Principal, require(Role.VIEWER)]
+Member = Annotated[Principal, require(Role.MEMBER)]
+Admin = Annotated[Principal, require(Role.ADMIN)]

@@ -1,0 +1,235 @@
+"""One error shape for every failure: RFC 9457 problem details (application/problem+json).
+
+Validation errors list each broken field with the rule it breaks, named as the CRD's
+OpenAPI schema names it (minimum, maximum, multipleOf, pattern, enum, required, ...) or,
+for the cross-field rules, `x-kubernetes-validations` with the CEL rule's message.
+"""
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_core import ErrorDetails
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://diffleet.io/problems/"
+
+logger = logging.getLogger(__name__)
+
+# pydantic's error types, as the rules of an OpenAPI (CRD) schema.
+RULES = {
+    "greater_than_equal": "minimum",
+    "greater_than": "exclusiveMinimum",
+    "less_than_equal": "maximum",
+    "less_than": "exclusiveMaximum",
+    "multiple_of": "multipleOf",
+    "string_too_short": "minLength",
+    "string_too_long": "maxLength",
+    "string_pattern_mismatch": "pattern",
+    "too_short": "minItems",
+    "too_long": "maxItems",
+    "enum": "enum",
+    "literal_error": "enum",
+    "missing": "required",
+    "extra_forbidden": "additionalProperties",
+    "value_error": "x-kubernetes-validations",
+    "json_invalid": "json",
+}
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Path of the field, camelCase, dot-separated")
+    rule: str = Field(description="The schema rule it breaks (minimum, pattern, required, ...)")
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = Field(description="URI naming the kind of problem")
+    title: str
+    status: int
+    detail: str = ""
+    instance: str | None = None
+    errors: list[FieldError] | None = Field(
+        default=None, description="Each invalid field, for validation problems"
+    )
+
+
+class ApiError(Exception):
+    """An error the client can act on; becomes a problem response."""
+
+    status = 400
+    kind = "bad-request"
+    title = "Bad request"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers or {}
+
+
+class UnauthenticatedError(ApiError):
+    status, kind, title = 401, "unauthenticated", "Missing or invalid credentials"
+
+
+class ForbiddenError(ApiError):
+    status, kind, title = 403, "forbidden", "Not allowed"
+
+
+class NotFoundError(ApiError):
+    status, kind, title = 404, "not-found", "Not found"
+
+
+class ConflictError(ApiError):
+    status, kind, title = 409, "conflict", "Conflict"
+
+
+class PaymentRequiredError(ApiError):
+    status, kind, title = 402, "insufficient-credits", "Insufficient credits"
+
+
+class TooLargeError(ApiError):
+    status, kind, title = 413, "too-large", "Content too large"
+
+
+class UnsupportedMediaError(ApiError):
+    status, kind, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+class InvalidError(ApiError):
+    status, kind, title = 422, "validation", "Invalid request"
+
+
+class RateLimitedError(ApiError):
+    status, kind, title = 429, "rate-limited", "Too many requests"
+
+
+class UnavailableError(ApiError):
+    status, kind, title = 503, "unavailable", "A backing service is unavailable"
+
+
+def field_path(location: Sequence[int | str]) -> str:
+    """`("body", "loras", 0, "weight")` as "loras[0].weight"."""
+    path = ""
+    for part in location:
+        if part in ("body", "query", "path", "header") and not path:
+            continue
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def field_errors(errors: Sequence[ErrorDetails] | Sequence[Any]) -> list[FieldError]:
+    """pydantic's errors as (field, rule, message); a cross-field rule names its field first."""
+    found = []
+    for error in errors:
+        message = str(error["msg"]).removeprefix("Value error, ")
+        path = field_path(error["loc"])
+        if error["type"] == "value_error" and " " in message:
+            named = message.split(" ", 1)[0]
+            path = f"{path}.{named}" if path else named
+        found.append(
+            FieldError(field=path, rule=RULES.get(error["type"], error["type"]), message=message)
+        )
+    return found
+
+
+def invalid(errors: list[FieldError]) -> InvalidError:
+    listed = "; ".join(f"{error.field}: {error.message}" for error in errors[:5])
+    return InvalidError(f"{len(errors)} invalid field(s): {listed}", errors=errors)
+
+
+def invalid_from(error: ValidationError, prefix: Sequence[int | str] = ()) -> InvalidError:
+    details = [{**detail, "loc": (*prefix, *detail["loc"])} for detail in error.errors()]
+    return invalid(field_errors(details))
+
+
+def problem_response(
+    request: Request, status: int, kind: str, title: str, detail: str, **extra: Any
+) -> JSONResponse:
+    headers = extra.pop("headers", None)
+    body = Problem(
+        type=TYPE_BASE + kind,
+        title=title,
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        **extra,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+async def on_api_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ApiError)
+    return problem_response(
+        request,
+        error.status,
+        error.kind,
+        error.title,
+        error.detail,
+        errors=error.errors,
+        headers=error.headers or None,
+    )
+
+
+async def on_validation_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    problem = invalid(field_errors(error.errors()))
+    return await on_api_error(request, problem)
+
+
+async def on_http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    kind = {404: "not-found", 405: "method-not-allowed"}.get(error.status_code, "http-error")
+    return problem_response(
+        request,
+        error.status_code,
+        kind,
+        str(error.detail),
+        str(error.detail),
+        headers=getattr(error, "headers", None),
+    )
+
+
+async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(
+        request, 500, "internal", "Internal error", "the server failed; it has been logged"
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+# Documented on every route that can return them, so the OpenAPI names the error shape.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": title}
+    for status, title in (
+        (401, "Missing or invalid credentials"),
+        (403, "Not allowed"),
+        (404, "Not found"),
+        (422, "Invalid request"),
+        (429, "Too many requests"),
+    )
+}

@@ -1,0 +1,251 @@
+"""The API's Kubernetes client: GenerationJobs and ModelCaches in tenant namespaces (and
+ModelCaches of the system namespace). Every call has a timeout; Kubernetes' refusals
+become problem responses naming the field."""
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from diffleet_api.errors import (
+    ConflictError,
+    FieldError,
+    InvalidError,
+    NotFoundError,
+    UnavailableError,
+)
+from diffleet_core import API_GROUP, API_VERSION, TIER_LABEL
+from diffleet_core.resources import generation_job, model_cache
+
+MERGE_PATCH = "application/merge-patch+json"
+Body = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Body]
+    next_cursor: str | None
+
+
+def paging(cursor: str | None) -> dict[str, Any]:
+    """The continue token of a list, when there is one (the client refuses None)."""
+    return {"_continue": cursor} if cursor else {}
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient, timeout: float) -> None:
+        self._api = api
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self.timeout = timeout
+
+    @classmethod
+    async def connect(cls, request_timeout: float, connections: int) -> "Kube":
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            await config.load_kube_config(client_configuration=configuration)
+        configuration.connection_pool_maxsize = connections
+        return cls(client.ApiClient(configuration), request_timeout)
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def check(self) -> None:
+        """Raises when the API server does not answer a cheap, authorized request."""
+        await self.custom.list_cluster_custom_object(
+            API_GROUP, API_VERSION, generation_job.PLURAL, limit=1, _request_timeout=self.timeout
+        )
+
+    # ------------------------------------------------------------ GenerationJobs
+
+    async def create_job(self, namespace: str, name: str, spec: Body) -> Body:
+        body = {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": generation_job.KIND,
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/created-by": "diffleet-api"}},
+            "spec": spec,
+        }
+        with refusals(f"job {name!r}"):
+            created: Body = await self.custom.create_namespaced_custom_object(
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                generation_job.PLURAL,
+                body,
+                _request_timeout=self.timeout,
+            )
+        return created
+
+    async def get_job(self, namespace: str, name: str) -> Body | None:
+        return await self._get(namespace, generation_job.PLURAL, name)
+
+    async def list_jobs(self, namespace: str, limit: int, cursor: str | None) -> Page:
+        with refusals("job list"):
+            listed = await self.custom.list_namespaced_custom_object(
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                generation_job.PLURAL,
+                limit=limit,
+                _request_timeout=self.timeout,
+                **paging(cursor),
+            )
+        return Page(listed["items"], listed["metadata"].get("continue") or None)
+
+    async def cancel_job(self, namespace: str, name: str) -> Body:
+        with refusals(f"job {name!r}"):
+            # _content_type is a runtime keyword that the bundled stubs do not declare.
+            patched: Body = await self.custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                generation_job.PLURAL,
+                name,
+                {"spec": {"cancel": True}},
+                _content_type=MERGE_PATCH,
+                _request_timeout=self.timeout,
+            )
+        return patched
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            await self.custom.delete_namespaced_custom_object(
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                generation_job.PLURAL,
+                name,
+                _request_timeout=self.timeout,
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def job_events(
+        self, namespace: str | None, resource_version: str | None, timeout_seconds: int
+    ) -> AsyncIterator[tuple[str, Body]]:
+        """Watch events of GenerationJobs (one namespace or all), from a resourceVersion."""
+        listing = (
+            self.custom.list_namespaced_custom_object
+            if namespace
+            else self.custom.list_cluster_custom_object
+        )
+        args = (API_GROUP, API_VERSION, namespace, generation_job.PLURAL)
+        stream = watch.Watch()
+        kwargs: dict[str, Any] = {"timeout_seconds": timeout_seconds, "allow_watch_bookmarks": True}
+        if resource_version:
+            kwargs["resource_version"] = resource_version
+        async with stream.stream(listing, *[a for a in args if a is not None], **kwargs) as events:
+            async for event in events:
+                yield str(event["type"]), event["raw_object"]
+
+    async def list_all_jobs(self, namespace: str | None) -> tuple[list[Body], str]:
+        """Every GenerationJob (one namespace or all) and the list's resourceVersion."""
+        if namespace:
+            listed = await self.custom.list_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, generation_job.PLURAL,
+                _request_timeout=self.timeout,
+            )  # fmt: skip
+        else:
+            listed = await self.custom.list_cluster_custom_object(
+                API_GROUP, API_VERSION, generation_job.PLURAL, _request_timeout=self.timeout
+            )
+        return listed["items"], listed["metadata"]["resourceVersion"]
+
+    # ------------------------------------------------------------ ModelCaches
+
+    async def get_model(self, namespace: str, name: str) -> Body | None:
+        return await self._get(namespace, model_cache.PLURAL, name)
+
+    async def list_models(self, namespace: str) -> list[Body]:
+        with refusals("model list"):
+            listed = await self.custom.list_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, model_cache.PLURAL,
+                _request_timeout=self.timeout,
+            )  # fmt: skip
+        items: list[Body] = listed["items"]
+        return items
+
+    async def create_model(self, namespace: str, name: str, spec: Body) -> Body:
+        body = {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": model_cache.KIND,
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/created-by": "diffleet-api"}},
+            "spec": spec,
+        }
+        with refusals(f"model {name!r}"):
+            created: Body = await self.custom.create_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, model_cache.PLURAL, body,
+                _request_timeout=self.timeout,
+            )  # fmt: skip
+        return created
+
+    # ------------------------------------------------------------ Namespaces
+
+    async def ensure_namespace(self, name: str, tier: str) -> None:
+        """Creates the tenant's namespace, or sets the tier label of an existing one."""
+        labels = {TIER_LABEL: tier}
+        try:
+            await self.core.create_namespace(
+                client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)),
+                _request_timeout=self.timeout,
+            )
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            await self.core.patch_namespace(
+                name, {"metadata": {"labels": labels}}, _request_timeout=self.timeout
+            )
+
+    async def _get(self, namespace: str, plural: str, name: str) -> Body | None:
+        try:
+            with refusals(name):
+                body: Body = await self.custom.get_namespaced_custom_object(
+                    API_GROUP, API_VERSION, namespace, plural, name, _request_timeout=self.timeout
+                )
+        except NotFoundError:
+            return None
+        return body
+
+
+@contextmanager
+def refusals(what: str) -> Iterator[None]:
+    """Turns Kubernetes API errors into problem responses."""
+    try:
+        yield
+    except ApiException as error:
+        raise problem_of(error, what) from error
+    except (TimeoutError, aiohttp.ClientError) as error:
+        raise UnavailableError(f"Kubernetes API unreachable for {what}: {error!r}") from error
+
+
+def problem_of(error: ApiException, what: str) -> Exception:
+    if error.status == 404:
+        return NotFoundError(f"{what} not found")
+    if error.status == 409:
+        return ConflictError(f"{what} already exists")
+    if error.status == 422:
+        return InvalidError(f"{what}: refused by Kubernetes", errors=causes(error))
+    return UnavailableError(f"Kubernetes API answered {error.status} {error.reason} for {what}")
+
+
+def causes(error: ApiException) -> list[FieldError]:
+    try:
+        details = json.loads(error.body or "{}").get("details", {})
+    except json.JSONDecodeError:
+        return []
+    return [
+        FieldError(
+            field=str(cause.get("field", "")).removeprefix("spec."),
+            rule=str(cause.get("reason", "")),
+            message=str(cause.get("message", "")),
+        )
+        for cause in details.get("causes", [])
+    ]

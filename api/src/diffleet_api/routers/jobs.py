@@ -1,0 +1,108 @@
+"""GenerationJobs through the front door: submit (one or a batch), read, list, cancel."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from diffleet_api import submission
+from diffleet_api.deps import Member, RuntimeDep, Viewer
+from diffleet_api.errors import PROBLEM_RESPONSES, NotFoundError
+from diffleet_api.history import find_job
+from diffleet_api.schemas import BatchRequest, BatchResult, JobList, JobPublic
+from diffleet_core.resources.generation_job import NAME_PATTERN, GenerationJobSpec, JobPhase
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="Retrying with the same key returns the same job(s)",
+    ),
+]
+JobName = Annotated[str, Query(max_length=63, pattern=NAME_PATTERN, description="The job's id")]
+REPLAYED = "Idempotent-Replayed"
+PAYMENT: dict[int | str, dict[str, Any]] = {
+    402: PROBLEM_RESPONSES[401] | {"description": "Insufficient credits"}
+}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses=PAYMENT)
+async def create_job(
+    spec: GenerationJobSpec,
+    principal: Member,
+    runtime: RuntimeDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+    name: Annotated[str | None, JobName] = None,
+) -> JobPublic:
+    """Creates a GenerationJob in the tenant's namespace; the body is the job's spec."""
+    names = [name] if name else None
+    done = await submission.submit(runtime, principal, [spec], names, idempotency_key)
+    job = done.jobs[0]
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    if done.replayed:
+        response.headers[REPLAYED] = "true"
+    return job
+
+
+@router.post(":batch", status_code=status.HTTP_201_CREATED, responses=PAYMENT)
+async def create_batch(
+    batch: BatchRequest,
+    principal: Member,
+    runtime: RuntimeDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> BatchResult:
+    """Creates up to 100 jobs, or none when any of them is invalid."""
+    done = await submission.submit(
+        runtime, principal, batch.jobs, None, idempotency_key, field_prefix="jobs"
+    )
+    if done.replayed:
+        response.headers[REPLAYED] = "true"
+    return BatchResult(items=done.jobs)
+
+
+@router.get("/{job_id}")
+async def get_job(job_id: str, principal: Viewer, runtime: RuntimeDep) -> JobPublic:
+    """The job, live; after its TTL has deleted it, from history."""
+    job = await find_job(runtime, principal.tenant, job_id)
+    if job is None:
+        raise NotFoundError(f"no job {job_id!r}")
+    return job
+
+
+@router.get("")
+async def list_jobs(
+    principal: Viewer,
+    runtime: RuntimeDep,
+    phase: JobPhase | None = None,
+    model: Annotated[str | None, Query(max_length=253)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=4096)] = None,
+) -> JobList:
+    """The tenant's live jobs, oldest first; a page may hold fewer than `limit` when
+    filtered. Pass `nextCursor` back as `cursor` until it is null."""
+    page = await runtime.kube.list_jobs(principal.tenant.namespace, limit, cursor)
+    items = [JobPublic.from_resource(body) for body in page.items]
+    matching = [
+        job
+        for job in items
+        if (phase is None or job.status.phase == phase)
+        and (model is None or job.spec.model == model)
+    ]
+    return JobList(items=matching, next_cursor=page.next_cursor)
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_202_ACCEPTED)
+async def cancel_job(job_id: str, principal: Member, runtime: RuntimeDep) -> JobPublic:
+    """Cancels the job (sets spec.cancel); it stays visible, phase Cancelled."""
+    namespace = principal.tenant.namespace
+    body = await runtime.kube.get_job(namespace, job_id)
+    if body is None:
+        raise NotFoundError(f"no job {job_id!r}")
+    phase = (body.get("status") or {}).get("phase")
+    if phase is None or not JobPhase(phase).finished:
+        body = await runtime.kube.cancel_job(namespace, job_id)
+    return JobPublic.from_resource(body)

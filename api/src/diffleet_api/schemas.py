@@ -1,0 +1,123 @@
+"""Request and response bodies. A job's request body is core's `GenerationJobSpec`; these
+wrap it with identity and status, camelCase on the wire like the resources."""
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic.alias_generators import to_camel
+
+from diffleet_api.ledger import LedgerEntry
+from diffleet_core.resources.generation_job import (
+    GenerationJobSpec,
+    GenerationJobStatus,
+    ModelName,
+    Tier,
+)
+from diffleet_core.resources.model_cache import ModelCacheSpec, ModelCacheStatus
+
+MAX_BATCH = 100
+Credits = Annotated[Decimal, PlainSerializer(float, return_type=float)]
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class JobPublic(ApiModel):
+    id: str = Field(description="The job's name (the GenerationJob's metadata.name)")
+    uid: str
+    namespace: str
+    spec: GenerationJobSpec
+    status: GenerationJobStatus
+    created_at: datetime
+    cost: Credits | None = Field(default=None, description="Credits reserved for the job")
+
+    @classmethod
+    def from_resource(cls, body: dict[str, Any], cost: Decimal | None = None) -> "JobPublic":
+        meta = body["metadata"]
+        return cls(
+            id=meta["name"],
+            uid=meta["uid"],
+            namespace=meta["namespace"],
+            spec=GenerationJobSpec.model_validate(body["spec"]),
+            status=GenerationJobStatus.model_validate(body.get("status") or {}),
+            created_at=meta["creationTimestamp"],
+            cost=cost,
+        )
+
+
+class JobList(ApiModel):
+    items: list[JobPublic]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page")
+
+
+class BatchRequest(ApiModel):
+    jobs: list[GenerationJobSpec] = Field(
+        min_length=1, max_length=MAX_BATCH, description="Up to 100 job specs"
+    )
+
+
+class BatchResult(ApiModel):
+    items: list[JobPublic]
+
+
+class Usage(ApiModel):
+    tenant: str
+    tier: Tier
+    balance: Credits = Field(description="Credits available now (reservations deducted)")
+    reserved: Credits = Field(description="Credits held by jobs not finished yet")
+    ledger: list[LedgerEntry] = Field(description="Latest ledger entries, newest first")
+
+
+class Output(ApiModel):
+    index: int
+    url: str = Field(description="Presigned GET URL")
+    expires_at: datetime
+    sha256: str
+    width: int
+    height: int
+
+
+class Outputs(ApiModel):
+    items: list[Output]
+
+
+class UploadPublic(ApiModel):
+    uri: str = Field(description="s3:// URI to put in a job (initImage, maskImage, controlNet)")
+    sha256: str
+    format: str
+    width: int
+    height: int
+    size_bytes: int
+
+
+class ModelPublic(ApiModel):
+    id: str
+    namespace: str
+    platform: bool = Field(description="True for a model of the platform (system namespace)")
+    spec: ModelCacheSpec
+    status: ModelCacheStatus
+
+    @classmethod
+    def from_resource(cls, body: dict[str, Any], system_namespace: str) -> "ModelPublic":
+        meta = body["metadata"]
+        return cls(
+            id=meta["name"],
+            namespace=meta["namespace"],
+            platform=meta["namespace"] == system_namespace,
+            spec=ModelCacheSpec.model_validate(body["spec"]),
+            status=ModelCacheStatus.model_validate(body.get("status") or {}),
+        )
+
+
+class ModelList(ApiModel):
+    items: list[ModelPublic]
+
+
+class ModelRegistration(ModelCacheSpec):
+    """A ModelCache to create in the tenant's namespace: its name and its spec. The source
+    must be under the tenant's prefix of the models bucket (where uploads go)."""
+
+    name: ModelName = Field(description="Name of the ModelCache")

@@ -1,0 +1,102 @@
+"""Settings of the API process, from DIFFLEET_API_* environment variables.
+
+The platform-wide settings (database, broker, buckets) are core's `Settings`; this is
+what only the API needs: auth, the tier table of rate limits, credits, uploads, webhooks.
+"""
+
+from functools import lru_cache
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from diffleet_core.resources.generation_job import Tier
+
+JWT_AUDIENCE = "diffleet-api"
+DEVELOPMENT_JWT_SECRET = "diffleet-local-development-secret-change-me"  # noqa: S105 - a marker
+
+
+class TierLimits(BaseModel):
+    """Rate limits of one tier; None means unlimited."""
+
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    generations_per_hour: int | None = Field(default=None, ge=1)
+    uploads_per_hour: int | None = Field(default=None, ge=1)
+
+
+def default_tier_limits() -> dict[Tier, TierLimits]:
+    """The platform's tier table."""
+    return {
+        Tier.FREE: TierLimits(
+            requests_per_minute=100, generations_per_hour=10, uploads_per_hour=20
+        ),
+        Tier.STANDARD: TierLimits(
+            requests_per_minute=200, generations_per_hour=50, uploads_per_hour=50
+        ),
+        Tier.PRO: TierLimits(
+            requests_per_minute=500, generations_per_hour=200, uploads_per_hour=100
+        ),
+        Tier.ENTERPRISE: TierLimits(requests_per_minute=2000, generations_per_hour=1000),
+    }
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DIFFLEET_API_", env_nested_delimiter="__")
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on")
+    port: int = Field(default=8080, ge=1, le=65535)
+    environment: str = Field(
+        default="development", description="development or production (placeholders refused)"
+    )
+    jwt_secret: str = Field(
+        default=DEVELOPMENT_JWT_SECRET, description="HS256 key of bearer JWTs; empty: HS256 off"
+    )
+    jwt_public_key: str = Field(default="", description="PEM RS256 public key; empty: RS256 off")
+    jwt_issuer: str = Field(default="https://diffleet.local", description="Required `iss` claim")
+    jwt_leeway_seconds: float = Field(default=5.0, ge=0)
+    webhook_secret: str = Field(
+        default="diffleet-local-webhook-secret", description="HMAC-SHA256 key of webhook bodies"
+    )
+    tier_limits: dict[Tier, TierLimits] = Field(
+        default_factory=default_tier_limits, description="Rate limits per tier (JSON)"
+    )
+    starting_credits: float = Field(default=100.0, ge=0, description="Balance of a new tenant")
+    page_size: int = Field(default=50, ge=1, le=500)
+    presign_seconds: int = Field(default=300, ge=10, le=3600, description="Output URL lifetime")
+    upload_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    upload_max_pixels: int = Field(default=4096 * 4096, ge=64 * 64)
+    model_upload_max_bytes: int = Field(default=8 * 1024**3, ge=1024)
+    request_timeout_seconds: float = Field(default=10.0, gt=0, description="Kubernetes, S3, AMQP")
+    migrate_on_start: bool = Field(default=True, description="Apply migrations at startup")
+    db_pool_min: int = Field(default=2, ge=1)
+    db_pool_max: int = Field(default=20, ge=1)
+    kube_connections: int = Field(default=64, ge=1, description="Kubernetes client pool size")
+    model_cache_seconds: float = Field(
+        default=10.0, ge=0, description="How long a ModelCache's base model is remembered"
+    )
+    watcher: bool = Field(default=True, description="Run the job watcher (one replica leads)")
+    watcher_lock: str = Field(
+        default="diffleet-api-watcher", description="Name of the leader advisory lock"
+    )
+    watch_namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces the watcher follows (JSON); empty: all"
+    )
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    webhook_max_attempts: int = Field(default=6, ge=1)
+    webhook_backoff_seconds: float = Field(default=1.0, gt=0, description="First retry delay")
+    webhook_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    sse_keepalive_seconds: float = Field(default=15.0, gt=0)
+
+    @model_validator(mode="after")
+    def refuse_placeholders(self) -> "ApiSettings":
+        """Outside development the local secrets are refused: they are public."""
+        if self.environment != "development":
+            if self.jwt_secret == DEVELOPMENT_JWT_SECRET:
+                raise ValueError("DIFFLEET_API_JWT_SECRET: set a secret (or empty) in production")
+            if self.webhook_secret == "diffleet-local-webhook-secret":  # noqa: S105
+                raise ValueError("DIFFLEET_API_WEBHOOK_SECRET: set a secret in production")
+        return self
+
+
+@lru_cache
+def get_api_settings() -> ApiSettings:
+    return ApiSettings()

@@ -1,0 +1,252 @@
+"""Submitting jobs: price them, honour the Idempotency-Key, take the generation rate
+limit, then, in one database transaction, reserve the credits, create the GenerationJobs
+and record them. A failure before the commit deletes the jobs already created, so a
+submission (one job or a batch) is all or nothing."""
+
+import asyncio
+import hashlib
+import json
+import logging
+import secrets
+import string
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from diffleet_api import ledger, ratelimits
+from diffleet_api.deps import Principal
+from diffleet_api.errors import FieldError, InvalidError, invalid
+from diffleet_api.history import find_job
+from diffleet_api.kube import Body
+from diffleet_api.pricing import job_cost
+from diffleet_api.runtime import Runtime
+from diffleet_api.schemas import JobPublic
+from diffleet_api.tenants import Tenant
+from diffleet_core.resources.generation_job import GenerationJobSpec
+from diffleet_core.resources.model_cache import BaseModelFamily
+
+NAME_ALPHABET = string.ascii_lowercase + string.digits
+CREATE_CONCURRENCY = 16
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    jobs: list[JobPublic]
+    replayed: bool
+
+
+class KeyTakenMeanwhileError(Exception):
+    """Another request with the same Idempotency-Key committed first."""
+
+
+def new_job_name() -> str:
+    return "gj-" + "".join(secrets.choice(NAME_ALPHABET) for _ in range(10))
+
+
+def wire_spec(spec: GenerationJobSpec) -> Body:
+    """The spec as the GenerationJob carries it."""
+    body: Body = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return body
+
+
+def request_digest(specs: list[GenerationJobSpec], names: list[str] | None) -> str:
+    canonical = json.dumps([[wire_spec(s) for s in specs], names], sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def model_family(runtime: Runtime, namespace: str, name: str) -> BaseModelFamily | None:
+    """The base model of a ModelCache: the tenant's namespace first, then the system's."""
+    for where in (namespace, runtime.platform.system_namespace):
+        known = runtime.families.get(where, name)
+        if known is not None:
+            return known
+        body = await runtime.kube.get_model(where, name)
+        if body is not None:
+            family = BaseModelFamily(body["spec"]["baseModel"])
+            runtime.families.remember(where, name, family)
+            return family
+    return None
+
+
+async def prices(
+    runtime: Runtime, namespace: str, specs: list[GenerationJobSpec], field_prefix: str
+) -> list[Decimal]:
+    wanted = sorted({spec.model for spec in specs})
+    found = await asyncio.gather(*(model_family(runtime, namespace, m) for m in wanted))
+    families = dict(zip(wanted, found, strict=True))
+    missing = [
+        FieldError(
+            field=f"{field_prefix}[{index}].model" if field_prefix else "model",
+            rule="exists",
+            message=f"no ModelCache {spec.model!r} in namespace {namespace!r}"
+            f" or {runtime.platform.system_namespace!r}",
+        )
+        for index, spec in enumerate(specs)
+        if families[spec.model] is None
+    ]
+    if missing:
+        raise invalid(missing)
+    return [job_cost(spec, families[spec.model] or BaseModelFamily.SD15) for spec in specs]
+
+
+async def submit(
+    runtime: Runtime,
+    principal: Principal,
+    specs: list[GenerationJobSpec],
+    names: list[str] | None,
+    idempotency_key: str | None,
+    field_prefix: str = "",
+) -> Submitted:
+    tenant = principal.tenant
+    digest = request_digest(specs, names)
+    if idempotency_key:
+        replay = await replayed(runtime, tenant, idempotency_key, digest)
+        if replay is not None:
+            return Submitted(replay, replayed=True)
+    costs = await prices(runtime, tenant.namespace, specs, field_prefix)
+    rule = ratelimits.policy(runtime.settings.tier_limits[tenant.tier], ratelimits.GENERATIONS)
+    if rule is not None:
+        async with runtime.pool.connection() as connection:
+            decision = await ratelimits.consume(connection, tenant.id, rule, len(specs))
+        if not decision.allowed:
+            raise ratelimits.refusal(rule, decision)
+    job_names = names or [new_job_name() for _ in specs]
+    try:
+        jobs = await create_all(
+            runtime, principal, specs, job_names, costs, idempotency_key, digest
+        )
+    except KeyTakenMeanwhileError:
+        assert idempotency_key is not None
+        replay = await replayed(runtime, tenant, idempotency_key, digest)
+        assert replay is not None
+        return Submitted(replay, replayed=True)
+    return Submitted(jobs, replayed=False)
+
+
+async def create_all(
+    runtime: Runtime,
+    principal: Principal,
+    specs: list[GenerationJobSpec],
+    names: list[str],
+    costs: list[Decimal],
+    idempotency_key: str | None,
+    digest: str,
+) -> list[JobPublic]:
+    tenant = principal.tenant
+    created: list[Body] = []
+    async with runtime.pool.connection() as connection:
+        try:
+            async with connection.transaction():
+                if idempotency_key and not await claim_key(
+                    connection, tenant.id, idempotency_key, digest, names
+                ):
+                    raise KeyTakenMeanwhileError
+                await ledger.reserve(connection, tenant.id, sum(costs, Decimal(0)))
+                created = await create_resources(runtime, tenant.namespace, specs, names)
+                for body, cost in zip(created, costs, strict=True):
+                    await record(connection, tenant.id, body, cost)
+        except BaseException:
+            await asyncio.shield(delete_resources(runtime, created))
+            raise
+    return [JobPublic.from_resource(body, cost) for body, cost in zip(created, costs, strict=True)]
+
+
+async def create_resources(
+    runtime: Runtime, namespace: str, specs: list[GenerationJobSpec], names: list[str]
+) -> list[Body]:
+    """Creates the GenerationJobs concurrently; if one fails, those created are deleted."""
+    gate = asyncio.Semaphore(CREATE_CONCURRENCY)
+
+    async def create(spec: GenerationJobSpec, name: str) -> Body:
+        async with gate:
+            return await runtime.kube.create_job(namespace, name, wire_spec(spec))
+
+    results = await asyncio.gather(
+        *(create(spec, name) for spec, name in zip(specs, names, strict=True)),
+        return_exceptions=True,
+    )
+    bodies = [result for result in results if isinstance(result, dict)]
+    failures = [result for result in results if isinstance(result, BaseException)]
+    if failures:
+        await delete_resources(runtime, bodies)
+        raise failures[0]
+    return bodies
+
+
+async def delete_resources(runtime: Runtime, bodies: list[Body]) -> None:
+    for body in bodies:
+        meta = body["metadata"]
+        try:
+            await runtime.kube.delete_job(meta["namespace"], meta["name"])
+        except Exception:
+            logger.exception("could not delete job %s/%s", meta["namespace"], meta["name"])
+
+
+async def record(
+    connection: psycopg.AsyncConnection[Any], tenant_id: str, body: Body, cost: Decimal
+) -> None:
+    meta = body["metadata"]
+    await ledger.record_reservation(connection, tenant_id, meta["uid"], cost, meta["name"])
+    await connection.execute(
+        "insert into jobs (uid, tenant_id, namespace, name, spec, cost, credits, created_at)"
+        " values (%s, %s, %s, %s, %s, %s, 'reserved', %s)"
+        " on conflict (uid) do update set tenant_id = excluded.tenant_id,"
+        " cost = excluded.cost, credits = 'reserved'",
+        (
+            meta["uid"],
+            tenant_id,
+            meta["namespace"],
+            meta["name"],
+            Jsonb(body["spec"]),
+            cost,
+            meta["creationTimestamp"],
+        ),
+    )
+
+
+async def claim_key(
+    connection: psycopg.AsyncConnection[Any],
+    tenant_id: str,
+    key: str,
+    digest: str,
+    names: list[str],
+) -> bool:
+    cursor = await connection.execute(
+        "insert into idempotency_keys (tenant_id, key, request_hash, job_names)"
+        " values (%s, %s, %s, %s) on conflict do nothing",
+        (tenant_id, key, digest, Jsonb(names)),
+    )
+    return cursor.rowcount == 1
+
+
+async def replayed(
+    runtime: Runtime, tenant: Tenant, key: str, digest: str
+) -> list[JobPublic] | None:
+    """The jobs an earlier request with this key created, or None when it is new."""
+    async with runtime.pool.connection() as connection:
+        cursor = await connection.execute(
+            "select request_hash, job_names from idempotency_keys"
+            " where tenant_id = %s and key = %s",
+            (tenant.id, key),
+        )
+        row = await cursor.fetchone()
+    if row is None:
+        return None
+    if row[0] != digest:
+        raise InvalidError(
+            "this Idempotency-Key was used with a different request body",
+            errors=[
+                FieldError(
+                    field="Idempotency-Key",
+                    rule="idempotency",
+                    message="reuse a key only to retry the same request",
+                )
+            ],
+        )
+    found = await asyncio.gather(*(find_job(runtime, tenant, name) for name in row[1]))
+    return [job for job in found if job is not None]

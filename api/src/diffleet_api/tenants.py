@@ -1,0 +1,142 @@
+"""Tenants and their API keys in PostgreSQL. A tenant owns one namespace and has a tier."""
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from diffleet_api.keys import key_hash, new_key, shown_prefix
+from diffleet_api.tokens import Role
+from diffleet_core.resources.generation_job import Tier
+
+TENANT_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    namespace: str
+    tier: Tier
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "Tenant":
+        return cls(id=row["id"], namespace=row["namespace"], tier=Tier(row["tier"]))
+
+
+@dataclass(frozen=True)
+class KeyGrant:
+    """Who a key speaks for."""
+
+    tenant: Tenant
+    role: Role
+    key_id: int
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: int
+    tenant_id: str
+    name: str
+    role: Role
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+async def tenant_by_id(connection: psycopg.AsyncConnection[Any], tenant_id: str) -> Tenant | None:
+    cursor = connection.cursor(row_factory=dict_row)
+    await cursor.execute("select id, namespace, tier from tenants where id = %s", (tenant_id,))
+    row = await cursor.fetchone()
+    return Tenant.from_row(row) if row else None
+
+
+async def grant_for_key(connection: psycopg.AsyncConnection[Any], key: str) -> KeyGrant | None:
+    """The tenant and role of an unrevoked key, or None."""
+    cursor = connection.cursor(row_factory=dict_row)
+    await cursor.execute(
+        "select k.id as key_id, k.role, t.id, t.namespace, t.tier"
+        " from api_keys k join tenants t on t.id = k.tenant_id"
+        " where k.hash = %s and k.revoked_at is null",
+        (key_hash(key),),
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    return KeyGrant(tenant=Tenant.from_row(row), role=Role(row["role"]), key_id=row["key_id"])
+
+
+def create_tenant(
+    connection: psycopg.Connection[Any],
+    tenant_id: str,
+    namespace: str,
+    tier: Tier,
+    starting_credits: Decimal,
+) -> Tenant:
+    """Creates a tenant with its starting balance (a top-up in the ledger)."""
+    if not TENANT_ID.match(tenant_id):
+        raise ValueError(f"tenant id {tenant_id!r}: lowercase letters, digits and '-' only")
+    with connection.transaction():
+        connection.execute(
+            "insert into tenants (id, namespace, tier) values (%s, %s, %s)",
+            (tenant_id, namespace, tier.value),
+        )
+        if starting_credits:
+            top_up(connection, tenant_id, starting_credits, "starting balance")
+    return Tenant(tenant_id, namespace, tier)
+
+
+def top_up(
+    connection: psycopg.Connection[Any], tenant_id: str, amount: Decimal, note: str
+) -> Decimal:
+    """Adds (or, negative, removes) credits; returns the new balance."""
+    with connection.transaction():
+        row = connection.execute(
+            "update tenants set balance = balance + %s where id = %s returning balance",
+            (amount, tenant_id),
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"no tenant {tenant_id!r}")
+        connection.execute(
+            "insert into ledger (tenant_id, kind, amount, note) values (%s, 'topup', %s, %s)",
+            (tenant_id, amount, note),
+        )
+    balance: Decimal = row[0]
+    return balance
+
+
+def create_key(
+    connection: psycopg.Connection[Any], tenant_id: str, name: str, role: Role
+) -> tuple[int, str]:
+    """A new key for the tenant: returns its id and the key itself (shown only now)."""
+    key = new_key()
+    row = connection.execute(
+        "insert into api_keys (tenant_id, name, role, prefix, hash)"
+        " values (%s, %s, %s, %s, %s) returning id",
+        (tenant_id, name, role.value, shown_prefix(key), key_hash(key)),
+    ).fetchone()
+    assert row is not None
+    connection.commit()
+    key_id: int = row[0]
+    return key_id, key
+
+
+def revoke_key(connection: psycopg.Connection[Any], key_id: int) -> bool:
+    done = connection.execute(
+        "update api_keys set revoked_at = now() where id = %s and revoked_at is null", (key_id,)
+    ).rowcount
+    connection.commit()
+    return done == 1
+
+
+def list_keys(connection: psycopg.Connection[Any], tenant_id: str) -> list[KeyInfo]:
+    cursor = connection.cursor(row_factory=dict_row)
+    cursor.execute(
+        "select id, tenant_id, name, role, prefix, created_at, revoked_at"
+        " from api_keys where tenant_id = %s order by id",
+        (tenant_id,),
+    )
+    return [KeyInfo(**{**row, "role": Role(row["role"])}) for row in cursor.fetchall()]

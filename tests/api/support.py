@@ -1,0 +1,120 @@
+"""The API in tests: a real `diffleet-api` process per test (uvicorn on a free port)
+against the local stack, tenants with a key per role, and ModelCaches to price jobs."""
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import jwt
+import psycopg
+
+from diffleet_api import tenants
+from diffleet_api.settings import DEVELOPMENT_JWT_SECRET, JWT_AUDIENCE
+from diffleet_api.tokens import Role
+from diffleet_core.resources.generation_job import Tier
+from tests.support.platform import Process, free_port, spawn
+from tests.support.polling import eventually
+from tests.support.stack import Kubectl
+
+ISSUER = "https://diffleet.local"
+
+
+@dataclass
+class Api:
+    """One API process and its base URL."""
+
+    process: Process
+    url: str
+
+    def client(self, key: str | None = None, **options: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **options)
+
+
+def start_api(namespace: str, name: str = "api", **settings: str) -> Api:
+    """Starts `diffleet-api`: its watcher follows only `namespace` and leads under a lock
+    of its own; queues carry `namespace` as their prefix (as the test's operator does)."""
+    port = free_port()
+    env = {
+        "DIFFLEET_QUEUE_PREFIX": namespace,
+        "DIFFLEET_API_PORT": str(port),
+        "DIFFLEET_API_WATCH_NAMESPACES": json.dumps([namespace]),
+        "DIFFLEET_API_WATCHER_LOCK": f"{namespace}-watcher",
+        "DIFFLEET_API_WEBHOOK_BACKOFF_SECONDS": "0.2",
+    }
+    env |= {f"DIFFLEET_API_{key.upper()}": value for key, value in settings.items()}
+    process = spawn(f"{namespace}-{name}", ["diffleet-api"], env)
+    api = Api(process, f"http://127.0.0.1:{port}")
+
+    def ready() -> bool:
+        if process.popen.poll() is not None:
+            raise AssertionError(f"diffleet-api exited:\n{process.tail()}")
+        return httpx.get(f"{api.url}/readyz", timeout=5).status_code == 200
+
+    eventually(ready, timeout=60, what=f"API {name} ready")
+    return api
+
+
+@dataclass
+class ApiTenant:
+    id: str
+    namespace: str
+    keys: dict[Role, str] = field(default_factory=dict)
+    key_ids: dict[Role, int] = field(default_factory=dict)
+
+    @property
+    def member(self) -> str:
+        return self.keys[Role.MEMBER]
+
+
+def connect() -> psycopg.Connection[tuple[Any, ...]]:
+    return psycopg.connect(os.environ["DIFFLEET_DATABASE_URL"], connect_timeout=5)
+
+
+def create_tenant(namespace: str, tier: Tier = Tier.FREE, credits: str = "1000") -> ApiTenant:
+    """A tenant owning `namespace`, with one key per role."""
+    tenant_id = f"{namespace}-{uuid.uuid4().hex[:4]}"
+    made = ApiTenant(tenant_id, namespace)
+    with connect() as connection:
+        tenants.create_tenant(connection, tenant_id, namespace, tier, Decimal(credits))
+        for role in Role:
+            made.key_ids[role], made.keys[role] = tenants.create_key(
+                connection, tenant_id, f"test-{role.value}", role
+            )
+    return made
+
+
+def token(
+    tenant: str, role: str = "member", secret: str = DEVELOPMENT_JWT_SECRET, **claims: Any
+) -> str:
+    """An HS256 JWT (the development secret by default); `claims` override the defaults."""
+    now = int(time.time())
+    body = {
+        "sub": "test-user",
+        "tenant": tenant,
+        "role": role,
+        "aud": JWT_AUDIENCE,
+        "iss": ISSUER,
+        "exp": now + 300,
+    } | claims
+    return jwt.encode(body, secret, algorithm="HS256")
+
+
+def model_cache(kubectl: Kubectl, namespace: str, name: str, base_model: str = "sd15") -> None:
+    """A ModelCache the API can price jobs against (its artifact is never loaded)."""
+    body = {
+        "apiVersion": "diffleet.io/v1alpha1",
+        "kind": "ModelCache",
+        "metadata": {"name": name},
+        "spec": {
+            "source": f"s3://diffleet-models/tests/{namespace}/{name}.safetensors",
+            "format": "safetensors",
+            "baseModel": base_model,
+        },
+    }
+    kubectl.apply(json.dumps(body), namespace)
