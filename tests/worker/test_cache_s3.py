@@ -258,6 +258,21 @@ def test_a_corrupted_file_in_a_folder_is_detected_and_fetched_again(
     assert store.stats.corrupt_refetches == 1
 
 
+def test_a_cached_file_deleted_behind_the_cache_is_fetched_again(
+    s3: Any, models: Models, tmp_path: Path
+) -> None:
+    lora = models.single("lora", seed=7)
+    store = make_store(s3, tmp_path / "cache", Loader())
+    store.fetch(lora).close()
+    (tmp_path / "cache" / f"{lora.digest}.safetensors").unlink()
+
+    with store.fetch(lora) as fetched:
+        assert fetched.tier is CacheTier.COLD
+        assert fetched.path.exists()
+    assert store.stats.downloads == 2
+    assert store.warm_digests() == [lora.digest]
+
+
 def test_a_pickle_model_is_refused_before_download(s3: Any, models: Models, tmp_path: Path) -> None:
     models.put("evil.bin", b"\x80\x04pickled")
     single = ref(

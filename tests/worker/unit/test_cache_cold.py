@@ -96,3 +96,10 @@ def test_access_denied_is_not_retried() -> None:
         S3Source(s3, attempts=3, backoff_seconds=0).list(REF)
     assert denied.value.retryable is False
     assert s3.calls == 1
+
+
+def test_a_source_that_is_not_an_s3_uri_is_an_invalid_spec() -> None:
+    bad = REF.model_copy(update={"source": "https://example.com/m.safetensors"})
+    with pytest.raises(ModelCacheError, match="not an s3://bucket/key URI") as invalid:
+        S3Source(FlakyS3(failures=0, error=Exception()), backoff_seconds=0).list(bad)
+    assert invalid.value.reason is Reason.INVALID_SPEC

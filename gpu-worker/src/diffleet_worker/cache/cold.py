@@ -69,8 +69,11 @@ class S3Source:
 
     def list(self, ref: ModelRef) -> Listing:
         """The model's files; raises ModelRefusedError for pickle files, ModelCacheError
-        (SourceNotFound) when nothing is there."""
-        location = S3Location.parse(ref.source)
+        (SourceNotFound) when nothing is there, (InvalidSpec) for a source not s3://."""
+        try:
+            location = S3Location.parse(ref.source)
+        except ValueError as error:
+            raise ModelCacheError(Reason.INVALID_SPEC, str(error), retryable=False) from error
         if ref.format is ModelFormat.SAFETENSORS:
             check_single_file(ref)
             head = self._retrying(

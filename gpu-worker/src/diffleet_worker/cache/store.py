@@ -139,7 +139,7 @@ class ModelStore(Generic[T]):
     def _fetch(self, ref: ModelRef) -> Fetched:
         entry = self.warm.take(ref.digest)
         if entry is not None:
-            if digest_of(entry.path) == ref.digest:
+            if _intact(entry, ref.digest):
                 return Fetched(entry, CacheTier.WARM, self.warm)
             logger.warning(
                 "model %s/%s: %s fails its sha256 check; fetching it again",
@@ -181,3 +181,12 @@ class ModelStore(Generic[T]):
     def _lock(self, digest: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(digest, threading.Lock())
+
+
+def _intact(entry: Entry, digest: str) -> bool:
+    """The entry still hashes to its digest; one that cannot be read counts as corrupt."""
+    try:
+        return digest_of(entry.path) == digest
+    except OSError as error:
+        logger.warning("%s cannot be read: %s", entry.path, error)
+        return False

@@ -71,14 +71,22 @@ class WarmCache:
             return self._used()
 
     def take(self, digest: str) -> Entry | None:
-        """The entry, pinned and marked most recently used; None if not on disk."""
+        """The entry, pinned and marked most recently used; None if not on disk (also
+        when it was deleted behind the cache's back)."""
         with self._lock:
             entry = self._entries.get(digest)
             if entry is None:
                 return None
             entry.users += 1
             self._entries.move_to_end(digest)
-        _touch(entry.path)
+        try:
+            _touch(entry.path)
+        except FileNotFoundError:
+            logger.warning("warm cache: %s vanished", entry.path)
+            with self._lock:
+                if self._entries.get(digest) is entry:
+                    del self._entries[digest]
+            return None
         return entry
 
     def done(self, entry: Entry) -> None:
@@ -152,7 +160,10 @@ class WarmCache:
     def _delete(self, path: Path) -> None:
         """Renames the entry out of sight first, so a crash mid-delete leaves no half entry."""
         doomed = Path(tempfile.mkdtemp(prefix="deleted-", dir=self.partial))
-        path.replace(doomed / path.name)
+        try:
+            path.replace(doomed / path.name)
+        except FileNotFoundError:
+            logger.warning("warm cache: %s was already gone", path)
         shutil.rmtree(doomed, ignore_errors=True)
 
     def _scan(self) -> None:
