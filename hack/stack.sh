@@ -17,7 +17,7 @@ H="$STACK_HOST"
 # Infrastructure processes in start order; `down` stops them in reverse.
 INFRA=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok epmd rabbitmq postgres minio)
 # Platform processes that `up` adds on top (the worker and the API arrive with issues 4, 5).
-PLATFORM=(operator)
+PLATFORM=(operator gpu-worker)
 
 # ---------------------------------------------------------------- processes
 
@@ -403,6 +403,23 @@ start_operator() {
   wait_for operator 60 operator_healthy
 }
 operator_healthy() { curl -fsS --max-time 2 "http://$H:$OPERATOR_HEALTH_PORT/healthz"; }
+
+# A real worker on the CPU (fp32), announcing itself on a kwok node of its pool.
+start_gpu_worker() {
+  (
+    eval "$(print_env)"
+    export DIFFLEET_WORKER_WORKER_ID="$GPU_WORKER_ID"
+    export DIFFLEET_WORKER_POOL="$GPU_WORKER_POOL"
+    export DIFFLEET_WORKER_NODE="kwok-$GPU_WORKER_POOL-0"
+    export DIFFLEET_WORKER_METRICS_PORT="$GPU_WORKER_METRICS_PORT"
+    export DIFFLEET_WORKER_CACHE_DIR="$STATE_DIR/worker-cache/$GPU_WORKER_ID"
+    export DIFFLEET_WORKER_DISK_BUDGET_BYTES=$((4 * 1024 ** 3))
+    export DIFFLEET_WORKER_HOT_BUDGET_BYTES=$((2 * 1024 ** 3))
+    spawn gpu-worker "$ROOT/.venv/bin/diffleet-worker"
+  )
+  wait_for gpu-worker 120 gpu_worker_healthy
+}
+gpu_worker_healthy() { curl -fsS --max-time 2 "http://$H:$GPU_WORKER_METRICS_PORT/metrics"; }
 
 # ---------------------------------------------------------------- commands
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.platform import Platform
-from tests.support.stack import Kubectl, stack, stack_exports, stack_status
+from tests.support.stack import PLATFORM_PROCESSES, Kubectl, stack, stack_exports, stack_status
 
 # Tests that stop and restart the stack run after all others.
 DISRUPTIVE = "disruptive"
@@ -32,10 +32,10 @@ def local_stack() -> Iterator[dict[str, str]]:
     """
     running = stack_status()
     started_here = not any(running.values())
-    platform_was_up = running.get("operator", False)
+    platform_was_up = any(running.get(name, False) for name in PLATFORM_PROCESSES)
     if platform_was_up:
         stack("down-platform", timeout=60)
-    if not all(up for name, up in running.items() if name != "operator"):
+    if not all(up for name, up in running.items() if name not in PLATFORM_PROCESSES):
         result = stack("up-infra")
         if result.returncode != 0:
             pytest.fail(f"the local stack did not start:\n{result.stderr[-4000:]}")

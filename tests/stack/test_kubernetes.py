@@ -98,7 +98,7 @@ spec:
 
 
 def test_generationjob_applies_and_lists(kubectl: Kubectl, namespace: str) -> None:
-    example = (ROOT / "manifests" / "examples" / "generationjob.yaml").read_text()
+    example = (ROOT / "manifests" / "examples" / "txt2img.yaml").read_text()
     kubectl.apply(example, namespace)
     listed = kubectl.run(
         "get", "generationjobs.diffleet.io", "-n", namespace, "-o", "name"

@@ -4,6 +4,7 @@ background process of `make up` ever takes a test's jobs."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -113,7 +114,9 @@ class Platform:
             what=f"operator sees {count} {pool} worker(s)",
         )
 
-    def worker(self, worker_id: str, **settings: str) -> Process:
+    def worker(self, worker_id: str, *, simulate: bool = True, **settings: str) -> Process:
+        """A worker: simulated timings, or (simulate=False) diffusers on the CPU with its
+        own empty model cache and /metrics."""
         env = self.common_env() | {
             "DIFFLEET_WORKER_WORKER_ID": worker_id,
             "DIFFLEET_WORKER_FLEET_NAMESPACE": self.namespace,
@@ -121,14 +124,28 @@ class Platform:
             "DIFFLEET_WORKER_RENEW_SECONDS": "0.5",
             "DIFFLEET_WORKER_SHUTDOWN_GRACE_SECONDS": "2",
         }
+        port = 0
+        if not simulate:
+            cache = self.cache_root() / worker_id
+            env |= {
+                "DIFFLEET_WORKER_CACHE_DIR": str(cache),
+                "DIFFLEET_WORKER_METRICS_PORT": str(port := free_port()),
+            }
         env |= {f"DIFFLEET_WORKER_{key.upper()}": value for key, value in settings.items()}
-        process = spawn(f"{self.namespace}-{worker_id}", ["diffleet-worker", "--simulate"], env)
+        command = ["diffleet-worker", "--simulate"] if simulate else ["diffleet-worker"]
+        process = spawn(f"{self.namespace}-{worker_id}", command, env)
+        process.metrics_port = port
         self.processes.append(process)
         return process
+
+    def cache_root(self) -> Path:
+        """Where this platform's real workers keep their warm model caches."""
+        return LOG_DIR.parent.parent / "worker-cache" / "tests" / self.namespace
 
     def stop_all(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+        shutil.rmtree(self.cache_root(), ignore_errors=True)
 
 
 def tiny_safetensors(tag: str) -> bytes:

@@ -37,6 +37,10 @@ def stack(command: str, *, timeout: float = 600) -> subprocess.CompletedProcess[
     )
 
 
+# The processes `make up` starts after the infrastructure (hack/stack.sh PLATFORM).
+PLATFORM_PROCESSES = frozenset({"operator", "gpu-worker", "api"})
+
+
 def stack_status() -> dict[str, bool]:
     """Which processes of the local stack run (`make status`), by name."""
     lines = stack("status", timeout=30).stdout.splitlines()

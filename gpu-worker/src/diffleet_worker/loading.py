@@ -34,7 +34,7 @@ class Loader:
 
     def _pipeline(self, family: BaseModelFamily, path: Path) -> Any:
         pipeline_class = PIPELINES[family]
-        options: dict[str, Any] = {"torch_dtype": self.policy.dtype}
+        options: dict[str, Any] = {"dtype": self.policy.dtype}
         if family is BaseModelFamily.SD15:
             options |= {"safety_checker": None, "requires_safety_checker": False}
         if path.is_dir():
@@ -46,7 +46,7 @@ class Loader:
         return self.policy.prepare(pipe)
 
     def _controlnet(self, path: Path) -> Any:
-        options: dict[str, Any] = {"torch_dtype": self.policy.dtype}
+        options: dict[str, Any] = {"dtype": self.policy.dtype}
         if path.is_dir():
             model = ControlNetModel.from_pretrained(  # type: ignore[no-untyped-call]
                 path, local_files_only=True, use_safetensors=True, **options

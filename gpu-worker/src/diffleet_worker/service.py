@@ -44,6 +44,7 @@ class WorkerService:
         self.broker = broker
         self.runner = runner
         self.running: dict[str, asyncio.Event] = {}
+        self.steps: dict[str, int] = {}  # last step reported, by job uid
         self.cancelled: set[str] = set()
         self.draining = False
         self.idle = asyncio.Event()
@@ -82,8 +83,10 @@ class WorkerService:
             order = CancelJob.model_validate_json(message.body)
         except ValidationError:
             return
-        self.cancelled.add(order.job.uid)
-        if event := self.running.get(order.job.uid):
+        uid = order.job.uid
+        self.cancelled.add(uid)
+        if event := self.running.get(uid):
+            logger.info("job %s: cancel received at step %d", uid, self.steps.get(uid, 0))
             event.set()
 
     async def on_dispatch(self, message: AbstractIncomingMessage) -> None:
@@ -113,6 +116,7 @@ class WorkerService:
             await message.nack(requeue=True)
         finally:
             del self.running[uid]
+            self.steps.pop(uid, None)
             if not self.running:
                 self.idle.set()
 
@@ -126,6 +130,7 @@ class WorkerService:
         )
 
         async def on_step(step: int, total: int, eta: float | None, preview: str | None) -> None:
+            self.steps[order.job.uid] = step
             report = JobProgress(
                 job=order.job,
                 step=step,
@@ -140,7 +145,8 @@ class WorkerService:
         try:
             outcome = await self.runner.run(order, cancelled, on_step)
         except JobCancelledError:
-            logger.info("job %s cancelled", order.job.uid)
+            uid = order.job.uid
+            logger.info("job %s: cancelled, last step %d", uid, self.steps.get(uid, 0))
             return None
         except RunFailedError as failure:
             return JobFailed(
