@@ -46,7 +46,9 @@ def test_named_job_list_filter_and_pagination(api: Api, tenant: ApiTenant) -> No
         seen: list[str] = []
         cursor = None
         while True:
-            params = {"limit": 2, "model": "sd15-test"} | ({"cursor": cursor} if cursor else {})
+            params: dict[str, str | int] = {"limit": 2, "model": "sd15-test"}
+            if cursor:
+                params["cursor"] = cursor
             page = http.get("/v1/jobs", params=params).json()
             seen += [job["id"] for job in page["items"]]
             cursor = page["nextCursor"]
@@ -140,6 +142,7 @@ def test_batch_with_one_invalid_item_creates_none(
         assert too_many.status_code == 422
     names = kubectl.run("get", "gj", "-n", tenant.namespace, "-o", "name").stdout.split()
     assert len(names) == 100
+    kubectl.run("delete", "gj", "--all", "-n", tenant.namespace, "--wait=false")
 
 
 def test_viewer_reads_but_cannot_submit(api: Api, tenant: ApiTenant) -> None:

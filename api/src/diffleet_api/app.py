@@ -15,6 +15,7 @@ from diffleet_api.metrics import RequestMetrics
 from diffleet_api.routers import health, jobs, usage
 from diffleet_api.runtime import ModelFamilies, Runtime
 from diffleet_api.settings import ApiSettings, get_api_settings
+from diffleet_api.watcher import JobWatcher
 from diffleet_core.broker import Broker
 from diffleet_core.settings import Settings, get_settings
 
@@ -72,6 +73,8 @@ def create_app(settings: ApiSettings | None = None, platform: Settings | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await open_runtime(settings or get_api_settings(), platform or get_settings())
         app.state.runtime = runtime
+        if runtime.settings.watcher:
+            runtime.background.add(asyncio.create_task(JobWatcher(runtime).run()))
         try:
             yield
         finally:

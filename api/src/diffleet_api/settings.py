@@ -6,7 +6,7 @@ what only the API needs: auth, the tier table of rate limits, credits, uploads, 
 
 from functools import lru_cache
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from diffleet_core.resources.generation_job import Tier
@@ -85,6 +85,12 @@ class ApiSettings(BaseSettings):
     webhook_backoff_seconds: float = Field(default=1.0, gt=0, description="First retry delay")
     webhook_backoff_max_seconds: float = Field(default=300.0, gt=0)
     sse_keepalive_seconds: float = Field(default=15.0, gt=0)
+
+    @field_validator("tier_limits", mode="after")
+    @classmethod
+    def every_tier(cls, limits: dict[Tier, TierLimits]) -> dict[Tier, TierLimits]:
+        """Tiers left out of a configured table keep the platform's limits."""
+        return default_tier_limits() | limits
 
     @model_validator(mode="after")
     def refuse_placeholders(self) -> "ApiSettings":

@@ -1,0 +1,149 @@
+"""Webhook deliveries: the terminal state of a job, POSTed to its spec.webhookUrl.
+
+The body is signed with HMAC-SHA256 under the platform's webhook secret:
+
+    Diffleet-Signature: t=<unix seconds>,v1=<hex hmac of "<t>.<body>">
+
+A receiver recomputes the HMAC over the raw body and refuses old timestamps. Deliveries
+live in PostgreSQL; only the watcher's leader sends them, each row taken with
+FOR UPDATE SKIP LOCKED, retried with exponential backoff up to a bounded number of
+attempts, and every attempt's outcome is recorded on the row.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg.types.json import Jsonb
+
+from diffleet_api.metrics import WEBHOOKS
+from diffleet_api.settings import ApiSettings
+
+SIGNATURE_HEADER = "Diffleet-Signature"
+DELIVERY_HEADER = "Diffleet-Delivery"
+BATCH = 20
+
+logger = logging.getLogger(__name__)
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify(secret: str, body: bytes, header: str, tolerance_seconds: int, now: float) -> bool:
+    """What a receiver does (and the tests): the signature matches and is recent."""
+    parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
+    try:
+        timestamp = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
+    fresh = abs(now - timestamp) <= tolerance_seconds
+    return fresh and hmac.compare_digest(expected, parts.get("v1", ""))
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+def backoff(settings: ApiSettings, attempts: int) -> float:
+    """Delay before the next attempt, after `attempts` failed ones."""
+    delay: float = settings.webhook_backoff_seconds * 2 ** max(0, attempts - 1)
+    return min(settings.webhook_backoff_max_seconds, delay)
+
+
+async def enqueue(
+    connection: psycopg.AsyncConnection[Any], uid: str, url: str, payload: dict[str, Any]
+) -> None:
+    """Records a delivery to make, once per job."""
+    await connection.execute(
+        "insert into webhook_deliveries (job_uid, url, payload) values (%s, %s, %s)"
+        " on conflict (job_uid) do nothing",
+        (uid, url, Jsonb(payload)),
+    )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    delivered: bool
+    status: int | None
+    error: str | None
+
+
+async def post(
+    http: httpx.AsyncClient, secret: str, delivery_id: int, url: str, payload: dict[str, Any]
+) -> Attempt:
+    body = encode(payload)
+    headers = {
+        "Content-Type": "application/json",
+        SIGNATURE_HEADER: sign(secret, body, int(time.time())),
+        DELIVERY_HEADER: str(delivery_id),
+    }
+    try:
+        response = await http.post(url, content=body, headers=headers)
+    except httpx.HTTPError as error:
+        return Attempt(False, None, f"{type(error).__name__}: {error}"[:500])
+    ok = 200 <= response.status_code < 300
+    return Attempt(ok, response.status_code, None if ok else response.text[:500])
+
+
+async def deliver_due(
+    connection: psycopg.AsyncConnection[Any], http: httpx.AsyncClient, settings: ApiSettings
+) -> int:
+    """Sends the deliveries that are due; returns how many were attempted."""
+    async with connection.transaction():
+        cursor = await connection.execute(
+            "select id, url, payload, attempts from webhook_deliveries"
+            " where state = 'pending' and next_attempt_at <= now()"
+            " order by next_attempt_at limit %s for update skip locked",
+            (BATCH,),
+        )
+        due = await cursor.fetchall()
+        attempts = await asyncio.gather(
+            *(post(http, settings.webhook_secret, row[0], row[1], row[2]) for row in due)
+        )
+        for (delivery_id, _, _, tried), attempt in zip(due, attempts, strict=True):
+            await record(connection, settings, delivery_id, tried + 1, attempt)
+    return len(due)
+
+
+async def record(
+    connection: psycopg.AsyncConnection[Any],
+    settings: ApiSettings,
+    delivery_id: int,
+    attempts: int,
+    attempt: Attempt,
+) -> None:
+    if attempt.delivered:
+        state, outcome = "delivered", "delivered"
+    elif attempts >= settings.webhook_max_attempts:
+        state, outcome = "failed", "failed"
+    else:
+        state, outcome = "pending", "retry"
+    WEBHOOKS.labels(outcome).inc()
+    if outcome != "delivered":
+        logger.warning(
+            "webhook %d attempt %d: %s", delivery_id, attempts, attempt.error or attempt.status
+        )
+    await connection.execute(
+        "update webhook_deliveries set state = %s, attempts = %s, last_status = %s,"
+        " last_error = %s, delivered_at = case when %s then now() end,"
+        " next_attempt_at = now() + make_interval(secs => %s) where id = %s",
+        (
+            state,
+            attempts,
+            attempt.status,
+            attempt.error,
+            attempt.delivered,
+            backoff(settings, attempts),
+            delivery_id,
+        ),
+    )
