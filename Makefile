@@ -10,7 +10,7 @@ export UV_PYTHON := 3.11
 VENV_STAMP := .venv/.synced
 
 .PHONY: help setup packages tools venv up up-infra down status env kubeconfig \
-        demo test lint format typecheck pytest kind-up bench-setup bench-dispatch clean
+        demo test lint format typecheck pytest kind-up bench-setup bench-dispatch clean openapi
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ pytest: setup ## the test suite (starts the stack for the session when it is not
 	@.venv/bin/pytest
 
 test: setup lint typecheck pytest ## everything CI runs: lint, types, tests
+
+openapi: venv ## regenerate api/openapi.json from the API's code
+	@.venv/bin/python -m diffleet_api.openapi api/openapi.json
 
 kind-up: ## (needs Docker; untested here) a kind cluster with labelled GPU node pools
 	@hack/kind-up.sh

@@ -8,20 +8,20 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.api.support import Api, ApiTenant, create_tenant, model_cache, start_api
+from tests.api.support import Api, ApiTenant, create_tenant, model_cache, spawn_api
 from tests.support.stack import Kubectl
 
 
 @pytest.fixture(scope="session")
 def api(local_stack: dict[str, str]) -> Iterator[Api]:
-    started = start_api(f"shared-{uuid.uuid4().hex[:6]}", watcher="false")
+    [started] = spawn_api(f"shared-{uuid.uuid4().hex[:6]}", watcher="false")
     yield started
     started.process.stop()
 
 
 @pytest.fixture
 def platform_api(namespace: str) -> Iterator[Api]:
-    started = start_api(namespace)
+    [started] = spawn_api(namespace)
     yield started
     started.process.stop()
 

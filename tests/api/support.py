@@ -36,28 +36,32 @@ class Api:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, **options)
 
 
-def start_api(namespace: str, name: str = "api", **settings: str) -> Api:
-    """Starts `diffleet-api`: its watcher follows only `namespace` and leads under a lock
-    of its own; queues carry `namespace` as their prefix (as the test's operator does)."""
-    port = free_port()
-    env = {
-        "DIFFLEET_QUEUE_PREFIX": namespace,
-        "DIFFLEET_API_PORT": str(port),
-        "DIFFLEET_API_WATCH_NAMESPACES": json.dumps([namespace]),
-        "DIFFLEET_API_WATCHER_LOCK": f"{namespace}-watcher",
-        "DIFFLEET_API_WEBHOOK_BACKOFF_SECONDS": "0.2",
-    }
-    env |= {f"DIFFLEET_API_{key.upper()}": value for key, value in settings.items()}
-    process = spawn(f"{namespace}-{name}", ["diffleet-api"], env)
-    api = Api(process, f"http://127.0.0.1:{port}")
+def spawn_api(namespace: str, count: int = 1, **settings: str) -> list[Api]:
+    """Starts `count` `diffleet-api` processes together and waits until all are ready.
+    Their watcher follows only `namespace` and leads under a lock of its own; queues
+    carry `namespace` as their prefix (as the test's operator does)."""
+    apis = []
+    for index in range(count):
+        port = free_port()
+        env = {
+            "DIFFLEET_QUEUE_PREFIX": namespace,
+            "DIFFLEET_API_PORT": str(port),
+            "DIFFLEET_API_WATCH_NAMESPACES": json.dumps([namespace]),
+            "DIFFLEET_API_WATCHER_LOCK": f"{namespace}-watcher",
+            "DIFFLEET_API_WEBHOOK_BACKOFF_SECONDS": "0.2",
+        }
+        env |= {f"DIFFLEET_API_{key.upper()}": value for key, value in settings.items()}
+        process = spawn(f"{namespace}-api-{index}", ["diffleet-api"], env)
+        apis.append(Api(process, f"http://127.0.0.1:{port}"))
+    for api in apis:
+        eventually(lambda api=api: ready(api), timeout=90, what=f"API {api.process.name} ready")  # type: ignore[misc]
+    return apis
 
-    def ready() -> bool:
-        if process.popen.poll() is not None:
-            raise AssertionError(f"diffleet-api exited:\n{process.tail()}")
-        return httpx.get(f"{api.url}/readyz", timeout=5).status_code == 200
 
-    eventually(ready, timeout=60, what=f"API {name} ready")
-    return api
+def ready(api: Api) -> bool:
+    if api.process.popen.poll() is not None:
+        raise AssertionError(f"diffleet-api exited:\n{api.process.tail()}")
+    return httpx.get(f"{api.url}/readyz", timeout=5).status_code == 200
 
 
 @dataclass
