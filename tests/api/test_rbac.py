@@ -1,0 +1,43 @@
+"""The API's ServiceAccount may do what the API does, and nothing more."""
+
+import pytest
+
+from tests.support.stack import ROOT, Kubectl
+
+MANIFEST = ROOT / "manifests" / "rbac" / "api.yaml"
+SERVICE_ACCOUNT = "system:serviceaccount:diffleet-system:diffleet-api"
+
+
+@pytest.fixture(scope="module")
+def applied(kubectl: Kubectl) -> Kubectl:
+    kubectl.run("apply", "-f", str(MANIFEST))
+    return kubectl
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "allowed"),
+    [
+        ("create", "generationjobs.diffleet.io", True),
+        ("watch", "generationjobs.diffleet.io", True),
+        ("patch", "generationjobs.diffleet.io", True),
+        ("list", "modelcaches.diffleet.io", True),
+        ("create", "modelcaches.diffleet.io", True),
+        ("delete", "modelcaches.diffleet.io", False),
+        ("patch", "generationjobs.diffleet.io/status", False),
+        ("get", "secrets", False),
+        ("create", "namespaces", False),
+        ("create", "pods", False),
+    ],
+)
+def test_api_service_account_is_least_privilege(
+    applied: Kubectl, verb: str, resource: str, allowed: bool
+) -> None:
+    subresource = []
+    if "/" in resource:
+        resource, sub = resource.split("/")
+        subresource = [f"--subresource={sub}"]
+    answer = applied.run(
+        "auth", "can-i", verb, resource, *subresource, "-n", "tenant-x", "--as", SERVICE_ACCOUNT,
+        check=False,
+    )  # fmt: skip
+    assert answer.stdout.strip() == ("yes" if allowed else "no")
