@@ -415,6 +415,8 @@ start_gpu_worker() {
     export DIFFLEET_WORKER_CACHE_DIR="$STATE_DIR/worker-cache/$GPU_WORKER_ID"
     export DIFFLEET_WORKER_DISK_BUDGET_BYTES=$((4 * 1024 ** 3))
     export DIFFLEET_WORKER_HOT_BUDGET_BYTES=$((2 * 1024 ** 3))
+    # OpenMP threads that spin while waiting starve the stack's other processes.
+    export OMP_WAIT_POLICY=PASSIVE
     spawn gpu-worker "$ROOT/.venv/bin/diffleet-worker"
   )
   wait_for gpu-worker 120 gpu_worker_healthy

@@ -130,6 +130,10 @@ class Platform:
             env |= {
                 "DIFFLEET_WORKER_CACHE_DIR": str(cache),
                 "DIFFLEET_WORKER_METRICS_PORT": str(port := free_port()),
+                # One torch thread, and OpenMP threads that sleep instead of spinning:
+                # the test's operator, the API server and other workers share 2 cores.
+                "DIFFLEET_WORKER_THREADS": "1",
+                "OMP_WAIT_POLICY": "PASSIVE",
             }
         env |= {f"DIFFLEET_WORKER_{key.upper()}": value for key, value in settings.items()}
         command = ["diffleet-worker", "--simulate"] if simulate else ["diffleet-worker"]
