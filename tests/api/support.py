@@ -3,10 +3,13 @@ against the local stack, tenants with a key per role, and ModelCaches to price j
 
 import json
 import os
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -31,9 +34,9 @@ class Api:
     process: Process
     url: str
 
-    def client(self, key: str | None = None, **options: Any) -> httpx.Client:
+    def client(self, key: str | None = None, timeout: float = 30) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **options)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
 
 def spawn_api(namespace: str, count: int = 1, **settings: str) -> list[Api]:
@@ -122,3 +125,51 @@ def model_cache(kubectl: Kubectl, namespace: str, name: str, base_model: str = "
         },
     }
     kubectl.apply(json.dumps(body), namespace)
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+
+
+class WebhookReceiver:
+    """An HTTP server on loopback that records POSTs; the first `failures` get a 500."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.received: list[Received] = []
+        self.failures = failures
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                receiver.received.append(Received(dict(self.headers), self.rfile.read(length)))
+                failing = len(receiver.received) <= receiver.failures
+                self.send_response(500 if failing else 204)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(id, event, data) of each Server-Sent Event."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            if "event" in fields:
+                yield fields.get("id", ""), fields["event"], json.loads(fields.get("data", "{}"))
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")

@@ -5,6 +5,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import aio_pika
 import boto3
 from botocore.config import Config
 from fastapi import FastAPI
@@ -48,8 +49,12 @@ async def open_runtime(settings: ApiSettings, platform: Settings) -> Runtime:
     broker = await Broker.connect(
         platform.amqp_url, platform.topology, settings.request_timeout_seconds
     )
+    amqp = await aio_pika.connect_robust(
+        platform.amqp_url, timeout=settings.request_timeout_seconds
+    )
     return Runtime(
         settings=settings,
+        amqp=amqp,
         platform=platform,
         pool=pool,
         kube=kube,
@@ -64,6 +69,7 @@ async def close_runtime(runtime: Runtime) -> None:
         task.cancel()
     await asyncio.gather(*runtime.background, return_exceptions=True)
     await runtime.broker.close()
+    await asyncio.wait_for(runtime.amqp.close(), runtime.settings.request_timeout_seconds)
     await runtime.kube.close()
     await runtime.pool.close()
 

@@ -129,7 +129,11 @@ class Kube:
                 raise
 
     async def job_events(
-        self, namespace: str | None, resource_version: str | None, timeout_seconds: int
+        self,
+        namespace: str | None,
+        resource_version: str | None,
+        timeout_seconds: int,
+        field_selector: str | None = None,
     ) -> AsyncIterator[tuple[str, Body]]:
         """Watch events of GenerationJobs (one namespace or all), from a resourceVersion."""
         listing = (
@@ -142,6 +146,8 @@ class Kube:
         kwargs: dict[str, Any] = {"timeout_seconds": timeout_seconds, "allow_watch_bookmarks": True}
         if resource_version:
             kwargs["resource_version"] = resource_version
+        if field_selector:
+            kwargs["field_selector"] = field_selector
         async with stream.stream(listing, *[a for a in args if a is not None], **kwargs) as events:
             async for event in events:
                 yield str(event["type"]), event["raw_object"]

@@ -5,6 +5,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from aio_pika.abc import AbstractRobustConnection
+
 from diffleet_api.db import Pool
 from diffleet_api.kube import Kube
 from diffleet_api.settings import ApiSettings
@@ -37,6 +39,8 @@ class Runtime:
     pool: Pool
     kube: Kube
     broker: Broker
+    amqp: AbstractRobustConnection
+    """For per-request subscriptions (live progress), each on a channel of its own."""
     s3: Any
     families: ModelFamilies
     background: set[asyncio.Task[None]] = field(default_factory=set)

@@ -3,12 +3,14 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.responses import StreamingResponse
 
-from diffleet_api import submission
+from diffleet_api import events, submission
 from diffleet_api.deps import Member, RuntimeDep, Viewer
 from diffleet_api.errors import PROBLEM_RESPONSES, NotFoundError
 from diffleet_api.history import find_job
-from diffleet_api.schemas import BatchRequest, BatchResult, JobList, JobPublic
+from diffleet_api.outputs import presigned_outputs
+from diffleet_api.schemas import BatchRequest, BatchResult, JobList, JobPublic, Outputs
 from diffleet_core.resources.generation_job import NAME_PATTERN, GenerationJobSpec, JobPhase
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
@@ -106,3 +108,43 @@ async def cancel_job(job_id: str, principal: Member, runtime: RuntimeDep) -> Job
     if phase is None or not JobPhase(phase).finished:
         body = await runtime.kube.cancel_job(namespace, job_id)
     return JobPublic.from_resource(body)
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}},
+)
+async def job_events(
+    job_id: str,
+    principal: Viewer,
+    runtime: RuntimeDep,
+    last_event_id: Annotated[
+        str | None, Header(alias="Last-Event-ID", max_length=64, description="Resume after it")
+    ] = None,
+) -> StreamingResponse:
+    """Server-Sent Events: `pending`, `queued` (with an estimated `position`), `scheduled`,
+    `running`, `progress` (step, totalSteps, preview), then `succeeded`, `failed` or
+    `cancelled` (the job), which ends the stream. Resumable with Last-Event-ID."""
+    body = await runtime.kube.get_job(principal.tenant.namespace, job_id)
+    if body is None:
+        raise NotFoundError(f"no job {job_id!r}")
+    frames = events.stream(
+        runtime, body, events.parse_event_id(last_event_id), runtime.settings.sse_keepalive_seconds
+    )
+    return StreamingResponse(
+        frames,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get(
+    "/{job_id}/outputs", responses={409: PROBLEM_RESPONSES[422] | {"description": "Not succeeded"}}
+)
+async def job_outputs(job_id: str, principal: Viewer, runtime: RuntimeDep) -> Outputs:
+    """Presigned GET URLs of the job's images, valid for a few minutes."""
+    job = await find_job(runtime, principal.tenant, job_id)
+    if job is None:
+        raise NotFoundError(f"no job {job_id!r}")
+    return Outputs(items=presigned_outputs(runtime, job))

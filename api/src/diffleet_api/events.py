@@ -1,0 +1,180 @@
+"""Live events of one job, for Server-Sent Events: phase changes from a watch of the
+GenerationJob, denoising progress (with previews) from the progress exchange (routing key
+= the job's uid). Terminal phases end the stream.
+
+Every event has an id "<attempt>-<stage>-<step>" that orders it within the job, so a
+client reconnecting with Last-Event-ID gets the current state and what follows, never
+what it has already seen. Progress is transient: steps made while disconnected are not
+replayed, the current phase is.
+"""
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+from pydantic import ValidationError
+
+from diffleet_api.kube import Body
+from diffleet_api.runtime import Runtime
+from diffleet_api.schemas import JobPublic
+from diffleet_core.messages import JobProgress
+from diffleet_core.resources.generation_job import JobPhase
+
+logger = logging.getLogger(__name__)
+
+STAGE = {
+    JobPhase.PENDING: 0,
+    JobPhase.QUEUED: 1,
+    JobPhase.SCHEDULED: 2,
+    JobPhase.RUNNING: 3,
+    JobPhase.SUCCEEDED: 9,
+    JobPhase.FAILED: 9,
+    JobPhase.CANCELLED: 9,
+}
+WATCH_SECONDS = 300
+
+EventId = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str
+    id: EventId
+    data: dict[str, Any]
+    last: bool = False
+
+    def frame(self) -> str:
+        ident = "-".join(str(part) for part in self.id)
+        return f"id: {ident}\nevent: {self.name}\ndata: {json.dumps(self.data)}\n\n"
+
+
+def parse_event_id(text: str | None) -> EventId:
+    """A Last-Event-ID as an ordered tuple; anything unreadable means "from the start"."""
+    try:
+        attempt, stage, step = (int(part) for part in (text or "").split("-"))
+    except ValueError:
+        return (-1, -1, -1)
+    return (attempt, stage, step)
+
+
+async def phase_event(runtime: Runtime, body: Body) -> Event:
+    job = JobPublic.from_resource(body)
+    phase = job.status.phase or JobPhase.PENDING
+    ident = (job.status.attempts, STAGE[phase], 0)
+    if phase.finished:
+        return Event(phase.value.lower(), ident, job.model_dump(mode="json", by_alias=True), True)
+    data: dict[str, Any] = {"phase": phase.value, "attempts": job.status.attempts}
+    if phase == JobPhase.QUEUED:
+        data["queue"] = job.status.queue
+        queued_at = (body.get("status") or {}).get("queuedAt")
+        data["position"] = await queue_position(runtime, job, queued_at)
+    if phase in (JobPhase.SCHEDULED, JobPhase.RUNNING):
+        data["worker"] = job.status.worker
+    return Event(phase.value.lower(), ident, data)
+
+
+async def queue_position(runtime: Runtime, job: JobPublic, queued_at: str | None) -> int:
+    """An estimate, from the history the job watcher keeps: the jobs of the same tier
+    queued no later than this one (1 = next)."""
+    async with runtime.pool.connection() as connection:
+        cursor = await connection.execute(
+            "select count(*) from jobs where phase = 'Queued' and status->>'tier' = %s"
+            " and status->>'queuedAt' <= %s and uid <> %s",
+            (job.status.tier, queued_at or "9999", job.uid),
+        )
+        row = await cursor.fetchone()
+    ahead: int = row[0] if row else 0
+    return ahead + 1
+
+
+def progress_event(report: JobProgress) -> Event:
+    data: dict[str, Any] = {
+        "step": report.step,
+        "totalSteps": report.total_steps,
+        "etaSeconds": report.eta_seconds,
+    }
+    if report.preview_png_base64:
+        data["preview"] = f"data:image/png;base64,{report.preview_png_base64}"
+    return Event("progress", (report.job.attempt, STAGE[JobPhase.RUNNING], report.step), data)
+
+
+async def stream(
+    runtime: Runtime, body: Body, last_seen: EventId, keepalive: float
+) -> AsyncIterator[str]:
+    """SSE frames for the job until it finishes (or the client leaves)."""
+    meta = body["metadata"]
+    events: asyncio.Queue[Event] = asyncio.Queue()
+    channel = await runtime.amqp.channel()
+    watcher: asyncio.Task[None] | None = None
+    try:
+        await subscribe(runtime, channel, meta["uid"], events)
+        events.put_nowait(await phase_event(runtime, body))
+        watcher = asyncio.create_task(follow(runtime, meta, events))
+        while True:
+            try:
+                event = await asyncio.wait_for(events.get(), keepalive)
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            if event.id <= last_seen:
+                if event.last:
+                    return
+                continue
+            last_seen = event.id
+            yield event.frame()
+            if event.last:
+                return
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        await asyncio.shield(channel.close())
+
+
+async def subscribe(
+    runtime: Runtime,
+    channel: aio_pika.abc.AbstractChannel,
+    uid: str,
+    events: asyncio.Queue[Event],
+) -> None:
+    exchange = await channel.declare_exchange(
+        runtime.platform.topology.progress_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(exchange, routing_key=uid)
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        try:
+            report = JobProgress.model_validate_json(message.body)
+        except ValidationError:
+            logger.warning("malformed progress message for %s", uid)
+            return
+        events.put_nowait(progress_event(report))
+
+    await queue.consume(on_message, no_ack=True)
+
+
+async def follow(runtime: Runtime, meta: dict[str, Any], events: asyncio.Queue[Event]) -> None:
+    """Phase changes of the job, from a watch on it alone."""
+    version = meta["resourceVersion"]
+    phase = None
+    while True:
+        async for kind, body in runtime.kube.job_events(
+            meta["namespace"],
+            version,
+            WATCH_SECONDS,
+            field_selector=f"metadata.name={meta['name']}",
+        ):
+            if kind in ("BOOKMARK", "ERROR"):
+                continue
+            version = body["metadata"]["resourceVersion"]
+            if kind == "DELETED":
+                body.setdefault("status", {}).setdefault("phase", JobPhase.CANCELLED.value)
+            current = (body.get("status") or {}).get("phase")
+            if current != phase or kind == "DELETED":
+                phase = current
+                events.put_nowait(await phase_event(runtime, body))

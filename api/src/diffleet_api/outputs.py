@@ -1,0 +1,43 @@
+"""Short-lived presigned URLs for a job's output images. Only keys under the job's own
+prefix of the outputs bucket are signed (the status is written by the operator, but a
+URL is a capability: it is checked against the key scheme anyway)."""
+
+from datetime import UTC, datetime, timedelta
+
+from diffleet_api.errors import ConflictError
+from diffleet_api.runtime import Runtime
+from diffleet_api.schemas import JobPublic, Output
+from diffleet_core.resources.generation_job import JobPhase
+from diffleet_core.storage import S3Location, output_prefix
+
+
+def presigned_outputs(runtime: Runtime, job: JobPublic) -> list[Output]:
+    if job.status.phase != JobPhase.SUCCEEDED:
+        phase = job.status.phase.value if job.status.phase else "Pending"
+        raise ConflictError(f"job {job.id!r} is {phase}: outputs exist once it has Succeeded")
+    seconds = runtime.settings.presign_seconds
+    expires = datetime.now(UTC) + timedelta(seconds=seconds)
+    prefix = output_prefix(job.namespace, job.id, job.uid)
+    signed = []
+    for index, output in enumerate(job.status.outputs or []):
+        location = S3Location.parse(output.uri)
+        if location.bucket != runtime.platform.buckets.outputs or not location.key.startswith(
+            prefix
+        ):
+            raise ConflictError(f"output {index} is not under the job's key prefix")
+        url = runtime.s3.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": location.bucket, "Key": location.key},
+            ExpiresIn=seconds,
+        )
+        signed.append(
+            Output(
+                index=index,
+                url=url,
+                expires_at=expires,
+                sha256=output.sha256,
+                width=output.width,
+                height=output.height,
+            )
+        )
+    return signed
