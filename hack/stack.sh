@@ -17,7 +17,7 @@ H="$STACK_HOST"
 # Infrastructure processes in start order; `down` stops them in reverse.
 INFRA=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok epmd rabbitmq postgres minio)
 # Platform processes that `up` adds on top (the worker and the API arrive with issues 4, 5).
-PLATFORM=(operator gpu-worker)
+PLATFORM=(operator api gpu-worker)
 
 # ---------------------------------------------------------------- processes
 
@@ -404,6 +404,17 @@ start_operator() {
 }
 operator_healthy() { curl -fsS --max-time 2 "http://$H:$OPERATOR_HEALTH_PORT/healthz"; }
 
+# The REST API (it applies its database migrations at startup).
+start_api() {
+  (
+    eval "$(print_env)"
+    export DIFFLEET_API_HOST="$H" DIFFLEET_API_PORT="$API_PORT"
+    spawn api "$ROOT/.venv/bin/diffleet-api"
+  )
+  wait_for api 90 api_ready
+}
+api_ready() { curl -fsS --max-time 5 "http://$H:$API_PORT/readyz"; }
+
 # A real worker on the CPU (fp32), announcing itself on a kwok node of its pool.
 start_gpu_worker() {
   (
@@ -508,6 +519,7 @@ export AWS_DEFAULT_REGION="$S3_REGION"
 export DIFFLEET_AMQP_URL="$amqp"
 export DIFFLEET_RABBITMQ_MANAGEMENT_URL="http://$H:$RABBITMQ_MANAGEMENT_PORT"
 export DIFFLEET_DATABASE_URL="$dsn"
+export DIFFLEET_API_URL="http://$H:$API_PORT"
 export PGHOST="$H" PGPORT="$POSTGRES_PORT" PGUSER="$POSTGRES_USER" PGPASSWORD="$POSTGRES_PASSWORD" PGDATABASE="$POSTGRES_DB"
 EOF
 }
