@@ -5,13 +5,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from diffleet_core import TIER_LABEL as TIER_LABEL
 from diffleet_core.messages import ModelRef
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import MAX_SEED, GenerationJobSpec, Tier
 from diffleet_core.resources.model_cache import ModelCachePhase, ModelCacheSpec, ModelCacheStatus
 from diffleet_operator.model_index import ModelIndex
-
-TIER_LABEL = "diffleet.io/tier"
 
 
 def effective_tier(namespace_labels: dict[str, str], priority: Tier | None) -> Tier:
