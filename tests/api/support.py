@@ -52,6 +52,7 @@ def spawn_api(namespace: str, count: int = 1, **settings: str) -> list[Api]:
             "DIFFLEET_API_WATCH_NAMESPACES": json.dumps([namespace]),
             "DIFFLEET_API_WATCHER_LOCK": f"{namespace}-watcher",
             "DIFFLEET_API_WEBHOOK_BACKOFF_SECONDS": "0.2",
+            "DIFFLEET_API_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
         }
         env |= {f"DIFFLEET_API_{key.upper()}": value for key, value in settings.items()}
         process = spawn(f"{namespace}-api-{index}", ["diffleet-api"], env)

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from diffleet_api import db, errors
 from diffleet_api.kube import Kube
 from diffleet_api.metrics import RequestMetrics
-from diffleet_api.routers import health, jobs, usage
+from diffleet_api.routers import health, jobs, models, uploads, usage
 from diffleet_api.runtime import ModelFamilies, Runtime
 from diffleet_api.settings import ApiSettings, get_api_settings
 from diffleet_api.watcher import JobWatcher
@@ -91,5 +91,7 @@ def create_app(settings: ApiSettings | None = None, platform: Settings | None = 
     app.add_middleware(RequestMetrics)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(uploads.router)
+    app.include_router(models.router)
     app.include_router(usage.router)
     return app

@@ -6,6 +6,7 @@ from typing import Any
 import psycopg
 
 from diffleet_api.buckets import BucketPolicy, Decision, take
+from diffleet_api.db import Pool
 from diffleet_api.errors import RateLimitedError
 from diffleet_api.settings import TierLimits
 
@@ -71,3 +72,14 @@ def refusal(rule: BucketPolicy, decision: Decision) -> RateLimitedError:
         f" retry in {decision.retry_after_seconds}s",
         headers=headers(rule, decision),
     )
+
+
+async def enforce(pool: Pool, tenant_id: str, limits: TierLimits, bucket: str, cost: int) -> None:
+    """Takes `cost` tokens of the tier's `bucket` (unlimited: nothing), or raises 429."""
+    rule = policy(limits, bucket)
+    if rule is None:
+        return
+    async with pool.connection() as connection:
+        decision = await consume(connection, tenant_id, rule, cost)
+    if not decision.allowed:
+        raise refusal(rule, decision)

@@ -80,6 +80,11 @@ class ApiSettings(BaseSettings):
     watch_namespaces: list[str] = Field(
         default_factory=list, description="Namespaces the watcher follows (JSON); empty: all"
     )
+    webhook_allow_private_targets: bool = Field(
+        default=False,
+        description="Deliver webhooks to loopback, private and link-local addresses"
+        " (local development and tests only)",
+    )
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
     webhook_max_attempts: int = Field(default=6, ge=1)
     webhook_backoff_seconds: float = Field(default=1.0, gt=0, description="First retry delay")

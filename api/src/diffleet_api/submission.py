@@ -1,7 +1,7 @@
-"""Submitting jobs: price them, honour the Idempotency-Key, take the generation rate
-limit, then, in one database transaction, reserve the credits, create the GenerationJobs
-and record them. A failure before the commit deletes the jobs already created, so a
-submission (one job or a batch) is all or nothing."""
+"""Submitting jobs: honour the Idempotency-Key, check that their images are the tenant's,
+price them, take the generation rate limit, then, in one database transaction, reserve
+the credits, create the GenerationJobs and record them. A failure before the commit
+deletes the jobs already created, so a submission (one job or a batch) is all or nothing."""
 
 import asyncio
 import hashlib
@@ -25,6 +25,7 @@ from diffleet_api.pricing import job_cost
 from diffleet_api.runtime import Runtime
 from diffleet_api.schemas import JobPublic
 from diffleet_api.tenants import Tenant
+from diffleet_api.uploads import foreign_images
 from diffleet_core.resources.generation_job import GenerationJobSpec
 from diffleet_core.resources.model_cache import BaseModelFamily
 
@@ -108,6 +109,9 @@ async def submit(
         replay = await replayed(runtime, tenant, idempotency_key, digest)
         if replay is not None:
             return Submitted(replay, replayed=True)
+    foreign = foreign_images(specs, runtime.platform, tenant.namespace, field_prefix)
+    if foreign:
+        raise invalid(foreign)
     costs = await prices(runtime, tenant.namespace, specs, field_prefix)
     rule = ratelimits.policy(runtime.settings.tier_limits[tenant.tier], ratelimits.GENERATIONS)
     if rule is not None:

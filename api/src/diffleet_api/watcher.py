@@ -19,6 +19,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from psycopg.types.json import Jsonb
 
 from diffleet_api import ledger, webhooks
+from diffleet_api.egress import webhook_transport
 from diffleet_api.kube import Body
 from diffleet_api.metrics import JOBS_FINALIZED
 from diffleet_api.runtime import Runtime
@@ -176,7 +177,10 @@ class JobWatcher:
 
     async def deliver(self) -> None:
         timeout = httpx.Timeout(self.settings.webhook_timeout_seconds)
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
+        transport = webhook_transport(self.settings.webhook_allow_private_targets)
+        async with httpx.AsyncClient(
+            timeout=timeout, follow_redirects=False, transport=transport
+        ) as http:
             while True:
                 async with self.runtime.pool.connection() as connection:
                     sent = await webhooks.deliver_due(connection, http, self.settings)

@@ -7,7 +7,8 @@ The body is signed with HMAC-SHA256 under the platform's webhook secret:
 A receiver recomputes the HMAC over the raw body and refuses old timestamps. Deliveries
 live in PostgreSQL; only the watcher's leader sends them, each row taken with
 FOR UPDATE SKIP LOCKED, retried with exponential backoff up to a bounded number of
-attempts, and every attempt's outcome is recorded on the row.
+attempts, and every attempt's outcome is recorded on the row. Targets must be public
+addresses, checked when connecting (`egress`); a refused target fails the delivery at once.
 """
 
 import asyncio
@@ -23,6 +24,7 @@ import httpx
 import psycopg
 from psycopg.types.json import Jsonb
 
+from diffleet_api.egress import refused_target
 from diffleet_api.metrics import WEBHOOKS
 from diffleet_api.settings import ApiSettings
 
@@ -76,6 +78,8 @@ class Attempt:
     delivered: bool
     status: int | None
     error: str | None
+    final: bool = False
+    """Not worth retrying (the target is not a public address)."""
 
 
 async def post(
@@ -90,7 +94,8 @@ async def post(
     try:
         response = await http.post(url, content=body, headers=headers)
     except httpx.HTTPError as error:
-        return Attempt(False, None, f"{type(error).__name__}: {error}"[:500])
+        message = f"{type(error).__name__}: {error}"[:500]
+        return Attempt(False, None, message, final=refused_target(error))
     ok = 200 <= response.status_code < 300
     return Attempt(ok, response.status_code, None if ok else response.text[:500])
 
@@ -124,7 +129,7 @@ async def record(
 ) -> None:
     if attempt.delivered:
         state, outcome = "delivered", "delivered"
-    elif attempts >= settings.webhook_max_attempts:
+    elif attempt.final or attempts >= settings.webhook_max_attempts:
         state, outcome = "failed", "failed"
     else:
         state, outcome = "pending", "retry"

@@ -1,0 +1,121 @@
+"""Uploaded images (init, mask and control images) and which image URIs a tenant may use.
+
+An upload is read up to the byte limit, cleaned (`images.sanitize`: sniffed, bounded,
+re-encoded without metadata) and stored content-addressed under the tenant's prefix of
+the uploads bucket: `s3://<uploads>/<namespace>/<sha256>.<ext>`. A job may only name
+images under its tenant's prefixes (its uploads and its own outputs): the worker reads
+them with the platform's credentials, so anything else would read another tenant's data.
+"""
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+
+from fastapi import Request
+
+from diffleet_api.errors import FieldError, InvalidError, TooLargeError, UnsupportedMediaError
+from diffleet_api.images import CleanImage, ImageFormat, ImageRefusedError, RefusalKind, sanitize
+from diffleet_api.objects import s3_call
+from diffleet_api.runtime import Runtime
+from diffleet_api.schemas import UploadPublic
+from diffleet_api.tenants import Tenant
+from diffleet_core.resources.generation_job import GenerationJobSpec
+from diffleet_core.settings import Settings
+
+EXTENSIONS = {ImageFormat.PNG: "png", ImageFormat.JPEG: "jpg", ImageFormat.WEBP: "webp"}
+
+
+def upload_key(namespace: str, digest: str, image_format: ImageFormat) -> str:
+    return f"{namespace}/{digest}.{EXTENSIONS[image_format]}"
+
+
+def image_prefixes(platform: Settings, namespace: str) -> tuple[str, ...]:
+    """The URI prefixes a tenant's jobs may read images from."""
+    return (
+        f"s3://{platform.buckets.uploads}/{namespace}/",
+        f"s3://{platform.buckets.outputs}/{namespace}/",
+    )
+
+
+def foreign_images(
+    specs: list[GenerationJobSpec], platform: Settings, namespace: str, field_prefix: str
+) -> list[FieldError]:
+    """An error for each image URI of `specs` outside the tenant's prefixes."""
+    allowed = image_prefixes(platform, namespace)
+    errors = []
+    for index, spec in enumerate(specs):
+        where = f"{field_prefix}[{index}]." if field_prefix else ""
+        images = {
+            "initImage": spec.init_image,
+            "maskImage": spec.mask_image,
+            "controlNet.image": spec.control_net.image if spec.control_net else None,
+        }
+        errors += [
+            FieldError(
+                field=f"{where}{field}",
+                rule="tenantScope",
+                message=f"{field} must be an upload of this tenant (POST /v1/uploads) or one"
+                f" of its outputs: a URI under {' or '.join(allowed)}",
+            )
+            for field, uri in images.items()
+            if uri is not None and (not uri.startswith(allowed) or "/../" in uri)
+        ]
+    return errors
+
+
+async def read_limited(chunks: AsyncIterator[bytes], declared: str | None, limit: int) -> bytes:
+    """The whole body, refused (413) as soon as it is known to exceed `limit` bytes."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLargeError(f"the body is {declared} bytes; at most {limit}")
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise TooLargeError(f"the body is over {limit} bytes")
+    return bytes(body)
+
+
+def cleaned(data: bytes, max_pixels: int) -> CleanImage:
+    if not data:
+        raise InvalidError(
+            "the body is empty",
+            errors=[FieldError(field="body", rule="minLength", message="send the image bytes")],
+        )
+    try:
+        return sanitize(data, max_pixels)
+    except ImageRefusedError as refused:
+        if refused.kind == RefusalKind.UNSUPPORTED:
+            raise UnsupportedMediaError(refused.message) from refused
+        if refused.kind == RefusalKind.TOO_LARGE:
+            raise TooLargeError(refused.message) from refused
+        raise InvalidError(
+            refused.message,
+            errors=[FieldError(field="body", rule="image", message=refused.message)],
+        ) from refused
+
+
+async def store_upload(runtime: Runtime, tenant: Tenant, request: Request) -> UploadPublic:
+    settings = runtime.settings
+    data = await read_limited(
+        request.stream(), request.headers.get("content-length"), settings.upload_max_bytes
+    )
+    image = await asyncio.to_thread(cleaned, data, settings.upload_max_pixels)
+    digest = hashlib.sha256(image.data).hexdigest()
+    bucket = runtime.platform.buckets.uploads
+    key = upload_key(tenant.namespace, digest, image.format)
+    await s3_call(
+        f"store {key}",
+        runtime.s3.put_object,
+        Bucket=bucket,
+        Key=key,
+        Body=image.data,
+        ContentType=image.format.content_type,
+    )
+    return UploadPublic(
+        uri=f"s3://{bucket}/{key}",
+        sha256=digest,
+        format=image.format.value,
+        width=image.width,
+        height=image.height,
+        size_bytes=len(image.data),
+    )
