@@ -1,0 +1,184 @@
+"""Unit tests of the worker's pure pieces: sampler mapping, PNG parameters, previews,
+input image helpers, the memory budget and the order check."""
+
+import base64
+import io
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from diffleet_core.messages import DispatchedJob, JobRef, ModelRef
+from diffleet_core.resources.conditions import Reason
+from diffleet_core.resources.generation_job import GenerationJobSpec, Sampler
+from diffleet_core.resources.model_cache import BaseModelFamily
+from diffleet_worker.device import DeviceOutOfMemoryError, MemoryBudget, is_out_of_memory
+from diffleet_worker.diffusers_runner import check_order
+from diffleet_worker.images import canny_edges, feathered, keep_unmasked
+from diffleet_worker.parameters import UsedModel, encode_png, parameters_text, read_parameters
+from diffleet_worker.previews import preview_base64
+from diffleet_worker.runner import RunFailedError
+from diffleet_worker.samplers import LABELS, SCHEDULERS, scheduler_for
+
+SD15_SCHEDULER = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+}
+
+
+def spec(**fields: object) -> GenerationJobSpec:
+    return GenerationJobSpec.model_validate({"model": "m", "prompt": "a red circle"} | fields)
+
+
+@pytest.mark.parametrize("sampler", list(Sampler))
+def test_every_sampler_has_a_scheduler_and_a_label(sampler: Sampler) -> None:
+    scheduler = scheduler_for(sampler, SD15_SCHEDULER)
+    assert isinstance(scheduler, SCHEDULERS[sampler][0])
+    assert scheduler.config.beta_schedule == "scaled_linear"
+    assert LABELS[sampler]
+
+
+def test_karras_variant_uses_karras_sigmas() -> None:
+    assert scheduler_for(Sampler.DPMPP_2M_KARRAS, SD15_SCHEDULER).config.use_karras_sigmas
+    assert not scheduler_for(Sampler.DPMPP_2M, SD15_SCHEDULER).config.use_karras_sigmas
+
+
+def test_parameters_text_is_the_widely_read_format() -> None:
+    text = parameters_text(
+        spec(negativePrompt="blurry", steps=20, guidanceScale=7.5, width=512, height=768),
+        seed=42,
+        strength=None,
+        model=UsedModel("sd15-base", "0123456789abcdef"),
+        loras=[],
+    )
+    assert text == (
+        "a red circle\nNegative prompt: blurry\n"
+        "Steps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 42, Size: 512x768, "
+        "Model hash: 0123456789, Model: sd15-base"
+    )
+
+
+def test_parameters_name_strength_loras_and_controlnet_when_used() -> None:
+    text = parameters_text(
+        spec(
+            mode="img2img",
+            initImage="s3://uploads/i.png",
+            strength=0.6,
+            controlNet={"model": "cn", "image": "s3://uploads/c.png"},
+        ),
+        seed=1,
+        strength=0.6,
+        model=UsedModel("m", "ab" * 32),
+        loras=[(UsedModel("ink", "cd" * 32), 0.8)],
+    )
+    assert "Denoising strength: 0.6" in text
+    assert 'Lora hashes: "ink: cdcdcdcdcd"' in text
+    assert 'Lora weights: "ink: 0.8"' in text
+    assert 'ControlNet: "Module: canny, Model: cn, Weight: 1"' in text
+
+
+def test_png_carries_the_parameters_and_identical_input_gives_identical_bytes() -> None:
+    image = Image.new("RGB", (16, 16), (200, 10, 10))
+    first, second = encode_png(image, "a\nSteps: 1"), encode_png(image, "a\nSteps: 1")
+    assert first == second
+    assert read_parameters(first) == "a\nSteps: 1"
+
+
+@pytest.mark.parametrize("family", list(BaseModelFamily))
+def test_preview_is_a_png_at_latent_resolution(family: BaseModelFamily) -> None:
+    latents = torch.randn(2, 4, 8, 12, generator=torch.Generator().manual_seed(0))
+    png = base64.b64decode(preview_base64(latents, family))
+    with Image.open(io.BytesIO(png)) as preview:
+        assert (preview.format, preview.size, preview.mode) == ("PNG", (12, 8), "RGB")
+
+
+def test_canny_finds_the_edges_of_a_shape() -> None:
+    image = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(image).rectangle((16, 16, 47, 47), fill="black")
+    edges = np.asarray(canny_edges(image))
+    assert edges.shape == (64, 64, 3)
+    assert edges[14:19, 30].any()  # the top edge of the square
+    assert not edges[32, 32].any()
+    assert not edges[2, 2].any()
+
+
+def test_keep_unmasked_takes_outside_pixels_from_the_original() -> None:
+    original = Image.new("RGB", (32, 32), (0, 0, 255))
+    generated = Image.new("RGB", (32, 32), (255, 0, 0))
+    mask = Image.new("L", (32, 32), 0)
+    ImageDraw.Draw(mask).rectangle((8, 8, 23, 23), fill=255)
+    result = np.asarray(keep_unmasked(original, generated, feathered(mask, 2)))
+    assert tuple(result[0, 0]) == (0, 0, 255)
+    assert tuple(result[16, 16]) == (255, 0, 0)
+    assert 0 < result[8, 16][0] < 255  # the feathered edge blends the two
+
+
+def test_memory_budget_refuses_what_does_not_fit_and_slicing_needs_less() -> None:
+    full = MemoryBudget.estimate(64, 64, 1, low_memory=False)
+    sliced = MemoryBudget.estimate(64, 64, 1, low_memory=True)
+    assert sliced < full
+    budget = MemoryBudget((full + sliced) // 2)
+    with pytest.raises(DeviceOutOfMemoryError) as refused:
+        budget.check(64, 64, 1, low_memory=False)
+    assert is_out_of_memory(refused.value)
+    budget.check(64, 64, 1, low_memory=True)
+    MemoryBudget(0).check(2048, 2048, 8, low_memory=False)  # 0: unlimited
+
+
+def model_ref(name: str, type_: str, family: str = "sd15") -> ModelRef:
+    return ModelRef(
+        namespace="ns",
+        name=name,
+        source=f"s3://models/{name}",
+        format="diffusers",
+        type=type_,
+        base_model=family,
+        digest="0" * 64,
+    )
+
+
+def order(**fields: object) -> DispatchedJob:
+    values: dict[str, object] = {
+        "job": JobRef(uid="u", namespace="ns", name="j", attempt=1),
+        "spec": spec(),
+        "seed": 1,
+        "model": model_ref("m", "checkpoint"),
+        "output_bucket": "out",
+        "deadline": datetime.now(UTC),
+    }
+    return DispatchedJob.model_validate(values | fields)
+
+
+def test_order_with_matching_models_passes() -> None:
+    check_order(
+        order(
+            spec=spec(loras=[{"model": "l"}]),
+            loras=[model_ref("l", "lora")],
+            control_net=model_ref("c", "controlnet"),
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"model": model_ref("m", "lora")}, "not a checkpoint"),
+        (
+            {"spec": spec(loras=[{"model": "l"}]), "loras": [model_ref("l", "lora", "sdxl")]},
+            "loras",
+        ),
+        ({"control_net": model_ref("c", "checkpoint")}, "controlNet.model"),
+        ({"spec": spec(loras=[{"model": "l"}])}, "every LoRA"),
+    ],
+)
+def test_order_with_mismatched_models_is_an_invalid_spec(
+    fields: dict[str, object], named: str
+) -> None:
+    with pytest.raises(RunFailedError) as failed:
+        check_order(order(**fields))
+    assert failed.value.reason == Reason.INVALID_SPEC
+    assert named in str(failed.value)
