@@ -226,6 +226,7 @@ def install(app: FastAPI) -> None:
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": title}
     for status, title in (
+        (400, "Malformed request (a body that cannot be parsed)"),
         (401, "Missing or invalid credentials"),
         (403, "Not allowed"),
         (404, "Not found"),

@@ -87,7 +87,7 @@ class Kube:
         return await self._get(namespace, generation_job.PLURAL, name)
 
     async def list_jobs(self, namespace: str, limit: int, cursor: str | None) -> Page:
-        with refusals("job list"):
+        with refusals("job list", field="cursor" if cursor else None):
             listed = await self.custom.list_namespaced_custom_object(
                 API_GROUP,
                 API_VERSION,
@@ -222,11 +222,18 @@ class Kube:
 
 
 @contextmanager
-def refusals(what: str) -> Iterator[None]:
-    """Turns Kubernetes API errors into problem responses."""
+def refusals(what: str, field: str | None = None) -> Iterator[None]:
+    """Turns Kubernetes API errors into problem responses; a bad request (400) or an
+    expired list (410) is blamed on `field` when given (a client's continue token)."""
     try:
         yield
     except ApiException as error:
+        if field is not None and error.status in (400, 410):
+            message = f"{field} is not a valid or current continue token ({error.reason})"
+            raise InvalidError(
+                f"{what}: {message}",
+                errors=[FieldError(field=field, rule="valid", message=message)],
+            ) from error
         raise problem_of(error, what) from error
     except (TimeoutError, aiohttp.ClientError) as error:
         raise UnavailableError(f"Kubernetes API unreachable for {what}: {error!r}") from error

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from diffleet_api import events, submission
@@ -22,6 +22,9 @@ IdempotencyKey = Annotated[
         max_length=255,
         description="Retrying with the same key returns the same job(s)",
     ),
+]
+JobId = Annotated[
+    str, Path(max_length=253, pattern=NAME_PATTERN, description="The job's id (its name)")
 ]
 JobName = Annotated[str, Query(max_length=63, pattern=NAME_PATTERN, description="The job's id")]
 REPLAYED = "Idempotent-Replayed"
@@ -67,7 +70,7 @@ async def create_batch(
 
 
 @router.get("/{job_id}")
-async def get_job(job_id: str, principal: Viewer, runtime: RuntimeDep) -> JobPublic:
+async def get_job(job_id: JobId, principal: Viewer, runtime: RuntimeDep) -> JobPublic:
     """The job, live; after its TTL has deleted it, from history."""
     job = await find_job(runtime, principal.tenant, job_id)
     if job is None:
@@ -98,7 +101,7 @@ async def list_jobs(
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_202_ACCEPTED)
-async def cancel_job(job_id: str, principal: Member, runtime: RuntimeDep) -> JobPublic:
+async def cancel_job(job_id: JobId, principal: Member, runtime: RuntimeDep) -> JobPublic:
     """Cancels the job (sets spec.cancel); it stays visible, phase Cancelled."""
     namespace = principal.tenant.namespace
     body = await runtime.kube.get_job(namespace, job_id)
@@ -116,7 +119,7 @@ async def cancel_job(job_id: str, principal: Member, runtime: RuntimeDep) -> Job
     responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}},
 )
 async def job_events(
-    job_id: str,
+    job_id: JobId,
     principal: Viewer,
     runtime: RuntimeDep,
     last_event_id: Annotated[
@@ -142,7 +145,7 @@ async def job_events(
 @router.get(
     "/{job_id}/outputs", responses={409: PROBLEM_RESPONSES[422] | {"description": "Not succeeded"}}
 )
-async def job_outputs(job_id: str, principal: Viewer, runtime: RuntimeDep) -> Outputs:
+async def job_outputs(job_id: JobId, principal: Viewer, runtime: RuntimeDep) -> Outputs:
     """Presigned GET URLs of the job's images, valid for a few minutes."""
     job = await find_job(runtime, principal.tenant, job_id)
     if job is None:
