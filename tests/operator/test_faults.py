@@ -16,7 +16,8 @@ from tests.support.platform import (
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
 
-SLOW = {"sim_step_seconds": "0.5"}
+# Simulated step time that keeps a job running long enough to act on it.
+SLOW_STEP = "0.5"
 
 
 def worker_jobs(kubectl: Kubectl, namespace: str, worker: str) -> list[str]:
@@ -54,7 +55,7 @@ def test_job_of_a_killed_worker_runs_again_elsewhere(
 ) -> None:
     platform.operator()
     register_model(kubectl, namespace, "m")
-    workers = {name: platform.worker(name, **SLOW) for name in ("w1", "w2")}
+    workers = {name: platform.worker(name, sim_step_seconds=SLOW_STEP) for name in ("w1", "w2")}
     apply_job(kubectl, namespace, "survivor", model="m", steps=8)
     running = wait_for_phase(kubectl, namespace, "survivor", "Running")
     first = running["worker"]
@@ -72,7 +73,7 @@ def test_lost_worker_without_retries_fails_the_job(
 ) -> None:
     platform.operator()
     register_model(kubectl, namespace, "m")
-    doomed = platform.worker("w1", **SLOW)
+    doomed = platform.worker("w1", sim_step_seconds=SLOW_STEP)
     apply_job(kubectl, namespace, "fragile", model="m", steps=8, maxRetries=0)
     wait_for_phase(kubectl, namespace, "fragile", "Running")
     doomed.kill()
@@ -106,7 +107,7 @@ def test_cancel_while_running_stops_the_worker(
 ) -> None:
     platform.operator()
     register_model(kubectl, namespace, "m")
-    platform.worker("w1", **SLOW)
+    platform.worker("w1", sim_step_seconds=SLOW_STEP)
     apply_job(kubectl, namespace, "long", model="m", steps=40)
     wait_for_phase(kubectl, namespace, "long", "Running")
     cancel(kubectl, namespace, "long")
@@ -126,7 +127,7 @@ def test_delete_cancels_queued_and_running_jobs(
     wait_for_phase(kubectl, namespace, "queued", "Queued")
     kubectl.run("delete", "generationjob", "queued", "-n", namespace, "--timeout=30s")
 
-    platform.worker("w1", **SLOW)
+    platform.worker("w1", sim_step_seconds=SLOW_STEP)
     apply_job(kubectl, namespace, "running", model="m", steps=40)
     wait_for_phase(kubectl, namespace, "running", "Running")
     kubectl.run("delete", "generationjob", "running", "-n", namespace, "--timeout=30s")
@@ -140,7 +141,7 @@ def test_timeout_fails_the_job_and_stops_it(
 ) -> None:
     platform.operator()
     register_model(kubectl, namespace, "m")
-    platform.worker("w1", **SLOW)
+    platform.worker("w1", sim_step_seconds=SLOW_STEP)
     apply_job(kubectl, namespace, "slow", model="m", steps=40, timeoutSeconds=3)
     failed = wait_for_phase(kubectl, namespace, "slow", "Failed", timeout=30)
     assert failed["reason"] == "Timeout"

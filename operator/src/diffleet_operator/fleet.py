@@ -51,7 +51,7 @@ class FleetInventory:
         self.changed = asyncio.Event()
 
     def upsert(self, inventory: WorkerInventory, expires_at: datetime) -> None:
-        inventory = inventory.model_copy(deep=True)
+        inventory = _copy(inventory)
         worker = self._workers.get(inventory.worker_id)
         if worker is None:
             self._workers[inventory.worker_id] = _Worker(inventory, expires_at)
@@ -93,4 +93,16 @@ class FleetInventory:
 
 
 def _view(worker: _Worker) -> WorkerView:
-    return WorkerView(worker.inventory.model_copy(deep=True), frozenset(worker.assumed))
+    return WorkerView(_copy(worker.inventory), frozenset(worker.assumed))
+
+
+def _copy(inventory: WorkerInventory) -> WorkerInventory:
+    """A copy that shares nothing mutable (its lists are new): as good as a deep copy for
+    an inventory, at a fraction of the cost (the scheduler copies the fleet every cycle)."""
+    return inventory.model_copy(
+        update={
+            "hot_models": list(inventory.hot_models),
+            "warm_models": list(inventory.warm_models),
+            "jobs_in_flight": list(inventory.jobs_in_flight),
+        }
+    )

@@ -14,6 +14,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import JobPhase, Tier
 from diffleet_operator import lifecycle, metrics, status
+from diffleet_operator.admitter import Admitter
 from diffleet_operator.dispatcher import Dispatcher
 from diffleet_operator.jobs import TrackedJob
 from diffleet_operator.logs import about_job
@@ -22,12 +23,16 @@ from diffleet_operator.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 QUEUE_DEPTH_EVERY_SECONDS = 5.0
+# A cancel requested this long after the job's last watch event has not been carried out
+# by the watch handler (its status write failed): the sweep does it.
+CANCEL_OVERDUE_SECONDS = 5.0
 
 
 class Housekeeping:
-    def __init__(self, rt: Runtime, dispatcher: Dispatcher) -> None:
+    def __init__(self, rt: Runtime, dispatcher: Dispatcher, admitter: Admitter) -> None:
         self.rt = rt
         self.dispatcher = dispatcher
+        self.admitter = admitter
         self._depth_measured = 0.0
 
     async def run(self) -> None:
@@ -40,8 +45,13 @@ class Housekeeping:
 
     async def sweep(self) -> None:
         await self.recover_lost_workers()
+        await self.admitter.retry_waiting()
+        overdue = time.monotonic() - CANCEL_OVERDUE_SECONDS
         for job in self.rt.jobs.all():
-            await self.expire(job)
+            if lifecycle.cancel_requested(job) and job.seen_at < overdue:
+                await lifecycle.cancel(self.rt, job)
+            else:
+                await self.expire(job)
         await self.measure_queues()
 
     async def recover_lost_workers(self) -> None:

@@ -4,6 +4,7 @@ The dispatch loop reads it to drop stale queue messages without an API call, and
 housekeeping loop scans it for timeouts, TTLs and due requeues.
 """
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -22,6 +23,8 @@ class TrackedJob:
     spec: GenerationJobSpec
     status: GenerationJobStatus
     body: kopf.Body
+    # When the watch delivered this state (time.monotonic()).
+    seen_at: float
 
     @classmethod
     def from_body(cls, raw: dict[str, Any] | kopf.Body) -> "TrackedJob":
@@ -35,6 +38,7 @@ class TrackedJob:
             spec=GenerationJobSpec.model_validate(body.get("spec", {})),
             status=GenerationJobStatus.model_validate(body.get("status") or {}),
             body=body,
+            seen_at=time.monotonic(),
         )
 
     @property
@@ -44,6 +48,10 @@ class TrackedJob:
     @property
     def active(self) -> bool:
         return not self.phase.finished and not self.spec.cancel
+
+    @property
+    def deleting(self) -> bool:
+        return self.body["metadata"].get("deletionTimestamp") is not None
 
     @property
     def generation(self) -> int | None:

@@ -2,22 +2,21 @@
 the dispatch and result loops, ModelCache and Namespace look-ups, Leases, deletions.
 Every call has a timeout."""
 
-import asyncio
-import logging
+import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from diffleet_core import API_GROUP, API_VERSION
 from diffleet_core.resources import generation_job
+from diffleet_operator.events import EventRecorder
 
 MERGE_PATCH = "application/merge-patch+json"
-COMPONENT = "diffleet-operator"
-
-logger = logging.getLogger(__name__)
+# A namespace's labels (its tier) are read again after this long.
+LABELS_MAX_AGE_SECONDS = 2.0
 
 
 class Kube:
@@ -27,7 +26,8 @@ class Kube:
         self._core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
         self.timeout = timeout
-        self._events: set[asyncio.Task[None]] = set()
+        self._events = EventRecorder(self._create_event)
+        self._labels: dict[str, tuple[float, dict[str, str]]] = {}
 
     @classmethod
     async def connect(cls, request_timeout: float) -> "Kube":
@@ -35,10 +35,15 @@ class Kube:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
             await config.load_kube_config()
-        return cls(client.ApiClient(), request_timeout)
+        api = client.ApiClient()
+        # kubernetes_asyncio's session trusts the environment (proxies, ~/.netrc), which
+        # aiohttp looks up in a worker thread on every request. The operator talks to its
+        # API server directly, as kopf's own session does by default.
+        api.rest_client.pool_manager._trust_env = False
+        return cls(api, request_timeout)
 
     async def close(self) -> None:
-        await asyncio.gather(*self._events, return_exceptions=True)
+        await self._events.close(within=self.timeout)
         await self._api.close()
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -46,7 +51,7 @@ class Kube:
 
     async def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         # _content_type is a runtime keyword that the bundled stubs do not declare.
-        await self._custom.patch_namespaced_custom_object_status(  # type: ignore[call-arg]
+        response = await self._custom.patch_namespaced_custom_object_status(  # type: ignore[call-arg]
             API_GROUP,
             API_VERSION,
             namespace,
@@ -54,8 +59,10 @@ class Kube:
             name,
             {"status": status},
             _content_type=MERGE_PATCH,
+            _preload_content=False,
             _request_timeout=self.timeout,
         )
+        await _discard(response)
 
     async def delete_job(self, namespace: str, name: str, uid: str) -> None:
         try:
@@ -76,45 +83,25 @@ class Kube:
         self, body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False
     ) -> None:
         """Records a Kubernetes Event on the object, in the background (best effort)."""
-        task = asyncio.create_task(self._post_event(body, reason, message, warning))
-        self._events.add(task)
-        task.add_done_callback(self._events.discard)
+        self._events.record(body, reason, message, warning=warning)
 
-    async def _post_event(
-        self, body: Mapping[str, Any], reason: str, message: str, warning: bool
-    ) -> None:
-        meta = body["metadata"]
-        now = datetime.now(UTC)
-        event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(
-                generate_name=f"{meta['name']}.", namespace=meta["namespace"]
-            ),
-            involved_object=client.V1ObjectReference(
-                api_version=body["apiVersion"],
-                kind=body["kind"],
-                name=meta["name"],
-                namespace=meta["namespace"],
-                uid=meta["uid"],
-            ),
-            reason=reason,
-            message=message[:1024],
-            type="Warning" if warning else "Normal",
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-            source=client.V1EventSource(component=COMPONENT),
-            reporting_component=COMPONENT,
+    async def _create_event(self, namespace: str, event: dict[str, Any]) -> None:
+        response = await self._core.create_namespaced_event(
+            namespace,
+            event,  # type: ignore[arg-type]  # a plain dict is sent as it is
+            _preload_content=False,
+            _request_timeout=self.timeout,
         )
-        try:
-            await self._core.create_namespaced_event(
-                meta["namespace"], event, _request_timeout=self.timeout
-            )
-        except ApiException as error:
-            logger.warning("event %s on %s not recorded: %s", reason, meta["name"], error.reason)
+        await _discard(cast(aiohttp.ClientResponse, response))
 
     async def namespace_labels(self, namespace: str) -> dict[str, str]:
-        ns = await self._core.read_namespace(namespace, _request_timeout=self.timeout)
-        return dict(ns.metadata.labels or {})
+        """The namespace's labels, read at most once per LABELS_MAX_AGE_SECONDS."""
+        read_at, labels = self._labels.get(namespace, (0.0, {}))
+        if time.monotonic() - read_at > LABELS_MAX_AGE_SECONDS:
+            ns = await self._core.read_namespace(namespace, _request_timeout=self.timeout)
+            labels = dict(ns.metadata.labels or {})
+            self._labels[namespace] = (time.monotonic(), labels)
+        return labels
 
     async def _get(self, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
         try:
@@ -126,3 +113,13 @@ class Kube:
                 return None
             raise
         return body
+
+
+async def _discard(response: aiohttp.ClientResponse) -> None:
+    """Releases a response that the operator does not read back (a write's echo of the
+    object), undecoded; an error status raises ApiException as a decoded call would."""
+    if not 200 <= response.status <= 299:
+        error = ApiException(status=response.status, reason=response.reason)
+        error.body = await response.read()
+        raise error
+    response.release()

@@ -66,6 +66,16 @@ async def requeue(rt: Runtime, job: TrackedJob, reason: str, message: str) -> No
     rt.kube.post_event(job.body, reason=reason, message=patch["message"], warning=True)
 
 
+def cancel_requested(job: TrackedJob) -> bool:
+    """spec.cancel is true on a job that has not ended (nor is being deleted)."""
+    return bool(job.spec.cancel) and not job.phase.finished and not job.deleting
+
+
+async def cancel(rt: Runtime, job: TrackedJob) -> None:
+    """spec.cancel: true stops the job wherever it is; the resource stays until its TTL."""
+    await stop(rt, job, JobPhase.CANCELLED, Reason.CANCELLED, "cancelled")
+
+
 async def stop(rt: Runtime, job: TrackedJob, phase: JobPhase, reason: Reason, message: str) -> None:
     """Ends an unfinished job as Cancelled or Failed; a worker running it is told to stop.
 

@@ -12,6 +12,7 @@ from prometheus_client import start_http_server
 from diffleet_core.broker import Broker
 from diffleet_core.settings import get_settings
 from diffleet_operator import handlers
+from diffleet_operator.admitter import Admitter
 from diffleet_operator.config import OperatorSettings, get_operator_settings
 from diffleet_operator.dispatcher import Dispatcher
 from diffleet_operator.fleet import FleetInventory
@@ -20,6 +21,7 @@ from diffleet_operator.jobs import JobCache
 from diffleet_operator.kube import Kube
 from diffleet_operator.leader import LeaderElection
 from diffleet_operator.model_index import ModelIndex
+from diffleet_operator.persistence import PREFIX, DiffBaseStorage
 from diffleet_operator.results import Results
 from diffleet_operator.runtime import Runtime
 
@@ -28,12 +30,11 @@ logger = logging.getLogger("diffleet_operator")
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: object) -> None:
-    """kopf's settings: diffleet's own annotation and finalizer names, bounded timeouts."""
+    """kopf's settings: diffleet's own annotation and finalizer names (and no diff base on
+    GenerationJobs, diffleet_operator.persistence), bounded timeouts."""
     settings.persistence.finalizer = "diffleet.io/operator"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="diffleet.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="diffleet.io", key="last-handled-configuration"
-    )
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = DiffBaseStorage()
     settings.posting.level = logging.INFO
     settings.networking.request_timeout = 30
     settings.watching.server_timeout = 300
@@ -48,9 +49,10 @@ async def start_loops(memo: kopf.Memo, **_: object) -> None:
     dispatcher = Dispatcher(rt)
     await dispatcher.start()
     await Results(rt, dispatcher).start()
+    housekeeping = Housekeeping(rt, dispatcher, Admitter.of(memo))
     memo["loops"] = [
         asyncio.create_task(dispatcher.run(), name="dispatch"),
-        asyncio.create_task(Housekeeping(rt, dispatcher).run(), name="housekeeping"),
+        asyncio.create_task(housekeeping.run(), name="housekeeping"),
     ]
 
 
@@ -88,7 +90,7 @@ async def run(op: OperatorSettings) -> bool:
             namespaces=list(dict.fromkeys(namespaces)) if op.namespaces else [],
             standalone=True,
             stop_flag=stop,
-            memo=kopf.Memo(runtime=rt),
+            memo=kopf.Memo(runtime=rt, admitter=Admitter(rt)),
             liveness_endpoint=op.liveness_endpoint or None,
         )
     finally:

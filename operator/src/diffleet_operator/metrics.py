@@ -17,3 +17,6 @@ PLACEMENTS = Counter("diffleet_placements_total", "Placement decisions", ["outco
 REQUEUES = Counter("diffleet_requeues_total", "Jobs requeued after a failure", ["reason"])
 QUEUE_DEPTH = Gauge("diffleet_queue_depth", "Admitted jobs waiting, per tier", ["tier"])
 WORKERS = Gauge("diffleet_workers", "Live workers, per pool", ["pool"])
+EVENTS_DROPPED = Counter(
+    "diffleet_events_dropped_total", "Kubernetes Events dropped because the queue was full"
+)

@@ -1,4 +1,10 @@
-"""GenerationJob handlers: track, admit, cancel, and cancel-before-delete (finalizer)."""
+"""GenerationJob handlers: track, admit and cancel from the watch; cancel-before-delete
+through kopf's finalizer.
+
+Admission and cancellation run from the raw watch (`kopf.on.event`), not from kopf's
+change-detecting handlers, so kopf keeps no diff base or progress annotations on a job
+(diffleet_operator.main.configure): its only write on a job is the finalizer.
+"""
 
 from typing import Any
 
@@ -8,70 +14,27 @@ from diffleet_core import API_GROUP, API_VERSION
 from diffleet_core.resources import generation_job
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import JobPhase
-from diffleet_operator import lifecycle, metrics, status
-from diffleet_operator.admission import (
-    NotReady,
-    choose_seed,
-    effective_tier,
-    resolve_model,
-)
+from diffleet_operator import lifecycle
+from diffleet_operator.admitter import Admitter
 from diffleet_operator.runtime import Runtime
 
 RESOURCE = (API_GROUP, API_VERSION, generation_job.PLURAL)
-# A job whose model is not Ready is looked at again this often.
-MODEL_WAIT_SECONDS = 2.0
 
 
 @kopf.on.event(*RESOURCE)
-def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Keeps the operator's job cache in step with the API server."""
-    jobs = Runtime.of(memo).jobs
+async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Keeps the job cache in step with the API server; admits new jobs and cancels the
+    ones whose spec.cancel became true. kopf runs this one event at a time per job."""
+    rt, admitter = Runtime.of(memo), Admitter.of(memo)
     if event["type"] == "DELETED":
-        jobs.remove(body["metadata"]["uid"])
-    else:
-        jobs.observe(body)
-
-
-@kopf.on.create(*RESOURCE, backoff=MODEL_WAIT_SECONDS)
-async def admit(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    """Publishes a job whose models are Ready to its tier's queue; it is then Queued."""
-    rt = Runtime.of(memo)
-    job = rt.jobs.observe(body)
-    namespace = job.namespace
-    if not job.active:
+        rt.jobs.remove(body["metadata"]["uid"])
+        admitter.forget(body["metadata"]["uid"])
         return
-    system = rt.settings.system_namespace
-    names = [job.spec.model, *(lora.model for lora in job.spec.loras or [])]
-    if job.spec.control_net:
-        names.append(job.spec.control_net.model)
-    for name in names:
-        found = resolve_model(rt.models, namespace, name, system)
-        if isinstance(found, NotReady):
-            patch.status.update(
-                status.pending(job.status, job.generation, found.reason, found.message)
-            )
-            raise kopf.TemporaryError(found.message, delay=MODEL_WAIT_SECONDS)
-    tier = effective_tier(await rt.kube.namespace_labels(namespace), job.spec.priority)
-    seed = job.status.seed if job.status.seed is not None else choose_seed(job.spec)
-    queue = rt.broker.topology.tier_queue(tier)
-    await rt.broker.publish_to_queue(
-        queue, lifecycle.admitted_message(job, tier, 1), lifecycle.message_id(job, 1)
-    )
-    patch.status.update(
-        status.queued(job.status, job.generation, tier=tier, queue=queue, seed=seed, attempt=1)
-    )
-    metrics.TRANSITIONS.labels(JobPhase.QUEUED).inc()
-    metrics.ADMISSION_SECONDS.observe((status.now() - job.created).total_seconds())
-    kopf.info(body, reason=Reason.ADMITTED, message=f"queued in {queue} (tier {tier})")
-
-
-@kopf.on.field(*RESOURCE, field="spec.cancel", new=True)
-async def cancel(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """spec.cancel: true stops the job wherever it is; the resource stays until its TTL."""
-    rt = Runtime.of(memo)
     job = rt.jobs.observe(body)
-    if not job.phase.finished:
-        await lifecycle.stop(rt, job, JobPhase.CANCELLED, Reason.CANCELLED, "cancelled")
+    if lifecycle.cancel_requested(job):
+        await lifecycle.cancel(rt, job)
+    else:
+        await admitter.on_change(job)
 
 
 @kopf.on.delete(*RESOURCE)

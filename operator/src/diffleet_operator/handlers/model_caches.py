@@ -11,6 +11,7 @@ from diffleet_core import API_GROUP, API_VERSION
 from diffleet_core.resources import model_cache
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.model_cache import ModelCachePhase, ModelCacheSpec
+from diffleet_operator.admitter import Admitter
 from diffleet_operator.runtime import Runtime
 from diffleet_operator.verification import Refused, verify
 
@@ -19,13 +20,15 @@ S3_CONFIG = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 
 
 
 @kopf.on.event(*RESOURCE)
-def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Keeps the model index in step; jobs waiting for a model are looked at again."""
     models = Runtime.of(memo).models
     meta = body["metadata"]
     if event["type"] == "DELETED":
         models.remove(meta["namespace"], meta["name"])
     else:
         models.observe(body)
+    await Admitter.of(memo).retry_all_waiting()
 
 
 @kopf.on.create(*RESOURCE, retries=5, backoff=5)
