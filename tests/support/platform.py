@@ -106,11 +106,14 @@ class Platform:
         self.processes.append(process)
         return process
 
-    def wait_for_workers(self, operator: Process, pool: str, count: int) -> None:
-        """Until the operator's fleet inventory holds `count` live workers of `pool`."""
+    def wait_for_workers(
+        self, operator: Process, pool: str, count: int, timeout: float = 30
+    ) -> None:
+        """Until the operator's fleet inventory holds `count` live workers of `pool`.
+        A real worker first imports torch and diffusers: give it a longer `timeout`."""
         eventually(
             lambda: operator.metric("diffleet_workers", pool=pool) == count,
-            timeout=30,
+            timeout=timeout,
             what=f"operator sees {count} {pool} worker(s)",
         )
 
