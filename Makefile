@@ -10,7 +10,7 @@ export UV_PYTHON := 3.11
 VENV_STAMP := .venv/.synced
 
 .PHONY: help setup packages tools venv up up-infra down status env kubeconfig \
-        demo test lint format typecheck pytest kind-up bench-setup bench-dispatch bench-worker clean openapi
+        demo test lint format typecheck pytest kind-up bench-setup bench-dispatch bench-worker bench-api clean openapi
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -83,6 +83,9 @@ bench-dispatch: ## dispatch throughput and latency vs kube-scheduler (needs make
 
 bench-worker: up-infra ## worker overhead around the pipeline call, first image per cache tier
 	@eval "$$(hack/stack.sh env)" && OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m bench.worker
+
+bench-api: ## POST /v1/jobs vs a direct create at 50 clients (needs make up-infra)
+	@eval "$$(hack/stack.sh env)" && .venv/bin/python -m bench.api
 
 clean: down ## stop the stack and remove its state (the tool cache stays)
 	@rm -rf $(STATE)/run $(STATE)/logs $(STATE)/pki $(STATE)/kubeconfig

@@ -30,6 +30,16 @@ class LedgerEntry(BaseModel):
     created_at: datetime
 
 
+async def affordable(
+    connection: psycopg.AsyncConnection[Any], tenant_id: str, cost: Decimal
+) -> None:
+    """402 when the balance is short of `cost`, before anything is created (a read, no
+    lock: `reserve` decides)."""
+    balance = await current_balance(connection, tenant_id)
+    if balance < cost:
+        raise short(cost, balance)
+
+
 async def reserve(
     connection: psycopg.AsyncConnection[Any], tenant_id: str, cost: Decimal
 ) -> Decimal:
@@ -42,10 +52,13 @@ async def reserve(
     )
     row = await cursor.fetchone()
     if row is None:
-        balance = await current_balance(connection, tenant_id)
-        raise PaymentRequiredError(f"the job costs {cost} credits; the balance is {balance}")
+        raise short(cost, await current_balance(connection, tenant_id))
     left: Decimal = row[0]
     return left
+
+
+def short(cost: Decimal, balance: Decimal) -> PaymentRequiredError:
+    return PaymentRequiredError(f"the job costs {cost} credits; the balance is {balance}")
 
 
 async def record_reservation(

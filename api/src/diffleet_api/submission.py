@@ -1,6 +1,7 @@
 """Submitting jobs: honour the Idempotency-Key, check that their images are the tenant's,
-price them, take the generation rate limit, then, in one database transaction, reserve
-the credits, create the GenerationJobs and record them. A failure before the commit
+price them, take the generation rate limit, check the balance, then, in one database
+transaction, create the GenerationJobs, reserve the credits and record them. A failure
+before the commit (a balance spent meanwhile by a concurrent submission is a 402 there)
 deletes the jobs already created, so a submission (one job or a batch) is all or nothing."""
 
 import asyncio
@@ -142,16 +143,20 @@ async def create_all(
     digest: str,
 ) -> list[JobPublic]:
     tenant = principal.tenant
+    total = sum(costs, Decimal(0))
     created: list[Body] = []
     async with runtime.pool.connection() as connection:
         try:
             async with connection.transaction():
+                await ledger.affordable(connection, tenant.id, total)
                 if idempotency_key and not await claim_key(
                     connection, tenant.id, idempotency_key, digest, names
                 ):
                     raise KeyTakenMeanwhileError
-                await ledger.reserve(connection, tenant.id, sum(costs, Decimal(0)))
                 created = await create_resources(runtime, tenant.namespace, specs, names)
+                # The balance's row lock is taken after the Kubernetes calls, so that a
+                # tenant's submissions wait for one another only for these statements.
+                await ledger.reserve(connection, tenant.id, total)
                 for body, cost in zip(created, costs, strict=True):
                     await record(connection, tenant.id, body, cost)
         except BaseException:
