@@ -53,6 +53,10 @@ kubeconfig: ## print the path of the admin kubeconfig
 demo: up ## run the main job end to end
 	@hack/demo.sh
 
+.PHONY: models
+models: up-infra ## build the test models (cached outside the tree) and register them in diffleet-system
+	@eval "$$(hack/stack.sh env)" && .venv/bin/python -m hack.models ensure
+
 lint: venv ## ruff lint and format check
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .

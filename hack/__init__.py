@@ -1,0 +1,1 @@
+"""Developer tooling of the repository (scripts and the test-model builders)."""

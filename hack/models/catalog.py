@@ -1,0 +1,114 @@
+"""Every test model: how it is built, where its artifact is, and how it is registered.
+
+Builders are imported only when a model must be built, so that registering models that
+are already built does not pay for importing torch and diffusers.
+"""
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffleet_core.resources.model_cache import BaseModelFamily, ModelFormat, ModelType
+
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+MICRO_SHAPES = WEIGHTS / "micro-shapes"
+LORA_FILE = "tiny-lora.safetensors"
+SINGLE_FILE = "tiny-sd15.safetensors"
+
+
+def builder(module: str, function: str) -> Callable[[Path], None]:
+    """`hack.models.<module>.<function>`, imported when first called."""
+
+    def build(out: Path) -> None:
+        getattr(importlib.import_module(f"hack.models.{module}"), function)(out)
+
+    return build
+
+
+@dataclass(frozen=True)
+class ModelDefinition:
+    name: str
+    description: str
+    # Writes the model into an empty folder; None: committed under hack/models/weights/.
+    build: Callable[[Path], None] | None
+    # The artifact inside that folder: "." for the folder itself (a diffusers folder).
+    artifact: str
+    format: ModelFormat
+    base_model: BaseModelFamily
+    type: ModelType = ModelType.CHECKPOINT
+    vram_gib: float = 0.5
+    registered_by_default: bool = True
+
+
+CATALOG = (
+    ModelDefinition(
+        "tiny-sd15",
+        "Stable Diffusion 1.5 pipeline, tiny and random",
+        builder("tiny", "build_sd15"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        BaseModelFamily.SD15,
+    ),
+    ModelDefinition(
+        "tiny-sd15-single",
+        "tiny-sd15 as one original-layout .safetensors checkpoint",
+        builder("tiny", "build_sd15_single_file"),
+        SINGLE_FILE,
+        ModelFormat.SAFETENSORS,
+        BaseModelFamily.SD15,
+    ),
+    ModelDefinition(
+        "tiny-sdxl",
+        "Stable Diffusion XL pipeline, tiny and random",
+        builder("tiny", "build_sdxl"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        BaseModelFamily.SDXL,
+    ),
+    ModelDefinition(
+        "tiny-lora",
+        "LoRA (rank 4, UNet attention) for tiny-sd15",
+        builder("tiny", "build_lora"),
+        LORA_FILE,
+        ModelFormat.SAFETENSORS,
+        BaseModelFamily.SD15,
+        ModelType.LORA,
+    ),
+    ModelDefinition(
+        "tiny-canny",
+        "ControlNet for tiny-sd15",
+        builder("tiny", "build_controlnet"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        BaseModelFamily.SD15,
+        ModelType.CONTROLNET,
+    ),
+    ModelDefinition(
+        "micro-shapes",
+        "micro model trained here: coloured circles, squares and triangles at 64x64",
+        None,
+        ".",
+        ModelFormat.DIFFUSERS,
+        BaseModelFamily.SD15,
+    ),
+    ModelDefinition(
+        "bench-sd15",
+        "small (not tiny) random Stable Diffusion 1.5 pipeline for the worker benchmark",
+        builder("bench", "build"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        BaseModelFamily.SD15,
+        vram_gib=1.0,
+        registered_by_default=False,
+    ),
+)
+BY_NAME = {definition.name: definition for definition in CATALOG}
+DEFAULT = tuple(definition.name for definition in CATALOG if definition.registered_by_default)
+
+
+def definition(name: str) -> ModelDefinition:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(BY_NAME)}") from None

@@ -1,0 +1,19 @@
+"""The diffusers classes these builders use, declared `Any` once here: diffusers'
+constructors and loaders are untyped (config-registered __init__s, lazy module
+imports), so strict mypy cannot check calls to them anyway."""
+
+from typing import Any
+
+import diffusers
+
+AutoencoderKL: Any = diffusers.AutoencoderKL
+ControlNetModel: Any = diffusers.ControlNetModel
+DDPMScheduler: Any = diffusers.DDPMScheduler
+EulerAncestralDiscreteScheduler: Any = diffusers.EulerAncestralDiscreteScheduler
+EulerDiscreteScheduler: Any = diffusers.EulerDiscreteScheduler
+PNDMScheduler: Any = diffusers.PNDMScheduler
+StableDiffusionControlNetPipeline: Any = diffusers.StableDiffusionControlNetPipeline
+StableDiffusionImg2ImgPipeline: Any = diffusers.StableDiffusionImg2ImgPipeline
+StableDiffusionPipeline: Any = diffusers.StableDiffusionPipeline
+StableDiffusionXLPipeline: Any = diffusers.StableDiffusionXLPipeline
+UNet2DConditionModel: Any = diffusers.UNet2DConditionModel
