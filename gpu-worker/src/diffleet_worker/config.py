@@ -1,15 +1,27 @@
 """Settings of a worker process, from DIFFLEET_WORKER_* environment variables."""
 
 import socket
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from diffleet_worker.device import DeviceKind, Precision
-
 GIB = 1024**3
+
+
+class DeviceKind(StrEnum):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class Precision(StrEnum):
+    AUTO = "auto"
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    BFLOAT16 = "bfloat16"
 
 
 class WorkerSettings(BaseSettings):

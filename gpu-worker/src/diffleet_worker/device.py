@@ -9,26 +9,14 @@ same bytes: deterministic algorithms are on by default.
 import logging
 import os
 from dataclasses import dataclass
-from enum import StrEnum
 from importlib.util import find_spec
 from typing import Any
 
 import torch
 
+from diffleet_worker.config import DeviceKind, Precision
+
 logger = logging.getLogger(__name__)
-
-
-class DeviceKind(StrEnum):
-    AUTO = "auto"
-    CPU = "cpu"
-    CUDA = "cuda"
-
-
-class Precision(StrEnum):
-    AUTO = "auto"
-    FLOAT32 = "float32"
-    FLOAT16 = "float16"
-    BFLOAT16 = "bfloat16"
 
 
 DTYPES = {

@@ -26,11 +26,24 @@ from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import MAX_SEED, Mode
 from diffleet_core.resources.model_cache import ModelType
 from diffleet_worker import metrics
-from diffleet_worker.cache import CacheStats, ModelCacheError, ModelStore
+from diffleet_worker.cache import (
+    CacheStats,
+    HotCache,
+    ModelCacheError,
+    ModelStore,
+    S3Source,
+    WarmCache,
+)
 from diffleet_worker.config import WorkerSettings
-from diffleet_worker.device import DevicePolicy, MemoryBudget, free_device_memory, is_out_of_memory
+from diffleet_worker.device import (
+    DevicePolicy,
+    MemoryBudget,
+    configure_torch,
+    free_device_memory,
+    is_out_of_memory,
+)
 from diffleet_worker.images import InputImageError, canny_edges, fetch_image
-from diffleet_worker.loading import Loader
+from diffleet_worker.loading import Loader, resident_bytes
 from diffleet_worker.loras import LoadedLora, adapter_name, applied
 from diffleet_worker.outputs import upload_png
 from diffleet_worker.parameters import UsedModel, encode_png, parameters_text
@@ -78,6 +91,26 @@ class DiffusersRunner:
         self.budget = MemoryBudget(settings.memory_budget_bytes)
         self._device = asyncio.Lock()
         self._counted = CacheStats()
+
+    @classmethod
+    def build(cls, settings: WorkerSettings, s3: Any) -> "DiffusersRunner":
+        """The runner with its device policy, loader and three-tier model store."""
+        configure_torch(settings.threads, settings.deterministic)
+        policy = DevicePolicy.choose(
+            settings.device,
+            settings.precision,
+            use_xformers=settings.xformers,
+            compile_unet=settings.compile_unet,
+            vae_tiling_pixels=settings.vae_tiling_pixels,
+        )
+        loader = Loader(policy)
+        store: ModelStore[Any] = ModelStore(
+            S3Source(s3),
+            WarmCache(settings.cache_dir, settings.disk_budget_bytes),
+            HotCache(settings.hot_budget_bytes, resident_bytes, loader.release),
+        )
+        logger.info("device %s, model cache %s", policy.describe(), settings.cache_dir)
+        return cls(settings, store, loader, s3)
 
     def hot_models(self) -> list[str]:
         return self.store.hot_digests()

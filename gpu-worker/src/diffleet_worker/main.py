@@ -14,11 +14,7 @@ from prometheus_client import start_http_server
 from diffleet_core.broker import Broker
 from diffleet_core.settings import get_settings
 from diffleet_worker.announcer import Announcer
-from diffleet_worker.cache import HotCache, ModelStore, S3Source, WarmCache
 from diffleet_worker.config import WorkerSettings, get_worker_settings
-from diffleet_worker.device import DevicePolicy, configure_torch
-from diffleet_worker.diffusers_runner import DiffusersRunner
-from diffleet_worker.loading import Loader, resident_bytes
 from diffleet_worker.runner import Runner
 from diffleet_worker.service import WorkerService
 from diffleet_worker.simulated import SimulatedRunner
@@ -34,23 +30,13 @@ async def connect_kubernetes() -> client.ApiClient:
     return client.ApiClient()
 
 
-def diffusers_runner(settings: WorkerSettings, s3: Any) -> DiffusersRunner:
-    configure_torch(settings.threads, settings.deterministic)
-    policy = DevicePolicy.choose(
-        settings.device,
-        settings.precision,
-        use_xformers=settings.xformers,
-        compile_unet=settings.compile_unet,
-        vae_tiling_pixels=settings.vae_tiling_pixels,
-    )
-    loader = Loader(policy)
-    store: ModelStore[Any] = ModelStore(
-        S3Source(s3),
-        WarmCache(settings.cache_dir, settings.disk_budget_bytes),
-        HotCache(settings.hot_budget_bytes, resident_bytes, loader.release),
-    )
-    logger.info("device %s, model cache %s", policy.describe(), settings.cache_dir)
-    return DiffusersRunner(settings, store, loader, s3)
+def make_runner(settings: WorkerSettings, s3: Any, simulate: bool) -> Runner:
+    if simulate:
+        return SimulatedRunner(settings, s3)
+    # torch and diffusers take tens of seconds to import: only real workers pay for them.
+    from diffleet_worker.diffusers_runner import DiffusersRunner
+
+    return DiffusersRunner.build(settings, s3)
 
 
 async def serve(
@@ -61,7 +47,7 @@ async def serve(
     s3 = boto3.client(
         "s3", config=Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3})
     )
-    runner: Runner = SimulatedRunner(settings, s3) if simulate else diffusers_runner(settings, s3)
+    runner = make_runner(settings, s3, simulate)
     broker = await Broker.connect(core.amqp_url, core.topology, settings.request_timeout_seconds)
     announcer = Announcer(
         api,
