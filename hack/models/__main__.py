@@ -25,7 +25,10 @@ def log(message: str) -> None:
 def build_command(names: Sequence[str], register: bool) -> None:
     for name in names:
         local = local_model(name)
-        state = f"built in {local.seconds:.1f}s" if local.built_now else "cached"
+        if definition(name).build is None:
+            state = "committed"
+        else:
+            state = f"built in {local.seconds:.1f}s" if local.built_now else "cached"
         log(f"{name}: {state} at {local.path}")
         if register:
             registered = register_model(definition(name), local.path)
@@ -65,6 +68,7 @@ def score_command(seeds: int) -> bool:
 def bench_command(register: bool, images: int) -> None:
     from hack.models import bench
 
+    build_command(["bench-sd15"], register=False)
     local = local_model("bench-sd15")
     figures = bench.measure(local.path, images=images)
     log(
@@ -73,7 +77,8 @@ def bench_command(register: bool, images: int) -> None:
         f"at {bench.BENCH_STEPS} steps ({figures.threads} threads, {figures.images} images)"
     )
     if register:
-        build_command(["bench-sd15"], register=True)
+        registered = register_model(definition("bench-sd15"), local.path)
+        log(f"bench-sd15: ModelCache {registered.namespace}/bench-sd15 at {registered.source}")
 
 
 def set_torch_threads(threads: int) -> None:

@@ -52,11 +52,13 @@ CATALOG = (
     ),
     ModelDefinition(
         "tiny-sd15-single",
-        "tiny-sd15 as one original-layout .safetensors checkpoint",
+        "tiny-sd15 as one original-layout .safetensors checkpoint; loading it needs "
+        "from_single_file(path, config=<the tiny-sd15 folder>), so it is opt-in",
         builder("tiny", "build_sd15_single_file"),
         SINGLE_FILE,
         ModelFormat.SAFETENSORS,
         BaseModelFamily.SD15,
+        registered_by_default=False,
     ),
     ModelDefinition(
         "tiny-sdxl",

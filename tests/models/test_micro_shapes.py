@@ -21,7 +21,7 @@ def test_dominant_colour_ignores_white_grey_and_black() -> None:
     picture[:20] = 128
     picture[20:30] = 0
     assert dominant_colour(Image.fromarray(picture)) == "white"
-    picture[40:44, 40:44] = RGB["blue"]
+    picture[40:50, 40:50] = RGB["blue"]  # 100 pixels: over 1% of the picture
     assert dominant_colour(Image.fromarray(picture)) == "blue"
 
 
