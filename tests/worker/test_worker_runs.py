@@ -1,0 +1,144 @@
+"""The real worker's cache tiers, cancellation, graceful shutdown and out-of-memory path,
+through the whole platform: each test has its own operator and fresh workers."""
+
+import re
+from pathlib import Path
+from typing import Any
+
+from tests.support.models import RegisteredModel, register_pickle_model
+from tests.support.platform import Platform, Process, apply_job, job_status, wait_for_phase
+from tests.support.polling import eventually
+from tests.support.stack import Kubectl
+from tests.worker.conftest import JOB_TIMEOUT, WORKER_START, run_job
+
+SMALL = {"width": 64, "height": 64, "steps": 4}
+
+
+def served(worker: Process, tier: str) -> float:
+    return worker.metric("diffleet_worker_model_served_total", tier=tier) or 0.0
+
+
+def downloads(worker: Process) -> float:
+    return worker.metric("diffleet_worker_model_downloads_total") or 0.0
+
+
+def test_models_come_cold_then_hot_then_warm_and_a_corrupt_copy_is_fetched_again(
+    kubectl: Kubectl, namespace: str, platform: Platform, models: dict[str, RegisteredModel]
+) -> None:
+    operator = platform.operator()
+    # A hot budget of one byte: each load evicts every idle model from memory.
+    worker = platform.worker("cpu", simulate=False, hot_budget_bytes="1")
+    platform.wait_for_workers(operator, "t4", 1, timeout=WORKER_START)
+
+    first = run_job(kubectl, namespace, "cold", model="tiny-sd15", seed=1, **SMALL)
+    assert (served(worker, "cold"), downloads(worker)) == (1, 1)
+
+    run_job(kubectl, namespace, "hot", model="tiny-sd15", seed=1, **SMALL)
+    assert (served(worker, "hot"), downloads(worker)) == (1, 1)
+
+    run_job(kubectl, namespace, "evicts", model="micro-shapes", seed=1, **SMALL)
+    again = run_job(kubectl, namespace, "warm", model="tiny-sd15", seed=1, **SMALL)
+    assert (served(worker, "warm"), downloads(worker)) == (1, 2)
+    assert again["outputs"][0]["sha256"] == first["outputs"][0]["sha256"]
+
+    run_job(kubectl, namespace, "evicts-again", model="micro-shapes", seed=1, **SMALL)
+    digest = models["tiny-sd15"].digest
+    weights = sorted((platform.cache_root() / "cpu" / digest).rglob("*.safetensors"))
+    assert weights, f"no cached copy of tiny-sd15 under {platform.cache_root()}"
+    corrupt(weights[0])
+    repaired = run_job(kubectl, namespace, "repaired", model="tiny-sd15", seed=1, **SMALL)
+    assert worker.metric("diffleet_worker_model_corrupt_total") == 1
+    assert downloads(worker) == 3
+    assert repaired["outputs"][0]["sha256"] == first["outputs"][0]["sha256"]
+
+
+def corrupt(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_pickle_model_is_refused_and_its_job_waits(
+    kubectl: Kubectl, namespace: str, platform: Platform, tmp_path: Path
+) -> None:
+    platform.operator()
+    register_pickle_model(namespace, "pickled", tmp_path)
+
+    def refused() -> dict[str, object] | None:
+        status = kubectl.json("get", "modelcache", "pickled", "-n", namespace).get("status", {})
+        return status if status.get("phase") == "Failed" else None
+
+    status = eventually(refused, timeout=60, what="pickle ModelCache Failed")
+    assert status["reason"] == "UnsafeFormat"
+    assert "pickle" in str(status["message"])
+    apply_job(kubectl, namespace, "never", model="pickled", **SMALL)
+    pending = wait_for_phase(kubectl, namespace, "never", "Pending")
+    assert pending["reason"] == "ModelNotReady"
+
+
+def test_cancel_stops_the_denoising_within_one_step(
+    kubectl: Kubectl, namespace: str, platform: Platform, models: dict[str, RegisteredModel]
+) -> None:
+    operator = platform.operator()
+    worker = platform.worker("cpu", simulate=False)
+    platform.wait_for_workers(operator, "t4", 1, timeout=WORKER_START)
+    apply_job(kubectl, namespace, "long", model="tiny-sd15", width=64, height=64, steps=150)
+    eventually(
+        lambda: (job_status(kubectl, namespace, "long").get("progress") or {}).get("step", 0) >= 2,
+        timeout=JOB_TIMEOUT,
+        what="job long past step 2",
+    )
+    kubectl.run(
+        "patch", "generationjob", "long", "-n", namespace, "--type=merge",
+        "-p", '{"spec":{"cancel":true}}',
+    )  # fmt: skip
+    wait_for_phase(kubectl, namespace, "long", "Cancelled")
+    uid = kubectl.json("get", "generationjob", "long", "-n", namespace)["metadata"]["uid"]
+    received = re.compile(rf"job {uid}: cancel received at step (\d+)")
+    stopped = re.compile(rf"job {uid}: cancelled, last step (\d+)")
+
+    def steps() -> tuple[int, int] | None:
+        log = worker.log.read_text()
+        at, last = received.search(log), stopped.search(log)
+        return (int(at.group(1)), int(last.group(1))) if at and last else None
+
+    at, last = eventually(steps, timeout=30, what="worker logs the cancel")
+    assert last - at <= 1, f"cancel received at step {at}, the worker went on to step {last}"
+    assert last < 150
+
+
+def test_sigterm_hands_the_running_job_back_and_it_completes_elsewhere(
+    kubectl: Kubectl, namespace: str, platform: Platform, models: dict[str, RegisteredModel]
+) -> None:
+    operator = platform.operator()
+    workers = {
+        name: platform.worker(name, simulate=False, shutdown_grace_seconds="1")
+        for name in ("first", "second")
+    }
+    platform.wait_for_workers(operator, "t4", 2, timeout=WORKER_START)
+    apply_job(kubectl, namespace, "handed", model="tiny-sd15", width=64, height=64, steps=150)
+
+    def running() -> dict[str, Any] | None:
+        status = job_status(kubectl, namespace, "handed")
+        return status if status.get("phase") == "Running" else None
+
+    stopped = eventually(running, timeout=JOB_TIMEOUT, what="job handed Running")["worker"]
+    workers[stopped].stop()
+    status = wait_for_phase(kubectl, namespace, "handed", "Succeeded", timeout=JOB_TIMEOUT)
+    assert status["worker"] != stopped
+    assert status["attempts"] == 2
+
+
+def test_out_of_memory_retries_with_slicing_then_fails_with_its_reason(
+    kubectl: Kubectl, namespace: str, platform: Platform, models: dict[str, RegisteredModel]
+) -> None:
+    operator = platform.operator()
+    # Budget between a 64x64 run's working set with and without slicing and tiling
+    # (device.MemoryBudget.estimate: 2,359,296 and 2,129,920 bytes).
+    worker = platform.worker("cpu", simulate=False, memory_budget_bytes="2200000")
+    platform.wait_for_workers(operator, "t4", 1, timeout=WORKER_START)
+    run_job(kubectl, namespace, "fits-sliced", model="tiny-sd15", seed=1, **SMALL)
+    assert worker.metric("diffleet_worker_out_of_memory_total", retried="true") == 1
+    apply_job(kubectl, namespace, "too-big", model="tiny-sd15", width=128, height=128, steps=4)
+    failed = wait_for_phase(kubectl, namespace, "too-big", "Failed", timeout=JOB_TIMEOUT)
+    assert failed["reason"] == "OutOfMemory"
