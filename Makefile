@@ -35,7 +35,7 @@ tools: ## build the pinned Go tools (Kubernetes, etcd, kwok, helm, MinIO) into t
 up-infra: setup ## start the infrastructure: Kubernetes, kwok GPU nodes, RabbitMQ, PostgreSQL, S3
 	@hack/stack.sh up-infra
 
-up: setup ## start the infrastructure and the platform processes
+up: models ## start the infrastructure, register the models, start the platform processes
 	@hack/stack.sh up
 
 down: ## stop every process of the local stack

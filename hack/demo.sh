@@ -1,21 +1,54 @@
 #!/usr/bin/env bash
-# The main job end to end, on the local stack that `make up` started: a GenerationJob
-# is applied with kubectl, the operator takes it and reports in its status. Until the
-# worker and its model micro-shapes exist (issue 4), it waits Pending for the model.
+# The main job end to end, on the local stack that `make up` started (operator, one CPU
+# worker, the API) with the models of `make models`: a txt2img and an img2img
+# GenerationJob applied with kubectl, and one job POSTed to the REST API by a tenant,
+# all on micro-shapes; their PNGs land in ./out/.
 set -euo pipefail
 LOG_TAG=demo
 source "$(dirname "$0")/lib.sh"
 eval "$("$ROOT/hack/stack.sh" env)"
 
 namespace=diffleet-demo
+jobs=(red-circle blue-square-repainted)
 kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-log "applying manifests/examples/generationjob.yaml to namespace $namespace"
-kubectl apply -n "$namespace" -f "$ROOT/manifests/examples/generationjob.yaml"
-kubectl wait generationjob/red-circle -n "$namespace" --for=jsonpath='{.status.phase}' \
-  --timeout=60s >/dev/null
-log "as the API server returns it, with the operator's status:"
-kubectl get generationjobs.diffleet.io -n "$namespace"
-kubectl get generationjob red-circle -n "$namespace" -o yaml
-log "the GPU pools it can run on:"
-kubectl get nodes -L diffleet.io/pool,nvidia.com/gpu.memory -l type=kwok
+# Finished jobs keep their names until their TTL: start again from scratch.
+kubectl delete generationjobs --all -n "$namespace" --wait=true >/dev/null
+
+log "uploading the img2img example's init image (a blue square on white)"
+"$ROOT/.venv/bin/python" - <<'PY'
+import io
+
+import boto3
+from PIL import Image, ImageDraw
+
+image = Image.new("RGB", (64, 64), "white")
+ImageDraw.Draw(image).rectangle((16, 16, 47, 47), fill=(30, 60, 220))
+buffer = io.BytesIO()
+image.save(buffer, format="PNG")
+boto3.client("s3").put_object(
+    Bucket="diffleet-uploads", Key="examples/blue-square.png", Body=buffer.getvalue()
+)
+PY
+
+for manifest in txt2img img2img; do
+  log "kubectl apply -f manifests/examples/$manifest.yaml"
+  kubectl apply -n "$namespace" -f "$ROOT/manifests/examples/$manifest.yaml"
+done
+for job in "${jobs[@]}"; do
+  kubectl wait "generationjob/$job" -n "$namespace" --timeout=300s \
+    --for=jsonpath='{.status.phase}'=Succeeded >/dev/null ||
+    die "job $job did not succeed: $(kubectl get generationjob "$job" -n "$namespace" -o jsonpath='{.status}')"
+done
+kubectl get generationjobs -n "$namespace"
+
+log "the images, and the parameters read back from each PNG:"
+"$ROOT/.venv/bin/python" "$ROOT/hack/demo_outputs.py" "$ROOT/out" "$namespace" "${jobs[@]}"
+
+log "the same door for product clients: tenant 'demo' (namespace $namespace), an API key, one POST"
+admin="$ROOT/.venv/bin/diffleet-admin"
+"$admin" tenants list | grep -q "^demo[[:space:]]" ||
+  "$admin" tenants create demo --namespace "$namespace" --tier pro --credits 100
+DIFFLEET_API_KEY="$("$admin" keys create demo --name demo 2>/dev/null)" \
+  "$ROOT/.venv/bin/python" "$ROOT/hack/demo_api.py" "$ROOT/out" green-triangle
+kubectl get generationjob green-triangle -n "$namespace"
 log "done; 'eval \"\$(make -s env)\"' points your shell at the stack, 'make down' stops it"
