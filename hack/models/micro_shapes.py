@@ -234,8 +234,13 @@ def schedule(plan: Plan) -> dict[str, Any]:
 
 
 def scheduler(plan: Plan) -> Any:
-    """The scheduler shipped in the folder (jobs name their own sampler)."""
-    return EulerDiscreteScheduler(**schedule(plan), timestep_spacing="leading")
+    """The scheduler shipped in the folder. Jobs name their own sampler, built from this
+    config: it says not to clip the predicted latents to [-1, 1] (DDIM's default), as
+    Stable Diffusion's configs do, since these latents reach about 1.8."""
+    return EulerDiscreteScheduler.from_config(
+        schedule(plan)
+        | {"timestep_spacing": "leading", "clip_sample": False, "set_alpha_to_one": False}
+    )
 
 
 @dataclass(frozen=True)
