@@ -17,7 +17,6 @@ Writes bench/results/worker.md. Run: `make bench-worker` (needs `make up-infra`)
 
 import argparse
 import asyncio
-import hashlib
 import os
 import statistics
 import tempfile
@@ -37,7 +36,6 @@ from diffleet_core.messages import RESULT_EVENT, DispatchedJob, JobRef, JobSucce
 from diffleet_core.queues import Topology
 from diffleet_core.resources.generation_job import GenerationJobSpec
 from diffleet_core.settings import get_settings
-from diffleet_core.storage import manifest_digest
 from diffleet_worker.config import WorkerSettings
 from diffleet_worker.device import DevicePolicy, configure_torch
 from diffleet_worker.diffusers_runner import DiffusersRunner
@@ -45,6 +43,8 @@ from diffleet_worker.pipelines.common import generators
 from diffleet_worker.samplers import scheduler_for
 from diffleet_worker.service import WorkerService
 from hack.models.provision import local_model
+from hack.models.registry import describe, s3_client
+from hack.models.registry import upload as upload_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "worker.md"
@@ -52,25 +52,20 @@ PROMPT = "a red circle"
 
 
 def upload(folder: Path) -> ModelRef:
-    """Uploads a diffusers folder to the models bucket; its ModelRef."""
-    s3 = boto3.client("s3")
-    files = {
-        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
-    digest = manifest_digest(files)
-    prefix = f"bench/bench-sd15/{digest[:12]}"
-    for name in files:
-        s3.upload_file(str(folder / name), get_settings().buckets.models, f"{prefix}/{name}")
+    """Uploads a diffusers folder to the models bucket, as `make models` does; its ModelRef."""
+    artifact = describe(folder)
+    bucket = get_settings().buckets.models
+    source = upload_artifact(
+        artifact, bucket, f"bench/bench-sd15/{artifact.digest[:12]}/", s3_client()
+    )
     return ModelRef(
         namespace="bench",
         name="bench-sd15",
-        source=f"s3://{get_settings().buckets.models}/{prefix}",
+        source=source,
         format="diffusers",
         type="checkpoint",
         base_model="sd15",
-        digest=digest,
+        digest=artifact.digest,
     )
 
 

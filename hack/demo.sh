@@ -42,13 +42,13 @@ done
 kubectl get generationjobs -n "$namespace"
 
 log "the images, and the parameters read back from each PNG:"
-"$ROOT/.venv/bin/python" "$ROOT/hack/demo_outputs.py" "$ROOT/out" "$namespace" "${jobs[@]}"
+(cd "$ROOT" && .venv/bin/python -m hack.demo_outputs out "$namespace" "${jobs[@]}")
 
 log "the same door for product clients: tenant 'demo' (namespace $namespace), an API key, one POST"
 admin="$ROOT/.venv/bin/diffleet-admin"
 "$admin" tenants list | grep -q "^demo[[:space:]]" ||
   "$admin" tenants create demo --namespace "$namespace" --tier pro --credits 100
-DIFFLEET_API_KEY="$("$admin" keys create demo --name demo 2>/dev/null)" \
-  "$ROOT/.venv/bin/python" "$ROOT/hack/demo_api.py" "$ROOT/out" green-triangle
+api_key="$("$admin" keys create demo --name demo 2>/dev/null)"
+(cd "$ROOT" && DIFFLEET_API_KEY="$api_key" .venv/bin/python -m hack.demo_api out green-triangle)
 kubectl get generationjob green-triangle -n "$namespace"
 log "done; 'eval \"\$(make -s env)\"' points your shell at the stack, 'make down' stops it"

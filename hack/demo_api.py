@@ -2,17 +2,17 @@
 POSTs the spec, polls the job until it finishes, downloads its images from the
 presigned URLs into OUT_DIR and prints their paths and parameters.
 
-    DIFFLEET_API_URL=... DIFFLEET_API_KEY=dfl_... python hack/demo_api.py OUT_DIR NAME
+    DIFFLEET_API_URL=... DIFFLEET_API_KEY=dfl_... python -m hack.demo_api OUT_DIR NAME
 """
 
-import io
 import os
 import sys
 import time
 from pathlib import Path
 
 import httpx
-from PIL import Image
+
+from hack.demo_outputs import save_and_show
 
 SPEC = {
     "model": "micro-shapes",
@@ -45,12 +45,7 @@ def main(out_dir: Path, name: str) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         for index, item in enumerate(outputs.json()["items"]):
             png = httpx.get(item["url"], timeout=30).content
-            path = out_dir / f"{name}-{index}.png"
-            path.write_bytes(png)
-            with Image.open(io.BytesIO(png)) as image:
-                print(f"{path}  ({image.width}x{image.height}, from a presigned URL)")
-                parameters = str(image.info.get("parameters", "(no parameters chunk)"))
-            print("  " + parameters.replace("\n", "\n  "))
+            save_and_show(out_dir / f"{name}-{index}.png", png, ", from a presigned URL")
 
 
 if __name__ == "__main__":
