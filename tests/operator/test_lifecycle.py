@@ -81,7 +81,8 @@ def test_finished_job_is_deleted_after_its_ttl(
     platform.operator()
     platform.worker("w1")
     register_model(kubectl, namespace, "m")
-    apply_job(kubectl, namespace, "short-lived", model="m", ttlSecondsAfterFinished=1)
+    # Long enough for the poll below to see Succeeded before the deletion on a busy machine.
+    apply_job(kubectl, namespace, "short-lived", model="m", ttlSecondsAfterFinished=5)
     done = wait_for_phase(kubectl, namespace, "short-lived", "Succeeded")
     assert done["completedAt"]
 
