@@ -180,7 +180,9 @@ start_kube_apiserver() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$CERT_DIR/sa.pub" --service-account-signing-key-file "$CERT_DIR/sa.key" \
     --service-cluster-ip-range 10.96.0.0/16 \
-    --authorization-mode RBAC --allow-privileged
+    --authorization-mode RBAC --allow-privileged \
+    --feature-gates MutatingAdmissionPolicy=true \
+    --runtime-config admissionregistration.k8s.io/v1beta1=true
 }
 apiserver_ready() { kubectl_admin get --raw /readyz; }
 
@@ -268,6 +270,7 @@ apply_cluster_objects() {
   kubectl_admin create namespace diffleet-system --dry-run=client -o yaml | kubectl_admin apply -f - >/dev/null
   kubectl_admin apply -f "$ROOT/crds/" >/dev/null
   kubectl_admin wait --for condition=Established --timeout=60s -f "$ROOT/crds/" >/dev/null
+  kubectl_admin apply -f "$ROOT/manifests/admission/" >/dev/null
 }
 
 # ---------------------------------------------------------------- RabbitMQ

@@ -12,6 +12,7 @@ import pytest
 from diffleet_core.resources.conditions import ConditionStatus, Reason
 from diffleet_core.resources.generation_job import GenerationJobStatus, JobPhase, Tier
 from diffleet_operator import status
+from diffleet_operator.held import Admission
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
@@ -130,6 +131,29 @@ def test_queued_clears_the_placement_of_an_earlier_attempt(clock: Clock) -> None
     requeued = after(current, patch)
     assert (requeued.pool, requeued.node, requeued.worker) == (None, None, None)
     assert condition(requeued, status.ADMITTED)["status"] == "True"
+
+
+def test_admitted_and_scheduled_is_queued_then_scheduled_in_one_patch(clock: Clock) -> None:
+    admitted_at = T0 - timedelta(seconds=2)
+    admission = Admission("uid-1", 1, Tier.PRO, "diffleet.jobs.pro", 7, admitted_at)
+    current = GenerationJobStatus()
+    patch = status.admitted_and_scheduled(
+        current, 1, admission, pool="t4", node="node-1", worker="gpu-0"
+    )
+    combined = after(current, patch)
+    assert combined.phase is JobPhase.SCHEDULED
+    assert (combined.tier, combined.queue, combined.seed, combined.attempts) == (
+        Tier.PRO,
+        "diffleet.jobs.pro",
+        7,
+        1,
+    )
+    assert (combined.pool, combined.node, combined.worker) == ("t4", "node-1", "gpu-0")
+    assert patch["queuedAt"] == "2025-01-01T11:59:58Z"
+    assert patch["scheduledAt"] == "2025-01-01T12:00:00Z"
+    assert combined.reason == Reason.DISPATCHED
+    assert condition(combined, status.ADMITTED)["status"] == "True"
+    assert condition(combined, status.SCHEDULED)["status"] == "True"
 
 
 @pytest.mark.parametrize(

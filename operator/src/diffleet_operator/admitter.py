@@ -1,23 +1,30 @@
-"""Admission of Pending jobs: publish to the tier queue with confirm, then write Queued.
+"""Admission of Pending jobs: publish to the tier queue with confirm, then hold Queued.
 
 It runs from the GenerationJob watch (`handlers.generation_jobs.track`) rather than
-from a kopf creation handler, so kopf writes nothing on a job but its finalizer: no
-diff-base or progress annotations, one write and one watch event fewer per job. A job
-that cannot be admitted yet (its models are not Ready) or whose admission failed is
-tried again by the housekeeping sweep every `RETRY_SECONDS`, and at once when a
-ModelCache changes.
+from a kopf creation handler, so kopf writes nothing on a job but (where the admission
+policy of manifests/admission/ is not installed) its finalizer: no diff-base or progress
+annotations, one write and one watch event fewer per job. The Queued status is held
+(diffleet_operator.held) and written here only for a job that has to wait; one that is
+dispatched at once gets it with Scheduled. A job that cannot be admitted yet (its models
+are not Ready) or whose admission failed is tried again by the housekeeping sweep every
+`RETRY_SECONDS`, and at once when a ModelCache changes.
 """
 
+import asyncio
+import dataclasses
 import logging
 import math
 import time
 
+import aiohttp
 import kopf
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import JobPhase
 from diffleet_operator import lifecycle, metrics, status
 from diffleet_operator.admission import NotReady, choose_seed, effective_tier, resolve_model
+from diffleet_operator.held import Admission
 from diffleet_operator.jobs import TrackedJob
 from diffleet_operator.logs import about_job
 from diffleet_operator.runtime import Runtime
@@ -27,6 +34,8 @@ logger = logging.getLogger(__name__)
 # A job waiting for its models (or after a failed admission) is tried again this often.
 RETRY_SECONDS = 2.0
 IN_FLIGHT = math.inf
+# Queued status writes of waiting jobs in flight at once.
+WRITES_IN_FLIGHT = 16
 
 
 class Admitter:
@@ -35,8 +44,10 @@ class Admitter:
         # uid -> when to try its admission again (IN_FLIGHT while trying), for jobs that
         # were tried and are not admitted yet.
         self._due: dict[str, float] = {}
-        # Admitted, but the watch has not yet shown them Queued.
+        # Admitted, but the watch has not yet shown them Queued (or later).
         self._admitted: set[str] = set()
+        self._writers = asyncio.Semaphore(WRITES_IN_FLIGHT)
+        self._writing: set[asyncio.Task[None]] = set()
 
     @staticmethod
     def of(memo: kopf.Memo) -> "Admitter":
@@ -77,6 +88,19 @@ class Admitter:
         self._due.pop(uid, None)
         self._admitted.discard(uid)
 
+    def show_queued(self, admissions: list[Admission]) -> None:
+        """These admitted jobs wait (their admissions claimed from the held ones): writes
+        their Queued status in the background, a bounded number at a time."""
+        for admission in admissions:
+            task = asyncio.create_task(self._write_queued(admission))
+            self._writing.add(task)
+            task.add_done_callback(self._writing.discard)
+
+    def show_overdue(self) -> None:
+        """Writes Queued for jobs held longer than `queued_status_delay_seconds`."""
+        delay = self.rt.operator.queued_status_delay_seconds
+        self.show_queued(self.rt.held.claim_older_than(delay))
+
     async def _try(self, job: TrackedJob) -> None:
         self._due[job.uid] = IN_FLIGHT
         try:
@@ -95,7 +119,7 @@ class Admitter:
             self._due[job.uid] = time.monotonic() + RETRY_SECONDS
 
     async def _admit(self, job: TrackedJob) -> bool:
-        """True once published and Queued; False while its models are not Ready."""
+        """True once published (Queued held); False while its models are not Ready."""
         rt = self.rt
         system = rt.settings.system_namespace
         names = [job.spec.model, *(lora.model for lora in job.spec.loras or [])]
@@ -112,15 +136,45 @@ class Admitter:
         await rt.broker.publish_to_queue(
             queue, lifecycle.admitted_message(job, tier, 1), lifecycle.message_id(job, 1)
         )
-        patch = status.queued(
-            job.status, job.generation, tier=tier, queue=queue, seed=seed, attempt=1
-        )
-        await rt.kube.patch_job_status(job.namespace, job.name, patch)
-        metrics.TRANSITIONS.labels(JobPhase.QUEUED).inc()
+        rt.held.hold(Admission(job.uid, 1, tier, queue, seed, status.now()))
         metrics.ADMISSION_SECONDS.observe((status.now() - job.created).total_seconds())
-        message = f"queued in {queue} (tier {tier})"
-        rt.kube.post_event(job.body, reason=Reason.ADMITTED, message=message)
         return True
+
+    async def _write_queued(self, admission: Admission) -> None:
+        rt = self.rt
+        async with self._writers:
+            job = rt.jobs.get(admission.uid)
+            if job is None or not self.wants(job):
+                return  # deleted, cancelled or already past Pending
+            patch = status.queued(
+                job.status,
+                job.generation,
+                tier=admission.tier,
+                queue=admission.queue,
+                seed=admission.seed,
+                attempt=admission.attempt,
+                queued_at=admission.queued_at,
+            )
+            try:
+                await rt.kube.patch_job_status(job.namespace, job.name, patch)
+            except ApiException as error:
+                if error.status != 404:  # 404: deleted meanwhile
+                    self._hold_again(job, admission, str(error.reason))
+                return
+            except (aiohttp.ClientError, TimeoutError) as error:
+                self._hold_again(job, admission, repr(error))
+                return
+        metrics.TRANSITIONS.labels(JobPhase.QUEUED).inc()
+        rt.kube.post_event(job.body, reason=Reason.ADMITTED, message=admission.summary)
+
+    def _hold_again(self, job: TrackedJob, admission: Admission, why: str) -> None:
+        """The Queued write failed: held again, it is written (or dispatched) later."""
+        logger.warning(
+            "Queued not written (%s); held again",
+            why,
+            extra=about_job(job.namespace, job.name, job.uid),
+        )
+        self.rt.held.hold(dataclasses.replace(admission, held_since=time.monotonic()))
 
     async def _wait_in_pending(self, job: TrackedJob, missing: NotReady) -> None:
         """Pending with the reason, written only when it changes."""

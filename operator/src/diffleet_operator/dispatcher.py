@@ -8,9 +8,15 @@ loses nothing and queue depth keeps meaning "waiting work". A cycle:
 2. for each buffered job in that order, drop it if stale (cancelled, finished, deleted,
    an older attempt, already dispatched) and place it on a snapshot of the fleet;
 3. dispatch the first job that places: publish to the worker's queue with confirm,
-   assume the slot, patch status Scheduled, then acknowledge the admission message.
+   assume the slot, patch status Scheduled (with Queued, when its admission was still
+   held: diffleet_operator.held), then acknowledge the admission message.
 
-A job that places nowhere stays buffered (and in its queue) until the fleet changes.
+A job that places nowhere stays buffered (and in its queue) until the fleet changes; its
+held admission, if any, is written as Queued then.
+
+A job that an earlier operator may have dispatched before it died (its message was
+redelivered, or the job is older than this process) is first looked for on the workers'
+Leases, and adopted where it already runs, so a restart never runs a job twice at once.
 """
 
 import asyncio
@@ -31,8 +37,10 @@ from diffleet_core.resources.generation_job import GpuClass, JobPhase, Tier
 from diffleet_core.resources.model_cache import Pool
 from diffleet_operator import metrics, status
 from diffleet_operator.admission import NotReady, ResolvedModel, resolve_model
+from diffleet_operator.admitter import Admitter
 from diffleet_operator.credits import TierCredits
 from diffleet_operator.fleet import WorkerView
+from diffleet_operator.held import Admission
 from diffleet_operator.jobs import TrackedJob, behind
 from diffleet_operator.logs import about_job
 from diffleet_operator.placement import Decision, Requirements, place
@@ -60,6 +68,14 @@ class Verdict(Enum):
 
 
 @dataclass(frozen=True)
+class Judgement:
+    verdict: Verdict
+    job: TrackedJob | None = None
+    # The job's held admission, claimed: whoever dispatches the job writes it.
+    admission: Admission | None = None
+
+
+@dataclass(frozen=True)
 class JobModels:
     model: ResolvedModel
     loras: list[ResolvedModel]
@@ -67,8 +83,9 @@ class JobModels:
 
 
 class Dispatcher:
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, admitter: Admitter) -> None:
         self.rt = rt
+        self.admitter = admitter
         self.buffers: dict[Tier, list[Buffered]] = {tier: [] for tier in Tier}
         self.credits = TierCredits(rt.operator.tier_weights)
         self.wake = asyncio.Event()
@@ -76,6 +93,7 @@ class Dispatcher:
         self._scheduling: dict[str, asyncio.Event] = {}
         self._declared: set[str] = set()
         self._started = time.monotonic()
+        self._started_at = status.now()
         self._writers = asyncio.Semaphore(WRITES_IN_FLIGHT)
         self._writing: set[asyncio.Task[None]] = set()
 
@@ -123,64 +141,89 @@ class Dispatcher:
             return False
         fleet = self.rt.fleet.snapshot()
         if not any(worker.free_slots for worker in fleet):
-            return False  # nothing can place; the fleet's next change wakes the loop
+            # Nothing can place: every admitted job waits, so it shows Queued. The
+            # fleet's next change wakes the loop.
+            self.admitter.show_queued(self.rt.held.claim_all())
+            return False
         progressed = False
         for tier in self.credits.order(waiting):
             for entry in list(self.buffers[tier]):
-                verdict, job = await self._judge(entry)
-                if verdict is Verdict.STALE:
+                judged = await self._judge(entry)
+                job, admission = judged.job, judged.admission
+                if judged.verdict is Verdict.STALE:
                     self.buffers[tier].remove(entry)
                     await entry.message.ack()
                     progressed = True
                     continue
-                if verdict is Verdict.DEFER or job is None:
+                if judged.verdict is Verdict.DEFER or job is None:
                     continue
-                if entry.message.redelivered:
-                    adopted = await self._adopt_if_running(entry, job, fleet)
+                if self._maybe_dispatched_before(entry, job):
+                    adopted = await self._adopt_if_running(entry, job, fleet, admission)
                     if adopted is None:
+                        self._hold_again(admission)
                         continue
                     if adopted:
                         self.buffers[tier].remove(entry)
                         return True
                 models = self._models(job)
-                if models is None:
-                    continue
-                decision = place(self._requirements(job, tier, models), fleet)
-                if decision.worker is None:
+                decision = (
+                    None if models is None else place(self._requirements(job, tier, models), fleet)
+                )
+                if models is None or decision is None or decision.worker is None:
+                    if admission is not None:
+                        self.admitter.show_queued([admission])  # it waits
                     continue
                 self.buffers[tier].remove(entry)
-                await self._dispatch(entry, job, models, decision.worker, decision)
+                await self._dispatch(entry, job, models, decision.worker, decision, admission)
                 self.credits.spend(tier)
                 return True
         return progressed
 
-    async def _judge(self, entry: Buffered) -> tuple[Verdict, TrackedJob | None]:
+    def _hold_again(self, admission: Admission | None) -> None:
+        if admission is not None:
+            self.rt.held.hold(admission)
+
+    def _maybe_dispatched_before(self, entry: Buffered, job: TrackedJob) -> bool:
+        """An earlier operator may have dispatched this job: its message was delivered
+        before, or the job was created before this process started (admitted again)."""
+        return bool(entry.message.redelivered) or job.created < self._started_at
+
+    async def _judge(self, entry: Buffered) -> Judgement:
         ref = entry.admitted.job
         job = self.rt.jobs.get(ref.uid)
+        held = self.rt.held.holds(ref.uid, ref.attempt)
         caught_up = status.now() - entry.admitted.admitted_at > CATCH_UP
-        if job is None or (caught_up and behind(job, ref.attempt)):
+        if job is None or (caught_up and not held and behind(job, ref.attempt)):
             body = await self.rt.kube.get_job(ref.namespace, ref.name)
             if body is None or body["metadata"]["uid"] != ref.uid:
-                return Verdict.STALE, None
+                return Judgement(Verdict.STALE)
             job = self.rt.jobs.observe(body)
-            if behind(job, ref.attempt):
-                return Verdict.STALE, None
+            held = self.rt.held.holds(ref.uid, ref.attempt)
+            if not held and behind(job, ref.attempt):
+                return Judgement(Verdict.STALE)
         if not job.active or self.dispatched.get(ref.uid, 0) >= ref.attempt:
-            return Verdict.STALE, None
+            return Judgement(Verdict.STALE)
         if ref.attempt < job.status.attempts:
-            return Verdict.STALE, None
+            return Judgement(Verdict.STALE)
+        if held:
+            # Pending on the API server, Queued here: this attempt's admission is held.
+            return Judgement(Verdict.DISPATCH, job, self.rt.held.claim(ref.uid, ref.attempt))
         if behind(job, ref.attempt):
-            return Verdict.DEFER, job
+            return Judgement(Verdict.DEFER, job)
         if job.phase is not JobPhase.QUEUED:
-            return Verdict.STALE, None
-        return Verdict.DISPATCH, job
+            return Judgement(Verdict.STALE)
+        return Judgement(Verdict.DISPATCH, job)
 
     async def _adopt_if_running(
-        self, entry: Buffered, job: TrackedJob, fleet: list[WorkerView]
+        self,
+        entry: Buffered,
+        job: TrackedJob,
+        fleet: list[WorkerView],
+        admission: Admission | None,
     ) -> bool | None:
-        """A redelivered message may have been dispatched by a predecessor that died before
-        writing Scheduled. If a worker already runs the job, adopt it there (True); if the
-        fleet is not yet fully known after a restart, wait (None); else dispatch (False)."""
+        """A predecessor may have dispatched the job and died before writing Scheduled.
+        If a worker already runs the job, adopt it there (True); if the fleet is not yet
+        fully known after a restart, wait (None); else dispatch (False)."""
         if time.monotonic() - self._started < self.rt.operator.leader_lease_seconds:
             return None
         holder = next((w for w in fleet if job.uid in w.inventory.jobs_in_flight), None)
@@ -189,7 +232,7 @@ class Dispatcher:
         self.dispatched[job.uid] = entry.admitted.job.attempt
         done = self._scheduling[job.uid] = asyncio.Event()
         await self._writers.acquire()
-        await self._record_scheduled(entry, job, holder, done)
+        await self._record_scheduled(entry, job, holder, done, admission)
         logger.info(
             "adopted: already running on %s",
             holder.worker_id,
@@ -230,6 +273,7 @@ class Dispatcher:
         models: JobModels,
         worker: WorkerView,
         decision: Decision,
+        admission: Admission | None,
     ) -> None:
         rt = self.rt
         ref = entry.admitted.job
@@ -246,6 +290,7 @@ class Dispatcher:
         queue = rt.broker.topology.worker_queue(worker.worker_id)
         done = self._scheduling[ref.uid] = asyncio.Event()
         if not await self._publish(entry, order, queue, worker):
+            self._hold_again(admission)
             self._settle(ref.uid, done)
             return
         rt.fleet.assume(worker.worker_id, ref.uid)
@@ -254,7 +299,7 @@ class Dispatcher:
         # The status write runs beside the loop (bounded), so the next placement need not
         # wait for the API server; a worker's "started" waits for it (`scheduled`).
         await self._writers.acquire()
-        task = asyncio.create_task(self._record_scheduled(entry, job, worker, done))
+        task = asyncio.create_task(self._record_scheduled(entry, job, worker, done, admission))
         self._writing.add(task)
         task.add_done_callback(self._writing.discard)
 
@@ -285,20 +330,27 @@ class Dispatcher:
         self._scheduling.pop(uid, None)
 
     async def _record_scheduled(
-        self, entry: Buffered, job: TrackedJob, worker: WorkerView, done: asyncio.Event
+        self,
+        entry: Buffered,
+        job: TrackedJob,
+        worker: WorkerView,
+        done: asyncio.Event,
+        admission: Admission | None,
     ) -> None:
-        """Writes Scheduled on the job, then acks its admission. Should the write fail,
-        the worker has the job anyway and its "started" report sets the status."""
+        """Writes Scheduled on the job (and Queued, from its held admission), then acks
+        its admission message. Should the write fail, the worker has the job anyway and
+        its "started" report sets the status."""
         inventory = worker.inventory
-        patch = status.scheduled(
-            job.status,
-            job.generation,
-            pool=inventory.pool,
-            node=inventory.node,
-            worker=inventory.worker_id,
-        )
+        where = {"pool": inventory.pool, "node": inventory.node, "worker": inventory.worker_id}
+        if admission is None:
+            patch = status.scheduled(job.status, job.generation, **where)
+        else:
+            patch = status.admitted_and_scheduled(job.status, job.generation, admission, **where)
         try:
             await self.rt.kube.patch_job_status(job.namespace, job.name, patch)
+            if admission is not None:
+                metrics.TRANSITIONS.labels(JobPhase.QUEUED).inc()
+                self.rt.kube.post_event(job.body, reason=Reason.ADMITTED, message=admission.summary)
             metrics.TRANSITIONS.labels(JobPhase.SCHEDULED).inc()
             metrics.DISPATCH_SECONDS.observe((status.now() - job.created).total_seconds())
             self.rt.kube.post_event(job.body, reason=Reason.DISPATCHED, message=patch["message"])

@@ -70,6 +70,13 @@ class FleetInventory:
         if worker := self._workers.get(worker_id):
             worker.assumed.add(uid)
 
+    def holder(self, uid: str) -> str | None:
+        """The worker that runs the job or was just given it, if any."""
+        for worker in self._workers.values():
+            if uid in worker.assumed or uid in worker.inventory.jobs_in_flight:
+                return worker.inventory.worker_id
+        return None
+
     def forget(self, uid: str) -> None:
         """The job ended or was requeued: it no longer takes a slot anywhere."""
         for worker in self._workers.values():

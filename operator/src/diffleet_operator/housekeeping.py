@@ -1,4 +1,5 @@
-"""The periodic sweep: lost workers, timeouts, TTLs and the queue-depth gauge.
+"""The periodic sweep: lost workers, overdue Queued writes, timeouts, TTLs and the
+queue-depth gauge.
 
 It reads the watch-fed caches, so a restarted operator resumes every duty as soon as
 its watches have listed the Leases and GenerationJobs.
@@ -46,6 +47,7 @@ class Housekeeping:
     async def sweep(self) -> None:
         await self.recover_lost_workers()
         await self.admitter.retry_waiting()
+        self.admitter.show_overdue()
         overdue = time.monotonic() - CANCEL_OVERDUE_SECONDS
         for job in self.rt.jobs.all():
             if lifecycle.cancel_requested(job) and job.seen_at < overdue:

@@ -82,7 +82,10 @@ async def stop(rt: Runtime, job: TrackedJob, phase: JobPhase, reason: Reason, me
     Its queued messages become stale (the status no longer says Queued), so it never
     runs afterwards.
     """
-    if job.status.worker and job.phase in (JobPhase.SCHEDULED, JobPhase.RUNNING):
+    # A job just dispatched runs on its worker before the watch shows it Scheduled.
+    on_worker = job.phase in (JobPhase.SCHEDULED, JobPhase.RUNNING)
+    worker = job.status.worker if on_worker else rt.fleet.holder(job.uid)
+    if worker:
         order = CancelJob(
             job=JobRef(
                 uid=job.uid,
@@ -92,14 +95,13 @@ async def stop(rt: Runtime, job: TrackedJob, phase: JobPhase, reason: Reason, me
             ),
             reason=reason,
         )
-        await rt.broker.publish_to_exchange(
-            rt.broker.topology.control_exchange, job.status.worker, order
-        )
+        await rt.broker.publish_to_exchange(rt.broker.topology.control_exchange, worker, order)
     await finish(rt, job, phase, reason, message)
 
 
 async def finish(rt: Runtime, job: TrackedJob, phase: JobPhase, reason: str, message: str) -> None:
     """Ends the job as Failed or Cancelled with its reason, and frees its worker slot."""
+    rt.held.drop(job.uid)
     rt.fleet.forget(job.uid)
     patch = status.finished_unsuccessfully(
         job.status, job.generation, phase=phase, reason=reason, message=message

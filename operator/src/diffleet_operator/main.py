@@ -10,6 +10,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from diffleet_core.broker import Broker
+from diffleet_core.resources import generation_job
 from diffleet_core.settings import get_settings
 from diffleet_operator import handlers
 from diffleet_operator.admitter import Admitter
@@ -32,7 +33,7 @@ logger = logging.getLogger("diffleet_operator")
 def configure(settings: kopf.OperatorSettings, **_: object) -> None:
     """kopf's settings: diffleet's own annotation and finalizer names (and no diff base on
     GenerationJobs, diffleet_operator.persistence), bounded timeouts."""
-    settings.persistence.finalizer = "diffleet.io/operator"
+    settings.persistence.finalizer = generation_job.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = DiffBaseStorage()
     settings.posting.level = logging.INFO
@@ -46,10 +47,11 @@ async def start_loops(memo: kopf.Memo, **_: object) -> None:
     """Starts the dispatch, result and housekeeping loops inside kopf's context (so they
     can post Kubernetes Events); kopf's cleanup stops them."""
     rt = Runtime.of(memo)
-    dispatcher = Dispatcher(rt)
+    admitter = Admitter.of(memo)
+    dispatcher = Dispatcher(rt, admitter)
     await dispatcher.start()
     await Results(rt, dispatcher).start()
-    housekeeping = Housekeeping(rt, dispatcher, Admitter.of(memo))
+    housekeeping = Housekeeping(rt, dispatcher, admitter)
     memo["loops"] = [
         asyncio.create_task(dispatcher.run(), name="dispatch"),
         asyncio.create_task(housekeeping.run(), name="housekeeping"),

@@ -72,14 +72,18 @@ class Results:
         await message.ack()
 
     async def apply(self, event: JobStarted | JobSucceeded | JobFailed) -> None:
+        if isinstance(event, JobStarted):
+            await self.dispatcher.scheduled(event.job.uid)
         # A final report rewrites the conditions list: it is computed from a fresh read.
         job = await self._current(event.job, fresh=not isinstance(event, JobStarted))
         if job is None:
             return
         if isinstance(event, JobStarted):
-            await self.dispatcher.scheduled(job.uid)
-            if job.phase in (JobPhase.QUEUED, JobPhase.SCHEDULED):
-                patch = status.running(event.at) | {"worker": event.worker}
+            if job.phase in (JobPhase.PENDING, JobPhase.QUEUED, JobPhase.SCHEDULED):
+                patch = status.running(event.at) | {
+                    "worker": event.worker,
+                    "attempts": event.job.attempt,
+                }
                 await self.rt.kube.patch_job_status(job.namespace, job.name, patch)
                 metrics.TRANSITIONS.labels(JobPhase.RUNNING).inc()
                 self.rt.kube.post_event(
@@ -140,11 +144,20 @@ class Results:
     async def _current(self, ref: JobRef, *, fresh: bool) -> TrackedJob | None:
         """The job if this report is about its current, unfinished attempt."""
         job = self.rt.jobs.get(ref.uid)
-        if fresh or job is None or job.status.attempts < ref.attempt:
+        # Dispatched by this process: the watch may not show it Scheduled yet.
+        ours = self.dispatcher.dispatched.get(ref.uid) == ref.attempt
+        if fresh or job is None or (job.status.attempts < ref.attempt and not ours):
             body = await self.rt.kube.get_job(ref.namespace, ref.name)
             if body is None or body["metadata"]["uid"] != ref.uid:
                 return None
             job = self.rt.jobs.observe(body)
-        if job.status.attempts != ref.attempt or job.phase.finished:
+        if job.phase.finished or not (ours or _about_current_attempt(job, ref.attempt)):
             return None
         return job
+
+
+def _about_current_attempt(job: TrackedJob, attempt: int) -> bool:
+    """A report is about the job's current attempt; a first attempt's report may come
+    before any status says so: an operator that died between dispatching the job and
+    writing Queued and Scheduled together (diffleet_operator.held) left it Pending."""
+    return job.status.attempts == attempt or (attempt == 1 and job.status.attempts == 0)

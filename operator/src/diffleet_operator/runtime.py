@@ -1,6 +1,6 @@
 """Everything the operator's handlers and loops share, built once at start-up."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import kopf
 
@@ -8,6 +8,7 @@ from diffleet_core.broker import Broker
 from diffleet_core.settings import Settings
 from diffleet_operator.config import OperatorSettings
 from diffleet_operator.fleet import FleetInventory
+from diffleet_operator.held import HeldAdmissions
 from diffleet_operator.jobs import JobCache
 from diffleet_operator.kube import Kube
 from diffleet_operator.model_index import ModelIndex
@@ -22,6 +23,7 @@ class Runtime:
     fleet: FleetInventory
     jobs: JobCache
     models: ModelIndex
+    held: HeldAdmissions = field(default_factory=HeldAdmissions)
 
     @staticmethod
     def of(memo: kopf.Memo) -> "Runtime":

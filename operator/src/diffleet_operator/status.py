@@ -9,6 +9,7 @@ from typing import Any
 
 from diffleet_core.resources.conditions import Condition, ConditionStatus, Reason
 from diffleet_core.resources.generation_job import GenerationJobStatus, JobOutput, JobPhase, Tier
+from diffleet_operator.held import Admission
 
 # Condition types of a GenerationJob.
 MODEL_READY = "ModelReady"
@@ -74,6 +75,7 @@ def queued(
     queue: str,
     seed: int,
     attempt: int,
+    queued_at: datetime | None = None,
     reason: str = Reason.ADMITTED,
     message: str = "",
 ) -> dict[str, Any]:
@@ -83,7 +85,7 @@ def queued(
         "queue": queue,
         "seed": seed,
         "attempts": attempt,
-        "queuedAt": timestamp(now()),
+        "queuedAt": timestamp(queued_at or now()),
         "pool": None,
         "node": None,
         "worker": None,
@@ -113,6 +115,31 @@ def scheduled(
             status, generation, SCHEDULED, ConditionStatus.TRUE, Reason.DISPATCHED, message
         ),
     }
+
+
+def admitted_and_scheduled(
+    status: GenerationJobStatus,
+    generation: int | None,
+    admission: Admission,
+    *,
+    pool: str,
+    node: str,
+    worker: str,
+) -> dict[str, Any]:
+    """Queued and Scheduled in one patch, for a job dispatched while its admission was
+    held (diffleet_operator.held): both conditions, Scheduled's phase and message."""
+    first = queued(
+        status,
+        generation,
+        tier=admission.tier,
+        queue=admission.queue,
+        seed=admission.seed,
+        attempt=admission.attempt,
+        queued_at=admission.queued_at,
+    )
+    conditions = [Condition.model_validate(c) for c in first["conditions"]]
+    admitted = status.model_copy(update={"conditions": conditions})
+    return first | scheduled(admitted, generation, pool=pool, node=node, worker=worker)
 
 
 def running(started_at: datetime) -> dict[str, Any]:

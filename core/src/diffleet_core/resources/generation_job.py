@@ -16,6 +16,10 @@ from diffleet_core.resources.conditions import Condition
 
 KIND = "GenerationJob"
 PLURAL = "generationjobs"
+# The operator's finalizer: deleting a job cancels it first. The admission policy in
+# manifests/admission/ puts it on at creation; the operator adds it where that policy is
+# not installed.
+FINALIZER = "diffleet.io/operator"
 
 S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
