@@ -50,12 +50,15 @@ def test_job_runs_from_pending_to_succeeded(
         data = s3.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
         assert hashlib.sha256(data).hexdigest() == output["sha256"]
 
-    reasons = {
-        event["reason"]
+    events = {
+        event["reason"]: event["message"]
         for event in kubectl.json("get", "events", "-n", namespace)["items"]
         if event["involvedObject"]["name"] == "lighthouse"
     }
-    assert reasons >= {"Admitted", "Dispatched", "Started", "Succeeded"}
+    assert set(events) >= {"Dispatched", "Started", "Succeeded"}
+    # Dispatched at once: one write and one Event for Queued and Scheduled together.
+    assert events["Dispatched"].startswith(f"queued in {status['queue']} (tier free), ")
+    assert "dispatched to worker w1" in events["Dispatched"]
 
 
 def test_seed_given_is_kept_and_tier_follows_namespace(

@@ -1,10 +1,11 @@
 """FleetInventory: the one owner of the fleet's state, fed by worker Leases.
 
-The scheduler reads `snapshot()` copies; a dispatch is assumed at once and forgotten when
-the job ends; workers whose Lease ran out are removed by `expired()`.
+The scheduler reads snapshots of immutable views; a dispatch is assumed at once and
+forgotten when the job ends; workers whose Lease ran out are removed by `expired()`.
 """
 
 from collections.abc import Callable, Iterable
+from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -46,7 +47,7 @@ def test_upsert_adds_then_replaces_a_worker() -> None:
     fleet.upsert(inventory("w1", pool="a100", jobs=["j1"]), T0)
     snapshot = views(fleet)
     assert sorted(snapshot) == ["w1", "w2"]
-    assert snapshot["w1"].inventory.pool == "a100"
+    assert snapshot["w1"].pool == "a100"
     assert snapshot["w1"].jobs == frozenset({"j1"})
 
 
@@ -67,9 +68,19 @@ def test_a_snapshot_does_not_see_later_changes() -> None:
     assert views(fleet)["w1"].assumed == frozenset({"j1"})
 
 
-def test_mutating_a_snapshots_inventory_does_not_change_the_fleet() -> None:
+def test_a_snapshot_cannot_be_changed() -> None:
     fleet = fleet_of(inventory("w1"))
-    fleet.snapshot()[0].inventory.jobs_in_flight.append("j1")
+    [view] = fleet.snapshot()
+    with pytest.raises(FrozenInstanceError):
+        view.pool = "h100"  # type: ignore[misc]
+    assert not hasattr(view.in_flight, "add")
+    assert not hasattr(view.hot_models, "add")
+
+
+def test_a_snapshot_shares_nothing_with_the_inventory_it_came_from() -> None:
+    leased = inventory("w1")
+    fleet = fleet_of(leased)
+    leased.jobs_in_flight.append("j1")
     assert views(fleet)["w1"].load == 0
 
 
@@ -103,7 +114,7 @@ def test_forget_removes_the_job_from_assumed_and_from_jobs_in_flight() -> None:
     fleet.forget("j1")
     fleet.forget("j3")
     snapshot = views(fleet)
-    assert snapshot["w1"].inventory.jobs_in_flight == ["j2"]
+    assert snapshot["w1"].in_flight == frozenset({"j2"})
     assert snapshot["w1"].assumed == frozenset()
     assert snapshot["w2"].assumed == frozenset()
     assert snapshot["w1"].load == 1
@@ -114,8 +125,8 @@ def test_forget_does_not_change_a_snapshot_taken_before() -> None:
     fleet = fleet_of(inventory("w1", jobs=["j1"]))
     before = fleet.snapshot()
     fleet.forget("j1")
-    assert before[0].inventory.jobs_in_flight == ["j1"]
-    assert views(fleet)["w1"].inventory.jobs_in_flight == []
+    assert before[0].in_flight == frozenset({"j1"})
+    assert views(fleet)["w1"].in_flight == frozenset()
 
 
 def test_remove_returns_the_worker_as_it_was() -> None:

@@ -38,7 +38,7 @@ def worker(
         jobs_in_flight=list(jobs),
         draining=draining,
     )
-    return WorkerView(inventory, assumed=frozenset(assumed))
+    return WorkerView.of(inventory, assumed=frozenset(assumed))
 
 
 def needs(
@@ -270,7 +270,7 @@ def test_placing_until_full_never_exceeds_concurrency() -> None:
         fleet[target.worker_id] = replace(target, assumed=target.assumed | {f"job-{number}"})
         placed.append((target.worker_id, decision.outcome))
     for view in fleet.values():
-        assert view.load <= view.inventory.concurrency
+        assert view.load <= view.concurrency
     assert placed == [
         ("a", Outcome.HOT),
         ("a", Outcome.HOT),

@@ -34,7 +34,7 @@ class OperatorSettings(BaseSettings):
     requeue_backoff_seconds: float = Field(default=1.0, ge=0, description="First requeue delay")
     requeue_backoff_max_seconds: float = Field(default=60.0, ge=0)
     queued_status_delay_seconds: float = Field(
-        default=5.0,
+        default=30.0,
         ge=0,
         description="An admitted job not yet dispatched has Queued written after this long "
         "(at once when no worker can take it); one dispatched sooner gets Queued and "

@@ -226,7 +226,7 @@ class Dispatcher:
         fully known after a restart, wait (None); else dispatch (False)."""
         if time.monotonic() - self._started < self.rt.operator.leader_lease_seconds:
             return None
-        holder = next((w for w in fleet if job.uid in w.inventory.jobs_in_flight), None)
+        holder = next((w for w in fleet if job.uid in w.in_flight), None)
         if holder is None:
             return False
         self.dispatched[job.uid] = entry.admitted.job.attempt
@@ -340,20 +340,21 @@ class Dispatcher:
         """Writes Scheduled on the job (and Queued, from its held admission), then acks
         its admission message. Should the write fail, the worker has the job anyway and
         its "started" report sets the status."""
-        inventory = worker.inventory
-        where = {"pool": inventory.pool, "node": inventory.node, "worker": inventory.worker_id}
+        where = {"pool": worker.pool, "node": worker.node, "worker": worker.worker_id}
         if admission is None:
             patch = status.scheduled(job.status, job.generation, **where)
         else:
             patch = status.admitted_and_scheduled(job.status, job.generation, admission, **where)
+        message = patch["message"]
+        if admission is not None:
+            message = f"{admission.summary}, {message}"  # one Event for both transitions
         try:
             await self.rt.kube.patch_job_status(job.namespace, job.name, patch)
             if admission is not None:
                 metrics.TRANSITIONS.labels(JobPhase.QUEUED).inc()
-                self.rt.kube.post_event(job.body, reason=Reason.ADMITTED, message=admission.summary)
             metrics.TRANSITIONS.labels(JobPhase.SCHEDULED).inc()
             metrics.DISPATCH_SECONDS.observe((status.now() - job.created).total_seconds())
-            self.rt.kube.post_event(job.body, reason=Reason.DISPATCHED, message=patch["message"])
+            self.rt.kube.post_event(job.body, reason=Reason.DISPATCHED, message=message)
         except ApiException as error:
             if error.status != 404:
                 logger.error(

@@ -1,33 +1,55 @@
 """The fleet inventory: every live worker, from the watch on their Leases.
 
-One owner (this class) holds the state; the scheduler reads a `snapshot()` copy. A
-dispatch is *assumed* at once (the worker counts as busier) and forgotten when the job
-ends, so capacity is right between a dispatch and the worker's next Lease renewal.
-Everything runs on the operator's one event loop: a method that does not await is
-atomic, so no lock is needed.
+One owner (this class) holds the state; the scheduler reads a `snapshot()`: immutable
+views of the workers, each rebuilt only when its worker changes, so a snapshot costs a
+list copy however often the dispatch loop takes one. A dispatch is *assumed* at once
+(the worker counts as busier) and forgotten when the job ends, so capacity is right
+between a dispatch and the worker's next Lease renewal. Everything runs on the
+operator's one event loop: a method that does not await is atomic, so no lock is needed.
 """
 
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from diffleet_core.fleet import WorkerInventory
 
 
 @dataclass(frozen=True)
 class WorkerView:
-    """A worker as placement sees it."""
+    """A worker as placement sees it, frozen at one moment."""
 
-    inventory: WorkerInventory
+    worker_id: str
+    pool: str
+    node: str
+    vram_gib: float
+    concurrency: int
+    draining: bool
+    hot_models: frozenset[str]
+    warm_models: frozenset[str]
+    # Jobs its Lease lists, and jobs dispatched to it since (assumed).
+    in_flight: frozenset[str]
     assumed: frozenset[str] = frozenset()
 
-    @property
-    def worker_id(self) -> str:
-        return self.inventory.worker_id
+    @classmethod
+    def of(cls, inventory: WorkerInventory, assumed: frozenset[str] = frozenset()) -> "WorkerView":
+        return cls(
+            worker_id=inventory.worker_id,
+            pool=inventory.pool,
+            node=inventory.node,
+            vram_gib=inventory.vram_gib,
+            concurrency=inventory.concurrency,
+            draining=inventory.draining,
+            hot_models=frozenset(inventory.hot_models),
+            warm_models=frozenset(inventory.warm_models),
+            in_flight=frozenset(inventory.jobs_in_flight),
+            assumed=assumed,
+        )
 
-    @property
+    @cached_property
     def jobs(self) -> frozenset[str]:
-        return frozenset(self.inventory.jobs_in_flight) | self.assumed
+        return self.in_flight | self.assumed
 
     @property
     def load(self) -> int:
@@ -35,7 +57,7 @@ class WorkerView:
 
     @property
     def free_slots(self) -> int:
-        return max(self.inventory.concurrency - self.load, 0)
+        return max(self.concurrency - self.load, 0)
 
 
 @dataclass
@@ -43,6 +65,13 @@ class _Worker:
     inventory: WorkerInventory
     expires_at: datetime
     assumed: set[str] = field(default_factory=set)
+    view: WorkerView = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.view = WorkerView.of(self.inventory, frozenset(self.assumed))
 
 
 class FleetInventory:
@@ -51,7 +80,6 @@ class FleetInventory:
         self.changed = asyncio.Event()
 
     def upsert(self, inventory: WorkerInventory, expires_at: datetime) -> None:
-        inventory = _copy(inventory)
         worker = self._workers.get(inventory.worker_id)
         if worker is None:
             self._workers[inventory.worker_id] = _Worker(inventory, expires_at)
@@ -59,16 +87,18 @@ class FleetInventory:
             worker.inventory = inventory
             worker.expires_at = expires_at
             worker.assumed -= set(inventory.jobs_in_flight)
+            worker.refresh()
         self.changed.set()
 
     def remove(self, worker_id: str) -> WorkerView | None:
         worker = self._workers.pop(worker_id, None)
         self.changed.set()
-        return None if worker is None else _view(worker)
+        return None if worker is None else worker.view
 
     def assume(self, worker_id: str, uid: str) -> None:
         if worker := self._workers.get(worker_id):
             worker.assumed.add(uid)
+            worker.refresh()
 
     def holder(self, uid: str) -> str | None:
         """The worker that runs the job or was just given it, if any."""
@@ -80,10 +110,11 @@ class FleetInventory:
     def forget(self, uid: str) -> None:
         """The job ended or was requeued: it no longer takes a slot anywhere."""
         for worker in self._workers.values():
-            worker.assumed.discard(uid)
-            if uid in worker.inventory.jobs_in_flight:
+            if uid in worker.assumed or uid in worker.inventory.jobs_in_flight:
+                worker.assumed.discard(uid)
                 jobs = [job for job in worker.inventory.jobs_in_flight if job != uid]
                 worker.inventory = worker.inventory.model_copy(update={"jobs_in_flight": jobs})
+                worker.refresh()
         self.changed.set()
 
     def expired(self, now: datetime) -> list[WorkerView]:
@@ -93,23 +124,7 @@ class FleetInventory:
             del self._workers[worker.inventory.worker_id]
         if lost:
             self.changed.set()
-        return [_view(worker) for worker in lost]
+        return [worker.view for worker in lost]
 
     def snapshot(self) -> list[WorkerView]:
-        return [_view(worker) for worker in self._workers.values()]
-
-
-def _view(worker: _Worker) -> WorkerView:
-    return WorkerView(_copy(worker.inventory), frozenset(worker.assumed))
-
-
-def _copy(inventory: WorkerInventory) -> WorkerInventory:
-    """A copy that shares nothing mutable (its lists are new): as good as a deep copy for
-    an inventory, at a fraction of the cost (the scheduler copies the fleet every cycle)."""
-    return inventory.model_copy(
-        update={
-            "hot_models": list(inventory.hot_models),
-            "warm_models": list(inventory.warm_models),
-            "jobs_in_flight": list(inventory.jobs_in_flight),
-        }
-    )
+        return [worker.view for worker in self._workers.values()]

@@ -62,7 +62,7 @@ class Housekeeping:
             await lifecycle.recover_jobs_of(self.rt, worker.worker_id, worker.jobs)
         pools: dict[str, int] = {}
         for worker in self.rt.fleet.snapshot():
-            pools[worker.inventory.pool] = pools.get(worker.inventory.pool, 0) + 1
+            pools[worker.pool] = pools.get(worker.pool, 0) + 1
         for pool, count in pools.items():
             metrics.WORKERS.labels(pool).set(count)
 

@@ -8,6 +8,8 @@ and its only write on a job is the finalizer. ModelCaches keep theirs (their han
 react to spec changes).
 """
 
+from collections.abc import Iterable
+
 import kopf
 
 from diffleet_core.resources.generation_job import KIND as GENERATION_JOB
@@ -21,9 +23,16 @@ class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     def __init__(self) -> None:
         super().__init__(prefix=PREFIX, key="last-handled-configuration")
 
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
+    ) -> kopf.BodyEssence:
+        if body.get("kind") == GENERATION_JOB:
+            return kopf.BodyEssence()  # nothing to compare; no deep copy of every event
+        return super().build(body=body, extra_fields=extra_fields)
+
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         if body.get("kind") == GENERATION_JOB:
-            return self.build(body=body)  # "as last handled": no change to detect
+            return kopf.BodyEssence()  # "as last handled": no change to detect
         return super().fetch(body=body)
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:

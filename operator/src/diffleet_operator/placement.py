@@ -38,12 +38,7 @@ class Decision:
 
 
 def eligible(worker: WorkerView, needs: Requirements) -> bool:
-    inventory = worker.inventory
-    return (
-        not inventory.draining
-        and inventory.pool in needs.pools
-        and inventory.vram_gib >= needs.vram_gib
-    )
+    return not worker.draining and worker.pool in needs.pools and worker.vram_gib >= needs.vram_gib
 
 
 def place(needs: Requirements, fleet: list[WorkerView]) -> Decision:
@@ -53,14 +48,14 @@ def place(needs: Requirements, fleet: list[WorkerView]) -> Decision:
     free = [worker for worker in candidates if worker.free_slots > 0]
     if not free:
         return Decision(Outcome.NO_CAPACITY)
-    hot = [worker for worker in free if needs.model_digest in worker.inventory.hot_models]
+    hot = [worker for worker in free if needs.model_digest in worker.hot_models]
     if hot:
         return Decision(Outcome.HOT, min(hot, key=_least_loaded))
-    warm = [worker for worker in free if needs.model_digest in worker.inventory.warm_models]
+    warm = [worker for worker in free if needs.model_digest in worker.warm_models]
     if warm:
         return Decision(Outcome.WARM, min(warm, key=_least_loaded))
     return Decision(Outcome.COLD, min(free, key=_least_loaded))
 
 
 def _least_loaded(worker: WorkerView) -> tuple[float, str]:
-    return (worker.load / worker.inventory.concurrency, worker.worker_id)
+    return (worker.load / worker.concurrency, worker.worker_id)
