@@ -1,6 +1,7 @@
 """Priority with anti-starvation, and model-affinity placement."""
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -93,6 +94,19 @@ def test_job_goes_where_its_model_is_hot_then_warm(
     platform.worker("holds-x", sim_hot_models=f'["{x}"]')
     platform.worker("has-y", sim_warm_models=f'["{y}"]')
     platform.wait_for_workers(operator, "t4", 2)
+
+    def presence() -> dict[str, Any] | None:
+        statuses = {
+            item["metadata"]["name"]: item["status"]
+            for item in kubectl.json("get", "modelcaches", "-n", namespace)["items"]
+        }
+        held = {name: status.get("hotWorkers") for name, status in statuses.items()}
+        return statuses if held == {"model-x": ["holds-x"], "model-y": []} else None
+
+    statuses = eventually(presence, timeout=30, what="ModelCache status shows the fleet")
+    assert statuses["model-x"]["hotReplicas"] == 1
+    assert statuses["model-y"]["warmWorkers"] == ["has-y"]
+    assert (statuses["model-y"]["hotReplicas"], statuses["model-y"]["warmReplicas"]) == (0, 1)
     apply_job(kubectl, namespace, "wants-x", model="model-x")
     assert wait_for_phase(kubectl, namespace, "wants-x", "Succeeded")["worker"] == "holds-x"
     apply_job(kubectl, namespace, "wants-y", model="model-y")

@@ -1,5 +1,5 @@
-"""The periodic sweep: lost workers, overdue Queued writes, timeouts, TTLs and the
-queue-depth gauge.
+"""The periodic sweep: lost workers, overdue Queued writes, timeouts, TTLs, the
+queue-depth gauge and which workers hold each model (ModelCache status).
 
 It reads the watch-fed caches, so a restarted operator resumes every duty as soon as
 its watches have listed the Leases and GenerationJobs.
@@ -19,6 +19,7 @@ from diffleet_operator.admitter import Admitter
 from diffleet_operator.dispatcher import Dispatcher
 from diffleet_operator.jobs import TrackedJob
 from diffleet_operator.logs import about_job
+from diffleet_operator.model_presence import ModelPresence
 from diffleet_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class Housekeeping:
         self.dispatcher = dispatcher
         self.admitter = admitter
         self._depth_measured = 0.0
+        self.presence = ModelPresence(rt)
 
     async def run(self) -> None:
         while True:
@@ -55,6 +57,7 @@ class Housekeeping:
             else:
                 await self.expire(job)
         await self.measure_queues()
+        await self.presence.refresh()
 
     async def recover_lost_workers(self) -> None:
         for worker in self.rt.fleet.expired(status.now()):

@@ -11,7 +11,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from diffleet_core import API_GROUP, API_VERSION
-from diffleet_core.resources import generation_job
+from diffleet_core.resources import generation_job, model_cache
 from diffleet_operator.events import EventRecorder
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -50,12 +50,22 @@ class Kube:
         return await self._get(namespace, generation_job.PLURAL, name)
 
     async def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await self._patch_status(namespace, generation_job.PLURAL, name, status)
+
+    async def patch_model_cache_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
+        await self._patch_status(namespace, model_cache.PLURAL, name, status)
+
+    async def _patch_status(
+        self, namespace: str, plural: str, name: str, status: dict[str, Any]
+    ) -> None:
         # _content_type is a runtime keyword that the bundled stubs do not declare.
         response = await self._custom.patch_namespaced_custom_object_status(  # type: ignore[call-arg]
             API_GROUP,
             API_VERSION,
             namespace,
-            generation_job.PLURAL,
+            plural,
             name,
             {"status": status},
             _content_type=MERGE_PATCH,

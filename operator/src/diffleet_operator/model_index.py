@@ -17,3 +17,6 @@ class ModelIndex:
 
     def get(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self._models.get((namespace, name))
+
+    def all(self) -> list[Mapping[str, Any]]:
+        return list(self._models.values())

@@ -1,0 +1,107 @@
+"""ModelCache status from the fleet: which workers hold each model hot (in GPU memory)
+and warm (on local disk), as their Leases say.
+
+Housekeeping refreshes it at most every `PRESENCE_EVERY_SECONDS` and writes a ModelCache
+only when its presence changed, so an idle fleet writes nothing. An operator limited to
+some namespaces writes only their ModelCaches: its fleet is not the platform's. Workers
+are named up to `MAX_NAMED_WORKERS` per list; the replica counts are always exact.
+"""
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from diffleet_core.resources.model_cache import ModelCachePhase, ModelCacheStatus
+from diffleet_operator.fleet import WorkerView
+from diffleet_operator.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+PRESENCE_EVERY_SECONDS = 5.0
+MAX_NAMED_WORKERS = 32
+
+
+@dataclass(frozen=True)
+class Presence:
+    hot: frozenset[str] = frozenset()
+    warm: frozenset[str] = frozenset()
+
+    @property
+    def hot_named(self) -> list[str]:
+        return sorted(self.hot)[:MAX_NAMED_WORKERS]
+
+    @property
+    def warm_named(self) -> list[str]:
+        return sorted(self.warm)[:MAX_NAMED_WORKERS]
+
+    def status(self) -> dict[str, Any]:
+        """The merge patch for the ModelCache's status."""
+        return {
+            "hotWorkers": self.hot_named,
+            "warmWorkers": self.warm_named,
+            "hotReplicas": len(self.hot),
+            "warmReplicas": len(self.warm),
+        }
+
+    def shown_by(self, status: ModelCacheStatus) -> bool:
+        """The status already says this (so nothing needs writing)."""
+        return (
+            status.hot_replicas == len(self.hot)
+            and status.warm_replicas == len(self.warm)
+            and (status.hot_workers or []) == self.hot_named
+            and (status.warm_workers or []) == self.warm_named
+        )
+
+
+def presence_by_digest(fleet: Iterable[WorkerView]) -> dict[str, Presence]:
+    hot: defaultdict[str, set[str]] = defaultdict(set)
+    warm: defaultdict[str, set[str]] = defaultdict(set)
+    for worker in fleet:
+        for digest in worker.hot_models:
+            hot[digest].add(worker.worker_id)
+        for digest in worker.warm_models:
+            warm[digest].add(worker.worker_id)
+    return {
+        digest: Presence(frozenset(hot[digest]), frozenset(warm[digest]))
+        for digest in hot.keys() | warm.keys()
+    }
+
+
+class ModelPresence:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._refreshed = 0.0
+
+    async def refresh(self) -> None:
+        if time.monotonic() - self._refreshed < PRESENCE_EVERY_SECONDS:
+            return
+        self._refreshed = time.monotonic()
+        by_digest = presence_by_digest(self.rt.fleet.snapshot())
+        for body in self.rt.models.all():
+            await self._write(body, by_digest)
+
+    async def _write(self, body: Mapping[str, Any], by_digest: dict[str, Presence]) -> None:
+        served = self.rt.operator.namespaces
+        if served and body["metadata"]["namespace"] not in served:
+            return  # the platform's models: the cluster-wide operator's fleet says
+        status = ModelCacheStatus.model_validate(body.get("status") or {})
+        if status.phase is not ModelCachePhase.READY or status.digest is None:
+            return
+        presence = by_digest.get(status.digest, Presence())
+        if presence.shown_by(status):
+            return
+        meta = body["metadata"]
+        try:
+            await self.rt.kube.patch_model_cache_status(
+                meta["namespace"], meta["name"], presence.status()
+            )
+        except ApiException as error:
+            if error.status != 404:
+                logger.warning(
+                    "ModelCache %s: presence not written: %s", meta["name"], error.reason
+                )
