@@ -282,8 +282,19 @@ async def clean_up(api: client.ApiClient, namespace: str) -> None:
     await deadline(gone, 600, "jobs deleted")
 
 
-async def bench_scheduler(api: client.ApiClient, pods: int) -> float:
-    """kube-scheduler binding `pods` pause pods onto the kwok nodes: pods per second."""
+@dataclass(frozen=True)
+class SchedulerRun:
+    rate: float  # pods bound per second
+    scheduler_cpu_ms: float  # per pod
+    apiserver_cpu_ms: float  # per pod
+
+
+def scheduler_pid() -> int:
+    return int((ROOT / ".diffleet" / "run" / "kube-scheduler.pid").read_text().strip())
+
+
+async def bench_scheduler(api: client.ApiClient, pods: int) -> SchedulerRun:
+    """kube-scheduler binding `pods` pause pods onto the kwok nodes."""
     core = client.CoreV1Api(api)
     namespace = f"bench-pods-{uuid.uuid4().hex[:6]}"
     await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
@@ -309,6 +320,7 @@ async def bench_scheduler(api: client.ApiClient, pods: int) -> float:
     await create("warm-up")
     await deadline(warm, 120, "the warm-up pod bound")
     started = time.monotonic()
+    cpu_before = cpu_seconds(scheduler_pid()), cpu_seconds(apiserver_pid())
     await asyncio.gather(*(create(i) for i in range(pods)))
 
     async def bound() -> bool:
@@ -317,12 +329,17 @@ async def bench_scheduler(api: client.ApiClient, pods: int) -> float:
 
     await deadline(bound, 600, "every pod bound")
     rate = pods / (time.monotonic() - started)
+    cpu_after = cpu_seconds(scheduler_pid()), cpu_seconds(apiserver_pid())
     await core.delete_namespace(namespace)
-    return rate
+    return SchedulerRun(
+        rate,
+        scheduler_cpu_ms=(cpu_after[0] - cpu_before[0]) * 1000 / pods,
+        apiserver_cpu_ms=(cpu_after[1] - cpu_before[1]) * 1000 / pods,
+    )
 
 
 def restart_scheduler(extra_args: str) -> None:
-    pid = (ROOT / ".diffleet" / "run" / "kube-scheduler.pid").read_text().strip()
+    pid = str(scheduler_pid())
     os.killpg(int(pid), signal.SIGTERM)
     env = {**os.environ, "KUBE_SCHEDULER_EXTRA_ARGS": extra_args}
     while subprocess.run(["kill", "-0", pid], check=False, capture_output=True).returncode == 0:
@@ -342,24 +359,49 @@ async def run(jobs: int, workers: int, pods: int) -> None:
     loads = [load()]
     await config.load_kube_config()
     async with client.ApiClient() as api:
-        runs = []
-        for scenario in scenarios:
-            runs.append(await bench_operator(api, jobs, workers, scenario))
-            loads.append(load())
-        default_rate = await bench_scheduler(api, pods)
+        # Each operator run next to a scheduler run, so each pair shares the machine's
+        # load of the moment (other engineers' work shares it).
+        capacity = await bench_operator(api, jobs, workers, scenarios[0])
+        loads.append(load())
+        default = await bench_scheduler(api, pods)
+        loads.append(load())
+        churn = await bench_operator(api, jobs, workers, scenarios[1])
         loads.append(load())
         restart_scheduler(f"--kube-api-qps={RAISED_QPS} --kube-api-burst={RAISED_BURST}")
         try:
-            raised_rate = await bench_scheduler(api, pods)
+            raised = await bench_scheduler(api, pods)
         finally:
             restart_scheduler("")
         loads.append(load())
-    RESULTS.write_text(report(runs, pods, default_rate, raised_rate, loads))
+    RESULTS.write_text(report([capacity, churn], pods, default, raised, loads))
     print(RESULTS.read_text())
 
 
+def scheduler_table(default: SchedulerRun, raised: SchedulerRun) -> str:
+    rows = [
+        ("default (`--kube-api-qps=50 --kube-api-burst=100`)", default),
+        (f"raised (`--kube-api-qps={RAISED_QPS} --kube-api-burst={RAISED_BURST}`)", raised),
+    ]
+    return "\n".join(
+        [
+            "| scheduler client | pods bound per second | kube-scheduler CPU per pod "
+            "| kube-apiserver CPU per pod |",
+            "|---|---|---|---|",
+            *(
+                f"| {label} | {run.rate:.1f} | {run.scheduler_cpu_ms:.1f} ms "
+                f"| {run.apiserver_cpu_ms:.1f} ms |"
+                for label, run in rows
+            ),
+        ]
+    )
+
+
 def report(
-    runs: list[dict[str, Any]], pods: int, default_rate: float, raised_rate: float, loads: list[str]
+    runs: list[dict[str, Any]],
+    pods: int,
+    default: SchedulerRun,
+    raised: SchedulerRun,
+    loads: list[str],
 ) -> str:
     capacity, churn = runs
     rows = [
@@ -385,8 +427,8 @@ def report(
             "seconds": f"{scenario.job_seconds:g} s",
             "p50_ms": run["p50"] * 1000,
             "p99_ms": run["p99"] * 1000,
-            "ratio_default": run["throughput"] / default_rate,
-            "ratio_raised": run["throughput"] / raised_rate,
+            "ratio_default": run["throughput"] / default.rate,
+            "ratio_raised": run["throughput"] / raised.rate,
         }
 
     table = "\n".join(
@@ -398,7 +440,8 @@ def report(
 Measured by `bench/dispatch.py` on {time.strftime("%Y-%m-%d")}, {os.cpu_count()} cores, the
 whole local stack (kube-apiserver, etcd, RabbitMQ, MinIO, the operator, the simulated
 fleet and this script) on the same machine, which other engineers' test runs share: load
-averages (1 / 5 / 15 min) before, after each operator run, after each scheduler run:
+averages (1 / 5 / 15 min) before and after each run (capacity, scheduler with its
+default client, churn, scheduler with raised QPS):
 {"; ".join(loads)}.
 
 ## Operator: {capacity["jobs"]} jobs, {capacity["workers"]} simulated workers
@@ -431,10 +474,7 @@ through a bounded queue with 16 posters.
 Pods created the same way (32 concurrent creates); rate = pods / (first create to last
 bound).
 
-| scheduler client | pods bound per second |
-|---|---|
-| default (`--kube-api-qps=50 --kube-api-burst=100`) | {default_rate:.1f} |
-| raised (`--kube-api-qps={RAISED_QPS} --kube-api-burst={RAISED_BURST}`) | {raised_rate:.1f} |
+{scheduler_table(default, raised)}
 
 Reproduce: `make up-infra && make bench-dispatch`.
 """
