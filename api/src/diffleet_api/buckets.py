@@ -33,18 +33,32 @@ class Decision:
         return max(0, math.floor(self.tokens))
 
 
+def refill(policy: BucketPolicy, tokens: float, elapsed_seconds: float) -> float:
+    """The tokens of a bucket that held `tokens` `elapsed_seconds` ago."""
+    return min(float(policy.capacity), tokens + max(0.0, elapsed_seconds) * policy.rate)
+
+
 def take(policy: BucketPolicy, tokens: float, elapsed_seconds: float, cost: int) -> Decision:
     """Refills a bucket that held `tokens` `elapsed_seconds` ago, then takes `cost`."""
-    available = min(float(policy.capacity), tokens + max(0.0, elapsed_seconds) * policy.rate)
+    available = refill(policy, tokens, elapsed_seconds)
+    if cost <= policy.capacity and available >= cost:
+        return granted(policy, available - cost)
+    return denied(policy, available, cost)
+
+
+def granted(policy: BucketPolicy, left: float) -> Decision:
+    """A take that succeeded, leaving `left` tokens."""
+    return Decision(True, left, 0, _reset(policy, left))
+
+
+def denied(policy: BucketPolicy, available: float, cost: int) -> Decision:
+    """A refused take from a bucket holding `available` tokens: the wait until `cost` are
+    back (at least a second), or the whole window when `cost` exceeds the capacity."""
     if cost > policy.capacity:
-        return Decision(
-            False, available, math.ceil(policy.window_seconds), _reset(policy, available)
-        )
-    if available >= cost:
-        left = available - cost
-        return Decision(True, left, 0, _reset(policy, left))
-    wait = math.ceil((cost - available) / policy.rate)
-    return Decision(False, available, max(1, wait), _reset(policy, available))
+        wait = math.ceil(policy.window_seconds)
+    else:
+        wait = max(1, math.ceil((cost - available) / policy.rate))
+    return Decision(False, available, wait, _reset(policy, available))
 
 
 def _reset(policy: BucketPolicy, tokens: float) -> int:

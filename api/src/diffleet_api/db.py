@@ -1,5 +1,9 @@
 """PostgreSQL: the connection pool and the versioned migrations (migrations/NNNN_*.sql).
 
+The pool's connections are in autocommit: a statement on its own is its own transaction
+(one round trip, no BEGIN and COMMIT around it); statements that must commit together
+run in `connection.transaction()`.
+
 Migrations are applied in order, each in its own transaction, under an advisory lock so
 that replicas starting together apply each one once.
 """
@@ -72,7 +76,7 @@ async def open_pool(database_url: str, min_size: int, max_size: int) -> Pool:
         database_url,
         min_size=min_size,
         max_size=max_size,
-        kwargs={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+        kwargs={"connect_timeout": CONNECT_TIMEOUT_SECONDS, "autocommit": True},
         timeout=10,
         open=False,
     )

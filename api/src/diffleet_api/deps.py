@@ -2,6 +2,7 @@
 (API key or JWT, then the tenant's request rate limit), and the role a route needs."""
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -23,7 +24,8 @@ bearer = HTTPBearer(
 )
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    """Async, as every dependency here: FastAPI runs a plain `def` in a worker thread."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -38,6 +40,10 @@ class Principal:
     subject: str
     tenant: Tenant
     role: Role
+    balance: Decimal
+    """The tenant's credits as the caller was authenticated (read with the credential, no
+    round trip of its own): submissions check it before creating anything; the
+    reservation itself decides."""
 
 
 def refused(detail: str) -> UnauthenticatedError:
@@ -58,16 +64,16 @@ async def authenticate(
             grant = await tenants.grant_for_key(connection, token)
             if grant is None:
                 raise refused("unknown or revoked API key")
-            principal = Principal(f"key:{grant.key_id}", grant.tenant, grant.role)
+            principal = Principal(f"key:{grant.key_id}", grant.tenant, grant.role, grant.balance)
         else:
             try:
                 claims = tokens.decode(token, runtime.settings)
             except tokens.InvalidTokenError as error:
                 raise refused(str(error)) from error
-            tenant = await tenants.tenant_by_id(connection, claims.tenant)
-            if tenant is None:
+            seen = await tenants.tenant_by_id(connection, claims.tenant)
+            if seen is None:
                 raise refused(f"unknown tenant {claims.tenant!r}")
-            principal = Principal(claims.subject, tenant, claims.role)
+            principal = Principal(claims.subject, seen.tenant, claims.role, seen.balance)
         rule = ratelimits.policy(
             runtime.settings.tier_limits[principal.tenant.tier], ratelimits.REQUESTS
         )

@@ -52,7 +52,12 @@ class Kube:
         except config.ConfigException:
             await config.load_kube_config(client_configuration=configuration)
         configuration.connection_pool_maxsize = connections
-        return cls(client.ApiClient(configuration), request_timeout)
+        api = client.ApiClient(configuration)
+        # kubernetes_asyncio's session trusts the environment (proxies, ~/.netrc), which
+        # aiohttp looks up in a worker thread on every request. The API talks to its API
+        # server directly (a proxy in the kubeconfig still applies), as the operator does.
+        api.rest_client.pool_manager._trust_env = False
+        return cls(api, request_timeout)
 
     async def close(self) -> None:
         await self._api.close()

@@ -1,4 +1,6 @@
-"""Entry point of `diffleet-api`: serves the FastAPI app with uvicorn."""
+"""Entry point of `diffleet-api`: serves the FastAPI app with uvicorn, on uvloop's event
+loop with httptools' HTTP parser (both C: about a third less CPU per request than the
+pure-Python defaults)."""
 
 import argparse
 import logging
@@ -16,4 +18,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=settings.port)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )

@@ -1,11 +1,18 @@
 """Rate limits per tenant, shared by every API replica: the token buckets live in
-PostgreSQL, each taken under a row lock and timed by the database's clock."""
+PostgreSQL and are timed by the database's clock.
+
+Taking tokens is one statement (one round trip, its own transaction): an upsert that
+refills the bucket and takes `cost` only when enough tokens are there, under the row lock
+the upsert holds for that statement alone. No row back means refused; the bucket is then
+read once more for the Retry-After and RateLimit-* figures (refusals only). A refused
+take leaves the row as it was, which is the same bucket: the refill is computed from
+`updated_at` whenever it is next read."""
 
 from typing import Any
 
 import psycopg
 
-from diffleet_api.buckets import BucketPolicy, Decision, take
+from diffleet_api.buckets import BucketPolicy, Decision, denied, granted, refill
 from diffleet_api.db import Pool
 from diffleet_api.errors import RateLimitedError
 from diffleet_api.settings import TierLimits
@@ -13,6 +20,26 @@ from diffleet_api.settings import TierLimits
 REQUESTS = "requests"
 GENERATIONS = "generations"
 UPLOADS = "uploads"
+
+# Refill (what the bucket held plus the refill since `updated_at`, capped at capacity),
+# then take `cost` if that many are there; a new bucket starts full.
+TAKE = """
+insert into rate_buckets as bucket (tenant_id, name, tokens, updated_at)
+values (%(tenant)s, %(name)s, %(capacity)s - %(cost)s, clock_timestamp())
+on conflict (tenant_id, name) do update
+set tokens = least(%(capacity)s, bucket.tokens
+        + %(rate)s * greatest(0, extract(epoch from clock_timestamp() - bucket.updated_at)))
+        - %(cost)s,
+    updated_at = clock_timestamp()
+where least(%(capacity)s, bucket.tokens
+        + %(rate)s * greatest(0, extract(epoch from clock_timestamp() - bucket.updated_at)))
+        >= %(cost)s
+returning tokens
+"""
+READ = (
+    "select tokens, extract(epoch from clock_timestamp() - updated_at)"
+    " from rate_buckets where tenant_id = %s and name = %s"
+)
 
 
 def policy(limits: TierLimits, bucket: str) -> BucketPolicy | None:
@@ -29,27 +56,33 @@ def policy(limits: TierLimits, bucket: str) -> BucketPolicy | None:
 async def consume(
     connection: psycopg.AsyncConnection[Any], tenant_id: str, rule: BucketPolicy, cost: int
 ) -> Decision:
-    """Takes `cost` tokens from the tenant's bucket (committed at once)."""
-    async with connection.transaction():
-        await connection.execute(
-            "insert into rate_buckets (tenant_id, name, tokens, updated_at)"
-            " values (%s, %s, %s, clock_timestamp()) on conflict do nothing",
-            (tenant_id, rule.name, float(rule.capacity)),
-        )
+    """Takes `cost` tokens from the tenant's bucket (committed at once: the connection
+    is in autocommit, or the caller commits)."""
+    if cost <= rule.capacity:
         cursor = await connection.execute(
-            "select tokens, extract(epoch from clock_timestamp() - updated_at)"
-            " from rate_buckets where tenant_id = %s and name = %s for update",
-            (tenant_id, rule.name),
+            TAKE,
+            {
+                "tenant": tenant_id,
+                "name": rule.name,
+                "capacity": float(rule.capacity),
+                "rate": rule.rate,
+                "cost": float(cost),
+            },
         )
         row = await cursor.fetchone()
-        assert row is not None
-        decision = take(rule, float(row[0]), float(row[1]), cost)
-        await connection.execute(
-            "update rate_buckets set tokens = %s, updated_at = clock_timestamp()"
-            " where tenant_id = %s and name = %s",
-            (decision.tokens, tenant_id, rule.name),
-        )
-    return decision
+        if row is not None:
+            return granted(rule, float(row[0]))
+    return await refused(connection, tenant_id, rule, cost)
+
+
+async def refused(
+    connection: psycopg.AsyncConnection[Any], tenant_id: str, rule: BucketPolicy, cost: int
+) -> Decision:
+    """The refusal, with the bucket as it is now (a bucket never written is full)."""
+    cursor = await connection.execute(READ, (tenant_id, rule.name))
+    row = await cursor.fetchone()
+    tokens, elapsed = (float(row[0]), float(row[1])) if row else (float(rule.capacity), 0.0)
+    return denied(rule, refill(rule, tokens, elapsed), cost)
 
 
 def headers(rule: BucketPolicy, decision: Decision) -> dict[str, str]:

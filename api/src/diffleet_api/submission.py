@@ -1,8 +1,9 @@
 """Submitting jobs: honour the Idempotency-Key, check that their images are the tenant's,
-price them, take the generation rate limit, check the balance, then, in one database
-transaction, create the GenerationJobs, reserve the credits and record them. A failure
-before the commit (a balance spent meanwhile by a concurrent submission is a 402 there)
-deletes the jobs already created, so a submission (one job or a batch) is all or nothing."""
+price them, take the generation rate limit, check the balance (as read with the
+credential), create the GenerationJobs, then reserve the credits and record the jobs in
+one statement. A failure before that statement commits (a balance spent meanwhile by a
+concurrent submission is a 402 there) deletes the jobs already created, so a submission
+(one job or a batch) is all or nothing."""
 
 import asyncio
 import hashlib
@@ -31,6 +32,7 @@ from diffleet_core.resources.generation_job import GenerationJobSpec
 from diffleet_core.resources.model_cache import BaseModelFamily
 
 NAME_ALPHABET = string.ascii_lowercase + string.digits
+NAME_LENGTH = 10
 CREATE_CONCURRENCY = 16
 
 logger = logging.getLogger(__name__)
@@ -42,12 +44,26 @@ class Submitted:
     replayed: bool
 
 
+@dataclass(frozen=True)
+class Claim:
+    """An Idempotency-Key and the digest of the request it came with."""
+
+    key: str
+    digest: str
+
+
 class KeyTakenMeanwhileError(Exception):
     """Another request with the same Idempotency-Key committed first."""
 
 
 def new_job_name() -> str:
-    return "gj-" + "".join(secrets.choice(NAME_ALPHABET) for _ in range(10))
+    """`gj-` and 10 random letters or digits, from one draw of the OS's randomness."""
+    number = secrets.randbelow(len(NAME_ALPHABET) ** NAME_LENGTH)
+    letters = []
+    for _ in range(NAME_LENGTH):
+        number, index = divmod(number, len(NAME_ALPHABET))
+        letters.append(NAME_ALPHABET[index])
+    return "gj-" + "".join(letters)
 
 
 def wire_spec(spec: GenerationJobSpec) -> Body:
@@ -105,29 +121,24 @@ async def submit(
     field_prefix: str = "",
 ) -> Submitted:
     tenant = principal.tenant
-    digest = request_digest(specs, names)
-    if idempotency_key:
-        replay = await replayed(runtime, tenant, idempotency_key, digest)
+    claim = Claim(idempotency_key, request_digest(specs, names)) if idempotency_key else None
+    if claim is not None:
+        replay = await replayed(runtime, tenant, claim)
         if replay is not None:
             return Submitted(replay, replayed=True)
     foreign = foreign_images(specs, runtime.platform, tenant.namespace, field_prefix)
     if foreign:
         raise invalid(foreign)
     costs = await prices(runtime, tenant.namespace, specs, field_prefix)
-    rule = ratelimits.policy(runtime.settings.tier_limits[tenant.tier], ratelimits.GENERATIONS)
-    if rule is not None:
-        async with runtime.pool.connection() as connection:
-            decision = await ratelimits.consume(connection, tenant.id, rule, len(specs))
-        if not decision.allowed:
-            raise ratelimits.refusal(rule, decision)
+    limits = runtime.settings.tier_limits[tenant.tier]
+    await ratelimits.enforce(runtime.pool, tenant.id, limits, ratelimits.GENERATIONS, len(specs))
+    ledger.affordable(principal.balance, sum(costs, Decimal(0)))
     job_names = names or [new_job_name() for _ in specs]
     try:
-        jobs = await create_all(
-            runtime, principal, specs, job_names, costs, idempotency_key, digest
-        )
+        jobs = await create_all(runtime, principal, specs, job_names, costs, claim)
     except KeyTakenMeanwhileError:
-        assert idempotency_key is not None
-        replay = await replayed(runtime, tenant, idempotency_key, digest)
+        assert claim is not None
+        replay = await replayed(runtime, tenant, claim)
         assert replay is not None
         return Submitted(replay, replayed=True)
     return Submitted(jobs, replayed=False)
@@ -139,30 +150,43 @@ async def create_all(
     specs: list[GenerationJobSpec],
     names: list[str],
     costs: list[Decimal],
-    idempotency_key: str | None,
-    digest: str,
+    claim: Claim | None,
 ) -> list[JobPublic]:
+    """Creates the GenerationJobs, then reserves their credits in one statement. With an
+    Idempotency-Key, the key is claimed first in a transaction that commits with the
+    reservation, so a concurrent retry waits for it and replays it. Any failure deletes
+    the jobs already created."""
     tenant = principal.tenant
-    total = sum(costs, Decimal(0))
     created: list[Body] = []
-    async with runtime.pool.connection() as connection:
-        try:
-            async with connection.transaction():
-                await ledger.affordable(connection, tenant.id, total)
-                if idempotency_key and not await claim_key(
-                    connection, tenant.id, idempotency_key, digest, names
-                ):
+    try:
+        if claim is None:
+            created = await create_resources(runtime, tenant.namespace, specs, names)
+            async with runtime.pool.connection() as connection:
+                await ledger.reserve(connection, tenant.id, reservations(created, costs))
+        else:
+            async with runtime.pool.connection() as connection, connection.transaction():
+                if not await claim_key(connection, tenant.id, claim, names):
                     raise KeyTakenMeanwhileError
                 created = await create_resources(runtime, tenant.namespace, specs, names)
-                # The balance's row lock is taken after the Kubernetes calls, so that a
-                # tenant's submissions wait for one another only for these statements.
-                await ledger.reserve(connection, tenant.id, total)
-                for body, cost in zip(created, costs, strict=True):
-                    await record(connection, tenant.id, body, cost)
-        except BaseException:
-            await asyncio.shield(delete_resources(runtime, created))
-            raise
+                await ledger.reserve(connection, tenant.id, reservations(created, costs))
+    except BaseException:
+        await asyncio.shield(delete_resources(runtime, created))
+        raise
     return [JobPublic.from_resource(body, cost) for body, cost in zip(created, costs, strict=True)]
+
+
+def reservations(created: list[Body], costs: list[Decimal]) -> list[ledger.Reservation]:
+    return [
+        ledger.Reservation(
+            uid=body["metadata"]["uid"],
+            namespace=body["metadata"]["namespace"],
+            name=body["metadata"]["name"],
+            spec=body["spec"],
+            cost=cost,
+            created_at=body["metadata"]["creationTimestamp"],
+        )
+        for body, cost in zip(created, costs, strict=True)
+    ]
 
 
 async def create_resources(
@@ -196,57 +220,32 @@ async def delete_resources(runtime: Runtime, bodies: list[Body]) -> None:
             logger.exception("could not delete job %s/%s", meta["namespace"], meta["name"])
 
 
-async def record(
-    connection: psycopg.AsyncConnection[Any], tenant_id: str, body: Body, cost: Decimal
-) -> None:
-    meta = body["metadata"]
-    await ledger.record_reservation(connection, tenant_id, meta["uid"], cost, meta["name"])
-    await connection.execute(
-        "insert into jobs (uid, tenant_id, namespace, name, spec, cost, credits, created_at)"
-        " values (%s, %s, %s, %s, %s, %s, 'reserved', %s)"
-        " on conflict (uid) do update set tenant_id = excluded.tenant_id,"
-        " cost = excluded.cost, credits = 'reserved'",
-        (
-            meta["uid"],
-            tenant_id,
-            meta["namespace"],
-            meta["name"],
-            Jsonb(body["spec"]),
-            cost,
-            meta["creationTimestamp"],
-        ),
-    )
-
-
 async def claim_key(
     connection: psycopg.AsyncConnection[Any],
     tenant_id: str,
-    key: str,
-    digest: str,
+    claim: Claim,
     names: list[str],
 ) -> bool:
     cursor = await connection.execute(
         "insert into idempotency_keys (tenant_id, key, request_hash, job_names)"
         " values (%s, %s, %s, %s) on conflict do nothing",
-        (tenant_id, key, digest, Jsonb(names)),
+        (tenant_id, claim.key, claim.digest, Jsonb(names)),
     )
     return cursor.rowcount == 1
 
 
-async def replayed(
-    runtime: Runtime, tenant: Tenant, key: str, digest: str
-) -> list[JobPublic] | None:
+async def replayed(runtime: Runtime, tenant: Tenant, claim: Claim) -> list[JobPublic] | None:
     """The jobs an earlier request with this key created, or None when it is new."""
     async with runtime.pool.connection() as connection:
         cursor = await connection.execute(
             "select request_hash, job_names from idempotency_keys"
             " where tenant_id = %s and key = %s",
-            (tenant.id, key),
+            (tenant.id, claim.key),
         )
         row = await cursor.fetchone()
     if row is None:
         return None
-    if row[0] != digest:
+    if row[0] != claim.digest:
         raise InvalidError(
             "this Idempotency-Key was used with a different request body",
             errors=[

@@ -29,11 +29,20 @@ class Tenant:
 
 @dataclass(frozen=True)
 class KeyGrant:
-    """Who a key speaks for."""
+    """Who a key speaks for, and the tenant's balance as the key was looked up."""
 
     tenant: Tenant
     role: Role
     key_id: int
+    balance: Decimal
+
+
+@dataclass(frozen=True)
+class TenantSeen:
+    """A tenant, and its balance as it was looked up."""
+
+    tenant: Tenant
+    balance: Decimal
 
 
 @dataclass(frozen=True)
@@ -47,18 +56,22 @@ class KeyInfo:
     revoked_at: datetime | None
 
 
-async def tenant_by_id(connection: psycopg.AsyncConnection[Any], tenant_id: str) -> Tenant | None:
+async def tenant_by_id(
+    connection: psycopg.AsyncConnection[Any], tenant_id: str
+) -> TenantSeen | None:
     cursor = connection.cursor(row_factory=dict_row)
-    await cursor.execute("select id, namespace, tier from tenants where id = %s", (tenant_id,))
+    await cursor.execute(
+        "select id, namespace, tier, balance from tenants where id = %s", (tenant_id,)
+    )
     row = await cursor.fetchone()
-    return Tenant.from_row(row) if row else None
+    return TenantSeen(Tenant.from_row(row), row["balance"]) if row else None
 
 
 async def grant_for_key(connection: psycopg.AsyncConnection[Any], key: str) -> KeyGrant | None:
     """The tenant and role of an unrevoked key, or None."""
     cursor = connection.cursor(row_factory=dict_row)
     await cursor.execute(
-        "select k.id as key_id, k.role, t.id, t.namespace, t.tier"
+        "select k.id as key_id, k.role, t.id, t.namespace, t.tier, t.balance"
         " from api_keys k join tenants t on t.id = k.tenant_id"
         " where k.hash = %s and k.revoked_at is null",
         (key_hash(key),),
@@ -66,7 +79,12 @@ async def grant_for_key(connection: psycopg.AsyncConnection[Any], key: str) -> K
     row = await cursor.fetchone()
     if row is None:
         return None
-    return KeyGrant(tenant=Tenant.from_row(row), role=Role(row["role"]), key_id=row["key_id"])
+    return KeyGrant(
+        tenant=Tenant.from_row(row),
+        role=Role(row["role"]),
+        key_id=row["key_id"],
+        balance=row["balance"],
+    )
 
 
 def create_tenant(

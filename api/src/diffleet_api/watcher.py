@@ -122,7 +122,7 @@ class JobWatcher:
             phase = DELETED
         if self.phases.get(uid) == phase:
             return
-        async with self.runtime.pool.connection() as connection:
+        async with self.runtime.pool.connection() as connection, connection.transaction():
             await self.record(connection, body, phase)
             if phase == DELETED or JobPhase(phase).finished:
                 await self.finish(connection, body, phase)
