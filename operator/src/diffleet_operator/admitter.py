@@ -47,7 +47,9 @@ class Admitter:
         # Admitted, but the watch has not yet shown them Queued (or later).
         self._admitted: set[str] = set()
         self._writers = asyncio.Semaphore(WRITES_IN_FLIGHT)
-        self._writing: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Jobs whose Queued write is on its way (claimed from the held admissions).
+        self._writing: set[str] = set()
 
     @staticmethod
     def of(memo: kopf.Memo) -> "Admitter":
@@ -92,9 +94,15 @@ class Admitter:
         """These admitted jobs wait (their admissions claimed from the held ones): writes
         their Queued status in the background, a bounded number at a time."""
         for admission in admissions:
+            self._writing.add(admission.uid)
             task = asyncio.create_task(self._write_queued(admission))
-            self._writing.add(task)
-            task.add_done_callback(self._writing.discard)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def writing_queued(self, uid: str) -> bool:
+        """The job's Queued status is being written: Pending on the API server means
+        "not yet", not "never admitted"."""
+        return uid in self._writing
 
     def show_overdue(self) -> None:
         """Writes Queued for jobs held longer than `queued_status_delay_seconds`."""
@@ -141,6 +149,12 @@ class Admitter:
         return True
 
     async def _write_queued(self, admission: Admission) -> None:
+        try:
+            await self._write_queued_now(admission)
+        finally:
+            self._writing.discard(admission.uid)
+
+    async def _write_queued_now(self, admission: Admission) -> None:
         rt = self.rt
         async with self._writers:
             job = rt.jobs.get(admission.uid)

@@ -192,14 +192,17 @@ class Dispatcher:
         ref = entry.admitted.job
         job = self.rt.jobs.get(ref.uid)
         held = self.rt.held.holds(ref.uid, ref.attempt)
+        # Its Queued status is held here or on its way: Pending does not mean stale.
+        coming = held or self.admitter.writing_queued(ref.uid)
         caught_up = status.now() - entry.admitted.admitted_at > CATCH_UP
-        if job is None or (caught_up and not held and behind(job, ref.attempt)):
+        if job is None or (caught_up and not coming and behind(job, ref.attempt)):
             body = await self.rt.kube.get_job(ref.namespace, ref.name)
             if body is None or body["metadata"]["uid"] != ref.uid:
                 return Judgement(Verdict.STALE)
             job = self.rt.jobs.observe(body)
             held = self.rt.held.holds(ref.uid, ref.attempt)
-            if not held and behind(job, ref.attempt):
+            coming = held or self.admitter.writing_queued(ref.uid)
+            if not coming and behind(job, ref.attempt):
                 return Judgement(Verdict.STALE)
         if not job.active or self.dispatched.get(ref.uid, 0) >= ref.attempt:
             return Judgement(Verdict.STALE)
