@@ -4,15 +4,19 @@ local stack (kube-apiserver, PostgreSQL; RabbitMQ and S3 only for the API's read
 1. A fresh namespace and an enterprise tenant owning it (created with diffleet-admin's
    functions), its rate limits raised past the benchmark and credits for every job; a
    ModelCache `m` (sd15) to price jobs against. No operator runs: the jobs stay Pending.
-2. `diffleet-api` runs as its own process on a free 127.0.0.1 port, its job watcher off.
+2. `diffleet-api` runs as its own process on a free 127.0.0.1 port, its job watcher off
+   (`--processes N`: N processes, the clients spread over them as a load balancer would).
 3. Rounds, alternating which goes first so both see the same machine load:
-   - *API*: 50 clients (one httpx.AsyncClient, keep-alive) share N `POST /v1/jobs` with
-     the member key;
-   - *direct*: 50 clients (one kubernetes_asyncio ApiClient) share N creates of the same
-     GenerationJob body the API sends to Kubernetes (its spec with defaults, its label).
-   Per request: client-side latency; per phase: requests/s (N / first start to last end).
-   For the API, its own `diffleet_api_request_seconds` histogram gives the mean time
-   inside the server, so the rest is queueing on the client and the loopback.
+   - *API*: 50 clients (aiohttp, keep-alive) share N `POST /v1/jobs` with the member key;
+   - *direct*: 50 clients (one kubernetes_asyncio ApiClient, which is aiohttp too) share N
+     creates of the same GenerationJob body the API sends to Kubernetes (its spec with
+     defaults, its label).
+   Per request: client-side latency; per phase: requests/s (N / first start to last end),
+   and the CPU time per request of the API processes, this script (the clients),
+   PostgreSQL, kube-apiserver and etcd (the last three by process name, so whatever else
+   uses them meanwhile is counted too). For the API, its own
+   `diffleet_api_request_seconds` histogram gives the mean time inside the server, so
+   the rest is queueing on the client and the loopback.
 4. Figures: p50/p99 of each door over all rounds, their ratios, sustained requests/s.
 
 Writes bench/results/api.md, with the machine's load averages (other engineers' tests
@@ -36,6 +40,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+import aiohttp
 import httpx
 from kubernetes_asyncio import client, config
 
@@ -55,6 +60,8 @@ REQUEST = {"model": "m", "prompt": "a lighthouse at dusk", "steps": 1}
 UNLIMITED = {"requests_per_minute": 10_000_000, "generations_per_hour": 10_000_000}
 TIMEOUT_SECONDS = 60.0
 HISTOGRAM = "diffleet_api_request_seconds"
+# Processes whose CPU time a phase accounts for, besides the API's and this script's.
+SERVICES = {"postgres": "PostgreSQL", "kube-apiserver": "kube-apiserver", "etcd": "etcd"}
 
 
 @dataclass
@@ -67,7 +74,7 @@ class Phase:
     seconds: float = 0.0
     failures: int = 0  # answers other than 201 (their latencies are left out)
     server_seconds: float | None = None  # mean inside the API (its histogram), API only
-    cpu_seconds: float | None = None  # the API process's CPU time per request, API only
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per request, by who
 
     @property
     def rate(self) -> float:
@@ -83,9 +90,48 @@ def load() -> str:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    """User and system CPU time of a process so far (Linux); 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def service_cpu() -> dict[str, float]:
+    """CPU time so far of every running process of each service, by process name."""
+    totals = dict.fromkeys(SERVICES.values(), 0.0)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        if name in SERVICES:
+            fields = text.rpartition(")")[2].split()
+            ticks = int(fields[11]) + int(fields[12])
+            totals[SERVICES[name]] += ticks / os.sysconf("SC_CLK_TCK")
+    return totals
+
+
+@dataclass
+class CpuMeter:
+    """CPU time of the API processes, this script and the services, over a phase."""
+
+    api_pids: list[int]
+
+    def read(self) -> dict[str, float]:
+        return {
+            "API": sum(cpu_seconds(pid) for pid in self.api_pids),
+            "clients": time.process_time(),
+            **service_cpu(),
+        }
+
+    @staticmethod
+    def per_request(
+        before: dict[str, float], after: dict[str, float], count: int
+    ) -> dict[str, float]:
+        return {who: (after[who] - before[who]) / count for who in before}
 
 
 def free_port() -> int:
@@ -104,44 +150,47 @@ async def deadline(probe: Callable[[], Awaitable[bool]], seconds: float, what: s
 
 
 async def hammer(
-    count: int, request: Callable[[], Awaitable[bool]], phase: Phase, clients: int
+    count: int, request: Callable[[int], Awaitable[bool]], phase: Phase, clients: int
 ) -> Phase:
-    """`clients` concurrent loops share `count` requests; each successful one is timed."""
+    """`clients` concurrent loops share `count` requests; each successful one is timed.
+    A loop passes its index to `request` (the API door spreads them over processes)."""
     left = count
 
-    async def loop() -> None:
+    async def loop(index: int) -> None:
         nonlocal left
         while left > 0:
             left -= 1
             started = time.perf_counter()
-            if await request():
+            if await request(index):
                 phase.latencies.append(time.perf_counter() - started)
             else:
                 phase.failures += 1
 
     started = time.perf_counter()
-    await asyncio.gather(*(loop() for _ in range(clients)))
+    await asyncio.gather(*(loop(index) for index in range(clients)))
     phase.seconds = time.perf_counter() - started
     return phase
 
 
 @dataclass
 class Doors:
-    """The two ways in: the API's URL and key, and a Kubernetes client."""
+    """The two ways in: a session per API process (with the key), and a Kubernetes client."""
 
-    http: httpx.AsyncClient
+    sessions: list[aiohttp.ClientSession]
     custom: client.CustomObjectsApi
     namespace: str
     spec: dict[str, object]
-    api_pid: int
+    meter: CpuMeter
 
-    async def through_api(self) -> bool:
-        answer = await self.http.post("/v1/jobs", json=REQUEST)
-        if answer.status_code != 201:
-            print(f"POST /v1/jobs: {answer.status_code} {answer.text[:200]}")
-        return answer.status_code == 201
+    async def through_api(self, index: int) -> bool:
+        session = self.sessions[index % len(self.sessions)]
+        async with session.post("/v1/jobs", json=REQUEST) as answer:
+            body = await answer.read()
+        if answer.status != 201:
+            print(f"POST /v1/jobs: {answer.status} {body[:200]!r}")
+        return answer.status == 201
 
-    async def direct(self) -> bool:
+    async def direct(self, _: int) -> bool:
         body = {
             "apiVersion": f"{API_GROUP}/{API_VERSION}",
             "kind": generation_job.KIND,
@@ -158,28 +207,34 @@ class Doors:
         return True
 
     async def server_totals(self) -> tuple[float, float]:
-        """Sum and count of the API's own timings of successful `POST /v1/jobs`."""
-        text = (await self.http.get("/metrics")).text
+        """Sum and count of the API processes' own timings of successful `POST /v1/jobs`."""
         totals = {"sum": 0.0, "count": 0.0}
-        for line in text.splitlines():
-            labels = 'method="POST",route="/v1/jobs",status="201"'
-            for kind in totals:
-                if line.startswith(f"{HISTOGRAM}_{kind}{{") and labels in line:
-                    totals[kind] += float(line.rpartition(" ")[2])
+        labels = 'method="POST",route="/v1/jobs",status="201"'
+        for session in self.sessions:
+            async with session.get("/metrics") as answer:
+                text = await answer.text()
+            for line in text.splitlines():
+                for kind in totals:
+                    if line.startswith(f"{HISTOGRAM}_{kind}{{") and labels in line:
+                        totals[kind] += float(line.rpartition(" ")[2])
         return totals["sum"], totals["count"]
 
     async def api_phase(self, count: int, clients: int = CLIENTS) -> Phase:
         sum_before, count_before = await self.server_totals()
-        cpu_before = cpu_seconds(self.api_pid)
+        cpu_before = self.meter.read()
         phase = await hammer(count, self.through_api, Phase("API", clients), clients)
-        phase.cpu_seconds = (cpu_seconds(self.api_pid) - cpu_before) / count
+        phase.cpu = self.meter.per_request(cpu_before, self.meter.read(), count)
         sum_after, count_after = await self.server_totals()
         if count_after > count_before:
             phase.server_seconds = (sum_after - sum_before) / (count_after - count_before)
         return phase
 
     async def direct_phase(self, count: int, clients: int = CLIENTS) -> Phase:
-        return await hammer(count, self.direct, Phase("direct", clients), clients)
+        cpu_before = self.meter.read()
+        phase = await hammer(count, self.direct, Phase("direct", clients), clients)
+        phase.cpu = self.meter.per_request(cpu_before, self.meter.read(), count)
+        del phase.cpu["API"]  # idle, but for its readiness probes
+        return phase
 
 
 @dataclass
@@ -233,69 +288,84 @@ async def model_cache(custom: client.CustomObjectsApi, namespace: str) -> None:
     )
 
 
-async def measure(
-    url: str, api_pid: int, tenant: Tenant, jobs: int, rounds: int
-) -> tuple[list[Phase], str]:
+@dataclass
+class Api:
+    """The API processes under test: their URLs and process ids."""
+
+    urls: list[str]
+    pids: list[int]
+
+
+async def measure(api: Api, tenant: Tenant, jobs: int, rounds: int) -> tuple[list[Phase], str]:
     """Warms both doors up, then runs the rounds; returns the phases and the loads."""
     await config.load_kube_config()
     configuration = client.Configuration.get_default_copy()
     configuration.connection_pool_maxsize = CLIENTS
-    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
     headers = {"Authorization": f"Bearer {tenant.key}"}
-    async with (
-        client.ApiClient(configuration) as kube,
-        httpx.AsyncClient(
-            base_url=url, headers=headers, limits=limits, timeout=TIMEOUT_SECONDS
-        ) as http,
-    ):
-        custom = client.CustomObjectsApi(kube)
-        await model_cache(custom, tenant.namespace)
-        spec = wire_spec(GenerationJobSpec.model_validate(REQUEST))
-        doors = Doors(http, custom, tenant.namespace, spec, api_pid)
-        await doors.api_phase(CLIENTS)
-        await doors.direct_phase(CLIENTS)
-        loads = [load()]
-        phases = [await doors.api_phase(SERIAL, 1), await doors.direct_phase(SERIAL, 1)]
-        for index in range(rounds):
-            order = [doors.api_phase, doors.direct_phase]
-            for run in order if index % 2 == 0 else order[::-1]:
-                phases.append(await run(jobs))
-                print(f"round {index + 1}: {phases[-1].door} {phases[-1].rate:.0f} req/s")
-            loads.append(load())
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
+    sessions = [
+        aiohttp.ClientSession(
+            base_url=url,
+            headers=headers,
+            timeout=timeout,
+            connector=aiohttp.TCPConnector(limit=CLIENTS),
+        )
+        for url in api.urls
+    ]
+    try:
+        async with client.ApiClient(configuration) as kube:
+            custom = client.CustomObjectsApi(kube)
+            await model_cache(custom, tenant.namespace)
+            spec = wire_spec(GenerationJobSpec.model_validate(REQUEST))
+            doors = Doors(sessions, custom, tenant.namespace, spec, CpuMeter(api.pids))
+            await doors.api_phase(CLIENTS)
+            await doors.direct_phase(CLIENTS)
+            loads = [load()]
+            phases = [await doors.api_phase(SERIAL, 1), await doors.direct_phase(SERIAL, 1)]
+            for index in range(rounds):
+                order = [doors.api_phase, doors.direct_phase]
+                for run in order if index % 2 == 0 else order[::-1]:
+                    phases.append(await run(jobs))
+                    print(f"round {index + 1}: {phases[-1].door} {phases[-1].rate:.0f} req/s")
+                loads.append(load())
+    finally:
+        await asyncio.gather(*(session.close() for session in sessions))
     return phases, "; ".join(loads)
 
 
-def run(jobs: int, rounds: int) -> None:
+def run(jobs: int, rounds: int, processes: int) -> None:
     namespace = f"bench-api-{uuid.uuid4().hex[:6]}"
     logs = ROOT / ".diffleet" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    api: subprocess.Popen[bytes] | None = None
+    started: list[subprocess.Popen[bytes]] = []
     try:
         tenant = make_tenant(namespace, credits=(jobs * rounds + CLIENTS + SERIAL) * 2)
-        api = spawn_api(namespace, port, logs / f"{namespace}-api.log")
-        started = api
+        ports = [free_port() for _ in range(processes)]
+        for index, port in enumerate(ports):
+            log = logs / f"{namespace}-api-{index}.log"
+            started.append(spawn_api(namespace, port, log))
+        api = Api([f"http://127.0.0.1:{port}" for port in ports], [p.pid for p in started])
 
         async def ready() -> bool:
-            if started.poll() is not None:
-                raise RuntimeError(f"diffleet-api exited; see {logs}/{namespace}-api.log")
+            if any(process.poll() is not None for process in started):
+                raise RuntimeError(f"diffleet-api exited; see {logs}/{namespace}-api-*.log")
             try:
                 async with httpx.AsyncClient(timeout=5) as probe:
-                    return (await probe.get(f"{url}/readyz")).status_code == 200
+                    answers = [await probe.get(f"{url}/readyz") for url in api.urls]
             except httpx.TransportError:
                 return False
+            return all(answer.status_code == 200 for answer in answers)
 
         asyncio.run(deadline(ready, 120, "diffleet-api ready"))
-        phases, loads = asyncio.run(measure(url, api.pid, tenant, jobs, rounds))
+        phases, loads = asyncio.run(measure(api, tenant, jobs, rounds))
     finally:
-        if api is not None:
-            stop(api)
+        for process in started:
+            stop(process)
         subprocess.run(
             ["kubectl", "delete", "namespace", namespace, "--wait=false"],
             check=False, capture_output=True, timeout=60,
         )  # fmt: skip
-    RESULTS.write_text(report(phases, jobs, loads))
+    RESULTS.write_text(report(phases, jobs, loads, processes))
     print(RESULTS.read_text())
 
 
@@ -309,9 +379,13 @@ def summary(phases: list[Phase], door: str, clients: int) -> dict[str, float]:
     }
 
 
+def milliseconds(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f}"
+
+
 def phase_row(phase: Phase) -> str:
     server = f"{phase.server_seconds * 1000:.0f} ms" if phase.server_seconds else "-"
-    cpu = f"{phase.cpu_seconds * 1000:.1f} ms" if phase.cpu_seconds else "-"
+    cpu = " | ".join(milliseconds(phase.cpu.get(who)) for who in CPU_COLUMNS)
     return (
         f"| {phase.clients} | {phase.door} | {percentile(phase.latencies, 50) * 1000:.0f} ms"
         f" | {percentile(phase.latencies, 99) * 1000:.0f} ms | {phase.rate:.0f}"
@@ -319,24 +393,34 @@ def phase_row(phase: Phase) -> str:
     )
 
 
-def report(phases: list[Phase], jobs: int, loads: str) -> str:
+CPU_COLUMNS = ["API", "clients", *SERVICES.values()]
+TABLE_HEAD = (
+    "| clients | door | p50 | p99 | requests/s | in server (mean) | CPU: API | clients"
+    " | PostgreSQL | kube-apiserver | etcd | failed |\n" + "|---" * 12 + "|"
+)
+
+
+def report(phases: list[Phase], jobs: int, loads: str, processes: int) -> str:
     api, direct = summary(phases, "API", CLIENTS), summary(phases, "direct", CLIENTS)
     one_api, one_direct = summary(phases, "API", 1), summary(phases, "direct", 1)
     rate_ratio = api["rate"] / direct["rate"]
     rows = "\n".join(phase_row(phase) for phase in phases)
+    served = (
+        "one `diffleet-api` process" if processes == 1 else f"{processes} `diffleet-api` processes"
+    )
     return f"""# API benchmark
 
 Measured by `bench/api.py` on {time.strftime("%Y-%m-%d")}, {os.cpu_count()} cores; the
-local stack (kube-apiserver, etcd, PostgreSQL, RabbitMQ, MinIO), one `diffleet-api`
-process (uvicorn, one event loop, watcher off) and this script's clients all on the same
+local stack (kube-apiserver, etcd, PostgreSQL, RabbitMQ, MinIO), {served}
+(uvicorn, one event loop each, watcher off) and this script's clients all on the same
 machine, which other engineers' tests share: load averages (1 / 5 / 15 min) before the
 measured phases and after each round: {loads}.
 
 {CLIENTS} concurrent clients, {jobs} creates per door and round, rounds alternating
-which door goes first. *API*: `POST /v1/jobs` (httpx, keep-alive) with an enterprise
+which door goes first. *API*: `POST /v1/jobs` (aiohttp, keep-alive) with an enterprise
 tenant's member key, rate limits raised past the run. *direct*: the same GenerationJob
 (the spec the API sends, defaults filled in, and its label) created with
-kubernetes_asyncio. No operator runs; every job stays Pending.
+kubernetes_asyncio (aiohttp as well). No operator runs; every job stays Pending.
 
 | {CLIENTS} clients | API `POST /v1/jobs` | direct create | ratio API / direct |
 |---|---|---|---|
@@ -349,10 +433,11 @@ through the API, {one_direct["p50"]:.1f} ms direct.
 
 Per phase (*in server*: the mean of the API's own `diffleet_api_request_seconds` for
 the phase's 201s, the rest of the client's latency is queueing before the API reads the
-request; *API CPU*: the API process's user + system time over the phase, per request):
+request; *CPU per request*, ms: user + system time over the phase divided by its
+requests, of the API processes, this script's clients, and every PostgreSQL,
+kube-apiserver and etcd process, whoever else used them meanwhile included):
 
-| clients | door | p50 | p99 | requests/s | in server (mean) | API CPU per request | failed |
-|---|---|---|---|---|---|---|---|
+{TABLE_HEAD}
 {rows}
 """
 
@@ -361,10 +446,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--jobs", type=int, default=1000, help="creates per door and round")
     parser.add_argument("--rounds", type=int, default=2, help="rounds (the order alternates)")
+    parser.add_argument("--processes", type=int, default=1, help="diffleet-api processes")
     args = parser.parse_args()
     if "KUBECONFIG" not in os.environ:
         raise SystemExit('KUBECONFIG is unset: needs the local stack, eval "$(make -s env)"')
-    run(args.jobs, args.rounds)
+    run(args.jobs, args.rounds, args.processes)
 
 
 if __name__ == "__main__":

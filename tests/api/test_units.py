@@ -1,5 +1,7 @@
-"""The API's pure pieces: prices, token buckets, JWT checks, keys, signatures, errors."""
+"""The API's pure pieces: prices, token buckets, JWT checks, keys, signatures, errors, the
+remembered base models of ModelCaches."""
 
+import asyncio
 import time
 from decimal import Decimal
 
@@ -13,6 +15,7 @@ from diffleet_api.buckets import BucketPolicy, take
 from diffleet_api.errors import invalid_from
 from diffleet_api.keys import key_hash, looks_like_key, new_key
 from diffleet_api.pricing import job_cost
+from diffleet_api.runtime import ModelFamilies
 from diffleet_api.settings import DEVELOPMENT_JWT_SECRET, JWT_AUDIENCE, ApiSettings
 from diffleet_api.tokens import Claims, InvalidTokenError, Role, decode
 from diffleet_api.webhooks import backoff, sign, verify
@@ -165,3 +168,47 @@ def test_validation_errors_map_to_crd_rules() -> None:
 def test_production_refuses_the_development_secrets() -> None:
     with pytest.raises(ValidationError, match="JWT_SECRET"):
         ApiSettings(environment="production")
+
+
+def test_model_families_share_one_lookup_and_remember_absent_models() -> None:
+    lookups: list[str] = []
+
+    async def found() -> BaseModelFamily | None:
+        lookups.append("found")
+        await asyncio.sleep(0.01)
+        return SDXL
+
+    async def absent() -> BaseModelFamily | None:
+        lookups.append("absent")
+        return None
+
+    async def ask() -> list[BaseModelFamily | None]:
+        families = ModelFamilies(seconds=60)
+        answers = await asyncio.gather(*(families.get("ns", "m", found) for _ in range(5)))
+        answers += [await families.get("ns", "gone", absent) for _ in range(3)]
+        families.forget("ns", "m")
+        answers.append(await families.get("ns", "m", found))
+        return answers
+
+    assert asyncio.run(ask()) == [SDXL] * 5 + [None] * 3 + [SDXL]
+    assert lookups == ["found", "absent", "found"]
+
+
+def test_model_families_forget_failed_and_expired_lookups() -> None:
+    attempts: list[int] = []
+
+    async def flaky() -> BaseModelFamily | None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise TimeoutError("Kubernetes API unreachable")
+        return SD15
+
+    async def ask() -> BaseModelFamily | None:
+        families = ModelFamilies(seconds=0)
+        with pytest.raises(TimeoutError):
+            await families.get("ns", "m", flaky)
+        await families.get("ns", "m", flaky)
+        return await families.get("ns", "m", flaky)  # expired at once: asked again
+
+    assert asyncio.run(ask()) == SD15
+    assert len(attempts) == 3

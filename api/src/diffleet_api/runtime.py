@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,22 +15,49 @@ from diffleet_core.broker import Broker
 from diffleet_core.resources.model_cache import BaseModelFamily
 from diffleet_core.settings import Settings
 
+FamilyLookup = Callable[[], Awaitable[BaseModelFamily | None]]
+
 
 @dataclass
 class ModelFamilies:
-    """Base-model family of ModelCaches, remembered briefly (pricing asks for every job)."""
+    """Base-model family of ModelCaches by namespace and name, remembered for `seconds`
+    (pricing asks for every job), absent ones too (a platform model is looked for in the
+    tenant's namespace first). Concurrent askers share one lookup; a failed lookup is not
+    remembered."""
 
     seconds: float
-    _known: dict[tuple[str, str], tuple[float, BaseModelFamily]] = field(default_factory=dict)
+    max_entries: int = 4096
+    _known: dict[tuple[str, str], tuple[float, "asyncio.Future[BaseModelFamily | None]"]] = field(
+        default_factory=dict
+    )
 
-    def get(self, namespace: str, name: str) -> BaseModelFamily | None:
-        entry = self._known.get((namespace, name))
+    async def get(self, namespace: str, name: str, lookup: FamilyLookup) -> BaseModelFamily | None:
+        key = (namespace, name)
+        entry = self._known.get(key)
         if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
+            self._make_room()
+            entry = (time.monotonic() + self.seconds, asyncio.ensure_future(lookup()))
+            self._known[key] = entry
+        try:
+            # Shielded: one asker's cancellation does not cancel the others' lookup.
+            return await asyncio.shield(entry[1])
+        except Exception:
+            if self._known.get(key) is entry:
+                del self._known[key]
+            raise
 
-    def remember(self, namespace: str, name: str, family: BaseModelFamily) -> None:
-        self._known[(namespace, name)] = (time.monotonic() + self.seconds, family)
+    def forget(self, namespace: str, name: str) -> None:
+        """Drops what is remembered of a ModelCache (this process has just created it)."""
+        self._known.pop((namespace, name), None)
+
+    def _make_room(self) -> None:
+        """Forgets expired entries once there are many (names asked for are unbounded)."""
+        if len(self._known) < self.max_entries:
+            return
+        now = time.monotonic()
+        self._known = {key: entry for key, entry in self._known.items() if entry[0] >= now}
+        if len(self._known) >= self.max_entries:
+            self._known.clear()
 
 
 @dataclass

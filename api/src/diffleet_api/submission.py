@@ -80,13 +80,13 @@ def request_digest(specs: list[GenerationJobSpec], names: list[str] | None) -> s
 async def model_family(runtime: Runtime, namespace: str, name: str) -> BaseModelFamily | None:
     """The base model of a ModelCache: the tenant's namespace first, then the system's."""
     for where in (namespace, runtime.platform.system_namespace):
-        known = runtime.families.get(where, name)
-        if known is not None:
-            return known
-        body = await runtime.kube.get_model(where, name)
-        if body is not None:
-            family = BaseModelFamily(body["spec"]["baseModel"])
-            runtime.families.remember(where, name, family)
+
+        async def lookup(where: str = where) -> BaseModelFamily | None:
+            body = await runtime.kube.get_model(where, name)
+            return None if body is None else BaseModelFamily(body["spec"]["baseModel"])
+
+        family = await runtime.families.get(where, name, lookup)
+        if family is not None:
             return family
     return None
 
