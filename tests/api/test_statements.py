@@ -1,6 +1,7 @@
 """The API's one-statement writes against the real PostgreSQL: taking rate-limit tokens
-(agrees with the bucket arithmetic, never grants a token twice) and reserving credits
-(all or nothing, never spends a balance twice)."""
+(agrees with the bucket arithmetic, never grants a token twice), authenticating (the
+caller and a request token in one statement) and reserving credits (all or nothing,
+never spends a balance twice)."""
 
 import asyncio
 import os
@@ -13,9 +14,10 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 
-from diffleet_api import ledger, ratelimits, tenants
+from diffleet_api import db, ledger, ratelimits, tenants
 from diffleet_api.buckets import BucketPolicy, Decision, take
 from diffleet_api.errors import PaymentRequiredError
+from diffleet_api.tokens import Role
 from diffleet_core.resources.generation_job import Tier
 from tests.api.support import connect
 
@@ -27,6 +29,7 @@ HOUR = BucketPolicy("generations", capacity=10, window_seconds=3600)
 @pytest.fixture
 def tenant_id(local_stack: dict[str, str]) -> str:
     """A tenant with 10 credits (no namespace is created: only its rows are used)."""
+    db.migrate(os.environ["DIFFLEET_DATABASE_URL"])
     name = f"stmt-{uuid.uuid4().hex[:8]}"
     with connect() as connection:
         tenants.create_tenant(connection, name, name, Tier.FREE, Decimal(10))
@@ -113,6 +116,49 @@ def test_concurrent_takes_never_grant_a_token_twice(tenant_id: str) -> None:
     decisions = asyncio.run(race())
     assert sum(d.allowed for d in decisions) == 10
     assert stored_tokens(tenant_id, HOUR) == pytest.approx(0, abs=0.01)
+
+
+def authenticate(key: str, capacities: dict[str, int]) -> tenants.KeyGrant | None:
+    return asyncio.run(on_connection(lambda c: tenants.authenticate_key(c, key, capacities)))
+
+
+def test_authenticating_a_key_takes_a_request_token_of_its_tenant(tenant_id: str) -> None:
+    with connect() as connection:
+        key_id, key = tenants.create_key(connection, tenant_id, "k", Role.MEMBER)
+    grants = [authenticate(key, {"free": 3}) for _ in range(4)]
+    assert all(grant is not None for grant in grants)
+    first = grants[0]
+    assert first is not None
+    assert (first.key_id, first.role, first.caller.tenant.id) == (key_id, Role.MEMBER, tenant_id)
+    assert first.caller.balance == Decimal(10)
+    lefts = [grant.caller.requests_left for grant in grants if grant is not None]
+    assert lefts[:3] == [
+        pytest.approx(2, abs=0.01),
+        pytest.approx(1, abs=0.01),
+        pytest.approx(0, abs=0.01),
+    ]
+    assert lefts[3] is None  # the bucket is empty: refused
+
+    with connect() as connection:
+        assert tenants.revoke_key(connection, key_id)
+    set_bucket(tenant_id, MINUTE, 2, 0)
+    assert authenticate(key, {"free": 3}) is None
+    assert stored_tokens(tenant_id, MINUTE) == 2  # a revoked key takes nothing
+
+
+def test_a_tier_without_a_request_limit_takes_no_token(tenant_id: str) -> None:
+    async def jwt_caller(connection: psycopg.AsyncConnection[Any]) -> tenants.Caller | None:
+        return await tenants.authenticate_tenant(connection, tenant_id, {"pro": 500})
+
+    caller = asyncio.run(on_connection(jwt_caller))
+    assert caller is not None
+    assert caller.tenant.id == tenant_id
+    assert caller.requests_left is None
+    with connect() as connection:
+        bucket = connection.execute(
+            "select 1 from rate_buckets where tenant_id = %s", (tenant_id,)
+        ).fetchone()
+    assert bucket is None
 
 
 def reservation(cost: str) -> ledger.Reservation:

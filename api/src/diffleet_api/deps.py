@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from diffleet_api import ratelimits, tenants, tokens
+from diffleet_api.buckets import granted
 from diffleet_api.errors import ForbiddenError, UnauthenticatedError
 from diffleet_api.keys import looks_like_key
 from diffleet_api.runtime import Runtime
@@ -56,33 +57,36 @@ async def authenticate(
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
+    """The caller, from an API key or a JWT; takes a token of the tenant's requests bucket
+    in the same statement (429 when it is empty)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise UnauthenticatedError("an Authorization: Bearer token is required", headers=CHALLENGE)
     token = credentials.credentials
+    capacities = ratelimits.request_capacities(runtime.settings)
     async with runtime.pool.connection() as connection:
         if looks_like_key(token):
-            grant = await tenants.grant_for_key(connection, token)
+            grant = await tenants.authenticate_key(connection, token, capacities)
             if grant is None:
                 raise refused("unknown or revoked API key")
-            principal = Principal(f"key:{grant.key_id}", grant.tenant, grant.role, grant.balance)
+            caller, subject, role = grant.caller, f"key:{grant.key_id}", grant.role
         else:
             try:
                 claims = tokens.decode(token, runtime.settings)
             except tokens.InvalidTokenError as error:
                 raise refused(str(error)) from error
-            seen = await tenants.tenant_by_id(connection, claims.tenant)
-            if seen is None:
+            found = await tenants.authenticate_tenant(connection, claims.tenant, capacities)
+            if found is None:
                 raise refused(f"unknown tenant {claims.tenant!r}")
-            principal = Principal(claims.subject, seen.tenant, claims.role, seen.balance)
-        rule = ratelimits.policy(
-            runtime.settings.tier_limits[principal.tenant.tier], ratelimits.REQUESTS
-        )
+            caller, subject, role = found, claims.subject, claims.role
+        tenant = caller.tenant
+        rule = ratelimits.policy(runtime.settings.tier_limits[tenant.tier], ratelimits.REQUESTS)
         if rule is not None:
-            decision = await ratelimits.consume(connection, principal.tenant.id, rule, 1)
-            if not decision.allowed:
+            if caller.requests_left is None:
+                decision = await ratelimits.refused(connection, tenant.id, rule, 1)
                 raise ratelimits.refusal(rule, decision)
+            decision = granted(rule, caller.requests_left)
             request.state.rate_limit_headers = ratelimits.headers(rule, decision)
-    return principal
+    return Principal(subject, tenant, role, caller.balance)
 
 
 def require(role: Role) -> object:

@@ -1,12 +1,14 @@
 """Rate limits per tenant, shared by every API replica: the token buckets live in
 PostgreSQL and are timed by the database's clock.
 
-Taking tokens is one statement (one round trip, its own transaction): an upsert that
-refills the bucket and takes `cost` only when enough tokens are there, under the row lock
-the upsert holds for that statement alone. No row back means refused; the bucket is then
-read once more for the Retry-After and RateLimit-* figures (refusals only). A refused
-take leaves the row as it was, which is the same bucket: the refill is computed from
-`updated_at` whenever it is next read."""
+Taking tokens is one call of the database function `take_tokens` (migration 0002): an
+upsert that refills the bucket and takes `cost` only when enough tokens are there, under
+the row lock it holds for the calling statement alone. It returns the tokens left, or
+null when refused; the bucket is then read once more for the Retry-After and RateLimit-*
+figures (refusals only). A refused take leaves the row as it was, which is the same
+bucket: the refill is computed from `updated_at` whenever it is next read. The request
+bucket is taken by the statement that authenticates (tenants.py), so a request costs one
+round trip for both."""
 
 from typing import Any
 
@@ -15,27 +17,14 @@ import psycopg
 from diffleet_api.buckets import BucketPolicy, Decision, denied, granted, refill
 from diffleet_api.db import Pool
 from diffleet_api.errors import RateLimitedError
-from diffleet_api.settings import TierLimits
+from diffleet_api.settings import ApiSettings, TierLimits
 
 REQUESTS = "requests"
 GENERATIONS = "generations"
 UPLOADS = "uploads"
+REQUESTS_WINDOW_SECONDS = 60.0
 
-# Refill (what the bucket held plus the refill since `updated_at`, capped at capacity),
-# then take `cost` if that many are there; a new bucket starts full.
-TAKE = """
-insert into rate_buckets as bucket (tenant_id, name, tokens, updated_at)
-values (%(tenant)s, %(name)s, %(capacity)s - %(cost)s, clock_timestamp())
-on conflict (tenant_id, name) do update
-set tokens = least(%(capacity)s, bucket.tokens
-        + %(rate)s * greatest(0, extract(epoch from clock_timestamp() - bucket.updated_at)))
-        - %(cost)s,
-    updated_at = clock_timestamp()
-where least(%(capacity)s, bucket.tokens
-        + %(rate)s * greatest(0, extract(epoch from clock_timestamp() - bucket.updated_at)))
-        >= %(cost)s
-returning tokens
-"""
+TAKE = "select take_tokens(%(tenant)s, %(name)s, %(capacity)s, %(rate)s, %(cost)s)"
 READ = (
     "select tokens, extract(epoch from clock_timestamp() - updated_at)"
     " from rate_buckets where tenant_id = %s and name = %s"
@@ -45,7 +34,7 @@ READ = (
 def policy(limits: TierLimits, bucket: str) -> BucketPolicy | None:
     """The bucket's policy for a tier; None when the tier is unlimited there."""
     per_window = {
-        REQUESTS: (limits.requests_per_minute, 60.0),
+        REQUESTS: (limits.requests_per_minute, REQUESTS_WINDOW_SECONDS),
         GENERATIONS: (limits.generations_per_hour, 3600.0),
         UPLOADS: (limits.uploads_per_hour, 3600.0),
     }
@@ -53,25 +42,33 @@ def policy(limits: TierLimits, bucket: str) -> BucketPolicy | None:
     return None if capacity is None else BucketPolicy(bucket, capacity, window)
 
 
+def request_capacities(settings: ApiSettings) -> dict[str, int]:
+    """Requests per minute by tier name, for the tiers that have a limit."""
+    return {
+        tier.value: limits.requests_per_minute
+        for tier, limits in settings.tier_limits.items()
+        if limits.requests_per_minute is not None
+    }
+
+
 async def consume(
     connection: psycopg.AsyncConnection[Any], tenant_id: str, rule: BucketPolicy, cost: int
 ) -> Decision:
     """Takes `cost` tokens from the tenant's bucket (committed at once: the connection
     is in autocommit, or the caller commits)."""
-    if cost <= rule.capacity:
-        cursor = await connection.execute(
-            TAKE,
-            {
-                "tenant": tenant_id,
-                "name": rule.name,
-                "capacity": float(rule.capacity),
-                "rate": rule.rate,
-                "cost": float(cost),
-            },
-        )
-        row = await cursor.fetchone()
-        if row is not None:
-            return granted(rule, float(row[0]))
+    cursor = await connection.execute(
+        TAKE,
+        {
+            "tenant": tenant_id,
+            "name": rule.name,
+            "capacity": float(rule.capacity),
+            "rate": rule.rate,
+            "cost": float(cost),
+        },
+    )
+    row = await cursor.fetchone()
+    if row is not None and row[0] is not None:
+        return granted(rule, float(row[0]))
     return await refused(connection, tenant_id, rule, cost)
 
 

@@ -8,8 +8,10 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from diffleet_api.keys import key_hash, new_key, shown_prefix
+from diffleet_api.ratelimits import REQUESTS, REQUESTS_WINDOW_SECONDS
 from diffleet_api.tokens import Role
 from diffleet_core.resources.generation_job import Tier
 
@@ -28,21 +30,23 @@ class Tenant:
 
 
 @dataclass(frozen=True)
-class KeyGrant:
-    """Who a key speaks for, and the tenant's balance as the key was looked up."""
+class Caller:
+    """A tenant as authentication found it: its balance then, and the tokens left in its
+    requests bucket once this request took one (None: its tier has no request limit, or
+    the bucket was empty)."""
 
     tenant: Tenant
-    role: Role
-    key_id: int
     balance: Decimal
+    requests_left: float | None
 
 
 @dataclass(frozen=True)
-class TenantSeen:
-    """A tenant, and its balance as it was looked up."""
+class KeyGrant:
+    """Who a key speaks for."""
 
-    tenant: Tenant
-    balance: Decimal
+    caller: Caller
+    role: Role
+    key_id: int
 
 
 @dataclass(frozen=True)
@@ -56,35 +60,63 @@ class KeyInfo:
     revoked_at: datetime | None
 
 
-async def tenant_by_id(
-    connection: psycopg.AsyncConnection[Any], tenant_id: str
-) -> TenantSeen | None:
-    cursor = connection.cursor(row_factory=dict_row)
-    await cursor.execute(
-        "select id, namespace, tier, balance from tenants where id = %s", (tenant_id,)
-    )
-    row = await cursor.fetchone()
-    return TenantSeen(Tenant.from_row(row), row["balance"]) if row else None
+# Authentication is one statement: the caller's row, and a token of its tenant's requests
+# bucket taken by take_tokens (migration 0002), evaluated for the row found only; a tier
+# without a request limit (absent from `capacities`) takes none.
+BY_KEY = """
+select k.id as key_id, k.role, t.id, t.namespace, t.tier, t.balance,
+    case when limits.capacity is not null then
+        take_tokens(t.id, %(bucket)s, limits.capacity, limits.capacity / %(window)s, 1)
+    end as requests_left
+from api_keys k join tenants t on t.id = k.tenant_id,
+    lateral (select (%(capacities)s::jsonb ->> t.tier)::double precision) as limits (capacity)
+where k.hash = %(hash)s and k.revoked_at is null
+"""
+BY_TENANT = """
+select t.id, t.namespace, t.tier, t.balance,
+    case when limits.capacity is not null then
+        take_tokens(t.id, %(bucket)s, limits.capacity, limits.capacity / %(window)s, 1)
+    end as requests_left
+from tenants t,
+    lateral (select (%(capacities)s::jsonb ->> t.tier)::double precision) as limits (capacity)
+where t.id = %(tenant)s
+"""
 
 
-async def grant_for_key(connection: psycopg.AsyncConnection[Any], key: str) -> KeyGrant | None:
-    """The tenant and role of an unrevoked key, or None."""
+def request_bucket(capacities: dict[str, int]) -> dict[str, Any]:
+    return {
+        "bucket": REQUESTS,
+        "window": REQUESTS_WINDOW_SECONDS,
+        "capacities": Jsonb(capacities),
+    }
+
+
+def caller_of(row: dict[str, Any]) -> Caller:
+    left = row["requests_left"]
+    return Caller(Tenant.from_row(row), row["balance"], None if left is None else float(left))
+
+
+async def authenticate_key(
+    connection: psycopg.AsyncConnection[Any], key: str, capacities: dict[str, int]
+) -> KeyGrant | None:
+    """The tenant and role of an unrevoked key, or None; takes a request token of the
+    tenant (`capacities`: requests per minute by tier)."""
     cursor = connection.cursor(row_factory=dict_row)
-    await cursor.execute(
-        "select k.id as key_id, k.role, t.id, t.namespace, t.tier, t.balance"
-        " from api_keys k join tenants t on t.id = k.tenant_id"
-        " where k.hash = %s and k.revoked_at is null",
-        (key_hash(key),),
-    )
+    await cursor.execute(BY_KEY, {"hash": key_hash(key)} | request_bucket(capacities))
     row = await cursor.fetchone()
     if row is None:
         return None
-    return KeyGrant(
-        tenant=Tenant.from_row(row),
-        role=Role(row["role"]),
-        key_id=row["key_id"],
-        balance=row["balance"],
-    )
+    return KeyGrant(caller=caller_of(row), role=Role(row["role"]), key_id=row["key_id"])
+
+
+async def authenticate_tenant(
+    connection: psycopg.AsyncConnection[Any], tenant_id: str, capacities: dict[str, int]
+) -> Caller | None:
+    """The tenant of a JWT, or None; takes a request token of the tenant."""
+    cursor = connection.cursor(row_factory=dict_row)
+    await cursor.execute(BY_TENANT, {"tenant": tenant_id} | request_bucket(capacities))
+    row = await cursor.fetchone()
+    return caller_of(row) if row else None
 
 
 def create_tenant(
