@@ -20,8 +20,9 @@ local stack (kube-apiserver, PostgreSQL; RabbitMQ and S3 only for the API's read
 4. Figures: p50/p99 of each door over all rounds, their ratios, sustained requests/s.
 
 Writes bench/results/api.md, with the machine's load averages (other engineers' tests
-share its 2 cores). Bounded: N jobs per phase and round, every wait has a deadline; the
-API is stopped and the namespace deleted at the end. Not a test: it never gates CI.
+share its 2 cores), keeping the notes under its NOTES marker. Bounded: N jobs per phase
+and round, every wait has a deadline; the API is stopped and the namespace deleted at
+the end. Not a test: it never gates CI.
 Run: `make bench-api` (needs `make up-infra`; N=1000, 2 rounds by default).
 """
 
@@ -60,6 +61,7 @@ REQUEST = {"model": "m", "prompt": "a lighthouse at dusk", "steps": 1}
 UNLIMITED = {"requests_per_minute": 10_000_000, "generations_per_hour": 10_000_000}
 TIMEOUT_SECONDS = 60.0
 HISTOGRAM = "diffleet_api_request_seconds"
+NOTES = "<!-- Notes: kept as they are when bench/api.py writes new figures above. -->"
 # Processes whose CPU time a phase accounts for, besides the API's and this script's.
 SERVICES = {"postgres": "PostgreSQL", "kube-apiserver": "kube-apiserver", "etcd": "etcd"}
 
@@ -365,8 +367,16 @@ def run(jobs: int, rounds: int, processes: int) -> None:
             ["kubectl", "delete", "namespace", namespace, "--wait=false"],
             check=False, capture_output=True, timeout=60,
         )  # fmt: skip
-    RESULTS.write_text(report(phases, jobs, loads, processes))
+    RESULTS.write_text(report(phases, jobs, loads, processes) + kept_notes())
     print(RESULTS.read_text())
+
+
+def kept_notes() -> str:
+    """The written notes under NOTES in the results file, which a new run keeps."""
+    if not RESULTS.exists():
+        return ""
+    _, marker, notes = RESULTS.read_text().partition(NOTES)
+    return f"\n{marker}{notes}" if marker else ""
 
 
 def summary(phases: list[Phase], door: str, clients: int) -> dict[str, float]:
