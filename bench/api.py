@@ -22,7 +22,8 @@ local stack (kube-apiserver, PostgreSQL; RabbitMQ and S3 only for the API's read
 Writes bench/results/api.md, with the machine's load averages (other engineers' tests
 share its 2 cores), keeping the notes under its NOTES marker. Bounded: N jobs per phase
 and round, every wait has a deadline; the API is stopped and the namespace deleted at
-the end. Not a test: it never gates CI.
+the end (the finalizer the admission policy put on each job dropped first). Not a test:
+it never gates CI.
 Run: `make bench-api` (needs `make up-infra`; N=1000, 2 rounds by default).
 """
 
@@ -363,6 +364,7 @@ def run(jobs: int, rounds: int, processes: int) -> None:
     finally:
         for process in started:
             stop(process)
+        asyncio.run(release(namespace))
         subprocess.run(
             ["kubectl", "delete", "namespace", namespace, "--wait=false"],
             check=False, capture_output=True, timeout=60,
@@ -377,6 +379,33 @@ def kept_notes() -> str:
         return ""
     _, marker, notes = RESULTS.read_text().partition(NOTES)
     return f"\n{marker}{notes}" if marker else ""
+
+
+async def release(namespace: str) -> None:
+    """Drops the operator's finalizer from every job of the namespace (the admission
+    policy puts it on at creation; no operator runs here to take it off), so that
+    deleting the namespace can finish."""
+    await config.load_kube_config()
+    async with client.ApiClient() as kube:
+        custom = client.CustomObjectsApi(kube)
+        listed = await custom.list_namespaced_custom_object(
+            API_GROUP, API_VERSION, namespace, generation_job.PLURAL,
+            _request_timeout=TIMEOUT_SECONDS,
+        )  # fmt: skip
+        gate = asyncio.Semaphore(16)
+
+        async def drop(name: str) -> None:
+            async with gate:
+                # _content_type is a runtime keyword that the bundled stubs do not declare.
+                await custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
+                    API_GROUP, API_VERSION, namespace, generation_job.PLURAL, name,
+                    {"metadata": {"finalizers": None}},
+                    _content_type="application/merge-patch+json",
+                    _request_timeout=TIMEOUT_SECONDS,
+                )  # fmt: skip
+
+        names = [item["metadata"]["name"] for item in listed["items"]]
+        await asyncio.gather(*(drop(name) for name in names))
 
 
 def summary(phases: list[Phase], door: str, clients: int) -> dict[str, float]:

@@ -113,6 +113,18 @@ def token(
     return jwt.encode(body, secret, algorithm="HS256")
 
 
+def delete_jobs(kubectl: Kubectl, namespace: str, *names: str) -> None:
+    """Deletes GenerationJobs and, as the operator does once it has cancelled a job, drops
+    the operator's finalizer (the admission policy puts it on every job at creation; no
+    operator runs in these tests), so the resources are gone when this returns."""
+    kubectl.run("delete", "gj", *names, "-n", namespace, "--wait=false")
+    for name in names:
+        kubectl.run(
+            "patch", "gj", name, "-n", namespace, "--type=merge",
+            "-p", '{"metadata":{"finalizers":null}}',
+        )  # fmt: skip
+
+
 def model_cache(kubectl: Kubectl, namespace: str, name: str, base_model: str = "sd15") -> None:
     """A ModelCache the API can price jobs against (its artifact is never loaded)."""
     body = {

@@ -12,7 +12,14 @@ from kubernetes_asyncio import client, config
 
 from diffleet_core import API_GROUP, API_VERSION
 from diffleet_core.resources.generation_job import Tier
-from tests.api.support import Api, ApiTenant, connect, create_tenant, model_cache
+from tests.api.support import (
+    Api,
+    ApiTenant,
+    connect,
+    create_tenant,
+    delete_jobs,
+    model_cache,
+)
 from tests.api.test_jobs import SPEC
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
@@ -97,7 +104,7 @@ def test_reserve_settle_refund_and_the_ledger_balances_after_200_jobs(
         for name in to_delete:
             del outcomes[name]
         asyncio.run(set_phases(namespace, outcomes))
-        kubectl.run("delete", "gj", *to_delete, "-n", namespace, "--wait=false")
+        delete_jobs(kubectl, namespace, *to_delete)
         refunded = sum(
             Decimal(str(job["cost"]))
             for job in created
@@ -139,7 +146,7 @@ def test_history_outlives_the_resource(
             return row is not None and row[0] == "Failed"
 
         eventually(recorded, timeout=30, what="terminal phase in history")
-        kubectl.run("delete", "gj", job["id"], "-n", tenant.namespace)
+        delete_jobs(kubectl, tenant.namespace, job["id"])
         after = http.get(f"/v1/jobs/{job['id']}")
     assert after.status_code == 200
     assert after.json()["uid"] == job["uid"]

@@ -24,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
 
 from diffleet_core.resources.generation_job import Tier
 from tests.api.support import Api, ApiTenant, create_tenant
+from tests.conftest import delete_namespace
 from tests.support.stack import ROOT, Kubectl
 
 EXAMPLES = 15
@@ -43,7 +44,7 @@ def fuzz_tenant(api: Api, kubectl: Kubectl) -> Iterator[ApiTenant]:
     tenant = create_tenant(f"fuzz-{uuid.uuid4().hex[:8]}", Tier.ENTERPRISE)
     kubectl.run("create", "namespace", tenant.namespace, check=False)
     yield tenant
-    kubectl.run("delete", "namespace", tenant.namespace, "--wait=false", check=False)
+    delete_namespace(kubectl, tenant.namespace)
 
 
 @schema.parametrize()
