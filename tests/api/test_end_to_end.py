@@ -93,7 +93,7 @@ def test_submit_stream_progress_download_and_webhook(
         listed = kubectl.run("get", "gj", "-n", namespace, "-o", "name").stdout.split()
         assert listed == [f"generationjob.diffleet.io/{job['id']}"]
 
-        eventually(lambda: receiver.received, timeout=30, what="webhook delivered")
+        eventually(lambda: receiver.received or None, timeout=30, what="webhook delivered")
         [hook] = receiver.received
         signature = hook.headers[SIGNATURE_HEADER]
         secret = ApiSettings().webhook_secret
