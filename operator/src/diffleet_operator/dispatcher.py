@@ -280,10 +280,12 @@ class Dispatcher:
     ) -> None:
         rt = self.rt
         ref = entry.admitted.job
+        # A held admission's seed is not on the API server yet.
+        seed = admission.seed if admission is not None else job.status.seed
         order = DispatchedJob(
             job=ref,
             spec=job.spec,
-            seed=job.status.seed if job.status.seed is not None else 0,
+            seed=seed if seed is not None else 0,
             model=models.model.ref,
             loras=[lora.ref for lora in models.loras],
             control_net=models.control_net.ref if models.control_net else None,
