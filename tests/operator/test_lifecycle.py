@@ -2,9 +2,11 @@
 kube-apiserver and a worker speaking the real protocol (simulated timings)."""
 
 import hashlib
+import io
 from typing import Any
 
 import boto3
+from PIL import Image
 
 from diffleet_core.storage import S3Location
 from tests.support.platform import Platform, apply_job, job_status, register_model, wait_for_phase
@@ -74,8 +76,20 @@ def test_seed_given_is_kept_and_tier_follows_namespace(
     seeded = wait_for_phase(kubectl, namespace, "seeded", "Succeeded")
     assert seeded["seed"] == 42
     assert seeded["tier"] == "pro"
-    assert wait_for_phase(kubectl, namespace, "lowered", "Succeeded")["tier"] == "standard"
+    lowered = wait_for_phase(kubectl, namespace, "lowered", "Succeeded")
+    assert lowered["tier"] == "standard"
     assert wait_for_phase(kubectl, namespace, "not-raised", "Succeeded")["tier"] == "pro"
+    # The worker ran with the recorded seed (the simulated worker paints seed % 256 red).
+    for status in (seeded, lowered):
+        assert seed_painted(status["outputs"][0]["uri"]) == status["seed"] % 256
+
+
+def seed_painted(uri: str) -> int:
+    location = S3Location.parse(uri)
+    data = boto3.client("s3").get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
+    pixel = Image.open(io.BytesIO(data)).convert("RGB").getpixel((0, 0))
+    assert isinstance(pixel, tuple)
+    return int(pixel[0])
 
 
 def test_finished_job_is_deleted_after_its_ttl(
