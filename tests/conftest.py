@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from hack.models.provision import ensure_models
+from hack.models.registry import RegisteredModel
 from tests.support.platform import Platform
 from tests.support.stack import PLATFORM_PROCESSES, Kubectl, stack, stack_exports, stack_status
 
@@ -87,3 +89,10 @@ def platform(namespace: str) -> Iterator[Platform]:
     running = Platform(namespace=namespace, job_namespaces=[namespace])
     yield running
     running.stop_all()
+
+
+@pytest.fixture(scope="session")
+def models(local_stack: dict[str, str]) -> dict[str, RegisteredModel]:
+    """The test models of `make models` (tiny-sd15, tiny-sdxl, tiny-lora, tiny-canny and
+    micro-shapes), registered in diffleet-system."""
+    return ensure_models()

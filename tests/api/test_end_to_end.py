@@ -1,71 +1,64 @@
 """A job through the front door, end to end: REST submit, live progress over SSE, the
-real operator and a simulated worker, presigned outputs, the signed webhook, and the
-credits settled; and webhooks for jobs created with kubectl."""
+real operator and a real diffusers worker (a tiny model on the CPU), presigned outputs,
+the signed webhook, and the credits settled; and webhooks for jobs created with kubectl."""
 
 import base64
 import hashlib
 import io
 import json
-import os
 import time
 from typing import Any
 
 import httpx
-import pika
+import pytest
 from PIL import Image
 
 from diffleet_api.settings import ApiSettings
 from diffleet_api.webhooks import SIGNATURE_HEADER, verify
-from diffleet_core.messages import JobProgress, JobRef
 from tests.api.support import Api, ApiTenant, WebhookReceiver, connect, sse_events
-from tests.support.platform import Platform, apply_job, register_model
+from tests.support.platform import Platform, apply_job
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
 
-
-def preview_png() -> str:
-    image = io.BytesIO()
-    Image.new("RGB", (8, 8), "red").save(image, "PNG")
-    return base64.b64encode(image.getvalue()).decode()
-
-
-def publish_preview(namespace: str, uid: str, name: str, step: int) -> None:
-    """The report of step `step` with a preview, as the diffusers worker sends it (the
-    simulated worker sends none); the worker's own report of that step, coming later, is
-    then a duplicate the stream drops."""
-    report = JobProgress(
-        job=JobRef(uid=uid, namespace=namespace, name=name, attempt=1),
-        step=step,
-        total_steps=8,
-        preview_png_base64=preview_png(),
-    )
-    connection = pika.BlockingConnection(pika.URLParameters(os.environ["DIFFLEET_AMQP_URL"]))
-    try:
-        connection.channel().basic_publish(f"{namespace}.progress", uid, report.to_bytes())
-    finally:
-        connection.close()
+# The longest quiet gap on the stream: a real worker imports torch and diffusers and loads
+# its model before the first step, on 2 shared cores.
+STREAM_READ_TIMEOUT = 300
+PREFIX = "data:image/png;base64,"
 
 
+def decoded_preview(data_uri: str) -> tuple[int, int]:
+    """The size of a preview sent as a PNG data URI."""
+    assert data_uri.startswith(PREFIX)
+    with Image.open(io.BytesIO(base64.b64decode(data_uri.removeprefix(PREFIX)))) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+@pytest.mark.usefixtures("models")
 def test_submit_stream_progress_download_and_webhook(
     platform_api: Api, tenant: ApiTenant, platform: Platform, kubectl: Kubectl
 ) -> None:
     namespace = tenant.namespace
     operator = platform.operator()
-    register_model(kubectl, namespace, "sd15-live")
     receiver = WebhookReceiver()
-    spec = {"model": "sd15-live", "prompt": "a red circle", "steps": 8, "webhookUrl": receiver.url}
+    spec = {
+        "model": "tiny-sd15",
+        "prompt": "a red circle",
+        "steps": 5,
+        "width": 64,
+        "height": 64,
+        "webhookUrl": receiver.url,
+    }
     seen: list[tuple[str, dict[str, Any]]] = []
     try:
-        with platform_api.client(tenant.member, timeout=120) as http:
+        with platform_api.client(tenant.member, timeout=STREAM_READ_TIMEOUT) as http:
             job = http.post("/v1/jobs", json=spec).json()
             with http.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:
                 assert stream.headers["content-type"].startswith("text/event-stream")
                 for _, name, data in sse_events(stream.iter_lines()):
                     seen.append((name, data))
                     if name == "queued" and not platform.processes[1:]:
-                        platform.worker("w1", sim_step_seconds="1")
-                    if name == "progress" and data["step"] == 1:
-                        publish_preview(namespace, job["uid"], job["id"], step=2)
+                        platform.worker("w1", simulate=False, preview_every_steps="2")
                     if name in ("succeeded", "failed", "cancelled"):
                         break
             names = [name for name, _ in seen]
@@ -74,8 +67,12 @@ def test_submit_stream_progress_download_and_webhook(
             assert queued["position"] >= 1
             assert names[-1] == "succeeded", seen[-1]
             progress = [data for name, data in seen if name == "progress"]
-            assert [p["step"] for p in progress] == list(range(1, 9))
-            assert progress[1]["preview"].startswith("data:image/png;base64,")
+            assert [p["step"] for p in progress] == [1, 2, 3, 4, 5]
+            # Steps 2 and 4, at latent resolution (none with the last: the image follows).
+            previews = {
+                p["step"]: decoded_preview(p["preview"]) for p in progress if "preview" in p
+            }
+            assert previews == {2: (8, 8), 4: (8, 8)}
             final = seen[-1][1]
             assert final["status"]["phase"] == "Succeeded"
 

@@ -1,5 +1,5 @@
-"""Fixtures of the worker's platform tests: the test models of `make models`, and one
-operator with one real (diffusers, CPU) worker shared by a module's jobs."""
+"""Fixtures of the worker's platform tests: one operator with one real (diffusers, CPU)
+worker shared by a module's jobs (the test models, `models`, are in tests/conftest.py)."""
 
 import io
 import uuid
@@ -12,7 +12,7 @@ from PIL import Image
 
 from diffleet_core.storage import S3Location
 from tests.conftest import delete_namespace
-from tests.support.models import RegisteredModel, ensure_models
+from tests.support.models import RegisteredModel
 from tests.support.platform import Platform, Process, apply_job, wait_for_phase
 from tests.support.stack import Kubectl
 
@@ -20,12 +20,6 @@ from tests.support.stack import Kubectl
 JOB_TIMEOUT = 180
 # A real worker imports torch and diffusers before it announces itself.
 WORKER_START = 240
-
-
-@pytest.fixture(scope="session")
-def models(local_stack: dict[str, str]) -> dict[str, RegisteredModel]:
-    """tiny-sd15, tiny-sdxl, tiny-lora, tiny-canny and micro-shapes in diffleet-system."""
-    return ensure_models()
 
 
 @pytest.fixture(scope="module")
