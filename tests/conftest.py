@@ -71,15 +71,18 @@ def namespace(kubectl: Kubectl) -> Iterator[str]:
 
 
 def delete_namespace(kubectl: Kubectl, name: str) -> None:
-    """Deletes a test namespace without waiting. Finalizers of diffleet resources are
-    dropped first: the test's operator, which would remove them, is already stopped."""
-    for kind in ("generationjobs.diffleet.io", "modelcaches.diffleet.io"):
-        listed = kubectl.run("get", kind, "-n", name, "-o", "name", check=False).stdout.split()
-        for resource in listed:
-            kubectl.run(
-                "patch", resource, "-n", name, "--type=merge",
-                "-p", '{"metadata":{"finalizers":null}}', check=False,
-            )  # fmt: skip
+    """Deletes a test namespace without waiting. Its diffleet resources are deleted first
+    and their finalizers dropped: the test's operator, which would remove them, may be
+    stopped already, and while it runs it puts its finalizer back on any resource that
+    is not being deleted yet (as the namespace's own deletion reaches them only later)."""
+    kinds = "generationjobs.diffleet.io,modelcaches.diffleet.io"
+    kubectl.run("delete", kinds, "--all", "-n", name, "--wait=false", check=False)
+    listed = kubectl.run("get", kinds, "-n", name, "-o", "name", check=False).stdout.split()
+    for resource in listed:
+        kubectl.run(
+            "patch", resource, "-n", name, "--type=merge",
+            "-p", '{"metadata":{"finalizers":null}}', check=False,
+        )  # fmt: skip
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 
 

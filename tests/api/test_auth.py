@@ -8,6 +8,7 @@ from diffleet_api.tenants import revoke_key
 from diffleet_api.tokens import Role
 from tests.api.support import Api, ApiTenant, connect, create_tenant, model_cache, token
 from tests.api.test_jobs import SPEC
+from tests.conftest import delete_namespace
 from tests.support.stack import Kubectl
 
 
@@ -85,4 +86,4 @@ def test_other_tenant_gets_404_on_every_route_of_a_job(
         spec = kubectl.json("get", "gj", job, "-n", tenant.namespace)["spec"]
         assert spec["cancel"] is False
     finally:
-        kubectl.run("delete", "namespace", other_namespace, "--wait=false", check=False)
+        delete_namespace(kubectl, other_namespace)

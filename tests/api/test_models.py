@@ -15,6 +15,7 @@ from safetensors.numpy import save
 
 from diffleet_api.tokens import Role
 from tests.api.support import Api, ApiTenant, create_tenant, model_cache
+from tests.conftest import delete_namespace
 from tests.support.platform import Platform
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
@@ -167,7 +168,7 @@ def test_tenants_see_platform_models_and_their_own_only(
         with api.client(other.member) as http:
             theirs = http.get("/v1/models").json()["items"]
     finally:
-        kubectl.run("delete", "namespace", other_namespace, "--wait=false", check=False)
+        delete_namespace(kubectl, other_namespace)
     names = {(m["id"], m["platform"]) for m in mine}
     assert {(platform_model, True), ("sd15-test", False), ("sdxl-test", False)} <= names
     assert "secret-model" not in {m["id"] for m in mine}
