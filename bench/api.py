@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -65,6 +66,7 @@ HISTOGRAM = "diffleet_api_request_seconds"
 NOTES = "<!-- Notes: kept as they are when bench/api.py writes new figures above. -->"
 # Processes whose CPU time a phase accounts for, besides the API's and this script's.
 SERVICES = {"postgres": "PostgreSQL", "kube-apiserver": "kube-apiserver", "etcd": "etcd"}
+IDLE_SECONDS = 10.0  # the background measured with no request in flight
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Phase:
     failures: int = 0  # answers other than 201 (their latencies are left out)
     server_seconds: float | None = None  # mean inside the API (its histogram), API only
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per request, by who
+    kube_requests: Counter[str] = field(default_factory=Counter)  # kube-apiserver's, by kind
 
     @property
     def rate(self) -> float:
@@ -135,6 +138,28 @@ class CpuMeter:
         before: dict[str, float], after: dict[str, float], count: int
     ) -> dict[str, float]:
         return {who: (after[who] - before[who]) / count for who in before}
+
+
+def apiserver_requests() -> Counter[str]:
+    """kube-apiserver's requests so far, as "VERB resource" (its apiserver_request_total;
+    the scrape of /metrics itself is not a resource request)."""
+    text = subprocess.run(
+        ["kubectl", "get", "--raw", "/metrics"],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout  # fmt: skip
+    counts: Counter[str] = Counter()
+    for line in text.splitlines():
+        if line.startswith("apiserver_request_total{"):
+            labels, _, value = line.rpartition(" ")
+            verb, resource = (label_value(labels, name) for name in ("verb", "resource"))
+            if resource:
+                counts[f"{verb} {resource}"] += int(float(value))
+    return counts
+
+
+def label_value(labels: str, name: str) -> str:
+    _, found, rest = labels.partition(f'{name}="')
+    return rest.partition('"')[0] if found else ""
 
 
 def free_port() -> int:
@@ -224,18 +249,22 @@ class Doors:
 
     async def api_phase(self, count: int, clients: int = CLIENTS) -> Phase:
         sum_before, count_before = await self.server_totals()
+        requests_before = apiserver_requests()
         cpu_before = self.meter.read()
         phase = await hammer(count, self.through_api, Phase("API", clients), clients)
         phase.cpu = self.meter.per_request(cpu_before, self.meter.read(), count)
+        phase.kube_requests = apiserver_requests() - requests_before
         sum_after, count_after = await self.server_totals()
         if count_after > count_before:
             phase.server_seconds = (sum_after - sum_before) / (count_after - count_before)
         return phase
 
     async def direct_phase(self, count: int, clients: int = CLIENTS) -> Phase:
+        requests_before = apiserver_requests()
         cpu_before = self.meter.read()
         phase = await hammer(count, self.direct, Phase("direct", clients), clients)
         phase.cpu = self.meter.per_request(cpu_before, self.meter.read(), count)
+        phase.kube_requests = apiserver_requests() - requests_before
         del phase.cpu["API"]  # idle, but for its readiness probes
         return phase
 
@@ -299,7 +328,14 @@ class Api:
     pids: list[int]
 
 
-async def measure(api: Api, tenant: Tenant, jobs: int, rounds: int) -> tuple[list[Phase], str]:
+@dataclass
+class Measured:
+    phases: list[Phase]
+    loads: str
+    idle: dict[str, float]  # CPU seconds per second of each, with no requests
+
+
+async def measure(api: Api, tenant: Tenant, jobs: int, rounds: int) -> Measured:
     """Warms both doors up, then runs the rounds; returns the phases and the loads."""
     await config.load_kube_config()
     configuration = client.Configuration.get_default_copy()
@@ -321,6 +357,8 @@ async def measure(api: Api, tenant: Tenant, jobs: int, rounds: int) -> tuple[lis
             await model_cache(custom, tenant.namespace)
             spec = wire_spec(GenerationJobSpec.model_validate(REQUEST))
             doors = Doors(sessions, custom, tenant.namespace, spec, CpuMeter(api.pids))
+            # Before the warm-up: an idle pause later would outlast the API's keep-alive.
+            idle = await idle_cpu(doors.meter)
             await doors.api_phase(CLIENTS)
             await doors.direct_phase(CLIENTS)
             loads = [load()]
@@ -333,7 +371,16 @@ async def measure(api: Api, tenant: Tenant, jobs: int, rounds: int) -> tuple[lis
                 loads.append(load())
     finally:
         await asyncio.gather(*(session.close() for session in sessions))
-    return phases, "; ".join(loads)
+    return Measured(phases, "; ".join(loads), idle)
+
+
+async def idle_cpu(meter: CpuMeter) -> dict[str, float]:
+    """What each process spends per second with no request in flight: the background
+    that every phase's CPU per request also holds, spread over its requests."""
+    before, started = meter.read(), time.monotonic()
+    await asyncio.sleep(IDLE_SECONDS)
+    after, seconds = meter.read(), time.monotonic() - started
+    return {who: (after[who] - before[who]) / seconds for who in before if who != "clients"}
 
 
 def run(jobs: int, rounds: int, processes: int) -> None:
@@ -360,7 +407,7 @@ def run(jobs: int, rounds: int, processes: int) -> None:
             return all(answer.status_code == 200 for answer in answers)
 
         asyncio.run(deadline(ready, 120, "diffleet-api ready"))
-        phases, loads = asyncio.run(measure(api, tenant, jobs, rounds))
+        measured = asyncio.run(measure(api, tenant, jobs, rounds))
     finally:
         for process in started:
             stop(process)
@@ -369,7 +416,7 @@ def run(jobs: int, rounds: int, processes: int) -> None:
             ["kubectl", "delete", "namespace", namespace, "--wait=false"],
             check=False, capture_output=True, timeout=60,
         )  # fmt: skip
-    RESULTS.write_text(report(phases, jobs, loads, processes) + kept_notes())
+    RESULTS.write_text(report(measured, jobs, processes) + kept_notes())
     print(RESULTS.read_text())
 
 
@@ -425,25 +472,38 @@ def milliseconds(seconds: float | None) -> str:
 def phase_row(phase: Phase) -> str:
     server = f"{phase.server_seconds * 1000:.0f} ms" if phase.server_seconds else "-"
     cpu = " | ".join(milliseconds(phase.cpu.get(who)) for who in CPU_COLUMNS)
+    kube = sum(phase.kube_requests.values()) / (len(phase.latencies) + phase.failures)
     return (
         f"| {phase.clients} | {phase.door} | {percentile(phase.latencies, 50) * 1000:.0f} ms"
         f" | {percentile(phase.latencies, 99) * 1000:.0f} ms | {phase.rate:.0f}"
-        f" | {server} | {cpu} | {phase.failures} |"
+        f" | {server} | {cpu} | {kube:.2f} | {phase.failures} |"
     )
 
 
 CPU_COLUMNS = ["API", "clients", *SERVICES.values()]
 TABLE_HEAD = (
     "| clients | door | p50 | p99 | requests/s | in server (mean) | CPU: API | clients"
-    " | PostgreSQL | kube-apiserver | etcd | failed |\n" + "|---" * 12 + "|"
+    " | PostgreSQL | kube-apiserver | etcd | kube requests | failed |\n" + "|---" * 13 + "|"
 )
 
 
-def report(phases: list[Phase], jobs: int, loads: str, processes: int) -> str:
+def other_requests(phases: list[Phase], door: str) -> str:
+    """kube-apiserver's requests in a door's phases besides the creates, per create."""
+    mine = [phase for phase in phases if phase.door == door]
+    creates = sum(len(phase.latencies) + phase.failures for phase in mine)
+    counts = sum((phase.kube_requests for phase in mine), Counter[str]())
+    counts.pop(f"POST {generation_job.PLURAL}", None)
+    listed = ", ".join(f"{kind} {count / creates:.3f}" for kind, count in counts.most_common())
+    return listed or "none"
+
+
+def report(measured: Measured, jobs: int, processes: int) -> str:
+    phases = measured.phases
     api, direct = summary(phases, "API", CLIENTS), summary(phases, "direct", CLIENTS)
     one_api, one_direct = summary(phases, "API", 1), summary(phases, "direct", 1)
     rate_ratio = api["rate"] / direct["rate"]
     rows = "\n".join(phase_row(phase) for phase in phases)
+    idle = ", ".join(f"{who} {seconds * 1000:.0f}" for who, seconds in measured.idle.items())
     served = (
         "one `diffleet-api` process" if processes == 1 else f"{processes} `diffleet-api` processes"
     )
@@ -453,7 +513,7 @@ Measured by `bench/api.py` on {time.strftime("%Y-%m-%d")}, {os.cpu_count()} core
 local stack (kube-apiserver, etcd, PostgreSQL, RabbitMQ, MinIO), {served}
 (uvicorn, one event loop each, watcher off) and this script's clients all on the same
 machine, which other engineers' tests share: load averages (1 / 5 / 15 min) before the
-measured phases and after each round: {loads}.
+measured phases and after each round: {measured.loads}.
 
 {CLIENTS} concurrent clients, {jobs} creates per door and round, rounds alternating
 which door goes first. *API*: `POST /v1/jobs` (aiohttp, keep-alive) with an enterprise
@@ -474,10 +534,19 @@ Per phase (*in server*: the mean of the API's own `diffleet_api_request_seconds`
 the phase's 201s, the rest of the client's latency is queueing before the API reads the
 request; *CPU per request*, ms: user + system time over the phase divided by its
 requests, of the API processes, this script's clients, and every PostgreSQL,
-kube-apiserver and etcd process, whoever else used them meanwhile included):
+kube-apiserver and etcd process, whoever else used them meanwhile included; *kube
+requests*: kube-apiserver's requests of the phase, from its apiserver_request_total, per
+create):
 
 {TABLE_HEAD}
 {rows}
+
+kube-apiserver's requests besides the creates, per create: through the API
+{other_requests(phases, "API")}; direct {other_requests(phases, "direct")}.
+
+The background, with no request in flight ({IDLE_SECONDS:.0f} s before the warm-up), ms
+of CPU per second: {idle}. Each phase's CPU per request holds it, spread over the
+phase's requests: more per request in slower phases.
 """
 
 

@@ -1,9 +1,13 @@
 """Rate limits are shared by API replicas: two processes, one bucket in PostgreSQL."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
 
 from tests.api.support import ApiTenant, spawn_api
 from tests.api.test_jobs import SPEC
+from tests.support.stack import Kubectl
 
 LIMITS = json.dumps(
     {"free": {"requests_per_minute": 6, "generations_per_hour": 2, "uploads_per_hour": 2}}
@@ -41,3 +45,32 @@ def test_generations_per_hour_limit_the_jobs(tenant: ApiTenant) -> None:
         assert int(refused.headers["retry-after"]) > 60
     finally:
         api.process.stop()
+
+
+def test_concurrent_submissions_get_one_generation_token_each_and_losers_leave_no_job(
+    tenant: ApiTenant, kubectl: Kubectl
+) -> None:
+    """Six submissions at once against 2 generation tokens: each passes the bucket as read
+    with its credential, but the reservations decide, so 2 are created and 4 get a 429
+    whose GenerationJob is deleted again."""
+    limits = json.dumps(
+        {"free": {"requests_per_minute": 100, "generations_per_hour": 2, "uploads_per_hour": 2}}
+    )
+    [api] = spawn_api(tenant.namespace, count=1, watcher="false", tier_limits=limits)
+    try:
+        clients = [api.client(tenant.member) for _ in range(6)]
+
+        def submit(http: httpx.Client) -> httpx.Response:
+            with http:
+                return http.post("/v1/jobs", json=SPEC)
+
+        with ThreadPoolExecutor(len(clients)) as pool:
+            answers = list(pool.map(submit, clients))
+    finally:
+        api.process.stop()
+    assert sorted(a.status_code for a in answers) == [201, 201, 429, 429, 429, 429]
+    created = {a.json()["id"] for a in answers if a.status_code == 201}
+    jobs = kubectl.json("get", "gj", "-n", tenant.namespace)["items"]
+    # The losers' jobs may still be listed, deleted, until the operator drops its finalizer.
+    kept = {job["metadata"]["name"] for job in jobs if "deletionTimestamp" not in job["metadata"]}
+    assert kept == created

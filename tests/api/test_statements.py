@@ -1,7 +1,8 @@
 """The API's one-statement writes against the real PostgreSQL: taking rate-limit tokens
 (agrees with the bucket arithmetic, never grants a token twice), authenticating (the
-caller and a request token in one statement) and reserving credits (all or nothing,
-never spends a balance twice)."""
+caller, a request token and what the generations bucket holds, in one statement) and
+reserving credits with their generation tokens (all or nothing, never spends a balance
+or a token twice)."""
 
 import asyncio
 import os
@@ -16,7 +17,8 @@ import pytest
 
 from diffleet_api import db, ledger, ratelimits, tenants
 from diffleet_api.buckets import BucketPolicy, Decision, take
-from diffleet_api.errors import PaymentRequiredError
+from diffleet_api.errors import PaymentRequiredError, RateLimitedError
+from diffleet_api.ratelimits import TierCapacities
 from diffleet_api.tokens import Role
 from diffleet_core.resources.generation_job import Tier
 from tests.api.support import connect
@@ -118,14 +120,22 @@ def test_concurrent_takes_never_grant_a_token_twice(tenant_id: str) -> None:
     assert stored_tokens(tenant_id, HOUR) == pytest.approx(0, abs=0.01)
 
 
-def authenticate(key: str, capacities: dict[str, int]) -> tenants.KeyGrant | None:
-    return asyncio.run(on_connection(lambda c: tenants.authenticate_key(c, key, capacities)))
+def capacities(requests: int | None = None, generations: int | None = None) -> TierCapacities:
+    """Capacities of the free tier (None: no limit)."""
+    return TierCapacities(
+        requests={} if requests is None else {"free": requests},
+        generations={} if generations is None else {"free": generations},
+    )
+
+
+def authenticate(key: str, limits: TierCapacities) -> tenants.KeyGrant | None:
+    return asyncio.run(on_connection(lambda c: tenants.authenticate_key(c, key, limits)))
 
 
 def test_authenticating_a_key_takes_a_request_token_of_its_tenant(tenant_id: str) -> None:
     with connect() as connection:
         key_id, key = tenants.create_key(connection, tenant_id, "k", Role.MEMBER)
-    grants = [authenticate(key, {"free": 3}) for _ in range(4)]
+    grants = [authenticate(key, capacities(requests=3)) for _ in range(4)]
     assert all(grant is not None for grant in grants)
     first = grants[0]
     assert first is not None
@@ -142,18 +152,20 @@ def test_authenticating_a_key_takes_a_request_token_of_its_tenant(tenant_id: str
     with connect() as connection:
         assert tenants.revoke_key(connection, key_id)
     set_bucket(tenant_id, MINUTE, 2, 0)
-    assert authenticate(key, {"free": 3}) is None
+    assert authenticate(key, capacities(requests=3)) is None
     assert stored_tokens(tenant_id, MINUTE) == 2  # a revoked key takes nothing
 
 
 def test_a_tier_without_a_request_limit_takes_no_token(tenant_id: str) -> None:
     async def jwt_caller(connection: psycopg.AsyncConnection[Any]) -> tenants.Caller | None:
-        return await tenants.authenticate_tenant(connection, tenant_id, {"pro": 500})
+        limits = TierCapacities(requests={"pro": 500}, generations={"pro": 200})
+        return await tenants.authenticate_tenant(connection, tenant_id, limits)
 
     caller = asyncio.run(on_connection(jwt_caller))
     assert caller is not None
     assert caller.tenant.id == tenant_id
     assert caller.requests_left is None
+    assert caller.generations_left is None
     with connect() as connection:
         bucket = connection.execute(
             "select 1 from rate_buckets where tenant_id = %s", (tenant_id,)
@@ -173,8 +185,23 @@ def reservation(cost: str) -> ledger.Reservation:
     )
 
 
-def reserve(tenant: str, jobs: list[ledger.Reservation]) -> Decimal:
-    return asyncio.run(on_connection(lambda c: ledger.reserve(c, tenant, jobs)))
+def test_authenticating_reads_the_generations_bucket_and_takes_nothing(tenant_id: str) -> None:
+    with connect() as connection:
+        _, key = tenants.create_key(connection, tenant_id, "k", Role.MEMBER)
+    fresh = authenticate(key, capacities(generations=10))
+    assert fresh is not None
+    assert fresh.caller.generations_left == 10  # a bucket never written is full
+    set_bucket(tenant_id, HOUR, 2, 720)  # 2 tokens 12 minutes ago: 2 more came back since
+    read = authenticate(key, capacities(generations=10))
+    assert read is not None
+    assert read.caller.generations_left == pytest.approx(4, abs=0.01)
+    assert stored_tokens(tenant_id, HOUR) == 2
+
+
+def reserve(
+    tenant: str, jobs: list[ledger.Reservation], tokens: BucketPolicy | None = None
+) -> Decimal:
+    return asyncio.run(on_connection(lambda c: ledger.reserve(c, tenant, jobs, tokens)))
 
 
 def balance_ledger_and_jobs(tenant: str) -> tuple[Decimal, Decimal, int]:
@@ -211,7 +238,7 @@ def test_a_reservation_debits_and_records_every_job_or_nothing(tenant_id: str) -
 def test_concurrent_reservations_never_spend_the_balance_twice(tenant_id: str) -> None:
     async def attempt(connection: psycopg.AsyncConnection[Any]) -> bool:
         try:
-            await ledger.reserve(connection, tenant_id, [reservation("3")])
+            await ledger.reserve(connection, tenant_id, [reservation("3")], None)
         except PaymentRequiredError:
             return False
         return True
@@ -221,3 +248,37 @@ def test_concurrent_reservations_never_spend_the_balance_twice(tenant_id: str) -
 
     assert sum(asyncio.run(race())) == 3
     assert balance_ledger_and_jobs(tenant_id) == (Decimal(1), Decimal(1), 3)
+
+
+def test_a_reservation_takes_a_generation_token_per_job_or_nothing(tenant_id: str) -> None:
+    set_bucket(tenant_id, HOUR, 3, 0)
+    assert reserve(tenant_id, [reservation("1"), reservation("1")], HOUR) == Decimal(8)
+    assert stored_tokens(tenant_id, HOUR) == pytest.approx(1, abs=0.01)
+
+    with pytest.raises(RateLimitedError, match="generations") as refused:
+        reserve(tenant_id, [reservation("1"), reservation("1")], HOUR)
+    assert int(refused.value.headers["Retry-After"]) > 60
+    assert balance_ledger_and_jobs(tenant_id) == (Decimal(8), Decimal(8), 2)
+
+    with pytest.raises(PaymentRequiredError):
+        reserve(tenant_id, [reservation("9")], HOUR)
+    assert stored_tokens(tenant_id, HOUR) == pytest.approx(1, abs=0.01)  # given back
+    assert balance_ledger_and_jobs(tenant_id) == (Decimal(8), Decimal(8), 2)
+
+
+def test_concurrent_reservations_never_take_a_generation_token_twice(tenant_id: str) -> None:
+    set_bucket(tenant_id, HOUR, 4, 0)
+
+    async def attempt(connection: psycopg.AsyncConnection[Any]) -> bool:
+        try:
+            await ledger.reserve(connection, tenant_id, [reservation("1")], HOUR)
+        except RateLimitedError:
+            return False
+        return True
+
+    async def race() -> list[bool]:
+        return await asyncio.gather(*(on_connection(attempt) for _ in range(12)))
+
+    assert sum(asyncio.run(race())) == 4
+    assert balance_ledger_and_jobs(tenant_id) == (Decimal(6), Decimal(6), 4)
+    assert stored_tokens(tenant_id, HOUR) == pytest.approx(0, abs=0.01)

@@ -45,6 +45,8 @@ class Principal:
     """The tenant's credits as the caller was authenticated (read with the credential, no
     round trip of its own): submissions check it before creating anything; the
     reservation itself decides."""
+    generations_left: float | None
+    """The tokens of the tenant's generations bucket, read likewise (None: no limit)."""
 
 
 def refused(detail: str) -> UnauthenticatedError:
@@ -62,7 +64,7 @@ async def authenticate(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise UnauthenticatedError("an Authorization: Bearer token is required", headers=CHALLENGE)
     token = credentials.credentials
-    capacities = ratelimits.request_capacities(runtime.settings)
+    capacities = ratelimits.TierCapacities.of(runtime.settings)
     async with runtime.pool.connection() as connection:
         if looks_like_key(token):
             grant = await tenants.authenticate_key(connection, token, capacities)
@@ -86,7 +88,7 @@ async def authenticate(
                 raise ratelimits.refusal(rule, decision)
             decision = granted(rule, caller.requests_left)
             request.state.rate_limit_headers = ratelimits.headers(rule, decision)
-    return Principal(subject, tenant, role, caller.balance)
+    return Principal(subject, tenant, role, caller.balance, caller.generations_left)
 
 
 def require(role: Role) -> object:

@@ -1,6 +1,7 @@
 """The credit ledger: every change of a balance is a row, so balance = sum(amount).
 
-    reserve  -cost   on submit, once the job is created (402 when short)
+    reserve  -cost   on submit, once the job is created (402 when short; the job's
+                     generation token is taken with it)
     settle    0      when the job succeeds (the reservation becomes the charge)
     refund   +cost   when the job fails or is cancelled
 
@@ -18,6 +19,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
+from diffleet_api import ratelimits
+from diffleet_api.buckets import BucketPolicy
 from diffleet_api.errors import PaymentRequiredError
 
 Outcome = Literal["settle", "refund"]
@@ -52,51 +55,49 @@ class Reservation:
     """The resource's creationTimestamp (RFC 3339)."""
 
 
-# One statement, so one transaction and one round trip: the balance is reduced only when
-# it covers the total (the row lock is held for this statement alone, so a tenant's
-# concurrent submissions never spend the same credits twice), and only then is each job's
-# `reserve` ledger row and history row written (the watcher may have recorded the job
-# first: its row then takes the reservation).
-RESERVE = """
-with debit as (
-    update tenants set balance = balance - %(total)s
-    where id = %(tenant)s and balance >= %(total)s
-    returning id, balance
-), job as (
-    select * from jsonb_to_recordset(%(jobs)s)
-        as job (uid text, namespace text, name text, spec jsonb, cost numeric,
-            created_at timestamptz)
-), entries as (
-    insert into ledger (tenant_id, kind, amount, job_uid, note)
-    select debit.id, 'reserve', -job.cost, job.uid, 'job ' || job.name from debit, job
-), history as (
-    insert into jobs (uid, tenant_id, namespace, name, spec, cost, credits, created_at)
-    select job.uid, debit.id, job.namespace, job.name, job.spec, job.cost, 'reserved',
-        job.created_at
-    from debit, job
-    on conflict (uid) do update set tenant_id = excluded.tenant_id, cost = excluded.cost,
-        credits = 'reserved'
+# One call of the database function `reserve_jobs` (migration 0003): the generation
+# tokens taken, the balance debited, the ledger and history rows written, all or nothing.
+RESERVE = (
+    "select outcome, balance_left from reserve_jobs("
+    "%(tenant)s, %(total)s, %(jobs)s, %(bucket)s, %(capacity)s, %(rate)s)"
 )
-select balance from debit
-"""
 
 
 async def reserve(
-    connection: psycopg.AsyncConnection[Any], tenant_id: str, jobs: list[Reservation]
+    connection: psycopg.AsyncConnection[Any],
+    tenant_id: str,
+    jobs: list[Reservation],
+    tokens: BucketPolicy | None,
 ) -> Decimal:
-    """Takes the jobs' costs from the balance and records them (ledger and history), all
-    or nothing; 402 when the balance is short. Returns the balance left."""
+    """Takes a token per job from the tenant's `tokens` bucket (None: an unlimited tier)
+    and the jobs' costs from the balance, and records them (ledger and history), all or
+    nothing; 429 when the bucket is short, 402 when the balance is. Returns the balance
+    left."""
     total = sum((job.cost for job in jobs), Decimal(0))
     # The jobs travel as one JSON document (costs as strings, exact): one parameter to
     # encode, where arrays of strings would each be escaped value by value.
     rows = [asdict(job) | {"cost": str(job.cost)} for job in jobs]
     cursor = await connection.execute(
-        RESERVE, {"tenant": tenant_id, "total": total, "jobs": Jsonb(rows)}
+        RESERVE,
+        {
+            "tenant": tenant_id,
+            "total": total,
+            "jobs": Jsonb(rows),
+            "bucket": tokens.name if tokens else None,
+            "capacity": float(tokens.capacity) if tokens else None,
+            "rate": tokens.rate if tokens else None,
+        },
     )
     row = await cursor.fetchone()
-    if row is None:
-        raise short(total, await current_balance(connection, tenant_id))
-    left: Decimal = row[0]
+    assert row is not None, "reserve_jobs returns one row"
+    outcome, balance = row
+    if outcome == "rate_limited":
+        assert tokens is not None
+        decision = await ratelimits.refused(connection, tenant_id, tokens, len(jobs))
+        raise ratelimits.refusal(tokens, decision)
+    if outcome == "short":
+        raise short(total, balance)
+    left: Decimal = balance
     return left
 
 

@@ -6,15 +6,24 @@ upsert that refills the bucket and takes `cost` only when enough tokens are ther
 the row lock it holds for the calling statement alone. It returns the tokens left, or
 null when refused; the bucket is then read once more for the Retry-After and RateLimit-*
 figures (refusals only). A refused take leaves the row as it was, which is the same
-bucket: the refill is computed from `updated_at` whenever it is next read. The request
-bucket is taken by the statement that authenticates (tenants.py), so a request costs one
-round trip for both."""
+bucket: the refill is computed from `updated_at` whenever it is next read.
 
+Where each bucket is taken, so that no bucket costs a round trip of its own on the way
+to a success:
+- requests: by the statement that authenticates (tenants.py);
+- generations: by the statement that reserves the credits of the jobs just created
+  (ledger.py). The statement that authenticates reads the bucket (`tokens_left`,
+  migration 0003), so a submission it cannot cover is refused before anything is
+  created, as a balance is; a concurrent submission that emptied the bucket meanwhile
+  is refused by the reservation, which deletes the jobs (`check` below);
+- uploads: by a statement of its own (`enforce`)."""
+
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
-from diffleet_api.buckets import BucketPolicy, Decision, denied, granted, refill
+from diffleet_api.buckets import BucketPolicy, Decision, denied, granted, refill, take
 from diffleet_api.db import Pool
 from diffleet_api.errors import RateLimitedError
 from diffleet_api.settings import ApiSettings, TierLimits
@@ -23,6 +32,8 @@ REQUESTS = "requests"
 GENERATIONS = "generations"
 UPLOADS = "uploads"
 REQUESTS_WINDOW_SECONDS = 60.0
+GENERATIONS_WINDOW_SECONDS = 3600.0
+UPLOADS_WINDOW_SECONDS = 3600.0
 
 TAKE = "select take_tokens(%(tenant)s, %(name)s, %(capacity)s, %(rate)s, %(cost)s)"
 READ = (
@@ -35,20 +46,36 @@ def policy(limits: TierLimits, bucket: str) -> BucketPolicy | None:
     """The bucket's policy for a tier; None when the tier is unlimited there."""
     per_window = {
         REQUESTS: (limits.requests_per_minute, REQUESTS_WINDOW_SECONDS),
-        GENERATIONS: (limits.generations_per_hour, 3600.0),
-        UPLOADS: (limits.uploads_per_hour, 3600.0),
+        GENERATIONS: (limits.generations_per_hour, GENERATIONS_WINDOW_SECONDS),
+        UPLOADS: (limits.uploads_per_hour, UPLOADS_WINDOW_SECONDS),
     }
     capacity, window = per_window[bucket]
     return None if capacity is None else BucketPolicy(bucket, capacity, window)
 
 
-def request_capacities(settings: ApiSettings) -> dict[str, int]:
-    """Requests per minute by tier name, for the tiers that have a limit."""
-    return {
-        tier.value: limits.requests_per_minute
-        for tier, limits in settings.tier_limits.items()
-        if limits.requests_per_minute is not None
-    }
+@dataclass(frozen=True)
+class TierCapacities:
+    """The capacities of the buckets authentication reads, by tier name (a tier without a
+    limit is absent)."""
+
+    requests: dict[str, int]
+    generations: dict[str, int]
+
+    @classmethod
+    def of(cls, settings: ApiSettings) -> "TierCapacities":
+        tiers = settings.tier_limits.items()
+        return cls(
+            requests={
+                tier.value: limits.requests_per_minute
+                for tier, limits in tiers
+                if limits.requests_per_minute is not None
+            },
+            generations={
+                tier.value: limits.generations_per_hour
+                for tier, limits in tiers
+                if limits.generations_per_hour is not None
+            },
+        )
 
 
 async def consume(
@@ -102,6 +129,16 @@ def refusal(rule: BucketPolicy, decision: Decision) -> RateLimitedError:
         f" retry in {decision.retry_after_seconds}s",
         headers=headers(rule, decision),
     )
+
+
+def check(rule: BucketPolicy | None, tokens: float | None, cost: int) -> None:
+    """429 when a bucket that held `tokens` (as read earlier, no lock: the take decides)
+    cannot give `cost`; `rule` None: an unlimited tier."""
+    if rule is None or tokens is None:
+        return
+    decision = take(rule, tokens, 0.0, cost)
+    if not decision.allowed:
+        raise refusal(rule, decision)
 
 
 async def enforce(pool: Pool, tenant_id: str, limits: TierLimits, bucket: str, cost: int) -> None:

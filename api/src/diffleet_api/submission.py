@@ -1,9 +1,10 @@
 """Submitting jobs: honour the Idempotency-Key, check that their images are the tenant's,
-price them, take the generation rate limit, check the balance (as read with the
-credential), create the GenerationJobs, then reserve the credits and record the jobs in
-one statement. A failure before that statement commits (a balance spent meanwhile by a
-concurrent submission is a 402 there) deletes the jobs already created, so a submission
-(one job or a batch) is all or nothing."""
+price them, check the generation rate limit and the balance (both as read with the
+credential), create the GenerationJobs, then take the generation tokens, reserve the
+credits and record the jobs in one statement. A failure before that statement commits
+(tokens or a balance spent meanwhile by a concurrent submission: a 429 or 402 there)
+deletes the jobs already created, so a submission (one job or a batch) is all or
+nothing."""
 
 import asyncio
 import hashlib
@@ -19,6 +20,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from diffleet_api import ledger, ratelimits
+from diffleet_api.buckets import BucketPolicy
 from diffleet_api.deps import Principal
 from diffleet_api.errors import FieldError, InvalidError, invalid
 from diffleet_api.history import find_job
@@ -130,8 +132,7 @@ async def submit(
     if foreign:
         raise invalid(foreign)
     costs = await prices(runtime, tenant.namespace, specs, field_prefix)
-    limits = runtime.settings.tier_limits[tenant.tier]
-    await ratelimits.enforce(runtime.pool, tenant.id, limits, ratelimits.GENERATIONS, len(specs))
+    ratelimits.check(generations(runtime, tenant), principal.generations_left, len(specs))
     ledger.affordable(principal.balance, sum(costs, Decimal(0)))
     job_names = names or [new_job_name() for _ in specs]
     try:
@@ -157,22 +158,27 @@ async def create_all(
     reservation, so a concurrent retry waits for it and replays it. Any failure deletes
     the jobs already created."""
     tenant = principal.tenant
+    tokens = generations(runtime, tenant)
     created: list[Body] = []
     try:
         if claim is None:
             created = await create_resources(runtime, tenant.namespace, specs, names)
             async with runtime.pool.connection() as connection:
-                await ledger.reserve(connection, tenant.id, reservations(created, costs))
+                await ledger.reserve(connection, tenant.id, reservations(created, costs), tokens)
         else:
             async with runtime.pool.connection() as connection, connection.transaction():
                 if not await claim_key(connection, tenant.id, claim, names):
                     raise KeyTakenMeanwhileError
                 created = await create_resources(runtime, tenant.namespace, specs, names)
-                await ledger.reserve(connection, tenant.id, reservations(created, costs))
+                await ledger.reserve(connection, tenant.id, reservations(created, costs), tokens)
     except BaseException:
         await asyncio.shield(delete_resources(runtime, created))
         raise
     return [JobPublic.from_resource(body, cost) for body, cost in zip(created, costs, strict=True)]
+
+
+def generations(runtime: Runtime, tenant: Tenant) -> BucketPolicy | None:
+    return ratelimits.policy(runtime.settings.tier_limits[tenant.tier], ratelimits.GENERATIONS)
 
 
 def reservations(created: list[Body], costs: list[Decimal]) -> list[ledger.Reservation]:

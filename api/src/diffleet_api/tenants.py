@@ -7,11 +7,18 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from diffleet_api.keys import key_hash, new_key, shown_prefix
-from diffleet_api.ratelimits import REQUESTS, REQUESTS_WINDOW_SECONDS
+from diffleet_api.ratelimits import (
+    GENERATIONS,
+    GENERATIONS_WINDOW_SECONDS,
+    REQUESTS,
+    REQUESTS_WINDOW_SECONDS,
+    TierCapacities,
+)
 from diffleet_api.tokens import Role
 from diffleet_core.resources.generation_job import Tier
 
@@ -31,13 +38,14 @@ class Tenant:
 
 @dataclass(frozen=True)
 class Caller:
-    """A tenant as authentication found it: its balance then, and the tokens left in its
+    """A tenant as authentication found it: its balance then, the tokens left in its
     requests bucket once this request took one (None: its tier has no request limit, or
-    the bucket was empty)."""
+    the bucket was empty), and the tokens its generations bucket held (None: no limit)."""
 
     tenant: Tenant
     balance: Decimal
     requests_left: float | None
+    generations_left: float | None
 
 
 @dataclass(frozen=True)
@@ -60,49 +68,64 @@ class KeyInfo:
     revoked_at: datetime | None
 
 
-# Authentication is one statement: the caller's row, and a token of its tenant's requests
-# bucket taken by take_tokens (migration 0002), evaluated for the row found only; a tier
-# without a request limit (absent from `capacities`) takes none.
-BY_KEY = """
-select k.id as key_id, k.role, t.id, t.namespace, t.tier, t.balance,
-    case when limits.capacity is not null then
-        take_tokens(t.id, %(bucket)s, limits.capacity, limits.capacity / %(window)s, 1)
-    end as requests_left
-from api_keys k join tenants t on t.id = k.tenant_id,
-    lateral (select (%(capacities)s::jsonb ->> t.tier)::double precision) as limits (capacity)
+# Authentication is one statement: the caller's row, a token of its tenant's requests
+# bucket taken by take_tokens (migration 0002), and what its generations bucket holds, read
+# by tokens_left (migration 0003), evaluated for the row found only. A tier without a limit
+# (absent from the capacities) takes and reads none.
+LIMITS = sql.SQL("""
+    case when limits.requests is not null then
+        take_tokens(t.id, %(requests)s, limits.requests, limits.requests / %(requests_window)s, 1)
+    end as requests_left,
+    case when limits.generations is not null then
+        tokens_left(t.id, %(generations)s, limits.generations,
+            limits.generations / %(generations_window)s)
+    end as generations_left
+""")
+CAPACITIES = sql.SQL("""
+    lateral (select (%(requests_capacities)s::jsonb ->> t.tier)::double precision,
+        (%(generations_capacities)s::jsonb ->> t.tier)::double precision)
+        as limits (requests, generations)
+""")
+BY_KEY = sql.SQL("""
+select k.id as key_id, k.role, t.id, t.namespace, t.tier, t.balance, {limits}
+from api_keys k join tenants t on t.id = k.tenant_id, {capacities}
 where k.hash = %(hash)s and k.revoked_at is null
-"""
-BY_TENANT = """
-select t.id, t.namespace, t.tier, t.balance,
-    case when limits.capacity is not null then
-        take_tokens(t.id, %(bucket)s, limits.capacity, limits.capacity / %(window)s, 1)
-    end as requests_left
-from tenants t,
-    lateral (select (%(capacities)s::jsonb ->> t.tier)::double precision) as limits (capacity)
+""").format(limits=LIMITS, capacities=CAPACITIES)
+BY_TENANT = sql.SQL("""
+select t.id, t.namespace, t.tier, t.balance, {limits}
+from tenants t, {capacities}
 where t.id = %(tenant)s
-"""
+""").format(limits=LIMITS, capacities=CAPACITIES)
 
 
-def request_bucket(capacities: dict[str, int]) -> dict[str, Any]:
+def bucket_parameters(capacities: TierCapacities) -> dict[str, Any]:
     return {
-        "bucket": REQUESTS,
-        "window": REQUESTS_WINDOW_SECONDS,
-        "capacities": Jsonb(capacities),
+        "requests": REQUESTS,
+        "requests_window": REQUESTS_WINDOW_SECONDS,
+        "requests_capacities": Jsonb(capacities.requests),
+        "generations": GENERATIONS,
+        "generations_window": GENERATIONS_WINDOW_SECONDS,
+        "generations_capacities": Jsonb(capacities.generations),
     }
 
 
 def caller_of(row: dict[str, Any]) -> Caller:
-    left = row["requests_left"]
-    return Caller(Tenant.from_row(row), row["balance"], None if left is None else float(left))
+    requests, generations = row["requests_left"], row["generations_left"]
+    return Caller(
+        Tenant.from_row(row),
+        row["balance"],
+        None if requests is None else float(requests),
+        None if generations is None else float(generations),
+    )
 
 
 async def authenticate_key(
-    connection: psycopg.AsyncConnection[Any], key: str, capacities: dict[str, int]
+    connection: psycopg.AsyncConnection[Any], key: str, capacities: TierCapacities
 ) -> KeyGrant | None:
     """The tenant and role of an unrevoked key, or None; takes a request token of the
-    tenant (`capacities`: requests per minute by tier)."""
+    tenant."""
     cursor = connection.cursor(row_factory=dict_row)
-    await cursor.execute(BY_KEY, {"hash": key_hash(key)} | request_bucket(capacities))
+    await cursor.execute(BY_KEY, {"hash": key_hash(key)} | bucket_parameters(capacities))
     row = await cursor.fetchone()
     if row is None:
         return None
@@ -110,11 +133,11 @@ async def authenticate_key(
 
 
 async def authenticate_tenant(
-    connection: psycopg.AsyncConnection[Any], tenant_id: str, capacities: dict[str, int]
+    connection: psycopg.AsyncConnection[Any], tenant_id: str, capacities: TierCapacities
 ) -> Caller | None:
     """The tenant of a JWT, or None; takes a request token of the tenant."""
     cursor = connection.cursor(row_factory=dict_row)
-    await cursor.execute(BY_TENANT, {"tenant": tenant_id} | request_bucket(capacities))
+    await cursor.execute(BY_TENANT, {"tenant": tenant_id} | bucket_parameters(capacities))
     row = await cursor.fetchone()
     return caller_of(row) if row else None
 
