@@ -12,10 +12,10 @@ Where each bucket is taken, so that no bucket costs a round trip of its own on t
 to a success:
 - requests: by the statement that authenticates (tenants.py);
 - generations: by the statement that reserves the credits of the jobs just created
-  (ledger.py). The statement that authenticates reads the bucket (`tokens_left`,
-  migration 0003), so a submission it cannot cover is refused before anything is
-  created, as a balance is; a concurrent submission that emptied the bucket meanwhile
-  is refused by the reservation, which deletes the jobs (`check` below);
+  (ledger.py). The statement that authenticates reads the bucket, so a submission it
+  cannot cover is refused before anything is created (`check` below), as a balance is;
+  one that a concurrent submission outran is refused by the reservation, and its jobs
+  are deleted;
 - uploads: by a statement of its own (`enforce`)."""
 
 from dataclasses import dataclass

@@ -69,16 +69,21 @@ class KeyInfo:
 
 
 # Authentication is one statement: the caller's row, a token of its tenant's requests
-# bucket taken by take_tokens (migration 0002), and what its generations bucket holds, read
-# by tokens_left (migration 0003), evaluated for the row found only. A tier without a limit
-# (absent from the capacities) takes and reads none.
+# bucket taken by take_tokens (migration 0002), and the tokens its generations bucket
+# holds now (refilled, capped; a bucket never written is full), read without taking any,
+# evaluated for the row found only. A tier without a limit (absent from the capacities)
+# takes and reads none.
 LIMITS = sql.SQL("""
     case when limits.requests is not null then
         take_tokens(t.id, %(requests)s, limits.requests, limits.requests / %(requests_window)s, 1)
     end as requests_left,
     case when limits.generations is not null then
-        tokens_left(t.id, %(generations)s, limits.generations,
-            limits.generations / %(generations_window)s)
+        coalesce((select least(limits.generations, bucket.tokens
+                + limits.generations / %(generations_window)s
+                * greatest(0, extract(epoch from clock_timestamp() - bucket.updated_at)))
+            from rate_buckets bucket
+            where bucket.tenant_id = t.id and bucket.name = %(generations)s),
+        limits.generations)
     end as generations_left
 """)
 CAPACITIES = sql.SQL("""

@@ -1,25 +1,10 @@
--- The tokens a tenant's bucket holds now (refilled, capped at capacity), without taking
--- any; a bucket never written is full. Authentication reads the generations bucket with
--- it, so a submission refused for its rate limit is refused before anything is created.
-create function tokens_left(
-    tenant text, bucket_name text, capacity double precision, rate double precision
-) returns double precision
-language sql volatile
-as $$
-    select coalesce(
-        (select least(capacity, bucket.tokens
-                + rate * greatest(0, extract(epoch from clock_timestamp() - bucket.updated_at)))
-            from rate_buckets bucket
-            where bucket.tenant_id = tenant and bucket.name = bucket_name),
-        capacity)
-$$;
-
 -- Reserving the credits of jobs just created, and taking their tokens of the tenant's
 -- `bucket_name` bucket (one per job; a null capacity takes none): one call, so one
 -- transaction and one round trip, all or nothing.
---   1. The tokens are taken (take_tokens); when refused, nothing is written.
---   2. The balance is reduced only when it covers the total. When it does not, the
---      block's subtransaction is rolled back, giving the tokens back.
+--   1. The balance is reduced only when it covers the total; when it does not, nothing
+--      is written.
+--   2. The tokens are taken (take_tokens); when refused, the debit is undone (in the
+--      same transaction, under the row lock it took: nobody saw it).
 --   3. Each job's `reserve` ledger row and history row are written (the watcher may have
 --      recorded the job first: its row then takes the reservation).
 -- Row locks are held for the calling statement alone, so a tenant's concurrent
@@ -35,23 +20,20 @@ as $$
 declare
     debited numeric;
 begin
-    begin
-        if capacity is not null
-            and take_tokens(tenant, bucket_name, capacity, rate, jsonb_array_length(jobs)) is null
-        then
-            return query select 'rate_limited', null::numeric;
-            return;
-        end if;
-        update tenants set balance = tenants.balance - total
-        where tenants.id = tenant and tenants.balance >= total
-        returning tenants.balance into debited;
-        if not found then
-            raise exception 'balance short' using errcode = 'DF402';
-        end if;
-    exception when sqlstate 'DF402' then
+    update tenants set balance = tenants.balance - total
+    where tenants.id = tenant and tenants.balance >= total
+    returning tenants.balance into debited;
+    if not found then
         return query select 'short', (select tenants.balance from tenants where tenants.id = tenant);
         return;
-    end;
+    end if;
+    if capacity is not null
+        and take_tokens(tenant, bucket_name, capacity, rate, jsonb_array_length(jobs)) is null
+    then
+        update tenants set balance = tenants.balance + total where tenants.id = tenant;
+        return query select 'rate_limited', null::numeric;
+        return;
+    end if;
     insert into ledger (tenant_id, kind, amount, job_uid, note)
     select tenant, 'reserve', -job.cost, job.uid, 'job ' || job.name
     from jsonb_to_recordset(jobs) as job (uid text, name text, cost numeric);
