@@ -14,15 +14,18 @@ local stack (kube-apiserver, PostgreSQL; RabbitMQ and S3 only for the API's read
    Per request: client-side latency; per phase: requests/s (N / first start to last end),
    and the CPU time per request of the API processes, this script (the clients),
    PostgreSQL, kube-apiserver and etcd (the last three by process name, so whatever else
-   uses them meanwhile is counted too). For the API, its own
-   `diffleet_api_request_seconds` histogram gives the mean time inside the server, so
-   the rest is queueing on the client and the loopback.
+   uses them meanwhile is counted too), and kube-apiserver's requests per create (its
+   apiserver_request_total, by verb and resource, so an extra read would show). For the
+   API, its own `diffleet_api_request_seconds` histogram gives the mean time inside the
+   server, so the rest is queueing on the client and the loopback. Before the warm-up,
+   10 s with no request in flight give the background CPU of each process.
 4. Figures: p50/p99 of each door over all rounds, their ratios, sustained requests/s.
 
 Writes bench/results/api.md, with the machine's load averages (other engineers' tests
 share its 2 cores), keeping the notes under its NOTES marker. Bounded: N jobs per phase
 and round, every wait has a deadline; the API is stopped and the namespace deleted at
-the end (the finalizer the admission policy put on each job dropped first). Not a test:
+the end (the finalizer the admission policy put on each job dropped first), waiting for
+the deletion so that a next run starts on a quiet API server. Not a test:
 it never gates CI.
 Run: `make bench-api` (needs `make up-infra`; N=1000, 2 rounds by default).
 """
@@ -67,6 +70,7 @@ NOTES = "<!-- Notes: kept as they are when bench/api.py writes new figures above
 # Processes whose CPU time a phase accounts for, besides the API's and this script's.
 SERVICES = {"postgres": "PostgreSQL", "kube-apiserver": "kube-apiserver", "etcd": "etcd"}
 IDLE_SECONDS = 10.0  # the background measured with no request in flight
+DELETE_SECONDS = 300  # the longest wait for the namespace's deletion at the end
 
 
 @dataclass
@@ -412,9 +416,10 @@ def run(jobs: int, rounds: int, processes: int) -> None:
         for process in started:
             stop(process)
         asyncio.run(release(namespace))
+        # Waited for, so that the next run's background is not this namespace's deletion.
         subprocess.run(
-            ["kubectl", "delete", "namespace", namespace, "--wait=false"],
-            check=False, capture_output=True, timeout=60,
+            ["kubectl", "delete", "namespace", namespace, f"--timeout={DELETE_SECONDS}s"],
+            check=False, capture_output=True, timeout=DELETE_SECONDS + 30,
         )  # fmt: skip
     RESULTS.write_text(report(measured, jobs, processes) + kept_notes())
     print(RESULTS.read_text())
@@ -544,8 +549,8 @@ create):
 kube-apiserver's requests besides the creates, per create: through the API
 {other_requests(phases, "API")}; direct {other_requests(phases, "direct")}.
 
-The background, with no request in flight ({IDLE_SECONDS:.0f} s before the warm-up), ms
-of CPU per second: {idle}. Each phase's CPU per request holds it, spread over the
+The background, with no request in flight ({IDLE_SECONDS:.0f} s before the warm-up), in
+ms of CPU per second: {idle}. Each phase's CPU per request holds it, spread over the
 phase's requests: more per request in slower phases.
 """
 
