@@ -56,6 +56,7 @@ def spawn_api(namespace: str, count: int = 1, **settings: str) -> list[Api]:
         }
         env |= {f"DIFFLEET_API_{key.upper()}": value for key, value in settings.items()}
         process = spawn(f"{namespace}-api-{index}", ["diffleet-api"], env)
+        process.metrics_port = port  # the API serves /metrics on its own port
         apis.append(Api(process, f"http://127.0.0.1:{port}"))
     for api in apis:
         eventually(lambda api=api: ready(api), timeout=90, what=f"API {api.process.name} ready")  # type: ignore[misc]

@@ -3,6 +3,7 @@ deletion; 402 when short; the ledger always sums to the balance. The job watcher
 what settles: here the test writes the terminal status, as the operator would."""
 
 import asyncio
+import json
 import os
 import random
 from decimal import Decimal
@@ -10,6 +11,7 @@ from typing import Any
 
 from kubernetes_asyncio import client, config
 
+from diffleet_api.kube import API, CREATED_BY
 from diffleet_core import API_GROUP, API_VERSION
 from diffleet_core.resources.generation_job import Tier
 from tests.api.support import (
@@ -19,8 +21,10 @@ from tests.api.support import (
     create_tenant,
     delete_jobs,
     model_cache,
+    spawn_api,
 )
 from tests.api.test_jobs import SPEC
+from tests.support.platform import apply_job
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
 
@@ -151,3 +155,43 @@ def test_history_outlives_the_resource(
     assert after.status_code == 200
     assert after.json()["uid"] == job["uid"]
     assert after.json()["status"]["phase"] == "Failed"
+
+
+def test_a_job_the_api_created_but_never_reserved_is_deleted_by_the_watcher(
+    tenant: ApiTenant, kubectl: Kubectl
+) -> None:
+    """An API replica that dies between the create and the reservation leaves a job no
+    client knows of; the leading watcher deletes it once it is older than the grace, and
+    leaves reserved jobs and kubectl's jobs alone."""
+    [api] = spawn_api(tenant.namespace, abandon_unreserved_after_seconds="2")
+    namespace = tenant.namespace
+    try:
+        with api.client(tenant.member) as http:
+            submitted = http.post("/v1/jobs", json=SPEC).json()["id"]
+        apply_job(kubectl, namespace, "from-kubectl", model="sd15-test")
+        orphan = {
+            "apiVersion": "diffleet.io/v1alpha1",
+            "kind": "GenerationJob",
+            "metadata": {"name": "orphan", "labels": {CREATED_BY: API}},
+            "spec": {"model": "sd15-test", "prompt": "nobody pays for this"},
+        }
+        kubectl.apply(json.dumps(orphan), namespace)
+
+        def deleted() -> bool:
+            job = kubectl.json("get", "gj", "orphan", "-n", namespace)
+            return "deletionTimestamp" in job["metadata"]
+
+        eventually(deleted, timeout=30, what="the orphan deleted")
+        assert api.process.metric("diffleet_api_jobs_abandoned_total") == 1
+        jobs = [job["metadata"] for job in kubectl.json("get", "gj", "-n", namespace)["items"]]
+        kept = {meta["name"] for meta in jobs if "deletionTimestamp" not in meta}
+        assert kept == {submitted, "from-kubectl"}
+        with connect() as connection:
+            row = connection.execute(
+                "select credits, (select count(*) from ledger where job_uid = jobs.uid)"
+                " from jobs where namespace = %s and name = 'orphan'",
+                (namespace,),
+            ).fetchone()
+        assert row == ("abandoned", 0)
+    finally:
+        api.process.stop()

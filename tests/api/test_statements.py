@@ -17,7 +17,7 @@ import pytest
 
 from diffleet_api import db, ledger, ratelimits, tenants
 from diffleet_api.buckets import BucketPolicy, Decision, take
-from diffleet_api.errors import PaymentRequiredError, RateLimitedError
+from diffleet_api.errors import PaymentRequiredError, RateLimitedError, UnavailableError
 from diffleet_api.ratelimits import TierCapacities
 from diffleet_api.tokens import Role
 from diffleet_core.resources.generation_job import Tier
@@ -282,3 +282,34 @@ def test_concurrent_reservations_never_take_a_generation_token_twice(tenant_id: 
     assert sum(asyncio.run(race())) == 4
     assert balance_ledger_and_jobs(tenant_id) == (Decimal(6), Decimal(6), 4)
     assert stored_tokens(tenant_id, HOUR) == pytest.approx(0, abs=0.01)
+
+
+def recorded_by_watcher(tenant: str, job: ledger.Reservation, seconds_ago: float) -> None:
+    """The history row the job watcher writes when it sees a job (no credits yet)."""
+    with connect() as connection:
+        connection.execute(
+            "insert into jobs (uid, tenant_id, namespace, name, spec, created_at)"
+            " values (%s, %s, %s, %s, '{}', now() - make_interval(secs => %s))",
+            (job.uid, tenant, job.namespace, job.name, seconds_ago),
+        )
+
+
+def abandon(uids: list[str], grace_seconds: float) -> list[tuple[str, str]]:
+    return asyncio.run(on_connection(lambda c: ledger.abandon(c, uids, grace_seconds)))
+
+
+def test_only_old_unreserved_jobs_are_abandoned_and_then_cannot_be_reserved(
+    tenant_id: str,
+) -> None:
+    old, young, paid = reservation("1"), reservation("1"), reservation("1")
+    recorded_by_watcher(tenant_id, old, seconds_ago=300)
+    recorded_by_watcher(tenant_id, young, seconds_ago=0)
+    recorded_by_watcher(tenant_id, paid, seconds_ago=300)
+    reserve(tenant_id, [paid])
+    assert abandon([old.uid, young.uid, paid.uid], grace_seconds=120) == [("ns", old.name)]
+
+    with pytest.raises(UnavailableError, match="abandoned"):
+        reserve(tenant_id, [young, old])
+    assert balance_ledger_and_jobs(tenant_id) == (Decimal(9), Decimal(9), 1)
+    # Still listed until its deletion is seen, so that a failed delete is tried again.
+    assert abandon([old.uid, young.uid], grace_seconds=120) == [("ns", old.name)]

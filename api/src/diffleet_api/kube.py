@@ -23,6 +23,8 @@ from diffleet_core import API_GROUP, API_VERSION, TIER_LABEL
 from diffleet_core.resources import generation_job, model_cache
 
 MERGE_PATCH = "application/merge-patch+json"
+CREATED_BY = "app.kubernetes.io/created-by"
+API = "diffleet-api"  # the value of CREATED_BY on the jobs this API creates
 Body = dict[str, Any]
 
 
@@ -74,7 +76,7 @@ class Kube:
         body = {
             "apiVersion": f"{API_GROUP}/{API_VERSION}",
             "kind": generation_job.KIND,
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/created-by": "diffleet-api"}},
+            "metadata": {"name": name, "labels": {CREATED_BY: API}},
             "spec": spec,
         }
         with refusals(f"job {name!r}"):
@@ -188,7 +190,7 @@ class Kube:
         body = {
             "apiVersion": f"{API_GROUP}/{API_VERSION}",
             "kind": model_cache.KIND,
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/created-by": "diffleet-api"}},
+            "metadata": {"name": name, "labels": {CREATED_BY: API}},
             "spec": spec,
         }
         with refusals(f"model {name!r}"):

@@ -5,6 +5,9 @@
     settle    0      when the job succeeds (the reservation becomes the charge)
     refund   +cost   when the job fails or is cancelled
 
+A job the API created but did not reserve for within the job watcher's grace is
+`abandoned` (no ledger row) and deleted.
+
 Settle and refund happen once per job: the job's `credits` column moves from reserved to
 settled or refunded under a row lock, and the ledger has one entry per job and kind.
 """
@@ -21,9 +24,10 @@ from pydantic import BaseModel
 
 from diffleet_api import ratelimits
 from diffleet_api.buckets import BucketPolicy
-from diffleet_api.errors import PaymentRequiredError
+from diffleet_api.errors import PaymentRequiredError, UnavailableError
 
 Outcome = Literal["settle", "refund"]
+ABANDONED = "DF409"  # SQLSTATE of reserve_jobs when the watcher abandoned a job first
 
 
 class LedgerEntry(BaseModel):
@@ -71,23 +75,22 @@ async def reserve(
 ) -> Decimal:
     """Takes a token per job from the tenant's `tokens` bucket (None: an unlimited tier)
     and the jobs' costs from the balance, and records them (ledger and history), all or
-    nothing; 429 when the bucket is short, 402 when the balance is. Returns the balance
-    left."""
+    nothing; 429 when the bucket is short, 402 when the balance is, 503 when the job
+    watcher abandoned the jobs first (the submission took longer than its grace).
+    Returns the balance left."""
     total = sum((job.cost for job in jobs), Decimal(0))
     # The jobs travel as one JSON document (costs as strings, exact): one parameter to
     # encode, where arrays of strings would each be escaped value by value.
     rows = [asdict(job) | {"cost": str(job.cost)} for job in jobs]
-    cursor = await connection.execute(
-        RESERVE,
-        {
-            "tenant": tenant_id,
-            "total": total,
-            "jobs": Jsonb(rows),
-            "bucket": tokens.name if tokens else None,
-            "capacity": float(tokens.capacity) if tokens else None,
-            "rate": tokens.rate if tokens else None,
-        },
-    )
+    parameters = reserve_parameters(tenant_id, total, rows, tokens)
+    try:
+        cursor = await connection.execute(RESERVE, parameters)
+    except psycopg.Error as error:
+        if error.sqlstate == ABANDONED:
+            raise UnavailableError(
+                "the submission took too long: its jobs were abandoned and deleted; retry it"
+            ) from error
+        raise
     row = await cursor.fetchone()
     assert row is not None, "reserve_jobs returns one row"
     outcome, balance = row
@@ -99,6 +102,40 @@ async def reserve(
         raise short(total, balance)
     left: Decimal = balance
     return left
+
+
+def reserve_parameters(
+    tenant_id: str, total: Decimal, rows: list[dict[str, Any]], tokens: BucketPolicy | None
+) -> dict[str, Any]:
+    return {
+        "tenant": tenant_id,
+        "total": total,
+        "jobs": Jsonb(rows),
+        "bucket": tokens.name if tokens else None,
+        "capacity": float(tokens.capacity) if tokens else None,
+        "rate": tokens.rate if tokens else None,
+    }
+
+
+# The jobs the API created that are still without a reservation once older than the grace
+# (or abandoned already, their deletion not seen yet): marked abandoned, so that a late
+# reservation fails (migration 0003), and returned to be deleted.
+ABANDON = """
+update jobs set credits = 'abandoned'
+where uid = any(%(uids)s)
+    and (credits = 'abandoned'
+        or (credits = 'none' and created_at < now() - make_interval(secs => %(grace)s)))
+returning namespace, name
+"""
+
+
+async def abandon(
+    connection: psycopg.AsyncConnection[Any], uids: list[str], grace_seconds: float
+) -> list[tuple[str, str]]:
+    """Of the jobs `uids` (created by the API), those never reserved within
+    `grace_seconds` of their creation, as (namespace, name), marked abandoned."""
+    cursor = await connection.execute(ABANDON, {"uids": uids, "grace": grace_seconds})
+    return [(namespace, name) for namespace, name in await cursor.fetchall()]
 
 
 def short(cost: Decimal, balance: Decimal) -> PaymentRequiredError:

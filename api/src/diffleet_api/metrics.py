@@ -21,6 +21,11 @@ WEBHOOKS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+JOBS_ABANDONED = Counter(
+    "diffleet_api_jobs_abandoned_total",
+    "Jobs the API created but never reserved credits for, deleted by the watcher",
+    registry=REGISTRY,
+)
 JOBS_FINALIZED = Counter(
     "diffleet_api_jobs_finalized_total",
     "Jobs whose terminal phase the watcher recorded, by phase",

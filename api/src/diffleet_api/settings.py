@@ -80,6 +80,12 @@ class ApiSettings(BaseSettings):
     watch_namespaces: list[str] = Field(
         default_factory=list, description="Namespaces the watcher follows (JSON); empty: all"
     )
+    abandon_unreserved_after_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="The job watcher deletes a job the API created but never reserved"
+        " credits for (its replica died between the two) once it is this old",
+    )
     webhook_allow_private_targets: bool = Field(
         default=False,
         description="Deliver webhooks to loopback, private and link-local addresses"

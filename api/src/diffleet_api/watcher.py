@@ -6,7 +6,10 @@ leader stops). The leader follows every GenerationJob, from REST or kubectl:
     2. on a terminal phase, settles (Succeeded) or refunds (Failed, Cancelled, deleted
        before finishing) the job's credits, once;
     3. enqueues the webhook of a job with spec.webhookUrl, once, and delivers due
-       webhooks (webhooks.py).
+       webhooks (webhooks.py);
+    4. deletes the jobs the API created but never reserved credits for, once older than
+       `abandon_unreserved_after_seconds`: a replica died (or gave up) between the
+       create and the reservation, so no client was told of them and nobody would pay.
 """
 
 import asyncio
@@ -20,8 +23,8 @@ from psycopg.types.json import Jsonb
 
 from diffleet_api import ledger, webhooks
 from diffleet_api.egress import webhook_transport
-from diffleet_api.kube import Body
-from diffleet_api.metrics import JOBS_FINALIZED
+from diffleet_api.kube import API, CREATED_BY, Body
+from diffleet_api.metrics import JOBS_ABANDONED, JOBS_FINALIZED
 from diffleet_api.runtime import Runtime
 from diffleet_api.schemas import JobPublic
 from diffleet_core.resources.generation_job import JobPhase
@@ -44,6 +47,7 @@ class JobWatcher:
         self.runtime = runtime
         self.settings = runtime.settings
         self.phases: dict[str, str] = {}
+        self.unfinished_from_api: set[str] = set()  # uids of the API's jobs still running
 
     async def run(self) -> None:
         """Forever: wait to lead, then follow jobs and deliver webhooks until leadership
@@ -56,6 +60,7 @@ class JobWatcher:
             except Exception:
                 logger.exception("job watcher stopped; starting over in %.0fs", RETRY_SECONDS)
             self.phases.clear()
+            self.unfinished_from_api.clear()
             await asyncio.sleep(RETRY_SECONDS)
 
     async def lead(self) -> None:
@@ -71,6 +76,7 @@ class JobWatcher:
                 for namespace in namespaces:
                     tasks.create_task(self.follow(namespace))
                 tasks.create_task(self.deliver())
+                tasks.create_task(self.sweep())
 
     async def acquire(self, lock: psycopg.AsyncConnection[Any]) -> None:
         while True:
@@ -115,6 +121,7 @@ class JobWatcher:
         meta = body["metadata"]
         uid = meta["uid"]
         phase = (body.get("status") or {}).get("phase") or JobPhase.PENDING.value
+        self.track_from_api(kind, body, phase)
         if kind == "DELETED":
             if JobPhase(phase).finished:
                 self.phases.pop(uid, None)
@@ -172,6 +179,33 @@ class JobWatcher:
                 "job": job.model_dump(mode="json", by_alias=True),
             }
             await webhooks.enqueue(connection, uid, url, payload)
+
+    # ------------------------------------------------------------ abandoned jobs
+
+    def track_from_api(self, kind: str, body: Body, phase: str) -> None:
+        meta = body["metadata"]
+        ours = (meta.get("labels") or {}).get(CREATED_BY) == API
+        going = kind == "DELETED" or meta.get("deletionTimestamp") or JobPhase(phase).finished
+        if ours and not going:
+            self.unfinished_from_api.add(meta["uid"])
+        else:
+            self.unfinished_from_api.discard(meta["uid"])
+
+    async def sweep(self) -> None:
+        grace = self.settings.abandon_unreserved_after_seconds
+        while True:
+            await asyncio.sleep(grace / 2)
+            if not self.unfinished_from_api:
+                continue
+            async with self.runtime.pool.connection() as connection:
+                abandoned = await ledger.abandon(connection, [*self.unfinished_from_api], grace)
+            for namespace, name in abandoned:
+                logger.warning(
+                    "deleting job %s/%s: created by the API, no credits reserved in %.0fs",
+                    namespace, name, grace,
+                )  # fmt: skip
+                await self.runtime.kube.delete_job(namespace, name)
+                JOBS_ABANDONED.inc()
 
     # ------------------------------------------------------------ webhooks
 
