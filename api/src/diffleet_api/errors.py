@@ -232,5 +232,6 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         (404, "Not found"),
         (422, "Invalid request"),
         (429, "Too many requests"),
+        (503, "A backing service is unavailable, or a submission was abandoned: retry"),
     )
 }
