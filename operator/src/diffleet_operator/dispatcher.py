@@ -31,7 +31,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import TypeAdapter
 
 from diffleet_core.broker import Handler, parse_or_reject
-from diffleet_core.messages import AdmittedJob, DispatchedJob
+from diffleet_core.messages import AdmittedJob, DispatchedJob, JobRef
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import GpuClass, JobPhase, Tier
 from diffleet_core.resources.model_cache import Pool
@@ -80,6 +80,15 @@ class JobModels:
     model: ResolvedModel
     loras: list[ResolvedModel]
     control_net: ResolvedModel | None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A job's models and the worker chosen for it (`decision` says why that one)."""
+
+    models: JobModels
+    worker: WorkerView
+    decision: Decision
 
 
 class Dispatcher:
@@ -165,16 +174,13 @@ class Dispatcher:
                     if adopted:
                         self.buffers[tier].remove(entry)
                         return True
-                models = self._models(job)
-                decision = (
-                    None if models is None else place(self._requirements(job, tier, models), fleet)
-                )
-                if models is None or decision is None or decision.worker is None:
+                placement = self._placement(job, tier, fleet)
+                if placement is None:
                     if admission is not None:
                         self.admitter.show_queued([admission])  # it waits
                     continue
                 self.buffers[tier].remove(entry)
-                await self._dispatch(entry, job, models, decision.worker, decision, admission)
+                await self._dispatch(entry, job, placement, admission)
                 self.credits.spend(tier)
                 return True
         return progressed
@@ -191,17 +197,14 @@ class Dispatcher:
     async def _judge(self, entry: Buffered) -> Judgement:
         ref = entry.admitted.job
         job = self.rt.jobs.get(ref.uid)
-        held = self.rt.held.holds(ref.uid, ref.attempt)
-        # Its Queued status is held here or on its way: Pending does not mean stale.
-        coming = held or self.admitter.writing_queued(ref.uid)
+        held, coming = self._queued_here(ref)
         caught_up = status.now() - entry.admitted.admitted_at > CATCH_UP
         if job is None or (caught_up and not coming and behind(job, ref.attempt)):
             body = await self.rt.kube.get_job(ref.namespace, ref.name)
             if body is None or body["metadata"]["uid"] != ref.uid:
                 return Judgement(Verdict.STALE)
             job = self.rt.jobs.observe(body)
-            held = self.rt.held.holds(ref.uid, ref.attempt)
-            coming = held or self.admitter.writing_queued(ref.uid)
+            held, coming = self._queued_here(ref)
             if not coming and behind(job, ref.attempt):
                 return Judgement(Verdict.STALE)
         if not job.active or self.dispatched.get(ref.uid, 0) >= ref.attempt:
@@ -216,6 +219,12 @@ class Dispatcher:
         if job.phase is not JobPhase.QUEUED:
             return Judgement(Verdict.STALE)
         return Judgement(Verdict.DISPATCH, job)
+
+    def _queued_here(self, ref: JobRef) -> tuple[bool, bool]:
+        """Whether this attempt's admission is held here, and whether its Queued status is
+        held here or on its way to the API server (then Pending there is not stale)."""
+        held = self.rt.held.holds(ref.uid, ref.attempt)
+        return held, held or self.admitter.writing_queued(ref.uid)
 
     async def _adopt_if_running(
         self,
@@ -242,6 +251,16 @@ class Dispatcher:
             extra=about_job(job.namespace, job.name, job.uid),
         )
         return True
+
+    def _placement(self, job: TrackedJob, tier: Tier, fleet: list[WorkerView]) -> Placement | None:
+        """Where the job goes now; None while a model is not Ready or no worker can take it."""
+        models = self._models(job)
+        if models is None:
+            return None
+        decision = place(self._requirements(job, tier, models), fleet)
+        if decision.worker is None:
+            return None
+        return Placement(models, decision.worker, decision)
 
     def _models(self, job: TrackedJob) -> JobModels | None:
         system = self.rt.settings.system_namespace
@@ -273,12 +292,11 @@ class Dispatcher:
         self,
         entry: Buffered,
         job: TrackedJob,
-        models: JobModels,
-        worker: WorkerView,
-        decision: Decision,
+        placement: Placement,
         admission: Admission | None,
     ) -> None:
         rt = self.rt
+        models, worker = placement.models, placement.worker
         ref = entry.admitted.job
         # A held admission's seed is not on the API server yet.
         seed = admission.seed if admission is not None else job.status.seed
@@ -300,7 +318,7 @@ class Dispatcher:
             return
         rt.fleet.assume(worker.worker_id, ref.uid)
         self.dispatched[ref.uid] = ref.attempt
-        metrics.PLACEMENTS.labels(decision.outcome).inc()
+        metrics.PLACEMENTS.labels(placement.decision.outcome).inc()
         # The status write runs beside the loop (bounded), so the next placement need not
         # wait for the API server; a worker's "started" waits for it (`scheduled`).
         await self._writers.acquire()
