@@ -111,3 +111,38 @@ def test_job_goes_where_its_model_is_hot_then_warm(
     assert wait_for_phase(kubectl, namespace, "wants-x", "Succeeded")["worker"] == "holds-x"
     apply_job(kubectl, namespace, "wants-y", model="model-y")
     assert wait_for_phase(kubectl, namespace, "wants-y", "Succeeded")["worker"] == "has-y"
+
+
+def test_a_model_is_prewarmed_on_its_replicas_before_any_job(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    operator = platform.operator()
+    for name in ("w1", "w2", "w3"):
+        platform.worker(name)
+    platform.wait_for_workers(operator, "t4", 3)
+    register_model(kubectl, namespace, "prewarmed", warm={"replicas": 2})
+
+    def hot_on(count: int) -> list[str] | None:
+        status = kubectl.json("get", "modelcache", "prewarmed", "-n", namespace)["status"]
+        return status["hotWorkers"] if status.get("hotReplicas") == count else None
+
+    def prewarming_events() -> list[str]:
+        return [
+            event["message"]
+            for event in kubectl.json("get", "events", "-n", namespace)["items"]
+            if event["reason"] == "Prewarming" and event["involvedObject"]["name"] == "prewarmed"
+        ]
+
+    first = eventually(lambda: hot_on(2), timeout=30, what="hot on 2 workers")
+    events = eventually(prewarming_events, timeout=10, what="a Prewarming Event")
+    assert all(message.startswith("loading into GPU memory on w") for message in events)
+
+    apply_job(kubectl, namespace, "runs-hot", model="prewarmed")
+    assert wait_for_phase(kubectl, namespace, "runs-hot", "Succeeded")["worker"] in first
+    assert operator.metric("diffleet_placements_total", outcome="hot") == 1
+
+    kubectl.run(
+        "patch", "modelcache", "prewarmed", "-n", namespace, "--type=merge",
+        "-p", '{"spec": {"warm": {"replicas": 3}}}',
+    )  # fmt: skip
+    assert sorted(eventually(lambda: hot_on(3), timeout=30, what="hot on 3")) == ["w1", "w2", "w3"]

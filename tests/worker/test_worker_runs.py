@@ -1,6 +1,7 @@
 """The real worker's cache tiers, cancellation, graceful shutdown and out-of-memory path,
 through the whole platform: each test has its own operator and fresh workers."""
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,36 @@ def corrupt(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def test_a_prewarmed_model_is_loaded_before_its_first_job_which_it_serves_hot(
+    kubectl: Kubectl, namespace: str, platform: Platform, models: dict[str, RegisteredModel]
+) -> None:
+    operator = platform.operator()
+    worker = platform.worker("cpu", simulate=False)
+    platform.wait_for_workers(operator, "t4", 1, timeout=WORKER_START)
+    spec = models["tiny-sd15"].spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    kept_hot = {
+        "apiVersion": "diffleet.io/v1alpha1",
+        "kind": "ModelCache",
+        "metadata": {"name": "kept-hot"},
+        "spec": spec | {"warm": {"replicas": 1}},
+    }
+    kubectl.apply(json.dumps(kept_hot), namespace)
+
+    eventually(
+        lambda: worker.metric("diffleet_worker_model_warmed_total", tier="cold") == 1,
+        timeout=JOB_TIMEOUT,
+        what="the model fetched from S3 and loaded, with no job",
+    )
+
+    def shown_hot() -> bool:
+        status = kubectl.json("get", "modelcache", "kept-hot", "-n", namespace)["status"]
+        return bool(status.get("hotWorkers") == ["cpu"])
+
+    eventually(shown_hot, timeout=30, what="ModelCache kept-hot hot on cpu")
+    run_job(kubectl, namespace, "first", model="kept-hot", seed=1, **SMALL)
+    assert (served(worker, "hot"), served(worker, "cold"), downloads(worker)) == (1, 0, 1)
 
 
 def test_a_pickle_model_is_refused_and_its_job_waits(

@@ -3,6 +3,8 @@
     operator -> tier queue      AdmittedJob      a job waiting for a GPU
     operator -> worker queue    DispatchedJob    everything a worker needs to run it
     operator -> control         CancelJob        stop a job now
+    operator -> control         WarmModel        load a model into GPU memory before a job
+                                                 needs it (ModelCache spec.warm.replicas)
     worker   -> results queue   JobStarted | JobSucceeded | JobFailed   (durable, acked
                                 after the operator has written them into the CR status)
     worker   -> progress        JobProgress      (transient; the API streams it)
@@ -78,6 +80,18 @@ class CancelJob(Message):
 
     job: JobRef
     reason: str
+
+
+class WarmModel(Message):
+    """On the control exchange, routed to a worker: load this model into the hot tier
+    (GPU memory) now, so that the jobs that need it start without a load."""
+
+    order: Literal["warm"] = "warm"
+    model: ModelRef
+
+
+# What a worker's control queue carries (the two have disjoint required fields).
+CONTROL_ORDER: TypeAdapter[CancelJob | WarmModel] = TypeAdapter(CancelJob | WarmModel)
 
 
 class WorkerEvent(Message):

@@ -142,6 +142,22 @@ class DiffusersRunner:
             metrics.RUN_SECONDS.observe(time.monotonic() - started)
             return result
 
+    async def warm(self, model: ModelRef) -> None:
+        """Loads `model` into the hot tier (from disk, or S3 first), on the device as a
+        job's model; it then stays hot until the hot tier's budget evicts it."""
+        async with self._device:
+            try:
+                await asyncio.to_thread(self._warm, model)
+            finally:
+                self._count_cache()
+
+    def _warm(self, model: ModelRef) -> None:
+        with (
+            self._cache_errors(),
+            self.store.acquire(model, lambda path: self.loader.load(model, path)) as loaded,
+        ):
+            metrics.MODEL_WARMED.labels(loaded.tier.value).inc()
+
     def _run(
         self,
         order: DispatchedJob,

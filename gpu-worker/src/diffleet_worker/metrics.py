@@ -7,6 +7,12 @@ MODEL_SERVED = Counter(
     "Models a job needed, by the cache tier that served them (hot, warm, cold)",
     ["tier"],
 )
+MODEL_WARMED = Counter(
+    "diffleet_worker_model_warmed_total",
+    "Models loaded into the hot tier ahead of any job (warm orders), by the tier they"
+    " came from (hot: already there)",
+    ["tier"],
+)
 MODEL_DOWNLOADS = Counter(
     "diffleet_worker_model_downloads_total", "Model artifacts downloaded from S3"
 )

@@ -6,7 +6,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from diffleet_core.messages import DispatchedJob
+from diffleet_core.messages import DispatchedJob, ModelRef
 from diffleet_core.resources.generation_job import JobOutput
 
 # Called after each denoising step with (step, total_steps, eta_seconds, preview), the
@@ -42,3 +42,7 @@ class Runner(Protocol):
     async def run(
         self, order: DispatchedJob, cancelled: asyncio.Event, on_step: StepCallback
     ) -> RunResult: ...
+
+    async def warm(self, model: ModelRef) -> None:
+        """Loads `model` into the hot tier, as a job would, without running anything;
+        raises RunFailedError when it cannot be loaded."""

@@ -5,7 +5,9 @@ JobProgress per step (transient), then JobSucceeded or JobFailed to the durable 
 queue, and acknowledges the dispatch only after the result is confirmed, so a worker
 that dies mid-job leaves its message for redelivery and its Lease to expire. Cancel
 orders arrive on the control exchange (routing key = worker id) and stop a job within
-one step; a job cancelled before it starts is never run.
+one step; a job cancelled before it starts is never run. Warm orders arrive there too:
+the model is loaded into the hot tier beside (not during) the jobs, one order at a time
+per model, none while draining.
 """
 
 import asyncio
@@ -18,12 +20,15 @@ from pydantic import TypeAdapter, ValidationError
 from diffleet_core.broker import Broker, parse_or_reject
 from diffleet_core.fleet import WorkerInventory
 from diffleet_core.messages import (
+    CONTROL_ORDER,
     CancelJob,
     DispatchedJob,
     JobFailed,
     JobProgress,
     JobStarted,
     JobSucceeded,
+    ModelRef,
+    WarmModel,
     WorkerEvent,
 )
 from diffleet_core.resources.conditions import Reason
@@ -46,6 +51,7 @@ class WorkerService:
         self.running: dict[str, asyncio.Event] = {}
         self.steps: dict[str, int] = {}  # last step reported, by job uid
         self.cancelled: set[str] = set()
+        self.warming: dict[str, asyncio.Task[None]] = {}  # by model digest
         self.draining = False
         self.idle = asyncio.Event()
         self.idle.set()
@@ -80,9 +86,36 @@ class WorkerService:
     async def on_control(self, message: AbstractIncomingMessage) -> None:
         await message.ack()
         try:
-            order = CancelJob.model_validate_json(message.body)
+            order = CONTROL_ORDER.validate_json(message.body)
         except ValidationError:
+            logger.warning("control: unreadable order dropped")
             return
+        if isinstance(order, WarmModel):
+            self.warm(order.model)
+        else:
+            self.cancel(order)
+
+    def warm(self, model: ModelRef) -> None:
+        """Loads `model` into the hot tier in the background, unless it is there, being
+        loaded already, or the worker is draining."""
+        if self.draining or model.digest in self.warming:
+            return
+        if model.digest in self.runner.hot_models():
+            return
+        task = asyncio.create_task(self._warm(model))
+        self.warming[model.digest] = task
+        task.add_done_callback(lambda _: self.warming.pop(model.digest, None))
+
+    async def _warm(self, model: ModelRef) -> None:
+        logger.info("warming model %s/%s (%s)", model.namespace, model.name, model.digest[:12])
+        try:
+            await self.runner.warm(model)
+        except RunFailedError as error:
+            logger.warning("model %s not warmed: %s: %s", model.name, error.reason, error)
+        except Exception:
+            logger.exception("model %s not warmed", model.name)
+
+    def cancel(self, order: CancelJob) -> None:
         uid = order.job.uid
         self.cancelled.add(uid)
         if event := self.running.get(uid):

@@ -11,7 +11,7 @@ from typing import Any
 
 from PIL import Image
 
-from diffleet_core.messages import DispatchedJob
+from diffleet_core.messages import DispatchedJob, ModelRef
 from diffleet_core.resources.generation_job import JobOutput
 from diffleet_core.storage import S3Location, output_key
 from diffleet_worker.config import WorkerSettings
@@ -51,6 +51,9 @@ class SimulatedRunner:
             model_digest=order.model.digest,
             lora_digests={lora.name: lora.digest for lora in order.loras},
         )
+
+    async def warm(self, model: ModelRef) -> None:
+        await self._load(model.digest)
 
     async def _load(self, digest: str) -> None:
         if digest in self._hot:

@@ -58,6 +58,12 @@ def resolve_model(
             Reason.MODEL_NOT_FOUND,
             f"ModelCache {name!r} not found in {namespace!r} or {system_namespace!r}",
         )
+    return ready_model(body)
+
+
+def ready_model(body: Mapping[str, Any]) -> ResolvedModel | NotReady:
+    """A ModelCache as workers are told of it, once it is Ready."""
+    name = body["metadata"]["name"]
     status = ModelCacheStatus.model_validate(body.get("status") or {})
     if status.phase != ModelCachePhase.READY or not status.digest:
         return NotReady(

@@ -1,5 +1,6 @@
 """The periodic sweep: lost workers, overdue Queued writes, timeouts, TTLs, the
-queue-depth gauge and which workers hold each model (ModelCache status).
+queue-depth gauge, which workers hold each model (ModelCache status) and the models to
+pre-warm (ModelCache spec.warm).
 
 It reads the watch-fed caches, so a restarted operator resumes every duty as soon as
 its watches have listed the Leases and GenerationJobs.
@@ -20,6 +21,7 @@ from diffleet_operator.dispatcher import Dispatcher
 from diffleet_operator.jobs import TrackedJob
 from diffleet_operator.logs import about_job
 from diffleet_operator.model_presence import ModelPresence
+from diffleet_operator.prewarm import Prewarmer
 from diffleet_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ class Housekeeping:
         self.admitter = admitter
         self._depth_measured = 0.0
         self.presence = ModelPresence(rt)
+        self.prewarmer = Prewarmer(rt)
 
     async def run(self) -> None:
         while True:
@@ -58,6 +61,7 @@ class Housekeeping:
                 await self.expire(job)
         await self.measure_queues()
         await self.presence.refresh()
+        await self.prewarmer.reconcile()
 
     async def recover_lost_workers(self) -> None:
         for worker in self.rt.fleet.expired(status.now()):

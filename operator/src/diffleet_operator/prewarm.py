@@ -1,0 +1,129 @@
+"""Pre-warming: keeps each Ready ModelCache hot (in GPU memory) on at least
+`spec.warm.replicas` workers, before any job asks for it.
+
+Housekeeping runs it at most every `EVERY_SECONDS`, on the Leases' fleet. For a
+model short of its replicas it sends WarmModel orders (control exchange) to as many
+eligible workers as are missing, where jobs would run it (the model's pools, enough
+VRAM, not draining): first those that have it on local disk, then the least loaded. An
+order is awaited `ORDER_SECONDS` before that worker may be asked again, so a worker that
+cannot hold the model (its hot tier is full of models in use) is not asked on every
+sweep. The hot tier's own budget still decides what stays: a pre-warmed model can be
+evicted by the models jobs need, and is warmed again on a later sweep. Each order is an
+Event on the ModelCache (reason Prewarming).
+"""
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from diffleet_core.messages import WarmModel
+from diffleet_core.resources.model_cache import Pool
+from diffleet_operator.admission import ResolvedModel, ready_model
+from diffleet_operator.fleet import WorkerView
+from diffleet_operator.placement import Requirements, eligible
+from diffleet_operator.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+EVERY_SECONDS = 5.0
+ORDER_SECONDS = 120.0
+EVENT_REASON = "Prewarming"
+
+
+@dataclass(frozen=True)
+class WarmTarget:
+    """A model to keep hot, and where it may run."""
+
+    digest: str
+    replicas: int
+    needs: Requirements
+
+
+def target_of(model: ResolvedModel) -> WarmTarget:
+    pools = model.spec.pools or list(Pool)
+    return WarmTarget(
+        digest=model.ref.digest,
+        replicas=model.spec.warm.replicas,
+        needs=Requirements(
+            model_digest=model.ref.digest,
+            vram_gib=model.spec.vram_gib,
+            pools=frozenset(pool.value for pool in pools),
+        ),
+    )
+
+
+def workers_to_warm(
+    target: WarmTarget, fleet: list[WorkerView], ordered: set[str]
+) -> list[WorkerView]:
+    """The workers to ask now: as many as the model lacks hot replicas, counting the
+    orders still awaited (`ordered`: worker ids), among the eligible workers that do not
+    hold it hot; those with it on disk first, then the least loaded."""
+    hot = {worker.worker_id for worker in fleet if target.digest in worker.hot_models}
+    awaited = ordered - hot
+    missing = target.replicas - len(hot) - len(awaited)
+    if missing <= 0:
+        return []
+    candidates = [
+        worker
+        for worker in fleet
+        if eligible(worker, target.needs)
+        and worker.worker_id not in hot
+        and worker.worker_id not in ordered
+    ]
+    candidates.sort(
+        key=lambda worker: (
+            target.digest not in worker.warm_models,
+            worker.load / worker.concurrency,
+            worker.worker_id,
+        )
+    )
+    return candidates[:missing]
+
+
+class Prewarmer:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        # (digest, worker id) -> when the order was sent (monotonic seconds).
+        self._orders: dict[tuple[str, str], float] = {}
+        self._reconciled = 0.0
+
+    async def reconcile(self) -> None:
+        now = time.monotonic()
+        if now - self._reconciled < EVERY_SECONDS:
+            return
+        self._reconciled = now
+        fleet = self.rt.fleet.snapshot()
+        self._orders = {
+            key: sent for key, sent in self._orders.items() if now - sent < ORDER_SECONDS
+        }
+        for body in self.rt.models.all():
+            if self._serves(body):
+                await self._warm(body, fleet, now)
+
+    def _serves(self, body: Mapping[str, Any]) -> bool:
+        """An operator limited to some namespaces warms only their models: its fleet is
+        not the platform's."""
+        served = self.rt.operator.namespaces
+        return not served or body["metadata"]["namespace"] in served
+
+    async def _warm(self, body: Mapping[str, Any], fleet: list[WorkerView], now: float) -> None:
+        model = ready_model(body)
+        if not isinstance(model, ResolvedModel) or model.spec.warm.replicas == 0:
+            return
+        target = target_of(model)
+        ordered = {worker for digest, worker in self._orders if digest == target.digest}
+        chosen = workers_to_warm(target, fleet, ordered)
+        if not chosen:
+            return
+        order = WarmModel(model=model.ref)
+        exchange = self.rt.broker.topology.control_exchange
+        for worker in chosen:
+            await self.rt.broker.publish_to_exchange(exchange, worker.worker_id, order)
+            self._orders[(target.digest, worker.worker_id)] = now
+        names = ", ".join(worker.worker_id for worker in chosen)
+        logger.info("ModelCache %s: warming on %s", model.ref.name, names)
+        self.rt.kube.post_event(
+            body, EVENT_REASON, f"loading into GPU memory on {names} (spec.warm.replicas)"
+        )

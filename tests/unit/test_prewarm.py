@@ -1,0 +1,46 @@
+"""Which workers pre-warming asks to load a model: a pure function of the model's target,
+the fleet snapshot and the orders still awaited."""
+
+from diffleet_operator.fleet import WorkerView
+from diffleet_operator.prewarm import WarmTarget, workers_to_warm
+from tests.unit.test_placement import MODEL, OTHER, needs, worker
+
+
+def target(replicas: int, pools: tuple[str, ...] = ("t4", "a100", "h100")) -> WarmTarget:
+    return WarmTarget(digest=MODEL, replicas=replicas, needs=needs(pools=pools))
+
+
+def asked(chosen: list[WorkerView]) -> list[str]:
+    return [worker.worker_id for worker in chosen]
+
+
+def test_as_many_workers_as_replicas_are_missing_disk_first_then_least_loaded() -> None:
+    fleet = [
+        worker("busy", concurrency=2, jobs=["j1"]),
+        worker("idle"),
+        worker("on-disk", warm=[MODEL], jobs=["j2"]),
+        worker("hot", hot=[MODEL]),
+    ]
+    assert asked(workers_to_warm(target(3), fleet, ordered=set())) == ["on-disk", "idle"]
+
+
+def test_nothing_when_enough_are_hot_or_ordered() -> None:
+    fleet = [worker("a", hot=[MODEL]), worker("b"), worker("c")]
+    assert workers_to_warm(target(1), fleet, ordered=set()) == []
+    assert workers_to_warm(target(2), fleet, ordered={"b"}) == []
+    assert asked(workers_to_warm(target(3), fleet, ordered={"b"})) == ["c"]
+
+
+def test_an_order_to_a_worker_that_has_the_model_hot_now_is_no_longer_awaited() -> None:
+    fleet = [worker("a", hot=[MODEL]), worker("b")]
+    assert asked(workers_to_warm(target(2), fleet, ordered={"a"})) == ["b"]
+
+
+def test_only_workers_that_could_run_the_model() -> None:
+    fleet = [
+        worker("draining", draining=True),
+        worker("small", vram=4),
+        worker("other-pool", pool="h100"),
+        worker("fits", hot=[OTHER]),
+    ]
+    assert asked(workers_to_warm(target(4, pools=("t4",)), fleet, ordered=set())) == ["fits"]
