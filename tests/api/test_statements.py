@@ -235,18 +235,27 @@ def test_a_reservation_debits_and_records_every_job_or_nothing(tenant_id: str) -
     assert balance_ledger_and_jobs(tenant_id) == (Decimal("2.5"), Decimal("2.5"), 2)
 
 
-def test_concurrent_reservations_never_spend_the_balance_twice(tenant_id: str) -> None:
+def reservations_won(
+    tenant: str, cost: str, tokens: BucketPolicy | None, refusal: type[Exception], count: int
+) -> int:
+    """How many of `count` concurrent one-job reservations (each on its own connection)
+    went through; the others must fail with `refusal`."""
+
     async def attempt(connection: psycopg.AsyncConnection[Any]) -> bool:
         try:
-            await ledger.reserve(connection, tenant_id, [reservation("3")], None)
-        except PaymentRequiredError:
+            await ledger.reserve(connection, tenant, [reservation(cost)], tokens)
+        except refusal:
             return False
         return True
 
     async def race() -> list[bool]:
-        return await asyncio.gather(*(on_connection(attempt) for _ in range(12)))
+        return await asyncio.gather(*(on_connection(attempt) for _ in range(count)))
 
-    assert sum(asyncio.run(race())) == 3
+    return sum(asyncio.run(race()))
+
+
+def test_concurrent_reservations_never_spend_the_balance_twice(tenant_id: str) -> None:
+    assert reservations_won(tenant_id, "3", None, PaymentRequiredError, count=12) == 3
     assert balance_ledger_and_jobs(tenant_id) == (Decimal(1), Decimal(1), 3)
 
 
@@ -268,18 +277,7 @@ def test_a_reservation_takes_a_generation_token_per_job_or_nothing(tenant_id: st
 
 def test_concurrent_reservations_never_take_a_generation_token_twice(tenant_id: str) -> None:
     set_bucket(tenant_id, HOUR, 4, 0)
-
-    async def attempt(connection: psycopg.AsyncConnection[Any]) -> bool:
-        try:
-            await ledger.reserve(connection, tenant_id, [reservation("1")], HOUR)
-        except RateLimitedError:
-            return False
-        return True
-
-    async def race() -> list[bool]:
-        return await asyncio.gather(*(on_connection(attempt) for _ in range(12)))
-
-    assert sum(asyncio.run(race())) == 4
+    assert reservations_won(tenant_id, "1", HOUR, RateLimitedError, count=12) == 4
     assert balance_ledger_and_jobs(tenant_id) == (Decimal(6), Decimal(6), 4)
     assert stored_tokens(tenant_id, HOUR) == pytest.approx(0, abs=0.01)
 
