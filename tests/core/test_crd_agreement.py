@@ -292,6 +292,7 @@ def test_crd_names_and_status_subresource(plural: str, kind: str) -> None:
                 ("Base", ".spec.baseModel"),
                 ("Size", ".spec.sizeBytes"),
                 ("Hot", ".status.hotReplicas"),
+                ("Prewarm", ".spec.warm.replicas"),
                 ("Age", ".metadata.creationTimestamp"),
             ],
         ),
