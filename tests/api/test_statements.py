@@ -18,7 +18,6 @@ import pytest
 from diffleet_api import db, ledger, ratelimits, tenants
 from diffleet_api.buckets import BucketPolicy, Decision, take
 from diffleet_api.errors import PaymentRequiredError, RateLimitedError, UnavailableError
-from diffleet_api.ratelimits import TierCapacities
 from diffleet_api.tokens import Role
 from diffleet_core.resources.generation_job import Tier
 from tests.api.support import connect
@@ -120,22 +119,14 @@ def test_concurrent_takes_never_grant_a_token_twice(tenant_id: str) -> None:
     assert stored_tokens(tenant_id, HOUR) == pytest.approx(0, abs=0.01)
 
 
-def capacities(requests: int | None = None, generations: int | None = None) -> TierCapacities:
-    """Capacities of the free tier (None: no limit)."""
-    return TierCapacities(
-        requests={} if requests is None else {"free": requests},
-        generations={} if generations is None else {"free": generations},
-    )
-
-
-def authenticate(key: str, limits: TierCapacities) -> tenants.KeyGrant | None:
-    return asyncio.run(on_connection(lambda c: tenants.authenticate_key(c, key, limits)))
+def authenticate(key: str, capacities: dict[str, int]) -> tenants.KeyGrant | None:
+    return asyncio.run(on_connection(lambda c: tenants.authenticate_key(c, key, capacities)))
 
 
 def test_authenticating_a_key_takes_a_request_token_of_its_tenant(tenant_id: str) -> None:
     with connect() as connection:
         key_id, key = tenants.create_key(connection, tenant_id, "k", Role.MEMBER)
-    grants = [authenticate(key, capacities(requests=3)) for _ in range(4)]
+    grants = [authenticate(key, {"free": 3}) for _ in range(4)]
     assert all(grant is not None for grant in grants)
     first = grants[0]
     assert first is not None
@@ -152,20 +143,19 @@ def test_authenticating_a_key_takes_a_request_token_of_its_tenant(tenant_id: str
     with connect() as connection:
         assert tenants.revoke_key(connection, key_id)
     set_bucket(tenant_id, MINUTE, 2, 0)
-    assert authenticate(key, capacities(requests=3)) is None
+    assert authenticate(key, {"free": 3}) is None
     assert stored_tokens(tenant_id, MINUTE) == 2  # a revoked key takes nothing
 
 
 def test_a_tier_without_a_request_limit_takes_no_token(tenant_id: str) -> None:
     async def jwt_caller(connection: psycopg.AsyncConnection[Any]) -> tenants.Caller | None:
-        limits = TierCapacities(requests={"pro": 500}, generations={"pro": 200})
-        return await tenants.authenticate_tenant(connection, tenant_id, limits)
+        return await tenants.authenticate_tenant(connection, tenant_id, {"pro": 500})
 
     caller = asyncio.run(on_connection(jwt_caller))
     assert caller is not None
     assert caller.tenant.id == tenant_id
     assert caller.requests_left is None
-    assert caller.generations_left is None
+    assert caller.generations is None  # never written
     with connect() as connection:
         bucket = connection.execute(
             "select 1 from rate_buckets where tenant_id = %s", (tenant_id,)
@@ -188,13 +178,16 @@ def reservation(cost: str) -> ledger.Reservation:
 def test_authenticating_reads_the_generations_bucket_and_takes_nothing(tenant_id: str) -> None:
     with connect() as connection:
         _, key = tenants.create_key(connection, tenant_id, "k", Role.MEMBER)
-    fresh = authenticate(key, capacities(generations=10))
+    fresh = authenticate(key, {})
     assert fresh is not None
-    assert fresh.caller.generations_left == 10  # a bucket never written is full
+    assert fresh.caller.generations is None
+    assert ratelimits.available(HOUR, fresh.caller.generations) == 10  # never written: full
     set_bucket(tenant_id, HOUR, 2, 720)  # 2 tokens 12 minutes ago: 2 more came back since
-    read = authenticate(key, capacities(generations=10))
+    read = authenticate(key, {})
     assert read is not None
-    assert read.caller.generations_left == pytest.approx(4, abs=0.01)
+    assert read.caller.generations is not None
+    assert read.caller.generations.tokens == 2
+    assert ratelimits.available(HOUR, read.caller.generations) == pytest.approx(4, abs=0.01)
     assert stored_tokens(tenant_id, HOUR) == 2
 
 

@@ -64,7 +64,7 @@ async def authenticate(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise UnauthenticatedError("an Authorization: Bearer token is required", headers=CHALLENGE)
     token = credentials.credentials
-    capacities = ratelimits.TierCapacities.of(runtime.settings)
+    capacities = runtime.settings.request_capacities
     async with runtime.pool.connection() as connection:
         if looks_like_key(token):
             grant = await tenants.authenticate_key(connection, token, capacities)
@@ -81,14 +81,17 @@ async def authenticate(
                 raise refused(f"unknown tenant {claims.tenant!r}")
             caller, subject, role = found, claims.subject, claims.role
         tenant = caller.tenant
-        rule = ratelimits.policy(runtime.settings.tier_limits[tenant.tier], ratelimits.REQUESTS)
+        limits = runtime.settings.tier_limits[tenant.tier]
+        rule = ratelimits.policy(limits, ratelimits.REQUESTS)
         if rule is not None:
             if caller.requests_left is None:
                 decision = await ratelimits.refused(connection, tenant.id, rule, 1)
                 raise ratelimits.refusal(rule, decision)
             decision = granted(rule, caller.requests_left)
             request.state.rate_limit_headers = ratelimits.headers(rule, decision)
-    return Principal(subject, tenant, role, caller.balance, caller.generations_left)
+    generations = ratelimits.policy(limits, ratelimits.GENERATIONS)
+    left = None if generations is None else ratelimits.available(generations, caller.generations)
+    return Principal(subject, tenant, role, caller.balance, left)
 
 
 def require(role: Role) -> object:

@@ -12,7 +12,7 @@ Where each bucket is taken, so that no bucket costs a round trip of its own on t
 to a success:
 - requests: by the statement that authenticates (tenants.py);
 - generations: by the statement that reserves the credits of the jobs just created
-  (ledger.py). The statement that authenticates reads the bucket, so a submission it
+  (ledger.py). The statement that authenticates reads the bucket's row, so a submission it
   cannot cover is refused before anything is created (`check` below), as a balance is;
   one that a concurrent submission outran is refused by the reservation, and its jobs
   are deleted;
@@ -26,14 +26,13 @@ import psycopg
 from diffleet_api.buckets import BucketPolicy, Decision, denied, granted, refill, take
 from diffleet_api.db import Pool
 from diffleet_api.errors import RateLimitedError
-from diffleet_api.settings import ApiSettings, TierLimits
+from diffleet_api.settings import TierLimits
 
 REQUESTS = "requests"
 GENERATIONS = "generations"
 UPLOADS = "uploads"
 REQUESTS_WINDOW_SECONDS = 60.0
-GENERATIONS_WINDOW_SECONDS = 3600.0
-UPLOADS_WINDOW_SECONDS = 3600.0
+HOUR_SECONDS = 3600.0
 
 TAKE = "select take_tokens(%(tenant)s, %(name)s, %(capacity)s, %(rate)s, %(cost)s)"
 READ = (
@@ -46,36 +45,26 @@ def policy(limits: TierLimits, bucket: str) -> BucketPolicy | None:
     """The bucket's policy for a tier; None when the tier is unlimited there."""
     per_window = {
         REQUESTS: (limits.requests_per_minute, REQUESTS_WINDOW_SECONDS),
-        GENERATIONS: (limits.generations_per_hour, GENERATIONS_WINDOW_SECONDS),
-        UPLOADS: (limits.uploads_per_hour, UPLOADS_WINDOW_SECONDS),
+        GENERATIONS: (limits.generations_per_hour, HOUR_SECONDS),
+        UPLOADS: (limits.uploads_per_hour, HOUR_SECONDS),
     }
     capacity, window = per_window[bucket]
     return None if capacity is None else BucketPolicy(bucket, capacity, window)
 
 
 @dataclass(frozen=True)
-class TierCapacities:
-    """The capacities of the buckets authentication reads, by tier name (a tier without a
-    limit is absent)."""
+class Stored:
+    """A bucket's row: the tokens it held when written, and the seconds since then."""
 
-    requests: dict[str, int]
-    generations: dict[str, int]
+    tokens: float
+    elapsed_seconds: float
 
-    @classmethod
-    def of(cls, settings: ApiSettings) -> "TierCapacities":
-        tiers = settings.tier_limits.items()
-        return cls(
-            requests={
-                tier.value: limits.requests_per_minute
-                for tier, limits in tiers
-                if limits.requests_per_minute is not None
-            },
-            generations={
-                tier.value: limits.generations_per_hour
-                for tier, limits in tiers
-                if limits.generations_per_hour is not None
-            },
-        )
+
+def available(rule: BucketPolicy, stored: Stored | None) -> float:
+    """The tokens a bucket holds now (one never written is full)."""
+    if stored is None:
+        return float(rule.capacity)
+    return refill(rule, stored.tokens, stored.elapsed_seconds)
 
 
 async def consume(
@@ -105,8 +94,8 @@ async def refused(
     """The refusal, with the bucket as it is now (a bucket never written is full)."""
     cursor = await connection.execute(READ, (tenant_id, rule.name))
     row = await cursor.fetchone()
-    tokens, elapsed = (float(row[0]), float(row[1])) if row else (float(rule.capacity), 0.0)
-    return denied(rule, refill(rule, tokens, elapsed), cost)
+    stored = Stored(float(row[0]), float(row[1])) if row else None
+    return denied(rule, available(rule, stored), cost)
 
 
 def headers(rule: BucketPolicy, decision: Decision) -> dict[str, str]:

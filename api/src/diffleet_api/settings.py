@@ -4,7 +4,7 @@ The platform-wide settings (database, broker, buckets) are core's `Settings`; th
 what only the API needs: auth, the tier table of rate limits, credits, uploads, webhooks.
 """
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -96,6 +96,16 @@ class ApiSettings(BaseSettings):
     webhook_backoff_seconds: float = Field(default=1.0, gt=0, description="First retry delay")
     webhook_backoff_max_seconds: float = Field(default=300.0, gt=0)
     sse_keepalive_seconds: float = Field(default=15.0, gt=0)
+
+    @cached_property
+    def request_capacities(self) -> dict[str, int]:
+        """Requests per minute by tier name, for the tiers that have a limit (what the
+        authenticating statement takes a token against)."""
+        return {
+            tier.value: limits.requests_per_minute
+            for tier, limits in self.tier_limits.items()
+            if limits.requests_per_minute is not None
+        }
 
     @field_validator("tier_limits", mode="after")
     @classmethod

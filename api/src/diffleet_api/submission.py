@@ -132,11 +132,12 @@ async def submit(
     if foreign:
         raise invalid(foreign)
     costs = await prices(runtime, tenant.namespace, specs, field_prefix)
-    ratelimits.check(generations(runtime, tenant), principal.generations_left, len(specs))
+    tokens = ratelimits.policy(runtime.settings.tier_limits[tenant.tier], ratelimits.GENERATIONS)
+    ratelimits.check(tokens, principal.generations_left, len(specs))
     ledger.affordable(principal.balance, sum(costs, Decimal(0)))
     job_names = names or [new_job_name() for _ in specs]
     try:
-        jobs = await create_all(runtime, principal, specs, job_names, costs, claim)
+        jobs = await create_all(runtime, principal, specs, job_names, costs, claim, tokens)
     except KeyTakenMeanwhileError:
         assert claim is not None
         replay = await replayed(runtime, tenant, claim)
@@ -152,13 +153,14 @@ async def create_all(
     names: list[str],
     costs: list[Decimal],
     claim: Claim | None,
+    tokens: BucketPolicy | None,
 ) -> list[JobPublic]:
     """Creates the GenerationJobs, then reserves their credits in one statement. With an
     Idempotency-Key, the key is claimed first in a transaction that commits with the
     reservation, so a concurrent retry waits for it and replays it. Any failure deletes
-    the jobs already created."""
+    the jobs already created. `tokens`: the tenant's generations bucket (None: no
+    limit), a token per job taken by the reservation."""
     tenant = principal.tenant
-    tokens = generations(runtime, tenant)
     created: list[Body] = []
     try:
         if claim is None:
@@ -175,10 +177,6 @@ async def create_all(
         await asyncio.shield(delete_resources(runtime, created))
         raise
     return [JobPublic.from_resource(body, cost) for body, cost in zip(created, costs, strict=True)]
-
-
-def generations(runtime: Runtime, tenant: Tenant) -> BucketPolicy | None:
-    return ratelimits.policy(runtime.settings.tier_limits[tenant.tier], ratelimits.GENERATIONS)
 
 
 def reservations(created: list[Body], costs: list[Decimal]) -> list[ledger.Reservation]:

@@ -12,13 +12,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from diffleet_api.keys import key_hash, new_key, shown_prefix
-from diffleet_api.ratelimits import (
-    GENERATIONS,
-    GENERATIONS_WINDOW_SECONDS,
-    REQUESTS,
-    REQUESTS_WINDOW_SECONDS,
-    TierCapacities,
-)
+from diffleet_api.ratelimits import GENERATIONS, REQUESTS, REQUESTS_WINDOW_SECONDS, Stored
 from diffleet_api.tokens import Role
 from diffleet_core.resources.generation_job import Tier
 
@@ -40,12 +34,12 @@ class Tenant:
 class Caller:
     """A tenant as authentication found it: its balance then, the tokens left in its
     requests bucket once this request took one (None: its tier has no request limit, or
-    the bucket was empty), and the tokens its generations bucket held (None: no limit)."""
+    the bucket was empty), and its generations bucket's row (None: never written)."""
 
     tenant: Tenant
     balance: Decimal
     requests_left: float | None
-    generations_left: float | None
+    generations: Stored | None
 
 
 @dataclass(frozen=True)
@@ -69,66 +63,57 @@ class KeyInfo:
 
 
 # Authentication is one statement: the caller's row, a token of its tenant's requests
-# bucket taken by take_tokens (migration 0002), and the tokens its generations bucket
-# holds now (refilled, capped; a bucket never written is full), read without taking any,
-# evaluated for the row found only. A tier without a limit (absent from the capacities)
-# takes and reads none.
+# bucket taken by take_tokens (migration 0002), evaluated for the row found only (a tier
+# without a request limit, absent from `capacities`, takes none), and the row of its
+# generations bucket, read as it is (ratelimits.available refills it).
 LIMITS = sql.SQL("""
     case when limits.requests is not null then
-        take_tokens(t.id, %(requests)s, limits.requests, limits.requests / %(requests_window)s, 1)
+        take_tokens(t.id, %(requests)s, limits.requests, limits.requests / %(window)s, 1)
     end as requests_left,
-    case when limits.generations is not null then
-        coalesce((select least(limits.generations, bucket.tokens
-                + limits.generations / %(generations_window)s
-                * greatest(0, extract(epoch from clock_timestamp() - bucket.updated_at)))
-            from rate_buckets bucket
-            where bucket.tenant_id = t.id and bucket.name = %(generations)s),
-        limits.generations)
-    end as generations_left
+    generations.tokens as generations_tokens,
+    extract(epoch from clock_timestamp() - generations.updated_at) as generations_elapsed
 """)
-CAPACITIES = sql.SQL("""
-    lateral (select (%(requests_capacities)s::jsonb ->> t.tier)::double precision,
-        (%(generations_capacities)s::jsonb ->> t.tier)::double precision)
-        as limits (requests, generations)
+BUCKETS = sql.SQL("""
+    cross join lateral (select (%(capacities)s::jsonb ->> t.tier)::double precision) as limits (requests)
+    left join rate_buckets generations
+        on generations.tenant_id = t.id and generations.name = %(generations)s
 """)
 BY_KEY = sql.SQL("""
 select k.id as key_id, k.role, t.id, t.namespace, t.tier, t.balance, {limits}
-from api_keys k join tenants t on t.id = k.tenant_id, {capacities}
+from api_keys k join tenants t on t.id = k.tenant_id {buckets}
 where k.hash = %(hash)s and k.revoked_at is null
-""").format(limits=LIMITS, capacities=CAPACITIES)
+""").format(limits=LIMITS, buckets=BUCKETS)
 BY_TENANT = sql.SQL("""
 select t.id, t.namespace, t.tier, t.balance, {limits}
-from tenants t, {capacities}
+from tenants t {buckets}
 where t.id = %(tenant)s
-""").format(limits=LIMITS, capacities=CAPACITIES)
+""").format(limits=LIMITS, buckets=BUCKETS)
 
 
-def bucket_parameters(capacities: TierCapacities) -> dict[str, Any]:
+def bucket_parameters(capacities: dict[str, int]) -> dict[str, Any]:
     return {
         "requests": REQUESTS,
-        "requests_window": REQUESTS_WINDOW_SECONDS,
-        "requests_capacities": Jsonb(capacities.requests),
+        "window": REQUESTS_WINDOW_SECONDS,
+        "capacities": Jsonb(capacities),
         "generations": GENERATIONS,
-        "generations_window": GENERATIONS_WINDOW_SECONDS,
-        "generations_capacities": Jsonb(capacities.generations),
     }
 
 
 def caller_of(row: dict[str, Any]) -> Caller:
-    requests, generations = row["requests_left"], row["generations_left"]
+    requests, generations = row["requests_left"], row["generations_tokens"]
     return Caller(
         Tenant.from_row(row),
         row["balance"],
         None if requests is None else float(requests),
-        None if generations is None else float(generations),
+        None if generations is None else Stored(generations, float(row["generations_elapsed"])),
     )
 
 
 async def authenticate_key(
-    connection: psycopg.AsyncConnection[Any], key: str, capacities: TierCapacities
+    connection: psycopg.AsyncConnection[Any], key: str, capacities: dict[str, int]
 ) -> KeyGrant | None:
     """The tenant and role of an unrevoked key, or None; takes a request token of the
-    tenant."""
+    tenant (`capacities`: requests per minute by tier)."""
     cursor = connection.cursor(row_factory=dict_row)
     await cursor.execute(BY_KEY, {"hash": key_hash(key)} | bucket_parameters(capacities))
     row = await cursor.fetchone()
@@ -138,7 +123,7 @@ async def authenticate_key(
 
 
 async def authenticate_tenant(
-    connection: psycopg.AsyncConnection[Any], tenant_id: str, capacities: TierCapacities
+    connection: psycopg.AsyncConnection[Any], tenant_id: str, capacities: dict[str, int]
 ) -> Caller | None:
     """The tenant of a JWT, or None; takes a request token of the tenant."""
     cursor = connection.cursor(row_factory=dict_row)

@@ -13,10 +13,10 @@ alter table jobs drop constraint jobs_credits_check,
 --      is written.
 --   2. The tokens are taken (take_tokens); when refused, the debit is undone (in the
 --      same transaction, under the row lock it took: nobody saw it).
---   3. Each job's history row and `reserve` ledger row are written. The watcher may have
---      recorded the job first: its row then takes the reservation, unless the watcher
---      has abandoned the job meanwhile; then the call fails (SQLSTATE DF409) and
---      nothing is written.
+--   3. Each job's history row and, from it, its `reserve` ledger row are written. The
+--      watcher may have recorded the job first: its row then takes the reservation,
+--      unless the watcher has abandoned the job meanwhile; then the call fails (SQLSTATE
+--      DF409) and nothing is written.
 -- Row locks are held for the calling statement alone, so a tenant's concurrent
 -- submissions never spend the same credits or tokens twice.
 -- Returns one row: outcome 'reserved' (balance_left: after the debit), 'short'
@@ -29,7 +29,7 @@ language plpgsql volatile
 as $$
 declare
     debited numeric;
-    recorded integer;
+    written integer;
 begin
     update tenants set balance = tenants.balance - total
     where tenants.id = tenant and tenants.balance >= total
@@ -45,22 +45,27 @@ begin
         return query select 'rate_limited', null::numeric;
         return;
     end if;
-    insert into jobs as history (uid, tenant_id, namespace, name, spec, cost, credits, created_at)
-    select job.uid, tenant, job.namespace, job.name, job.spec, job.cost, 'reserved', job.created_at
-    from jsonb_to_recordset(jobs)
-        as job (uid text, namespace text, name text, spec jsonb, cost numeric,
-            created_at timestamptz)
-    on conflict (uid) do update set tenant_id = excluded.tenant_id, cost = excluded.cost,
-        credits = 'reserved'
-    where history.credits = 'none';
-    get diagnostics recorded = row_count;
-    if recorded < jsonb_array_length(jobs) then
+    with recorded as (
+        insert into jobs as history
+            (uid, tenant_id, namespace, name, spec, cost, credits, created_at)
+        select job.uid, tenant, job.namespace, job.name, job.spec, job.cost, 'reserved',
+            job.created_at
+        from jsonb_to_recordset(jobs)
+            as job (uid text, namespace text, name text, spec jsonb, cost numeric,
+                created_at timestamptz)
+        on conflict (uid) do update set tenant_id = excluded.tenant_id, cost = excluded.cost,
+            credits = 'reserved'
+        where history.credits = 'none'
+        returning history.uid, history.name, history.cost
+    )
+    insert into ledger (tenant_id, kind, amount, job_uid, note)
+    select tenant, 'reserve', -recorded.cost, recorded.uid, 'job ' || recorded.name
+    from recorded;
+    get diagnostics written = row_count;
+    if written < jsonb_array_length(jobs) then
         raise exception 'the job watcher abandoned these jobs before their reservation'
             using errcode = 'DF409';
     end if;
-    insert into ledger (tenant_id, kind, amount, job_uid, note)
-    select tenant, 'reserve', -job.cost, job.uid, 'job ' || job.name
-    from jsonb_to_recordset(jobs) as job (uid text, name text, cost numeric);
     return query select 'reserved', debited;
 end;
 $$;
