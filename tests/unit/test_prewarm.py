@@ -7,7 +7,7 @@ from tests.unit.test_placement import MODEL, OTHER, needs, worker
 
 
 def target(replicas: int, pools: tuple[str, ...] = ("t4", "a100", "h100")) -> WarmTarget:
-    return WarmTarget(digest=MODEL, replicas=replicas, needs=needs(pools=pools))
+    return WarmTarget(replicas=replicas, needs=needs(pools=pools))
 
 
 def asked(chosen: list[WorkerView]) -> list[str]:

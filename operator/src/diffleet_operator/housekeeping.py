@@ -27,6 +27,7 @@ from diffleet_operator.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 QUEUE_DEPTH_EVERY_SECONDS = 5.0
+MODELS_EVERY_SECONDS = 5.0
 # A cancel requested this long after the job's last watch event has not been carried out
 # by the watch handler (its status write failed): the sweep does it.
 CANCEL_OVERDUE_SECONDS = 5.0
@@ -38,6 +39,7 @@ class Housekeeping:
         self.dispatcher = dispatcher
         self.admitter = admitter
         self._depth_measured = 0.0
+        self._models_tended = 0.0
         self.presence = ModelPresence(rt)
         self.prewarmer = Prewarmer(rt)
 
@@ -60,8 +62,19 @@ class Housekeeping:
             else:
                 await self.expire(job)
         await self.measure_queues()
-        await self.presence.refresh()
-        await self.prewarmer.reconcile()
+        await self.tend_models()
+
+    async def tend_models(self) -> None:
+        """ModelCache presence, then pre-warming, from one fleet snapshot, at most every
+        `MODELS_EVERY_SECONDS`. An operator limited to some namespaces tends only their
+        ModelCaches: its fleet is not the platform's."""
+        if time.monotonic() - self._models_tended < MODELS_EVERY_SECONDS:
+            return
+        self._models_tended = time.monotonic()
+        fleet = self.rt.fleet.snapshot()
+        models = self.rt.models.in_namespaces(self.rt.operator.namespaces)
+        await self.presence.refresh(fleet, models)
+        await self.prewarmer.reconcile(fleet, models)
 
     async def recover_lost_workers(self) -> None:
         for worker in self.rt.fleet.expired(status.now()):

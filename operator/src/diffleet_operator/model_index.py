@@ -1,6 +1,6 @@
 """ModelCaches as the operator last saw them, fed by kopf's watch."""
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 
@@ -20,3 +20,9 @@ class ModelIndex:
 
     def all(self) -> list[Mapping[str, Any]]:
         return list(self._models.values())
+
+    def in_namespaces(self, namespaces: Collection[str]) -> list[Mapping[str, Any]]:
+        """The ModelCaches of `namespaces`; all of them when it is empty."""
+        if not namespaces:
+            return self.all()
+        return [body for (namespace, _), body in self._models.items() if namespace in namespaces]

@@ -1,14 +1,13 @@
 """ModelCache status from the fleet: which workers hold each model hot (in GPU memory)
 and warm (on local disk), as their Leases say.
 
-Housekeeping refreshes it at most every `PRESENCE_EVERY_SECONDS` and writes a ModelCache
-only when its presence changed, so an idle fleet writes nothing. An operator limited to
-some namespaces writes only their ModelCaches: its fleet is not the platform's. Workers
-are named up to `MAX_NAMED_WORKERS` per list; the replica counts are always exact.
+Housekeeping refreshes it (with pre-warming, at most every `MODELS_EVERY_SECONDS`) and
+a ModelCache is written only when its presence changed, so an idle fleet writes nothing.
+Workers are named up to `MAX_NAMED_WORKERS` per list; the replica counts are always
+exact.
 """
 
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from diffleet_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
-PRESENCE_EVERY_SECONDS = 5.0
 MAX_NAMED_WORKERS = 32
 
 
@@ -75,20 +73,13 @@ def presence_by_digest(fleet: Iterable[WorkerView]) -> dict[str, Presence]:
 class ModelPresence:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self._refreshed = 0.0
 
-    async def refresh(self) -> None:
-        if time.monotonic() - self._refreshed < PRESENCE_EVERY_SECONDS:
-            return
-        self._refreshed = time.monotonic()
-        by_digest = presence_by_digest(self.rt.fleet.snapshot())
-        for body in self.rt.models.all():
+    async def refresh(self, fleet: list[WorkerView], models: list[Mapping[str, Any]]) -> None:
+        by_digest = presence_by_digest(fleet)
+        for body in models:
             await self._write(body, by_digest)
 
     async def _write(self, body: Mapping[str, Any], by_digest: dict[str, Presence]) -> None:
-        served = self.rt.operator.namespaces
-        if served and body["metadata"]["namespace"] not in served:
-            return  # the platform's models: the cluster-wide operator's fleet says
         status = ModelCacheStatus.model_validate(body.get("status") or {})
         if status.phase is not ModelCachePhase.READY or status.digest is None:
             return

@@ -50,12 +50,13 @@ def place(needs: Requirements, fleet: list[WorkerView]) -> Decision:
         return Decision(Outcome.NO_CAPACITY)
     hot = [worker for worker in free if needs.model_digest in worker.hot_models]
     if hot:
-        return Decision(Outcome.HOT, min(hot, key=_least_loaded))
+        return Decision(Outcome.HOT, min(hot, key=least_loaded))
     warm = [worker for worker in free if needs.model_digest in worker.warm_models]
     if warm:
-        return Decision(Outcome.WARM, min(warm, key=_least_loaded))
-    return Decision(Outcome.COLD, min(free, key=_least_loaded))
+        return Decision(Outcome.WARM, min(warm, key=least_loaded))
+    return Decision(Outcome.COLD, min(free, key=least_loaded))
 
 
-def _least_loaded(worker: WorkerView) -> tuple[float, str]:
+def least_loaded(worker: WorkerView) -> tuple[float, str]:
+    """Sort key: the share of its slots a worker uses, then its id (a stable order)."""
     return (worker.load / worker.concurrency, worker.worker_id)

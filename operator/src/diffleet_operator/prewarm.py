@@ -1,7 +1,7 @@
 """Pre-warming: keeps each Ready ModelCache hot (in GPU memory) on at least
 `spec.warm.replicas` workers, before any job asks for it.
 
-Housekeeping runs it at most every `EVERY_SECONDS`, on the Leases' fleet. For a
+Housekeeping runs it after the presence refresh, on the same fleet snapshot. For a
 model short of its replicas it sends WarmModel orders (control exchange) to as many
 eligible workers as are missing, where jobs would run it (the model's pools, enough
 VRAM, not draining): first those that have it on local disk, then the least loaded. An
@@ -22,21 +22,20 @@ from diffleet_core.messages import WarmModel
 from diffleet_core.resources.model_cache import Pool
 from diffleet_operator.admission import ResolvedModel, ready_model
 from diffleet_operator.fleet import WorkerView
-from diffleet_operator.placement import Requirements, eligible
+from diffleet_operator.placement import Requirements, eligible, least_loaded
 from diffleet_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
-EVERY_SECONDS = 5.0
 ORDER_SECONDS = 120.0
 EVENT_REASON = "Prewarming"
 
 
 @dataclass(frozen=True)
 class WarmTarget:
-    """A model to keep hot, and where it may run."""
+    """A model to keep hot (`needs.model_digest`), on how many workers, and where it may
+    run."""
 
-    digest: str
     replicas: int
     needs: Requirements
 
@@ -44,7 +43,6 @@ class WarmTarget:
 def target_of(model: ResolvedModel) -> WarmTarget:
     pools = model.spec.pools or list(Pool)
     return WarmTarget(
-        digest=model.ref.digest,
         replicas=model.spec.warm.replicas,
         needs=Requirements(
             model_digest=model.ref.digest,
@@ -60,7 +58,8 @@ def workers_to_warm(
     """The workers to ask now: as many as the model lacks hot replicas, counting the
     orders still awaited (`ordered`: worker ids), among the eligible workers that do not
     hold it hot; those with it on disk first, then the least loaded."""
-    hot = {worker.worker_id for worker in fleet if target.digest in worker.hot_models}
+    digest = target.needs.model_digest
+    hot = {worker.worker_id for worker in fleet if digest in worker.hot_models}
     awaited = ordered - hot
     missing = target.replicas - len(hot) - len(awaited)
     if missing <= 0:
@@ -72,13 +71,7 @@ def workers_to_warm(
         and worker.worker_id not in hot
         and worker.worker_id not in ordered
     ]
-    candidates.sort(
-        key=lambda worker: (
-            target.digest not in worker.warm_models,
-            worker.load / worker.concurrency,
-            worker.worker_id,
-        )
-    )
+    candidates.sort(key=lambda worker: (digest not in worker.warm_models, *least_loaded(worker)))
     return candidates[:missing]
 
 
@@ -87,33 +80,21 @@ class Prewarmer:
         self.rt = rt
         # (digest, worker id) -> when the order was sent (monotonic seconds).
         self._orders: dict[tuple[str, str], float] = {}
-        self._reconciled = 0.0
 
-    async def reconcile(self) -> None:
+    async def reconcile(self, fleet: list[WorkerView], models: list[Mapping[str, Any]]) -> None:
         now = time.monotonic()
-        if now - self._reconciled < EVERY_SECONDS:
-            return
-        self._reconciled = now
-        fleet = self.rt.fleet.snapshot()
         self._orders = {
             key: sent for key, sent in self._orders.items() if now - sent < ORDER_SECONDS
         }
-        for body in self.rt.models.all():
-            if self._serves(body):
-                await self._warm(body, fleet, now)
-
-    def _serves(self, body: Mapping[str, Any]) -> bool:
-        """An operator limited to some namespaces warms only their models: its fleet is
-        not the platform's."""
-        served = self.rt.operator.namespaces
-        return not served or body["metadata"]["namespace"] in served
+        for body in models:
+            await self._warm(body, fleet, now)
 
     async def _warm(self, body: Mapping[str, Any], fleet: list[WorkerView], now: float) -> None:
         model = ready_model(body)
         if not isinstance(model, ResolvedModel) or model.spec.warm.replicas == 0:
             return
         target = target_of(model)
-        ordered = {worker for digest, worker in self._orders if digest == target.digest}
+        ordered = {worker for digest, worker in self._orders if digest == model.ref.digest}
         chosen = workers_to_warm(target, fleet, ordered)
         if not chosen:
             return
@@ -121,7 +102,7 @@ class Prewarmer:
         exchange = self.rt.broker.topology.control_exchange
         for worker in chosen:
             await self.rt.broker.publish_to_exchange(exchange, worker.worker_id, order)
-            self._orders[(target.digest, worker.worker_id)] = now
+            self._orders[(model.ref.digest, worker.worker_id)] = now
         names = ", ".join(worker.worker_id for worker in chosen)
         logger.info("ModelCache %s: warming on %s", model.ref.name, names)
         self.rt.kube.post_event(
