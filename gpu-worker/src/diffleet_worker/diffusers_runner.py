@@ -29,6 +29,7 @@ from diffleet_worker import metrics
 from diffleet_worker.cache import (
     CacheStats,
     HotCache,
+    Loaded,
     ModelCacheError,
     ModelStore,
     S3Source,
@@ -152,10 +153,7 @@ class DiffusersRunner:
                 self._count_cache()
 
     def _warm(self, model: ModelRef) -> None:
-        with (
-            self._cache_errors(),
-            self.store.acquire(model, lambda path: self.loader.load(model, path)) as loaded,
-        ):
+        with self._cache_errors(), self._loaded(model) as loaded:
             metrics.MODEL_WARMED.labels(loaded.tier.value).inc()
 
     def _run(
@@ -240,9 +238,13 @@ class DiffusersRunner:
 
     @contextmanager
     def _acquire(self, ref: ModelRef) -> Iterator[Any]:
-        with self.store.acquire(ref, lambda path: self.loader.load(ref, path)) as loaded:
+        with self._loaded(ref) as loaded:
             metrics.MODEL_SERVED.labels(loaded.tier.value).inc()
             yield loaded.value
+
+    def _loaded(self, ref: ModelRef) -> Loaded[Any]:
+        """The model from the store, loaded onto the device if it was not hot."""
+        return self.store.acquire(ref, lambda path: self.loader.load(ref, path))
 
     @staticmethod
     @contextmanager
