@@ -20,6 +20,7 @@ from diffleet_api import tenants
 from diffleet_api.settings import DEVELOPMENT_JWT_SECRET, JWT_AUDIENCE
 from diffleet_api.tokens import Role
 from diffleet_core.resources.generation_job import Tier
+from tests.conftest import drop_finalizers
 from tests.support.platform import Process, free_port, spawn
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
@@ -119,11 +120,7 @@ def delete_jobs(kubectl: Kubectl, namespace: str, *names: str) -> None:
     the operator's finalizer (the admission policy puts it on every job at creation; no
     operator runs in these tests), so the resources are gone when this returns."""
     kubectl.run("delete", "gj", *names, "-n", namespace, "--wait=false")
-    for name in names:
-        kubectl.run(
-            "patch", "gj", name, "-n", namespace, "--type=merge",
-            "-p", '{"metadata":{"finalizers":null}}',
-        )  # fmt: skip
+    drop_finalizers(kubectl, namespace, [f"gj/{name}" for name in names])
 
 
 def model_cache(kubectl: Kubectl, namespace: str, name: str, base_model: str = "sd15") -> None:
