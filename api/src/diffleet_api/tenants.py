@@ -74,7 +74,8 @@ LIMITS = sql.SQL("""
     extract(epoch from clock_timestamp() - generations.updated_at) as generations_elapsed
 """)
 BUCKETS = sql.SQL("""
-    cross join lateral (select (%(capacities)s::jsonb ->> t.tier)::double precision) as limits (requests)
+    cross join lateral (select (%(capacities)s::jsonb ->> t.tier)::double precision)
+        as limits (requests)
     left join rate_buckets generations
         on generations.tenant_id = t.id and generations.name = %(generations)s
 """)
