@@ -508,6 +508,8 @@ status() {
   return "$rc"
 }
 
+# The exports of `make env`. The stack's credentials are the committed development values,
+# which the platform refuses outside development mode: the exports turn it on.
 print_env() {
   local amqp="amqp://$RABBITMQ_USER:$RABBITMQ_PASSWORD@$H:$RABBITMQ_PORT/$RABBITMQ_VHOST"
   local dsn="postgresql://$POSTGRES_USER:$POSTGRES_PASSWORD@$H:$POSTGRES_PORT/$POSTGRES_DB"
@@ -524,6 +526,7 @@ export DIFFLEET_RABBITMQ_MANAGEMENT_URL="http://$H:$RABBITMQ_MANAGEMENT_PORT"
 export DIFFLEET_DATABASE_URL="$dsn"
 export DIFFLEET_API_URL="http://$H:$API_PORT"
 export PGHOST="$H" PGPORT="$POSTGRES_PORT" PGUSER="$POSTGRES_USER" PGPASSWORD="$POSTGRES_PASSWORD" PGDATABASE="$POSTGRES_DB"
+export DIFFLEET_DEVELOPMENT_MODE=true
 EOF
 }
 
