@@ -4,8 +4,11 @@ The check runs when a connection is opened, on the addresses the host name resol
 and the connection goes to one of those checked addresses: a DNS answer that changes
 between a check and a connect (rebinding) cannot reach an internal service. Loopback,
 private, link-local (cloud metadata at 169.254.169.254), shared, reserved, multicast and
-unspecified addresses are refused, IPv4-mapped IPv6 included. TLS still verifies the
-URL's host name. Local development and tests may allow them
+unspecified addresses are refused. An IPv6 address that carries an IPv4 address (mapped,
+compatible, SIIT, NAT64, 6to4, Teredo) is judged by the IPv4 address it carries, since a
+host stack, translator or relay delivers it there; local-use NAT64 (64:ff9b:1::/48) is
+refused outright (where its IPv4 address sits depends on the local translator). TLS still
+verifies the URL's host name. Local development and tests may allow them
 (`DIFFLEET_API_WEBHOOK_ALLOW_PRIVATE_TARGETS`).
 """
 
@@ -24,9 +27,35 @@ class PrivateTargetError(httpcore.ConnectError):
     """The target resolves to an address that is not public."""
 
 
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+SIIT = ipaddress.IPv6Network("::ffff:0:0:0/96")
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+LAST_32_BITS = (IPV4_COMPATIBLE, SIIT, NAT64)
+"""Networks whose addresses carry an IPv4 address in their last 32 bits."""
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address] | None:
+    """The IPv4 addresses an IPv6 address carries (a Teredo address carries its server's
+    and its client's), or None when it carries none."""
+    if address.ipv4_mapped is not None:
+        return [address.ipv4_mapped]
+    if any(address in network for network in LAST_32_BITS):
+        return [ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)]
+    if address.sixtofour is not None:
+        return [address.sixtofour]
+    if address.teredo is not None:
+        return list(address.teredo)
+    return None
+
+
 def is_public(address: IpAddress) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in LOCAL_NAT64:
+            return False
+        embedded = embedded_ipv4(address)
+        if embedded is not None:
+            return all(is_public(inner) for inner in embedded)
     return address.is_global and not address.is_multicast
 
 

@@ -92,7 +92,8 @@ async def post(
         DELIVERY_HEADER: str(delivery_id),
     }
     try:
-        response = await http.post(url, content=body, headers=headers)
+        # Redirects are never followed: the signed body goes to the job's URL and nowhere else.
+        response = await http.post(url, content=body, headers=headers, follow_redirects=False)
     except httpx.HTTPError as error:
         message = f"{type(error).__name__}: {error}"[:500]
         return Attempt(False, None, message, final=refused_target(error))
