@@ -36,7 +36,9 @@ class WorkerSettings(BaseSettings):
     gpu_type: str = ""
     node: str = Field(default="", description="Node the worker runs on")
     vram_gib: float = Field(default=16.0, ge=0)
-    concurrency: int = Field(default=1, ge=1, description="Jobs run at once")
+    concurrency: int = Field(
+        default=1, ge=1, description="Jobs run at once; above 1 only with --simulate"
+    )
     fleet_namespace: str = Field(default="diffleet-system", description="Namespace of Leases")
     lease_seconds: float = Field(default=10.0, gt=0, description="Lease duration")
     renew_seconds: float = Field(default=2.0, gt=0, description="Lease renewal period")

@@ -134,7 +134,7 @@ class DiffusersRunner:
             except JobCancelledError:
                 metrics.JOBS.labels("cancelled").inc()
                 raise
-            except RunFailedError:
+            except Exception:
                 metrics.JOBS.labels("failed").inc()
                 raise
             finally:

@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 from typing import Any
 
 import boto3
@@ -12,7 +13,7 @@ from kubernetes_asyncio import client, config
 from prometheus_client import start_http_server
 
 from diffleet_core.broker import Broker
-from diffleet_core.settings import get_settings
+from diffleet_core.settings import Credential, InsecureCredential, get_settings
 from diffleet_worker.announcer import Announcer
 from diffleet_worker.config import WorkerSettings, get_worker_settings
 from diffleet_worker.runner import Runner
@@ -112,6 +113,17 @@ def main() -> None:
     settings = get_worker_settings()
     if args.replicas > 1 and not args.simulate:
         parser.error("--replicas needs --simulate: a real worker owns its device")
+    if settings.concurrency > 1 and not args.simulate:
+        # One device, one pipeline whose LoRAs and scheduler are set per job: runs take
+        # turns under the device lock, so more than one would be advertised, not run.
+        parser.error(
+            "DIFFLEET_WORKER_CONCURRENCY above 1 needs --simulate: a diffusers "
+            "worker runs one job at a time on its device"
+        )
+    try:
+        get_settings().check_credentials(Credential.AMQP, Credential.S3)
+    except InsecureCredential as error:
+        sys.exit(f"diffleet-worker: {error}")
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="127.0.0.1")
     asyncio.run(run(settings, max(args.replicas, 1), args.simulate))

@@ -21,6 +21,13 @@ MODEL_CORRUPT = Counter(
     "Cached model artifacts that failed their sha256 check and were downloaded again",
 )
 JOBS = Counter("diffleet_worker_jobs_total", "Jobs run, by outcome", ["outcome"])
+JOBS_QUARANTINED = Counter(
+    "diffleet_worker_jobs_quarantined_total",
+    "Job orders set aside so that the next one runs, by reason: unreadable (the order"
+    " does not parse), unexpected (an error the runner did not foresee; the job failed),"
+    " unreportable (its result could not be published twice; the order is dropped)",
+    ["reason"],
+)
 RUN_SECONDS = Histogram(
     "diffleet_worker_run_seconds",
     "Time from a job's order to its images in S3",

@@ -1,7 +1,12 @@
 """Writing a job's images to S3 under the key scheme of diffleet_core.storage. The key
 depends on the job's uid and the image index only, so a retried job overwrites its own
 objects; who made an image and when goes into object metadata, never into the image,
-so identical jobs give identical files."""
+so identical jobs give identical files.
+
+S3 sends user metadata as HTTP headers, which carry ASCII only, so the metadata holds
+only identity that is ASCII by construction (Kubernetes names, the uid, the worker id,
+an ISO 8601 time); the prompt and every other parameter, in any script, are in the
+PNG's `parameters` text chunk (parameters.py)."""
 
 import hashlib
 from datetime import UTC, datetime

@@ -58,9 +58,17 @@ def parameters_text(
 
 
 def encode_png(image: Image.Image, parameters: str) -> bytes:
-    """PNG bytes with the parameters chunk; the same image and text give the same bytes."""
+    """PNG bytes with the parameters chunk; the same image and text give the same bytes.
+
+    A tEXt chunk holds Latin-1 only (PNG specification), so text beyond it (emoji, CJK,
+    RTL scripts, most combining marks) goes in an iTXt chunk, UTF-8; readers such as
+    Pillow's `Image.info` return both kinds as the same str.
+    """
     info = PngInfo()
-    info.add_text(PARAMETERS_KEY, parameters)
+    if _is_latin1(parameters):
+        info.add_text(PARAMETERS_KEY, parameters)
+    else:
+        info.add_itxt(PARAMETERS_KEY, parameters)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
@@ -70,3 +78,11 @@ def read_parameters(png: bytes) -> str | None:
     with Image.open(io.BytesIO(png)) as image:
         text = image.info.get(PARAMETERS_KEY)
     return text if isinstance(text, str) else None
+
+
+def _is_latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True

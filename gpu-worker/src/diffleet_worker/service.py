@@ -8,16 +8,24 @@ orders arrive on the control exchange (routing key = worker id) and stop a job w
 one step; a job cancelled before it starts is never run. Warm orders arrive there too:
 the model is loaded into the hot tier beside (not during) the jobs, one order at a time
 per model, none while draining.
+
+Up to `concurrency` jobs run at once (the queue's prefetch window; each delivery is
+handled in a task of its own). No job order stops the loop: one that does not parse,
+or whose run raises an error the runner did not foresee, is reported failed when it
+names its job (else dropped), counted in diffleet_worker_jobs_quarantined_total and
+logged once; a result that cannot be published is handed back once, then dropped.
 """
 
 import asyncio
+import json
 import logging
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import TypeAdapter, ValidationError
 
-from diffleet_core.broker import Broker, parse_or_reject
+from diffleet_core.broker import Broker
 from diffleet_core.fleet import WorkerInventory
 from diffleet_core.messages import (
     CONTROL_ORDER,
@@ -25,6 +33,7 @@ from diffleet_core.messages import (
     DispatchedJob,
     JobFailed,
     JobProgress,
+    JobRef,
     JobStarted,
     JobSucceeded,
     ModelRef,
@@ -32,11 +41,23 @@ from diffleet_core.messages import (
     WorkerEvent,
 )
 from diffleet_core.resources.conditions import Reason
+from diffleet_worker import metrics
+from diffleet_worker.cancels import PendingCancels
 from diffleet_worker.config import WorkerSettings
 from diffleet_worker.runner import JobCancelledError, RunFailedError, Runner
 
 logger = logging.getLogger(__name__)
 DISPATCHED_JOB = TypeAdapter(DispatchedJob)
+# Cancel orders remembered for jobs not here yet (see PendingCancels).
+PENDING_CANCELS = 1024
+
+
+class Quarantine(StrEnum):
+    """Why a job order was set aside (the reason label of the quarantine metric)."""
+
+    UNREADABLE = "unreadable"
+    UNEXPECTED = "unexpected"
+    UNREPORTABLE = "unreportable"
 
 
 def now() -> datetime:
@@ -50,7 +71,7 @@ class WorkerService:
         self.runner = runner
         self.running: dict[str, asyncio.Event] = {}
         self.steps: dict[str, int] = {}  # last step reported, by job uid
-        self.cancelled: set[str] = set()
+        self.cancels = PendingCancels(PENDING_CANCELS)
         self.warming: dict[str, asyncio.Task[None]] = {}  # by model digest
         self.draining = False
         self.idle = asyncio.Event()
@@ -117,20 +138,24 @@ class WorkerService:
 
     def cancel(self, order: CancelJob) -> None:
         uid = order.job.uid
-        self.cancelled.add(uid)
         if event := self.running.get(uid):
             logger.info("job %s: cancel received at step %d", uid, self.steps.get(uid, 0))
             event.set()
+        else:
+            self.cancels.add(uid)
 
     async def on_dispatch(self, message: AbstractIncomingMessage) -> None:
-        order = await parse_or_reject(message, DISPATCHED_JOB)
-        if order is None:
+        try:
+            order = DISPATCHED_JOB.validate_json(message.body)
+        except ValidationError as error:
+            await self._refuse(message, error)
             return
         if self.draining:
             await message.nack(requeue=True)
             return
         uid = order.job.uid
-        if uid in self.cancelled or order.deadline < now():
+        # A second delivery of a job running here is a duplicate: the first reports.
+        if uid in self.running or self.cancels.take(uid) or order.deadline < now():
             await message.ack()
             return
         cancelled = asyncio.Event()
@@ -140,18 +165,63 @@ class WorkerService:
         try:
             result = await self._run(order, cancelled)
             if result is not None:
-                await self.broker.publish_to_queue(
-                    self.broker.topology.results_queue, result, f"{uid}/{order.job.attempt}/end"
-                )
+                await self._report_end(result)
             await message.ack()
         except Exception:
-            logger.exception("job %s: could not report; handing it back", uid)
-            await message.nack(requeue=True)
+            again = message.redelivered
+            outcome = " again; its order is dropped" if again else "; handing it back once"
+            logger.exception("job %s: could not report its result%s", uid, outcome)
+            await self._hand_back(message, again)
         finally:
             del self.running[uid]
             self.steps.pop(uid, None)
             if not self.running:
                 self.idle.set()
+
+    async def _refuse(self, message: AbstractIncomingMessage, error: ValidationError) -> None:
+        """An order that does not parse: failed (InvalidSpec) when it names its job, else
+        dropped; never redelivered."""
+        metrics.JOBS_QUARANTINED.labels(Quarantine.UNREADABLE).inc()
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc']) or 'body'}: {problem['msg']}"
+            for problem in error.errors(include_url=False)[:5]
+        )
+        job = named_job(message.body)
+        if job is None:
+            logger.error("dropping an unreadable job order naming no job: %s", problems)
+            await message.reject(requeue=False)
+            return
+        logger.error("job %s: unreadable order, reported failed: %s", job.uid, problems)
+        failed = JobFailed(
+            job=job,
+            worker=self.settings.worker_id,
+            at=now(),
+            reason=Reason.INVALID_SPEC,
+            message=f"the worker could not read its order: {problems}",
+        )
+        try:
+            await self._report_end(failed)
+        except Exception:
+            logger.exception("job %s: could not report its unreadable order; dropped", job.uid)
+            await message.reject(requeue=False)
+            return
+        await message.ack()
+
+    @staticmethod
+    async def _hand_back(message: AbstractIncomingMessage, again: bool) -> None:
+        """The order of a run whose result could not be published: requeued once (the
+        broker may have blipped), dropped when that was its second delivery."""
+        if not again:
+            await message.nack(requeue=True)
+            return
+        metrics.JOBS_QUARANTINED.labels(Quarantine.UNREPORTABLE).inc()
+        await message.reject(requeue=False)
+
+    async def _report_end(self, result: WorkerEvent) -> None:
+        job = result.job
+        await self.broker.publish_to_queue(
+            self.broker.topology.results_queue, result, f"{job.uid}/{job.attempt}/end"
+        )
 
     async def _run(self, order: DispatchedJob, cancelled: asyncio.Event) -> WorkerEvent | None:
         worker = self.settings.worker_id
@@ -191,9 +261,14 @@ class WorkerService:
                 retryable=failure.retryable,
             )
         except Exception as error:
-            logger.exception("job %s failed", order.job.uid)
+            metrics.JOBS_QUARANTINED.labels(Quarantine.UNEXPECTED).inc()
+            logger.exception("job %s failed unexpectedly", order.job.uid)
             return JobFailed(
-                job=order.job, worker=worker, at=now(), reason=Reason.FAILED, message=str(error)
+                job=order.job,
+                worker=worker,
+                at=now(),
+                reason=Reason.FAILED,
+                message=f"{type(error).__name__}: {error}",
             )
         return JobSucceeded(
             job=order.job,
@@ -214,3 +289,12 @@ class WorkerService:
         except TimeoutError:
             for event in self.running.values():
                 event.set()
+
+
+def named_job(body: bytes) -> JobRef | None:
+    """The job an unreadable order names (its `job` field), if that much parses."""
+    try:
+        document = json.loads(body)
+        return JobRef.model_validate(document["job"]) if isinstance(document, dict) else None
+    except (ValueError, KeyError, ValidationError):
+        return None
