@@ -88,6 +88,29 @@ def test_png_carries_the_parameters_and_identical_input_gives_identical_bytes() 
     assert read_parameters(first) == "a\nSteps: 1"
 
 
+# Emoji, CJK, Arabic (RTL), a combining acute accent, and Latin-1 on its own.
+UNICODE_PROMPT = (
+    "a red circle \U0001f534 \u7ea2\u8272\u7684\u5706 \u062f\u0627\u0626\u0631\u0629 e\u0301"
+)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "chunk"), [("caf\u00e9 cr\u00e8me", b"tEXt"), (UNICODE_PROMPT, b"iTXt")]
+)
+def test_png_parameters_in_any_script_round_trip(prompt: str, chunk: bytes) -> None:
+    text = parameters_text(
+        spec(prompt=prompt, negativePrompt=prompt[::-1]),
+        seed=1,
+        strength=None,
+        model=UsedModel("m", "ab" * 32),
+        loras=[],
+    )
+    png = encode_png(Image.new("RGB", (8, 8)), text)
+    assert read_parameters(png) == text
+    assert text.split("\n")[:2] == [prompt, f"Negative prompt: {prompt[::-1]}"]
+    assert chunk + b"parameters\x00" in png
+
+
 @pytest.mark.parametrize("family", list(BaseModelFamily))
 def test_preview_is_a_png_at_latent_resolution(family: BaseModelFamily) -> None:
     latents = torch.randn(2, 4, 8, 12, generator=torch.Generator().manual_seed(0))
