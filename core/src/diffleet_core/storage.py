@@ -9,6 +9,12 @@ from dataclasses import dataclass
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
 
 
+def is_pickle(key: str) -> bool:
+    """The one rule for every component: a key or path with a pickle suffix, in any case
+    (`model.CKPT` unpickles as well as `model.ckpt`)."""
+    return key.lower().endswith(PICKLE_SUFFIXES)
+
+
 @dataclass(frozen=True)
 class S3Location:
     bucket: str
