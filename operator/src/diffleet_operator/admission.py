@@ -5,6 +5,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from diffleet_core import TIER_LABEL as TIER_LABEL
 from diffleet_core.messages import ModelRef
 from diffleet_core.resources.conditions import Reason
@@ -64,22 +66,27 @@ def resolve_model(
 def ready_model(body: Mapping[str, Any]) -> ResolvedModel | NotReady:
     """A ModelCache as workers are told of it, once it is Ready."""
     name = body["metadata"]["name"]
-    status = ModelCacheStatus.model_validate(body.get("status") or {})
-    if status.phase != ModelCachePhase.READY or not status.digest:
-        return NotReady(
-            name,
-            Reason.MODEL_NOT_READY,
-            f"ModelCache {name!r} is {status.phase or 'Pending'}, not Ready",
+    try:
+        status = ModelCacheStatus.model_validate(body.get("status") or {})
+        if status.phase != ModelCachePhase.READY or not status.digest:
+            return NotReady(
+                name,
+                Reason.MODEL_NOT_READY,
+                f"ModelCache {name!r} is {status.phase or 'Pending'}, not Ready",
+            )
+        spec = ModelCacheSpec.model_validate(body.get("spec"))
+        ref = ModelRef(
+            namespace=body["metadata"]["namespace"],
+            name=name,
+            source=spec.source,
+            format=spec.format,
+            type=spec.type,
+            base_model=spec.base_model,
+            digest=status.digest,
+            size_bytes=spec.size_bytes,
         )
-    spec = ModelCacheSpec.model_validate(body["spec"])
-    ref = ModelRef(
-        namespace=body["metadata"]["namespace"],
-        name=name,
-        source=spec.source,
-        format=spec.format,
-        type=spec.type,
-        base_model=spec.base_model,
-        digest=status.digest,
-        size_bytes=spec.size_bytes,
-    )
+    except ValidationError as error:
+        # Quarantined where it is watched (handlers.model_caches); its jobs wait.
+        message = f"ModelCache {name!r} cannot be read: {error.error_count()} invalid field(s)"
+        return NotReady(name, Reason.MODEL_NOT_READY, message)
     return ResolvedModel(ref, spec)

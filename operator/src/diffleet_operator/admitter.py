@@ -7,7 +7,8 @@ annotations, one write and one watch event fewer per job. The Queued status is h
 (diffleet_operator.held) and written here only for a job that has to wait; one that is
 dispatched at once gets it with Scheduled. A job that cannot be admitted yet (its models
 are not Ready) or whose admission failed is tried again by the housekeeping sweep every
-`RETRY_SECONDS`, and at once when a ModelCache changes.
+`RETRY_SECONDS`, and at once when a ModelCache changes; one whose admission fails for a
+reason of its own is quarantined (diffleet_operator.quarantine) and tried again as well.
 """
 
 import asyncio
@@ -16,7 +17,6 @@ import logging
 import math
 import time
 
-import aiohttp
 import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -27,6 +27,7 @@ from diffleet_operator.admission import NotReady, choose_seed, effective_tier, r
 from diffleet_operator.held import Admission
 from diffleet_operator.jobs import TrackedJob
 from diffleet_operator.logs import about_job
+from diffleet_operator.quarantine import Loop, describe, transient
 from diffleet_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -113,13 +114,9 @@ class Admitter:
         self._due[job.uid] = IN_FLIGHT
         try:
             admitted = await self._admit(job)
-        except Exception:
+        except Exception as error:  # noqa: BLE001 - one job never stops admission
             admitted = False
-            logger.exception(
-                "admission failed; retrying in %.0fs",
-                RETRY_SECONDS,
-                extra=about_job(job.namespace, job.name, job.uid),
-            )
+            await self.rt.quarantine.job_failed(Loop.ADMISSION, job.body, error)
         if admitted:
             self._due.pop(job.uid, None)
             self._admitted.add(job.uid)
@@ -171,13 +168,12 @@ class Admitter:
             )
             try:
                 await rt.kube.patch_job_status(job.namespace, job.name, patch)
-            except ApiException as error:
-                if error.status != 404:  # 404: deleted meanwhile
-                    self._hold_again(job, admission, str(error.reason))
-                return
-            except (aiohttp.ClientError, TimeoutError) as error:
-                self._hold_again(job, admission, repr(error))
-                return
+            except Exception as error:  # noqa: BLE001 - one job never stops admission
+                if transient(error):
+                    self._hold_again(job, admission, describe(error))
+                elif not (isinstance(error, ApiException) and error.status == 404):
+                    await rt.quarantine.job(Loop.ADMISSION, job.body, error)
+                return  # 404: deleted meanwhile
         metrics.TRANSITIONS.labels(JobPhase.QUEUED).inc()
         rt.kube.post_event(job.body, reason=Reason.ADMITTED, message=admission.summary)
 

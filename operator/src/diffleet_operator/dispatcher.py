@@ -9,7 +9,12 @@ loses nothing and queue depth keeps meaning "waiting work". A cycle:
    an older attempt, already dispatched) and place it on a snapshot of the fleet;
 3. dispatch the first job that places: publish to the worker's queue with confirm,
    assume the slot, patch status Scheduled (with Queued, when its admission was still
-   held: diffleet_operator.held), then acknowledge the admission message.
+   held: diffleet_operator.held), then acknowledge the admission message (only then: a
+   failed write is tried again with backoff while the message stays unacknowledged).
+
+An entry whose handling raises is tried again on a later cycle when the failure is
+transient, else its job is quarantined and its message dropped
+(diffleet_operator.quarantine): one job never stops the loop.
 
 A job that places nowhere stays buffered (and in its queue) until the fleet changes; its
 held admission, if any, is written as Queued then.
@@ -25,6 +30,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum, auto
+from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -44,6 +50,7 @@ from diffleet_operator.held import Admission
 from diffleet_operator.jobs import TrackedJob, behind
 from diffleet_operator.logs import about_job
 from diffleet_operator.placement import Decision, Requirements, place
+from diffleet_operator.quarantine import Loop, describe, dropped_message, transient
 from diffleet_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -53,12 +60,23 @@ ADMITTED_JOB = TypeAdapter(AdmittedJob)
 CATCH_UP = timedelta(seconds=30)
 # Status writes of dispatched jobs in flight at once.
 WRITES_IN_FLIGHT = 16
+# A Scheduled write that failed transiently is tried again after these pauses (doubling).
+WRITE_RETRY_FIRST_SECONDS = 0.5
+WRITE_RETRY_MAX_SECONDS = 8.0
 
 
 @dataclass
 class Buffered:
     message: AbstractIncomingMessage
     admitted: AdmittedJob
+
+
+class Step(Enum):
+    """What considering one buffered entry did."""
+
+    DISPATCHED = auto()
+    DROPPED = auto()
+    WAITING = auto()
 
 
 class Verdict(Enum):
@@ -116,6 +134,7 @@ class Dispatcher:
         async def receive(message: AbstractIncomingMessage) -> None:
             admitted = await parse_or_reject(message, ADMITTED_JOB)
             if admitted is None:
+                dropped_message(Loop.DISPATCH, message.routing_key or "")
                 return
             self.buffers[tier].append(Buffered(message, admitted))
             self.wake.set()
@@ -157,33 +176,58 @@ class Dispatcher:
         progressed = False
         for tier in self.credits.order(waiting):
             for entry in list(self.buffers[tier]):
-                judged = await self._judge(entry)
-                job, admission = judged.job, judged.admission
-                if judged.verdict is Verdict.STALE:
-                    self.buffers[tier].remove(entry)
-                    await entry.message.ack()
-                    progressed = True
-                    continue
-                if judged.verdict is Verdict.DEFER or job is None:
-                    continue
-                if self._maybe_dispatched_before(entry, job):
-                    adopted = await self._adopt_if_running(entry, job, fleet, admission)
-                    if adopted is None:
-                        self._hold_again(admission)
-                        continue
-                    if adopted:
-                        self.buffers[tier].remove(entry)
-                        return True
-                placement = self._placement(job, tier, fleet)
-                if placement is None:
-                    if admission is not None:
-                        self.admitter.show_queued([admission])  # it waits
-                    continue
-                self.buffers[tier].remove(entry)
-                await self._dispatch(entry, job, placement, admission)
-                self.credits.spend(tier)
-                return True
+                try:
+                    step = await self._consider(tier, entry, fleet)
+                except Exception as error:  # noqa: BLE001 - one job never stops dispatch
+                    step = await self._failed(tier, entry, error)
+                if step is Step.DISPATCHED:
+                    return True
+                progressed = progressed or step is Step.DROPPED
         return progressed
+
+    async def _consider(self, tier: Tier, entry: Buffered, fleet: list[WorkerView]) -> Step:
+        """Drops the entry if stale, dispatches it if it places, else leaves it waiting."""
+        judged = await self._judge(entry)
+        job, admission = judged.job, judged.admission
+        if judged.verdict is Verdict.STALE:
+            self.buffers[tier].remove(entry)
+            await entry.message.ack()
+            return Step.DROPPED
+        if judged.verdict is Verdict.DEFER or job is None:
+            return Step.WAITING
+        if self._maybe_dispatched_before(entry, job):
+            adopted = await self._adopt_if_running(entry, job, fleet, admission)
+            if adopted is None:
+                self._hold_again(admission)
+                return Step.WAITING
+            if adopted:
+                self.buffers[tier].remove(entry)
+                return Step.DISPATCHED
+        placement = self._placement(job, tier, fleet)
+        if placement is None:
+            if admission is not None:
+                self.admitter.show_queued([admission])  # it waits
+            return Step.WAITING
+        self.buffers[tier].remove(entry)
+        await self._dispatch(entry, job, placement, admission)
+        self.credits.spend(tier)
+        return Step.DISPATCHED
+
+    async def _failed(self, tier: Tier, entry: Buffered, error: Exception) -> Step:
+        """An entry whose handling raised: a transient failure leaves it buffered (the
+        next cycle, at least a second later when nothing else moves, tries it again);
+        any other quarantines its job and drops its message."""
+        ref = entry.admitted.job
+        cached = self.rt.jobs.get(ref.uid)
+        await self.rt.quarantine.job_of_message(
+            Loop.DISPATCH, ref, cached.body if cached else None, error
+        )
+        if transient(error):
+            return Step.WAITING
+        if entry in self.buffers[tier]:
+            self.buffers[tier].remove(entry)
+            await entry.message.ack()
+        return Step.DROPPED
 
     def _hold_again(self, admission: Admission | None) -> None:
         if admission is not None:
@@ -361,8 +405,10 @@ class Dispatcher:
         admission: Admission | None,
     ) -> None:
         """Writes Scheduled on the job (and Queued, from its held admission), then acks
-        its admission message. Should the write fail, the worker has the job anyway and
-        its "started" report sets the status."""
+        its admission message: never before, so an operator that dies meanwhile leaves
+        the message to its successor, which adopts the job where it runs. A write that
+        the API server refuses for good quarantines the job; the worker has it anyway,
+        and its "started" report sets the status."""
         where = {"pool": worker.pool, "node": worker.node, "worker": worker.worker_id}
         if admission is None:
             patch = status.scheduled(job.status, job.generation, **where)
@@ -372,23 +418,44 @@ class Dispatcher:
         if admission is not None:
             message = f"{admission.summary}, {message}"  # one Event for both transitions
         try:
-            await self.rt.kube.patch_job_status(job.namespace, job.name, patch)
-            if admission is not None:
-                metrics.TRANSITIONS.labels(JobPhase.QUEUED).inc()
-            metrics.TRANSITIONS.labels(JobPhase.SCHEDULED).inc()
-            metrics.DISPATCH_SECONDS.observe((status.now() - job.created).total_seconds())
-            self.rt.kube.post_event(job.body, reason=Reason.DISPATCHED, message=message)
-        except ApiException as error:
-            if error.status != 404:
-                logger.error(
-                    "Scheduled not written: %s",
-                    error.reason,
-                    extra=about_job(job.namespace, job.name, job.uid),
-                )
+            if await self._write_scheduled(job, patch):
+                if admission is not None:
+                    metrics.TRANSITIONS.labels(JobPhase.QUEUED).inc()
+                metrics.TRANSITIONS.labels(JobPhase.SCHEDULED).inc()
+                metrics.DISPATCH_SECONDS.observe((status.now() - job.created).total_seconds())
+                self.rt.kube.post_event(job.body, reason=Reason.DISPATCHED, message=message)
+        except Exception as error:  # noqa: BLE001 - refused for good: quarantined
+            await self.rt.quarantine.job(Loop.DISPATCH, job.body, error)
         finally:
             await entry.message.ack()
             self._settle(job.uid, done)
             self._writers.release()
+
+    async def _write_scheduled(self, job: TrackedJob, patch: dict[str, Any]) -> bool:
+        """Writes the patch, retrying transient failures with backoff (doubling up to
+        `WRITE_RETRY_MAX_SECONDS`) while the job still waits for it; False when the job
+        is gone or has moved on without it (a worker's report wrote Running or later)."""
+        delay = WRITE_RETRY_FIRST_SECONDS
+        while True:
+            try:
+                await self.rt.kube.patch_job_status(job.namespace, job.name, patch)
+                return True
+            except Exception as error:
+                if isinstance(error, ApiException) and error.status == 404:
+                    return False
+                if not transient(error):
+                    raise
+                logger.warning(
+                    "Scheduled not written (%s); trying again in %.1fs",
+                    describe(error),
+                    delay,
+                    extra=about_job(job.namespace, job.name, job.uid),
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, WRITE_RETRY_MAX_SECONDS)
+            current = self.rt.jobs.get(job.uid)
+            if current is None or current.phase not in (JobPhase.PENDING, JobPhase.QUEUED):
+                return False
 
 
 async def _first_of(*events: asyncio.Event, within: float) -> None:

@@ -9,8 +9,8 @@ operator's one event loop: a method that does not await is atomic, so no lock is
 """
 
 import asyncio
+import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cached_property
 
 from diffleet_core.fleet import WorkerInventory
@@ -63,7 +63,10 @@ class WorkerView:
 @dataclass
 class _Worker:
     inventory: WorkerInventory
-    expires_at: datetime
+    # The Lease's renewTime as last seen, and when (time.monotonic()) it last changed.
+    renewal: str
+    observed_at: float
+    duration: float
     assumed: set[str] = field(default_factory=set)
     view: WorkerView = field(init=False)
 
@@ -75,20 +78,37 @@ class _Worker:
 
 
 class FleetInventory:
-    def __init__(self) -> None:
+    """Liveness is judged like client-go's leader election: by when this process saw a
+    worker's Lease last change (its own monotonic clock), never by the renewTime a
+    worker's clock wrote, so clock skew between nodes cannot lose or keep a worker. After
+    the watch (re)lists the Leases, each worker has at least one lease duration of grace
+    from then: renewals missed while the watch was down do not count against it."""
+
+    def __init__(self, now: float | None = None) -> None:
         self._workers: dict[str, _Worker] = {}
         self.changed = asyncio.Event()
+        self._listed_at = time.monotonic() if now is None else now
 
-    def upsert(self, inventory: WorkerInventory, expires_at: datetime) -> None:
+    def upsert(
+        self, inventory: WorkerInventory, *, renewal: str, duration: float, now: float
+    ) -> None:
+        """The worker's Lease as the watch shows it: `renewal` is its renewTime, which
+        the worker changes on each renewal; `now` is time.monotonic()."""
         worker = self._workers.get(inventory.worker_id)
         if worker is None:
-            self._workers[inventory.worker_id] = _Worker(inventory, expires_at)
+            self._workers[inventory.worker_id] = _Worker(inventory, renewal, now, duration)
         else:
+            if renewal != worker.renewal:
+                worker.renewal, worker.observed_at = renewal, now
             worker.inventory = inventory
-            worker.expires_at = expires_at
+            worker.duration = duration
             worker.assumed -= set(inventory.jobs_in_flight)
             worker.refresh()
         self.changed.set()
+
+    def relisted(self, now: float) -> None:
+        """The watch listed the Leases again (start or reconnect): grace from `now`."""
+        self._listed_at = now
 
     def remove(self, worker_id: str) -> WorkerView | None:
         worker = self._workers.pop(worker_id, None)
@@ -117,9 +137,13 @@ class FleetInventory:
                 worker.refresh()
         self.changed.set()
 
-    def expired(self, now: datetime) -> list[WorkerView]:
-        """Removes and returns the workers whose Lease ran out."""
-        lost = [w for w in self._workers.values() if w.expires_at < now]
+    def expired(self, now: float) -> list[WorkerView]:
+        """Removes and returns the workers whose Lease ran out (`now`: time.monotonic())."""
+        lost = [
+            w
+            for w in self._workers.values()
+            if max(w.observed_at, self._listed_at) + w.duration < now
+        ]
         for worker in lost:
             del self._workers[worker.inventory.worker_id]
         if lost:

@@ -3,12 +3,15 @@ queue-depth gauge, which workers hold each model (ModelCache status) and the mod
 pre-warm (ModelCache spec.warm).
 
 It reads the watch-fed caches, so a restarted operator resumes every duty as soon as
-its watches have listed the Leases and GenerationJobs.
+its watches have listed the Leases and GenerationJobs. Duties run one after another,
+each isolated, and the job duties one job at a time: a job whose handling fails is
+quarantined (diffleet_operator.quarantine) and the sweep goes on.
 """
 
 import asyncio
 import logging
 import time
+from collections import Counter
 from datetime import timedelta
 
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -22,6 +25,7 @@ from diffleet_operator.jobs import TrackedJob
 from diffleet_operator.logs import about_job
 from diffleet_operator.model_presence import ModelPresence
 from diffleet_operator.prewarm import Prewarmer
+from diffleet_operator.quarantine import Loop, describe
 from diffleet_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -40,6 +44,8 @@ class Housekeeping:
         self.admitter = admitter
         self._depth_measured = 0.0
         self._models_tended = 0.0
+        # Pools that had workers: their gauge drops to 0 when they empty.
+        self._pools: set[str] = set()
         self.presence = ModelPresence(rt)
         self.prewarmer = Prewarmer(rt)
 
@@ -52,17 +58,36 @@ class Housekeeping:
             await asyncio.sleep(self.rt.operator.housekeeping_interval_seconds)
 
     async def sweep(self) -> None:
-        await self.recover_lost_workers()
-        await self.admitter.retry_waiting()
+        """Each duty in turn; one that fails does not keep the others from running."""
+        duties = (
+            self.recover_lost_workers,
+            self.admitter.retry_waiting,
+            self.show_overdue,
+            self.tend_jobs,
+            self.measure_queues,
+            self.tend_models,
+        )
+        for duty in duties:
+            try:
+                await duty()
+            except Exception as error:  # noqa: BLE001 - the next duty still runs
+                logger.error("housekeeping: %s failed: %s", duty.__name__, describe(error))
+
+    async def show_overdue(self) -> None:
         self.admitter.show_overdue()
+
+    async def tend_jobs(self) -> None:
+        """Overdue cancels, timeouts and TTLs, one job at a time: a job whose handling
+        fails is quarantined (or, on a transient failure, tried on the next sweep)."""
         overdue = time.monotonic() - CANCEL_OVERDUE_SECONDS
         for job in self.rt.jobs.all():
-            if lifecycle.cancel_requested(job) and job.seen_at < overdue:
-                await lifecycle.cancel(self.rt, job)
-            else:
-                await self.expire(job)
-        await self.measure_queues()
-        await self.tend_models()
+            try:
+                if lifecycle.cancel_requested(job) and job.seen_at < overdue:
+                    await lifecycle.cancel(self.rt, job)
+                else:
+                    await self.expire(job)
+            except Exception as error:  # noqa: BLE001 - one job never stops the sweep
+                await self.rt.quarantine.job_failed(Loop.HOUSEKEEPING, job.body, error)
 
     async def tend_models(self) -> None:
         """ModelCache presence, then pre-warming, from one fleet snapshot, at most every
@@ -77,14 +102,17 @@ class Housekeeping:
         await self.prewarmer.reconcile(fleet, models)
 
     async def recover_lost_workers(self) -> None:
-        for worker in self.rt.fleet.expired(status.now()):
+        for worker in self.rt.fleet.expired(time.monotonic()):
             logger.warning("worker %s: Lease expired", worker.worker_id)
             await lifecycle.recover_jobs_of(self.rt, worker.worker_id, worker.jobs)
-        pools: dict[str, int] = {}
-        for worker in self.rt.fleet.snapshot():
-            pools[worker.pool] = pools.get(worker.pool, 0) + 1
-        for pool, count in pools.items():
-            metrics.WORKERS.labels(pool).set(count)
+        self.count_workers()
+
+    def count_workers(self) -> None:
+        """The workers gauge per pool, 0 for a pool seen before and now empty."""
+        counts = Counter(worker.pool for worker in self.rt.fleet.snapshot())
+        self._pools |= counts.keys()
+        for pool in self._pools:
+            metrics.WORKERS.labels(pool).set(counts[pool])
 
     async def expire(self, job: TrackedJob) -> None:
         """Fails jobs past spec.timeoutSeconds; deletes finished jobs past their TTL."""

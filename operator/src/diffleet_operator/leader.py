@@ -1,15 +1,25 @@
 """One active operator: leader election on a coordination.k8s.io Lease, as client-go's
-leaderelection does. The leader renews the Lease every few seconds; a standby takes it
-over once it has not been renewed for its duration. A leader that cannot renew in time
-stops (the process exits and restarts as a standby), so two never act at once.
+leaderelection does.
+
+The leader renews the Lease every `renew_seconds`. Expiry is judged as client-go judges
+it: by how long ago *this process* saw the Lease's record last change (its own
+monotonic clock, `observed_at`), never by comparing the holder's renewTime with the
+local clock, so clock skew between nodes cannot make two leaders. A standby takes the
+Lease over once its record has not changed for the holder's lease duration. A leader
+that cannot renew within the renew deadline (two thirds of the duration), or that sees
+another holder, stops leading and stands by again in the same process.
 
 kopf's own peering is not used for this: operators of equal priority both freeze, and
 it pauses handlers but not the operator's RabbitMQ consumers.
 """
 
 import asyncio
+import contextlib
 import logging
-from datetime import UTC, datetime, timedelta
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -17,6 +27,19 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from diffleet_operator.kube import Kube
 
 logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+def _record(spec: Any) -> tuple[object, ...]:
+    """What identifies one state of the Lease: any renewal or takeover changes it."""
+    return (
+        spec.holder_identity,
+        spec.renew_time,
+        spec.acquire_time,
+        spec.lease_duration_seconds,
+        spec.lease_transitions,
+    )
 
 
 class LeaderElection:
@@ -28,39 +51,62 @@ class LeaderElection:
         identity: str,
         duration_seconds: float,
         renew_seconds: float,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.kube = kube
         self.namespace = namespace
         self.name = name
         self.identity = identity
-        self.duration = timedelta(seconds=duration_seconds)
+        self.duration = duration_seconds
         self.renew_seconds = renew_seconds
+        self.renew_deadline = duration_seconds * 2 / 3
+        self.clock = clock
         self.lost = False
+        self._observed: tuple[object, ...] | None = None
+        self._observed_at = 0.0
+        self._holder: str | None = None
 
-    async def acquire(self) -> None:
-        """Returns once this process holds the Lease."""
+    async def acquire(self, shutdown: asyncio.Event) -> bool:
+        """Returns True once this process holds the Lease, False if `shutdown` is set
+        first. Failures of the API server are logged and tried again."""
         logged = False
-        while not await self._try_hold():
+        while not shutdown.is_set():
+            try:
+                if await self.try_acquire_or_renew():
+                    self.lost = False
+                    logger.info(
+                        "leading: holding Lease %s/%s as %s",
+                        self.namespace,
+                        self.name,
+                        self.identity,
+                    )
+                    return True
+            except (ApiException, OSError, TimeoutError) as error:
+                logger.warning("leader election: Lease not read or written: %s", error)
             if not logged:
                 logger.info("standing by: Lease %s/%s is held", self.namespace, self.name)
                 logged = True
-            await asyncio.sleep(self.renew_seconds)
-        logger.info("leading: holding Lease %s/%s as %s", self.namespace, self.name, self.identity)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(shutdown.wait(), timeout=self.renew_seconds)
+        return False
 
     async def hold(self, stop: asyncio.Event) -> None:
-        """Renews the Lease; sets `stop` when leadership is lost."""
-        renewed = datetime.now(UTC)
+        """Renews the Lease; sets `lost` and `stop` when leadership is lost."""
+        renewed = self.clock()
         while True:
             await asyncio.sleep(self.renew_seconds)
             try:
-                held = await self._try_hold()
+                held = await self.try_acquire_or_renew()
             except Exception:
                 logger.exception("Lease renewal failed")
                 held = False
             if held:
-                renewed = datetime.now(UTC)
-            elif datetime.now(UTC) - renewed > self.duration * 2 / 3:
-                logger.error("leadership lost: Lease not renewed in time")
+                renewed = self.clock()
+                continue
+            taken = self._holder not in (None, "", self.identity)
+            if taken or self.clock() - renewed > self.renew_deadline:
+                why = f"held by {self._holder}" if taken else "not renewed in time"
+                logger.error("leadership lost: Lease %s; standing by", why)
                 self.lost = True
                 stop.set()
                 return
@@ -76,12 +122,13 @@ class LeaderElection:
                 await self.kube.coordination.replace_namespaced_lease(
                     self.name, self.namespace, lease, _request_timeout=self.kube.timeout
                 )
-        except ApiException as error:
-            logger.warning("could not release the Lease: %s", error.reason)
+        except (ApiException, OSError, TimeoutError) as error:
+            logger.warning("could not release the Lease: %s", error)
 
-    async def _try_hold(self) -> bool:
+    async def try_acquire_or_renew(self) -> bool:
+        """One round, as client-go's tryAcquireOrRenew: True if this process holds the
+        Lease afterwards."""
         coordination = self.kube.coordination
-        now = datetime.now(UTC)
         try:
             lease = await coordination.read_namespaced_lease(
                 self.name, self.namespace, _request_timeout=self.kube.timeout
@@ -89,19 +136,20 @@ class LeaderElection:
         except ApiException as error:
             if error.status != 404:
                 raise
-            return await self._create(now)
+            return await self._create()
         spec = lease.spec
+        self._observe(spec)
         holder = spec.holder_identity
-        if holder and holder != self.identity and spec.renew_time is not None:
-            expires = spec.renew_time + timedelta(seconds=spec.lease_duration_seconds or 0)
-            if expires > now:
-                return False
+        duration = spec.lease_duration_seconds or self.duration
+        if holder and holder != self.identity and self._observed_at + duration > self.clock():
+            return False
+        now = datetime.now(UTC)  # for people reading the Lease; never compared
         if holder != self.identity:
             spec.acquire_time = now
             spec.lease_transitions = (spec.lease_transitions or 0) + 1
         spec.holder_identity = self.identity
         spec.renew_time = now
-        spec.lease_duration_seconds = int(self.duration.total_seconds())
+        spec.lease_duration_seconds = int(self.duration)
         try:
             await coordination.replace_namespaced_lease(
                 self.name, self.namespace, lease, _request_timeout=self.kube.timeout
@@ -110,18 +158,27 @@ class LeaderElection:
             if error.status == 409:
                 return False
             raise
+        self._observe(spec)
         return True
 
-    async def _create(self, now: datetime) -> bool:
+    def _observe(self, spec: Any) -> None:
+        """Notes the Lease's record, and when it was seen to change (local clock)."""
+        record = _record(spec)
+        self._holder = spec.holder_identity
+        if record != self._observed:
+            self._observed, self._observed_at = record, self.clock()
+
+    async def _create(self) -> bool:
+        now = datetime.now(UTC)
+        spec = client.V1LeaseSpec(
+            holder_identity=self.identity,
+            lease_duration_seconds=int(self.duration),
+            acquire_time=now,
+            renew_time=now,
+            lease_transitions=0,
+        )
         lease = client.V1Lease(
-            metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
-            spec=client.V1LeaseSpec(
-                holder_identity=self.identity,
-                lease_duration_seconds=int(self.duration.total_seconds()),
-                acquire_time=now,
-                renew_time=now,
-                lease_transitions=0,
-            ),
+            metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace), spec=spec
         )
         try:
             await self.kube.coordination.create_namespaced_lease(
@@ -131,4 +188,5 @@ class LeaderElection:
             if error.status == 409:
                 return False
             raise
+        self._observe(spec)
         return True

@@ -10,6 +10,7 @@ from diffleet_core.resources.generation_job import JobPhase, Tier
 from diffleet_operator import metrics, status
 from diffleet_operator.jobs import TrackedJob
 from diffleet_operator.logs import about_job
+from diffleet_operator.quarantine import Loop
 from diffleet_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -112,7 +113,8 @@ async def finish(rt: Runtime, job: TrackedJob, phase: JobPhase, reason: str, mes
 
 
 async def recover_jobs_of(rt: Runtime, worker_id: str, extra_uids: frozenset[str]) -> None:
-    """Requeues the unfinished jobs of a worker that is gone (Lease expired or deleted)."""
+    """Requeues the unfinished jobs of a worker that is gone (Lease expired or deleted),
+    one at a time: a job whose requeue fails is quarantined, the others still requeued."""
     for job in rt.jobs.all():
         on_worker = job.status.worker == worker_id or job.uid in extra_uids
         if on_worker and job.active and job.phase in (JobPhase.SCHEDULED, JobPhase.RUNNING):
@@ -121,4 +123,7 @@ async def recover_jobs_of(rt: Runtime, worker_id: str, extra_uids: frozenset[str
                 worker_id,
                 extra=about_job(job.namespace, job.name, job.uid),
             )
-            await requeue(rt, job, Reason.WORKER_LOST, f"worker {worker_id} was lost")
+            try:
+                await requeue(rt, job, Reason.WORKER_LOST, f"worker {worker_id} was lost")
+            except Exception as error:  # noqa: BLE001 - one job never stops the recovery
+                await rt.quarantine.job_failed(Loop.HOUSEKEEPING, job.body, error)

@@ -17,6 +17,12 @@ PLACEMENTS = Counter("diffleet_placements_total", "Placement decisions", ["outco
 REQUEUES = Counter("diffleet_requeues_total", "Jobs requeued after a failure", ["reason"])
 QUEUE_DEPTH = Gauge("diffleet_queue_depth", "Admitted jobs waiting, per tier", ["tier"])
 WORKERS = Gauge("diffleet_workers", "Live workers, per pool", ["pool"])
+RECORDS_QUARANTINED = Counter(
+    "diffleet_operator_records_quarantined_total",
+    "Records (jobs, ModelCaches, Leases, messages) whose handling failed for a reason of "
+    "their own, set aside so that the loop goes on",
+    ["loop"],
+)
 EVENTS_DROPPED = Counter(
     "diffleet_events_dropped_total", "Kubernetes Events dropped because the queue was full"
 )

@@ -17,6 +17,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from diffleet_core.resources.model_cache import ModelCachePhase, ModelCacheStatus
 from diffleet_operator.fleet import WorkerView
+from diffleet_operator.quarantine import Loop
 from diffleet_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,10 @@ class ModelPresence:
     async def refresh(self, fleet: list[WorkerView], models: list[Mapping[str, Any]]) -> None:
         by_digest = presence_by_digest(fleet)
         for body in models:
-            await self._write(body, by_digest)
+            try:
+                await self._write(body, by_digest)
+            except Exception as error:  # noqa: BLE001 - one model never stops the others
+                self.rt.quarantine.resource_failed(Loop.HOUSEKEEPING, body, error)
 
     async def _write(self, body: Mapping[str, Any], by_digest: dict[str, Presence]) -> None:
         status = ModelCacheStatus.model_validate(body.get("status") or {})

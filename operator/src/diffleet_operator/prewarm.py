@@ -23,6 +23,7 @@ from diffleet_core.resources.model_cache import Pool
 from diffleet_operator.admission import ResolvedModel, ready_model
 from diffleet_operator.fleet import WorkerView
 from diffleet_operator.placement import Requirements, eligible, least_loaded
+from diffleet_operator.quarantine import Loop
 from diffleet_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,10 @@ class Prewarmer:
             key: sent for key, sent in self._orders.items() if now - sent < ORDER_SECONDS
         }
         for body in models:
-            await self._warm(body, fleet, now)
+            try:
+                await self._warm(body, fleet, now)
+            except Exception as error:  # noqa: BLE001 - one model never stops the others
+                self.rt.quarantine.resource_failed(Loop.PREWARM, body, error)
 
     async def _warm(self, body: Mapping[str, Any], fleet: list[WorkerView], now: float) -> None:
         model = ready_model(body)

@@ -1,7 +1,10 @@
 """Turns the workers' reports into job status.
 
 Results (started, succeeded, failed) come through a durable queue and are acknowledged
-only after the status patch, so none is lost while the operator is down. Progress comes
+only after the status patch, so none is lost while the operator is down. A report that
+cannot be parsed is dropped; one whose handling fails transiently goes back to its queue
+after a pause; any other failure quarantines its job (diffleet_operator.quarantine) and
+the report is acknowledged. Progress comes
 through the transient progress exchange and is written at most once per job per
 `progress_interval_seconds`.
 """
@@ -12,7 +15,6 @@ import time
 from collections import defaultdict
 
 from aio_pika.abc import AbstractIncomingMessage
-from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from diffleet_core.broker import parse_or_reject
@@ -30,11 +32,13 @@ from diffleet_operator import lifecycle, metrics, status
 from diffleet_operator.dispatcher import Dispatcher
 from diffleet_operator.jobs import TrackedJob
 from diffleet_operator.logs import about_job
+from diffleet_operator.quarantine import Loop, describe, dropped_message, transient
 from diffleet_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
-# A result that could not be applied goes back to its queue after this pause.
+# A result that could not be applied (transient failure) goes back to its queue after
+# this pause.
 RETRY_PAUSE_SECONDS = 1.0
 
 
@@ -55,20 +59,20 @@ class Results:
     async def on_result(self, message: AbstractIncomingMessage) -> None:
         event = await parse_or_reject(message, RESULT_EVENT)
         if event is None:
+            dropped_message(Loop.RESULTS, self.rt.broker.topology.results_queue)
             return
         try:
             async with self._locks[event.job.uid]:
                 await self.apply(event)
-        except Exception:
-            ref = event.job
-            logger.exception(
-                "could not apply %s; retrying",
-                event.event,
-                extra=about_job(ref.namespace, ref.name, ref.uid),
+        except Exception as error:  # noqa: BLE001 - one report never stops the results
+            cached = self.rt.jobs.get(event.job.uid)
+            await self.rt.quarantine.job_of_message(
+                Loop.RESULTS, event.job, cached.body if cached else None, error
             )
-            await asyncio.sleep(RETRY_PAUSE_SECONDS)
-            await message.nack(requeue=True)
-            return
+            if transient(error):
+                await asyncio.sleep(RETRY_PAUSE_SECONDS)
+                await message.nack(requeue=True)
+                return
         await message.ack()
 
     async def apply(self, event: JobStarted | JobSucceeded | JobFailed) -> None:
@@ -116,6 +120,7 @@ class Results:
         try:
             report = JobProgress.model_validate_json(message.body)
         except ValidationError:
+            dropped_message(Loop.RESULTS, self.rt.broker.topology.progress_exchange)
             return
         last = self._last_progress.get(report.job.uid, 0.0)
         if report.step >= report.total_steps:
@@ -134,10 +139,10 @@ class Results:
                 await self.rt.kube.patch_job_status(
                     job.namespace, job.name, status.progress(report.step, report.total_steps)
                 )
-            except ApiException as error:
+            except Exception as error:  # noqa: BLE001 - progress is best effort
                 logger.warning(
                     "progress not written: %s",
-                    error.reason,
+                    describe(error),
                     extra=about_job(job.namespace, job.name, job.uid),
                 )
 

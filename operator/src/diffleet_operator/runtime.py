@@ -12,6 +12,7 @@ from diffleet_operator.held import HeldAdmissions
 from diffleet_operator.jobs import JobCache
 from diffleet_operator.kube import Kube
 from diffleet_operator.model_index import ModelIndex
+from diffleet_operator.quarantine import Quarantine
 
 
 @dataclass
@@ -24,6 +25,10 @@ class Runtime:
     jobs: JobCache
     models: ModelIndex
     held: HeldAdmissions = field(default_factory=HeldAdmissions)
+    quarantine: Quarantine = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.quarantine = Quarantine(self.kube)
 
     @staticmethod
     def of(memo: kopf.Memo) -> "Runtime":

@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.model_cache import ModelCacheSpec, ModelFormat
-from diffleet_core.storage import PICKLE_SUFFIXES, S3Location, manifest_digest
+from diffleet_core.storage import S3Location, is_pickle, manifest_digest
 
 CHUNK = 1024 * 1024
 
@@ -62,7 +62,7 @@ def _verify_folder(location: S3Location, s3: Any) -> Verified | Refused:
     ]
     if not keys:
         return Refused(Reason.SOURCE_NOT_FOUND, f"no objects under {location.uri}")
-    unsafe = [key for key in keys if key.endswith(PICKLE_SUFFIXES)]
+    unsafe = [key for key in keys if is_pickle(key)]
     if unsafe:
         return Refused(
             Reason.UNSAFE_FORMAT,

@@ -16,6 +16,7 @@ from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import JobPhase
 from diffleet_operator import lifecycle
 from diffleet_operator.admitter import Admitter
+from diffleet_operator.quarantine import Loop
 from diffleet_operator.runtime import Runtime
 
 RESOURCE = (API_GROUP, API_VERSION, generation_job.PLURAL)
@@ -26,15 +27,26 @@ async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
     """Keeps the job cache in step with the API server; admits new jobs and cancels the
     ones whose spec.cancel became true. kopf runs this one event at a time per job."""
     rt, admitter = Runtime.of(memo), Admitter.of(memo)
+    uid = body["metadata"]["uid"]
     if event["type"] == "DELETED":
-        rt.jobs.remove(body["metadata"]["uid"])
-        admitter.forget(body["metadata"]["uid"])
+        rt.jobs.remove(uid)
+        admitter.forget(uid)
+        rt.quarantine.forget(uid)
         return
-    job = rt.jobs.observe(body)
-    if lifecycle.cancel_requested(job):
-        await lifecycle.cancel(rt, job)
-    else:
-        await admitter.on_change(job)
+    try:
+        job = rt.jobs.observe(body)
+    except ValueError as error:  # pydantic's ValidationError included
+        # A job the operator cannot read is kept out of every loop's cache.
+        rt.jobs.remove(uid)
+        await rt.quarantine.job(Loop.ADMISSION, body, error)
+        return
+    try:
+        if lifecycle.cancel_requested(job):
+            await lifecycle.cancel(rt, job)
+        else:
+            await admitter.on_change(job)
+    except Exception as error:  # noqa: BLE001 - one job never stops the watch
+        await rt.quarantine.job_failed(Loop.ADMISSION, body, error)
 
 
 @kopf.on.delete(*RESOURCE)

@@ -1,6 +1,8 @@
-"""Worker Leases: the fleet's inventory and liveness."""
+"""Worker Leases: the fleet's inventory and liveness (judged by when this operator saw
+each Lease change, diffleet_operator.fleet). A Lease that cannot be understood is
+quarantined: one Warning Event, log line and count, and the fleet goes on without it."""
 
-from datetime import datetime, timedelta
+import time
 from typing import Any
 
 import kopf
@@ -8,6 +10,7 @@ from pydantic import ValidationError
 
 from diffleet_core.fleet import INVENTORY_ANNOTATION, WORKER_LABEL, WorkerInventory
 from diffleet_operator import lifecycle
+from diffleet_operator.quarantine import Loop
 from diffleet_operator.runtime import Runtime
 
 
@@ -27,14 +30,17 @@ async def track_worker(
         gone = rt.fleet.remove(name)
         await lifecycle.recover_jobs_of(rt, name, gone.jobs if gone else frozenset())
         return
+    now = time.monotonic()
+    if event["type"] is None:  # listed, not watched: the watch started or reconnected
+        rt.fleet.relisted(now)
     spec = body.get("spec", {})
     try:
         inventory = WorkerInventory.model_validate_json(
             body["metadata"].get("annotations", {}).get(INVENTORY_ANNOTATION, "")
         )
-        renewed = datetime.fromisoformat(spec["renewTime"])
+        renewal = str(spec["renewTime"])
         duration = float(spec["leaseDurationSeconds"])
     except (ValidationError, KeyError, ValueError, TypeError) as error:
-        kopf.warn(body, reason="InvalidLease", message=f"worker Lease not understood: {error}")
+        rt.quarantine.resource_failed(Loop.WORKER_LEASES, body, error)
         return
-    rt.fleet.upsert(inventory, renewed + timedelta(seconds=duration))
+    rt.fleet.upsert(inventory, renewal=renewal, duration=duration, now=now)
