@@ -3,11 +3,19 @@ through the whole platform: each test has its own operator and fresh workers."""
 
 import json
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from tests.support.models import RegisteredModel, register_pickle_model
-from tests.support.platform import Platform, Process, apply_job, job_status, wait_for_phase
+from tests.support.platform import (
+    Platform,
+    Process,
+    apply_job,
+    job_status,
+    register_model,
+    wait_for_phase,
+)
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
 from tests.worker.conftest import JOB_TIMEOUT, WORKER_START, run_job
@@ -173,3 +181,30 @@ def test_out_of_memory_retries_with_slicing_then_fails_with_its_reason(
     apply_job(kubectl, namespace, "too-big", model="tiny-sd15", width=128, height=128, steps=4)
     failed = wait_for_phase(kubectl, namespace, "too-big", "Failed", timeout=JOB_TIMEOUT)
     assert failed["reason"] == "OutOfMemory"
+
+
+def test_a_worker_with_concurrency_two_runs_two_jobs_at_once(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    operator = platform.operator()
+    register_model(kubectl, namespace, "m")
+    # Simulated: a diffusers worker runs one job at a time and refuses concurrency 2.
+    platform.worker("pair", concurrency="2", sim_step_seconds="0.1", sim_load_seconds="0")
+    platform.wait_for_workers(operator, "t4", 1)
+    for name in ("left", "right"):
+        apply_job(kubectl, namespace, name, model="m", width=64, height=64, steps=40)
+
+    def both_running() -> bool:
+        phases = {job_status(kubectl, namespace, name).get("phase") for name in ("left", "right")}
+        return phases == {"Running"}
+
+    eventually(both_running, timeout=30, what="both jobs Running at once")
+    left, right = (
+        wait_for_phase(kubectl, namespace, name, "Succeeded") for name in ("left", "right")
+    )
+    assert left["worker"] == right["worker"] == "pair"
+    spans = [
+        (datetime.fromisoformat(status["startedAt"]), datetime.fromisoformat(status["completedAt"]))
+        for status in (left, right)
+    ]
+    assert max(start for start, _ in spans) < min(end for _, end in spans)
