@@ -9,10 +9,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Self
 
-from pydantic import Field, model_validator
+import httpx
+from pydantic import AfterValidator, Field, StrictBool, StrictFloat, StrictInt, model_validator
+from pydantic_core import PydanticCustomError
 
 from diffleet_core.resources.base import SpecModel, StatusModel
 from diffleet_core.resources.conditions import Condition
+from diffleet_core.resources.text import NO_CONTROL_CHARACTERS, Text
 
 KIND = "GenerationJob"
 PLURAL = "generationjobs"
@@ -21,13 +24,56 @@ PLURAL = "generationjobs"
 # not installed.
 FINALIZER = "diffleet.io/operator"
 
-S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$"
+# s3://bucket/key: a key of one or more segments, none of them empty, "." or "..", and
+# no control characters; a folder ends in /.
+_SEGMENT_CHARACTER = r"[^/\x00-\x1f\x7f]"
+_SEGMENT = (
+    rf"([^/\x00-\x1f\x7f.]{_SEGMENT_CHARACTER}*"
+    rf"|\.[^/\x00-\x1f\x7f.]{_SEGMENT_CHARACTER}*"
+    rf"|\.\.{_SEGMENT_CHARACTER}+)"
+)
+S3_URI_PATTERN = rf"^s3://[a-z0-9][a-z0-9.-]{{1,61}}[a-z0-9](/{_SEGMENT})+/?$"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# http(s)://[userinfo@]host[:port][/path][?query][#fragment]: a host that is not empty and
+# a port from 1 to 65535, as the CRD can say it; `parse_http_url` then parses it for real.
+WEBHOOK_URL_PATTERN = (
+    r"^https?://"
+    r"([^\x00-\x20\x7f/?#@]*@)?"
+    r"([^\x00-\x20\x7f/?#@:\[\]\\]+|\[[0-9A-Fa-f:.]+\])"
+    r"(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
+    r"([/?#][^\x00-\x20\x7f]*)?$"
+)
 MAX_PROMPT_LENGTH = 2000
 MAX_SEED = 2**32 - 1
 
-ModelName = Annotated[str, Field(min_length=1, max_length=253, pattern=NAME_PATTERN)]
-S3Uri = Annotated[str, Field(max_length=2048, pattern=S3_URI_PATTERN)]
+
+def parse_http_url(value: str) -> str:
+    """`value` unchanged once httpx, which sends the webhooks, parses it to an http(s) URL
+    with a host and a port it can connect to."""
+    try:
+        url = httpx.URL(value)
+        scheme, host, port = url.scheme, url.host, url.port  # the host is decoded (IDNA) here
+    except (httpx.InvalidURL, UnicodeError) as error:  # IDNAError is a UnicodeError
+        raise PydanticCustomError(
+            "url_parsing", "not a URL: {error}", {"error": str(error)}
+        ) from error
+    if scheme not in ("http", "https") or not host:
+        raise PydanticCustomError("url_parsing", "an http or https URL with a host is required")
+    if port is not None and not 1 <= port <= 65535:
+        raise PydanticCustomError("url_parsing", "port {port} is not 1 to 65535", {"port": port})
+    return value
+
+
+ModelName = Annotated[
+    str, Field(min_length=1, max_length=253, pattern=NAME_PATTERN), NO_CONTROL_CHARACTERS
+]
+S3Uri = Annotated[str, Field(max_length=2048, pattern=S3_URI_PATTERN), NO_CONTROL_CHARACTERS]
+WebhookUrl = Annotated[
+    str,
+    Field(max_length=2048, pattern=WEBHOOK_URL_PATTERN),
+    NO_CONTROL_CHARACTERS,
+    AfterValidator(parse_http_url),
+]
 
 
 class Mode(StrEnum):
@@ -72,13 +118,13 @@ class GpuClass(StrEnum):
 
 class LoraRef(SpecModel):
     model: ModelName = Field(description="Name of a ModelCache of type lora.")
-    weight: float = Field(default=1.0, ge=-2.0, le=2.0, description="Strength of the LoRA.")
+    weight: StrictFloat = Field(default=1.0, ge=-2.0, le=2.0, description="Strength of the LoRA.")
 
 
 class ControlNetSpec(SpecModel):
     model: ModelName = Field(description="Name of a ModelCache of type controlnet.")
     image: S3Uri = Field(description="Control image (s3://bucket/key).")
-    conditioning_scale: float = Field(
+    conditioning_scale: StrictFloat = Field(
         default=1.0, ge=0.0, le=2.0, description="How strongly the control image steers."
     )
 
@@ -90,30 +136,30 @@ class GenerationJobSpec(SpecModel):
         description="ModelCache to run: this namespace first, then diffleet-system."
     )
     mode: Mode = Field(default=Mode.TXT2IMG, description="txt2img, img2img or inpaint.")
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_LENGTH, description="What to draw.")
-    negative_prompt: str = Field(
+    prompt: Text = Field(min_length=1, max_length=MAX_PROMPT_LENGTH, description="What to draw.")
+    negative_prompt: Text = Field(
         default="", max_length=MAX_PROMPT_LENGTH, description="What not to draw."
     )
-    width: int = Field(default=512, ge=64, le=2048, multiple_of=8, description="Pixels.")
-    height: int = Field(default=512, ge=64, le=2048, multiple_of=8, description="Pixels.")
-    steps: int = Field(default=20, ge=1, le=150, description="Denoising steps.")
-    guidance_scale: float = Field(
+    width: StrictInt = Field(default=512, ge=64, le=2048, multiple_of=8, description="Pixels.")
+    height: StrictInt = Field(default=512, ge=64, le=2048, multiple_of=8, description="Pixels.")
+    steps: StrictInt = Field(default=20, ge=1, le=150, description="Denoising steps.")
+    guidance_scale: StrictFloat = Field(
         default=7.0, ge=0.0, le=30.0, description="Classifier-free guidance scale."
     )
     sampler: Sampler = Field(default=Sampler.EULER_A, description="Scheduler of the denoising.")
-    seed: int | None = Field(
+    seed: StrictInt | None = Field(
         default=None,
         ge=0,
         le=MAX_SEED,
         description="Random seed; when absent the operator picks one (status.seed).",
     )
-    batch_size: int = Field(default=1, ge=1, le=8, description="Images per job.")
+    batch_size: StrictInt = Field(default=1, ge=1, le=8, description="Images per job.")
     loras: list[LoraRef] | None = Field(
         default=None, max_length=5, description="LoRAs applied, each with its weight."
     )
     init_image: S3Uri | None = Field(default=None, description="Input image (img2img, inpaint).")
     mask_image: S3Uri | None = Field(default=None, description="Mask, white = repaint (inpaint).")
-    strength: float | None = Field(
+    strength: StrictFloat | None = Field(
         default=None,
         ge=0.0,
         le=1.0,
@@ -124,22 +170,20 @@ class GenerationJobSpec(SpecModel):
         default=None, description="Lowers (never raises) the tier of the job's namespace."
     )
     gpu_class: GpuClass = Field(default=GpuClass.ANY, description="GPU pool to run on.")
-    timeout_seconds: int = Field(
+    timeout_seconds: StrictInt = Field(
         default=600, ge=1, le=86400, description="Fails the job (Timeout) after this long."
     )
-    max_retries: int = Field(
+    max_retries: StrictInt = Field(
         default=2, ge=0, le=10, description="Requeues after a lost worker before WorkerLost."
     )
-    ttl_seconds_after_finished: int = Field(
+    ttl_seconds_after_finished: StrictInt = Field(
         default=86400, ge=0, le=2592000, description="Deletes the finished job after this long."
     )
-    webhook_url: str | None = Field(
+    webhook_url: WebhookUrl | None = Field(
         default=None,
-        max_length=2048,
-        pattern=r"^https?://.+$",
         description="The terminal state is POSTed here, HMAC-signed.",
     )
-    cancel: bool = Field(default=False, description="Set to true to cancel the job.")
+    cancel: StrictBool = Field(default=False, description="Set to true to cancel the job.")
 
     @model_validator(mode="after")
     def check_rules(self) -> Self:

@@ -2,15 +2,19 @@
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, StrictFloat, StrictInt
 
 from diffleet_core.resources.base import SpecModel, StatusModel
 from diffleet_core.resources.conditions import Condition
 from diffleet_core.resources.generation_job import S3Uri
+from diffleet_core.resources.text import NO_CONTROL_CHARACTERS
 
 KIND = "ModelCache"
 PLURAL = "modelcaches"
+
+Sha256 = Annotated[str, Field(pattern=r"^[a-f0-9]{64}$"), NO_CONTROL_CHARACTERS]
 
 
 class ModelFormat(StrEnum):
@@ -38,7 +42,7 @@ class Pool(StrEnum):
 
 
 class WarmSpec(SpecModel):
-    replicas: int = Field(
+    replicas: StrictInt = Field(
         default=0, ge=0, le=1000, description="Keep the model hot on at least this many workers."
     )
 
@@ -50,13 +54,12 @@ class ModelCacheSpec(SpecModel):
     format: ModelFormat = Field(description="diffusers (folder) or safetensors (single file).")
     type: ModelType = Field(default=ModelType.CHECKPOINT, description="What the artifact is.")
     base_model: BaseModelFamily = Field(description="Model family: sd15 or sdxl.")
-    sha256: str | None = Field(
+    sha256: Sha256 | None = Field(
         default=None,
-        pattern=r"^[a-f0-9]{64}$",
         description="Expected digest; for a folder, of its manifest.",
     )
-    size_bytes: int | None = Field(default=None, ge=0, description="Size of the artifact.")
-    vram_gib: float = Field(
+    size_bytes: StrictInt | None = Field(default=None, ge=0, description="Size of the artifact.")
+    vram_gib: StrictFloat = Field(
         default=4.0,
         ge=0.0,
         le=1024.0,
