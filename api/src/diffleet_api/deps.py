@@ -1,6 +1,7 @@
 """Dependencies of the routes, as `Annotated` aliases: the runtime, the caller's identity
 (API key or JWT, then the tenant's request rate limit), and the role a route needs."""
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated
@@ -18,6 +19,9 @@ from diffleet_api.tokens import Role
 
 RATE_HEADERS = "rate_limit_headers"
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="diffleet"'}
+# RFC 6750's b64token, which API keys (base32) and JWTs (base64url) both are.
+BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+MAX_TOKEN_LENGTH = 8192
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -50,8 +54,16 @@ class Principal:
 
 
 def refused(detail: str) -> UnauthenticatedError:
-    error = f'Bearer realm="diffleet", error="invalid_token", error_description="{detail}"'
+    error = (
+        f'Bearer realm="diffleet", error="invalid_token", error_description="{header_safe(detail)}"'
+    )
     return UnauthenticatedError(detail, headers={"WWW-Authenticate": error})
+
+
+def header_safe(text: str) -> str:
+    """`text` with what RFC 6750 does not allow in an error_description (quotes, backslashes,
+    controls, non-ASCII: parts of a token may be echoed) replaced by "?"."""
+    return "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)[:200]
 
 
 async def authenticate(
@@ -64,6 +76,8 @@ async def authenticate(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise UnauthenticatedError("an Authorization: Bearer token is required", headers=CHALLENGE)
     token = credentials.credentials
+    if len(token) > MAX_TOKEN_LENGTH or not BEARER_TOKEN.fullmatch(token):
+        raise refused("the Bearer token holds characters (or a length) no token has")
     capacities = runtime.settings.request_capacities
     async with runtime.pool.connection() as connection:
         if looks_like_key(token):

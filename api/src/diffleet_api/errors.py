@@ -1,8 +1,9 @@
 """One error shape for every failure: RFC 9457 problem details (application/problem+json).
 
 Validation errors list each broken field with the rule it breaks, named as the CRD's
-OpenAPI schema names it (minimum, maximum, multipleOf, pattern, enum, required, ...) or,
-for the cross-field rules, `x-kubernetes-validations` with the CEL rule's message.
+OpenAPI schema names it (minimum, maximum, multipleOf, pattern, enum, required, type, ...)
+or, for the cross-field rules, `x-kubernetes-validations` with the CEL rule's message. A
+body that is not JSON at all is 400, not a validation error.
 """
 
 import logging
@@ -13,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
+from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -38,7 +40,16 @@ RULES = {
     "missing": "required",
     "extra_forbidden": "additionalProperties",
     "value_error": "x-kubernetes-validations",
-    "json_invalid": "json",
+    "int_type": "type",
+    "float_type": "type",
+    "bool_type": "type",
+    "string_type": "type",
+    "list_type": "type",
+    "model_type": "type",
+    "model_attributes_type": "type",
+    "dict_type": "type",
+    "control_character": "pattern",
+    "url_parsing": "format",
 }
 
 
@@ -140,6 +151,8 @@ def field_errors(errors: Sequence[ErrorDetails] | Sequence[Any]) -> list[FieldEr
         if error["type"] == "value_error" and " " in message:
             named = message.split(" ", 1)[0]
             path = f"{path}.{named}" if path else named
+        if error["type"] == "extra_forbidden" and "_" in str(error["loc"][-1]):
+            message = f"unknown field; names are camelCase ({to_camel(str(error['loc'][-1]))})"
         found.append(
             FieldError(field=path, rule=RULES.get(error["type"], error["type"]), message=message)
         )
@@ -191,6 +204,10 @@ async def on_api_error(request: Request, error: Exception) -> JSONResponse:
 
 async def on_validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
+    for detail in error.errors():
+        if detail["type"] == "json_invalid":
+            reason = (detail.get("ctx") or {}).get("error", "")
+            return await on_api_error(request, ApiError(f"the body is not JSON: {reason}"))
     problem = invalid(field_errors(error.errors()))
     return await on_api_error(request, problem)
 

@@ -20,7 +20,8 @@ from typing import Any, Literal
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
 
 from diffleet_api import ratelimits
 from diffleet_api.buckets import BucketPolicy
@@ -31,6 +32,10 @@ ABANDONED = "DF409"  # SQLSTATE of reserve_jobs when the watcher abandoned a job
 
 
 class LedgerEntry(BaseModel):
+    """One row of the ledger, camelCase on the wire like every response."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
     id: int
     kind: str
     amount: float

@@ -16,6 +16,10 @@ from typing import Any
 
 MAX_HEADER_BYTES = 100_000_000
 """The safetensors library's own bound."""
+MAX_RANK = 64
+"""Dimensions of a tensor at most (PyTorch's own limit)."""
+MAX_SIZE = 2**64 - 1
+"""A size or an offset is a u64 in the format."""
 LENGTH_BYTES = 8
 DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
@@ -82,7 +86,9 @@ def parse_header(prefix: bytes) -> SafetensorsHeader:
         raise HeaderRefusedError(f"the file ends inside its {length}-byte header")
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (ValueError, RecursionError) as error:
+        # ValueError: not UTF-8, not JSON, or an integer of more than 4300 digits;
+        # RecursionError: nested deeper than Python's JSON decoder goes.
         raise HeaderRefusedError(f"the safetensors header is not JSON: {error}") from error
     if not isinstance(header, dict):
         raise HeaderRefusedError("the safetensors header is not a JSON object")
@@ -110,17 +116,17 @@ def tensor_span(name: str, entry: Any) -> tuple[int, int, str]:
     if not isinstance(entry, dict):
         raise HeaderRefusedError(f"tensor {name!r}: its entry is not an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPE_BYTES:
-        raise HeaderRefusedError(f"tensor {name!r}: unknown dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(
-        isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape
-    ):
-        raise HeaderRefusedError(f"tensor {name!r}: shape must be a list of sizes")
+    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
+        raise HeaderRefusedError(f"tensor {name!r}: unknown dtype {str(dtype)[:40]!r}")
+    if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(map(is_size, shape)):
+        raise HeaderRefusedError(
+            f"tensor {name!r}: shape must be a list of at most {MAX_RANK} sizes"
+        )
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
-        or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-        or not 0 <= offsets[0] <= offsets[1]
+        or not all(map(is_size, offsets))
+        or offsets[0] > offsets[1]
     ):
         raise HeaderRefusedError(f"tensor {name!r}: data_offsets must be [begin, end]")
     expected = math.prod(shape) * DTYPE_BYTES[dtype]
@@ -130,3 +136,8 @@ def tensor_span(name: str, entry: Any) -> tuple[int, int, str]:
             f" data_offsets span {offsets[1] - offsets[0]}"
         )
     return offsets[0], offsets[1], name
+
+
+def is_size(value: Any) -> bool:
+    """A JSON integer from 0 to the format's u64 limit (true and false are not)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SIZE

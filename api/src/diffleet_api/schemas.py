@@ -1,5 +1,6 @@
 """Request and response bodies. A job's request body is core's `GenerationJobSpec`; these
-wrap it with identity and status, camelCase on the wire like the resources."""
+wrap it with identity and status, camelCase on the wire like the resources. Request
+bodies take camelCase names only, and no unknown field."""
 
 from datetime import datetime
 from decimal import Decimal
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 from pydantic.alias_generators import to_camel
 
 from diffleet_api.ledger import LedgerEntry
+from diffleet_core.resources.base import wire_only
 from diffleet_core.resources.generation_job import (
     GenerationJobSpec,
     GenerationJobStatus,
@@ -19,6 +21,7 @@ from diffleet_core.resources.model_cache import ModelCacheSpec, ModelCacheStatus
 
 MAX_BATCH = 100
 Credits = Annotated[Decimal, PlainSerializer(float, return_type=float)]
+JobSpecBody = Annotated[GenerationJobSpec, wire_only(GenerationJobSpec)]
 
 
 class ApiModel(BaseModel):
@@ -54,7 +57,9 @@ class JobList(ApiModel):
 
 
 class BatchRequest(ApiModel):
-    jobs: list[GenerationJobSpec] = Field(
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobSpecBody] = Field(
         min_length=1, max_length=MAX_BATCH, description="Up to 100 job specs"
     )
 
@@ -121,3 +126,6 @@ class ModelRegistration(ModelCacheSpec):
     must be under the tenant's prefix of the models bucket (where uploads go)."""
 
     name: ModelName = Field(description="Name of the ModelCache")
+
+
+ModelRegistrationBody = Annotated[ModelRegistration, wire_only(ModelRegistration)]

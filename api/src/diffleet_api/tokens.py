@@ -1,13 +1,17 @@
 """Bearer JWTs: HS256 with the configured secret or RS256 with the configured public key.
 Signature, `exp`, `iss` and `aud` (diffleet-api) are checked; `sub`, `tenant` and `role`
-are required."""
+are required. A header or claim of the wrong JSON type, or a string holding a control
+character, is an invalid token like any other: every failure is `InvalidTokenError`."""
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Annotated, Any
 
 import jwt
+from pydantic import BaseModel, Field, StrictFloat, ValidationError
 
 from diffleet_api.settings import JWT_AUDIENCE, ApiSettings
+from diffleet_core.resources.text import Text
 
 
 class Role(StrEnum):
@@ -33,6 +37,29 @@ class InvalidTokenError(Exception):
     """The token is refused; the message says why (safe to show to the client)."""
 
 
+class TokenClaims(BaseModel):
+    """The claims read, once PyJWT has checked the signature and the registered claims:
+    each of its JSON type (PyJWT would take an `exp` of "123"), strings without control
+    characters, so that nothing after authentication meets a malformed one."""
+
+    sub: Annotated[Text, Field(min_length=1, max_length=255)]
+    tenant: Annotated[Text, Field(min_length=1, max_length=253)]
+    role: Role
+    exp: StrictFloat
+
+
+def algorithm_of(token: str) -> str:
+    """The header's `alg`, before any signature check; raises unless it is a string."""
+    try:
+        header: Any = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as error:
+        raise InvalidTokenError(f"malformed token: {error}") from error
+    algorithm = header.get("alg")
+    if not isinstance(algorithm, str):
+        raise InvalidTokenError("the header's `alg` must be a string")
+    return algorithm
+
+
 def verification_keys(settings: ApiSettings) -> dict[str, str]:
     keys = {}
     if settings.jwt_secret:
@@ -44,10 +71,7 @@ def verification_keys(settings: ApiSettings) -> dict[str, str]:
 
 def decode(token: str, settings: ApiSettings) -> Claims:
     keys = verification_keys(settings)
-    try:
-        algorithm = jwt.get_unverified_header(token).get("alg", "")
-    except jwt.PyJWTError as error:
-        raise InvalidTokenError(f"malformed token: {error}") from error
+    algorithm = algorithm_of(token)
     if algorithm not in keys:
         raise InvalidTokenError(f"algorithm {algorithm!r} is not accepted")
     try:
@@ -69,10 +93,11 @@ def decode(token: str, settings: ApiSettings) -> Claims:
     except jwt.PyJWTError as error:
         raise InvalidTokenError(f"invalid token: {error}") from error
     try:
-        return Claims(
-            subject=str(payload["sub"]), tenant=str(payload["tenant"]), role=Role(payload["role"])
-        )
-    except (KeyError, ValueError) as error:
+        claims = TokenClaims.model_validate(payload)
+    except ValidationError as error:
+        wrong = ", ".join(sorted({str(detail["loc"][0]) for detail in error.errors()}))
         raise InvalidTokenError(
-            "claims `tenant` and `role` (admin|member|viewer) are required"
+            f"claims missing or of the wrong type: {wrong} (`sub` and `tenant` are strings,"
+            " `role` is admin, member or viewer, `exp` a number)"
         ) from error
+    return Claims(subject=claims.sub, tenant=claims.tenant, role=claims.role)

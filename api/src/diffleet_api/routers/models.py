@@ -8,8 +8,8 @@ from diffleet_api import model_registry, ratelimits
 from diffleet_api.deps import Member, RuntimeDep, Viewer
 from diffleet_api.errors import PROBLEM_RESPONSES
 from diffleet_api.routers.uploads import UPLOAD_ERRORS
-from diffleet_api.schemas import ModelList, ModelPublic, ModelRegistration
-from diffleet_core.resources.generation_job import NAME_PATTERN
+from diffleet_api.schemas import ModelList, ModelPublic, ModelRegistrationBody
+from diffleet_core.resources.generation_job import ModelName
 from diffleet_core.resources.model_cache import BaseModelFamily, ModelType
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=PROBLEM_RESPONSES)
@@ -34,7 +34,7 @@ async def list_models(principal: Viewer, runtime: RuntimeDep) -> ModelList:
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=CONFLICT)
 async def register_model(
-    registration: ModelRegistration, principal: Member, runtime: RuntimeDep
+    registration: ModelRegistrationBody, principal: Member, runtime: RuntimeDep
 ) -> ModelPublic:
     """Registers an artifact already in S3, under the tenant's prefix of the models bucket,
     as a ModelCache; the operator then verifies it (phase Verifying, then Ready)."""
@@ -51,7 +51,7 @@ async def upload_model(
     request: Request,
     principal: Member,
     runtime: RuntimeDep,
-    name: Annotated[str, Query(min_length=1, max_length=253, pattern=NAME_PATTERN)],
+    name: Annotated[ModelName, Query()],
     base_model: Annotated[BaseModelFamily, Query(alias="baseModel")],
     model_type: Annotated[ModelType, Query(alias="type")] = ModelType.CHECKPOINT,
     vram_gib: Annotated[float, Query(alias="vramGiB", ge=0, le=1024)] = 4.0,
