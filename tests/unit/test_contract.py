@@ -4,14 +4,17 @@ result messages and the GenerationJob spec's bounds and cross-field rules."""
 import hashlib
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
+import httpx
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from diffleet_core.messages import RESULT_EVENT, JobFailed, JobRef, JobStarted, JobSucceeded
 from diffleet_core.queues import BACKOFF_STEPS_SECONDS, Topology, backoff_step
+from diffleet_core.resources.base import wire_only
 from diffleet_core.resources.generation_job import (
+    S3_URI_PATTERN,
     GenerationJobSpec,
     GpuClass,
     JobOutput,
@@ -20,6 +23,8 @@ from diffleet_core.resources.generation_job import (
     Tier,
     spec_rule_violations,
 )
+from diffleet_core.resources.model_cache import ModelCacheSpec
+from diffleet_core.resources.text import TEXT_PATTERN, Text
 from diffleet_core.storage import S3Location, manifest_digest, output_key, output_prefix
 
 # -- queues ---------------------------------------------------------------------------
@@ -292,3 +297,214 @@ def test_width_513_is_refused_as_not_a_multiple_of_8() -> None:
     assert error["loc"] == ("width",)
     assert "multiple" in error["msg"]
     assert "8" in error["msg"]
+
+
+# -- strings, URLs and types of the spec ------------------------------------------------
+
+REFUSED_CHARACTERS = ["\x00", "\x01", "\x07", "\x08", "\x0b", "\x0c", "\x0e", "\x1b", "\x1f"]
+LONE_SURROGATES = ["\ud800", "\udbff", "\udc00", "\udfff"]
+ACCEPTED_TEXT = [
+    "tab\tnewline\ncarriage return\r",
+    "emoji 🎨🏳️‍🌈",
+    "CJK 灯台と夕暮れ",
+    "RTL ‏منارة عند الغسق‎ מגדלור",
+    "combining e\u0301 a\u0308 \u0915\u094d\u0937",
+    "DEL \x7f and C1 \x85 are not C0",
+]
+
+
+@pytest.mark.parametrize("character", REFUSED_CHARACTERS + LONE_SURROGATES, ids=ascii)
+def test_text_refuses_nul_c0_controls_and_lone_surrogates(character: str) -> None:
+    text = f"a lighthouse{character} at dusk"
+    with pytest.raises(ValidationError) as raised:
+        TypeAdapter(Text).validate_python(text)
+    [error] = raised.value.errors()
+    assert error["type"] == "control_character"
+    assert error["msg"].startswith(f"U+{ord(character):04X} at character 12:")
+
+
+@pytest.mark.parametrize("text", ACCEPTED_TEXT, ids=ascii)
+def test_text_accepts_all_other_unicode(text: str) -> None:
+    assert TypeAdapter(Text).validate_python(text) == text
+    assert re.fullmatch(TEXT_PATTERN, text)
+
+
+@pytest.mark.parametrize("character", REFUSED_CHARACTERS, ids=ascii)
+def test_text_pattern_of_the_crd_refuses_the_same_characters(character: str) -> None:
+    assert re.fullmatch(TEXT_PATTERN, f"a{character}b") is None
+
+
+def string_fields() -> list[tuple[str, dict[str, Any]]]:
+    """Every string field of the spec, each in a spec that is valid but for it."""
+    image = {"mode": "img2img", "initImage": INIT}
+    return [
+        ("prompt", {}),
+        ("negativePrompt", {}),
+        ("model", {}),
+        ("initImage", image),
+        ("maskImage", {"mode": "inpaint", "initImage": INIT}),
+        ("webhookUrl", {}),
+    ]
+
+
+@pytest.mark.parametrize(("field", "fields"), string_fields(), ids=lambda v: str(v)[:20])
+@pytest.mark.parametrize("character", ["\x00", "\x1b", "\ud800"], ids=ascii)
+def test_every_string_field_of_the_spec_refuses_control_characters(
+    field: str, fields: dict[str, Any], character: str
+) -> None:
+    good = {"model": "sdxl", "prompt": "a cat", "webhookUrl": "https://example.com/h"}
+    good |= {"initImage": INIT, "maskImage": MASK} if "initImage" in fields else {}
+    value = {**good, **fields}.get(field, "x") + character
+    with pytest.raises(ValidationError) as raised:
+        spec(**{**fields, field: value})
+    assert [(e["loc"], e["type"]) for e in raised.value.errors()] == [
+        ((field,), "control_character")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "loc"),
+    [
+        ({"loras": [{"model": "ink\x00"}]}, ("loras", 0, "model")),
+        ({"controlNet": {"model": "cn", "image": INIT + "\x01"}}, ("controlNet", "image")),
+    ],
+    ids=["lora-model", "controlNet-image"],
+)
+def test_nested_string_fields_refuse_control_characters(
+    fields: dict[str, Any], loc: tuple[Any, ...]
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        spec(**fields)
+    assert [(e["loc"], e["type"]) for e in raised.value.errors()] == [(loc, "control_character")]
+
+
+def test_model_cache_strings_refuse_control_characters() -> None:
+    good = {"source": "s3://diffleet-models/ns/m.safetensors", "format": "safetensors"}
+    for field, value in [("source", good["source"] + "\x00"), ("sha256", "a" * 63 + "\x00")]:
+        with pytest.raises(ValidationError) as raised:
+            ModelCacheSpec.model_validate(good | {"baseModel": "sd15", field: value})
+        assert [(e["loc"], e["type"]) for e in raised.value.errors()] == [
+            ((field,), "control_character")
+        ]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "s3://bucket//key",
+        "s3:///key",
+        "s3://bucket/a//b.png",
+        "s3://bucket/",
+        "s3://bucket/./a.png",
+        "s3://bucket/a/../b.png",
+        "s3://bucket/a/..",
+        "s3://bucket/a/b.png\n",
+        "s3://bucket/a b\x7f.png",
+        "s3://Bucket/a.png",
+    ],
+    ids=ascii,
+)
+def test_malformed_s3_uris_are_refused(uri: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        spec(mode="img2img", initImage=uri)
+    assert [e["loc"] for e in raised.value.errors()] == [("initImage",)]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["s3://bucket/a.png", "s3://my.bucket/models/sdxl/", "s3://bucket/.a/..b/c..", "s3://b0b/é 🎨"],
+    ids=ascii,
+)
+def test_well_formed_s3_uris_are_accepted(uri: str) -> None:
+    assert spec(mode="img2img", initImage=uri).init_image == uri
+    assert re.fullmatch(S3_URI_PATTERN, uri)
+
+
+@pytest.mark.parametrize(
+    ("url", "error_type"),
+    [
+        ("https://:80/x", "string_pattern_mismatch"),
+        ("https:///x", "string_pattern_mismatch"),
+        ("https://host:99999/x", "string_pattern_mismatch"),
+        ("https://host:65536/x", "string_pattern_mismatch"),
+        ("https://host:0/x", "string_pattern_mismatch"),
+        ("https://host:abc/x", "string_pattern_mismatch"),
+        ("https://a@/x", "string_pattern_mismatch"),
+        ("https://exa mple.com/", "string_pattern_mismatch"),
+        ("ftp://example.com/", "string_pattern_mismatch"),
+        ("https://[zz::1]/x", "string_pattern_mismatch"),
+        # The pattern (which the CRD holds too) lets these through; httpx refuses them.
+        ("https://xn--zz/x", "url_parsing"),
+        ("https://[::1::2]/x", "url_parsing"),
+    ],
+)
+def test_webhook_urls_that_httpx_cannot_use_are_refused(url: str, error_type: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        spec(webhookUrl=url)
+    assert [(e["loc"], e["type"]) for e in raised.value.errors()] == [(("webhookUrl",), error_type)]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/hook",
+        "http://127.0.0.1:8080/hook?a=b#c",
+        "https://user:pw@example.com:65535/",
+        "http://[::1]:1/x",
+        "https://bücher.de/é",
+    ],
+)
+def test_webhook_urls_httpx_parses_are_accepted_as_given(url: str) -> None:
+    assert spec(webhookUrl=url).webhook_url == url
+    parsed = httpx.URL(url)
+    assert parsed.host
+    assert parsed.port is None or 1 <= parsed.port <= 65535
+
+
+@pytest.mark.parametrize(
+    ("fields", "loc"),
+    [
+        ({"width": "512"}, ("width",)),
+        ({"width": 512.0}, ("width",)),
+        ({"steps": True}, ("steps",)),
+        ({"seed": "42"}, ("seed",)),
+        ({"guidanceScale": "7"}, ("guidanceScale",)),
+        ({"guidanceScale": False}, ("guidanceScale",)),
+        ({"cancel": 1}, ("cancel",)),
+        ({"cancel": "true"}, ("cancel",)),
+        ({"loras": [{"model": "ink", "weight": "1"}]}, ("loras", 0, "weight")),
+        ({"prompt": 5}, ("prompt",)),
+    ],
+    ids=ascii,
+)
+def test_spec_numbers_and_booleans_are_not_coerced(
+    fields: dict[str, Any], loc: tuple[Any, ...]
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        spec(**fields)
+    assert [e["loc"] for e in raised.value.errors()] == [loc]
+
+
+def test_an_integer_is_a_number() -> None:
+    """JSON has one number type: 7 is a valid guidanceScale, as the API server stores it."""
+    assert spec(guidanceScale=7).guidance_scale == 7.0
+
+
+def test_wire_only_refuses_snake_case_names_at_every_level() -> None:
+    adapter: TypeAdapter[GenerationJobSpec] = TypeAdapter(
+        Annotated[GenerationJobSpec, wire_only(GenerationJobSpec)]
+    )
+    body = {
+        "model": "sdxl",
+        "prompt": "a cat",
+        "negative_prompt": "dogs",
+        "controlNet": {"model": "cn", "image": INIT, "conditioning_scale": 0.5},
+    }
+    with pytest.raises(ValidationError) as raised:
+        adapter.validate_python(body)
+    assert sorted((e["loc"], e["type"]) for e in raised.value.errors()) == [
+        (("controlNet", "conditioning_scale"), "extra_forbidden"),
+        (("negative_prompt",), "extra_forbidden"),
+    ]
+    camel = {"model": "sdxl", "prompt": "a cat", "negativePrompt": "dogs"}
+    assert adapter.validate_python(camel).negative_prompt == "dogs"
