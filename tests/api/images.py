@@ -43,3 +43,14 @@ def png_bomb(width: int, height: int) -> bytes:
 def has_exif(data: bytes) -> bool:
     with Image.open(io.BytesIO(data)) as image:
         return bool(image.getexif()) or "exif" in image.info
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A real 8x8 JPEG whose frame header (SOF0) claims width x height: a few hundred
+    bytes that a decoder would expand to width*height pixels."""
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 120, 200)).save(out, format="JPEG")
+    data = bytearray(out.getvalue())
+    frame = data.index(b"\xff\xc0")  # SOF0: marker, length (2), precision (1), height, width
+    data[frame + 5 : frame + 9] = struct.pack(">HH", height, width)
+    return bytes(data)

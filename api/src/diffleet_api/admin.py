@@ -63,11 +63,19 @@ async def ensure_namespace(namespace: str, tier: Tier) -> None:
 def create_tenant(args: argparse.Namespace) -> int:
     tier = Tier(args.tier)
     namespace = args.namespace or args.id
+    system_namespace = get_settings().system_namespace
+    try:
+        tenants.check_new_tenant(args.id, namespace, system_namespace)
+    except ValueError as error:
+        print(f"diffleet-admin: refused: {error}", file=sys.stderr)
+        return 2
     credits = args.credits if args.credits is not None else get_api_settings().starting_credits
     if not args.skip_namespace:
         asyncio.run(ensure_namespace(namespace, tier))
     with connect() as connection:
-        tenant = tenants.create_tenant(connection, args.id, namespace, tier, Decimal(str(credits)))
+        tenant = tenants.create_tenant(
+            connection, args.id, namespace, tier, Decimal(str(credits)), system_namespace
+        )
     print(
         f"tenant {tenant.id}: namespace {tenant.namespace}, tier {tenant.tier}, {credits} credits"
     )

@@ -11,13 +11,15 @@ replayed, the current phase is.
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from diffleet_api.kube import Body
 from diffleet_api.runtime import Runtime
@@ -105,7 +107,7 @@ def progress_event(report: JobProgress) -> Event:
 
 async def stream(
     runtime: Runtime, body: Body, last_seen: EventId, keepalive: float
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """SSE frames for the job until it finishes (or the client leaves)."""
     meta = body["metadata"]
     events: asyncio.Queue[Event] = asyncio.Queue()
@@ -133,6 +135,29 @@ async def stream(
         if watcher is not None:
             watcher.cancel()
         await asyncio.shield(channel.close())
+
+
+class EventStream(StreamingResponse):
+    """A `text/event-stream` response that, however it ends (the last event, the client
+    leaving, an error), closes its frames and then calls `done`."""
+
+    def __init__(self, frames: AsyncGenerator[str, None], done: Callable[[], None]) -> None:
+        super().__init__(
+            frames,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self.frames = frames
+        self.done = done
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                await asyncio.shield(self.frames.aclose())
+            finally:
+                self.done()
 
 
 async def subscribe(

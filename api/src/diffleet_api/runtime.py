@@ -61,6 +61,28 @@ class ModelFamilies:
 
 
 @dataclass
+class StreamSlots:
+    """Event streams (SSE) open per tenant in this process. Per process, not shared by
+    replicas (N replicas allow a tenant N times the limit): a slot lives exactly as long
+    as its connection, and a replica that dies takes its slots with it."""
+
+    _open: dict[str, int] = field(default_factory=dict)
+
+    def take(self, tenant_id: str, limit: int) -> bool:
+        """Takes a slot for a new stream; False when the tenant already has `limit` open."""
+        held = self._open.get(tenant_id, 0)
+        if held >= limit:
+            return False
+        self._open[tenant_id] = held + 1
+        return True
+
+    def give_back(self, tenant_id: str) -> None:
+        held = self._open.pop(tenant_id, 0) - 1
+        if held > 0:
+            self._open[tenant_id] = held
+
+
+@dataclass
 class Runtime:
     settings: ApiSettings
     platform: Settings
@@ -72,3 +94,4 @@ class Runtime:
     s3: Any
     families: ModelFamilies
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    streams: StreamSlots = field(default_factory=StreamSlots)

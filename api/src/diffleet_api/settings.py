@@ -9,31 +9,61 @@ from functools import cached_property, lru_cache
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from diffleet_core.resources.generation_job import Tier
+from diffleet_core.resources.generation_job import MAX_PROMPT_LENGTH, Tier
 
 JWT_AUDIENCE = "diffleet-api"
+LARGEST_IMAGE_PIXELS = 2048 * 2048
+"""The largest job's size: a worker resizes an input image to the job's size, so a larger
+upload would only cost the API (and the worker) its decoding."""
 DEVELOPMENT_JWT_SECRET = "diffleet-local-development-secret-change-me"  # noqa: S105 - a marker
 
 
 class TierLimits(BaseModel):
-    """Rate limits of one tier; None means unlimited."""
+    """Limits of one tier. A rate of None means unlimited; the sizes and the streams are
+    bounded in every tier (a field left out takes the default here)."""
 
     requests_per_minute: int | None = Field(default=None, ge=1)
     generations_per_hour: int | None = Field(default=None, ge=1)
     uploads_per_hour: int | None = Field(default=None, ge=1)
+    upload_max_pixels: int = Field(
+        default=LARGEST_IMAGE_PIXELS,
+        ge=64 * 64,
+        description="Pixels of an uploaded image, read from its header before decoding",
+    )
+    prompt_max_length: int = Field(
+        default=MAX_PROMPT_LENGTH,
+        ge=1,
+        le=MAX_PROMPT_LENGTH,
+        description="Characters of `prompt` and `negativePrompt` (at most the CRD's limit)",
+    )
+    event_streams: int = Field(
+        default=100, ge=1, description="Concurrent event streams (SSE) per API process"
+    )
 
 
 def default_tier_limits() -> dict[Tier, TierLimits]:
     """The platform's tier table."""
     return {
         Tier.FREE: TierLimits(
-            requests_per_minute=100, generations_per_hour=10, uploads_per_hour=20
+            requests_per_minute=100,
+            generations_per_hour=10,
+            uploads_per_hour=20,
+            upload_max_pixels=1024 * 1024,
+            prompt_max_length=500,
+            event_streams=2,
         ),
         Tier.STANDARD: TierLimits(
-            requests_per_minute=200, generations_per_hour=50, uploads_per_hour=50
+            requests_per_minute=200,
+            generations_per_hour=50,
+            uploads_per_hour=50,
+            prompt_max_length=1000,
+            event_streams=5,
         ),
         Tier.PRO: TierLimits(
-            requests_per_minute=500, generations_per_hour=200, uploads_per_hour=100
+            requests_per_minute=500,
+            generations_per_hour=200,
+            uploads_per_hour=100,
+            event_streams=20,
         ),
         Tier.ENTERPRISE: TierLimits(requests_per_minute=2000, generations_per_hour=1000),
     }
@@ -57,13 +87,12 @@ class ApiSettings(BaseSettings):
         default="diffleet-local-webhook-secret", description="HMAC-SHA256 key of webhook bodies"
     )
     tier_limits: dict[Tier, TierLimits] = Field(
-        default_factory=default_tier_limits, description="Rate limits per tier (JSON)"
+        default_factory=default_tier_limits, description="Limits per tier (JSON)"
     )
     starting_credits: float = Field(default=100.0, ge=0, description="Balance of a new tenant")
     page_size: int = Field(default=50, ge=1, le=500)
     presign_seconds: int = Field(default=300, ge=10, le=3600, description="Output URL lifetime")
     upload_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
-    upload_max_pixels: int = Field(default=4096 * 4096, ge=64 * 64)
     model_upload_max_bytes: int = Field(default=8 * 1024**3, ge=1024)
     request_timeout_seconds: float = Field(default=10.0, gt=0, description="Kubernetes, S3, AMQP")
     migrate_on_start: bool = Field(default=True, description="Apply migrations at startup")

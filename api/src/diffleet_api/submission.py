@@ -30,7 +30,7 @@ from diffleet_api.runtime import Runtime
 from diffleet_api.schemas import JobPublic
 from diffleet_api.tenants import Tenant
 from diffleet_api.uploads import foreign_images
-from diffleet_core.resources.generation_job import GenerationJobSpec
+from diffleet_core.resources.generation_job import GenerationJobSpec, Tier
 from diffleet_core.resources.model_cache import BaseModelFamily
 
 NAME_ALPHABET = string.ascii_lowercase + string.digits
@@ -77,6 +77,26 @@ def wire_spec(spec: GenerationJobSpec) -> Body:
 def request_digest(specs: list[GenerationJobSpec], names: list[str] | None) -> str:
     canonical = json.dumps([[wire_spec(s) for s in specs], names], sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def long_prompts(
+    specs: list[GenerationJobSpec], tier: Tier, limit: int, field_prefix: str
+) -> list[FieldError]:
+    """An error for each prompt longer than the tier allows (the CRD allows more)."""
+    errors = []
+    for index, spec in enumerate(specs):
+        where = f"{field_prefix}[{index}]." if field_prefix else ""
+        errors += [
+            FieldError(
+                field=f"{where}{field}",
+                rule="maxLength",
+                message=f"{field} is {len(text)} characters; the {tier.value} tier allows"
+                f" at most {limit}",
+            )
+            for field, text in (("prompt", spec.prompt), ("negativePrompt", spec.negative_prompt))
+            if len(text) > limit
+        ]
+    return errors
 
 
 async def model_family(runtime: Runtime, namespace: str, name: str) -> BaseModelFamily | None:
@@ -128,11 +148,13 @@ async def submit(
         replay = await replayed(runtime, tenant, claim)
         if replay is not None:
             return Submitted(replay, replayed=True)
-    foreign = foreign_images(specs, runtime.platform, tenant.namespace, field_prefix)
-    if foreign:
-        raise invalid(foreign)
+    limits = runtime.settings.tier_limits[tenant.tier]
+    refused = long_prompts(specs, tenant.tier, limits.prompt_max_length, field_prefix)
+    refused += foreign_images(specs, runtime.platform, tenant.namespace, field_prefix)
+    if refused:
+        raise invalid(refused)
     costs = await prices(runtime, tenant.namespace, specs, field_prefix)
-    tokens = ratelimits.policy(runtime.settings.tier_limits[tenant.tier], ratelimits.GENERATIONS)
+    tokens = ratelimits.policy(limits, ratelimits.GENERATIONS)
     ratelimits.check(tokens, principal.generations_left, len(specs))
     ledger.affordable(principal.balance, sum(costs, Decimal(0)))
     job_names = names or [new_job_name() for _ in specs]

@@ -14,9 +14,14 @@ from psycopg.types.json import Jsonb
 from diffleet_api.keys import key_hash, new_key, shown_prefix
 from diffleet_api.ratelimits import GENERATIONS, REQUESTS, REQUESTS_WINDOW_SECONDS, Stored
 from diffleet_api.tokens import Role
+from diffleet_core import SYSTEM_NAMESPACE
 from diffleet_core.resources.generation_job import Tier
 
 TENANT_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+"""A DNS label, as a namespace's name is."""
+KUBERNETES_NAMESPACES = re.compile(r"^(kube-.*|default)$")
+"""Kubernetes' own namespaces (kube-system, kube-public, kube-node-lease, ...) and
+`default`, which holds whatever was created without a namespace: no tenant owns them."""
 
 
 @dataclass(frozen=True)
@@ -133,16 +138,30 @@ async def authenticate_tenant(
     return caller_of(row) if row else None
 
 
+def check_new_tenant(tenant_id: str, namespace: str, system_namespace: str) -> None:
+    """Raises ValueError, saying why, unless the id and the namespace are DNS labels and
+    the namespace is not the platform's (`system_namespace`) nor Kubernetes' own."""
+    if not TENANT_ID.match(tenant_id):
+        raise ValueError(f"tenant id {tenant_id!r}: lowercase letters, digits and '-' only")
+    if not TENANT_ID.match(namespace):
+        raise ValueError(f"namespace {namespace!r}: lowercase letters, digits and '-' only")
+    if namespace == system_namespace or KUBERNETES_NAMESPACES.match(namespace):
+        raise ValueError(
+            f"namespace {namespace!r} is a system namespace (the platform's {system_namespace},"
+            " kube-* or default): a tenant needs a namespace of its own"
+        )
+
+
 def create_tenant(
     connection: psycopg.Connection[Any],
     tenant_id: str,
     namespace: str,
     tier: Tier,
     starting_credits: Decimal,
+    system_namespace: str = SYSTEM_NAMESPACE,
 ) -> Tenant:
     """Creates a tenant with its starting balance (a top-up in the ledger)."""
-    if not TENANT_ID.match(tenant_id):
-        raise ValueError(f"tenant id {tenant_id!r}: lowercase letters, digits and '-' only")
+    check_new_tenant(tenant_id, namespace, system_namespace)
     with connection.transaction():
         connection.execute(
             "insert into tenants (id, namespace, tier) values (%s, %s, %s)",

@@ -99,7 +99,8 @@ async def store_upload(runtime: Runtime, tenant: Tenant, request: Request) -> Up
     data = await read_limited(
         request.stream(), request.headers.get("content-length"), settings.upload_max_bytes
     )
-    image = await asyncio.to_thread(cleaned, data, settings.upload_max_pixels)
+    max_pixels = settings.tier_limits[tenant.tier].upload_max_pixels
+    image = await asyncio.to_thread(cleaned, data, max_pixels)
     digest = hashlib.sha256(image.data).hexdigest()
     bucket = runtime.platform.buckets.uploads
     key = upload_key(tenant.namespace, digest, image.format)

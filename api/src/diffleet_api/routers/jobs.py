@@ -7,7 +7,7 @@ from fastapi.responses import StreamingResponse
 
 from diffleet_api import events, submission
 from diffleet_api.deps import Member, RuntimeDep, Viewer
-from diffleet_api.errors import PROBLEM_RESPONSES, NotFoundError
+from diffleet_api.errors import PROBLEM_RESPONSES, NotFoundError, RateLimitedError
 from diffleet_api.history import find_job
 from diffleet_api.outputs import presigned_outputs
 from diffleet_api.schemas import BatchRequest, BatchResult, JobList, JobPublic, Outputs
@@ -128,18 +128,22 @@ async def job_events(
 ) -> StreamingResponse:
     """Server-Sent Events: `pending`, `queued` (with an estimated `position`), `scheduled`,
     `running`, `progress` (step, totalSteps, preview), then `succeeded`, `failed` or
-    `cancelled` (the job), which ends the stream. Resumable with Last-Event-ID."""
-    body = await runtime.kube.get_job(principal.tenant.namespace, job_id)
+    `cancelled` (the job), which ends the stream. Resumable with Last-Event-ID. A tenant
+    holds at most its tier's number of streams at once (per API process): 429 beyond."""
+    tenant = principal.tenant
+    body = await runtime.kube.get_job(tenant.namespace, job_id)
     if body is None:
         raise NotFoundError(f"no job {job_id!r}")
+    limit = runtime.settings.tier_limits[tenant.tier].event_streams
+    if not runtime.streams.take(tenant.id, limit):
+        raise RateLimitedError(
+            f"{limit} event streams are open for this tenant, the most its"
+            f" {tenant.tier.value} tier allows; close one first"
+        )
     frames = events.stream(
         runtime, body, events.parse_event_id(last_event_id), runtime.settings.sse_keepalive_seconds
     )
-    return StreamingResponse(
-        frames,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return events.EventStream(frames, done=lambda: runtime.streams.give_back(tenant.id))
 
 
 @router.get(
