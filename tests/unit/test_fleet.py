@@ -1,19 +1,22 @@
 """FleetInventory: the one owner of the fleet's state, fed by worker Leases.
 
 The scheduler reads snapshots of immutable views; a dispatch is assumed at once and
-forgotten when the job ends; workers whose Lease ran out are removed by `expired()`.
+forgotten when the job ends; workers whose Lease ran out are removed by `expired()`,
+judged by when the operator saw each Lease change (a fake monotonic clock here), never
+by the renewTime a worker's clock wrote.
 """
 
 from collections.abc import Callable, Iterable
 from dataclasses import FrozenInstanceError
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from diffleet_core.fleet import WorkerInventory
 from diffleet_operator.fleet import FleetInventory, WorkerView
 
-T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+# Monotonic seconds of the fake clock; the fleet's watch listed the Leases at 0.
+T0 = 1000.0
+DURATION = 10.0
 
 
 def inventory(
@@ -28,10 +31,17 @@ def inventory(
     )
 
 
-def fleet_of(*workers: WorkerInventory, expires_at: datetime = T0) -> FleetInventory:
-    fleet = FleetInventory()
+def renew(
+    fleet: FleetInventory, worker: WorkerInventory, at: float, renewal: str = "2025-01-01T12:00:00Z"
+) -> None:
+    """The watch shows the worker's Lease with this renewTime at monotonic time `at`."""
+    fleet.upsert(worker, renewal=renewal, duration=DURATION, now=at)
+
+
+def fleet_of(*workers: WorkerInventory, seen_at: float = T0) -> FleetInventory:
+    fleet = FleetInventory(now=0.0)
     for worker in workers:
-        fleet.upsert(worker, expires_at)
+        renew(fleet, worker, seen_at)
     fleet.changed.clear()
     return fleet
 
@@ -41,10 +51,10 @@ def views(fleet: FleetInventory) -> dict[str, WorkerView]:
 
 
 def test_upsert_adds_then_replaces_a_worker() -> None:
-    fleet = FleetInventory()
-    fleet.upsert(inventory("w1", pool="t4"), T0)
-    fleet.upsert(inventory("w2"), T0)
-    fleet.upsert(inventory("w1", pool="a100", jobs=["j1"]), T0)
+    fleet = FleetInventory(now=0.0)
+    renew(fleet, inventory("w1", pool="t4"), T0)
+    renew(fleet, inventory("w2"), T0)
+    renew(fleet, inventory("w1", pool="a100", jobs=["j1"]), T0)
     snapshot = views(fleet)
     assert sorted(snapshot) == ["w1", "w2"]
     assert snapshot["w1"].pool == "a100"
@@ -62,7 +72,7 @@ def test_a_snapshot_does_not_see_later_changes() -> None:
     fleet = fleet_of(inventory("w1"))
     before = fleet.snapshot()
     fleet.assume("w1", "j1")
-    fleet.upsert(inventory("w2"), T0)
+    renew(fleet, inventory("w2"), T0)
     assert [view.worker_id for view in before] == ["w1"]
     assert before[0].assumed == frozenset()
     assert views(fleet)["w1"].assumed == frozenset({"j1"})
@@ -92,7 +102,7 @@ def test_assume_counts_the_job_until_a_lease_lists_it() -> None:
     assert view.assumed == frozenset({"j1", "j2"})
     assert view.load == 2
 
-    fleet.upsert(inventory("w1", jobs=["j1"]), T0 + timedelta(seconds=10))
+    renew(fleet, inventory("w1", jobs=["j1"]), T0 + 10)
     view = views(fleet)["w1"]
     assert view.assumed == frozenset({"j2"})
     assert view.jobs == frozenset({"j1", "j2"})
@@ -142,18 +152,16 @@ def test_remove_returns_the_worker_as_it_was() -> None:
 @pytest.mark.parametrize(
     ("now", "lost"),
     [
-        pytest.param(T0 - timedelta(seconds=1), [], id="before every expiry"),
-        pytest.param(T0, [], id="at the first expiry (not past it)"),
-        pytest.param(T0 + timedelta(seconds=1), ["early"], id="past the first"),
-        pytest.param(T0 + timedelta(minutes=5), ["early", "late"], id="past both"),
+        pytest.param(T0 + DURATION - 1, [], id="before every expiry"),
+        pytest.param(T0 + DURATION, [], id="at the first expiry (not past it)"),
+        pytest.param(T0 + DURATION + 1, ["early"], id="past the first"),
+        pytest.param(T0 + 300, ["early", "late"], id="past both"),
     ],
 )
-def test_expired_removes_and_returns_workers_past_their_expiry(
-    now: datetime, lost: list[str]
-) -> None:
-    fleet = FleetInventory()
-    fleet.upsert(inventory("early"), T0)
-    fleet.upsert(inventory("late"), T0 + timedelta(seconds=30))
+def test_expired_removes_and_returns_workers_past_their_expiry(now: float, lost: list[str]) -> None:
+    fleet = FleetInventory(now=0.0)
+    renew(fleet, inventory("early"), T0)
+    renew(fleet, inventory("late"), T0 + 30)
     fleet.changed.clear()
 
     expired = fleet.expired(now)
@@ -164,25 +172,60 @@ def test_expired_removes_and_returns_workers_past_their_expiry(
 
 
 def test_a_renewed_lease_moves_the_expiry() -> None:
-    fleet = fleet_of(inventory("w1"), expires_at=T0)
-    fleet.upsert(inventory("w1"), T0 + timedelta(seconds=30))
-    assert fleet.expired(T0 + timedelta(seconds=10)) == []
+    fleet = fleet_of(inventory("w1"), seen_at=T0)
+    renew(fleet, inventory("w1"), T0 + 30, renewal="2025-01-01T12:00:30Z")
+    assert fleet.expired(T0 + 30 + DURATION - 1) == []
     assert sorted(views(fleet)) == ["w1"]
+
+
+@pytest.mark.parametrize(
+    "renewal",
+    [
+        pytest.param("1970-01-01T00:00:00Z", id="worker clock far behind"),
+        pytest.param("2999-01-01T00:00:00Z", id="worker clock far ahead"),
+    ],
+)
+def test_a_skewed_renew_time_does_not_decide_expiry(renewal: str) -> None:
+    """Only whether the Lease changed counts, and when this operator saw it change."""
+    fleet = FleetInventory(now=0.0)
+    renew(fleet, inventory("w1"), T0, renewal=renewal)
+    renew(fleet, inventory("w1"), T0 + 8, renewal=renewal + "x")  # renewed, still skewed
+    assert fleet.expired(T0 + 8 + DURATION - 1) == []
+    [lost] = fleet.expired(T0 + 8 + DURATION + 1)
+    assert lost.worker_id == "w1"
+
+
+def test_a_lease_that_stops_changing_expires_however_often_the_watch_shows_it() -> None:
+    fleet = FleetInventory(now=0.0)
+    for second in range(0, 15, 2):  # the same renewTime shown again and again
+        renew(fleet, inventory("w1"), T0 + second)
+    [lost] = fleet.expired(T0 + DURATION + 1)
+    assert lost.worker_id == "w1"
+
+
+def test_a_relisted_watch_gives_every_worker_one_duration_of_grace() -> None:
+    """Renewals missed while the watch was down do not count against a worker."""
+    fleet = fleet_of(inventory("w1"), seen_at=T0)
+    fleet.relisted(T0 + 60)
+    renew(fleet, inventory("w1"), T0 + 60)  # listed again, renewTime not seen to change
+    assert fleet.expired(T0 + 60 + DURATION - 1) == []
+    [lost] = fleet.expired(T0 + 60 + DURATION + 1)
+    assert lost.worker_id == "w1"
 
 
 def test_expired_returns_the_lost_workers_jobs() -> None:
     fleet = fleet_of(inventory("w1", jobs=["j1"]))
     fleet.assume("w1", "j2")
-    [lost] = fleet.expired(T0 + timedelta(seconds=1))
+    [lost] = fleet.expired(T0 + DURATION + 1)
     assert lost.jobs == frozenset({"j1", "j2"})
 
 
 def _upsert_new(fleet: FleetInventory) -> None:
-    fleet.upsert(inventory("w9"), T0)
+    renew(fleet, inventory("w9"), T0)
 
 
 def _upsert_existing(fleet: FleetInventory) -> None:
-    fleet.upsert(inventory("w1"), T0)
+    renew(fleet, inventory("w1"), T0)
 
 
 def _remove(fleet: FleetInventory) -> None:
@@ -194,7 +237,7 @@ def _forget(fleet: FleetInventory) -> None:
 
 
 def _expire(fleet: FleetInventory) -> None:
-    fleet.expired(T0 + timedelta(seconds=1))
+    fleet.expired(T0 + DURATION + 1)
 
 
 @pytest.mark.parametrize("change", [_upsert_new, _upsert_existing, _remove, _forget, _expire])
@@ -208,5 +251,5 @@ def test_changes_set_the_changed_event(change: Callable[[FleetInventory], None])
 def test_snapshot_and_an_unexpired_check_do_not_set_changed() -> None:
     fleet = fleet_of(inventory("w1"))
     fleet.snapshot()
-    fleet.expired(T0 - timedelta(seconds=1))
+    fleet.expired(T0 + DURATION - 1)
     assert not fleet.changed.is_set()
