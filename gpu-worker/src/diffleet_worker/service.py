@@ -168,7 +168,7 @@ class WorkerService:
                 await self._report_end(result)
             await message.ack()
         except Exception:
-            again = message.redelivered
+            again = bool(message.redelivered)
             outcome = " again; its order is dropped" if again else "; handing it back once"
             logger.exception("job %s: could not report its result%s", uid, outcome)
             await self._hand_back(message, again)
