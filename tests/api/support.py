@@ -17,9 +17,10 @@ import jwt
 import psycopg
 
 from diffleet_api import tenants
-from diffleet_api.settings import DEVELOPMENT_JWT_SECRET, JWT_AUDIENCE
+from diffleet_api.settings import JWT_AUDIENCE
 from diffleet_api.tokens import Role
 from diffleet_core.resources.generation_job import Tier
+from diffleet_core.settings import DEVELOPMENT_JWT_SECRET
 from tests.conftest import drop_finalizers
 from tests.support.platform import Process, free_port, spawn
 from tests.support.polling import eventually

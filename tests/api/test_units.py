@@ -2,6 +2,7 @@
 remembered base models of ModelCaches."""
 
 import asyncio
+import secrets
 import time
 from decimal import Decimal
 
@@ -16,11 +17,12 @@ from diffleet_api.errors import invalid_from
 from diffleet_api.keys import key_hash, looks_like_key, new_key
 from diffleet_api.pricing import job_cost
 from diffleet_api.runtime import ModelFamilies
-from diffleet_api.settings import DEVELOPMENT_JWT_SECRET, JWT_AUDIENCE, ApiSettings
+from diffleet_api.settings import JWT_AUDIENCE, ApiSettings
 from diffleet_api.tokens import Claims, InvalidTokenError, Role, decode
 from diffleet_api.webhooks import backoff, sign, verify
 from diffleet_core.resources.generation_job import GenerationJobSpec
 from diffleet_core.resources.model_cache import BaseModelFamily
+from diffleet_core.settings import DEVELOPMENT_JWT_SECRET, InsecureCredentialError
 
 SD15, SDXL = BaseModelFamily.SD15, BaseModelFamily.SDXL
 
@@ -165,9 +167,35 @@ def test_validation_errors_map_to_crd_rules() -> None:
     }
 
 
-def test_production_refuses_the_development_secrets() -> None:
-    with pytest.raises(ValidationError, match="JWT_SECRET"):
-        ApiSettings(environment="production")
+@pytest.mark.parametrize(
+    ("fields", "variable"),
+    [
+        ({}, "DIFFLEET_API_JWT_SECRET"),
+        ({"jwt_secret": ""}, "DIFFLEET_API_JWT_SECRET"),
+        ({"jwt_secret": secrets.token_hex(16)}, "DIFFLEET_API_WEBHOOK_SECRET"),
+    ],
+)
+def test_outside_development_mode_the_api_secrets_are_refused(
+    fields: dict[str, str], variable: str
+) -> None:
+    settings = ApiSettings(**fields)  # type: ignore[arg-type]
+    with pytest.raises(InsecureCredentialError, match=variable):
+        settings.check_credentials(development_mode=False)
+    settings.check_credentials(development_mode=True)
+
+
+def test_an_empty_jwt_secret_is_allowed_with_a_public_key_only() -> None:
+    settings = ApiSettings(
+        jwt_secret="", jwt_public_key="a PEM key", webhook_secret=secrets.token_hex(16)
+    )
+    settings.check_credentials(development_mode=False)
+
+
+def test_an_empty_jwt_secret_without_a_public_key_refuses_every_token() -> None:
+    settings = ApiSettings(jwt_secret="", jwt_public_key="")
+    for token in (hs256(), jwt.encode(claims(), key=None, algorithm="none")):  # type: ignore[arg-type]
+        with pytest.raises(InvalidTokenError, match="not accepted"):
+            decode(token, settings)
 
 
 def test_model_families_share_one_lookup_and_remember_absent_models() -> None:

@@ -4,11 +4,23 @@ h11, bench/results/api.md)."""
 
 import argparse
 import logging
+import sys
 
 import uvicorn
 
 from diffleet_api.app import create_app
-from diffleet_api.settings import get_api_settings
+from diffleet_api.settings import ApiSettings, get_api_settings
+from diffleet_core.settings import Credential, InsecureCredentialError, Settings, get_settings
+
+
+def check_credentials(settings: ApiSettings, platform: Settings) -> None:
+    """Exits naming the variable when a credential the API holds is unset or a
+    development one (outside development mode)."""
+    try:
+        platform.check_credentials(Credential.DATABASE, Credential.AMQP, Credential.S3)
+        settings.check_credentials(platform.development_mode)
+    except InsecureCredentialError as error:
+        sys.exit(f"diffleet-api: {error}")
 
 
 def main() -> None:
@@ -18,8 +30,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=settings.port)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    platform = get_settings()
+    check_credentials(settings, platform)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, platform),
         host=args.host,
         port=args.port,
         loop="uvloop",

@@ -6,16 +6,20 @@ what only the API needs: auth, the tier table of rate limits, credits, uploads, 
 
 from functools import cached_property, lru_cache
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from diffleet_core.resources.generation_job import MAX_PROMPT_LENGTH, Tier
+from diffleet_core.settings import (
+    DEVELOPMENT_JWT_SECRET,
+    DEVELOPMENT_WEBHOOK_SECRET,
+    check_credential,
+)
 
 JWT_AUDIENCE = "diffleet-api"
 LARGEST_IMAGE_PIXELS = 2048 * 2048
 """The largest job's size: a worker resizes an input image to the job's size, so a larger
 upload would only cost the API (and the worker) its decoding."""
-DEVELOPMENT_JWT_SECRET = "diffleet-local-development-secret-change-me"  # noqa: S105 - a marker
 
 
 class TierLimits(BaseModel):
@@ -74,17 +78,16 @@ class ApiSettings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Address to listen on")
     port: int = Field(default=8080, ge=1, le=65535)
-    environment: str = Field(
-        default="development", description="development or production (placeholders refused)"
-    )
     jwt_secret: str = Field(
-        default=DEVELOPMENT_JWT_SECRET, description="HS256 key of bearer JWTs; empty: HS256 off"
+        default=DEVELOPMENT_JWT_SECRET,
+        description="HS256 key of bearer JWTs; empty: HS256 off, allowed only with"
+        " DIFFLEET_API_JWT_PUBLIC_KEY (with neither, every JWT is refused)",
     )
     jwt_public_key: str = Field(default="", description="PEM RS256 public key; empty: RS256 off")
     jwt_issuer: str = Field(default="https://diffleet.local", description="Required `iss` claim")
     jwt_leeway_seconds: float = Field(default=5.0, ge=0)
     webhook_secret: str = Field(
-        default="diffleet-local-webhook-secret", description="HMAC-SHA256 key of webhook bodies"
+        default=DEVELOPMENT_WEBHOOK_SECRET, description="HMAC-SHA256 key of webhook bodies"
     )
     tier_limits: dict[Tier, TierLimits] = Field(
         default_factory=default_tier_limits, description="Limits per tier (JSON)"
@@ -142,15 +145,16 @@ class ApiSettings(BaseSettings):
         """Tiers left out of a configured table keep the platform's limits."""
         return default_tier_limits() | limits
 
-    @model_validator(mode="after")
-    def refuse_placeholders(self) -> "ApiSettings":
-        """Outside development the local secrets are refused: they are public."""
-        if self.environment != "development":
-            if self.jwt_secret == DEVELOPMENT_JWT_SECRET:
-                raise ValueError("DIFFLEET_API_JWT_SECRET: set a secret (or empty) in production")
-            if self.webhook_secret == "diffleet-local-webhook-secret":  # noqa: S105
-                raise ValueError("DIFFLEET_API_WEBHOOK_SECRET: set a secret in production")
-        return self
+    def check_credentials(self, development_mode: bool) -> None:
+        """Refuses the API's own secrets by core's rule (InsecureCredentialError). The JWT
+        secret may be empty (HS256 off) only where RS256 has a public key."""
+        if self.jwt_secret or not self.jwt_public_key:
+            check_credential(
+                "DIFFLEET_API_JWT_SECRET", self.jwt_secret, development_mode=development_mode
+            )
+        check_credential(
+            "DIFFLEET_API_WEBHOOK_SECRET", self.webhook_secret, development_mode=development_mode
+        )
 
 
 @lru_cache

@@ -13,7 +13,7 @@ from kubernetes_asyncio import client, config
 from prometheus_client import start_http_server
 
 from diffleet_core.broker import Broker
-from diffleet_core.settings import Credential, InsecureCredential, get_settings
+from diffleet_core.settings import Credential, InsecureCredentialError, get_settings
 from diffleet_worker.announcer import Announcer
 from diffleet_worker.config import WorkerSettings, get_worker_settings
 from diffleet_worker.runner import Runner
@@ -122,7 +122,7 @@ def main() -> None:
         )
     try:
         get_settings().check_credentials(Credential.AMQP, Credential.S3)
-    except InsecureCredential as error:
+    except InsecureCredentialError as error:
         sys.exit(f"diffleet-worker: {error}")
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="127.0.0.1")

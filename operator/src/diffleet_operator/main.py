@@ -11,7 +11,7 @@ from prometheus_client import start_http_server
 
 from diffleet_core.broker import Broker
 from diffleet_core.resources import generation_job
-from diffleet_core.settings import get_settings
+from diffleet_core.settings import Credential, InsecureCredentialError, get_settings
 from diffleet_operator import handlers
 from diffleet_operator.admitter import Admitter
 from diffleet_operator.config import OperatorSettings, get_operator_settings
@@ -116,6 +116,10 @@ def main() -> None:
     # Per-object handler chatter (every watch event) stays out; transitions are Events.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     op = get_operator_settings()
+    try:
+        get_settings().check_credentials(Credential.AMQP, Credential.S3)
+    except InsecureCredentialError as error:
+        sys.exit(f"diffleet-operator: {error}")
     logger.info("handlers registered: %s", ", ".join(handlers.__all__))
     if op.metrics_port:
         start_http_server(op.metrics_port)
