@@ -40,10 +40,11 @@ def test_a_safetensors_file_passes() -> None:
     check_single_file(ref("s3://b/m.safetensors", ModelFormat.SAFETENSORS))
 
 
-def test_a_folder_with_a_pickle_file_is_refused_naming_it() -> None:
+@pytest.mark.parametrize("pickled", ["unet/diffusion_pytorch_model.bin", "unet/weights.CKPT"])
+def test_a_folder_with_a_pickle_file_is_refused_naming_it(pickled: str) -> None:
     folder = ref("s3://b/m/", ModelFormat.DIFFUSERS)
-    paths = ["model_index.json", "unet/diffusion_pytorch_model.bin", "vae/w.safetensors"]
-    with pytest.raises(ModelRefusedError, match=r"pickle files are refused.*unet/diffusion"):
+    paths = ["model_index.json", pickled, "vae/w.safetensors"]
+    with pytest.raises(ModelRefusedError, match=rf"pickle files are refused.*{pickled}"):
         check_folder(folder, paths)
 
 

@@ -1,11 +1,11 @@
 """What may be loaded: single .safetensors files and diffusers folders without pickle
-files (diffleet_core.storage.PICKLE_SUFFIXES). Checked on names, before any download."""
+files (diffleet_core.storage.is_pickle). Checked on names, before any download."""
 
 from pathlib import PurePosixPath
 
 from diffleet_core.messages import ModelRef
 from diffleet_core.resources.model_cache import ModelFormat
-from diffleet_core.storage import PICKLE_SUFFIXES
+from diffleet_core.storage import is_pickle
 from diffleet_worker.cache.errors import ModelRefusedError
 
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -25,7 +25,7 @@ def check_single_file(ref: ModelRef) -> None:
 def check_folder(ref: ModelRef, paths: list[str]) -> None:
     """A diffusers folder (relative paths of its files) holds no pickle file and no path
     that leaves the folder."""
-    unsafe = sorted(path for path in paths if path.lower().endswith(PICKLE_SUFFIXES))
+    unsafe = sorted(path for path in paths if is_pickle(path))
     if unsafe:
         raise ModelRefusedError(
             f"model {ref.namespace}/{ref.name}: pickle files are refused (only safetensors "
