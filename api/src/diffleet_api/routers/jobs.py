@@ -10,13 +10,21 @@ from diffleet_api.deps import Member, RuntimeDep, Viewer
 from diffleet_api.errors import PROBLEM_RESPONSES, NotFoundError, RateLimitedError
 from diffleet_api.history import find_job
 from diffleet_api.outputs import presigned_outputs
-from diffleet_api.schemas import BatchRequest, BatchResult, JobList, JobPublic, Outputs
-from diffleet_core.resources.generation_job import NAME_PATTERN, GenerationJobSpec, JobPhase
+from diffleet_api.schemas import (
+    BatchRequest,
+    BatchResult,
+    JobList,
+    JobPublic,
+    JobSpecBody,
+    Outputs,
+)
+from diffleet_core.resources.generation_job import NAME_PATTERN, JobPhase, ModelName
+from diffleet_core.resources.text import Text
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
 
 IdempotencyKey = Annotated[
-    str | None,
+    Text | None,
     Header(
         alias="Idempotency-Key",
         max_length=255,
@@ -26,7 +34,15 @@ IdempotencyKey = Annotated[
 JobId = Annotated[
     str, Path(max_length=253, pattern=NAME_PATTERN, description="The job's id (its name)")
 ]
-JobName = Annotated[str, Query(max_length=63, pattern=NAME_PATTERN, description="The job's id")]
+JobName = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=253,
+        pattern=NAME_PATTERN,
+        description="The job's id: a Kubernetes object name (lowercase DNS subdomain)",
+    ),
+]
 REPLAYED = "Idempotent-Replayed"
 PAYMENT: dict[int | str, dict[str, Any]] = {
     402: PROBLEM_RESPONSES[401] | {"description": "Insufficient credits"}
@@ -35,12 +51,12 @@ PAYMENT: dict[int | str, dict[str, Any]] = {
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=PAYMENT)
 async def create_job(
-    spec: GenerationJobSpec,
+    spec: JobSpecBody,
     principal: Member,
     runtime: RuntimeDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
-    name: Annotated[str | None, JobName] = None,
+    name: JobName = None,
 ) -> JobPublic:
     """Creates a GenerationJob in the tenant's namespace; the body is the job's spec."""
     names = [name] if name else None
@@ -83,9 +99,9 @@ async def list_jobs(
     principal: Viewer,
     runtime: RuntimeDep,
     phase: JobPhase | None = None,
-    model: Annotated[str | None, Query(max_length=253)] = None,
+    model: Annotated[ModelName | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=4096)] = None,
+    cursor: Annotated[Text | None, Query(max_length=4096)] = None,
 ) -> JobList:
     """The tenant's live jobs, oldest first; a page may hold fewer than `limit` when
     filtered. Pass `nextCursor` back as `cursor` until it is null."""
@@ -123,7 +139,7 @@ async def job_events(
     principal: Viewer,
     runtime: RuntimeDep,
     last_event_id: Annotated[
-        str | None, Header(alias="Last-Event-ID", max_length=64, description="Resume after it")
+        Text | None, Header(alias="Last-Event-ID", max_length=64, description="Resume after it")
     ] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: `pending`, `queued` (with an estimated `position`), `scheduled`,
