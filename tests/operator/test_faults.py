@@ -1,10 +1,23 @@
 """Faults: lost workers, cancellation, timeouts, operator crashes and fail-over."""
 
+import asyncio
 import json
+import os
+import time
+from datetime import UTC, datetime
 from typing import Any
 
+import aio_pika
 import boto3
 
+from diffleet_core.messages import DispatchedJob, JobFailed
+from tests.operator.injection import (
+    REFUSE_LABEL,
+    apply_labelled_job,
+    idle_worker_lease,
+    ready_messages,
+    refused_status_writes,
+)
 from tests.support.platform import (
     Platform,
     Process,
@@ -239,3 +252,151 @@ def test_operator_killed_mid_stream_loses_and_duplicates_nothing(
     runs = runs_per_job(workers)
     assert len(runs) == total
     assert max(runs.values()) == 1, {uid: n for uid, n in runs.items() if n > 1}
+
+
+def test_a_leader_that_loses_its_lease_stands_by_and_leads_again(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    """The Lease is taken from the leader (its holder patched to one that never renews):
+    the leader stops its loops and stands by without exiting, and leads again later."""
+    first = platform.operator("first")
+    eventually(
+        lambda: leader(kubectl, namespace) == f"{namespace}-first", timeout=30, what="first leads"
+    )
+    second = platform.operator("second")
+    eventually(lambda: "standing by" in second.log.read_text(), timeout=30, what="second waits")
+    kubectl.run(
+        "patch", "lease", "diffleet-operator", "-n", namespace, "--type=merge",
+        "-p", '{"spec": {"holderIdentity": "intruder"}}',
+    )  # fmt: skip
+    eventually(
+        lambda: "leadership lost" in first.log.read_text(), timeout=30, what="first stands by"
+    )
+    # The intruder never renews: after one lease duration an operator takes over.
+    eventually(
+        lambda: leader(kubectl, namespace) in (f"{namespace}-first", f"{namespace}-second"),
+        timeout=30,
+        what="an operator leads again",
+    )
+    if leader(kubectl, namespace) == f"{namespace}-second":
+        second.stop()  # releases the Lease
+    eventually(
+        lambda: leader(kubectl, namespace) == f"{namespace}-first",
+        timeout=30,
+        what="first leads again",
+    )
+    register_model(kubectl, namespace, "m")
+    platform.worker("w1")
+    apply_job(kubectl, namespace, "after", model="m")
+    wait_for_phase(kubectl, namespace, "after", "Succeeded", timeout=60)
+    assert first.popen.poll() is None
+    assert first.log.read_text().count("leading: holding Lease") == 2
+
+
+def test_the_workers_gauge_drops_to_zero_when_its_pool_empties(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    operator = platform.operator()
+    worker = platform.worker("w1")
+    platform.wait_for_workers(operator, "t4", 1)
+    worker.kill()
+    platform.wait_for_workers(operator, "t4", 0, timeout=30)
+
+
+def test_an_admission_is_acknowledged_only_once_scheduled_is_written(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    """While the API server refuses the Scheduled write (403: retried), the admission
+    message stays unacknowledged: an operator killed then leaves it in its queue, and
+    the next one writes Scheduled before acknowledging it."""
+    tier_queue = f"{namespace}.jobs.free"
+    idle_worker_lease(kubectl, namespace, "idle")
+    apply_labelled_job(kubectl, namespace, "held-up", {REFUSE_LABEL: "Scheduled"}, model="m")
+    with refused_status_writes(kubectl, namespace, probe_job="held-up", reason="Forbidden"):
+        first = platform.operator("first")
+        register_model(kubectl, namespace, "m")
+        eventually(
+            lambda: ready_messages(f"{namespace}.worker.idle") == 1,
+            timeout=60,
+            what="the job dispatched to the idle worker",
+        )
+        eventually(
+            lambda: "Scheduled not written" in first.log.read_text(),
+            timeout=30,
+            what="the Scheduled write refused and retried",
+        )
+        assert job_status(kubectl, namespace, "held-up").get("phase") != "Scheduled"
+        first.kill()
+        eventually(
+            lambda: ready_messages(tier_queue) == 1,
+            timeout=30,
+            what="the unacknowledged admission back in its queue",
+        )
+    platform.operator("second")
+    wait_for_phase(kubectl, namespace, "held-up", "Scheduled", timeout=60)
+    eventually(lambda: ready_messages(tier_queue) == 0, timeout=30, what="the admission acked")
+
+
+async def answer_with_retryable_failures(
+    namespace: str, worker_id: str, failures: int
+) -> list[float]:
+    """Plays the worker: answers each dispatch with a retryable failure at once, and
+    returns the seconds from each failure to the next dispatch (the requeue delays)."""
+    connection = await aio_pika.connect(os.environ["DIFFLEET_AMQP_URL"], timeout=10)
+    gaps: list[float] = []
+    failed_at: float | None = None
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.declare_queue(f"{namespace}.worker.{worker_id}", durable=True)
+        async with queue.iterator() as orders:
+            for _ in range(failures):
+                message = await asyncio.wait_for(anext(orders), timeout=60)
+                if failed_at is not None:
+                    gaps.append(time.monotonic() - failed_at)
+                order = DispatchedJob.model_validate_json(message.body)
+                await message.ack()
+                failure = JobFailed(
+                    job=order.job,
+                    worker=worker_id,
+                    at=datetime.now(UTC),
+                    reason="OutOfMemory",
+                    message="simulated",
+                    retryable=True,
+                )
+                await channel.default_exchange.publish(
+                    aio_pika.Message(failure.to_bytes()), routing_key=f"{namespace}.results"
+                )
+                failed_at = time.monotonic()
+    return gaps
+
+
+def test_requeue_delays_double_up_to_the_maximum(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    """requeue_backoff_seconds 1, requeue_backoff_max_seconds 4: a job failed (retryable)
+    four times comes back through RabbitMQ's delay queues after 1, 2, 4 and 4 s, and
+    fails for good after its fifth attempt (maxRetries 4)."""
+    idle_worker_lease(kubectl, namespace, "player")
+    platform.operator(requeue_backoff_seconds="1", requeue_backoff_max_seconds="4")
+    register_model(kubectl, namespace, "m")
+    apply_job(kubectl, namespace, "bouncing", model="m", maxRetries=4)
+
+    gaps = asyncio.run(answer_with_retryable_failures(namespace, "player", failures=5))
+    delays = [1, 2, 4, 4]
+    assert len(gaps) == len(delays)
+    for gap, delay in zip(gaps, delays, strict=True):
+        assert delay - 0.1 <= gap < delay + 1.5, (gaps, delays)
+    failed = wait_for_phase(kubectl, namespace, "bouncing", "Failed", timeout=30)
+    assert failed["attempts"] == 5
+    assert failed["message"] == "simulated; gave up after 5 attempt(s)"
+    requeues = sorted(
+        event["message"]
+        for event in kubectl.json("get", "events", "-n", namespace)["items"]
+        if event["reason"] == "OutOfMemory" and event["involvedObject"]["name"] == "bouncing"
+    )
+    assert requeues[:4] == [
+        "simulated; attempt 2 in 1s",
+        "simulated; attempt 3 in 2s",
+        "simulated; attempt 4 in 4s",
+        "simulated; attempt 5 in 4s",
+    ]

@@ -88,12 +88,15 @@ def test_free_jobs_progress_under_sustained_enterprise_load(
 def test_job_goes_where_its_model_is_hot_then_warm(
     kubectl: Kubectl, namespace: str, platform: Platform
 ) -> None:
+    """An idle cold worker, "a-cold", wins every tie-break (least loaded, then by id), so
+    only the hot and the warm preferences can send the jobs elsewhere."""
     operator = platform.operator()
     x = register_model(kubectl, namespace, "model-x")
     y = register_model(kubectl, namespace, "model-y")
-    platform.worker("holds-x", sim_hot_models=f'["{x}"]')
-    platform.worker("has-y", sim_warm_models=f'["{y}"]')
-    platform.wait_for_workers(operator, "t4", 2)
+    platform.worker("a-cold")
+    platform.worker("b-holds-x", sim_hot_models=f'["{x}"]')
+    platform.worker("c-has-y", sim_warm_models=f'["{y}"]')
+    platform.wait_for_workers(operator, "t4", 3)
 
     def presence() -> dict[str, Any] | None:
         statuses = {
@@ -101,16 +104,18 @@ def test_job_goes_where_its_model_is_hot_then_warm(
             for item in kubectl.json("get", "modelcaches", "-n", namespace)["items"]
         }
         held = {name: status.get("hotWorkers") for name, status in statuses.items()}
-        return statuses if held == {"model-x": ["holds-x"], "model-y": []} else None
+        return statuses if held == {"model-x": ["b-holds-x"], "model-y": []} else None
 
     statuses = eventually(presence, timeout=30, what="ModelCache status shows the fleet")
     assert statuses["model-x"]["hotReplicas"] == 1
-    assert statuses["model-y"]["warmWorkers"] == ["has-y"]
+    assert statuses["model-y"]["warmWorkers"] == ["c-has-y"]
     assert (statuses["model-y"]["hotReplicas"], statuses["model-y"]["warmReplicas"]) == (0, 1)
     apply_job(kubectl, namespace, "wants-x", model="model-x")
-    assert wait_for_phase(kubectl, namespace, "wants-x", "Succeeded")["worker"] == "holds-x"
+    assert wait_for_phase(kubectl, namespace, "wants-x", "Succeeded")["worker"] == "b-holds-x"
     apply_job(kubectl, namespace, "wants-y", model="model-y")
-    assert wait_for_phase(kubectl, namespace, "wants-y", "Succeeded")["worker"] == "has-y"
+    assert wait_for_phase(kubectl, namespace, "wants-y", "Succeeded")["worker"] == "c-has-y"
+    assert operator.metric("diffleet_placements_total", outcome="hot") == 1
+    assert operator.metric("diffleet_placements_total", outcome="warm") == 1
 
 
 def test_a_model_is_prewarmed_on_its_replicas_before_any_job(

@@ -7,7 +7,7 @@ object stored before the CRD refused them would arrive, with an in-memory Kubern
 client. tests/operator/test_quarantine.py runs the real operator."""
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -154,6 +154,10 @@ def job(name: str, spec: dict[str, Any], status: dict[str, Any] | None = None) -
     )
 
 
+# The watch handler as kopf calls it (its decorator types it as kopf's own callback).
+watched = cast(Callable[..., Awaitable[None]], track)
+
+
 def quarantined_count() -> float:
     return (
         REGISTRY.get_sample_value(
@@ -191,7 +195,7 @@ def test_a_job_the_operator_cannot_read_is_quarantined_once_and_the_next_one_adm
 
     async def watch(*bodies: kopf.Body) -> None:
         for body in bodies:
-            await track(event=cast(kopf.RawEvent, {"type": "MODIFIED"}), body=body, memo=memo)
+            await watched(event={"type": "MODIFIED"}, body=body, memo=memo)
 
     asyncio.run(watch(poisoned, poisoned, job("healthy", {})))
 
