@@ -1,14 +1,27 @@
 """Property-based tests of every operation of the committed OpenAPI document (schemathesis),
-positive and negative inputs, against an API process on 127.0.0.1: no server error, and
-every answer conforms to the document (status, content type, headers, body schema).
+against an API process on 127.0.0.1, with a member's key: no server error, and every
+answer conforms to the document (documented status, content type, headers, body schema).
 
-Bounded: EXAMPLES per operation (a few hundred requests in all), no deadline, no database
-of examples kept, derandomized (the same examples every run). The tenant is enterprise
-tier so rate limits do not cut the run short, and owns no models, so no job is ever
-created (every submission stops at validation)."""
+1. Stateless: each operation on its own, positive and negative inputs. Its tenant owns no
+   models, so no job is ever created (a submission stops at validation) and no event
+   stream can find a job to follow forever.
+2. Stateful: sequences of calls, a created job's id fed to the operations on one job
+   (OpenAPI links added here: get, cancel, outputs). Its tenant owns a model, which every
+   submission names, so valid submissions create jobs (they stay Pending: no operator
+   runs there); the event stream of such a job would never end, so that operation is
+   left to the stateless part.
 
+Bounded: EXAMPLES per operation and EXAMPLES scenarios of up to STATEFUL_STEPS calls, no
+deadline, no database of examples kept, derandomized (the same examples every run).
+`make fuzz` raises EXAMPLES through DIFFLEET_FUZZ_EXAMPLES. The tenants are enterprise
+tier so rate limits rarely cut a run short; a 429 is a documented answer when they do."""
+
+import copy
+import json
+import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -23,11 +36,13 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from diffleet_core.resources.generation_job import Tier
-from tests.api.support import Api, ApiTenant, create_tenant
+from tests.api.support import Api, ApiTenant, create_tenant, model_cache
 from tests.conftest import delete_namespace
 from tests.support.stack import ROOT, Kubectl
 
-EXAMPLES = 15
+EXAMPLES = int(os.environ.get("DIFFLEET_FUZZ_EXAMPLES", "15"))
+STATEFUL_STEPS = 8
+MODEL = "sd15-fuzz"
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -35,33 +50,102 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-
-schema = schemathesis.openapi.from_path(ROOT / "api" / "openapi.json")
-
-
-@pytest.fixture(scope="module")
-def fuzz_tenant(api: Api, kubectl: Kubectl) -> Iterator[ApiTenant]:
-    tenant = create_tenant(f"fuzz-{uuid.uuid4().hex[:8]}", Tier.ENTERPRISE)
-    kubectl.run("create", "namespace", tenant.namespace, check=False)
-    yield tenant
-    delete_namespace(kubectl, tenant.namespace)
-
-
-@schema.parametrize()
-@settings(
+BOUNDED = settings(
     max_examples=EXAMPLES,
+    stateful_step_count=STATEFUL_STEPS,
     deadline=None,
     database=None,
     derandomize=True,
     suppress_health_check=list(HealthCheck),
 )
-def test_no_server_error_and_no_schema_violation(
-    case: schemathesis.Case[Any], api: Api, fuzz_tenant: ApiTenant
+DOCUMENT = json.loads((ROOT / "api" / "openapi.json").read_text())
+ON_A_JOB = {
+    "GetJob": "get_job_v1_jobs__job_id__get",
+    "CancelJob": "cancel_job_v1_jobs__job_id__delete",
+    "JobOutputs": "job_outputs_v1_jobs__job_id__outputs_get",
+}
+
+
+def linked(document: dict[str, Any]) -> dict[str, Any]:
+    """The document with links from each created job to the operations on one job."""
+    linked = copy.deepcopy(document)
+    created = {"/v1/jobs": "$response.body#/id", "/v1/jobs:batch": "$response.body#/items/0/id"}
+    for path, job_id in created.items():
+        linked["paths"][path]["post"]["responses"]["201"]["links"] = {
+            name: {"operationId": operation, "parameters": {"job_id": job_id}}
+            for name, operation in ON_A_JOB.items()
+        }
+    return linked
+
+
+schema = schemathesis.openapi.from_dict(DOCUMENT)
+workflows = schemathesis.openapi.from_dict(linked(DOCUMENT)).exclude(
+    path="/v1/jobs/{job_id}/events"
+)
+
+
+@contextmanager
+def fuzz_tenant(kubectl: Kubectl) -> Iterator[ApiTenant]:
+    """An enterprise tenant with a namespace of its own, deleted afterwards."""
+    tenant = create_tenant(f"fuzz-{uuid.uuid4().hex[:8]}", Tier.ENTERPRISE, credits="1000000")
+    kubectl.run("create", "namespace", tenant.namespace, check=False)
+    yield tenant
+    delete_namespace(kubectl, tenant.namespace)
+
+
+@pytest.fixture(scope="module")
+def stateless_tenant(api: Api, kubectl: Kubectl) -> Iterator[ApiTenant]:
+    with fuzz_tenant(kubectl) as tenant:
+        yield tenant
+
+
+@pytest.fixture
+def stateful_tenant(api: Api, kubectl: Kubectl) -> Iterator[ApiTenant]:
+    with fuzz_tenant(kubectl) as tenant:
+        model_cache(kubectl, tenant.namespace, MODEL)
+        yield tenant
+
+
+def authorized(tenant: ApiTenant) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tenant.member}"}
+
+
+@schema.parametrize()
+@BOUNDED
+def test_every_operation_answers_as_documented(
+    case: schemathesis.Case[Any], api: Api, stateless_tenant: ApiTenant
 ) -> None:
     assert api.url.startswith("http://127.0.0.1:")
     case.call_and_validate(
-        base_url=api.url,
-        headers={"Authorization": f"Bearer {fuzz_tenant.member}"},
-        checks=CHECKS,
-        timeout=30,
+        base_url=api.url, headers=authorized(stateless_tenant), checks=CHECKS, timeout=30
     )
+
+
+def name_the_model(case: schemathesis.Case[Any]) -> None:
+    """Points a submission at the tenant's model, so that a valid one creates a job."""
+    if case.method != "POST" or not isinstance(case.body, dict):
+        return
+    specs = case.body.get("jobs") if case.path == "/v1/jobs:batch" else [case.body]
+    for spec in specs if isinstance(specs, list) else []:
+        if isinstance(spec, dict) and "model" in spec:
+            spec["model"] = MODEL
+
+
+def test_workflows_on_created_jobs_answer_as_documented(
+    api: Api, stateful_tenant: ApiTenant
+) -> None:
+    calls = {"base_url": api.url, "headers": authorized(stateful_tenant), "timeout": 30}
+
+    class Workflow(workflows.as_state_machine()):  # type: ignore[misc]
+        def before_call(self, case: schemathesis.Case[Any]) -> None:
+            name_the_model(case)
+
+        def get_call_kwargs(self, case: schemathesis.Case[Any]) -> dict[str, Any]:
+            return calls
+
+        def validate_response(
+            self, response: Any, case: schemathesis.Case[Any], *_: Any, **kwargs: Any
+        ) -> None:
+            case.validate_response(response, checks=CHECKS, transport_kwargs=kwargs)
+
+    Workflow.run(settings=BOUNDED)
