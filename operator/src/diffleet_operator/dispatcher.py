@@ -226,7 +226,7 @@ class Dispatcher:
             return Step.WAITING
         if entry in self.buffers[tier]:
             self.buffers[tier].remove(entry)
-            await entry.message.ack()
+        await entry.message.ack()
         return Step.DROPPED
 
     def _hold_again(self, admission: Admission | None) -> None:
