@@ -1,14 +1,92 @@
 """Job history in PostgreSQL: every job's request, last status and outputs, kept after
-the GenerationJob's TTL has deleted it. Reads prefer the live resource."""
+the GenerationJob's TTL has deleted it. Reads prefer the live resource.
+
+What is stored is `storable`: PostgreSQL's text and jsonb refuse U+0000 and a lone
+surrogate cannot be encoded, so a resource stored with kubectl that holds such characters
+(or any other the spec refuses, so that the history reads back) is recorded with each
+one escaped as its JSON spelling, six characters (`\\u0000`), rather than not at all."""
 
 from typing import Any
 
+import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from diffleet_api.runtime import Runtime
 from diffleet_api.schemas import JobPublic
 from diffleet_api.tenants import Tenant
 from diffleet_core.resources.generation_job import GenerationJobSpec, GenerationJobStatus
+from diffleet_core.resources.text import REFUSED
+
+Body = dict[str, Any]
+
+
+def storable(value: Any) -> Any:
+    """`value` (decoded JSON) with every refused character of its strings, keys included,
+    escaped (U+0000 becomes the six characters `\\u0000`)."""
+    if isinstance(value, str):
+        return REFUSED.sub(lambda found: f"\\u{ord(found.group()):04x}", value)
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [storable(item) for item in value]
+    return value
+
+
+def document(value: Any) -> Jsonb:
+    """A resource's spec or status as a jsonb parameter: storable, an object."""
+    return Jsonb(storable(value) if isinstance(value, dict) else {})
+
+
+# A job's row, from the watcher: the request and creation time once, the status and
+# phase each time; `quarantine_reason`, once set, is kept.
+RECORD = """
+insert into jobs (uid, tenant_id, namespace, name, spec, status, phase, created_at,
+    finished_at, quarantine_reason)
+values (%(uid)s, (select id from tenants where namespace = %(namespace)s), %(namespace)s,
+    %(name)s, %(spec)s, %(status)s, %(phase)s, %(created)s,
+    case when %(finished)s then now() end, %(reason)s)
+on conflict (uid) do update set status = excluded.status, phase = excluded.phase,
+    finished_at = coalesce(jobs.finished_at, excluded.finished_at),
+    quarantine_reason = coalesce(excluded.quarantine_reason, jobs.quarantine_reason)
+"""
+
+
+async def record(
+    connection: psycopg.AsyncConnection[Any],
+    body: Body,
+    phase: str,
+    finished: bool,
+    quarantine_reason: str | None = None,
+) -> None:
+    """Records the job `body` at `phase`; with a `quarantine_reason` when the watcher
+    could not handle it (isolation.py)."""
+    meta = body["metadata"]
+    await connection.execute(
+        RECORD,
+        {
+            "uid": meta["uid"],
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+            "spec": document(body.get("spec")),
+            "status": document(body.get("status")),
+            "phase": storable(phase),
+            "created": meta["creationTimestamp"],
+            "finished": finished,
+            "reason": quarantine_reason,
+        },
+    )
+
+
+async def quarantined(
+    connection: psycopg.AsyncConnection[Any], namespace: str, name: str, reason: str
+) -> None:
+    """Says why the watcher set the abandoned job `namespace`/`name` aside."""
+    await connection.execute(
+        "update jobs set quarantine_reason = %s"
+        " where namespace = %s and name = %s and credits = 'abandoned'",
+        (reason, namespace, name),
+    )
 
 
 async def find_job(runtime: Runtime, tenant: Tenant, name: str) -> JobPublic | None:

@@ -32,6 +32,13 @@ JOBS_FINALIZED = Counter(
     ["phase"],
     registry=REGISTRY,
 )
+RECORDS_QUARANTINED = Counter(
+    "diffleet_api_records_quarantined_total",
+    "Records a background loop set aside because handling them failed by their own fault,"
+    " by loop (job_watcher, webhook_sender, abandon_sweep)",
+    ["loop"],
+    registry=REGISTRY,
+)
 
 
 def route_of(scope: Scope) -> str:

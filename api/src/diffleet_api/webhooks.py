@@ -9,6 +9,11 @@ live in PostgreSQL; only the watcher's leader sends them, each row taken with
 FOR UPDATE SKIP LOCKED, retried with exponential backoff up to a bounded number of
 attempts, and every attempt's outcome is recorded on the row. Targets must be public
 addresses, checked when connecting (`egress`); a refused target fails the delivery at once.
+
+Each delivery is its own (isolation.py): a POST that makes the HTTP client raise something
+other than an HTTP error (a URL it cannot use, such as a port above 65535) is the
+delivery's fault, never retried: the delivery is quarantined, failed with the reason, and
+the others go on. Errors are stored `storable` (a target's answer may hold U+0000).
 """
 
 import asyncio
@@ -25,6 +30,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from diffleet_api.egress import refused_target
+from diffleet_api.history import storable
+from diffleet_api.isolation import Loop, reason, report
 from diffleet_api.metrics import WEBHOOKS
 from diffleet_api.settings import ApiSettings
 
@@ -63,13 +70,24 @@ def backoff(settings: ApiSettings, attempts: int) -> float:
 
 
 async def enqueue(
-    connection: psycopg.AsyncConnection[Any], uid: str, url: str, payload: dict[str, Any]
+    connection: psycopg.AsyncConnection[Any],
+    uid: str,
+    url: str,
+    payload: dict[str, Any],
+    failure: str | None = None,
 ) -> None:
-    """Records a delivery to make, once per job."""
+    """Records a delivery to make, once per job; with a `failure`, one that has failed
+    already for that reason (the watcher quarantined its job) and is never sent."""
     await connection.execute(
-        "insert into webhook_deliveries (job_uid, url, payload) values (%s, %s, %s)"
-        " on conflict (job_uid) do nothing",
-        (uid, url, Jsonb(payload)),
+        "insert into webhook_deliveries (job_uid, url, payload, state, last_error)"
+        " values (%s, %s, %s, %s, %s) on conflict (job_uid) do nothing",
+        (
+            uid,
+            storable(url),
+            Jsonb(storable(payload)),
+            "pending" if failure is None else "failed",
+            failure,
+        ),
     )
 
 
@@ -80,6 +98,8 @@ class Attempt:
     error: str | None
     final: bool = False
     """Not worth retrying (the target is not a public address)."""
+    quarantined: bool = False
+    """The POST raised something other than an HTTP error: the delivery's own fault."""
 
 
 async def post(
@@ -95,10 +115,12 @@ async def post(
         # Redirects are never followed: the signed body goes to the job's URL and nowhere else.
         response = await http.post(url, content=body, headers=headers, follow_redirects=False)
     except httpx.HTTPError as error:
-        message = f"{type(error).__name__}: {error}"[:500]
-        return Attempt(False, None, message, final=refused_target(error))
+        return Attempt(False, None, reason(error), final=refused_target(error))
+    # A target is no dependency: whatever a POST to it raises is the delivery's fault.
+    except Exception as error:  # noqa: BLE001
+        return Attempt(False, None, reason(error), final=True, quarantined=True)
     ok = 200 <= response.status_code < 300
-    return Attempt(ok, response.status_code, None if ok else response.text[:500])
+    return Attempt(ok, response.status_code, None if ok else storable(response.text[:500]))
 
 
 async def deliver_due(
@@ -135,7 +157,9 @@ async def record(
     else:
         state, outcome = "pending", "retry"
     WEBHOOKS.labels(outcome).inc()
-    if outcome != "delivered":
+    if attempt.quarantined:
+        report(Loop.WEBHOOK_SENDER, f"webhook delivery {delivery_id}", attempt.error or "")
+    elif outcome != "delivered":
         logger.warning(
             "webhook %d attempt %d: %s", delivery_id, attempts, attempt.error or attempt.status
         )
