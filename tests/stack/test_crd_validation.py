@@ -144,6 +144,43 @@ BAD_JOBS: list[tuple[str, dict[str, Any], str]] = [
         "spec.timeoutSeconds in body should be greater than or equal to 1",
     ),
     ("unknown-field", {"style": "ink"}, 'unknown field "spec.style"'),
+    # The characters every spec string refuses (diffleet_core.resources.text), and URLs
+    # that match a loose pattern but not the parser that would use them.
+    ("prompt-nul", {"prompt": "a\x00b"}, "spec.prompt in body should match"),
+    ("prompt-escape", {"prompt": "a\x1bb"}, "spec.prompt in body should match"),
+    ("negativePrompt-bell", {"negativePrompt": "\x07"}, "spec.negativePrompt in body should match"),
+    ("model-nul", {"model": "sd15\x00"}, "spec.model in body should match"),
+    (
+        "initImage-empty-segment",
+        {"mode": "img2img", "initImage": "s3://diffleet-uploads//in.png"},
+        "spec.initImage in body should match",
+    ),
+    (
+        "initImage-no-bucket",
+        {"mode": "img2img", "initImage": "s3:///in.png"},
+        "spec.initImage in body should match",
+    ),
+    (
+        "maskImage-dot-dot",
+        {"mode": "inpaint", "initImage": IMAGE, "maskImage": "s3://diffleet-uploads/a/../b.png"},
+        "spec.maskImage in body should match",
+    ),
+    (
+        "controlNet-image-nul",
+        {"controlNet": {"model": "cn", "image": IMAGE + "\x00"}},
+        "spec.controlNet.image in body should match",
+    ),
+    ("webhook-empty-host", {"webhookUrl": "https://:80/x"}, "spec.webhookUrl in body should match"),
+    (
+        "webhook-port-99999",
+        {"webhookUrl": "https://example.com:99999/x"},
+        "spec.webhookUrl in body should match",
+    ),
+    (
+        "webhook-port-abc",
+        {"webhookUrl": "https://example.com:abc/x"},
+        "spec.webhookUrl in body should match",
+    ),
 ]
 
 
@@ -273,6 +310,16 @@ def test_full_generationjob_is_accepted_with_nested_defaults(
     assert (spec["strength"], spec["seed"], spec["priority"]) == (0.6, 42, "standard")
 
 
+def test_other_unicode_is_accepted_and_kept(kubectl: Kubectl, namespace: str) -> None:
+    """Only NUL, C0 controls (but tab, newline, carriage return) and lone surrogates are
+    refused: emoji, CJK, right-to-left text and combining marks are stored as sent."""
+    prompt = "🎨 灯台 منارة e\u0301 tab\tnewline\n"
+    kubectl.apply(
+        manifest("GenerationJob", "unicode", changed(VALID_JOB, {"prompt": prompt})), namespace
+    )
+    assert kubectl.json("get", "gj", "unicode", "-n", namespace)["spec"]["prompt"] == prompt
+
+
 def test_generationjob_lists_with_its_printer_columns(kubectl: Kubectl, namespace: str) -> None:
     kubectl.apply(manifest("GenerationJob", "columns", VALID_JOB), namespace)
     header = kubectl.run("get", "gj", "-n", namespace).stdout.splitlines()[0].split()
@@ -299,6 +346,17 @@ BAD_CACHES: list[tuple[str, dict[str, Any], str]] = [
     ("missing-baseModel", {"baseModel": None}, "spec.baseModel: Required value"),
     ("sha256-not-hex", {"sha256": "abc"}, "spec.sha256 in body should match"),
     ("pool-v100", {"pools": ["h100", "v100"]}, 'spec.pools[1]: Unsupported value: "v100"'),
+    (
+        "source-empty-segment",
+        {"source": "s3://diffleet-models//sd15/"},
+        "spec.source in body should match",
+    ),
+    (
+        "source-nul",
+        {"source": "s3://diffleet-models/sd15\x00/"},
+        "spec.source in body should match",
+    ),
+    ("sha256-nul", {"sha256": "a" * 63 + "\x00"}, "spec.sha256 in body should match"),
     (
         "warm-1001",
         {"warm": {"replicas": 1001}},

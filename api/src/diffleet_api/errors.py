@@ -41,6 +41,9 @@ RULES = {
     "extra_forbidden": "additionalProperties",
     "value_error": "x-kubernetes-validations",
     "int_type": "type",
+    "int_parsing": "type",
+    "float_parsing": "type",
+    "bool_parsing": "type",
     "float_type": "type",
     "bool_type": "type",
     "string_type": "type",
@@ -153,10 +156,16 @@ def field_errors(errors: Sequence[ErrorDetails] | Sequence[Any]) -> list[FieldEr
             path = f"{path}.{named}" if path else named
         if error["type"] == "extra_forbidden" and "_" in str(error["loc"][-1]):
             message = f"unknown field; names are camelCase ({to_camel(str(error['loc'][-1]))})"
-        found.append(
-            FieldError(field=path, rule=RULES.get(error["type"], error["type"]), message=message)
-        )
+        found.append(FieldError(field=path, rule=rule_of(error), message=message))
     return found
+
+
+def rule_of(error: ErrorDetails | Any) -> str:
+    """The schema keyword of a pydantic error. A length bound on an optional parameter
+    (`str | None`) is reported as a list's; a string's is minLength or maxLength."""
+    if isinstance(error.get("input"), str) and error["type"] in ("too_short", "too_long"):
+        return "minLength" if error["type"] == "too_short" else "maxLength"
+    return RULES.get(error["type"], error["type"])
 
 
 def invalid(errors: list[FieldError]) -> InvalidError:
