@@ -1,6 +1,6 @@
 """Unit tests of the worker service's job loop with a recording broker and a scripted
 runner: a bad order never stops it, and cancel orders are remembered within a bound.
-tests/worker/test_quarantine.py runs the same through RabbitMQ and a diffusers worker."""
+tests/worker/test_generation.py runs the same through RabbitMQ and a diffusers worker."""
 
 import asyncio
 import json
