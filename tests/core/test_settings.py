@@ -108,3 +108,11 @@ def test_no_image_or_deployment_turns_development_mode_on() -> None:
         if path.is_file() and path.suffix != ".md" and DEVELOPMENT_MODE in path.read_text()
     ]
     assert setting == []
+
+
+def test_the_settings_repr_holds_no_password() -> None:
+    settings = Settings(
+        amqp_url="amqp://diffleet:amqp-s3cret@broker:5672/diffleet",
+        database_url="postgresql://diffleet:db-s3cret@db:5432/diffleet",
+    )
+    assert "s3cret" not in repr(settings)

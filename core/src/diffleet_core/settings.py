@@ -101,11 +101,13 @@ class Settings(BaseSettings):
     amqp_url: str = Field(
         default="amqp://guest:guest@127.0.0.1:5672/",
         description="RabbitMQ URL, vhost and password included (DIFFLEET_AMQP_URL)",
+        repr=False,  # it holds a password
     )
     database_url: str = Field(
         default="postgresql://diffleet@127.0.0.1:5432/diffleet",
         description="PostgreSQL URL of the API's database, password included"
         " (DIFFLEET_DATABASE_URL)",
+        repr=False,  # it holds a password
     )
     s3_secret_access_key: SecretStr | None = Field(
         default=None,
