@@ -142,7 +142,8 @@ def test_event_streams_per_tenant_are_bounded_and_a_closed_one_frees_its_slot(
         job = http.post("/v1/jobs", json=JOB).json()["id"]  # stays Pending: no operator here
         held = [open_stream(http, job, streams) for _ in range(allowed)]
         assert [response.status_code for response in held] == [200] * allowed
-        assert next(held[0].iter_lines()).startswith("id: ")
+        first_events = held[0].iter_lines()  # kept: dropping it would close the stream
+        assert next(first_events).startswith("id: ")
 
         refused = open_stream(http, job, streams)
         assert refused.status_code == 429

@@ -20,6 +20,7 @@ import copy
 import json
 import os
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -40,7 +41,7 @@ from tests.api.support import Api, ApiTenant, create_tenant, model_cache
 from tests.conftest import delete_namespace
 from tests.support.stack import ROOT, Kubectl
 
-EXAMPLES = int(os.environ.get("DIFFLEET_FUZZ_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("DIFFLEET_FUZZ_EXAMPLES", "20"))
 STATEFUL_STEPS = 8
 MODEL = "sd15-fuzz"
 CHECKS = [
@@ -135,10 +136,15 @@ def test_workflows_on_created_jobs_answer_as_documented(
     api: Api, stateful_tenant: ApiTenant
 ) -> None:
     calls = {"base_url": api.url, "headers": authorized(stateful_tenant), "timeout": 30}
+    answered: Counter[tuple[str, str, int]] = Counter()
 
     class Workflow(workflows.as_state_machine()):  # type: ignore[misc]
         def before_call(self, case: schemathesis.Case[Any]) -> None:
             name_the_model(case)
+
+        def after_call(self, response: Any, case: schemathesis.Case[Any]) -> None:
+            super().after_call(response, case)
+            answered[(case.method, case.path, response.status_code)] += 1
 
         def get_call_kwargs(self, case: schemathesis.Case[Any]) -> dict[str, Any]:
             return calls
@@ -149,3 +155,6 @@ def test_workflows_on_created_jobs_answer_as_documented(
             case.validate_response(response, checks=CHECKS, transport_kwargs=kwargs)
 
     Workflow.run(settings=BOUNDED)
+    # Not vacuous: jobs were created, and a created job was then read through a link.
+    assert answered[("POST", "/v1/jobs", 201)] + answered[("POST", "/v1/jobs:batch", 201)] > 0
+    assert answered[("GET", "/v1/jobs/{job_id}", 200)] > 0, answered
