@@ -356,12 +356,16 @@ class Dispatcher:
         )
         queue = rt.broker.topology.worker_queue(worker.worker_id)
         done = self._scheduling[ref.uid] = asyncio.Event()
+        # Assumed before the publish returns: a fast worker's report on the job may come
+        # first, and it must find the job here (and free its slot), not the other way.
+        rt.fleet.assume(worker.worker_id, ref.uid)
+        self.dispatched[ref.uid] = ref.attempt
         if not await self._publish(entry, order, queue, worker):
+            rt.fleet.forget(ref.uid)
+            self.forget(ref.uid)
             self._hold_again(admission)
             self._settle(ref.uid, done)
             return
-        rt.fleet.assume(worker.worker_id, ref.uid)
-        self.dispatched[ref.uid] = ref.attempt
         metrics.PLACEMENTS.labels(placement.decision.outcome).inc()
         # The status write runs beside the loop (bounded), so the next placement need not
         # wait for the API server; a worker's "started" waits for it (`scheduled`).
