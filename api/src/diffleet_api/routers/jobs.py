@@ -49,7 +49,12 @@ PAYMENT: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=PAYMENT)
+NAME_TAKEN: dict[int | str, dict[str, Any]] = {
+    409: PROBLEM_RESPONSES[422] | {"description": "A job with this `name` exists"}
+}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses=PAYMENT | NAME_TAKEN)
 async def create_job(
     spec: JobSpecBody,
     principal: Member,
