@@ -53,6 +53,8 @@ RULES = {
     "dict_type": "type",
     "control_character": "pattern",
     "url_parsing": "format",
+    "datetime_parsing": "format",
+    "datetime_type": "type",
 }
 
 

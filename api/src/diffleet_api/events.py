@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from diffleet_api.history import public_job
 from diffleet_api.kube import Body
 from diffleet_api.runtime import Runtime
 from diffleet_api.schemas import JobPublic
@@ -65,7 +66,7 @@ def parse_event_id(text: str | None) -> EventId:
 
 
 async def phase_event(runtime: Runtime, body: Body) -> Event:
-    job = JobPublic.from_resource(body)
+    job = public_job(body)
     phase = job.status.phase or JobPhase.PENDING
     ident = (job.status.attempts, STAGE[phase], 0)
     if phase.finished:

@@ -4,14 +4,23 @@ the GenerationJob's TTL has deleted it. Reads prefer the live resource.
 What is stored is `storable`: PostgreSQL's text and jsonb refuse U+0000 and a lone
 surrogate cannot be encoded, so a resource stored with kubectl that holds such characters
 (or any other the spec refuses, so that the history reads back) is recorded with each
-one escaped as its JSON spelling, six characters (`\\u0000`), rather than not at all."""
+one escaped as its JSON spelling, six characters (`\\u0000`), rather than not at all.
 
-from typing import Any
+Every read of a job (get, list, cancel, events, history) shows it through `public_job`:
+escaped the same way, and shown even when the models refuse what is stored (a job
+stored before a rule existed, or past validation): never a 5xx, never hiding the job.
+"""
+
+from decimal import Decimal
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
+from diffleet_api.errors import FieldError, field_errors
 from diffleet_api.runtime import Runtime
 from diffleet_api.schemas import JobPublic
 from diffleet_api.tenants import Tenant
@@ -19,6 +28,7 @@ from diffleet_core.resources.generation_job import GenerationJobSpec, Generation
 from diffleet_core.resources.text import REFUSED
 
 Body = dict[str, Any]
+Part = TypeVar("Part", GenerationJobSpec, GenerationJobStatus)
 
 
 def storable(value: Any) -> Any:
@@ -97,7 +107,7 @@ async def find_job(runtime: Runtime, tenant: Tenant, name: str) -> JobPublic | N
         if body is not None:
             await cursor.execute("select cost from jobs where uid = %s", (body["metadata"]["uid"],))
             row = await cursor.fetchone()
-            return JobPublic.from_resource(body, row["cost"] if row else None)
+            return public_job(body, row["cost"] if row else None)
         await cursor.execute(
             "select uid, namespace, name, spec, status, created_at, cost from jobs"
             " where namespace = %s and name = %s order by created_at desc limit 1",
@@ -108,12 +118,59 @@ async def find_job(runtime: Runtime, tenant: Tenant, name: str) -> JobPublic | N
 
 
 def from_history(row: dict[str, Any]) -> JobPublic:
+    meta = {key: row[key] for key in ("name", "uid", "namespace")}
+    body = {
+        "metadata": meta | {"creationTimestamp": row["created_at"]},
+        "spec": row["spec"],
+        "status": row["status"],
+    }
+    return public_job(body, row["cost"])
+
+
+def public_job(body: Body, cost: Decimal | None = None) -> JobPublic:
+    """The job `body` (a GenerationJob, or one rebuilt from history) as the API shows it:
+    storable, and each field the models still refuse left out and named in
+    `invalidFields`; a spec that cannot be read even so (a required field or a
+    cross-field rule broken) is null."""
+    stored = storable(body)
+    meta = stored["metadata"]
+    spec, spec_errors = readable(GenerationJobSpec, stored.get("spec"), "spec")
+    status, status_errors = readable(GenerationJobStatus, stored.get("status") or {}, "status")
     return JobPublic(
-        id=row["name"],
-        uid=row["uid"],
-        namespace=row["namespace"],
-        spec=GenerationJobSpec.model_validate(row["spec"]),
-        status=GenerationJobStatus.model_validate(row["status"]),
-        created_at=row["created_at"],
-        cost=row["cost"],
+        id=meta["name"],
+        uid=meta["uid"],
+        namespace=meta["namespace"],
+        spec=spec,
+        status=status or GenerationJobStatus(),
+        created_at=meta["creationTimestamp"],
+        cost=cost,
+        invalid_fields=spec_errors + status_errors,
     )
+
+
+def readable(model: type[Part], value: Any, name: str) -> tuple[Part | None, list[FieldError]]:
+    """`value` as `model`, less each top-level field that `model` refuses, and the errors
+    of those fields (named under `name`); None when it cannot be read even so."""
+    errors: list[FieldError] = []
+    left_out: set[Any] = set()
+    while True:
+        try:
+            return model.model_validate(value), errors
+        except ValidationError as error:
+            # A field left out is reported once, for what it held, not as now missing.
+            found = [
+                detail
+                for detail in error.errors()
+                if not detail["loc"] or detail["loc"][0] not in left_out
+            ]
+            errors += errors_under(name, found)
+            failing = {detail["loc"][0] for detail in found if detail["loc"]}
+        if not isinstance(value, dict) or not failing & value.keys():
+            return None, errors
+        left_out |= failing
+        value = {key: item for key, item in value.items() if key not in left_out}
+
+
+def errors_under(name: str, details: list[ErrorDetails]) -> list[FieldError]:
+    """pydantic's errors of the part `name` of a job, as fields of the job."""
+    return field_errors([{**detail, "loc": (name, *detail["loc"])} for detail in details])

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 from pydantic.alias_generators import to_camel
 
+from diffleet_api.errors import FieldError
 from diffleet_api.ledger import LedgerEntry
 from diffleet_core.resources.base import wire_only
 from diffleet_core.resources.generation_job import (
@@ -32,13 +33,23 @@ class JobPublic(ApiModel):
     id: str = Field(description="The job's name (the GenerationJob's metadata.name)")
     uid: str
     namespace: str
-    spec: GenerationJobSpec
+    spec: GenerationJobSpec | None = Field(
+        description="The job's request; null only when it cannot be read (see invalidFields)"
+    )
     status: GenerationJobStatus
     created_at: datetime
     cost: Credits | None = Field(default=None, description="Credits reserved for the job")
+    invalid_fields: list[FieldError] = Field(
+        default_factory=list,
+        description="What the stored job holds that its schema refuses (written before a"
+        " rule existed, or past validation). Each such field is left out of spec or"
+        " status; empty for a valid job",
+    )
 
     @classmethod
     def from_resource(cls, body: dict[str, Any], cost: Decimal | None = None) -> "JobPublic":
+        """Strict: raises ValidationError for a job the models refuse. The read paths
+        show such a job all the same (history.public_job)."""
         meta = body["metadata"]
         return cls(
             id=meta["name"],

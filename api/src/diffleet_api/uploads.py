@@ -58,7 +58,7 @@ def foreign_images(
                 f" of its outputs: a URI under {' or '.join(allowed)}",
             )
             for field, uri in images.items()
-            if uri is not None and (not uri.startswith(allowed) or "/../" in uri)
+            if uri is not None and not uri.startswith(allowed)
         ]
     return errors
 

@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 from diffleet_api import events, submission
 from diffleet_api.deps import Member, RuntimeDep, Viewer
 from diffleet_api.errors import PROBLEM_RESPONSES, NotFoundError, RateLimitedError
-from diffleet_api.history import find_job
+from diffleet_api.history import find_job, public_job
 from diffleet_api.outputs import presigned_outputs
 from diffleet_api.schemas import (
     BatchRequest,
@@ -111,12 +111,12 @@ async def list_jobs(
     """The tenant's live jobs, oldest first; a page may hold fewer than `limit` when
     filtered. Pass `nextCursor` back as `cursor` until it is null."""
     page = await runtime.kube.list_jobs(principal.tenant.namespace, limit, cursor)
-    items = [JobPublic.from_resource(body) for body in page.items]
+    items = [public_job(body) for body in page.items]
     matching = [
         job
         for job in items
         if (phase is None or job.status.phase == phase)
-        and (model is None or job.spec.model == model)
+        and (model is None or (job.spec is not None and job.spec.model == model))
     ]
     return JobList(items=matching, next_cursor=page.next_cursor)
 
@@ -128,10 +128,10 @@ async def cancel_job(job_id: JobId, principal: Member, runtime: RuntimeDep) -> J
     body = await runtime.kube.get_job(namespace, job_id)
     if body is None:
         raise NotFoundError(f"no job {job_id!r}")
-    phase = (body.get("status") or {}).get("phase")
-    if phase is None or not JobPhase(phase).finished:
+    phase = public_job(body).status.phase
+    if phase is None or not phase.finished:
         body = await runtime.kube.cancel_job(namespace, job_id)
-    return JobPublic.from_resource(body)
+    return public_job(body)
 
 
 @router.get(
