@@ -1,9 +1,11 @@
 """Entry point of `diffleet-operator`: wins leader election, then runs kopf's handlers
-and the operator's loops (dispatch, results, housekeeping) until stopped."""
+and the operator's loops (dispatch, results, housekeeping) while it leads; a leader that
+loses its Lease stops them and stands by again, in the same process, until stopped."""
 
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 
 import kopf
@@ -66,9 +68,9 @@ async def stop_loops(memo: kopf.Memo, **_: object) -> None:
     await asyncio.gather(*loops, return_exceptions=True)
 
 
-async def run(op: OperatorSettings) -> bool:
-    """Runs until stopped; False if leadership was lost (the caller exits non-zero)."""
-    settings = get_settings()
+async def run(op: OperatorSettings) -> None:
+    """Stands by, leads while this process holds the Lease, and stands by again when it
+    loses it, until SIGTERM or SIGINT."""
     kube = await Kube.connect(op.request_timeout_seconds)
     election = LeaderElection(
         kube,
@@ -78,11 +80,36 @@ async def run(op: OperatorSettings) -> bool:
         op.leader_lease_seconds,
         op.leader_renew_seconds,
     )
-    await election.acquire()
-    broker = await Broker.connect(settings.amqp_url, settings.topology, op.request_timeout_seconds)
-    rt = Runtime(settings, op, kube, broker, FleetInventory(), JobCache(), ModelIndex())
+    shutdown = asyncio.Event()
+    try:
+        while True:
+            # kopf puts its own handlers in place while it runs; a standby needs ours.
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                asyncio.get_running_loop().add_signal_handler(signum, shutdown.set)
+            if not await election.acquire(shutdown):
+                return
+            await lead(op, kube, election)
+            if not election.lost:
+                return  # stopped by a signal
+    finally:
+        await kube.close()
+
+
+async def lead(op: OperatorSettings, kube: Kube, election: LeaderElection) -> None:
+    """Runs kopf's handlers and the operator's loops until stopped or leadership is lost;
+    everything they hold (consumers, caches, held admissions) ends with them."""
+    settings = get_settings()
     stop = asyncio.Event()
     holding = asyncio.create_task(election.hold(stop), name="leader-election")
+    try:
+        broker = await Broker.connect(
+            settings.amqp_url, settings.topology, op.request_timeout_seconds
+        )
+    except Exception:
+        holding.cancel()
+        await election.release()
+        raise
+    rt = Runtime(settings, op, kube, broker, FleetInventory(), JobCache(), ModelIndex())
     try:
         # Restricted to some job namespaces, it still watches the workers' Leases and the
         # platform's ModelCaches.
@@ -98,11 +125,12 @@ async def run(op: OperatorSettings) -> bool:
     finally:
         holding.cancel()
         await asyncio.gather(holding, return_exceptions=True)
-        await broker.close()
+        try:
+            await broker.close()
+        except Exception as error:  # noqa: BLE001 - a broken connection is closed anyway
+            logger.warning("RabbitMQ connection not closed cleanly: %s", error)
         if not election.lost:
             await election.release()
-        await kube.close()
-    return not election.lost
 
 
 def main() -> None:
@@ -123,4 +151,4 @@ def main() -> None:
     logger.info("handlers registered: %s", ", ".join(handlers.__all__))
     if op.metrics_port:
         start_http_server(op.metrics_port)
-    sys.exit(0 if asyncio.run(run(op)) else 1)
+    asyncio.run(run(op))
