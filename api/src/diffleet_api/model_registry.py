@@ -35,7 +35,7 @@ from diffleet_core.resources.model_cache import (
     ModelFormat,
     ModelType,
 )
-from diffleet_core.storage import PICKLE_SUFFIXES, S3Location
+from diffleet_core.storage import PICKLE_SUFFIXES, S3Location, is_pickle
 
 PART_BYTES = 8 * 1024 * 1024
 """S3 multipart part size (S3's minimum is 5 MiB, except for the last part)."""
@@ -69,7 +69,7 @@ def source_errors(runtime: Runtime, tenant: Tenant, spec: ModelCacheSpec) -> lis
             )
         )
     key = S3Location.parse(spec.source).key
-    if key.lower().endswith(PICKLE_SUFFIXES):
+    if is_pickle(key):
         errors.append(
             FieldError(
                 field="source",
