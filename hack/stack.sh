@@ -23,10 +23,16 @@ PLATFORM=(operator api gpu-worker)
 
 pid_file() { echo "$RUN_DIR/$1.pid"; }
 
+# alive PID: the process exists and is not a zombie. Where PID 1 does not reap orphans (some
+# containers), a killed process stays a zombie that `kill -0` still finds.
+alive() {
+  kill -0 "$1" 2>/dev/null && [[ "$(ps -o stat= -p "$1" 2>/dev/null)" != Z* ]]
+}
+
 is_running() {
   local f
   f="$(pid_file "$1")"
-  [[ -f "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null
+  [[ -f "$f" ]] && alive "$(cat "$f")"
 }
 
 # spawn NAME COMMAND...: starts COMMAND in its own session (so `down` can signal the
@@ -50,17 +56,17 @@ stop() {
   for name in "$@"; do
     [[ -f "$(pid_file "$name")" ]] || continue
     pid="$(cat "$(pid_file "$name")")"
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
       log "stopping $name"
       kill "-$(stop_signal "$name")" -- "-$pid" 2>/dev/null || true
       pids+=("$pid")
     fi
   done
-  local deadline=$((SECONDS + 20)) alive
+  local deadline=$((SECONDS + 20)) left
   while ((SECONDS < deadline)); do
-    alive=0
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    ((alive)) || break
+    left=0
+    for pid in "${pids[@]}"; do alive "$pid" && left=1; done
+    ((left)) || break
     sleep 0.2
   done
   for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
@@ -358,6 +364,12 @@ host all postgres $H/32 trust
 host all all $H/32 scram-sha-256
 EOF
     [[ $EUID -eq 0 ]] && chown postgres: "$data/pg_hba.conf"
+  fi
+  # A postmaster killed by SIGKILL leaves its lock file; PostgreSQL removes it itself unless
+  # the pid in it still answers `kill -0`, as an unreaped zombie does.
+  local lock="$data/postmaster.pid"
+  if ! is_running postgres && [[ -f "$lock" ]] && ! alive "$(head -n1 "$lock")"; then
+    rm -f "$lock"
   fi
   local owner=()
   [[ $EUID -eq 0 ]] && owner=(setpriv --reuid=postgres --regid=postgres --init-groups --)
