@@ -41,14 +41,17 @@ class Api:
         return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
 
-def spawn_api(namespace: str, count: int = 1, **settings: str) -> list[Api]:
+def spawn_api(
+    namespace: str, count: int = 1, env: dict[str, str] | None = None, **settings: str
+) -> list[Api]:
     """Starts `count` `diffleet-api` processes together and waits until all are ready.
     Their watcher follows only `namespace` and leads under a lock of its own; queues
-    carry `namespace` as their prefix (as the test's operator does)."""
+    carry `namespace` as their prefix (as the test's operator does). `env` overrides the
+    platform's settings (DIFFLEET_DATABASE_URL, say)."""
     apis = []
     for index in range(count):
         port = free_port()
-        env = {
+        variables = {
             "DIFFLEET_QUEUE_PREFIX": namespace,
             "DIFFLEET_API_PORT": str(port),
             "DIFFLEET_API_WATCH_NAMESPACES": json.dumps([namespace]),
@@ -56,8 +59,8 @@ def spawn_api(namespace: str, count: int = 1, **settings: str) -> list[Api]:
             "DIFFLEET_API_WEBHOOK_BACKOFF_SECONDS": "0.2",
             "DIFFLEET_API_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
         }
-        env |= {f"DIFFLEET_API_{key.upper()}": value for key, value in settings.items()}
-        process = spawn(f"{namespace}-api-{index}", ["diffleet-api"], env)
+        variables |= {f"DIFFLEET_API_{key.upper()}": value for key, value in settings.items()}
+        process = spawn(f"{namespace}-api-{index}", ["diffleet-api"], variables | (env or {}))
         process.metrics_port = port  # the API serves /metrics on its own port
         apis.append(Api(process, f"http://127.0.0.1:{port}"))
     for api in apis:

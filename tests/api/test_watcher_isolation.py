@@ -224,7 +224,7 @@ def reserved(job: dict[str, Any], tenant: str) -> None:
 
 async def watching(deletions: Deletions, work: Any) -> None:
     """Runs `work(watcher)` with a watcher on a pool of its own."""
-    pool = await db.open_pool(os.environ["DIFFLEET_DATABASE_URL"], 1, 2)
+    pool = await db.open_pool(os.environ["DIFFLEET_DATABASE_URL"], 1, 2, 10)
     try:
         runtime = SimpleNamespace(settings=ApiSettings(), pool=pool, kube=deletions)
         await work(JobWatcher(cast(Runtime, runtime)))

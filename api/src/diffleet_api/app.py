@@ -44,7 +44,12 @@ def s3_client(timeout: float) -> object:
 async def open_runtime(settings: ApiSettings, platform: Settings) -> Runtime:
     if settings.migrate_on_start:
         await asyncio.to_thread(db.migrate, platform.database_url)
-    pool = await db.open_pool(platform.database_url, settings.db_pool_min, settings.db_pool_max)
+    pool = await db.open_pool(
+        platform.database_url,
+        settings.db_pool_min,
+        settings.db_pool_max,
+        settings.request_timeout_seconds,
+    )
     kube = await Kube.connect(settings.request_timeout_seconds, settings.kube_connections)
     broker = await Broker.connect(
         platform.amqp_url, platform.topology, settings.request_timeout_seconds

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 MIGRATION_LOCK = 7_401_105_001  # pg_advisory_xact_lock key: "migrations of diffleet-api"
 MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 CONNECT_TIMEOUT_SECONDS = 5
+RECONNECT_SECONDS = 10
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]
 
@@ -71,13 +72,20 @@ def migrate(database_url: str) -> list[Migration]:
     return applied
 
 
-async def open_pool(database_url: str, min_size: int, max_size: int) -> Pool:
+async def open_pool(database_url: str, min_size: int, max_size: int, wait: float) -> Pool:
+    """A pool that outlives PostgreSQL's restarts: a connection is checked as it is taken
+    (one that died idle is replaced, not handed to a request); a request waits at most
+    `wait` seconds for one (then PoolTimeout, a 503); a lost connection is reconnected with
+    backoff for at most RECONNECT_SECONDS, after which the next request that waits starts
+    a fresh attempt at once (rather than after the backoff's growing pause)."""
     pool: Pool = AsyncConnectionPool(
         database_url,
         min_size=min_size,
         max_size=max_size,
         kwargs={"connect_timeout": CONNECT_TIMEOUT_SECONDS, "autocommit": True},
-        timeout=10,
+        timeout=wait,
+        check=AsyncConnectionPool.check_connection,
+        reconnect_timeout=RECONNECT_SECONDS,
         open=False,
     )
     await pool.open(wait=True, timeout=30)

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -236,6 +237,15 @@ async def on_http_error(request: Request, error: Exception) -> JSONResponse:
     )
 
 
+async def on_database_error(request: Request, error: Exception) -> JSONResponse:
+    """PostgreSQL unreachable, restarting, or no pooled connection within the request
+    timeout (PoolTimeout); also a serialization failure or deadlock: all worth a retry."""
+    logger.warning("PostgreSQL failed on %s %s: %r", request.method, request.url.path, error)
+    return await on_api_error(
+        request, UnavailableError("PostgreSQL is unavailable; retry", headers={"Retry-After": "2"})
+    )
+
+
 async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(
@@ -247,6 +257,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    for database_error in (psycopg.OperationalError, psycopg.InterfaceError):
+        app.add_exception_handler(database_error, on_database_error)
     app.add_exception_handler(Exception, on_unexpected)
 
 

@@ -97,7 +97,9 @@ class ApiSettings(BaseSettings):
     presign_seconds: int = Field(default=300, ge=10, le=3600, description="Output URL lifetime")
     upload_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     model_upload_max_bytes: int = Field(default=8 * 1024**3, ge=1024)
-    request_timeout_seconds: float = Field(default=10.0, gt=0, description="Kubernetes, S3, AMQP")
+    request_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Kubernetes, S3, AMQP, waiting for a PostgreSQL connection"
+    )
     migrate_on_start: bool = Field(default=True, description="Apply migrations at startup")
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=20, ge=1)

@@ -1,0 +1,134 @@
+"""The API recovers by itself from its dependencies' outages (issue 12). The API under
+test reaches PostgreSQL (or RabbitMQ) through a loopback TCP proxy that the test drops,
+closing every connection and refusing new ones, then restores: a real network fault,
+without killing the services other tests share.
+
+During a PostgreSQL outage requests are 503 problem+json within the request timeout and
+/readyz is 503; once it is back both answer again with no restart, and the job watcher
+leads again and catches up: a job that finished during the outage is settled once and
+its webhook delivered once."""
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+from diffleet_api.errors import PROBLEM_JSON
+from tests.api.support import Api, ApiTenant, WebhookReceiver, connect, spawn_api
+from tests.api.test_watcher_isolation import delivered_to, set_status, settled, submit
+from tests.support.polling import eventually
+from tests.support.stack import Kubectl
+from tests.support.tcp_proxy import TcpProxy
+
+REQUEST_TIMEOUT = 3.0
+LEADING = "job watcher leading"
+
+
+def proxied(url: str, proxy: TcpProxy) -> str:
+    """`url` with its host and port those of `proxy`."""
+    parts = urlsplit(url)
+    credentials = parts.netloc.rpartition("@")[0]
+    netloc = f"{credentials}@127.0.0.1:{proxy.port}" if credentials else f"127.0.0.1:{proxy.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def proxy_of(url: str) -> TcpProxy:
+    parts = urlsplit(url)
+    assert parts.hostname, url
+    assert parts.port, url
+    return TcpProxy(parts.hostname, parts.port)
+
+
+@pytest.fixture
+def database() -> Iterator[TcpProxy]:
+    with proxy_of(os.environ["DIFFLEET_DATABASE_URL"]) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def api_behind(namespace: str, database: TcpProxy) -> Iterator[Api]:
+    """An API process with its job watcher, reaching PostgreSQL through `database`."""
+    env = {"DIFFLEET_DATABASE_URL": proxied(os.environ["DIFFLEET_DATABASE_URL"], database)}
+    [started] = spawn_api(namespace, env=env, request_timeout_seconds=str(REQUEST_TIMEOUT))
+    yield started
+    started.process.stop()
+
+
+def readiness(api: Api) -> tuple[int, dict[str, str]]:
+    answer = httpx.get(f"{api.url}/readyz", timeout=REQUEST_TIMEOUT * 3)
+    return answer.status_code, answer.json()["checks"]
+
+
+def not_ready(api: Api) -> dict[str, str]:
+    """/readyz's checks once it answers 503."""
+
+    def probe() -> dict[str, str] | None:
+        status, checks = readiness(api)
+        return checks if status == 503 else None
+
+    return eventually(probe, timeout=30, what="/readyz 503")
+
+
+def ledger_entries(uid: str) -> list[str]:
+    with connect() as connection:
+        rows = connection.execute(
+            "select kind from ledger where job_uid = %s order by id", (uid,)
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def test_a_postgresql_outage_is_503_then_recovers_and_a_job_finished_during_it_is_settled_once(
+    api_behind: Api,
+    database: TcpProxy,
+    tenant: ApiTenant,
+    kubectl: Kubectl,
+    receiver: WebhookReceiver,
+) -> None:
+    job = submit(api_behind, tenant, webhookUrl=receiver.url)
+    eventually(lambda: LEADING in api_behind.process.tail(200), timeout=30, what="leading")
+
+    database.drop()
+    assert not_ready(api_behind)["database"] == "failed"
+    with api_behind.client(tenant.member, timeout=REQUEST_TIMEOUT * 3) as http:
+        started = time.monotonic()
+        during = http.get(f"/v1/jobs/{job['id']}")
+        elapsed = time.monotonic() - started
+    assert during.status_code == 503, during.text
+    assert during.headers["content-type"] == PROBLEM_JSON
+    assert during.json()["type"].endswith("/unavailable")
+    assert elapsed < REQUEST_TIMEOUT + 2, f"answered after {elapsed:.1f}s"
+
+    # The job finishes while the API cannot record it.
+    set_status(kubectl, tenant.namespace, job["id"], {"phase": "Succeeded"})
+    eventually(
+        lambda: "job watcher stopped" in api_behind.process.tail(400),
+        timeout=30,
+        what="the watcher stopped leading",
+    )
+    assert ledger_entries(job["uid"]) == ["reserve"]
+
+    database.restore()
+    eventually(lambda: readiness(api_behind)[0] == 200, timeout=30, what="/readyz 200")
+    with api_behind.client(tenant.member) as http:
+        after = http.get(f"/v1/jobs/{job['id']}")
+    assert after.status_code == 200, after.text
+    assert after.json()["status"]["phase"] == "Succeeded"
+
+    assert settled(job["uid"], "settled")[0] == "Succeeded"
+    assert delivered_to(receiver, job["uid"])["phase"] == "Succeeded"
+    assert api_behind.process.tail(2000).count(LEADING) >= 2
+    assert ledger_entries(job["uid"]) == ["reserve", "settle"]
+    deliveries = [hook for hook in receiver.received if job["uid"] in hook.body.decode()]
+    assert len(deliveries) == 1
+    assert json.loads(deliveries[0].body)["type"] == "job.finished"
