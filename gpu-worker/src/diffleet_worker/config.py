@@ -44,6 +44,17 @@ class WorkerSettings(BaseSettings):
     renew_seconds: float = Field(default=2.0, gt=0, description="Lease renewal period")
     shutdown_grace_seconds: float = Field(default=30.0, ge=0, description="SIGTERM grace")
     request_timeout_seconds: float = Field(default=10.0, gt=0)
+    broker_patience_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a result publish retries while RabbitMQ is away",
+    )
+    s3_patience_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long an output upload retries an unreachable S3 before the job"
+        " is handed back to be requeued",
+    )
     metrics_port: int = Field(default=0, ge=0, le=65535, description="/metrics port; 0: off")
     # Device policy (device.py).
     device: DeviceKind = Field(default=DeviceKind.AUTO, description="auto, cpu or cuda")

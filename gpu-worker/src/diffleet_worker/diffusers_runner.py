@@ -211,7 +211,16 @@ class DiffusersRunner:
         for index, (image, seed) in enumerate(zip(images, seeds, strict=True)):
             text = parameters_text(spec, seed, generation.strength, used, used_loras)
             png = encode_png(image, text)
-            outputs.append(upload_png(self.s3, order, index, png, self.settings.worker_id))
+            outputs.append(
+                upload_png(
+                    self.s3,
+                    order,
+                    index,
+                    png,
+                    self.settings.worker_id,
+                    self.settings.s3_patience_seconds,
+                )
+            )
         return RunResult(
             outputs=outputs,
             model_digest=order.model.digest,

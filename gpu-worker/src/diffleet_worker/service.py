@@ -14,15 +14,25 @@ handled in a task of its own). No job order stops the loop: one that does not pa
 or whose run raises an error the runner did not foresee, is reported failed when it
 names its job (else dropped), counted in diffleet_worker_jobs_quarantined_total and
 logged once; a result that cannot be published is handed back once, then dropped.
+
+A RabbitMQ restart loses no result and runs no job twice: the connection is robust (it
+reconnects and re-declares the consumers), a publish that meets the outage is tried
+again with jittered backoff for up to `broker_patience_seconds`, and an order whose
+result was published here (job uid and attempt, the idempotency key) is acknowledged
+without running when the broker redelivers it because the first ack was lost with the
+old channel. The operator drops reports about an attempt already finished.
 """
 
 import asyncio
 import json
 import logging
+import random
+import time
 from datetime import UTC, datetime
 from enum import StrEnum
 
 from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from pydantic import TypeAdapter, ValidationError
 
 from diffleet_core.broker import Broker
@@ -48,8 +58,15 @@ from diffleet_worker.runner import JobCancelledError, RunFailedError, Runner
 
 logger = logging.getLogger(__name__)
 DISPATCHED_JOB = TypeAdapter(DispatchedJob)
-# Cancel orders remembered for jobs not here yet (see PendingCancels).
+# Cancel orders remembered for jobs not here yet (see PendingCancels), and attempts
+# reported here whose redelivery is dropped (the same bounded memory).
 PENDING_CANCELS = 1024
+REPORTED_ATTEMPTS = 1024
+# Publishes retried while RabbitMQ is away: first and largest pause.
+FIRST_BACKOFF_SECONDS = 0.25
+MAX_BACKOFF_SECONDS = 4.0
+# What a publish or an ack raises while the connection is down or being restored.
+BROKER_AWAY = (*CONNECTION_EXCEPTIONS, TimeoutError)
 
 
 class Quarantine(StrEnum):
@@ -72,6 +89,7 @@ class WorkerService:
         self.running: dict[str, asyncio.Event] = {}
         self.steps: dict[str, int] = {}  # last step reported, by job uid
         self.cancels = PendingCancels(PENDING_CANCELS)
+        self.reported = PendingCancels(REPORTED_ATTEMPTS)  # "uid/attempt" keys
         self.warming: dict[str, asyncio.Task[None]] = {}  # by model digest
         self.draining = False
         self.idle = asyncio.Event()
@@ -154,8 +172,14 @@ class WorkerService:
             await message.nack(requeue=True)
             return
         uid = order.job.uid
-        # A second delivery of a job running here is a duplicate: the first reports.
-        if uid in self.running or self.cancels.take(uid) or order.deadline < now():
+        attempt = f"{uid}/{order.job.attempt}"
+        # A second delivery of a job running or reported here is a duplicate.
+        if (
+            uid in self.running
+            or self.reported.take(attempt)
+            or self.cancels.take(uid)
+            or order.deadline < now()
+        ):
             await message.ack()
             return
         cancelled = asyncio.Event()
@@ -166,12 +190,19 @@ class WorkerService:
             result = await self._run(order, cancelled)
             if result is not None:
                 await self._report_end(result)
-            await message.ack()
         except Exception:
             again = bool(message.redelivered)
             outcome = " again; its order is dropped" if again else "; handing it back once"
             logger.exception("job %s: could not report its result%s", uid, outcome)
             await self._hand_back(message, again)
+        else:
+            self.reported.add(attempt)
+            try:
+                await message.ack()
+            except BROKER_AWAY as error:
+                # The delivery died with its channel: the broker redelivers the order,
+                # which `reported` then drops.
+                logger.warning("job %s: reported, ack lost with the channel: %r", uid, error)
         finally:
             del self.running[uid]
             self.steps.pop(uid, None)
@@ -210,27 +241,44 @@ class WorkerService:
     @staticmethod
     async def _hand_back(message: AbstractIncomingMessage, again: bool) -> None:
         """The order of a run whose result could not be published: requeued once (the
-        broker may have blipped), dropped when that was its second delivery."""
-        if not again:
-            await message.nack(requeue=True)
-            return
-        metrics.JOBS_QUARANTINED.labels(Quarantine.UNREPORTABLE).inc()
-        await message.reject(requeue=False)
+        broker may have blipped), dropped when that was its second delivery. When the
+        channel itself is gone, the broker requeues the order by itself."""
+        try:
+            if not again:
+                await message.nack(requeue=True)
+                return
+            metrics.JOBS_QUARANTINED.labels(Quarantine.UNREPORTABLE).inc()
+            await message.reject(requeue=False)
+        except BROKER_AWAY as error:
+            logger.warning("order not handed back, its channel is gone: %r", error)
 
     async def _report_end(self, result: WorkerEvent) -> None:
         job = result.job
-        await self.broker.publish_to_queue(
-            self.broker.topology.results_queue, result, f"{job.uid}/{job.attempt}/end"
-        )
+        await self._publish_result(result, f"{job.uid}/{job.attempt}/end")
+
+    async def _publish_result(self, event: WorkerEvent, message_id: str) -> None:
+        """Publishes to the results queue, confirmed, retrying while RabbitMQ is away for
+        up to `broker_patience_seconds`; the last error is raised past that."""
+        deadline = time.monotonic() + self.settings.broker_patience_seconds
+        backoff = FIRST_BACKOFF_SECONDS
+        while True:
+            try:
+                await self.broker.publish_to_queue(
+                    self.broker.topology.results_queue, event, message_id
+                )
+                return
+            except BROKER_AWAY as error:
+                pause = random.uniform(backoff / 2, backoff)  # noqa: S311 - jitter, not a secret
+                if time.monotonic() + pause > deadline:
+                    raise
+                logger.warning("%s not published: %r; retrying in %.1fs", message_id, error, pause)
+                await asyncio.sleep(pause)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     async def _run(self, order: DispatchedJob, cancelled: asyncio.Event) -> WorkerEvent | None:
         worker = self.settings.worker_id
         started = JobStarted(job=order.job, worker=worker, at=now())
-        await self.broker.publish_to_queue(
-            self.broker.topology.results_queue,
-            started,
-            f"{order.job.uid}/{order.job.attempt}/start",
-        )
+        await self._publish_result(started, f"{order.job.uid}/{order.job.attempt}/start")
 
         async def on_step(step: int, total: int, eta: float | None, preview: str | None) -> None:
             self.steps[order.job.uid] = step

@@ -2,10 +2,9 @@
 
 It is how the scheduler is tested and benchmarked at fleet scale on one CPU: load time
 for cold and warm models, a fixed time per step, and real PNG outputs in S3 (one small
-image per batch item, keyed like the real worker's)."""
+image per batch item, uploaded as the real worker's are, retries included)."""
 
 import asyncio
-import hashlib
 import io
 from typing import Any
 
@@ -13,8 +12,8 @@ from PIL import Image
 
 from diffleet_core.messages import DispatchedJob, ModelRef
 from diffleet_core.resources.generation_job import JobOutput
-from diffleet_core.storage import S3Location, output_key
 from diffleet_worker.config import WorkerSettings
+from diffleet_worker.outputs import upload_png
 from diffleet_worker.runner import JobCancelledError, RunFailedError, RunResult, StepCallback
 
 
@@ -70,17 +69,11 @@ class SimulatedRunner:
         image = Image.new("RGB", (spec.width // 8, spec.height // 8), (order.seed % 256, 0, 0))
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
-        data = buffer.getvalue()
-        ref = order.job
-        location = S3Location(
-            order.output_bucket, output_key(ref.namespace, ref.name, ref.uid, index)
-        )
-        self.s3.put_object(
-            Bucket=location.bucket, Key=location.key, Body=data, ContentType="image/png"
-        )
-        return JobOutput(
-            uri=location.uri,
-            sha256=hashlib.sha256(data).hexdigest(),
-            width=spec.width,
-            height=spec.height,
+        return upload_png(
+            self.s3,
+            order,
+            index,
+            buffer.getvalue(),
+            self.settings.worker_id,
+            self.settings.s3_patience_seconds,
         )

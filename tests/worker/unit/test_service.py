@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from aiormq.exceptions import ChannelInvalidStateError
+
 from diffleet_core.messages import (
     CancelJob,
     DispatchedJob,
@@ -108,9 +110,12 @@ def dispatched(uid: str) -> bytes:
     ).to_bytes()
 
 
-def service(runner: ScriptedRunner) -> tuple[WorkerService, RecordingBroker]:
+def service(
+    runner: ScriptedRunner, broker_patience: float = 60
+) -> tuple[WorkerService, RecordingBroker]:
     broker = RecordingBroker()
-    worker = WorkerService(WorkerSettings(worker_id="w"), broker, runner)  # type: ignore[arg-type]
+    settings = WorkerSettings(worker_id="w", broker_patience_seconds=broker_patience)
+    worker = WorkerService(settings, broker, runner)  # type: ignore[arg-type]
     return worker, broker
 
 
@@ -163,7 +168,7 @@ def test_unreadable_orders_and_a_raising_run_are_set_aside_and_the_next_job_runs
 
 
 def test_a_result_that_cannot_be_published_is_handed_back_once_then_dropped() -> None:
-    worker, broker = service(ScriptedRunner(raising=set()))
+    worker, broker = service(ScriptedRunner(raising=set()), broker_patience=0)
 
     async def refuse(queue: str, message: Message, message_id: str) -> None:
         raise ConnectionError("channel closed")
@@ -179,6 +184,40 @@ def test_a_result_that_cannot_be_published_is_handed_back_once_then_dropped() ->
     asyncio.run(deliver_twice())
     assert (first.settled, second.settled) == ("requeued", "dropped")
     assert quarantined("unreportable") - before == 1
+
+
+def test_a_publish_during_a_broker_outage_is_retried_and_the_job_runs_once() -> None:
+    runner = ScriptedRunner(raising=set())
+    worker, broker = service(runner)
+    publish = broker.publish_to_queue
+    outage = [ConnectionError("connection reset")] * 3
+
+    async def flaky(queue: str, message: Message, message_id: str) -> None:
+        if outage:
+            raise outage.pop()
+        await publish(queue, message, message_id)
+
+    broker.publish_to_queue = flaky  # type: ignore[method-assign]
+    first = LostAck(dispatched("j"))
+    redelivered = Delivery(dispatched("j"), redelivered=True)
+
+    async def deliver_twice() -> None:
+        await worker.on_dispatch(first)  # type: ignore[arg-type]
+        await worker.on_dispatch(redelivered)  # type: ignore[arg-type]
+
+    asyncio.run(deliver_twice())
+    assert isinstance(ends(broker)["j"], JobSucceeded)
+    assert len(broker.results) == 2  # JobStarted and JobSucceeded, once each
+    assert runner.ran == ["j"]
+    assert redelivered.settled == "ack"
+
+
+@dataclass
+class LostAck(Delivery):
+    """A delivery whose channel died with the broker: settling it raises."""
+
+    async def ack(self) -> None:
+        raise ChannelInvalidStateError("No active transport in channel")
 
 
 def test_a_cancel_that_overtakes_its_dispatch_drops_the_job() -> None:

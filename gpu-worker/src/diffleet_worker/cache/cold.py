@@ -1,6 +1,8 @@
 """Cold tier: the artifact in S3, streamed to local disk with its sha256 computed on the
 way. The boto3 client is the caller's, built with connect and read timeouts; each S3
-call here is retried a bounded number of times with exponential backoff. Names are
+call here is retried a bounded number of times with exponential backoff (by default
+about 30 s of waiting, to outlast an S3 restart; past that the run fails as retryable
+and the operator requeues the job). Names are
 checked (formats.py) when listing, so a refused artifact is never downloaded."""
 
 import hashlib
@@ -56,7 +58,7 @@ class S3Source:
         self,
         s3: Any,
         *,
-        attempts: int = 4,
+        attempts: int = 7,
         backoff_seconds: float = 0.5,
         chunk_bytes: int = 8 * 1024 * 1024,
     ) -> None:
