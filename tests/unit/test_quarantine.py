@@ -121,8 +121,9 @@ class FakeKube:
         self.patches: list[tuple[str, dict[str, Any]]] = []
         self.events: list[tuple[str, str, str, bool]] = []
 
-    async def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    async def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
         self.patches.append((name, status))
+        return True
 
     def post_event(
         self, body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False

@@ -188,3 +188,48 @@ def test_timestamp_is_utc_with_a_z() -> None:
         timezone(timedelta(hours=2))
     )
     assert status.timestamp(local) == "2025-01-01T13:30:15Z"
+
+
+AT = datetime(2025, 1, 1, tzinfo=UTC)
+# Each incoming write as its caller builds it (attempt 1 unless it says otherwise).
+WRITES: dict[str, dict[str, Any]] = {
+    "pending": {"phase": JobPhase.PENDING},
+    "queued": {"phase": JobPhase.QUEUED, "attempts": 1},
+    "requeued": {"phase": JobPhase.QUEUED, "attempts": 2},
+    "scheduled": {"phase": JobPhase.SCHEDULED},
+    "started": status.running(AT) | {"attempts": 1},
+    "progress": status.progress(3, 10),
+    "succeeded": {"phase": JobPhase.SUCCEEDED},
+    "failed": {"phase": JobPhase.FAILED},
+    "cancelled": {"phase": JobPhase.CANCELLED},
+    "condition only": {"conditions": []},
+}
+# Which writes land on a job in each phase (attempt 1); all others are dropped.
+LANDS: dict[JobPhase, set[str]] = {
+    JobPhase.PENDING: set(WRITES),
+    JobPhase.QUEUED: set(WRITES) - {"pending"},
+    JobPhase.SCHEDULED: set(WRITES) - {"pending", "queued"},
+    JobPhase.RUNNING: set(WRITES) - {"pending", "queued", "scheduled"},
+    JobPhase.SUCCEEDED: {"condition only"},
+    JobPhase.FAILED: {"condition only"},
+    JobPhase.CANCELLED: {"condition only"},
+}
+
+
+@pytest.mark.parametrize(
+    ("phase", "write"),
+    [pytest.param(phase, write, id=f"{phase} <- {write}") for phase in LANDS for write in WRITES],
+)
+def test_phase_writes_are_monotonic(phase: JobPhase, write: str) -> None:
+    current = GenerationJobStatus(phase=phase, attempts=1)
+    assert status.may_write(current, WRITES[write]) is (write in LANDS[phase])
+
+
+def test_a_report_about_an_older_attempt_is_dropped() -> None:
+    current = GenerationJobStatus(phase=JobPhase.QUEUED, attempts=2)
+    assert not status.may_write(current, status.running(AT) | {"attempts": 1})
+    assert status.may_write(current, status.running(AT) | {"attempts": 2})
+
+
+def test_a_job_with_no_status_yet_takes_any_write() -> None:
+    assert status.may_write(GenerationJobStatus(), {"phase": JobPhase.SCHEDULED})

@@ -167,7 +167,8 @@ class Admitter:
                 queued_at=admission.queued_at,
             )
             try:
-                await rt.kube.patch_job_status(job.namespace, job.name, patch)
+                if not await rt.kube.patch_job_status(job.namespace, job.name, patch):
+                    return  # deleted or moved on meanwhile
             except Exception as error:  # noqa: BLE001 - one job never stops admission
                 if transient(error):
                     self._hold_again(job, admission, describe(error))

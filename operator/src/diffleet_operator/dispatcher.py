@@ -442,8 +442,7 @@ class Dispatcher:
         delay = WRITE_RETRY_FIRST_SECONDS
         while True:
             try:
-                await self.rt.kube.patch_job_status(job.namespace, job.name, patch)
-                return True
+                return await self.rt.kube.patch_job_status(job.namespace, job.name, patch)
             except Exception as error:
                 if isinstance(error, ApiException) and error.status == 404:
                     return False

@@ -2,6 +2,7 @@
 the dispatch and result loops, ModelCache and Namespace look-ups, Leases, deletions.
 Every call has a timeout."""
 
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any, cast
@@ -9,14 +10,23 @@ from typing import Any, cast
 import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic import ValidationError
 
 from diffleet_core import API_GROUP, API_VERSION
 from diffleet_core.resources import generation_job, model_cache
+from diffleet_core.resources.generation_job import GenerationJobStatus
+from diffleet_operator import status
 from diffleet_operator.events import EventRecorder
+from diffleet_operator.logs import about_job
+
+logger = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
 # A namespace's labels (its tier) are read again after this long.
 LABELS_MAX_AGE_SECONDS = 2.0
+# A job status write re-reads and judges again at most this many times when another
+# write lands between its read and its patch.
+CONFLICT_RETRIES = 5
 
 
 class Kube:
@@ -49,8 +59,38 @@ class Kube:
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(namespace, generation_job.PLURAL, name)
 
-    async def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await self._patch_status(namespace, generation_job.PLURAL, name, status)
+    async def patch_job_status(self, namespace: str, name: str, patch: dict[str, Any]) -> bool:
+        """Writes the patch unless it would move the job back (status.may_write), judged
+        against the stored status and sent with its resourceVersion: a write that lands in
+        between (409) makes it read and judge again. False when dropped or the job is gone.
+
+        Every job status write goes through here, so that a late report (a "started" after
+        "succeeded") or a stale loop can never undo a transition."""
+        for _ in range(CONFLICT_RETRIES):
+            body = await self.get_job(namespace, name)
+            if body is None:
+                return False
+            if not status.may_write(_stored_status(body), patch):
+                logger.info(
+                    "stale status write dropped (phase %s over %s)",
+                    patch.get("phase", "unchanged"),
+                    body.get("status", {}).get("phase"),
+                    extra=about_job(namespace, name, body["metadata"]["uid"]),
+                )
+                return False
+            version = body["metadata"]["resourceVersion"]
+            try:
+                await self._patch_status(
+                    namespace, generation_job.PLURAL, name, patch, resource_version=version
+                )
+            except ApiException as error:
+                if error.status == 409:
+                    continue
+                if error.status == 404:
+                    return False
+                raise
+            return True
+        raise ApiException(status=409, reason=f"status of {namespace}/{name} kept changing")
 
     async def patch_model_cache_status(
         self, namespace: str, name: str, status: dict[str, Any]
@@ -58,8 +98,18 @@ class Kube:
         await self._patch_status(namespace, model_cache.PLURAL, name, status)
 
     async def _patch_status(
-        self, namespace: str, plural: str, name: str, status: dict[str, Any]
+        self,
+        namespace: str,
+        plural: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        resource_version: str | None = None,
     ) -> None:
+        # A resourceVersion in the patch makes it conditional: 409 if the object changed.
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         # _content_type is a runtime keyword that the bundled stubs do not declare.
         response = await self._custom.patch_namespaced_custom_object_status(  # type: ignore[call-arg]
             API_GROUP,
@@ -67,7 +117,7 @@ class Kube:
             namespace,
             plural,
             name,
-            {"status": status},
+            body,
             _content_type=MERGE_PATCH,
             _preload_content=False,
             _request_timeout=self.timeout,
@@ -123,6 +173,15 @@ class Kube:
                 return None
             raise
         return body
+
+
+def _stored_status(body: Mapping[str, Any]) -> GenerationJobStatus:
+    """The stored status; one that does not parse is judged as empty (any write may repair
+    it, as the quarantine's condition does)."""
+    try:
+        return GenerationJobStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        return GenerationJobStatus()
 
 
 async def _discard(response: aiohttp.ClientResponse) -> None:

@@ -62,7 +62,8 @@ async def requeue(rt: Runtime, job: TrackedJob, reason: str, message: str) -> No
         reason=reason,
         message=f"{message}; attempt {attempt} in {delay}s",
     )
-    await rt.kube.patch_job_status(job.namespace, job.name, patch)
+    if not await rt.kube.patch_job_status(job.namespace, job.name, patch):
+        return  # finished meanwhile: the delayed message is stale and dropped
     metrics.REQUEUES.labels(reason).inc()
     rt.kube.post_event(job.body, reason=reason, message=patch["message"], warning=True)
 
@@ -107,7 +108,8 @@ async def finish(rt: Runtime, job: TrackedJob, phase: JobPhase, reason: str, mes
     patch = status.finished_unsuccessfully(
         job.status, job.generation, phase=phase, reason=reason, message=message
     )
-    await rt.kube.patch_job_status(job.namespace, job.name, patch)
+    if not await rt.kube.patch_job_status(job.namespace, job.name, patch):
+        return  # finished meanwhile
     metrics.TRANSITIONS.labels(phase).inc()
     rt.kube.post_event(job.body, reason=reason, message=message, warning=phase is JobPhase.FAILED)
 

@@ -26,3 +26,8 @@ RECORDS_QUARANTINED = Counter(
 EVENTS_DROPPED = Counter(
     "diffleet_events_dropped_total", "Kubernetes Events dropped because the queue was full"
 )
+STALE_REPORTS = Counter(
+    "diffleet_stale_reports_total",
+    "Worker reports dropped because their job had finished, gone or moved to another "
+    "attempt (a late or reordered report)",
+)

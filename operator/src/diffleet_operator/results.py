@@ -81,6 +81,7 @@ class Results:
         # A final report rewrites the conditions list: it is computed from a fresh read.
         job = await self._current(event.job, fresh=not isinstance(event, JobStarted))
         if job is None:
+            metrics.STALE_REPORTS.inc()
             return
         if isinstance(event, JobStarted):
             if job.phase in (JobPhase.PENDING, JobPhase.QUEUED, JobPhase.SCHEDULED):
@@ -88,7 +89,9 @@ class Results:
                     "worker": event.worker,
                     "attempts": event.job.attempt,
                 }
-                await self.rt.kube.patch_job_status(job.namespace, job.name, patch)
+                if not await self.rt.kube.patch_job_status(job.namespace, job.name, patch):
+                    metrics.STALE_REPORTS.inc()  # a final report landed first
+                    return
                 metrics.TRANSITIONS.labels(JobPhase.RUNNING).inc()
                 self.rt.kube.post_event(
                     job.body, reason=Reason.STARTED, message=f"running on {event.worker}"
@@ -107,7 +110,9 @@ class Results:
                 total_steps=job.spec.steps,
             )
             self.rt.fleet.forget(job.uid)
-            await self.rt.kube.patch_job_status(job.namespace, job.name, patch)
+            if not await self.rt.kube.patch_job_status(job.namespace, job.name, patch):
+                metrics.STALE_REPORTS.inc()  # finished meanwhile (cancelled, timed out)
+                return
             metrics.TRANSITIONS.labels(JobPhase.SUCCEEDED).inc()
             self.rt.kube.post_event(job.body, reason=Reason.SUCCEEDED, message=patch["message"])
         elif event.retryable:

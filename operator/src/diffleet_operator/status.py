@@ -198,3 +198,34 @@ def finished_unsuccessfully(
             status, generation, COMPLETE, ConditionStatus.FALSE, reason, message
         ),
     }
+
+
+# The order a job moves through while unfinished; a patch never moves it back, except a
+# requeue (Queued with a higher attempt).
+_ORDER = {
+    JobPhase.PENDING: 0,
+    JobPhase.QUEUED: 1,
+    JobPhase.SCHEDULED: 2,
+    JobPhase.RUNNING: 3,
+}
+
+
+def may_write(current: GenerationJobStatus, patch: dict[str, Any]) -> bool:
+    """Whether `patch` may land on a job whose stored status is `current`: phases only move
+    forward, a finished job keeps its phase and final progress, and no patch is about an
+    attempt older than the stored one. A late or reordered write is dropped, not applied."""
+    phase = current.phase or JobPhase.PENDING
+    attempts = patch.get("attempts")
+    if attempts is not None and attempts < current.attempts:
+        return False
+    new = patch.get("phase")
+    if new is None:
+        return not (phase.finished and "progress" in patch)
+    new = JobPhase(new)
+    if phase.finished:
+        return False
+    if new.finished:
+        return True
+    if new is JobPhase.QUEUED and _ORDER[phase] > _ORDER[JobPhase.QUEUED]:
+        return attempts is not None and attempts > current.attempts
+    return _ORDER[new] >= _ORDER[phase]
