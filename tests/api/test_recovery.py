@@ -12,13 +12,14 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from itertools import takewhile
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 
 from diffleet_api.errors import PROBLEM_JSON
-from tests.api.support import Api, ApiTenant, WebhookReceiver, connect, spawn_api
+from tests.api.support import Api, ApiTenant, WebhookReceiver, connect, spawn_api, sse_events
 from tests.api.test_watcher_isolation import delivered_to, set_status, settled, submit
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
@@ -50,6 +51,12 @@ def database() -> Iterator[TcpProxy]:
 
 
 @pytest.fixture
+def broker() -> Iterator[TcpProxy]:
+    with proxy_of(os.environ["DIFFLEET_AMQP_URL"]) as proxy:
+        yield proxy
+
+
+@pytest.fixture
 def receiver() -> Iterator[WebhookReceiver]:
     server = WebhookReceiver()
     yield server
@@ -61,6 +68,20 @@ def api_behind(namespace: str, database: TcpProxy) -> Iterator[Api]:
     """An API process with its job watcher, reaching PostgreSQL through `database`."""
     env = {"DIFFLEET_DATABASE_URL": proxied(os.environ["DIFFLEET_DATABASE_URL"], database)}
     [started] = spawn_api(namespace, env=env, request_timeout_seconds=str(REQUEST_TIMEOUT))
+    yield started
+    started.process.stop()
+
+
+@pytest.fixture
+def api_behind_broker(namespace: str, broker: TcpProxy) -> Iterator[Api]:
+    """An API process reaching RabbitMQ through `broker`, keep-alives every second."""
+    env = {"DIFFLEET_AMQP_URL": proxied(os.environ["DIFFLEET_AMQP_URL"], broker)}
+    [started] = spawn_api(
+        namespace,
+        env=env,
+        request_timeout_seconds=str(REQUEST_TIMEOUT),
+        sse_keepalive_seconds="1",
+    )
     yield started
     started.process.stop()
 
@@ -132,3 +153,37 @@ def test_a_postgresql_outage_is_503_then_recovers_and_a_job_finished_during_it_i
     deliveries = [hook for hook in receiver.received if job["uid"] in hook.body.decode()]
     assert len(deliveries) == 1
     assert json.loads(deliveries[0].body)["type"] == "job.finished"
+
+
+def test_a_rabbitmq_outage_ends_event_streams_and_a_resumed_one_gets_what_follows(
+    api_behind_broker: Api, broker: TcpProxy, tenant: ApiTenant, kubectl: Kubectl
+) -> None:
+    api = api_behind_broker
+    job = submit(api, tenant)
+    events = f"/v1/jobs/{job['id']}/events"
+    with api.client(tenant.member, timeout=REQUEST_TIMEOUT * 3) as http:
+        with http.stream("GET", events) as stream:
+            # Keep-alives come every second: a stream that hangs is cut at `deadline`.
+            deadline = time.monotonic() + 20
+            lines = takewhile(lambda _: time.monotonic() < deadline, stream.iter_lines())
+            frames = sse_events(lines)
+            last_id, first, _ = next(frames)
+            assert first == "pending"
+            broker.drop()
+            deadline = time.monotonic() + 20
+            rest = [name for _, name, _ in frames]
+        assert time.monotonic() < deadline, "the stream did not end when RabbitMQ went away"
+        assert rest == []
+
+        assert not_ready(api)["rabbitmq"] == "failed"
+        during = http.get(events)
+        assert during.status_code == 503, during.text
+        assert during.headers["content-type"] == PROBLEM_JSON
+
+        broker.restore()
+        eventually(lambda: readiness(api)[0] == 200, timeout=60, what="/readyz 200")
+        set_status(kubectl, tenant.namespace, job["id"], {"phase": "Succeeded"})
+        with http.stream("GET", events, headers={"Last-Event-ID": last_id}) as stream:
+            resumed = [(name, data) for _, name, data in sse_events(stream.iter_lines())]
+    assert [name for name, _ in resumed] == ["succeeded"]
+    assert resumed[0][1]["status"]["phase"] == "Succeeded"

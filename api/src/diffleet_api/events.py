@@ -13,14 +13,17 @@ import json
 import logging
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.exceptions import AMQPError
 from pydantic import ValidationError
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from diffleet_api.errors import UnavailableError
 from diffleet_api.history import public_job
 from diffleet_api.kube import Body
 from diffleet_api.runtime import Runtime
@@ -40,6 +43,7 @@ STAGE = {
     JobPhase.CANCELLED: 9,
 }
 WATCH_SECONDS = 300
+RETRY = {"Retry-After": "2"}
 
 EventId = tuple[int, int, int]
 
@@ -106,24 +110,61 @@ def progress_event(report: JobProgress) -> Event:
     return Event("progress", (report.job.attempt, STAGE[JobPhase.RUNNING], report.step), data)
 
 
-async def stream(
+Events = asyncio.Queue[Event | None]
+"""What a stream sends, in order; None when a source of its events is lost."""
+
+
+async def open_stream(
     runtime: Runtime, body: Body, last_seen: EventId, keepalive: float
 ) -> AsyncGenerator[str, None]:
-    """SSE frames for the job until it finishes (or the client leaves)."""
+    """Subscribes to the job's progress, then returns its SSE frames. RabbitMQ unreachable
+    (reconnecting, say) is a 503 now, within the request timeout, not a silent stream."""
+    events: Events = asyncio.Queue()
+    channel: AbstractChannel | None = None
+    try:
+        # The robust connection reconnects by itself: waiting for it is bounded here.
+        async with asyncio.timeout(runtime.settings.request_timeout_seconds):
+            await runtime.amqp.ready()
+            channel = await runtime.amqp.channel()
+            await subscribe(runtime, channel, body["metadata"]["uid"], events)
+    except BaseException as error:
+        if channel is not None:
+            await close_channel(runtime, channel)
+        # aio_pika and aiormq raise RuntimeError for a connection lost meanwhile.
+        if isinstance(error, TimeoutError | AMQPError | RuntimeError):
+            raise UnavailableError("RabbitMQ is unavailable; retry", headers=RETRY) from error
+        raise
+    # RabbitMQ lost (its channel closes, even if it comes back) or the job's watch failed:
+    # the stream ends, so that the client reconnects with Last-Event-ID.
+    channel.close_callbacks.add(lambda *_: events.put_nowait(None))
+    return stream(runtime, body, channel, events, last_seen, keepalive)
+
+
+async def stream(
+    runtime: Runtime,
+    body: Body,
+    channel: AbstractChannel,
+    events: Events,
+    last_seen: EventId,
+    keepalive: float,
+) -> AsyncGenerator[str, None]:
+    """SSE frames for the job until it finishes, a source of events is lost (the client
+    reconnects with Last-Event-ID) or the client leaves."""
     meta = body["metadata"]
-    events: asyncio.Queue[Event] = asyncio.Queue()
-    channel = await runtime.amqp.channel()
     watcher: asyncio.Task[None] | None = None
     try:
-        await subscribe(runtime, channel, meta["uid"], events)
         events.put_nowait(await phase_event(runtime, body))
         watcher = asyncio.create_task(follow(runtime, meta, events))
+        watcher.add_done_callback(partial(watch_ended, events))
         while True:
             try:
                 event = await asyncio.wait_for(events.get(), keepalive)
             except TimeoutError:
                 yield ": keep-alive\n\n"
                 continue
+            if event is None:
+                logger.info("event stream of %s ended: RabbitMQ or its watch lost", meta["uid"])
+                return
             if event.id <= last_seen:
                 if event.last:
                     return
@@ -135,7 +176,24 @@ async def stream(
     finally:
         if watcher is not None:
             watcher.cancel()
-        await asyncio.shield(channel.close())
+        await close_channel(runtime, channel)
+
+
+def watch_ended(events: Events, watch: "asyncio.Task[None]") -> None:
+    """The job's watch failed (the API server restarting, say): the stream ends."""
+    if not watch.cancelled() and (error := watch.exception()):
+        logger.info("the watch of an event stream failed: %r", error)
+    events.put_nowait(None)
+
+
+async def close_channel(runtime: Runtime, channel: AbstractChannel) -> None:
+    """Closes a stream's channel; one RabbitMQ took with it is not waited for."""
+    try:
+        await asyncio.shield(
+            asyncio.wait_for(channel.close(), runtime.settings.request_timeout_seconds)
+        )
+    except Exception as error:  # noqa: BLE001 - best effort: the stream is over either way
+        logger.info("closing an event stream's channel failed: %r", error)
 
 
 class EventStream(StreamingResponse):
@@ -163,9 +221,9 @@ class EventStream(StreamingResponse):
 
 async def subscribe(
     runtime: Runtime,
-    channel: aio_pika.abc.AbstractChannel,
+    channel: AbstractChannel,
     uid: str,
-    events: asyncio.Queue[Event],
+    events: Events,
 ) -> None:
     exchange = await channel.declare_exchange(
         runtime.platform.topology.progress_exchange, aio_pika.ExchangeType.TOPIC, durable=True
@@ -184,7 +242,7 @@ async def subscribe(
     await queue.consume(on_message, no_ack=True)
 
 
-async def follow(runtime: Runtime, meta: dict[str, Any], events: asyncio.Queue[Event]) -> None:
+async def follow(runtime: Runtime, meta: dict[str, Any], events: Events) -> None:
     """Phase changes of the job, from a watch on it alone."""
     version = meta["resourceVersion"]
     phase = None

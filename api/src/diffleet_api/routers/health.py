@@ -42,7 +42,9 @@ async def check_database(runtime: Runtime) -> None:
 
 
 async def check_broker(runtime: Runtime) -> None:
+    """Both connections: the broker's and the event streams' (each reconnects alone)."""
     await runtime.broker.queue_depth(runtime.platform.topology.results_queue)
+    await runtime.amqp.ready()
 
 
 async def check_s3(runtime: Runtime) -> None:

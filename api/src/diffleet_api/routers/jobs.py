@@ -161,9 +161,16 @@ async def job_events(
             f"{limit} event streams are open for this tenant, the most its"
             f" {tenant.tier.value} tier allows; close one first"
         )
-    frames = events.stream(
-        runtime, body, events.parse_event_id(last_event_id), runtime.settings.sse_keepalive_seconds
-    )
+    try:
+        frames = await events.open_stream(
+            runtime,
+            body,
+            events.parse_event_id(last_event_id),
+            runtime.settings.sse_keepalive_seconds,
+        )
+    except BaseException:
+        runtime.streams.give_back(tenant.id)
+        raise
     return events.EventStream(frames, done=lambda: runtime.streams.give_back(tenant.id))
 
 
