@@ -10,9 +10,11 @@ its webhook delivered once."""
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from itertools import takewhile
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -26,6 +28,7 @@ from tests.support.stack import Kubectl
 from tests.support.tcp_proxy import TcpProxy
 
 REQUEST_TIMEOUT = 3.0
+SERVER = re.compile(r"server:\s*(\S+)")
 LEADING = "job watcher leading"
 
 
@@ -57,6 +60,19 @@ def broker() -> Iterator[TcpProxy]:
 
 
 @pytest.fixture
+def api_server() -> Iterator[TcpProxy]:
+    with proxy_of(kube_server(Path(os.environ["KUBECONFIG"]).read_text())) as proxy:
+        yield proxy
+
+
+def kube_server(kubeconfig: str) -> str:
+    """The API server's URL in a kubeconfig (the local stack's has one cluster)."""
+    found = SERVER.search(kubeconfig)
+    assert found, kubeconfig
+    return found[1]
+
+
+@pytest.fixture
 def receiver() -> Iterator[WebhookReceiver]:
     server = WebhookReceiver()
     yield server
@@ -82,6 +98,20 @@ def api_behind_broker(namespace: str, broker: TcpProxy) -> Iterator[Api]:
         request_timeout_seconds=str(REQUEST_TIMEOUT),
         sse_keepalive_seconds="1",
     )
+    yield started
+    started.process.stop()
+
+
+@pytest.fixture
+def api_behind_api_server(namespace: str, api_server: TcpProxy, tmp_path: Path) -> Iterator[Api]:
+    """An API process reaching the Kubernetes API server through `api_server` (TLS passes
+    through: the certificate names 127.0.0.1)."""
+    kubeconfig = Path(os.environ["KUBECONFIG"]).read_text()
+    server = kube_server(kubeconfig)
+    proxied_config = tmp_path / "kubeconfig"
+    proxied_config.write_text(kubeconfig.replace(server, proxied(server, api_server)))
+    env = {"KUBECONFIG": str(proxied_config)}
+    [started] = spawn_api(namespace, env=env, request_timeout_seconds=str(REQUEST_TIMEOUT))
     yield started
     started.process.stop()
 
@@ -187,3 +217,32 @@ def test_a_rabbitmq_outage_ends_event_streams_and_a_resumed_one_gets_what_follow
             resumed = [(name, data) for _, name, data in sse_events(stream.iter_lines())]
     assert [name for name, _ in resumed] == ["succeeded"]
     assert resumed[0][1]["status"]["phase"] == "Succeeded"
+
+
+def test_a_job_finished_while_the_api_server_was_away_is_settled_once_after_it_is_back(
+    api_behind_api_server: Api,
+    api_server: TcpProxy,
+    tenant: ApiTenant,
+    kubectl: Kubectl,
+    receiver: WebhookReceiver,
+) -> None:
+    api = api_behind_api_server
+    job = submit(api, tenant, webhookUrl=receiver.url)
+    eventually(lambda: LEADING in api.process.tail(200), timeout=30, what="leading")
+
+    api_server.drop()
+    assert not_ready(api)["kubernetes"] == "failed"
+    eventually(
+        lambda: "job watcher stopped" in api.process.tail(400),
+        timeout=30,
+        what="the watcher lost its watch",
+    )
+    # Written past the proxy: the job finishes while the API's watch is down.
+    set_status(kubectl, tenant.namespace, job["id"], {"phase": "Succeeded"})
+
+    api_server.restore()
+    eventually(lambda: readiness(api)[0] == 200, timeout=30, what="/readyz 200")
+    assert settled(job["uid"], "settled")[0] == "Succeeded"
+    assert delivered_to(receiver, job["uid"])["phase"] == "Succeeded"
+    assert ledger_entries(job["uid"]) == ["reserve", "settle"]
+    assert sum(job["uid"] in hook.body.decode() for hook in receiver.received) == 1

@@ -26,6 +26,7 @@ MERGE_PATCH = "application/merge-patch+json"
 CREATED_BY = "app.kubernetes.io/created-by"
 API = "diffleet-api"  # the value of CREATED_BY on the jobs this API creates
 Body = dict[str, Any]
+WATCH_GRACE_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,13 @@ class Kube:
         )
         args = (API_GROUP, API_VERSION, namespace, generation_job.PLURAL)
         stream = watch.Watch()
-        kwargs: dict[str, Any] = {"timeout_seconds": timeout_seconds, "allow_watch_bookmarks": True}
+        kwargs: dict[str, Any] = {
+            "timeout_seconds": timeout_seconds,
+            "allow_watch_bookmarks": True,
+            # The server ends the watch after timeout_seconds: silence past that is a dead
+            # connection (no RST came), which raises TimeoutError instead of hanging.
+            "_request_timeout": (self.timeout, timeout_seconds + WATCH_GRACE_SECONDS),
+        }
         if resource_version:
             kwargs["resource_version"] = resource_version
         if field_selector:

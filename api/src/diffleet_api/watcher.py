@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 LEADER_CHECK_SECONDS = 2.0
 RETRY_SECONDS = 2.0
-WATCH_SECONDS = 300
+WATCH_SECONDS = 60  # a dead watch connection is noticed within this and a grace
 DELIVERY_POLL_SECONDS = 0.25
 DELETED = "Deleted"
 FINISHED = frozenset(phase.value for phase in JobPhase if phase.finished)
