@@ -14,6 +14,7 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustConnection,
 )
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 from pydantic import TypeAdapter, ValidationError
 
 from diffleet_core.messages import Message
@@ -68,6 +69,13 @@ class Broker:
             )
             await queue.bind(exchange)
             self._exchanges[name] = exchange
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up now (False while it is being restored). A publish
+        on a robust channel waits for the restore with no bound of its own: callers that
+        must not wait (transient messages, readiness) look here first."""
+        return self._connection.connected.is_set()
 
     async def declare_worker_queue(self, worker_id: str) -> None:
         await self._channel.declare_queue(self.topology.worker_queue(worker_id), durable=True)
@@ -130,6 +138,19 @@ def _persistent(message: Message, message_id: str) -> aio_pika.Message:
         content_type="application/json",
         message_id=message_id,
     )
+
+
+async def settle(message: AbstractIncomingMessage, *, requeue: bool | None = None) -> None:
+    """Acks the message (requeue None), or nacks it back to its queue or away. On a channel
+    that closed with its connection it does nothing: RabbitMQ puts every message left
+    unacknowledged there back in its queue, and delivers it again once reconnected."""
+    try:
+        if requeue is None:
+            await message.ack()
+        else:
+            await message.nack(requeue=requeue)
+    except (ChannelInvalidStateError, AMQPError) as error:
+        logger.warning("message from %s left to redelivery: %s", message.routing_key, error)
 
 
 async def parse_or_reject(message: AbstractIncomingMessage, schema: TypeAdapter[M]) -> M | None:

@@ -36,7 +36,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import TypeAdapter
 
-from diffleet_core.broker import Handler, parse_or_reject
+from diffleet_core.broker import Handler, parse_or_reject, settle
 from diffleet_core.messages import AdmittedJob, DispatchedJob, JobRef
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import GpuClass, JobPhase, Tier
@@ -191,7 +191,7 @@ class Dispatcher:
         job, admission = judged.job, judged.admission
         if judged.verdict is Verdict.STALE:
             self.buffers[tier].remove(entry)
-            await entry.message.ack()
+            await settle(entry.message)
             return Step.DROPPED
         if judged.verdict is Verdict.DEFER or job is None:
             return Step.WAITING
@@ -226,7 +226,7 @@ class Dispatcher:
             return Step.WAITING
         if entry in self.buffers[tier]:
             self.buffers[tier].remove(entry)
-        await entry.message.ack()
+        await settle(entry.message)
         return Step.DROPPED
 
     def _hold_again(self, admission: Admission | None) -> None:
@@ -392,7 +392,7 @@ class Dispatcher:
                 queue,
                 extra=about_job(ref.namespace, ref.name, ref.uid),
             )
-            await entry.message.nack(requeue=True)
+            await settle(entry.message, requeue=True)
             return False
         return True
 
@@ -431,7 +431,7 @@ class Dispatcher:
         except Exception as error:  # noqa: BLE001 - refused for good: quarantined
             await self.rt.quarantine.job(Loop.DISPATCH, job.body, error)
         finally:
-            await entry.message.ack()
+            await settle(entry.message)
             self._settle(job.uid, done)
             self._writers.release()
 

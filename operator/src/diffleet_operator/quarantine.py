@@ -23,7 +23,7 @@ from enum import StrEnum
 from typing import Any
 
 import aiohttp
-from aio_pika.exceptions import AMQPException
+from aio_pika.exceptions import AMQPException, ChannelInvalidStateError
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
@@ -69,7 +69,15 @@ def transient(error: BaseException) -> bool:
     """A dependency's failure (retry with backoff), not the record's (quarantine)."""
     if isinstance(error, ApiException):
         return error.status is None or error.status in TRANSIENT_STATUSES or error.status >= 500
-    return isinstance(error, aiohttp.ClientError | TimeoutError | ConnectionError | AMQPException)
+    return isinstance(
+        error,
+        aiohttp.ClientError
+        | TimeoutError
+        | ConnectionError
+        | AMQPException
+        # A publish on a channel whose connection is down: it reconnects by itself.
+        | ChannelInvalidStateError,
+    )
 
 
 def cause_of(error: BaseException) -> Cause:

@@ -17,7 +17,7 @@ from collections import defaultdict
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
-from diffleet_core.broker import parse_or_reject
+from diffleet_core.broker import parse_or_reject, settle
 from diffleet_core.messages import (
     RESULT_EVENT,
     JobFailed,
@@ -71,9 +71,9 @@ class Results:
             )
             if transient(error):
                 await asyncio.sleep(RETRY_PAUSE_SECONDS)
-                await message.nack(requeue=True)
+                await settle(message, requeue=True)
                 return
-        await message.ack()
+        await settle(message)
 
     async def apply(self, event: JobStarted | JobSucceeded | JobFailed) -> None:
         if isinstance(event, JobStarted):

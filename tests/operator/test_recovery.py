@@ -1,0 +1,75 @@
+"""The operator recovers by itself from a RabbitMQ outage. The operator reaches RabbitMQ
+through a loopback TCP proxy (tests/support/tcp_proxy.py) that the test drops (every
+connection closed, new ones refused) and restores: a real network fault that leaves the
+shared RabbitMQ, and the workers' connections to it, alone."""
+
+import os
+import time
+from collections import Counter
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.support.platform import Platform, apply_job, job_status, register_model, wait_for_phase
+from tests.support.stack import Kubectl
+from tests.support.tcp_proxy import TcpProxy
+
+# How long RabbitMQ stays unreachable: longer than a few reconnect attempts.
+OUTAGE_SECONDS = 6
+JOBS_PER_STAGE = 4
+
+
+def proxied_amqp() -> tuple[TcpProxy, str]:
+    """A proxy in front of RabbitMQ and the AMQP URL that goes through it."""
+    url = urlsplit(os.environ["DIFFLEET_AMQP_URL"])
+    proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 5672)
+    credentials = url.netloc.rpartition("@")[0]
+    return proxy, url._replace(netloc=f"{credentials}@127.0.0.1:{proxy.port}").geturl()
+
+
+def started_events(kubectl: Kubectl, namespace: str) -> Counter[str]:
+    """How many times each job was reported started (its "Started" Events)."""
+    events = kubectl.json("get", "events", "-n", namespace)["items"]
+    started: Counter[str] = Counter()
+    for event in events:
+        if event["reason"] == "Started":
+            started[event["involvedObject"]["name"]] += event.get("count") or 1
+    return started
+
+
+def test_jobs_before_during_and_after_a_rabbitmq_outage_all_succeed_once(
+    kubectl: Kubectl, namespace: str, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy, url = proxied_amqp()
+    with proxy:
+        with monkeypatch.context() as only_the_operator:
+            only_the_operator.setenv("DIFFLEET_AMQP_URL", url)
+            operator = platform.operator()
+        register_model(kubectl, namespace, "m")
+        for worker_id in ("w1", "w2"):
+            platform.worker(worker_id, sim_step_seconds="0.1")
+        platform.wait_for_workers(operator, "t4", 2, timeout=60)
+
+        def submit(stage: str) -> list[str]:
+            names = [f"{stage}-{i}" for i in range(JOBS_PER_STAGE)]
+            for name in names:
+                apply_job(kubectl, namespace, name, model="m", steps=8)
+            return names
+
+        before = submit("before")
+        wait_for_phase(kubectl, namespace, before[0], "Running")
+        proxy.drop()
+        during = submit("during")
+        time.sleep(OUTAGE_SECONDS)  # the fault's length, not a wait for state
+        proxy.restore()
+        after = submit("after")
+
+        for name in before + during + after:
+            done = wait_for_phase(kubectl, namespace, name, "Succeeded", timeout=120)
+            assert done["attempts"] == 1, name
+            assert len(done["outputs"]) == 1, name
+        started = started_events(kubectl, namespace)
+        assert {name: started[name] for name in before + during + after} == {
+            name: 1 for name in before + during + after
+        }
+        assert job_status(kubectl, namespace, before[0])["phase"] == "Succeeded"
