@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.support.platform import Platform, apply_job, job_status, register_model, wait_for_phase
+from tests.support.polling import eventually
 from tests.support.stack import Kubectl
 from tests.support.tcp_proxy import TcpProxy
 
@@ -73,3 +74,27 @@ def test_jobs_before_during_and_after_a_rabbitmq_outage_all_succeed_once(
             name: 1 for name in before + during + after
         }
         assert job_status(kubectl, namespace, before[0])["phase"] == "Succeeded"
+
+
+def test_an_operator_started_while_rabbitmq_is_unreachable_leads_once_it_is_back(
+    kubectl: Kubectl, namespace: str, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leader that cannot connect releases its Lease and tries again (it once exited)."""
+    proxy, url = proxied_amqp()
+    with proxy:
+        proxy.drop()
+        with monkeypatch.context() as only_the_operator:
+            only_the_operator.setenv("DIFFLEET_AMQP_URL", url)
+            operator = platform.operator()
+        eventually(
+            lambda: "RabbitMQ unreachable" in operator.log.read_text(),
+            timeout=60,
+            what="the operator finding RabbitMQ unreachable",
+        )
+        assert operator.popen.poll() is None, operator.tail()
+        proxy.restore()
+        register_model(kubectl, namespace, "m")
+        platform.worker("w1", sim_step_seconds="0.1")
+        apply_job(kubectl, namespace, "waits", model="m", steps=4)
+        done = wait_for_phase(kubectl, namespace, "waits", "Succeeded", timeout=120)
+        assert done["attempts"] == 1

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -81,7 +82,7 @@ class LeaderElection:
                         self.identity,
                     )
                     return True
-            except (ApiException, OSError, TimeoutError) as error:
+            except (ApiException, aiohttp.ClientError, OSError, TimeoutError) as error:
                 logger.warning("leader election: Lease not read or written: %s", error)
             if not logged:
                 logger.info("standing by: Lease %s/%s is held", self.namespace, self.name)
@@ -122,7 +123,7 @@ class LeaderElection:
                 await self.kube.coordination.replace_namespaced_lease(
                     self.name, self.namespace, lease, _request_timeout=self.kube.timeout
                 )
-        except (ApiException, OSError, TimeoutError) as error:
+        except (ApiException, aiohttp.ClientError, OSError, TimeoutError) as error:
             logger.warning("could not release the Lease: %s", error)
 
     async def try_acquire_or_renew(self) -> bool:

@@ -4,6 +4,7 @@ loses its Lease stops them and stands by again, in the same process, until stopp
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -25,10 +26,16 @@ from diffleet_operator.kube import Kube
 from diffleet_operator.leader import LeaderElection
 from diffleet_operator.model_index import ModelIndex
 from diffleet_operator.persistence import PREFIX, DiffBaseStorage
+from diffleet_operator.quarantine import describe, transient
 from diffleet_operator.results import Results
 from diffleet_operator.runtime import Runtime
 
 logger = logging.getLogger("diffleet_operator")
+
+# A leader that cannot reach RabbitMQ releases its Lease and tries again after this
+# pause, doubling up to the maximum.
+BROKER_RETRY_FIRST_SECONDS = 1.0
+BROKER_RETRY_MAX_SECONDS = 30.0
 
 
 @kopf.on.startup()
@@ -81,6 +88,7 @@ async def run(op: OperatorSettings) -> None:
         op.leader_renew_seconds,
     )
     shutdown = asyncio.Event()
+    delay = BROKER_RETRY_FIRST_SECONDS
     try:
         while True:
             # kopf puts its own handlers in place while it runs; a standby needs ours.
@@ -88,16 +96,23 @@ async def run(op: OperatorSettings) -> None:
                 asyncio.get_running_loop().add_signal_handler(signum, shutdown.set)
             if not await election.acquire(shutdown):
                 return
-            await lead(op, kube, election)
+            if not await lead(op, kube, election):
+                logger.warning("standing by for %.0fs before leading again", delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(shutdown.wait(), timeout=delay)
+                delay = min(delay * 2, BROKER_RETRY_MAX_SECONDS)
+                continue
+            delay = BROKER_RETRY_FIRST_SECONDS
             if not election.lost:
                 return  # stopped by a signal
     finally:
         await kube.close()
 
 
-async def lead(op: OperatorSettings, kube: Kube, election: LeaderElection) -> None:
+async def lead(op: OperatorSettings, kube: Kube, election: LeaderElection) -> bool:
     """Runs kopf's handlers and the operator's loops until stopped or leadership is lost;
-    everything they hold (consumers, caches, held admissions) ends with them."""
+    everything they hold (consumers, caches, held admissions) ends with them. False, the
+    Lease released, when RabbitMQ cannot be reached: leading without it would stall."""
     settings = get_settings()
     stop = asyncio.Event()
     holding = asyncio.create_task(election.hold(stop), name="leader-election")
@@ -105,10 +120,13 @@ async def lead(op: OperatorSettings, kube: Kube, election: LeaderElection) -> No
         broker = await Broker.connect(
             settings.amqp_url, settings.topology, op.request_timeout_seconds
         )
-    except Exception:
+    except Exception as error:
         holding.cancel()
         await election.release()
-        raise
+        if not transient(error):
+            raise
+        logger.warning("RabbitMQ unreachable: %s", describe(error))
+        return False
     rt = Runtime(settings, op, kube, broker, FleetInventory(), JobCache(), ModelIndex())
     try:
         # Restricted to some job namespaces, it still watches the workers' Leases and the
@@ -131,6 +149,7 @@ async def lead(op: OperatorSettings, kube: Kube, election: LeaderElection) -> No
             logger.warning("RabbitMQ connection not closed cleanly: %s", error)
         if not election.lost:
             await election.release()
+    return True
 
 
 def main() -> None:
