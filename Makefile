@@ -10,7 +10,7 @@ export UV_PYTHON := 3.11
 VENV_STAMP := .venv/.synced
 
 .PHONY: help setup packages tools venv up up-infra down status env kubeconfig \
-        demo test lint format typecheck pytest fuzz kind-up bench-setup bench-dispatch bench-worker bench-api clean openapi
+        demo test lint format typecheck pytest fuzz chaos kind-up bench-setup bench-dispatch bench-worker bench-api clean openapi
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -76,6 +76,9 @@ test: setup lint typecheck pytest ## everything CI runs: lint, types, tests
 FUZZ_EXAMPLES ?= 200
 fuzz: setup ## the API's property-based fuzz suite, longer than in make test (FUZZ_EXAMPLES=200)
 	@DIFFLEET_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) .venv/bin/pytest tests/api/test_schemathesis.py
+
+chaos: setup ## 1,000 jobs while every component is SIGKILLed and restarted; figures in bench/results/chaos.md
+	@DIFFLEET_CHAOS_SIZE=full .venv/bin/pytest tests/chaos -s
 
 openapi: venv ## regenerate api/openapi.json from the API's code
 	@.venv/bin/python -m diffleet_api.openapi api/openapi.json
