@@ -78,7 +78,7 @@ fuzz: setup ## the API's property-based fuzz suite, longer than in make test (FU
 	@DIFFLEET_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) .venv/bin/pytest tests/api/test_schemathesis.py
 
 chaos: setup ## 1,000 jobs while every component is SIGKILLed and restarted; figures in bench/results/chaos.md
-	@DIFFLEET_CHAOS_SIZE=full .venv/bin/pytest tests/chaos -s
+	@DIFFLEET_CHAOS_SIZE=full .venv/bin/pytest tests/chaos -s --timeout 2400
 
 openapi: venv ## regenerate api/openapi.json from the API's code
 	@.venv/bin/python -m diffleet_api.openapi api/openapi.json
