@@ -3,14 +3,24 @@ through a loopback TCP proxy (tests/support/tcp_proxy.py) that the test drops (e
 connection closed, new ones refused) and restores: a real network fault that leaves the
 shared RabbitMQ, and the workers' connections to it, alone."""
 
+import json
 import os
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support.platform import Platform, apply_job, job_status, register_model, wait_for_phase
+from tests.support.platform import (
+    Platform,
+    apply_job,
+    free_port,
+    job_status,
+    register_model,
+    wait_for_phase,
+)
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
 from tests.support.tcp_proxy import TcpProxy
@@ -26,6 +36,16 @@ def proxied_amqp() -> tuple[TcpProxy, str]:
     proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 5672)
     credentials = url.netloc.rpartition("@")[0]
     return proxy, url._replace(netloc=f"{credentials}@127.0.0.1:{proxy.port}").geturl()
+
+
+def readiness(port: int) -> dict[str, bool]:
+    """The operator's /readyz report, whatever its status code."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            report: dict[str, bool] = json.load(response)
+    except urllib.error.HTTPError as error:
+        report = json.load(error)
+    return report
 
 
 def started_events(kubectl: Kubectl, namespace: str) -> Counter[str]:
@@ -45,8 +65,9 @@ def test_jobs_before_during_and_after_a_rabbitmq_outage_all_succeed_once(
     with proxy:
         with monkeypatch.context() as only_the_operator:
             only_the_operator.setenv("DIFFLEET_AMQP_URL", url)
-            operator = platform.operator()
+            operator = platform.operator(readiness_port=str(port := free_port()))
         register_model(kubectl, namespace, "m")
+        eventually(lambda: readiness(port)["ready"], timeout=30, what="operator ready")
         for worker_id in ("w1", "w2"):
             platform.worker(worker_id, sim_step_seconds="0.1")
         platform.wait_for_workers(operator, "t4", 2, timeout=60)
@@ -61,8 +82,15 @@ def test_jobs_before_during_and_after_a_rabbitmq_outage_all_succeed_once(
         wait_for_phase(kubectl, namespace, before[0], "Running")
         proxy.drop()
         during = submit("during")
+        eventually(
+            lambda: readiness(port) == {"apiServer": True, "leading": True, "rabbitmq": False,
+                                        "ready": False},
+            timeout=10,
+            what="operator not ready without RabbitMQ",
+        )  # fmt: skip
         time.sleep(OUTAGE_SECONDS)  # the fault's length, not a wait for state
         proxy.restore()
+        eventually(lambda: readiness(port)["ready"], timeout=30, what="operator ready again")
         after = submit("after")
 
         for name in before + during + after:

@@ -48,6 +48,12 @@ class OperatorSettings(BaseSettings):
     prefetch_per_tier: int = Field(default=256, ge=1, description="Admitted jobs held per tier")
     metrics_port: int = Field(default=8081, ge=0, description="Prometheus /metrics; 0: off")
     liveness_endpoint: str = Field(default="http://127.0.0.1:8080/healthz")
+    readiness_port: int = Field(
+        default=0,
+        ge=0,
+        description="GET /readyz: 503 while the API server or (leading) RabbitMQ is "
+        "unreachable; 0: off (a pod sets it, with its readinessProbe)",
+    )
     request_timeout_seconds: float = Field(default=10.0, gt=0)
 
 

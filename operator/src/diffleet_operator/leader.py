@@ -66,6 +66,8 @@ class LeaderElection:
         self._observed: tuple[object, ...] | None = None
         self._observed_at = 0.0
         self._holder: str | None = None
+        # When the API server last answered a Lease read (local clock), for readiness.
+        self.reached_at: float | None = None
 
     async def acquire(self, shutdown: asyncio.Event) -> bool:
         """Returns True once this process holds the Lease, False if `shutdown` is set
@@ -162,9 +164,14 @@ class LeaderElection:
         self._observe(spec)
         return True
 
+    def reaches_api_server(self) -> bool:
+        """The API server answered a Lease read within the renew deadline."""
+        return self.reached_at is not None and self.clock() - self.reached_at <= self.renew_deadline
+
     def _observe(self, spec: Any) -> None:
         """Notes the Lease's record, and when it was seen to change (local clock)."""
         record = _record(spec)
+        self.reached_at = self.clock()
         self._holder = spec.holder_identity
         if record != self._observed:
             self._observed, self._observed_at = record, self.clock()

@@ -27,6 +27,7 @@ from diffleet_operator.leader import LeaderElection
 from diffleet_operator.model_index import ModelIndex
 from diffleet_operator.persistence import PREFIX, DiffBaseStorage
 from diffleet_operator.quarantine import describe, transient
+from diffleet_operator.readiness import Readiness
 from diffleet_operator.results import Results
 from diffleet_operator.runtime import Runtime
 
@@ -87,6 +88,9 @@ async def run(op: OperatorSettings) -> None:
         op.leader_lease_seconds,
         op.leader_renew_seconds,
     )
+    readiness = Readiness(election)
+    if op.readiness_port:
+        await readiness.serve(op.readiness_port)
     shutdown = asyncio.Event()
     delay = BROKER_RETRY_FIRST_SECONDS
     try:
@@ -96,7 +100,7 @@ async def run(op: OperatorSettings) -> None:
                 asyncio.get_running_loop().add_signal_handler(signum, shutdown.set)
             if not await election.acquire(shutdown):
                 return
-            if not await lead(op, kube, election):
+            if not await lead(op, kube, election, readiness):
                 logger.warning("standing by for %.0fs before leading again", delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(shutdown.wait(), timeout=delay)
@@ -106,10 +110,13 @@ async def run(op: OperatorSettings) -> None:
             if not election.lost:
                 return  # stopped by a signal
     finally:
+        await readiness.close()
         await kube.close()
 
 
-async def lead(op: OperatorSettings, kube: Kube, election: LeaderElection) -> bool:
+async def lead(
+    op: OperatorSettings, kube: Kube, election: LeaderElection, readiness: Readiness
+) -> bool:
     """Runs kopf's handlers and the operator's loops until stopped or leadership is lost;
     everything they hold (consumers, caches, held admissions) ends with them. False, the
     Lease released, when RabbitMQ cannot be reached: leading without it would stall."""
@@ -128,6 +135,7 @@ async def lead(op: OperatorSettings, kube: Kube, election: LeaderElection) -> bo
         logger.warning("RabbitMQ unreachable: %s", describe(error))
         return False
     rt = Runtime(settings, op, kube, broker, FleetInventory(), JobCache(), ModelIndex())
+    readiness.broker = broker
     try:
         # Restricted to some job namespaces, it still watches the workers' Leases and the
         # platform's ModelCaches.
@@ -141,6 +149,7 @@ async def lead(op: OperatorSettings, kube: Kube, election: LeaderElection) -> bo
             liveness_endpoint=op.liveness_endpoint or None,
         )
     finally:
+        readiness.broker = None
         holding.cancel()
         await asyncio.gather(holding, return_exceptions=True)
         try:
