@@ -117,9 +117,17 @@ class Platform:
             what=f"operator sees {count} {pool} worker(s)",
         )
 
-    def worker(self, worker_id: str, *, simulate: bool = True, **settings: str) -> Process:
+    def worker(
+        self,
+        worker_id: str,
+        *,
+        simulate: bool = True,
+        environment: dict[str, str] | None = None,
+        **settings: str,
+    ) -> Process:
         """A worker: simulated timings, or (simulate=False) diffusers on the CPU with its
-        own empty model cache and /metrics."""
+        own empty model cache and /metrics. `environment` adds process variables beyond
+        the worker's settings (an S3 endpoint or AMQP URL through a proxy)."""
         env = self.common_env() | {
             "DIFFLEET_WORKER_WORKER_ID": worker_id,
             "DIFFLEET_WORKER_FLEET_NAMESPACE": self.namespace,
@@ -139,6 +147,7 @@ class Platform:
                 "OMP_WAIT_POLICY": "PASSIVE",
             }
         env |= {f"DIFFLEET_WORKER_{key.upper()}": value for key, value in settings.items()}
+        env |= environment or {}
         command = ["diffleet-worker", "--simulate"] if simulate else ["diffleet-worker"]
         process = spawn(f"{self.namespace}-{worker_id}", command, env)
         process.metrics_port = port

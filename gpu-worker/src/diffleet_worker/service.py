@@ -92,6 +92,7 @@ class WorkerService:
         self.reported = PendingCancels(REPORTED_ATTEMPTS)  # "uid/attempt" keys
         self.warming: dict[str, asyncio.Task[None]] = {}  # by model digest
         self.draining = False
+        self.jobs: set[asyncio.Task[None]] = set()  # referenced while they run
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -163,6 +164,15 @@ class WorkerService:
             self.cancels.add(uid)
 
     async def on_dispatch(self, message: AbstractIncomingMessage) -> None:
+        """Handles a job order in a task of its own, shielded: aio_pika cancels the
+        consumer's callbacks when their channel dies with the connection, and a
+        RabbitMQ outage must not stop a job midway."""
+        job = asyncio.create_task(self._dispatch(message))
+        self.jobs.add(job)
+        job.add_done_callback(self.jobs.discard)
+        await asyncio.shield(job)
+
+    async def _dispatch(self, message: AbstractIncomingMessage) -> None:
         try:
             order = DISPATCHED_JOB.validate_json(message.body)
         except ValidationError as error:
@@ -263,8 +273,12 @@ class WorkerService:
         backoff = FIRST_BACKOFF_SECONDS
         while True:
             try:
-                await self.broker.publish_to_queue(
-                    self.broker.topology.results_queue, event, message_id
+                # Bounded here: a robust channel waits for its connection without one.
+                await asyncio.wait_for(
+                    self.broker.publish_to_queue(
+                        self.broker.topology.results_queue, event, message_id
+                    ),
+                    self.settings.request_timeout_seconds,
                 )
                 return
             except BROKER_AWAY as error:
@@ -289,9 +303,19 @@ class WorkerService:
                 eta_seconds=eta,
                 preview_png_base64=preview,
             )
-            await self.broker.publish_to_exchange(
-                self.broker.topology.progress_exchange, order.job.uid, report
-            )
+            # Progress is transient: a report that meets an outage is skipped, not waited for.
+            if not self.broker.connected:
+                logger.warning("job %s: step %d not reported: RabbitMQ away", order.job.uid, step)
+                return
+            try:
+                await asyncio.wait_for(
+                    self.broker.publish_to_exchange(
+                        self.broker.topology.progress_exchange, order.job.uid, report
+                    ),
+                    self.settings.request_timeout_seconds,
+                )
+            except BROKER_AWAY as error:
+                logger.warning("job %s: step %d not reported: %r", order.job.uid, step, error)
 
         try:
             outcome = await self.runner.run(order, cancelled, on_step)

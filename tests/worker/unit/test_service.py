@@ -36,6 +36,7 @@ from diffleet_worker.service import WorkerService
 class RecordingBroker:
     topology: Topology = field(default_factory=Topology)
     results: list[Message] = field(default_factory=list)
+    connected: bool = True
 
     async def publish_to_queue(self, queue: str, message: Message, message_id: str) -> None:
         self.results.append(message)
