@@ -21,7 +21,15 @@ import httpx
 import pytest
 
 from diffleet_api.errors import PROBLEM_JSON
-from tests.api.support import Api, ApiTenant, WebhookReceiver, connect, spawn_api, sse_events
+from tests.api.support import (
+    Api,
+    ApiTenant,
+    WebhookReceiver,
+    connect,
+    delete_jobs,
+    spawn_api,
+    sse_events,
+)
 from tests.api.test_watcher_isolation import delivered_to, set_status, settled, submit
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
@@ -147,6 +155,7 @@ def test_a_postgresql_outage_is_503_then_recovers_and_a_job_finished_during_it_i
     receiver: WebhookReceiver,
 ) -> None:
     job = submit(api_behind, tenant, webhookUrl=receiver.url)
+    deleted = submit(api_behind, tenant)
     eventually(lambda: LEADING in api_behind.process.tail(200), timeout=30, what="leading")
 
     database.drop()
@@ -160,8 +169,9 @@ def test_a_postgresql_outage_is_503_then_recovers_and_a_job_finished_during_it_i
     assert during.json()["type"].endswith("/unavailable")
     assert elapsed < REQUEST_TIMEOUT + 2, f"answered after {elapsed:.1f}s"
 
-    # The job finishes while the API cannot record it.
+    # One job finishes, another is deleted, while the API cannot record either.
     set_status(kubectl, tenant.namespace, job["id"], {"phase": "Succeeded"})
+    delete_jobs(kubectl, tenant.namespace, deleted["id"])
     eventually(
         lambda: "job watcher stopped" in api_behind.process.tail(400),
         timeout=30,
@@ -180,6 +190,8 @@ def test_a_postgresql_outage_is_503_then_recovers_and_a_job_finished_during_it_i
     assert delivered_to(receiver, job["uid"])["phase"] == "Succeeded"
     assert api_behind.process.tail(2000).count(LEADING) >= 2
     assert ledger_entries(job["uid"]) == ["reserve", "settle"]
+    assert settled(deleted["uid"], "refunded")[0] == "Deleted"
+    assert ledger_entries(deleted["uid"]) == ["reserve", "refund"]
     deliveries = [hook for hook in receiver.received if job["uid"] in hook.body.decode()]
     assert len(deliveries) == 1
     assert json.loads(deliveries[0].body)["type"] == "job.finished"

@@ -143,6 +143,29 @@ async def abandon(
     return [(namespace, name) for namespace, name in await cursor.fetchall()]
 
 
+VANISHED = """
+select job.uid, job.namespace, job.name, job.spec, job.status, job.created_at
+from jobs job join ledger entry on entry.job_uid = job.uid and entry.kind = 'reserve'
+where job.credits = 'reserved' and entry.created_at < %(before)s
+    and (%(namespace)s::text is null or job.namespace = %(namespace)s)
+    and not job.uid = any(%(listed)s)
+"""
+
+
+async def vanished(
+    connection: psycopg.AsyncConnection[Any],
+    namespace: str | None,
+    listed: list[str],
+    before: datetime,
+) -> list[dict[str, Any]]:
+    """History rows of jobs (in `namespace`, or all) still reserved though reserved before
+    `before` and missing from `listed`, the uids a list taken after `before` returned:
+    deleted while no watch saw it."""
+    cursor = connection.cursor(row_factory=dict_row)
+    await cursor.execute(VANISHED, {"namespace": namespace, "listed": listed, "before": before})
+    return await cursor.fetchall()
+
+
 def short(cost: Decimal, balance: Decimal) -> PaymentRequiredError:
     return PaymentRequiredError(f"the job costs {cost} credits; the balance is {balance}")
 

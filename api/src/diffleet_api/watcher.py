@@ -22,6 +22,7 @@ cannot delete (a 4xx) is left alone, its history saying why. A dependency's fail
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -127,9 +128,12 @@ class JobWatcher:
     async def follow(self, namespace: str | None) -> None:
         kube = self.runtime.kube
         while True:
+            listed_at = await self.database_now()
             items, version = await kube.list_all_jobs(namespace)
             for body in items:
                 await self.handle("ADDED", body)
+            listed = [body["metadata"]["uid"] for body in items]
+            await self.catch_up_deleted(namespace, listed, listed_at)
             try:
                 while True:
                     async for kind, body in kube.job_events(namespace, version, WATCH_SECONDS):
@@ -142,6 +146,31 @@ class JobWatcher:
                 if error.status != 410:
                     raise
                 logger.info("watch of %s expired; listing again", namespace or "all namespaces")
+
+    async def database_now(self) -> datetime:
+        async with self.runtime.pool.connection() as connection:
+            cursor = await connection.execute("select now()")
+            row = await cursor.fetchone()
+        assert row is not None
+        now: datetime = row[0]
+        return now
+
+    async def catch_up_deleted(
+        self, namespace: str | None, listed: list[str], listed_at: datetime
+    ) -> None:
+        """Refunds the jobs deleted before they finished while no watch ran (the watcher
+        was down, PostgreSQL or the API server away): reserved before the list began yet
+        not in it. Each is handled as the DELETED event of its last recorded state."""
+        async with self.runtime.pool.connection() as connection:
+            rows = await ledger.vanished(connection, namespace, listed, listed_at)
+        for row in rows:
+            meta = {key: row[key] for key in ("uid", "namespace", "name")}
+            body = {
+                "metadata": meta | {"creationTimestamp": row["created_at"].isoformat()},
+                "spec": row["spec"],
+                "status": row["status"],
+            }
+            await self.handle("DELETED", body)
 
     async def handle(self, kind: str, body: Body) -> None:
         """Observes one event; quarantines the job when that fails by its own fault."""
