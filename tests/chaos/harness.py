@@ -134,6 +134,9 @@ class Figures:
             )
         lines = ["| figure | value |", "|---|---|"]
         lines += [f"| {name} | {value} |" for name, value in rows]
+        lines += [f"- lost {name}: {why}" for name, why in sorted(self.lost.items())[:20]]
+        reasons = Counter(self.failed.values())
+        lines += [f"- failed with {reason}: {count}" for reason, count in reasons.items()]
         return "\n".join(lines)
 
 
