@@ -4,7 +4,8 @@ fault that leaves the shared services up for everyone else.
 
 An S3 outage shorter than the worker's patience is waited out and the job succeeds on
 its first attempt; a longer one hands the job back to be requeued (attempts + 1), never
-Failed. A RabbitMQ outage mid-job loses no result and runs the job once."""
+Failed. A RabbitMQ outage mid-job loses no result and runs the job once, and the worker
+reports itself not ready while it lasts."""
 
 import os
 import re
@@ -19,6 +20,7 @@ from tests.support.platform import (
     Platform,
     Process,
     apply_job,
+    free_port,
     job_status,
     register_model,
     wait_for_phase,
@@ -55,7 +57,11 @@ def start(
     """An operator, the model "m" and one simulated worker with `environment`."""
     operator = platform.operator()
     register_model(kubectl, namespace, "m")
-    worker = platform.worker("w", environment=environment)
+    port = free_port()
+    worker = platform.worker(
+        "w", environment=environment | {"DIFFLEET_WORKER_METRICS_PORT": str(port)}
+    )
+    worker.metrics_port = port
     platform.wait_for_workers(operator, "t4", 1)
     return worker
 
@@ -67,6 +73,10 @@ def running(kubectl: Kubectl, namespace: str, job: str) -> dict[str, Any] | None
 
 def log_lines(worker: Process, pattern: str) -> int:
     return len(re.findall(pattern, worker.log.read_text(errors="replace")))
+
+
+def ready(worker: Process) -> float | None:
+    return worker.metric("diffleet_worker_ready", worker="w")
 
 
 def outputs_under(namespace: str, job: str) -> list[str]:
@@ -134,6 +144,7 @@ def test_a_rabbitmq_outage_mid_job_loses_no_result_and_runs_the_job_once(
         eventually(lambda: running(kubectl, namespace, "steady"), timeout=30, what="Running")
         uid = kubectl.json("get", "generationjob", "steady", "-n", namespace)["metadata"]["uid"]
         proxy.drop()
+        eventually(lambda: ready(worker) == 0, timeout=30, what="the worker not ready")
         eventually(
             lambda: log_lines(worker, rf"{uid}/1/end not published") >= 1,
             timeout=60,
@@ -141,6 +152,7 @@ def test_a_rabbitmq_outage_mid_job_loses_no_result_and_runs_the_job_once(
         )
         proxy.restore()
         status = wait_for_phase(kubectl, namespace, "steady", "Succeeded", timeout=60)
+        eventually(lambda: ready(worker) == 1, timeout=30, what="the worker ready again")
     assert status["attempts"] == 1
     assert outputs_under(namespace, "steady") == ["0.png"]
     assert log_lines(worker, rf"running job {uid} ") == 1

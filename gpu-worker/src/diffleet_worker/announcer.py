@@ -66,13 +66,22 @@ class Announcer:
                 self.namespace, lease, _request_timeout=self.timeout
             )
 
-    async def keep(self, inventory: Callable[[], WorkerInventory], every: float) -> None:
-        """Renews the Lease until cancelled; a failed renewal is retried next period."""
+    async def keep(
+        self,
+        inventory: Callable[[], WorkerInventory],
+        every: float,
+        renewed: Callable[[bool], None],
+    ) -> None:
+        """Renews the Lease until cancelled, telling `renewed` whether each renewal went
+        through; a failed one (the API server away) is retried next period."""
         while True:
             try:
                 await self.announce(inventory())
-            except Exception:
-                logger.exception("Lease renewal failed")
+            except Exception as error:  # noqa: BLE001 - any failure is retried next period
+                logger.warning("Lease renewal failed: %r", error)
+                renewed(False)
+            else:
+                renewed(True)
             await asyncio.sleep(every)
 
     async def release(self) -> None:

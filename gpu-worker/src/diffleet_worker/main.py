@@ -14,6 +14,7 @@ from prometheus_client import start_http_server
 
 from diffleet_core.broker import Broker
 from diffleet_core.settings import Credential, InsecureCredentialError, get_settings
+from diffleet_worker import metrics
 from diffleet_worker.announcer import Announcer
 from diffleet_worker.config import WorkerSettings, get_worker_settings
 from diffleet_worker.runner import Runner
@@ -59,7 +60,13 @@ async def serve(
     )
     service = WorkerService(settings, broker, runner)
     await service.start()
-    renewal = asyncio.create_task(announcer.keep(service.inventory, settings.renew_seconds))
+
+    def renewed(through: bool) -> None:
+        metrics.READY.labels(settings.worker_id).set(float(through and broker.connected))
+
+    renewal = asyncio.create_task(
+        announcer.keep(service.inventory, settings.renew_seconds, renewed)
+    )
     logger.info("worker %s serving pool %s", settings.worker_id, settings.pool)
     try:
         await stop.wait()

@@ -1,6 +1,13 @@
 """The worker's Prometheus metrics (served on DIFFLEET_WORKER_METRICS_PORT)."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+
+READY = Gauge(
+    "diffleet_worker_ready",
+    "1 while the worker reaches the API server (its last Lease renewal went through) and"
+    " RabbitMQ, else 0; updated every renewal period",
+    ["worker"],
+)
 
 MODEL_SERVED = Counter(
     "diffleet_worker_model_served_total",
