@@ -5,16 +5,19 @@ fault that leaves the shared services up for everyone else.
 An S3 outage shorter than the worker's patience is waited out and the job succeeds on
 its first attempt; a longer one hands the job back to be requeued (attempts + 1), never
 Failed. A RabbitMQ outage mid-job loses no result and runs the job once, and the worker
-reports itself not ready while it lasts."""
+reports itself not ready while it lasts; so does an API server outage, after which its
+Lease is renewed again."""
 
 import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
 import pytest
+import yaml
 
 from tests.support.platform import (
     Platform,
@@ -156,3 +159,35 @@ def test_a_rabbitmq_outage_mid_job_loses_no_result_and_runs_the_job_once(
     assert status["attempts"] == 1
     assert outputs_under(namespace, "steady") == ["0.png"]
     assert log_lines(worker, rf"running job {uid} ") == 1
+
+
+def test_an_api_server_outage_makes_the_worker_not_ready_then_its_lease_renews_again(
+    kubectl: Kubectl, namespace: str, platform: Platform, tmp_path: Path
+) -> None:
+    config = yaml.safe_load(Path(os.environ["KUBECONFIG"]).read_text())
+    server = urlsplit(config["clusters"][0]["cluster"]["server"])
+    with TcpProxy(server.hostname or "127.0.0.1", server.port or 443) as proxy:
+        # Same host (the certificate's), the proxy's port.
+        through = server._replace(netloc=f"{server.hostname}:{proxy.port}").geturl()
+        config["clusters"][0]["cluster"]["server"] = through
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(config))
+        worker = start(kubectl, namespace, platform, {"KUBECONFIG": str(kubeconfig)})
+        eventually(lambda: ready(worker) == 1, timeout=30, what="the worker ready")
+        proxy.drop()
+        eventually(lambda: ready(worker) == 0, timeout=30, what="the worker not ready")
+        proxy.restore()
+        eventually(lambda: ready(worker) == 1, timeout=30, what="the worker ready again")
+        renewed = renew_time(kubectl, namespace)
+        eventually(
+            lambda: renew_time(kubectl, namespace) > renewed,
+            timeout=30,
+            what="the Lease renewed after the outage",
+        )
+    assert worker.popen.poll() is None
+
+
+def renew_time(kubectl: Kubectl, namespace: str) -> str:
+    lease = kubectl.json("get", "lease", "w", "-n", namespace)
+    when: str = lease["spec"]["renewTime"]
+    return when
