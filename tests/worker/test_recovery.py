@@ -191,3 +191,24 @@ def renew_time(kubectl: Kubectl, namespace: str) -> str:
     lease = kubectl.json("get", "lease", "w", "-n", namespace)
     when: str = lease["spec"]["renewTime"]
     return when
+
+
+def test_a_worker_started_while_rabbitmq_is_away_comes_up_once_it_is_back(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    proxy, amqp_url = amqp_proxy()
+    with proxy:
+        proxy.drop()
+        operator = platform.operator()
+        register_model(kubectl, namespace, "m")
+        worker = platform.worker("w", environment={"DIFFLEET_AMQP_URL": amqp_url})
+        eventually(
+            lambda: log_lines(worker, r"RabbitMQ unreachable") >= 2,
+            timeout=30,
+            what="the worker waits for RabbitMQ",
+        )
+        proxy.restore()
+        platform.wait_for_workers(operator, "t4", 1)
+        apply_job(kubectl, namespace, "late", model="m")
+        wait_for_phase(kubectl, namespace, "late", "Succeeded", timeout=60)
+    assert worker.popen.poll() is None

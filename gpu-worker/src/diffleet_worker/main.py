@@ -3,11 +3,14 @@
 import argparse
 import asyncio
 import logging
+import random
 import signal
 import sys
+import time
 from typing import Any
 
 import boto3
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from botocore.config import Config
 from kubernetes_asyncio import client, config
 from prometheus_client import start_http_server
@@ -32,6 +35,26 @@ async def connect_kubernetes() -> client.ApiClient:
     return client.ApiClient()
 
 
+async def connect_broker(settings: WorkerSettings) -> Broker:
+    """RabbitMQ, waited for with jittered backoff for up to `broker_patience_seconds`: a
+    worker (re)started during an outage comes up once RabbitMQ is back."""
+    core = get_settings()
+    deadline = time.monotonic() + settings.broker_patience_seconds
+    backoff = 0.5
+    while True:
+        try:
+            return await Broker.connect(
+                core.amqp_url, core.topology, settings.request_timeout_seconds
+            )
+        except (*CONNECTION_EXCEPTIONS, TimeoutError) as error:
+            pause = random.uniform(backoff / 2, backoff)  # noqa: S311 - jitter, not a secret
+            if time.monotonic() + pause > deadline:
+                raise
+            logger.warning("RabbitMQ unreachable: %r; retrying in %.1fs", error, pause)
+            await asyncio.sleep(pause)
+            backoff = min(backoff * 2, 8.0)
+
+
 def make_runner(settings: WorkerSettings, s3: Any, simulate: bool) -> Runner:
     if simulate:
         return SimulatedRunner(settings, s3)
@@ -45,12 +68,11 @@ async def serve(
     settings: WorkerSettings, api: client.ApiClient, stop: asyncio.Event, simulate: bool
 ) -> None:
     """One worker: its Lease, its queue, its runner; drains when `stop` is set."""
-    core = get_settings()
     s3 = boto3.client(
         "s3", config=Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3})
     )
     runner = make_runner(settings, s3, simulate)
-    broker = await Broker.connect(core.amqp_url, core.topology, settings.request_timeout_seconds)
+    broker = await connect_broker(settings)
     announcer = Announcer(
         api,
         settings.fleet_namespace,
