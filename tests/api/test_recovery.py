@@ -11,6 +11,7 @@ its webhook delivered once."""
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from itertools import takewhile
@@ -31,6 +32,7 @@ from tests.api.support import (
     sse_events,
 )
 from tests.api.test_watcher_isolation import delivered_to, set_status, settled, submit
+from tests.support.platform import LOG_DIR
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
 from tests.support.tcp_proxy import TcpProxy
@@ -258,3 +260,40 @@ def test_a_job_finished_while_the_api_server_was_away_is_settled_once_after_it_i
     assert delivered_to(receiver, job["uid"])["phase"] == "Succeeded"
     assert ledger_entries(job["uid"]) == ["reserve", "settle"]
     assert sum(job["uid"] in hook.body.decode() for hook in receiver.received) == 1
+
+
+def test_an_api_started_while_postgresql_and_rabbitmq_are_away_comes_up_once_they_are_back(
+    namespace: str, database: TcpProxy, broker: TcpProxy
+) -> None:
+    database.drop()
+    broker.drop()
+    log = LOG_DIR / f"{namespace}-api-0.log"  # spawn_api's name for its first process
+
+    def restore_once_waited_for(proxy: TcpProxy, what: str) -> None:
+        eventually(
+            lambda: log.exists() and f"{what} unreachable" in log.read_text(errors="replace"),
+            timeout=60,
+            what=f"the starting API waiting for {what}",
+        )
+        proxy.restore()
+
+    def restore_both() -> None:
+        restore_once_waited_for(database, "PostgreSQL")
+        restore_once_waited_for(broker, "RabbitMQ")
+
+    restorer = threading.Thread(target=restore_both, daemon=True)
+    restorer.start()
+    env = {
+        "DIFFLEET_DATABASE_URL": proxied(os.environ["DIFFLEET_DATABASE_URL"], database),
+        "DIFFLEET_AMQP_URL": proxied(os.environ["DIFFLEET_AMQP_URL"], broker),
+    }
+    [started] = spawn_api(namespace, env=env)  # returns once /readyz is 200
+    restorer.join(timeout=5)
+    try:
+        assert started.process.popen.poll() is None
+        text = log.read_text(errors="replace")
+        assert "PostgreSQL unreachable" in text
+        assert "RabbitMQ unreachable" in text
+        assert httpx.get(f"{started.url}/readyz", timeout=5).status_code == 200
+    finally:
+        started.process.stop()

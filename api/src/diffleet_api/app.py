@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 
 import aio_pika
 import boto3
+import psycopg
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from botocore.config import Config
 from fastapi import FastAPI
 
@@ -18,6 +20,7 @@ from diffleet_api.runtime import ModelFamilies, Runtime
 from diffleet_api.settings import ApiSettings, get_api_settings
 from diffleet_api.watcher import JobWatcher
 from diffleet_core.broker import Broker
+from diffleet_core.patience import patiently
 from diffleet_core.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -42,20 +45,41 @@ def s3_client(timeout: float) -> object:
 
 
 async def open_runtime(settings: ApiSettings, platform: Settings) -> Runtime:
-    if settings.migrate_on_start:
-        await asyncio.to_thread(db.migrate, platform.database_url)
-    pool = await db.open_pool(
-        platform.database_url,
-        settings.db_pool_min,
-        settings.db_pool_max,
-        settings.request_timeout_seconds,
+    """The runtime's connections. PostgreSQL and RabbitMQ are waited for (for up to
+    `startup_patience_seconds`), so an API started during their outage comes up once they
+    are back instead of exiting."""
+
+    async def database() -> db.Pool:
+        if settings.migrate_on_start:
+            await asyncio.to_thread(db.migrate, platform.database_url)
+        return await db.open_pool(
+            platform.database_url,
+            settings.db_pool_min,
+            settings.db_pool_max,
+            settings.request_timeout_seconds,
+        )
+
+    patience = settings.startup_patience_seconds
+    amqp_away = (*CONNECTION_EXCEPTIONS, TimeoutError)
+    pool = await patiently(
+        database, what="PostgreSQL", retry_on=(psycopg.OperationalError,), patience=patience
     )
     kube = await Kube.connect(settings.request_timeout_seconds, settings.kube_connections)
-    broker = await Broker.connect(
-        platform.amqp_url, platform.topology, settings.request_timeout_seconds
+    broker = await patiently(
+        lambda: Broker.connect(
+            platform.amqp_url, platform.topology, settings.request_timeout_seconds
+        ),
+        what="RabbitMQ",
+        retry_on=amqp_away,
+        patience=patience,
     )
-    amqp = await aio_pika.connect_robust(
-        platform.amqp_url, timeout=settings.request_timeout_seconds
+    amqp = await patiently(
+        lambda: aio_pika.connect_robust(
+            platform.amqp_url, timeout=settings.request_timeout_seconds
+        ),
+        what="RabbitMQ",
+        retry_on=amqp_away,
+        patience=patience,
     )
     return Runtime(
         settings=settings,

@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -88,5 +88,9 @@ async def open_pool(database_url: str, min_size: int, max_size: int, wait: float
         reconnect_timeout=RECONNECT_SECONDS,
         open=False,
     )
-    await pool.open(wait=True, timeout=30)
+    try:
+        await pool.open(wait=True, timeout=30)
+    except PoolTimeout:
+        await pool.close()  # its workers would keep connecting in the background
+        raise
     return pool

@@ -101,6 +101,12 @@ class ApiSettings(BaseSettings):
         default=10.0, gt=0, description="Kubernetes, S3, AMQP, waiting for a PostgreSQL connection"
     )
     migrate_on_start: bool = Field(default=True, description="Apply migrations at startup")
+    startup_patience_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long a starting API waits for PostgreSQL and RabbitMQ to come back"
+        " (jittered backoff) before it gives up",
+    )
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=20, ge=1)
     kube_connections: int = Field(default=64, ge=1, description="Kubernetes client pool size")

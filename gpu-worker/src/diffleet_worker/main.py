@@ -3,10 +3,8 @@
 import argparse
 import asyncio
 import logging
-import random
 import signal
 import sys
-import time
 from typing import Any
 
 import boto3
@@ -16,6 +14,7 @@ from kubernetes_asyncio import client, config
 from prometheus_client import start_http_server
 
 from diffleet_core.broker import Broker
+from diffleet_core.patience import patiently
 from diffleet_core.settings import Credential, InsecureCredentialError, get_settings
 from diffleet_worker import metrics
 from diffleet_worker.announcer import Announcer
@@ -36,23 +35,15 @@ async def connect_kubernetes() -> client.ApiClient:
 
 
 async def connect_broker(settings: WorkerSettings) -> Broker:
-    """RabbitMQ, waited for with jittered backoff for up to `broker_patience_seconds`: a
-    worker (re)started during an outage comes up once RabbitMQ is back."""
+    """RabbitMQ, waited for for up to `broker_patience_seconds`: a worker (re)started
+    during an outage comes up once RabbitMQ is back."""
     core = get_settings()
-    deadline = time.monotonic() + settings.broker_patience_seconds
-    backoff = 0.5
-    while True:
-        try:
-            return await Broker.connect(
-                core.amqp_url, core.topology, settings.request_timeout_seconds
-            )
-        except (*CONNECTION_EXCEPTIONS, TimeoutError) as error:
-            pause = random.uniform(backoff / 2, backoff)  # noqa: S311 - jitter, not a secret
-            if time.monotonic() + pause > deadline:
-                raise
-            logger.warning("RabbitMQ unreachable: %r; retrying in %.1fs", error, pause)
-            await asyncio.sleep(pause)
-            backoff = min(backoff * 2, 8.0)
+    return await patiently(
+        lambda: Broker.connect(core.amqp_url, core.topology, settings.request_timeout_seconds),
+        what="RabbitMQ",
+        retry_on=(*CONNECTION_EXCEPTIONS, TimeoutError),
+        patience=settings.broker_patience_seconds,
+    )
 
 
 def make_runner(settings: WorkerSettings, s3: Any, simulate: bool) -> Runner:
