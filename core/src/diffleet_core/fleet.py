@@ -12,6 +12,14 @@ WORKER_LABEL = "diffleet.io/worker"
 POOL_LABEL = "diffleet.io/pool"
 INVENTORY_ANNOTATION = "diffleet.io/inventory"
 
+# Worker pods: the GPUPool that owns a pod, and the label every pod of diffleet's own
+# carries (the local stack's pod runner, hack/, runs exactly the pods that have it).
+GPUPOOL_LABEL = "diffleet.io/gpupool"
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+PART_OF = "diffleet"
+# Node consolidation (Karpenter) never evicts a pod that carries it: set on busy workers.
+DO_NOT_DISRUPT_ANNOTATION = "karpenter.sh/do-not-disrupt"
+
 
 class WorkerInventory(BaseModel):
     """A worker's capacity and what it holds, as the operator places by it."""
