@@ -4,7 +4,8 @@
 # RabbitMQ, PostgreSQL and MinIO. Every process is started here, recorded in a pid
 # file under .diffleet/run and logged under .diffleet/logs; `down` stops all of them.
 #
-#   stack.sh up-infra | up | down | down-platform | status | env | kubeconfig
+#   stack.sh up-infra | up | down | down-platform | status | env | kubeconfig |
+#   restart NAME...
 set -euo pipefail
 LOG_TAG=stack
 source "$(dirname "$0")/lib.sh"
@@ -15,7 +16,7 @@ CERT_DIR="$STATE_DIR/pki"
 KUBECONFIG_PATH="$STATE_DIR/kubeconfig"
 H="$STACK_HOST"
 # Infrastructure processes in start order; `down` stops them in reverse.
-INFRA=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok epmd rabbitmq postgres minio)
+INFRA=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok pod-runner epmd rabbitmq postgres minio)
 # Platform processes that `up` adds on top (the worker and the API arrive with issues 4, 5).
 PLATFORM=(operator api gpu-worker)
 
@@ -214,14 +215,43 @@ start_kube_scheduler() {
 }
 scheduler_healthy() { curl -fsSk --max-time 2 "https://$H:$KUBE_SCHEDULER_PORT/healthz"; }
 
+# kwok's stage configs with every Pod stage skipping diffleet's own pods, whose status the
+# pod runner writes: each Pod stage's selector gains a NotIn on the part-of label.
+kwok_stages() {
+  awk '
+    /^---/ { pod = 0 }
+    /^    kind: Pod$/ { pod = 1 }
+    { print }
+    pod && /^    matchExpressions:$/ {
+      print "    - key: \x27.metadata.labels[\"app.kubernetes.io/part-of\"]\x27"
+      print "      operator: NotIn"
+      print "      values: [diffleet]"
+    }
+  ' "$BIN_DIR/kwok-stages.yaml" >"$RUN_DIR/kwok-stages.yaml"
+}
+
 start_kwok() {
   require_tool kwok
-  spawn kwok kwok --kubeconfig "$KUBECONFIG_PATH" --config "$BIN_DIR/kwok-stages.yaml" \
+  mkdir -p "$RUN_DIR"
+  kwok_stages
+  spawn kwok kwok --kubeconfig "$KUBECONFIG_PATH" --config "$RUN_DIR/kwok-stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-label-selector=type=kwok \
     --node-lease-duration-seconds 40 --cidr 10.244.0.0/16 --node-ip 10.0.0.1 \
     --server-address "$H:$KWOK_PORT"
 }
 kwok_healthy() { curl -fsS --max-time 2 "http://$H:$KWOK_PORT/healthz"; }
+
+# The kubelet's part for diffleet's pods on kwok nodes (hack/pod_runner); each pod's output
+# goes to .diffleet/logs/pods/<namespace>_<name>.log.
+start_pod_runner() {
+  (
+    eval "$(print_env)"
+    cd "$ROOT"
+    spawn pod-runner "$ROOT/.venv/bin/python" -m hack.pod_runner --port "$POD_RUNNER_PORT"
+  )
+  wait_for pod-runner 60 pod_runner_healthy
+}
+pod_runner_healthy() { curl -fsS --max-time 2 "http://$H:$POD_RUNNER_PORT/healthz"; }
 
 # The simulated GPU nodes of each pool (hack/stack.env KWOK_POOLS).
 gpu_nodes() {
@@ -484,6 +514,7 @@ up_infra() {
   wait_for kube-scheduler 60 scheduler_healthy
   wait_for kwok 60 kwok_healthy
   apply_cluster_objects
+  start_pod_runner
   wait_for kwok 60 nodes_ready
   wait_for postgres 60 postgres_healthy
   ensure_database
@@ -505,6 +536,16 @@ down() {
   if ((${#PLATFORM[@]})); then stop "${PLATFORM[@]}"; fi
   stop "${INFRA[@]}"
   log "stack stopped"
+}
+
+# restart NAME...: stops and starts single processes of a running stack (kwok after a change
+# of its stages, the pod runner after a change of its code).
+restart() {
+  local name
+  for name in "$@"; do
+    stop "$name"
+    "start_${name//-/_}"
+  done
 }
 
 status() {
@@ -550,5 +591,6 @@ case "${1:-}" in
   status) status ;;
   env) print_env ;;
   kubeconfig) echo "$KUBECONFIG_PATH" ;;
-  *) die "usage: $0 up-infra|up|down|down-platform|status|env|kubeconfig" ;;
+  restart) shift && restart "$@" ;;
+  *) die "usage: $0 up-infra|up|down|down-platform|status|env|kubeconfig|restart NAME..." ;;
 esac

@@ -1,12 +1,13 @@
 """Settings of a worker process, from DIFFLEET_WORKER_* environment variables."""
 
 import socket
+from collections.abc import Mapping
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 GIB = 1024**3
 
@@ -86,12 +87,23 @@ class WorkerSettings(BaseSettings):
     strength: float = Field(default=0.75, ge=0, le=1, description="img2img/inpaint default")
     mask_feather_pixels: float = Field(default=4.0, ge=0, description="Inpaint mask feather")
     # Simulation (diffleet-worker --simulate): scripted timings instead of diffusers.
+    simulate: bool = Field(
+        default=False, description="A simulated worker, as --simulate makes one (pods of tests)"
+    )
     sim_step_seconds: float = Field(default=0.02, ge=0, description="Time per denoising step")
     sim_load_seconds: float = Field(default=0.5, ge=0, description="Cold model load time")
     sim_warm_load_seconds: float = Field(default=0.1, ge=0, description="Warm model load time")
     sim_hot_models: list[str] = Field(default_factory=list, description="Digests hot at start")
     sim_warm_models: list[str] = Field(default_factory=list, description="Digests warm at start")
     sim_fail_reason: str = Field(default="", description="Fail every job with this reason")
+
+
+def worker_settings_from(env: Mapping[str, str]) -> WorkerSettings:
+    """Settings from the DIFFLEET_WORKER_* variables of `env` instead of this process's
+    environment: the local stack's pod runner hosts simulated worker pods in one process."""
+    source = EnvSettingsSource(WorkerSettings)
+    source.env_vars = {key.lower(): value for key, value in env.items()}
+    return WorkerSettings.model_validate(source())
 
 
 @lru_cache

@@ -120,7 +120,8 @@ def main() -> None:
     parser.add_argument(
         "--simulate",
         action="store_true",
-        help="run jobs with scripted timings instead of diffusers (tests, benchmarks)",
+        help="run jobs with scripted timings instead of diffusers (tests, benchmarks);"
+        " DIFFLEET_WORKER_SIMULATE=true does the same",
     )
     parser.add_argument(
         "--replicas",
@@ -131,9 +132,10 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_worker_settings()
-    if args.replicas > 1 and not args.simulate:
+    simulate = args.simulate or settings.simulate
+    if args.replicas > 1 and not simulate:
         parser.error("--replicas needs --simulate: a real worker owns its device")
-    if settings.concurrency > 1 and not args.simulate:
+    if settings.concurrency > 1 and not simulate:
         # One device, one pipeline whose LoRAs and scheduler are set per job: runs take
         # turns under the device lock, so more than one would be advertised, not run.
         parser.error(
@@ -146,4 +148,4 @@ def main() -> None:
         sys.exit(f"diffleet-worker: {error}")
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="127.0.0.1")
-    asyncio.run(run(settings, max(args.replicas, 1), args.simulate))
+    asyncio.run(run(settings, max(args.replicas, 1), simulate))

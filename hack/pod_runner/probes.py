@@ -1,0 +1,74 @@
+"""Readiness probes of a pod's container, run on this host (httpGet on 127.0.0.1, exec)."""
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from kubernetes_asyncio import client
+
+from hack.pod_runner.environment import POD_IP
+
+
+def _port(container: client.V1Container, port: int | str) -> int:
+    if isinstance(port, int) or str(port).isdigit():
+        return int(port)
+    for declared in container.ports or []:
+        if declared.name == port:
+            return int(declared.container_port)
+    raise ValueError(f"no container port named {port}")
+
+
+async def check(probe: client.V1Probe, container: client.V1Container, env: dict[str, str]) -> bool:
+    """One try of the probe: True when it passes within its timeoutSeconds."""
+    timeout = float(probe.timeout_seconds or 1)
+    try:
+        if probe.http_get:
+            get = probe.http_get
+            url = f"http://{POD_IP}:{_port(container, get.port)}/{(get.path or '/').lstrip('/')}"
+            limit = aiohttp.ClientTimeout(total=timeout)
+            async with (
+                aiohttp.ClientSession(timeout=limit) as session,
+                session.get(url) as response,
+            ):
+                return 200 <= response.status < 400
+        if probe._exec:
+            process = await asyncio.create_subprocess_exec(
+                *probe._exec.command,
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            try:
+                return await asyncio.wait_for(process.wait(), timeout) == 0
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                return False
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+        return False
+    raise ValueError("only httpGet and exec readiness probes are supported")
+
+
+async def watch_readiness(
+    probe: client.V1Probe,
+    container: client.V1Container,
+    env: dict[str, str],
+    report: Callable[[bool], Awaitable[None]],
+) -> None:
+    """Runs the probe every periodSeconds and reports each change of readiness, honouring
+    initialDelaySeconds, successThreshold and failureThreshold, until cancelled."""
+    await asyncio.sleep(probe.initial_delay_seconds or 0)
+    ready, passes, failures = False, 0, 0
+    while True:
+        if await check(probe, container, env):
+            passes, failures = passes + 1, 0
+        else:
+            passes, failures = 0, failures + 1
+        if not ready and passes >= (probe.success_threshold or 1):
+            ready = True
+            await report(True)
+        elif ready and failures >= (probe.failure_threshold or 3):
+            ready = False
+            await report(False)
+        await asyncio.sleep(probe.period_seconds or 10)

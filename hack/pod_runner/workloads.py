@@ -1,0 +1,134 @@
+"""What runs a pod: a local process, or a simulated worker hosted in the runner's process."""
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import IO, Protocol
+
+from kubernetes_asyncio import client, config
+
+from diffleet_worker.config import worker_settings_from
+from diffleet_worker.main import serve
+
+logger = logging.getLogger("pod_runner")
+WORKER_COMMAND = "diffleet-worker"
+KILLED = 137
+
+
+class Workload(Protocol):
+    """One run of a pod's container."""
+
+    kind: str
+    pid: int
+
+    async def wait(self) -> int:
+        """Waits for the end of the run; its exit code."""
+        ...
+
+    def terminate(self) -> None:
+        """Asks the run to stop (SIGTERM)."""
+        ...
+
+    def kill(self) -> None:
+        """Stops the run at once (SIGKILL)."""
+        ...
+
+
+class LocalProcess:
+    kind = "process"
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+        self.pid = process.pid
+
+    @classmethod
+    async def start(cls, argv: list[str], env: dict[str, str], log: IO[bytes]) -> "LocalProcess":
+        # Its own session: signals reach the whole process group, as in a container.
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            env=env,
+            cwd=Path.cwd(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return cls(process)
+
+    async def wait(self) -> int:
+        code = await self._process.wait()
+        return code if code >= 0 else 128 - code
+
+    def _signal(self, signum: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signum)
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+
+def hostable(argv: list[str], env: dict[str, str]) -> bool:
+    """A simulated worker (the worker's command, DIFFLEET_WORKER_SIMULATE=true) may be hosted
+    in the runner: hundreds of pods need not mean hundreds of interpreters."""
+    simulated = env.get("DIFFLEET_WORKER_SIMULATE", "").lower() in {"true", "1", "yes"}
+    return (
+        simulated
+        and bool(argv)
+        and Path(argv[0]).name == WORKER_COMMAND
+        and all(arg == "--simulate" for arg in argv[1:])
+    )
+
+
+class HostedWorker:
+    """A simulated worker run by diffleet_worker's own `serve` as a task of this process,
+    with its pod's DIFFLEET_WORKER_* settings and a client of its pod's ServiceAccount.
+    SIGTERM is the worker's drain (its stop event), SIGKILL cancels the task."""
+
+    kind = "hosted"
+
+    def __init__(self, task: "asyncio.Task[None]", stop: asyncio.Event) -> None:
+        self._task = task
+        self._stop = stop
+        self.pid = os.getpid()
+
+    @classmethod
+    async def start(cls, env: dict[str, str], kubeconfig: Path) -> "HostedWorker":
+        settings = worker_settings_from(env).model_copy(update={"metrics_port": 0})
+        configuration = client.Configuration()
+        await config.load_kube_config(
+            config_file=str(kubeconfig), client_configuration=configuration
+        )
+        api = client.ApiClient(configuration)
+        stop = asyncio.Event()
+
+        async def serving() -> None:
+            try:
+                await serve(settings, api, stop, simulate=True)
+            finally:
+                await api.close()
+
+        return cls(asyncio.create_task(serving(), name=f"worker {settings.worker_id}"), stop)
+
+    async def wait(self) -> int:
+        try:
+            await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            if self._task.cancelled():
+                return KILLED
+            raise
+        except Exception:
+            logger.exception("hosted worker %s failed", self._task.get_name())
+            return 1
+        return 0
+
+    def terminate(self) -> None:
+        self._stop.set()
+
+    def kill(self) -> None:
+        self._task.cancel()

@@ -1,0 +1,247 @@
+"""The local stack's pod runner (hack/pod_runner) plays the kubelet for diffleet's pods on
+kwok nodes: it runs their commands as local processes and writes their status."""
+
+import json
+import os
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from diffleet_core.fleet import PART_OF, PART_OF_LABEL
+from tests.support.polling import eventually
+from tests.support.stack import Kubectl, stack_config
+
+pytestmark = pytest.mark.stack
+NODE = "kwok-t4-0"
+
+
+def runner_report() -> list[dict[str, Any]]:
+    port = stack_config()["POD_RUNNER_PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/pods", timeout=5) as response:
+        pods: list[dict[str, Any]] = json.load(response)["pods"]
+    return pods
+
+
+def pod_manifest(
+    name: str,
+    command: list[str],
+    *,
+    env: list[dict[str, Any]] | None = None,
+    labelled: bool = True,
+    **spec: Any,
+) -> str:
+    labels = {PART_OF_LABEL: PART_OF} if labelled else {}
+    container = {"name": "main", "image": "diffleet/test", "command": command, "env": env or []}
+    if "readinessProbe" in spec:
+        container["readinessProbe"] = spec.pop("readinessProbe")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "nodeName": NODE,
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+            "containers": [container],
+            **spec,
+        },
+    }
+    return json.dumps(pod)
+
+
+def python(script: str) -> list[str]:
+    return [sys.executable, "-c", script]
+
+
+def pod(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = kubectl.json("get", "pod", name, "-n", namespace)
+    return found
+
+
+def ready(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any] | None:
+    current = pod(kubectl, namespace, name)
+    conditions = {c["type"]: c["status"] for c in current["status"].get("conditions", [])}
+    return current if conditions.get("Ready") == "True" else None
+
+
+def gone(kubectl: Kubectl, namespace: str, name: str) -> bool:
+    found = kubectl.run("get", "pod", name, "-n", namespace, "--ignore-not-found", "-o", "name")
+    return not found.stdout.strip()
+
+
+def test_pod_runs_ready_with_downward_env_and_stops_on_sigterm(
+    kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "env.json"
+    marker = tmp_path / "terminated"
+    script = f"""
+import json, os, signal, sys, time
+names = ["POD_NAME", "POD_NAMESPACE", "NODE", "POD_IP", "GREETING", "KUBECONFIG"]
+json.dump({{n: os.environ.get(n) for n in names}}, open({str(out)!r}, "w"))
+signal.signal(signal.SIGTERM, lambda *_: (open({str(marker)!r}, "w").close(), sys.exit(0)))
+while True:
+    time.sleep(0.1)
+"""
+
+    def field(path: str) -> dict[str, Any]:
+        return {"valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+    env = [
+        {"name": "POD_NAME", **field("metadata.name")},
+        {"name": "POD_NAMESPACE", **field("metadata.namespace")},
+        {"name": "NODE", **field("spec.nodeName")},
+        {"name": "POD_IP", **field("status.podIP")},
+        {"name": "GREETING", "value": "hello $(POD_NAME)"},
+    ]
+    kubectl.apply(pod_manifest("sleeper", python(script), env=env), namespace)
+
+    running = eventually(lambda: ready(kubectl, namespace, "sleeper"), timeout=30, what="Ready")
+    assert running["status"]["phase"] == "Running"
+    assert running["status"]["podIP"] == "127.0.0.1"
+    assert running["status"]["containerStatuses"][0]["restartCount"] == 0
+    seen = eventually(lambda: out.exists() and json.loads(out.read_text()), timeout=10, what="env")
+    assert seen["POD_NAME"] == "sleeper"
+    assert seen["POD_NAMESPACE"] == namespace
+    assert seen["NODE"] == NODE
+    assert seen["POD_IP"] == "127.0.0.1"
+    assert seen["GREETING"] == "hello sleeper"
+    assert Path(seen["KUBECONFIG"]).stat().st_mode & 0o777 == 0o600
+
+    kubectl.run("delete", "pod", "sleeper", "-n", namespace, "--wait=false")
+    eventually(lambda: gone(kubectl, namespace, "sleeper"), timeout=30, what="pod removed")
+    assert marker.exists(), "the process was not sent SIGTERM"
+
+
+def test_process_ignoring_sigterm_is_killed_after_the_grace_period(
+    kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    script = f"""
+import os, signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+open({str(pid_file)!r}, "w").write(str(os.getpid()))
+while True:
+    time.sleep(0.1)
+"""
+    manifest = pod_manifest("stubborn", python(script), terminationGracePeriodSeconds=2)
+    kubectl.apply(manifest, namespace)
+    eventually(lambda: ready(kubectl, namespace, "stubborn"), timeout=30, what="Ready")
+    pid = int(eventually(lambda: pid_file.read_text() or None, timeout=10, what="pid"))
+
+    deleted = time.monotonic()
+    kubectl.run("delete", "pod", "stubborn", "-n", namespace, "--wait=false")
+    eventually(lambda: gone(kubectl, namespace, "stubborn"), timeout=30, what="pod removed")
+    assert time.monotonic() - deleted >= 2, "removed before its grace period"
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_restart_policy_always_restarts_an_exiting_process(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    kubectl.apply(pod_manifest("flaky", python("import sys; sys.exit(3)")), namespace)
+
+    def restarted_twice() -> dict[str, Any] | None:
+        status = pod(kubectl, namespace, "flaky")["status"].get("containerStatuses") or [{}]
+        return status[0] if status[0].get("restartCount", 0) >= 2 else None
+
+    status = eventually(restarted_twice, timeout=30, what="restartCount 2")
+    assert status["lastState"]["terminated"]["exitCode"] == 3
+
+
+def test_restart_policy_never_ends_in_succeeded(kubectl: Kubectl, namespace: str) -> None:
+    manifest = pod_manifest("once", python("print('done')"), restartPolicy="Never")
+    kubectl.apply(manifest, namespace)
+
+    def finished() -> str | None:
+        phase: str = pod(kubectl, namespace, "once")["status"].get("phase", "")
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    assert eventually(finished, timeout=30, what="pod finished") == "Succeeded"
+
+
+def test_readiness_probe_decides_ready(kubectl: Kubectl, namespace: str, tmp_path: Path) -> None:
+    flag = tmp_path / "ready"
+    probe = {"exec": {"command": ["test", "-f", str(flag)]}, "periodSeconds": 1}
+    script = "import time\nwhile True: time.sleep(1)"
+    kubectl.apply(pod_manifest("probed", python(script), readinessProbe=probe), namespace)
+
+    def started() -> dict[str, Any] | None:
+        current = pod(kubectl, namespace, "probed")
+        return current if current["status"].get("phase") == "Running" else None
+
+    current = eventually(started, timeout=30, what="Running")
+    assert current["status"]["containerStatuses"][0]["ready"] is False
+    flag.touch()
+    eventually(lambda: ready(kubectl, namespace, "probed"), timeout=15, what="Ready")
+
+
+def test_pods_without_the_label_are_left_to_kwok(kubectl: Kubectl, namespace: str) -> None:
+    kubectl.apply(pod_manifest("foreign", ["false"], labelled=False), namespace)
+
+    current = eventually(lambda: ready(kubectl, namespace, "foreign"), timeout=30, what="Ready")
+    assert current["status"]["podIP"] != "127.0.0.1"  # kwok's address, not the runner's
+    assert f"{namespace}/foreign" not in {p["pod"] for p in runner_report()}
+
+
+WORKER_ROLE = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: test-worker}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: test-worker}
+rules:
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, list, watch, create, update, patch, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: test-worker}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: test-worker}
+subjects: [{kind: ServiceAccount, name: test-worker}]
+"""
+
+
+def test_simulated_workers_share_one_process_and_announce_their_leases(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    kubectl.apply(WORKER_ROLE, namespace)
+    names = [f"sim-worker-{i}" for i in range(3)]
+    pod_name = {"fieldRef": {"fieldPath": "metadata.name"}}
+    env: list[dict[str, Any]] = [
+        {"name": "DIFFLEET_WORKER_SIMULATE", "value": "true"},
+        {"name": "DIFFLEET_WORKER_POOL", "value": "t4"},
+        {"name": "DIFFLEET_WORKER_FLEET_NAMESPACE", "value": namespace},
+        {"name": "DIFFLEET_WORKER_SHUTDOWN_GRACE_SECONDS", "value": "1"},
+        {"name": "DIFFLEET_WORKER_WORKER_ID", "valueFrom": pod_name},
+    ]
+    for name in names:
+        manifest = pod_manifest(
+            name, ["diffleet-worker"], env=env, serviceAccountName="test-worker"
+        )
+        kubectl.apply(manifest, namespace)
+
+    def leases() -> set[str] | None:
+        found = kubectl.json("get", "leases", "-n", namespace)["items"]
+        held = {lease["metadata"]["name"] for lease in found}
+        return held if held >= set(names) else None
+
+    eventually(leases, timeout=60, what="the workers' Leases")
+    hosted = [p for p in runner_report() if p["pod"].startswith(f"{namespace}/")]
+    assert {p["kind"] for p in hosted} == {"hosted"}
+    assert len({p["pid"] for p in hosted}) == 1, "one interpreter hosts them all"
+
+    kubectl.run("delete", "pod", names[0], "-n", namespace, "--wait=false")
+    eventually(lambda: gone(kubectl, namespace, names[0]), timeout=30, what="pod removed")
+    remaining = {
+        lease["metadata"]["name"]
+        for lease in kubectl.json("get", "leases", "-n", namespace)["items"]
+    }
+    assert names[0] not in remaining, "the drained worker released its Lease"
+    assert set(names[1:]) <= remaining
