@@ -6,6 +6,7 @@ import os
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,12 @@ import pytest
 
 from diffleet_core.fleet import PART_OF, PART_OF_LABEL
 from tests.support.polling import eventually
-from tests.support.stack import Kubectl, stack_config
+from tests.support.stack import ROOT, Kubectl, stack_config
 
 pytestmark = pytest.mark.stack
 NODE = "kwok-t4-0"
+FLEET_NAMESPACE = "diffleet-system"
+FLEET_ACCOUNT = "diffleet-worker"
 
 
 def runner_report() -> list[dict[str, Any]]:
@@ -245,3 +248,41 @@ def test_simulated_workers_share_one_process_and_announce_their_leases(
     }
     assert names[0] not in remaining, "the drained worker released its Lease"
     assert set(names[1:]) <= remaining
+
+
+@pytest.mark.parametrize(
+    ("command", "kind"),
+    [
+        (["diffleet-worker"], "hosted"),
+        # Any other argument makes the worker a process of its own, reading KUBECONFIG.
+        (["diffleet-worker", "--replicas", "1"], "process"),
+    ],
+)
+def test_worker_pod_under_its_service_account_announces_its_lease(
+    kubectl: Kubectl, command: list[str], kind: str
+) -> None:
+    """The RBAC of manifests/rbac/worker.yaml, exercised by a worker pod's own token."""
+    kubectl.run("apply", "-f", str(ROOT / "manifests" / "rbac" / "worker.yaml"))
+    name = f"test-worker-{uuid.uuid4().hex[:8]}"
+    pod_name = {"fieldRef": {"fieldPath": "metadata.name"}}
+    env: list[dict[str, Any]] = [
+        {"name": "DIFFLEET_WORKER_SIMULATE", "value": "true"},
+        {"name": "DIFFLEET_WORKER_SHUTDOWN_GRACE_SECONDS", "value": "1"},
+        {"name": "DIFFLEET_WORKER_WORKER_ID", "valueFrom": pod_name},
+    ]
+    manifest = pod_manifest(name, command, env=env, serviceAccountName=FLEET_ACCOUNT)
+    kubectl.apply(manifest, FLEET_NAMESPACE)
+    try:
+        lease = eventually(
+            lambda: kubectl.json("get", "lease", name, "-n", FLEET_NAMESPACE),
+            timeout=60,
+            what="the worker's Lease",
+        )
+        assert lease["spec"]["holderIdentity"] == name
+        ran = {p["pod"]: p["kind"] for p in runner_report()}
+        assert ran[f"{FLEET_NAMESPACE}/{name}"] == kind
+    finally:
+        kubectl.run("delete", "pod", name, "-n", FLEET_NAMESPACE, "--wait=false", check=False)
+    eventually(lambda: gone(kubectl, FLEET_NAMESPACE, name), timeout=30, what="pod removed")
+    found = kubectl.run("get", "lease", name, "-n", FLEET_NAMESPACE, "--ignore-not-found")
+    assert not found.stdout.strip(), "the worker released its Lease when drained"
