@@ -29,7 +29,7 @@ $(VENV_STAMP): $(UV) uv.lock pyproject.toml core/pyproject.toml operator/pyproje
 	@$(UV) sync --frozen --quiet
 	@touch $@
 
-tools: ## build the pinned Go tools (Kubernetes, etcd, kwok, helm, MinIO) into the cache
+tools: ## build the pinned Go tools (Kubernetes, etcd, kwok, helm, MinIO, Karpenter) into the cache
 	@hack/build-tools.sh
 
 up-infra: setup ## start the infrastructure: Kubernetes, kwok GPU nodes, RabbitMQ, PostgreSQL, S3

@@ -111,9 +111,24 @@ minio() {
     github.com/minio/minio
 }
 
+karpenter() {
+  build_go_tool karpenter "$KARPENTER_VERSION" sigs.k8s.io/karpenter "-s -w" \
+    sigs.k8s.io/karpenter/kwok:karpenter
+  # Its CRDs ship in the module (NodePool, NodeClaim; KWOKNodeClass for the kwok provider).
+  local dest="$DIFFLEET_CACHE/tools/karpenter-$KARPENTER_VERSION" src
+  if [[ ! -d "$dest/crds" ]]; then
+    src="$(go mod download -json "sigs.k8s.io/karpenter@$KARPENTER_VERSION" | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')"
+    mkdir -p "$dest/crds.tmp"
+    cp "$src"/pkg/apis/crds/karpenter.sh_*.yaml "$src"/kwok/apis/crds/*.yaml "$dest/crds.tmp/"
+    chmod u+w "$dest"/crds.tmp/*
+    mv "$dest/crds.tmp" "$dest/crds"
+  fi
+  ln -sfn "$dest/crds" "$BIN_DIR/karpenter-crds"
+}
+
 main() {
   local tools=("$@")
-  ((${#tools[@]})) || tools=(kubernetes etcd kwok helm minio)
+  ((${#tools[@]})) || tools=(kubernetes etcd kwok helm minio karpenter)
   local t
   for t in "${tools[@]}"; do "$t"; done
 }
