@@ -247,7 +247,8 @@ start_pod_runner() {
   (
     eval "$(print_env)"
     cd "$ROOT"
-    spawn pod-runner "$ROOT/.venv/bin/python" -m hack.pod_runner --port "$POD_RUNNER_PORT"
+    spawn pod-runner "$ROOT/.venv/bin/python" -m hack.pod_runner --port "$POD_RUNNER_PORT" \
+      --state-dir "$STATE_DIR"
   )
   wait_for pod-runner 60 pod_runner_healthy
 }

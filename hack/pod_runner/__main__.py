@@ -12,6 +12,7 @@ from kubernetes_asyncio import client, config
 
 from hack.pod_runner.environment import ROOT
 from hack.pod_runner.watcher import PodRunner
+from hack.pod_runner.workloads import PodLogHandler
 
 logger = logging.getLogger("pod_runner")
 STOP_GRACE_SECONDS = 10.0
@@ -57,5 +58,9 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=38084, help="/healthz and /pods")
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".diffleet")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log_format = "%(asctime)s %(levelname)s %(name)s %(message)s"
+    logging.basicConfig(level=logging.INFO, format=log_format)
+    pod_logs = PodLogHandler()
+    pod_logs.setFormatter(logging.Formatter(log_format))
+    logging.getLogger().addHandler(pod_logs)
     asyncio.run(main(args.port, args.state_dir))

@@ -119,8 +119,11 @@ class PodSupervisor:
         with self.log_path.open("ab") as log:
             log.write(f"--- {now()} start {self.restarts}: {' '.join(argv)}\n".encode())
             if hostable(argv, values):
-                log.write(b"hosted in the pod runner's process; its log: pod-runner.log\n")
-                workload: Workload = await HostedWorker.start(values, self.kubeconfig)
+                log.write(b"hosted in the pod runner's process\n")
+                log.flush()
+                workload: Workload = await HostedWorker.start(
+                    values, self.kubeconfig, self.log_path
+                )
             else:
                 workload = await LocalProcess.start(argv, env, log)
         self._started_at = now()

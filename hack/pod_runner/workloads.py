@@ -5,6 +5,7 @@ import contextlib
 import logging
 import os
 import signal
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -16,6 +17,18 @@ from diffleet_worker.main import serve
 logger = logging.getLogger("pod_runner")
 WORKER_COMMAND = "diffleet-worker"
 KILLED = 137
+# The log file of the pod whose hosted worker is running the current task (tasks inherit it).
+_POD_LOG: ContextVar[IO[str] | None] = ContextVar("pod_log", default=None)
+
+
+class PodLogHandler(logging.Handler):
+    """Copies the log records of a hosted worker's tasks into its pod's log file."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        out = _POD_LOG.get()
+        if out is not None and not out.closed:
+            out.write(self.format(record) + "\n")
+            out.flush()
 
 
 class Workload(Protocol):
@@ -98,7 +111,7 @@ class HostedWorker:
         self.pid = os.getpid()
 
     @classmethod
-    async def start(cls, env: dict[str, str], kubeconfig: Path) -> "HostedWorker":
+    async def start(cls, env: dict[str, str], kubeconfig: Path, log: Path) -> "HostedWorker":
         settings = worker_settings_from(env).model_copy(update={"metrics_port": 0})
         configuration = client.Configuration()
         await config.load_kube_config(
@@ -106,12 +119,15 @@ class HostedWorker:
         )
         api = client.ApiClient(configuration)
         stop = asyncio.Event()
+        out = log.open("a")
 
         async def serving() -> None:
+            _POD_LOG.set(out)  # this task's context only
             try:
                 await serve(settings, api, stop, simulate=True)
             finally:
                 await api.close()
+                out.close()
 
         return cls(asyncio.create_task(serving(), name=f"worker {settings.worker_id}"), stop)
 

@@ -236,6 +236,9 @@ def test_simulated_workers_share_one_process_and_announce_their_leases(
         return held if held >= set(names) else None
 
     eventually(leases, timeout=60, what="the workers' Leases")
+    for name in names:
+        log = ROOT / ".diffleet" / "logs" / "pods" / f"{namespace}_{name}.log"
+        assert f"worker {name} serving pool t4" in log.read_text(), "its log is its pod's"
     hosted = [p for p in runner_report() if p["pod"].startswith(f"{namespace}/")]
     assert {p["kind"] for p in hosted} == {"hosted"}
     assert len({p["pid"] for p in hosted}) == 1, "one interpreter hosts them all"
