@@ -4,7 +4,7 @@
 # RabbitMQ, PostgreSQL and MinIO. Every process is started here, recorded in a pid
 # file under .diffleet/run and logged under .diffleet/logs; `down` stops all of them.
 #
-#   stack.sh up-infra | up | down | down-platform | status | env | kubeconfig |
+#   stack.sh up-infra | up | up-karpenter | down | down-platform | status | env | kubeconfig |
 #   restart NAME...
 set -euo pipefail
 LOG_TAG=stack
@@ -16,7 +16,7 @@ CERT_DIR="$STATE_DIR/pki"
 KUBECONFIG_PATH="$STATE_DIR/kubeconfig"
 H="$STACK_HOST"
 # Infrastructure processes in start order; `down` stops them in reverse.
-INFRA=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok pod-runner epmd rabbitmq postgres minio)
+INFRA=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok pod-runner karpenter epmd rabbitmq postgres minio)
 # Platform processes that `up` adds on top (the worker and the API arrive with issues 4, 5).
 PLATFORM=(operator api gpu-worker)
 
@@ -310,6 +310,93 @@ apply_cluster_objects() {
   kubectl_admin apply -f "$ROOT/manifests/admission/" >/dev/null
 }
 
+# ---------------------------------------------------------------- Karpenter
+
+# Karpenter's kwok cloud provider makes GPU nodes for pending pods, one NodePool per pool of
+# KWOK_POOLS: the same instance type, labels and taint as the static nodes, plus `type: kwok`
+# so that kwok keeps them Ready. Only pods that tolerate the GPU taint and fit no static node
+# make it provision; it removes a node once the node has been empty for consolidateAfter.
+KARPENTER_DIR="$RUN_DIR/karpenter"
+
+# The instance types, one per pool: gpu-<pool>, as the static nodes' instance-type label says.
+karpenter_instance_types() {
+  local spec pool gpu_type gpus memory count sep=""
+  printf '['
+  for spec in $KWOK_POOLS; do
+    IFS=: read -r pool gpu_type gpus memory count <<<"$spec"
+    printf '%s\n  {"name": "gpu-%s", "architecture": "amd64", "operatingSystems": ["linux"],' "$sep" "$pool"
+    printf '\n   "resources": {"cpu": "32", "memory": "256Gi", "pods": "110", "nvidia.com/gpu": "%s"},' "$gpus"
+    printf '\n   "offerings": [{"Price": 1, "Available": true, "Requirements": ['
+    printf '\n     {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},'
+    printf '\n     {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["local"]}]}]}'
+    sep=","
+  done
+  printf '\n]\n'
+}
+
+karpenter_node_pools() {
+  local spec pool gpu_type gpus memory count
+  cat <<EOF
+---
+apiVersion: karpenter.kwok.sh/v1alpha1
+kind: KWOKNodeClass
+metadata:
+  name: default
+EOF
+  for spec in $KWOK_POOLS; do
+    IFS=: read -r pool gpu_type gpus memory count <<<"$spec"
+    cat <<EOF
+---
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata:
+  name: $pool
+spec:
+  template:
+    metadata:
+      labels:
+        type: kwok
+        diffleet.io/pool: $pool
+        nvidia.com/gpu.product: $gpu_type
+        nvidia.com/gpu.count: "$gpus"
+        nvidia.com/gpu.memory: "$memory"
+    spec:
+      nodeClassRef: {group: karpenter.kwok.sh, kind: KWOKNodeClass, name: default}
+      taints:
+      - {key: nvidia.com/gpu, value: present, effect: NoSchedule}
+      requirements:
+      - {key: node.kubernetes.io/instance-type, operator: In, values: [gpu-$pool]}
+      - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}
+      expireAfter: Never
+  disruption:
+    consolidationPolicy: WhenEmpty
+    consolidateAfter: $KARPENTER_CONSOLIDATE_AFTER
+  limits:
+    nodes: "$KARPENTER_MAX_NODES_PER_POOL"
+EOF
+  done
+}
+
+apply_karpenter_objects() {
+  kubectl_admin apply --server-side -f "$BIN_DIR/karpenter-crds/" >/dev/null
+  kubectl_admin wait --for condition=Established --timeout=60s -f "$BIN_DIR/karpenter-crds/" >/dev/null
+  karpenter_node_pools | kubectl_admin apply -f - >/dev/null
+}
+
+# Runs outside the cluster as the stack's admin, without leader election (one replica).
+start_karpenter() {
+  require_tool karpenter
+  apply_karpenter_objects
+  mkdir -p "$KARPENTER_DIR"
+  karpenter_instance_types >"$KARPENTER_DIR/instance-types.json"
+  KUBECONFIG="$KUBECONFIG_PATH" INSTANCE_TYPES_FILE_PATH="$KARPENTER_DIR/instance-types.json" \
+    METRICS_PORT="$KARPENTER_METRICS_PORT" HEALTH_PROBE_PORT="$KARPENTER_HEALTH_PORT" \
+    DISABLE_LEADER_ELECTION=true \
+    spawn karpenter karpenter
+  wait_for karpenter 60 karpenter_ready
+}
+karpenter_ready() { curl -fsS --max-time 2 "http://$H:$KARPENTER_HEALTH_PORT/readyz"; }
+
 # ---------------------------------------------------------------- RabbitMQ
 
 rabbitmq_env() {
@@ -517,6 +604,7 @@ up_infra() {
   apply_cluster_objects
   start_pod_runner
   wait_for kwok 60 nodes_ready
+  start_karpenter
   wait_for postgres 60 postgres_healthy
   ensure_database
   wait_for minio 60 minio_healthy
@@ -586,6 +674,7 @@ EOF
 
 case "${1:-}" in
   up-infra) up_infra ;;
+  up-karpenter) start_karpenter ;;
   up) up ;;
   down) down ;;
   down-platform) stop "${PLATFORM[@]}" ;;
@@ -593,5 +682,5 @@ case "${1:-}" in
   env) print_env ;;
   kubeconfig) echo "$KUBECONFIG_PATH" ;;
   restart) shift && restart "$@" ;;
-  *) die "usage: $0 up-infra|up|down|down-platform|status|env|kubeconfig|restart NAME..." ;;
+  *) die "usage: $0 up-infra|up|up-karpenter|down|down-platform|status|env|kubeconfig|restart NAME..." ;;
 esac
