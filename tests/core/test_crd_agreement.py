@@ -15,8 +15,14 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import core_schema
 
-from diffleet_core.resources import generation_job, model_cache
-from diffleet_core.resources.generation_job import GenerationJobSpec, Mode, spec_rule_violations
+from diffleet_core.resources import generation_job, gpu_pool, model_cache
+from diffleet_core.resources.generation_job import (
+    ANY_GPU_CLASS,
+    GenerationJobSpec,
+    Mode,
+    spec_rule_violations,
+)
+from diffleet_core.resources.gpu_pool import GPUPoolSpec, gpu_pool_rule_violations
 from tests.support.stack import ROOT
 
 JsonSchema = dict[str, Any]
@@ -45,6 +51,8 @@ PARTS = [
     ("generationjobs", "status", generation_job.GenerationJobStatus),
     ("modelcaches", "spec", model_cache.ModelCacheSpec),
     ("modelcaches", "status", model_cache.ModelCacheStatus),
+    ("gpupools", "spec", gpu_pool.GPUPoolSpec),
+    ("gpupools", "status", gpu_pool.GPUPoolStatus),
 ]
 PART_IDS = [f"{plural}.{part}" for plural, part, _ in PARTS]
 
@@ -71,12 +79,16 @@ def crd_part(plural: str, part: str) -> JsonSchema:
 
 
 class FactoryDefaults(GenerateJsonSchema):
-    """Also writes the defaults made by a `default_factory` (e.g. ModelCache `warm`)."""
+    """Also writes the defaults made by a `default_factory` (e.g. ModelCache `warm`), as
+    the wire has them: a model's absent (None) fields left out."""
 
     def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
         factory = schema.get("default_factory")
         if factory is not None and not schema.get("default_factory_takes_data"):
-            return factory()  # type: ignore[call-arg]
+            made = factory()  # type: ignore[call-arg]
+            if isinstance(made, BaseModel):
+                return made.model_dump(mode="json", by_alias=True, exclude_none=True)
+            return made
         return super().get_default_value(schema)
 
 
@@ -240,29 +252,35 @@ def test_every_field_is_described(plural: str, part: str, model: type[BaseModel]
     assert not undescribed, "fields without the model's description:\n" + "\n".join(undescribed)
 
 
-@pytest.mark.parametrize("plural", ["generationjobs", "modelcaches"])
+# A GPUPool's env entries take a pod's valueFrom as it is: the API server checks it when
+# the operator creates the pod.
+KEEPS_UNKNOWN_FIELDS = {"gpupools": ["gpupools.spec.template.env[].valueFrom"]}
+
+
+@pytest.mark.parametrize("plural", ["generationjobs", "modelcaches", "gpupools"])
 def test_crd_is_structural_without_unknown_fields(plural: str) -> None:
-    offending = [
+    keeping = [
         path
         for path, field in crd_fields(crd_schema(plural), plural)
         if "x-kubernetes-preserve-unknown-fields" in field
     ]
-    assert not offending, f"fields that keep unknown fields: {offending}"
+    assert keeping == KEEPS_UNKNOWN_FIELDS.get(plural, [])
     assert crd_schema(plural)["required"] == ["spec"]
 
 
 @pytest.mark.parametrize(
-    ("plural", "kind"),
+    ("plural", "kind", "scope"),
     [
-        (generation_job.PLURAL, generation_job.KIND),
-        (model_cache.PLURAL, model_cache.KIND),
+        (generation_job.PLURAL, generation_job.KIND, "Namespaced"),
+        (model_cache.PLURAL, model_cache.KIND, "Namespaced"),
+        (gpu_pool.PLURAL, gpu_pool.KIND, "Cluster"),
     ],
 )
-def test_crd_names_and_status_subresource(plural: str, kind: str) -> None:
+def test_crd_names_and_status_subresource(plural: str, kind: str, scope: str) -> None:
     definition = crd(plural)
     assert definition["metadata"]["name"] == f"{plural}.diffleet.io"
     assert definition["spec"]["group"] == "diffleet.io"
-    assert definition["spec"]["scope"] == "Namespaced"
+    assert definition["spec"]["scope"] == scope
     assert definition["spec"]["names"]["kind"] == kind
     assert definition["spec"]["names"]["plural"] == plural
     assert "diffleet" in definition["spec"]["names"]["categories"]
@@ -293,6 +311,19 @@ def test_crd_names_and_status_subresource(plural: str, kind: str) -> None:
                 ("Size", ".spec.sizeBytes"),
                 ("Hot", ".status.hotReplicas"),
                 ("Prewarm", ".spec.warm.replicas"),
+                ("Age", ".metadata.creationTimestamp"),
+            ],
+        ),
+        (
+            "gpupools",
+            [
+                ("Type", ".spec.gpuType"),
+                ("Desired", ".status.desiredReplicas"),
+                ("Ready", ".status.readyReplicas"),
+                ("Busy", ".status.busyReplicas"),
+                ("Queued", ".status.queuedJobs"),
+                ("Min", ".spec.minReplicas"),
+                ("Max", ".spec.maxReplicas"),
                 ("Age", ".metadata.creationTimestamp"),
             ],
         ),
@@ -399,3 +430,25 @@ def test_modelcache_source_is_immutable() -> None:
     others = [name for name, field in spec["properties"].items() if rules(field)]
     assert others == ["source"]
     assert rules(spec) == []
+
+
+POOL_SPEC: dict[str, Any] = {"gpu_type": "a100", "vram_gib": 80.0, "max_replicas": 4}
+
+
+def test_gpupool_cel_rules_have_the_models_messages() -> None:
+    spec = crd_part("gpupools", "spec")
+    too_few = GPUPoolSpec.model_construct(**{**POOL_SPEC, "min_replicas": 5})
+    assert gpu_pool_rule_violations(too_few) == [gpu_pool.MAX_REPLICAS_RULE]
+    assert gpu_pool_rule_violations(GPUPoolSpec.model_construct(**POOL_SPEC)) == []
+    assert rules(spec) == [
+        {
+            "rule": "self.maxReplicas >= self.minReplicas",
+            "message": gpu_pool.MAX_REPLICAS_RULE,
+            "fieldPath": ".maxReplicas",
+        }
+    ]
+    assert rules(spec["properties"]["gpuType"]) == [
+        {"rule": "self != 'any'", "message": gpu_pool.ANY_GPU_TYPE_RULE}
+    ]
+    with pytest.raises(ValueError, match=gpu_pool.ANY_GPU_TYPE_RULE):
+        GPUPoolSpec(**{**POOL_SPEC, "gpu_type": ANY_GPU_CLASS})

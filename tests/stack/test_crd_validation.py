@@ -95,7 +95,7 @@ BAD_JOBS: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("batchSize-9", {"batchSize": 9}, "spec.batchSize in body should be less than or equal to 8"),
     ("priority-platinum", {"priority": "platinum"}, 'spec.priority: Unsupported value: "platinum"'),
-    ("gpuClass-v100", {"gpuClass": "v100"}, 'spec.gpuClass: Unsupported value: "v100"'),
+    ("gpuClass-not-dns", {"gpuClass": "H100"}, "spec.gpuClass in body should match"),
     (
         "guidanceScale-31",
         {"guidanceScale": 31},
@@ -345,7 +345,7 @@ BAD_CACHES: list[tuple[str, dict[str, Any], str]] = [
     ("source-not-s3", {"source": "/models/sd15"}, "spec.source in body should match '^s3://"),
     ("missing-baseModel", {"baseModel": None}, "spec.baseModel: Required value"),
     ("sha256-not-hex", {"sha256": "abc"}, "spec.sha256 in body should match"),
-    ("pool-v100", {"pools": ["h100", "v100"]}, 'spec.pools[1]: Unsupported value: "v100"'),
+    ("pool-not-dns", {"pools": ["h100", "a_100"]}, "spec.pools[1] in body should match"),
     (
         "source-empty-segment",
         {"source": "s3://diffleet-models//sd15/"},

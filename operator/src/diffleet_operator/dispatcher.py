@@ -39,8 +39,7 @@ from pydantic import TypeAdapter
 from diffleet_core.broker import Handler, parse_or_reject, settle
 from diffleet_core.messages import AdmittedJob, DispatchedJob, JobRef
 from diffleet_core.resources.conditions import Reason
-from diffleet_core.resources.generation_job import GpuClass, JobPhase, Tier
-from diffleet_core.resources.model_cache import Pool
+from diffleet_core.resources.generation_job import ANY_GPU_CLASS, JobPhase, Tier
 from diffleet_operator import metrics, status
 from diffleet_operator.admission import NotReady, ResolvedModel, resolve_model
 from diffleet_operator.admitter import Admitter
@@ -324,12 +323,12 @@ class Dispatcher:
         pools = set(self.rt.settings.tier_pools.get(tier, []))
         if models.model.spec.pools:
             pools &= set(models.model.spec.pools)
-        if job.spec.gpu_class is not GpuClass.ANY:
-            pools &= {Pool(job.spec.gpu_class.value)}
+        if job.spec.gpu_class != ANY_GPU_CLASS:
+            pools &= {job.spec.gpu_class}
         return Requirements(
             model_digest=models.model.ref.digest,
             vram_gib=models.model.spec.vram_gib,
-            pools=frozenset(pool.value for pool in pools),
+            pools=frozenset(pools),
         )
 
     async def _dispatch(

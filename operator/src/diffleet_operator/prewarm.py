@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffleet_core.messages import WarmModel
-from diffleet_core.resources.model_cache import Pool
+from diffleet_core.settings import DEFAULT_POOLS
 from diffleet_operator.admission import ResolvedModel, ready_model
 from diffleet_operator.fleet import WorkerView
 from diffleet_operator.placement import Requirements, eligible, least_loaded
@@ -42,13 +42,13 @@ class WarmTarget:
 
 
 def target_of(model: ResolvedModel) -> WarmTarget:
-    pools = model.spec.pools or list(Pool)
+    pools = model.spec.pools or DEFAULT_POOLS
     return WarmTarget(
         replicas=model.spec.warm.replicas,
         needs=Requirements(
             model_digest=model.ref.digest,
             vram_gib=model.spec.vram_gib,
-            pools=frozenset(pool.value for pool in pools),
+            pools=frozenset(pools),
         ),
     )
 

@@ -15,7 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from diffleet_core.resources.base import SpecModel, StatusModel
 from diffleet_core.resources.conditions import Condition
-from diffleet_core.resources.text import NO_CONTROL_CHARACTERS, Text
+from diffleet_core.resources.text import NO_CONTROL_CHARACTERS, GpuType, Text
 
 KIND = "GenerationJob"
 PLURAL = "generationjobs"
@@ -43,6 +43,8 @@ WEBHOOK_URL_PATTERN = (
     r"(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
     r"([/?#][^\x00-\x20\x7f]*)?$"
 )
+# spec.gpuClass: any GPU type; every other value is a GPU type (GPUPool spec.gpuType).
+ANY_GPU_CLASS = "any"
 MAX_PROMPT_LENGTH = 2000
 MAX_SEED = 2**32 - 1
 
@@ -109,13 +111,6 @@ class Tier(StrEnum):
         return list(Tier).index(self)
 
 
-class GpuClass(StrEnum):
-    ANY = "any"
-    H100 = "h100"
-    A100 = "a100"
-    T4 = "t4"
-
-
 class LoraRef(SpecModel):
     model: ModelName = Field(description="Name of a ModelCache of type lora.")
     weight: StrictFloat = Field(default=1.0, ge=-2.0, le=2.0, description="Strength of the LoRA.")
@@ -169,7 +164,9 @@ class GenerationJobSpec(SpecModel):
     priority: Tier | None = Field(
         default=None, description="Lowers (never raises) the tier of the job's namespace."
     )
-    gpu_class: GpuClass = Field(default=GpuClass.ANY, description="GPU pool to run on.")
+    gpu_class: GpuType = Field(
+        default=ANY_GPU_CLASS, description="GPU type to run on (a GPUPool's gpuType), or any."
+    )
     timeout_seconds: StrictInt = Field(
         default=600, ge=1, le=86400, description="Fails the job (Timeout) after this long."
     )

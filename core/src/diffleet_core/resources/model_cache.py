@@ -9,7 +9,7 @@ from pydantic import Field, StrictFloat, StrictInt
 from diffleet_core.resources.base import SpecModel, StatusModel
 from diffleet_core.resources.conditions import Condition
 from diffleet_core.resources.generation_job import S3Uri
-from diffleet_core.resources.text import NO_CONTROL_CHARACTERS
+from diffleet_core.resources.text import NO_CONTROL_CHARACTERS, PoolName
 
 KIND = "ModelCache"
 PLURAL = "modelcaches"
@@ -33,12 +33,6 @@ class ModelType(StrEnum):
 class BaseModelFamily(StrEnum):
     SD15 = "sd15"
     SDXL = "sdxl"
-
-
-class Pool(StrEnum):
-    H100 = "h100"
-    A100 = "a100"
-    T4 = "t4"
 
 
 class WarmSpec(SpecModel):
@@ -66,7 +60,7 @@ class ModelCacheSpec(SpecModel):
         alias="vramGiB",
         description="GPU memory the model needs, in GiB.",
     )
-    pools: list[Pool] | None = Field(
+    pools: list[PoolName] | None = Field(
         default=None, description="Pools allowed to run it; empty: any with enough VRAM."
     )
     warm: WarmSpec = Field(default_factory=WarmSpec, description="Pre-warming policy.")

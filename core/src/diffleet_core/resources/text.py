@@ -41,3 +41,18 @@ NO_CONTROL_CHARACTERS = BeforeValidator(refuse_control_characters)
 
 Text = Annotated[str, Field(pattern=TEXT_PATTERN), NO_CONTROL_CHARACTERS]
 """Free text: every character but those refused above."""
+
+# A DNS label (RFC 1123), as Kubernetes names a Service: it can be an object's name, a
+# label value and part of a queue name.
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DnsLabel = Annotated[
+    str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN), NO_CONTROL_CHARACTERS
+]
+
+PoolName = DnsLabel
+"""The name of a GPU pool: its GPUPool's name, the pool a worker announces, an entry of
+ModelCache spec.pools."""
+
+GpuType = DnsLabel
+"""A type of GPU (h100, a100, t4, ...): GPUPool spec.gpuType, what a worker announces,
+what GenerationJob spec.gpuClass names."""
