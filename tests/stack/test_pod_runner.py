@@ -182,6 +182,38 @@ def test_readiness_probe_decides_ready(kubectl: Kubectl, namespace: str, tmp_pat
     eventually(lambda: ready(kubectl, namespace, "probed"), timeout=15, what="Ready")
 
 
+def test_missing_secret_holds_the_pod_pending_until_it_exists(
+    kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    """Also shows that kwok leaves diffleet's pods alone: it would make this one Running."""
+    out = tmp_path / "token"
+    script = f"""
+import os, time
+open({str(out)!r}, "w").write(os.environ["TOKEN"])
+while True:
+    time.sleep(1)
+"""
+    secret = {"secretKeyRef": {"name": "api-token", "key": "token"}}
+    env = [{"name": "TOKEN", "valueFrom": secret}]
+    kubectl.apply(pod_manifest("needs-secret", python(script), env=env), namespace)
+
+    def waiting_reason() -> str | None:
+        statuses = pod(kubectl, namespace, "needs-secret")["status"].get("containerStatuses")
+        return statuses[0]["state"].get("waiting", {}).get("reason") if statuses else None
+
+    reason = eventually(waiting_reason, timeout=30, what="a waiting container")
+    assert reason == "CreateContainerConfigError"
+    status = pod(kubectl, namespace, "needs-secret")["status"]
+    assert status["phase"] == "Pending"
+    assert "podIP" not in status
+
+    kubectl.run(
+        "create", "secret", "generic", "api-token", "-n", namespace, "--from-literal=token=s3cret"
+    )
+    eventually(lambda: ready(kubectl, namespace, "needs-secret"), timeout=30, what="Ready")
+    assert eventually(lambda: out.exists() and out.read_text(), timeout=10, what="env") == "s3cret"
+
+
 def test_pods_without_the_label_are_left_to_kwok(kubectl: Kubectl, namespace: str) -> None:
     kubectl.apply(pod_manifest("foreign", ["false"], labelled=False), namespace)
 
