@@ -623,6 +623,8 @@ up() {
 down() {
   # Clients first, so the servers they use see them leave; then everything else at once.
   if ((${#PLATFORM[@]})); then stop "${PLATFORM[@]}"; fi
+  # The pod runner too: its workers drain and release their Leases while the API is up.
+  stop pod-runner
   stop "${INFRA[@]}"
   log "stack stopped"
 }
