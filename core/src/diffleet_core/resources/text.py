@@ -7,6 +7,8 @@ encoded as UTF-8 at all. Every string field of the resources carries
 `NO_CONTROL_CHARACTERS`; free text is `Text`, whose `TEXT_PATTERN` the CRDs carry, so
 kubectl users are refused the same characters (a lone surrogate never reaches the API
 server's schema: its JSON decoder turns it into U+FFFD).
+
+Names that several resources share are DNS labels: `PoolName` and `GpuType`.
 """
 
 import re
