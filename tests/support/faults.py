@@ -2,6 +2,7 @@
 (`hack/stack.sh up-infra` restarts exactly the processes that died)."""
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -11,18 +12,17 @@ from tests.support.polling import eventually
 from tests.support.stack import ROOT, stack
 
 RUN_DIR = ROOT / ".diffleet" / "run"
-# hack/stack.sh INFRA, in start order.
-INFRA = (
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kwok",
-    "epmd",
-    "rabbitmq",
-    "postgres",
-    "minio",
-)
+
+
+def _infra() -> tuple[str, ...]:
+    """hack/stack.sh's INFRA array, in start order (read from the script: one list)."""
+    script = (ROOT / "hack" / "stack.sh").read_text()
+    found = re.search(r"^INFRA=\(([^)]*)\)", script, re.MULTILINE)
+    assert found, "hack/stack.sh defines no INFRA=(...)"
+    return tuple(found.group(1).split())
+
+
+INFRA = _infra()
 
 
 def pid_file(name: str) -> Path:
