@@ -30,6 +30,7 @@ from diffleet_api.runtime import Runtime
 from diffleet_api.schemas import JobPublic
 from diffleet_api.tenants import Tenant
 from diffleet_api.uploads import foreign_images
+from diffleet_core.model_rules import lookup_namespaces
 from diffleet_core.resources.generation_job import GenerationJobSpec, Tier
 from diffleet_core.resources.model_cache import BaseModelFamily
 
@@ -100,8 +101,8 @@ def long_prompts(
 
 
 async def model_family(runtime: Runtime, namespace: str, name: str) -> BaseModelFamily | None:
-    """The base model of a ModelCache: the tenant's namespace first, then the system's."""
-    for where in (namespace, runtime.platform.system_namespace):
+    """The base model of a ModelCache, looked up as the operator does (lookup_namespaces)."""
+    for where in lookup_namespaces(namespace, runtime.platform.system_namespace):
 
         async def lookup(where: str = where) -> BaseModelFamily | None:
             body = await runtime.kube.get_model(where, name)
