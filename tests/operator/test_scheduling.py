@@ -80,7 +80,7 @@ def test_free_jobs_progress_under_sustained_enterprise_load(
     platform.worker("w1", sim_step_seconds="0.2", sim_load_seconds="0")
 
     order = scheduled_order(kubectl, [free, enterprise], count=32)
-    # Credits 8:1: a free job leaves the queue after every 8 enterprise jobs.
+    # Tier shares 8:1: a free job leaves the queue after every 8 enterprise jobs.
     assert order.index("free-0") <= 10
     assert order.index("free-1") <= 20
 

@@ -12,7 +12,7 @@ from dataclasses import FrozenInstanceError
 import pytest
 
 from diffleet_core.fleet import WorkerInventory
-from diffleet_operator.fleet import FleetInventory, WorkerView
+from diffleet_operator.cache.fleet import FleetInventory, WorkerView
 
 # Monotonic seconds of the fake clock; the fleet's watch listed the Leases at 0.
 T0 = 1000.0

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from diffleet_core.resources.generation_job import Tier
 from diffleet_operator import status
-from diffleet_operator.held import Admission, HeldAdmissions
+from diffleet_operator.queue.held import Admission, HeldAdmissions
 
 
 def admission(uid: str, attempt: int = 1, held_since: float | None = None) -> Admission:

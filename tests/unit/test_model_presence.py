@@ -2,7 +2,7 @@
 
 from diffleet_core.fleet import WorkerInventory
 from diffleet_core.resources.model_cache import ModelCacheStatus
-from diffleet_operator.fleet import WorkerView
+from diffleet_operator.cache.fleet import WorkerView
 from diffleet_operator.model_presence import MAX_NAMED_WORKERS, Presence, presence_by_digest
 
 

@@ -10,8 +10,8 @@ from dataclasses import replace
 import pytest
 
 from diffleet_core.fleet import WorkerInventory
-from diffleet_operator.fleet import WorkerView
-from diffleet_operator.placement import Decision, Outcome, Requirements, eligible, place
+from diffleet_operator.cache.fleet import WorkerView
+from diffleet_operator.scheduler.placement import Decision, Outcome, Requirements, eligible, place
 
 MODEL = "sha256:model"
 OTHER = "sha256:other"

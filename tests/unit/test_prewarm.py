@@ -1,8 +1,8 @@
 """Which workers pre-warming asks to load a model: a pure function of the model's target,
 the fleet snapshot and the orders still awaited."""
 
-from diffleet_operator.fleet import WorkerView
-from diffleet_operator.prewarm import WarmTarget, workers_to_warm
+from diffleet_operator.cache.fleet import WorkerView
+from diffleet_operator.scheduler.prewarm import WarmTarget, workers_to_warm
 from tests.unit.test_placement import MODEL, OTHER, needs, worker
 
 

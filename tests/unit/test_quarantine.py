@@ -19,14 +19,14 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import REGISTRY
 from pydantic import BaseModel, ValidationError
 
-from diffleet_operator.admitter import Admitter
+from diffleet_operator.cache.fleet import FleetInventory
+from diffleet_operator.cache.jobs import JobCache
+from diffleet_operator.cache.model_index import ModelIndex
 from diffleet_operator.config import OperatorSettings
-from diffleet_operator.fleet import FleetInventory
 from diffleet_operator.handlers.generation_jobs import track
-from diffleet_operator.jobs import JobCache
 from diffleet_operator.kube import Kube
-from diffleet_operator.model_index import ModelIndex
 from diffleet_operator.quarantine import CONDITION, condition_patch, describe, transient
+from diffleet_operator.queue.admitter import Admitter
 from diffleet_operator.runtime import Runtime
 
 

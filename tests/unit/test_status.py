@@ -12,7 +12,7 @@ import pytest
 from diffleet_core.resources.conditions import ConditionStatus, Reason
 from diffleet_core.resources.generation_job import GenerationJobStatus, JobPhase, Tier
 from diffleet_operator import status
-from diffleet_operator.held import Admission
+from diffleet_operator.queue.held import Admission
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)

@@ -19,14 +19,14 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import JobPhase, Tier
 from diffleet_operator import lifecycle, metrics, status
-from diffleet_operator.admitter import Admitter
-from diffleet_operator.dispatcher import Dispatcher
-from diffleet_operator.jobs import TrackedJob
+from diffleet_operator.cache.jobs import TrackedJob
 from diffleet_operator.logs import about_job
 from diffleet_operator.model_presence import ModelPresence
-from diffleet_operator.prewarm import Prewarmer
 from diffleet_operator.quarantine import Loop, describe
+from diffleet_operator.queue.admitter import Admitter
 from diffleet_operator.runtime import Runtime
+from diffleet_operator.scheduler.dispatcher import Dispatcher
+from diffleet_operator.scheduler.prewarm import Prewarmer
 
 logger = logging.getLogger(__name__)
 
@@ -140,4 +140,4 @@ class Housekeeping:
         self._depth_measured = time.monotonic()
         for tier in Tier:
             ready = await self.rt.broker.queue_depth(self.rt.broker.topology.tier_queue(tier))
-            metrics.QUEUE_DEPTH.labels(tier).set(ready + len(self.dispatcher.buffers[tier]))
+            metrics.QUEUE_DEPTH.labels(tier).set(ready + len(self.dispatcher.buffers.by_tier[tier]))

@@ -8,7 +8,7 @@ from diffleet_core.queues import backoff_step
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import JobPhase, Tier
 from diffleet_operator import metrics, status
-from diffleet_operator.jobs import TrackedJob
+from diffleet_operator.cache.jobs import TrackedJob
 from diffleet_operator.logs import about_job
 from diffleet_operator.quarantine import Loop
 from diffleet_operator.runtime import Runtime

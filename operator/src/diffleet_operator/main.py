@@ -16,20 +16,20 @@ from diffleet_core.broker import Broker
 from diffleet_core.resources import generation_job
 from diffleet_core.settings import Credential, InsecureCredentialError, get_settings
 from diffleet_operator import handlers
-from diffleet_operator.admitter import Admitter
+from diffleet_operator.cache.fleet import FleetInventory
+from diffleet_operator.cache.jobs import JobCache
+from diffleet_operator.cache.model_index import ModelIndex
 from diffleet_operator.config import OperatorSettings, get_operator_settings
-from diffleet_operator.dispatcher import Dispatcher
-from diffleet_operator.fleet import FleetInventory
 from diffleet_operator.housekeeping import Housekeeping
-from diffleet_operator.jobs import JobCache
 from diffleet_operator.kube import Kube
 from diffleet_operator.leader import LeaderElection
-from diffleet_operator.model_index import ModelIndex
 from diffleet_operator.persistence import PREFIX, DiffBaseStorage
 from diffleet_operator.quarantine import describe, transient
+from diffleet_operator.queue.admitter import Admitter
 from diffleet_operator.readiness import Readiness
 from diffleet_operator.results import Results
 from diffleet_operator.runtime import Runtime
+from diffleet_operator.scheduler.dispatcher import Dispatcher
 
 logger = logging.getLogger("diffleet_operator")
 

@@ -16,7 +16,7 @@ from typing import Any
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from diffleet_core.resources.model_cache import ModelCachePhase, ModelCacheStatus
-from diffleet_operator.fleet import WorkerView
+from diffleet_operator.cache.fleet import WorkerView
 from diffleet_operator.quarantine import Loop
 from diffleet_operator.runtime import Runtime
 

@@ -29,11 +29,11 @@ from diffleet_core.messages import (
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import JobPhase
 from diffleet_operator import lifecycle, metrics, status
-from diffleet_operator.dispatcher import Dispatcher
-from diffleet_operator.jobs import TrackedJob
+from diffleet_operator.cache.jobs import TrackedJob
 from diffleet_operator.logs import about_job
 from diffleet_operator.quarantine import Loop, describe, dropped_message, transient
 from diffleet_operator.runtime import Runtime
+from diffleet_operator.scheduler.dispatcher import Dispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -169,5 +169,5 @@ class Results:
 def _about_current_attempt(job: TrackedJob, attempt: int) -> bool:
     """A report is about the job's current attempt; a first attempt's report may come
     before any status says so: an operator that died between dispatching the job and
-    writing Queued and Scheduled together (diffleet_operator.held) left it Pending."""
+    writing Queued and Scheduled together (diffleet_operator.queue.held) left it Pending."""
     return job.status.attempts == attempt or (attempt == 1 and job.status.attempts == 0)

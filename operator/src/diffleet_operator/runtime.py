@@ -6,13 +6,13 @@ import kopf
 
 from diffleet_core.broker import Broker
 from diffleet_core.settings import Settings
+from diffleet_operator.cache.fleet import FleetInventory
+from diffleet_operator.cache.jobs import JobCache
+from diffleet_operator.cache.model_index import ModelIndex
 from diffleet_operator.config import OperatorSettings
-from diffleet_operator.fleet import FleetInventory
-from diffleet_operator.held import HeldAdmissions
-from diffleet_operator.jobs import JobCache
 from diffleet_operator.kube import Kube
-from diffleet_operator.model_index import ModelIndex
 from diffleet_operator.quarantine import Quarantine
+from diffleet_operator.queue.held import HeldAdmissions
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 
 from diffleet_core.resources.conditions import Condition, ConditionStatus, Reason
 from diffleet_core.resources.generation_job import GenerationJobStatus, JobOutput, JobPhase, Tier
-from diffleet_operator.held import Admission
+from diffleet_operator.queue.held import Admission
 
 # Condition types of a GenerationJob.
 MODEL_READY = "ModelReady"
@@ -127,7 +127,7 @@ def admitted_and_scheduled(
     worker: str,
 ) -> dict[str, Any]:
     """Queued and Scheduled in one patch, for a job dispatched while its admission was
-    held (diffleet_operator.held): both conditions, Scheduled's phase and message."""
+    held (diffleet_operator.queue.held): both conditions, Scheduled's phase and message."""
     first = queued(
         status,
         generation,

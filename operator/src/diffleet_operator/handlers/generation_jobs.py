@@ -15,8 +15,8 @@ from diffleet_core.resources import generation_job
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import JobPhase
 from diffleet_operator import lifecycle
-from diffleet_operator.admitter import Admitter
 from diffleet_operator.quarantine import Loop
+from diffleet_operator.queue.admitter import Admitter
 from diffleet_operator.runtime import Runtime
 
 RESOURCE = (API_GROUP, API_VERSION, generation_job.PLURAL)

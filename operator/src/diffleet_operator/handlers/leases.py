@@ -1,5 +1,5 @@
 """Worker Leases: the fleet's inventory and liveness (judged by when this operator saw
-each Lease change, diffleet_operator.fleet). A Lease that cannot be understood is
+each Lease change, diffleet_operator.cache.fleet). A Lease that cannot be understood is
 quarantined: one Warning Event, log line and count, and the fleet goes on without it."""
 
 import time

@@ -12,8 +12,8 @@ from diffleet_core import API_GROUP, API_VERSION
 from diffleet_core.resources import model_cache
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.model_cache import ModelCachePhase, ModelCacheSpec, ModelCacheStatus
-from diffleet_operator.admitter import Admitter
 from diffleet_operator.quarantine import Loop, describe
+from diffleet_operator.queue.admitter import Admitter
 from diffleet_operator.runtime import Runtime
 from diffleet_operator.verification import Refused, Verified, verify
 

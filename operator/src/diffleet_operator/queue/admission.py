@@ -12,7 +12,7 @@ from diffleet_core.messages import ModelRef
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import MAX_SEED, GenerationJobSpec, Tier
 from diffleet_core.resources.model_cache import ModelCachePhase, ModelCacheSpec, ModelCacheStatus
-from diffleet_operator.model_index import ModelIndex
+from diffleet_operator.cache.model_index import ModelIndex
 
 
 def effective_tier(namespace_labels: dict[str, str], priority: Tier | None) -> Tier:

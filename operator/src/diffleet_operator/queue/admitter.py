@@ -4,7 +4,7 @@ It runs from the GenerationJob watch (`handlers.generation_jobs.track`) rather t
 from a kopf creation handler, so kopf writes nothing on a job but (where the admission
 policy of manifests/admission/ is not installed) its finalizer: no diff-base or progress
 annotations, one write and one watch event fewer per job. The Queued status is held
-(diffleet_operator.held) and written here only for a job that has to wait; one that is
+(diffleet_operator.queue.held) and written here only for a job that has to wait; one that is
 dispatched at once gets it with Scheduled. A job that cannot be admitted yet (its models
 are not Ready) or whose admission failed is tried again by the housekeeping sweep every
 `RETRY_SECONDS`, and at once when a ModelCache changes; one whose admission fails for a
@@ -23,11 +23,11 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import JobPhase
 from diffleet_operator import lifecycle, metrics, status
-from diffleet_operator.admission import NotReady, choose_seed, effective_tier, resolve_model
-from diffleet_operator.held import Admission
-from diffleet_operator.jobs import TrackedJob
+from diffleet_operator.cache.jobs import TrackedJob
 from diffleet_operator.logs import about_job
 from diffleet_operator.quarantine import Loop, describe, transient
+from diffleet_operator.queue.admission import NotReady, choose_seed, effective_tier, resolve_model
+from diffleet_operator.queue.held import Admission
 from diffleet_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)

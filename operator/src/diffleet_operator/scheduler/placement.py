@@ -9,7 +9,7 @@ the least loaded; never a worker without a free slot.
 from dataclasses import dataclass
 from enum import StrEnum
 
-from diffleet_operator.fleet import WorkerView
+from diffleet_operator.cache.fleet import WorkerView
 
 
 class Outcome(StrEnum):

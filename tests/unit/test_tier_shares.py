@@ -1,7 +1,7 @@
 """Which tier dispatches next, at which tier a job runs, and which seed it gets.
 
-TierCredits is simulated the way the dispatch loop uses it: each pick takes the first
-tier of `order(waiting)` and spends one credit of it.
+TierShares is simulated the way the dispatch loop uses it: each pick takes the first
+tier of `order(waiting)` and spends one share of it.
 """
 
 import secrets
@@ -13,21 +13,21 @@ from typing import Any
 import pytest
 
 from diffleet_core.resources.generation_job import MAX_SEED, GenerationJobSpec, JobPhase, Tier
-from diffleet_operator.admission import TIER_LABEL, choose_seed, effective_tier
-from diffleet_operator.credits import TierCredits
-from diffleet_operator.jobs import TrackedJob, behind
+from diffleet_operator.cache.jobs import TrackedJob, behind
+from diffleet_operator.queue.admission import TIER_LABEL, choose_seed, effective_tier
+from diffleet_operator.queue.tier_shares import TierShares
 
 E, P, S, F = Tier.ENTERPRISE, Tier.PRO, Tier.STANDARD, Tier.FREE
 WEIGHTS = {E: 8, P: 4, S: 2, F: 1}
 
 
-def picks(waiting: Iterable[Tier], count: int, credits: TierCredits | None = None) -> list[Tier]:
+def picks(waiting: Iterable[Tier], count: int, shares: TierShares | None = None) -> list[Tier]:
     """`count` dispatches with the same tiers always waiting."""
-    credits = credits or TierCredits(dict(WEIGHTS))
+    shares = shares or TierShares(dict(WEIGHTS))
     chosen = []
     for _ in range(count):
-        first = credits.order(set(waiting))[0]
-        credits.spend(first)
+        first = shares.order(set(waiting))[0]
+        shares.spend(first)
         chosen.append(first)
     return chosen
 
@@ -57,41 +57,41 @@ def test_a_lone_tier_always_goes(tier: Tier) -> None:
     ids=["none", "free", "pro", "enterprise+standard", "pro+standard+free"],
 )
 def test_a_tier_without_work_is_never_returned(waiting: set[Tier]) -> None:
-    credits = TierCredits(dict(WEIGHTS))
+    shares = TierShares(dict(WEIGHTS))
     for _ in range(40):
-        order = credits.order(waiting)
+        order = shares.order(waiting)
         assert set(order) == waiting
         assert len(order) == len(waiting)
         if order:
-            credits.spend(order[0])
+            shares.spend(order[0])
 
 
-def test_order_puts_tiers_with_credit_first_then_by_priority() -> None:
-    credits = TierCredits(dict(WEIGHTS))
+def test_order_puts_tiers_with_shares_left_first_then_by_priority() -> None:
+    shares = TierShares(dict(WEIGHTS))
     for _ in range(8):
-        credits.spend(E)
-    assert credits.order({E, P, F}) == [P, F, E]
-    assert credits.order({E, S}) == [S, E]
+        shares.spend(E)
+    assert shares.order({E, P, F}) == [P, F, E]
+    assert shares.order({E, S}) == [S, E]
 
 
-def test_credits_refill_when_every_waiting_tier_has_spent() -> None:
-    credits = TierCredits(dict(WEIGHTS))
-    picks({E}, 8, credits)
-    assert credits.credits[E] == 0
-    assert credits.order({E}) == [E]
-    assert credits.credits == WEIGHTS
+def test_shares_refill_when_every_waiting_tier_has_spent() -> None:
+    shares = TierShares(dict(WEIGHTS))
+    picks({E}, 8, shares)
+    assert shares.left[E] == 0
+    assert shares.order({E}) == [E]
+    assert shares.left == WEIGHTS
 
 
-def test_a_job_that_cannot_place_keeps_its_tiers_credit() -> None:
-    """When free's job places nowhere the loop dispatches enterprise past its credit;
+def test_a_job_that_cannot_place_keeps_its_tiers_share() -> None:
+    """When free's job places nowhere the loop dispatches enterprise past its share;
     free still comes first once it can."""
-    credits = TierCredits(dict(WEIGHTS))
-    picks({E}, 8, credits)
+    shares = TierShares(dict(WEIGHTS))
+    picks({E}, 8, shares)
     for _ in range(3):
-        order = credits.order({E, F})
+        order = shares.order({E, F})
         assert order == [F, E]
-        credits.spend(order[1])
-    assert credits.order({E, F}) == [F, E]
+        shares.spend(order[1])
+    assert shares.order({E, F}) == [F, E]
 
 
 @pytest.mark.parametrize(

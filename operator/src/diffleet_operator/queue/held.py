@@ -11,7 +11,7 @@ time, here or on their way to the API server, and whoever removes them writes th
 Like kube-scheduler's assumed bindings, this is memory only. An operator that dies with
 admissions held leaves their jobs Pending with messages in their tier queues; the next
 one admits them again (a duplicate message of the same attempt is stale once the first is
-dispatched) and adopts any that a worker already runs (diffleet_operator.dispatcher).
+dispatched) and adopts any that a worker already runs (diffleet_operator.scheduler.adoption).
 """
 
 import time

@@ -20,11 +20,11 @@ from typing import Any
 
 from diffleet_core.messages import WarmModel
 from diffleet_core.settings import DEFAULT_POOLS
-from diffleet_operator.admission import ResolvedModel, ready_model
-from diffleet_operator.fleet import WorkerView
-from diffleet_operator.placement import Requirements, eligible, least_loaded
+from diffleet_operator.cache.fleet import WorkerView
 from diffleet_operator.quarantine import Loop
+from diffleet_operator.queue.admission import ResolvedModel, ready_model
 from diffleet_operator.runtime import Runtime
+from diffleet_operator.scheduler.placement import Requirements, eligible, least_loaded
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,55 @@
+"""The tier buffers: each tier queue is consumed with a prefetch window into an
+in-memory buffer. The messages stay unacknowledged in RabbitMQ until their job is
+dispatched, so a crash loses nothing and queue depth keeps meaning "waiting work"."""
+
+import asyncio
+from dataclasses import dataclass
+
+from aio_pika.abc import AbstractIncomingMessage
+from pydantic import TypeAdapter
+
+from diffleet_core.broker import Handler, parse_or_reject
+from diffleet_core.messages import AdmittedJob
+from diffleet_core.resources.generation_job import Tier
+from diffleet_operator.quarantine import Loop, dropped_message
+from diffleet_operator.runtime import Runtime
+
+ADMITTED_JOB = TypeAdapter(AdmittedJob)
+
+
+@dataclass
+class Buffered:
+    message: AbstractIncomingMessage
+    admitted: AdmittedJob
+
+
+class TierBuffers:
+    """The admitted jobs received per tier, in arrival order; `wake` is set on each."""
+
+    def __init__(self) -> None:
+        self.by_tier: dict[Tier, list[Buffered]] = {tier: [] for tier in Tier}
+        self.wake = asyncio.Event()
+
+    async def start(self, rt: Runtime) -> None:
+        for tier, queue in rt.broker.topology.tier_queues().items():
+            await rt.broker.consume(
+                queue, self._receiver(tier), prefetch=rt.operator.prefetch_per_tier
+            )
+
+    def _receiver(self, tier: Tier) -> Handler:
+        async def receive(message: AbstractIncomingMessage) -> None:
+            admitted = await parse_or_reject(message, ADMITTED_JOB)
+            if admitted is None:
+                dropped_message(Loop.DISPATCH, message.routing_key or "")
+                return
+            self.by_tier[tier].append(Buffered(message, admitted))
+            self.wake.set()
+
+        return receive
+
+    def waiting(self) -> set[Tier]:
+        return {tier for tier, buffer in self.by_tier.items() if buffer}
+
+    def remove(self, tier: Tier, entry: Buffered) -> None:
+        if entry in self.by_tier[tier]:
+            self.by_tier[tier].remove(entry)

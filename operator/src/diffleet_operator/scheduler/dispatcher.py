@@ -1,0 +1,253 @@
+"""The dispatch loop: takes admitted jobs from the tier buffers (scheduler.buffer) and
+places them on workers. A cycle:
+
+1. order the tiers that have work by their shares (diffleet_operator.queue.tier_shares);
+2. for each buffered job in that order, drop it if stale (scheduler.staleness), adopt it
+   where a worker already runs it after a restart (scheduler.adoption), and place it on a
+   snapshot of the fleet (scheduler.placement);
+3. dispatch the first job that places: publish to the worker's queue with confirm,
+   assume the slot, then record Scheduled and acknowledge (scheduler.publishing).
+
+An entry whose handling raises is tried again on a later cycle when the failure is
+transient, else its job is quarantined and its message dropped
+(diffleet_operator.quarantine): one job never stops the loop.
+
+A job that places nowhere stays buffered (and in its queue) until the fleet changes; its
+held admission, if any, is written as Queued then.
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import Enum, auto
+
+from diffleet_core.broker import settle
+from diffleet_core.messages import DispatchedJob
+from diffleet_core.resources.generation_job import ANY_GPU_CLASS, Tier
+from diffleet_operator import metrics
+from diffleet_operator.cache.fleet import WorkerView
+from diffleet_operator.cache.jobs import TrackedJob
+from diffleet_operator.quarantine import Loop, transient
+from diffleet_operator.queue.admission import NotReady, ResolvedModel, resolve_model
+from diffleet_operator.queue.admitter import Admitter
+from diffleet_operator.queue.held import Admission
+from diffleet_operator.queue.tier_shares import TierShares
+from diffleet_operator.runtime import Runtime
+from diffleet_operator.scheduler.adoption import Adoption
+from diffleet_operator.scheduler.buffer import Buffered, TierBuffers
+from diffleet_operator.scheduler.placement import Decision, Requirements, place
+from diffleet_operator.scheduler.publishing import Publisher
+from diffleet_operator.scheduler.staleness import Verdict, judge
+
+logger = logging.getLogger(__name__)
+
+
+class Step(Enum):
+    """What considering one buffered entry did."""
+
+    DISPATCHED = auto()
+    DROPPED = auto()
+    WAITING = auto()
+
+
+@dataclass(frozen=True)
+class JobModels:
+    model: ResolvedModel
+    loras: list[ResolvedModel]
+    control_net: ResolvedModel | None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A job's models and the worker chosen for it (`decision` says why that one)."""
+
+    models: JobModels
+    worker: WorkerView
+    decision: Decision
+
+
+class Dispatcher:
+    def __init__(self, rt: Runtime, admitter: Admitter) -> None:
+        self.rt = rt
+        self.admitter = admitter
+        self.buffers = TierBuffers()
+        self.shares = TierShares(rt.operator.tier_weights)
+        self.publisher = Publisher(rt)
+        self.adoption = Adoption(rt, self.publisher)
+
+    @property
+    def dispatched(self) -> dict[str, int]:
+        """uid -> the attempt this operator last dispatched."""
+        return self.publisher.dispatched
+
+    async def start(self) -> None:
+        await self.buffers.start(self.rt)
+
+    def forget(self, uid: str) -> None:
+        self.publisher.forget(uid)
+
+    async def scheduled(self, uid: str, within: float = 10.0) -> None:
+        await self.publisher.scheduled(uid, within)
+
+    async def run(self) -> None:
+        while True:
+            self.buffers.wake.clear()
+            self.rt.fleet.changed.clear()
+            try:
+                progressed = await self.cycle()
+            except Exception:
+                logger.exception("dispatch cycle failed")
+                progressed = False
+            if not progressed:
+                await _first_of(self.buffers.wake, self.rt.fleet.changed, within=1.0)
+
+    async def cycle(self) -> bool:
+        """Dispatches at most one job; True if something changed (dispatched or dropped)."""
+        waiting = self.buffers.waiting()
+        if not waiting:
+            return False
+        fleet = self.rt.fleet.snapshot()
+        if not any(worker.free_slots for worker in fleet):
+            # Nothing can place: every admitted job waits, so it shows Queued. The
+            # fleet's next change wakes the loop.
+            self.admitter.show_queued(self.rt.held.claim_all())
+            return False
+        progressed = False
+        for tier in self.shares.order(waiting):
+            for entry in list(self.buffers.by_tier[tier]):
+                try:
+                    step = await self._consider(tier, entry, fleet)
+                except Exception as error:  # noqa: BLE001 - one job never stops dispatch
+                    step = await self._failed(tier, entry, error)
+                if step is Step.DISPATCHED:
+                    return True
+                progressed = progressed or step is Step.DROPPED
+        return progressed
+
+    async def _consider(self, tier: Tier, entry: Buffered, fleet: list[WorkerView]) -> Step:
+        """Drops the entry if stale, dispatches it if it places, else leaves it waiting."""
+        judged = await judge(self.rt, self.admitter, self.dispatched, entry)
+        job, admission = judged.job, judged.admission
+        if judged.verdict is Verdict.STALE:
+            self.buffers.remove(tier, entry)
+            await settle(entry.message)
+            return Step.DROPPED
+        if judged.verdict is Verdict.DEFER or job is None:
+            return Step.WAITING
+        if self.adoption.maybe_dispatched_before(entry, job):
+            adopted = await self.adoption.adopt_if_running(entry, job, fleet, admission)
+            if adopted is None:
+                self._hold_again(admission)
+                return Step.WAITING
+            if adopted:
+                self.buffers.remove(tier, entry)
+                return Step.DISPATCHED
+        placement = self._placement(job, tier, fleet)
+        if placement is None:
+            if admission is not None:
+                self.admitter.show_queued([admission])  # it waits
+            return Step.WAITING
+        self.buffers.remove(tier, entry)
+        await self._dispatch(entry, job, placement, admission)
+        self.shares.spend(tier)
+        return Step.DISPATCHED
+
+    async def _failed(self, tier: Tier, entry: Buffered, error: Exception) -> Step:
+        """An entry whose handling raised: a transient failure leaves it buffered (the
+        next cycle, at least a second later when nothing else moves, tries it again);
+        any other quarantines its job and drops its message."""
+        ref = entry.admitted.job
+        cached = self.rt.jobs.get(ref.uid)
+        await self.rt.quarantine.job_of_message(
+            Loop.DISPATCH, ref, cached.body if cached else None, error
+        )
+        if transient(error):
+            return Step.WAITING
+        self.buffers.remove(tier, entry)
+        await settle(entry.message)
+        return Step.DROPPED
+
+    def _hold_again(self, admission: Admission | None) -> None:
+        if admission is not None:
+            self.rt.held.hold(admission)
+
+    def _placement(self, job: TrackedJob, tier: Tier, fleet: list[WorkerView]) -> Placement | None:
+        """Where the job goes now; None while a model is not Ready or no worker can take it."""
+        models = self._models(job)
+        if models is None:
+            return None
+        decision = place(self._requirements(job, tier, models), fleet)
+        if decision.worker is None:
+            return None
+        return Placement(models, decision.worker, decision)
+
+    def _models(self, job: TrackedJob) -> JobModels | None:
+        system = self.rt.settings.system_namespace
+
+        def resolve(name: str) -> ResolvedModel | None:
+            found = resolve_model(self.rt.models, job.namespace, name, system)
+            return None if isinstance(found, NotReady) else found
+
+        model = resolve(job.spec.model)
+        loras = [resolve(lora.model) for lora in job.spec.loras or []]
+        control = resolve(job.spec.control_net.model) if job.spec.control_net else None
+        if model is None or None in loras or (job.spec.control_net and control is None):
+            return None
+        return JobModels(model, [lora for lora in loras if lora is not None], control)
+
+    def _requirements(self, job: TrackedJob, tier: Tier, models: JobModels) -> Requirements:
+        pools = set(self.rt.settings.tier_pools.get(tier, []))
+        if models.model.spec.pools:
+            pools &= set(models.model.spec.pools)
+        if job.spec.gpu_class != ANY_GPU_CLASS:
+            pools &= {job.spec.gpu_class}
+        return Requirements(
+            model_digest=models.model.ref.digest,
+            vram_gib=models.model.spec.vram_gib,
+            pools=frozenset(pools),
+        )
+
+    async def _dispatch(
+        self,
+        entry: Buffered,
+        job: TrackedJob,
+        placement: Placement,
+        admission: Admission | None,
+    ) -> None:
+        rt = self.rt
+        models, worker = placement.models, placement.worker
+        ref = entry.admitted.job
+        # A held admission's seed is not on the API server yet.
+        seed = admission.seed if admission is not None else job.status.seed
+        order = DispatchedJob(
+            job=ref,
+            spec=job.spec,
+            seed=seed if seed is not None else 0,
+            model=models.model.ref,
+            loras=[lora.ref for lora in models.loras],
+            control_net=models.control_net.ref if models.control_net else None,
+            output_bucket=rt.settings.buckets.outputs,
+            deadline=job.created + timedelta(seconds=job.spec.timeout_seconds),
+        )
+        # Assumed before the publish returns: a fast worker's report on the job may come
+        # first, and it must find the job here (and free its slot), not the other way.
+        rt.fleet.assume(worker.worker_id, ref.uid)
+        done = self.publisher.begin(ref.uid, ref.attempt)
+        if not await self.publisher.publish(entry, order, worker):
+            rt.fleet.forget(ref.uid)
+            self.forget(ref.uid)
+            self._hold_again(admission)
+            self.publisher.settle(ref.uid, done)
+            return
+        metrics.PLACEMENTS.labels(placement.decision.outcome).inc()
+        await self.publisher.record_in_background(entry, job, worker, done, admission)
+
+
+async def _first_of(*events: asyncio.Event, within: float) -> None:
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
