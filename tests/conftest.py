@@ -1,5 +1,6 @@
 """Session fixtures: the local stack, reused when running, else started once and stopped after."""
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -77,19 +78,26 @@ def delete_namespace(kubectl: Kubectl, name: str) -> None:
     is not being deleted yet (as the namespace's own deletion reaches them only later)."""
     kinds = "generationjobs.diffleet.io,modelcaches.diffleet.io"
     kubectl.run("delete", kinds, "--all", "-n", name, "--wait=false", check=False)
-    listed = kubectl.run("get", kinds, "-n", name, "-o", "name", check=False).stdout.split()
-    drop_finalizers(kubectl, name, listed)
+    drop_finalizers(kubectl, name, [kinds])
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 
 
 def drop_finalizers(kubectl: Kubectl, namespace: str, resources: list[str]) -> None:
     """Drops the finalizers of resources being deleted, as the operator would once done
-    with them (where none runs); a resource already gone is skipped."""
-    for resource in resources:
-        kubectl.run(
-            "patch", resource, "-n", namespace, "--type=merge",
-            "-p", '{"metadata":{"finalizers":null}}', check=False,
-        )  # fmt: skip
+    with them (where none runs). `resources` are kubectl get's arguments (kind/name, or
+    kinds for all of that kind); one kubectl call patches them all (a module's namespace
+    holds dozens of jobs), skipping any already gone."""
+    listed = kubectl.run(
+        "get", *resources, "-n", namespace, "--ignore-not-found", "-o", "json", check=False
+    ).stdout
+    found = json.loads(listed) if listed.strip() else {}
+    items = found.get("items", [found]) if found else []  # one named resource: no List
+    if not items:
+        return
+    kubectl.run(
+        "patch", "-f", "-", "--type=merge", "-p", '{"metadata":{"finalizers":null}}',
+        stdin=listed, check=False,
+    )  # fmt: skip
 
 
 @pytest.fixture
