@@ -4,6 +4,7 @@ diffusers worker on the CPU, S3) with the tiny test models of `make models`."""
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,13 @@ from diffleet_core.storage import S3Location
 from diffleet_worker.parameters import read_parameters
 from hack.models.registry import register
 from tests.support.models import RegisteredModel, dominant_colour
-from tests.support.platform import Process, apply_job, register_model, wait_for_phase
+from tests.support.platform import (
+    Process,
+    apply_job,
+    job_status,
+    register_model,
+    wait_for_phase,
+)
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
 from tests.worker.conftest import JOB_TIMEOUT, decode, read_output, run_job, upload_image
@@ -271,27 +278,31 @@ def test_sdxl_is_deterministic_and_the_seed_changes_the_image(
     assert not np.array_equal(pixels_of(done["sdxl-1"]), pixels_of(done["sdxl-2"]))
 
 
-def test_every_sampler_is_deterministic_and_draws_its_own_image(
+# Samplers that add fresh noise at every step, drawn from the job's seeded generator:
+# where a seed could stop fixing the image. The others only denoise the seeded latents,
+# which every repeat (and test_same_job_gives_the_same_bytes_and_another_seed_does_not)
+# checks.
+NOISY_SAMPLERS = (Sampler.EULER_A, Sampler.LCM)
+
+
+def test_every_sampler_draws_its_own_image_and_the_noisy_ones_repeat_it(
     kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     def name(sampler: Sampler, run: str) -> str:
         return f"sampler-{sampler.value.replace('_', '-')}-{run}"
 
-    done = run_jobs(
-        kubectl,
-        studio_namespace,
-        {
-            name(sampler, run): {"model": "tiny-sd15", "sampler": sampler.value, "seed": 1, **SMALL}
-            for sampler in Sampler
-            for run in ("a", "b")
-        },
-    )
-    drawn = {}
-    for sampler in Sampler:
+    def spec(sampler: Sampler) -> dict[str, Any]:
+        return {"model": "tiny-sd15", "sampler": sampler.value, "seed": 1, **SMALL}
+
+    jobs = {name(sampler, "a"): spec(sampler) for sampler in Sampler}
+    jobs |= {name(sampler, "b"): spec(sampler) for sampler in NOISY_SAMPLERS}
+    done = run_jobs(kubectl, studio_namespace, jobs)
+    for sampler in NOISY_SAMPLERS:
         first, again = done[name(sampler, "a")], done[name(sampler, "b")]
         assert first["outputs"][0]["sha256"] == again["outputs"][0]["sha256"], sampler
-        drawn[sampler] = pixels_of(first)
-        assert drawn[sampler].shape == (64, 64, 3)
+    drawn = {sampler: pixels_of(done[name(sampler, "a")]) for sampler in Sampler}
+    for sampler, pixels in drawn.items():
+        assert pixels.shape == (64, 64, 3), sampler
     alike = [
         (one.value, other.value)
         for index, one in enumerate(Sampler)
@@ -419,3 +430,32 @@ def test_a_job_whose_model_fails_to_load_fails_with_the_error_and_the_next_job_r
     assert "Error" in failed["message"]
     assert quarantined(studio, "unexpected") == before + 1
     run_job(kubectl, studio_namespace, "after-hollow", model="tiny-sd15", seed=1, **SMALL)
+
+
+def test_cancel_stops_the_denoising_within_one_step(
+    kubectl: Kubectl, studio_namespace: str, studio: Process
+) -> None:
+    namespace, worker = studio_namespace, studio
+    apply_job(kubectl, namespace, "long", model="tiny-sd15", width=64, height=64, steps=150)
+    eventually(
+        lambda: (job_status(kubectl, namespace, "long").get("progress") or {}).get("step", 0) >= 2,
+        timeout=JOB_TIMEOUT,
+        what="job long past step 2",
+    )
+    kubectl.run(
+        "patch", "generationjob", "long", "-n", namespace, "--type=merge",
+        "-p", '{"spec":{"cancel":true}}',
+    )  # fmt: skip
+    wait_for_phase(kubectl, namespace, "long", "Cancelled")
+    uid = kubectl.json("get", "generationjob", "long", "-n", namespace)["metadata"]["uid"]
+    received = re.compile(rf"job {uid}: cancel received at step (\d+)")
+    stopped = re.compile(rf"job {uid}: cancelled, last step (\d+)")
+
+    def steps() -> tuple[int, int] | None:
+        log = worker.log.read_text()
+        at, last = received.search(log), stopped.search(log)
+        return (int(at.group(1)), int(last.group(1))) if at and last else None
+
+    at, last = eventually(steps, timeout=30, what="worker logs the cancel")
+    assert last - at <= 1, f"cancel received at step {at}, the worker went on to step {last}"
+    assert last < 150
