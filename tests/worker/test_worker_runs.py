@@ -1,5 +1,6 @@
-"""The real worker's cache tiers, cancellation, graceful shutdown and out-of-memory path,
-through the whole platform: each test has its own operator and fresh workers."""
+"""The real worker's cache tiers, graceful shutdown and out-of-memory path, through the
+whole platform: each test has its own operator and fresh workers (cancellation runs on
+the shared worker of test_generation.py)."""
 
 import json
 from datetime import datetime
