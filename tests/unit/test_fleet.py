@@ -253,3 +253,18 @@ def test_snapshot_and_an_unexpired_check_do_not_set_changed() -> None:
     fleet.snapshot()
     fleet.expired(T0 + DURATION - 1)
     assert not fleet.changed.is_set()
+
+
+def test_a_cordoned_worker_reads_as_draining_until_uncordoned() -> None:
+    """The pool controller cordons a worker before deleting its pod, even one whose Lease
+    has not appeared yet: placement skips draining workers."""
+    fleet = fleet_of(inventory("w1"))
+    fleet.cordon("w1")
+    fleet.cordon("w2")  # its Lease comes later
+    renew(fleet, inventory("w2"), at=T0)
+    assert {view.worker_id: view.draining for view in fleet.snapshot()} == {
+        "w1": True,
+        "w2": True,
+    }
+    fleet.uncordon("w1")
+    assert [view.worker_id for view in fleet.snapshot() if not view.draining] == ["w1"]

@@ -22,7 +22,13 @@ class OperatorSettings(BaseSettings):
         description="Namespaces whose GenerationJobs to serve (JSON list); empty: all",
     )
     fleet_namespace: str = Field(
-        default="diffleet-system", description="Namespace of the workers' Leases"
+        default="diffleet-system",
+        description="Namespace of the workers' Leases and pods; the GPUPools served are those"
+        " labelled diffleet.io/fleet with it (unlabelled ones: diffleet-system)",
+    )
+    worker_image: str = Field(
+        default="diffleet-worker:latest",
+        description="Image of the worker pods whose GPUPool template names none",
     )
     identity: str = Field(default_factory=default_identity, description="Leader election id")
     leader_lease: str = Field(default="diffleet-operator", description="Leader election Lease")

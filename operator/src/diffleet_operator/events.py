@@ -19,6 +19,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from diffleet_operator import metrics
 
 COMPONENT = "diffleet-operator"
+# Where Events about cluster-scoped objects go (client-go's choice too).
+CLUSTER_EVENTS_NAMESPACE = "default"
 # Events waiting to be posted at most; further ones are dropped.
 QUEUE_SIZE = 4096
 # Events posted at once.
@@ -38,20 +40,22 @@ class PendingEvent:
 def event_body(
     involved: Mapping[str, Any], reason: str, message: str, *, warning: bool
 ) -> PendingEvent:
-    """A core/v1 Event about `involved` (a resource body), as the API server takes it."""
+    """A core/v1 Event about `involved` (a resource body), as the API server takes it; one
+    about a cluster-scoped object (a GPUPool) goes to `default`, as kubectl looks for it."""
     meta = involved["metadata"]
+    namespace = meta.get("namespace") or CLUSTER_EVENTS_NAMESPACE
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return PendingEvent(
-        namespace=meta["namespace"],
+        namespace=namespace,
         body={
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
             "involvedObject": {
                 "apiVersion": involved["apiVersion"],
                 "kind": involved["kind"],
                 "name": meta["name"],
-                "namespace": meta["namespace"],
+                "namespace": meta.get("namespace", ""),
                 "uid": meta["uid"],
             },
             "reason": reason,

@@ -1,19 +1,19 @@
 """The operator's Kubernetes client for work outside kopf handlers: status patches from
-the dispatch and result loops, ModelCache and Namespace look-ups, Leases, deletions.
-Every call has a timeout."""
+the dispatch and result loops, ModelCache and Namespace look-ups, Leases, deletions,
+worker pods and GPUPools. Every call has a timeout."""
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
 
 import aiohttp
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from diffleet_core import API_GROUP, API_VERSION
-from diffleet_core.resources import generation_job, model_cache
+from diffleet_core.resources import generation_job, gpu_pool, model_cache
 from diffleet_core.resources.generation_job import GenerationJobStatus
 from diffleet_operator import status
 from diffleet_operator.events import EventRecorder
@@ -27,6 +27,8 @@ LABELS_MAX_AGE_SECONDS = 2.0
 # A job status write re-reads and judges again at most this many times when another
 # write lands between its read and its patch.
 CONFLICT_RETRIES = 5
+# A watch silent this long past its server-side timeout is a dead connection.
+WATCH_GRACE_SECONDS = 30
 
 
 class Kube:
@@ -154,6 +156,106 @@ class Kube:
         )
         await _discard(cast(aiohttp.ClientResponse, response))
 
+    async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Creates the pod; the pod as stored."""
+        response = await self._core.create_namespaced_pod(
+            namespace,
+            body,  # type: ignore[arg-type]  # a plain dict is sent as it is
+            _preload_content=False,
+            _request_timeout=self.timeout,
+        )
+        return await _json(cast(aiohttp.ClientResponse, response))
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        """Deletes the pod with its own grace period; one already gone is no error."""
+        try:
+            response = await self._core.delete_namespaced_pod(
+                name, namespace, _preload_content=False, _request_timeout=self.timeout
+            )
+            await _discard(cast(aiohttp.ClientResponse, response))
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def annotate_pod(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> dict[str, Any] | None:
+        """Sets (None: removes) the pod's annotations; the pod, None if it is gone."""
+        try:
+            response = await self._core.patch_namespaced_pod(  # type: ignore[call-arg]
+                name,
+                namespace,
+                {"metadata": {"annotations": dict(annotations)}},
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+                _request_timeout=self.timeout,
+            )
+            return await _json(cast(aiohttp.ClientResponse, response))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def list_pods(self, namespace: str, selector: str) -> tuple[list[dict[str, Any]], str]:
+        """The pods that match the label selector, and the list's resourceVersion."""
+        response = await self._core.list_namespaced_pod(
+            namespace,
+            label_selector=selector,
+            _preload_content=False,
+            _request_timeout=self.timeout,
+        )
+        listed = await _json(cast(aiohttp.ClientResponse, response))
+        return listed["items"], listed["metadata"]["resourceVersion"]
+
+    async def pod_events(
+        self, namespace: str, selector: str, resource_version: str, timeout_seconds: int
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Watch events (type, raw object) of the pods that match the label selector,
+        from a resourceVersion, until the server ends the watch after timeout_seconds."""
+        stream = watch.Watch()
+        async with stream.stream(
+            self._core.list_namespaced_pod,
+            namespace,
+            label_selector=selector,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout_seconds,
+            _request_timeout=(self.timeout, timeout_seconds + WATCH_GRACE_SECONDS),
+        ) as events:
+            async for event in events:
+                yield str(event["type"]), event["raw_object"]
+
+    async def patch_gpu_pool_status(self, name: str, status: Mapping[str, Any]) -> None:
+        response = await self._custom.patch_cluster_custom_object_status(  # type: ignore[call-arg]
+            API_GROUP,
+            API_VERSION,
+            gpu_pool.PLURAL,
+            name,
+            {"status": dict(status)},
+            _content_type=MERGE_PATCH,
+            _preload_content=False,
+            _request_timeout=self.timeout,
+        )
+        await _discard(response)
+
+    async def patch_gpu_pool_finalizers(
+        self, name: str, finalizers: Sequence[str], resource_version: str
+    ) -> dict[str, Any]:
+        """Sets the GPUPool's finalizers if it is still at `resource_version` (else 409);
+        the GPUPool as stored."""
+        body = {"metadata": {"finalizers": list(finalizers), "resourceVersion": resource_version}}
+        response = await self._custom.patch_cluster_custom_object(  # type: ignore[call-arg]
+            API_GROUP,
+            API_VERSION,
+            gpu_pool.PLURAL,
+            name,
+            body,
+            _content_type=MERGE_PATCH,
+            _preload_content=False,
+            _request_timeout=self.timeout,
+        )
+        return await _json(response)
+
     async def namespace_labels(self, namespace: str) -> dict[str, str]:
         """The namespace's labels, read at most once per LABELS_MAX_AGE_SECONDS."""
         read_at, labels = self._labels.get(namespace, (0.0, {}))
@@ -182,6 +284,15 @@ def _stored_status(body: Mapping[str, Any]) -> GenerationJobStatus:
         return GenerationJobStatus.model_validate(body.get("status") or {})
     except ValidationError:
         return GenerationJobStatus()
+
+
+async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:
+    """The decoded body of a response; an error status raises ApiException as a decoded
+    call would."""
+    if not 200 <= response.status <= 299:
+        await _discard(response)
+    body: dict[str, Any] = await response.json()
+    return body
 
 
 async def _discard(response: aiohttp.ClientResponse) -> None:

@@ -55,6 +55,7 @@ class Loop(StrEnum):
     PREWARM = "prewarm"
     MODEL_CACHES = "model_caches"
     WORKER_LEASES = "worker_leases"
+    GPU_POOLS = "gpu_pools"
 
 
 class Cause(StrEnum):

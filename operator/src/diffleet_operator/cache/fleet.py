@@ -33,14 +33,20 @@ class WorkerView:
     assumed: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, inventory: WorkerInventory, assumed: frozenset[str] = frozenset()) -> "WorkerView":
+    def of(
+        cls,
+        inventory: WorkerInventory,
+        assumed: frozenset[str] = frozenset(),
+        *,
+        cordoned: bool = False,
+    ) -> "WorkerView":
         return cls(
             worker_id=inventory.worker_id,
             pool=inventory.pool,
             node=inventory.node,
             vram_gib=inventory.vram_gib,
             concurrency=inventory.concurrency,
-            draining=inventory.draining,
+            draining=inventory.draining or cordoned,
             hot_models=frozenset(inventory.hot_models),
             warm_models=frozenset(inventory.warm_models),
             in_flight=frozenset(inventory.jobs_in_flight),
@@ -68,13 +74,14 @@ class _Worker:
     observed_at: float
     duration: float
     assumed: set[str] = field(default_factory=set)
+    cordoned: bool = False
     view: WorkerView = field(init=False)
 
     def __post_init__(self) -> None:
         self.refresh()
 
     def refresh(self) -> None:
-        self.view = WorkerView.of(self.inventory, frozenset(self.assumed))
+        self.view = WorkerView.of(self.inventory, frozenset(self.assumed), cordoned=self.cordoned)
 
 
 class FleetInventory:
@@ -86,6 +93,8 @@ class FleetInventory:
 
     def __init__(self, now: float | None = None) -> None:
         self._workers: dict[str, _Worker] = {}
+        # Workers the pool controller is removing: placed on as draining, Lease or not.
+        self._cordoned: set[str] = set()
         self.changed = asyncio.Event()
         self._listed_at = time.monotonic() if now is None else now
 
@@ -96,7 +105,10 @@ class FleetInventory:
         the worker changes on each renewal; `now` is time.monotonic()."""
         worker = self._workers.get(inventory.worker_id)
         if worker is None:
-            self._workers[inventory.worker_id] = _Worker(inventory, renewal, now, duration)
+            cordoned = inventory.worker_id in self._cordoned
+            self._workers[inventory.worker_id] = _Worker(
+                inventory, renewal, now, duration, cordoned=cordoned
+            )
         else:
             if renewal != worker.renewal:
                 worker.renewal, worker.observed_at = renewal, now
@@ -114,6 +126,22 @@ class FleetInventory:
         worker = self._workers.pop(worker_id, None)
         self.changed.set()
         return None if worker is None else worker.view
+
+    def cordon(self, worker_id: str) -> None:
+        """The pool controller removes the worker: nothing more is placed on it (it reads
+        as draining), from now on, even if its Lease appears only later."""
+        self._cordoned.add(worker_id)
+        if worker := self._workers.get(worker_id):
+            worker.cordoned = True
+            worker.refresh()
+
+    def uncordon(self, worker_id: str) -> None:
+        """The worker's pod is gone, or was not removed after all."""
+        self._cordoned.discard(worker_id)
+        if worker := self._workers.get(worker_id):
+            worker.cordoned = False
+            worker.refresh()
+            self.changed.set()
 
     def assume(self, worker_id: str, uid: str) -> None:
         if worker := self._workers.get(worker_id):
