@@ -10,7 +10,7 @@ export UV_PYTHON := 3.11
 VENV_STAMP := .venv/.synced
 
 .PHONY: help setup packages tools venv up up-infra down status env kubeconfig \
-        demo test lint format typecheck pytest fuzz chaos kind-up bench-setup bench-dispatch bench-worker bench-api clean openapi
+        demo test lint format typecheck pytest fuzz chaos kind-up bench-setup bench-dispatch bench-worker bench-api bench-autoscale clean openapi
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -97,6 +97,12 @@ bench-worker: up-infra ## worker overhead around the pipeline call, first image 
 
 bench-api: ## POST /v1/jobs vs a direct create at 50 clients (needs make up-infra)
 	@eval "$$(hack/stack.sh env)" && .venv/bin/python -m bench.api
+
+# KEDA is built here only (never by make setup); SIGINT at the bound lets the benchmark
+# stop KEDA and the operator and remove what it made.
+bench-autoscale: ## autoscaler vs KEDA 2.21: bursts into a pool at zero (needs make up-infra)
+	@hack/build-keda.sh
+	@eval "$$(hack/stack.sh env)" && timeout -s INT -k 60 1200 .venv/bin/python -m bench.autoscale
 
 clean: down ## stop the stack and remove its state (the tool cache stays)
 	@rm -rf $(STATE)/run $(STATE)/logs $(STATE)/pki $(STATE)/kubeconfig
