@@ -108,3 +108,30 @@ def test_finished_job_is_deleted_after_its_ttl(
         return result.returncode != 0 and "NotFound" in result.stderr
 
     eventually(gone, timeout=30, what="job deleted after its TTL")
+
+
+def test_job_with_incompatible_models_fails_at_admission(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    platform.operator()
+    platform.worker("w1")
+    register_model(kubectl, namespace, "sd15-checkpoint")
+    register_model(kubectl, namespace, "xl-style", type="lora", baseModel="sdxl")
+    apply_job(
+        kubectl, namespace, "mismatched", model="sd15-checkpoint", loras=[{"model": "xl-style"}]
+    )
+
+    failed = wait_for_phase(kubectl, namespace, "mismatched", "Failed")
+    assert failed["reason"] == "IncompatibleModels"
+    assert failed["message"] == "loras: xl-style is not a sd15 LoRA"
+    # Refused before any queue: never scheduled, no worker, no attempt.
+    assert "worker" not in failed
+    assert not failed.get("attempts")
+    assert {c["type"] for c in failed["conditions"]}.isdisjoint({"Admitted", "Scheduled"})
+    reasons = {
+        event["reason"]
+        for event in kubectl.json("get", "events", "-n", namespace)["items"]
+        if event["involvedObject"]["name"] == "mismatched"
+    }
+    assert "IncompatibleModels" in reasons
+    assert "Dispatched" not in reasons

@@ -10,8 +10,18 @@ from dataclasses import replace
 import pytest
 
 from diffleet_core.fleet import WorkerInventory
+from diffleet_core.messages import ModelRef
+from diffleet_core.resources.model_cache import ModelCacheSpec
 from diffleet_operator.cache.fleet import WorkerView
-from diffleet_operator.scheduler.placement import Decision, Outcome, Requirements, eligible, place
+from diffleet_operator.queue.admission import ResolvedModel
+from diffleet_operator.scheduler.placement import (
+    Decision,
+    Outcome,
+    Requirements,
+    eligible,
+    place,
+    requirements,
+)
 
 MODEL = "sha256:model"
 OTHER = "sha256:other"
@@ -298,3 +308,41 @@ def test_worker_view_load_and_free_slots(
     view = worker("a", concurrency=concurrency, jobs=jobs, assumed=assumed)
     assert view.load == load
     assert view.free_slots == free
+
+
+def resolved(pools: list[str] | None) -> ResolvedModel:
+    spec = ModelCacheSpec.model_validate(
+        {
+            "source": "s3://models/m.safetensors",
+            "format": "safetensors",
+            "baseModel": "sd15",
+            "vramGiB": 6.0,
+            "pools": pools,
+        }
+    )
+    ref = ModelRef(
+        namespace="ns",
+        name="m",
+        source=spec.source,
+        format=spec.format,
+        type=spec.type,
+        base_model=spec.base_model,
+        digest=MODEL,
+    )
+    return ResolvedModel(ref, spec)
+
+
+@pytest.mark.parametrize(
+    ("model_pools", "gpu_class", "pools"),
+    [
+        pytest.param(None, "any", {"h100", "a100", "t4"}, id="every allowed pool"),
+        pytest.param(["a100", "t4", "l4"], "any", {"a100", "t4"}, id="and the model's"),
+        pytest.param(["a100", "t4"], "t4", {"t4"}, id="and the job's gpuClass"),
+        pytest.param(["a100"], "t4", set(), id="nowhere"),
+    ],
+)
+def test_requirements_narrow_the_allowed_pools(
+    model_pools: list[str] | None, gpu_class: str, pools: set[str]
+) -> None:
+    needs = requirements(resolved(model_pools), ("h100", "a100", "t4"), gpu_class)
+    assert needs == Requirements(model_digest=MODEL, vram_gib=6.0, pools=frozenset(pools))

@@ -14,7 +14,8 @@ import pytest
 
 from diffleet_core.resources.generation_job import MAX_SEED, GenerationJobSpec, JobPhase, Tier
 from diffleet_operator.cache.jobs import TrackedJob, behind
-from diffleet_operator.queue.admission import TIER_LABEL, choose_seed, effective_tier
+from diffleet_operator.queue.admission import TIER_LABEL, choose_seed, effective_tier, seed_of
+from diffleet_operator.queue.held import Admission
 from diffleet_operator.queue.tier_shares import TierShares
 
 E, P, S, F = Tier.ENTERPRISE, Tier.PRO, Tier.STANDARD, Tier.FREE
@@ -146,10 +147,17 @@ def test_choose_seed_can_draw_both_ends_of_the_range(
     assert bounds == [MAX_SEED + 1]
 
 
-def tracked(attempts: int, phase: JobPhase | None) -> TrackedJob:
+def tracked(
+    attempts: int, phase: JobPhase | None, seed: int | None = None, spec_seed: int | None = None
+) -> TrackedJob:
     status: dict[str, Any] = {"attempts": attempts}
     if phase is not None:
         status["phase"] = phase.value
+    if seed is not None:
+        status["seed"] = seed
+    job_spec: dict[str, Any] = {"model": "sdxl", "prompt": "a cat"}
+    if spec_seed is not None:
+        job_spec["seed"] = spec_seed
     return TrackedJob.from_body(
         {
             "metadata": {
@@ -158,7 +166,7 @@ def tracked(attempts: int, phase: JobPhase | None) -> TrackedJob:
                 "uid": "uid-1",
                 "creationTimestamp": datetime(2025, 1, 1, tzinfo=UTC).isoformat(),
             },
-            "spec": {"model": "sdxl", "prompt": "a cat"},
+            "spec": job_spec,
             "status": status,
         }
     )
@@ -178,3 +186,15 @@ def tracked(attempts: int, phase: JobPhase | None) -> TrackedJob:
 )
 def test_behind(attempts: int, phase: JobPhase | None, attempt: int, expected: bool) -> None:
     assert behind(tracked(attempts, phase), attempt) is expected
+
+
+def held_admission(seed: int) -> Admission:
+    return Admission("uid-1", 1, F, "diffleet.jobs.free", seed, datetime.now(UTC))
+
+
+def test_seed_of_is_the_held_admissions_then_the_status_then_the_specs() -> None:
+    assert seed_of(tracked(1, JobPhase.PENDING, spec_seed=7), held_admission(3)) == 3
+    assert seed_of(tracked(1, JobPhase.QUEUED, seed=5, spec_seed=7)) == 5
+    assert seed_of(tracked(0, None, spec_seed=7)) == 7
+    # Never 0 by default: a job with no seed anywhere gets a random one, as at admission.
+    assert {seed_of(tracked(0, None)) for _ in range(50)} != {0}

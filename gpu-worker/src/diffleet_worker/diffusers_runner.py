@@ -22,9 +22,9 @@ from typing import Any
 from PIL import Image
 
 from diffleet_core.messages import DispatchedJob, ModelRef
+from diffleet_core.model_rules import incompatibilities
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import MAX_SEED, Mode
-from diffleet_core.resources.model_cache import ModelType
 from diffleet_worker import metrics
 from diffleet_worker.cache import (
     CacheStats,
@@ -322,17 +322,10 @@ class DiffusersRunner:
 
 
 def check_order(order: DispatchedJob) -> None:
-    """Refuses an order whose models do not fit together (InvalidSpec, not retried)."""
-    family = order.model.base_model
-    problems = []
-    if order.model.type is not ModelType.CHECKPOINT:
-        problems.append(f"model {order.model.name} is a {order.model.type.value}, not a checkpoint")
-    for lora in order.loras:
-        if lora.type is not ModelType.LORA or lora.base_model is not family:
-            problems.append(f"loras: {lora.name} is not a {family.value} LoRA")
-    cn = order.control_net
-    if cn is not None and (cn.type is not ModelType.CONTROLNET or cn.base_model is not family):
-        problems.append(f"controlNet.model: {cn.name} is not a {family.value} ControlNet")
+    """Refuses an order whose models do not fit together (InvalidSpec, not retried).
+    Admission refuses such jobs first (IncompatibleModels); this guards what it cannot
+    see: a ModelCache replaced between admission and dispatch, or a malformed order."""
+    problems = incompatibilities(order.model, order.loras, order.control_net)
     if len(order.loras) != len(order.spec.loras or []):
         problems.append("loras: the order does not resolve every LoRA of the spec")
     if problems:

@@ -11,6 +11,7 @@ from diffleet_operator import metrics, status
 from diffleet_operator.cache.jobs import TrackedJob
 from diffleet_operator.logs import about_job
 from diffleet_operator.quarantine import Loop
+from diffleet_operator.queue.admission import seed_of
 from diffleet_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ async def requeue(rt: Runtime, job: TrackedJob, reason: str, message: str) -> No
         job.generation,
         tier=tier,
         queue=queue,
-        seed=job.status.seed or 0,
+        seed=seed_of(job),
         attempt=attempt,
         reason=reason,
         message=f"{message}; attempt {attempt} in {delay}s",

@@ -1,4 +1,6 @@
-"""Admission: which tier a job runs at, which seed, and whether its models are Ready."""
+"""Admission: which tier a job runs at, which seed, and whether its models are Ready and
+fit together. A job's models are resolved here (`resolve_job_models`), for admission and
+for dispatch alike."""
 
 import secrets
 from collections.abc import Mapping
@@ -9,10 +11,13 @@ from pydantic import ValidationError
 
 from diffleet_core import TIER_LABEL as TIER_LABEL
 from diffleet_core.messages import ModelRef
+from diffleet_core.model_rules import incompatibilities, lookup_namespaces
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import MAX_SEED, GenerationJobSpec, Tier
 from diffleet_core.resources.model_cache import ModelCachePhase, ModelCacheSpec, ModelCacheStatus
+from diffleet_operator.cache.jobs import TrackedJob
 from diffleet_operator.cache.model_index import ModelIndex
+from diffleet_operator.queue.held import Admission
 
 
 def effective_tier(namespace_labels: dict[str, str], priority: Tier | None) -> Tier:
@@ -30,6 +35,16 @@ def choose_seed(spec: GenerationJobSpec) -> int:
     return spec.seed if spec.seed is not None else secrets.randbelow(MAX_SEED + 1)
 
 
+def seed_of(job: TrackedJob, admission: Admission | None = None) -> int:
+    """The seed of the job, decided once, at its first admission: the held admission's
+    (not on the API server yet), else status.seed, else spec.seed or a random one."""
+    if admission is not None:
+        return admission.seed
+    if job.status.seed is not None:
+        return job.status.seed
+    return choose_seed(job.spec)
+
+
 @dataclass(frozen=True)
 class ResolvedModel:
     ref: ModelRef
@@ -45,22 +60,61 @@ class NotReady:
     message: str
 
 
+@dataclass(frozen=True)
+class JobModels:
+    """A job's models, each Ready: its checkpoint, its LoRAs and its ControlNet."""
+
+    model: ResolvedModel
+    loras: list[ResolvedModel]
+    control_net: ResolvedModel | None
+
+    def incompatibility(self) -> str | None:
+        """Why these models cannot run together (diffleet_core.model_rules); None: they can."""
+        problems = incompatibilities(
+            self.model.ref,
+            [lora.ref for lora in self.loras],
+            self.control_net.ref if self.control_net else None,
+        )
+        return "; ".join(problems) or None
+
+
+def resolve_job_models(
+    models: ModelIndex, namespace: str, spec: GenerationJobSpec, system_namespace: str
+) -> JobModels | NotReady:
+    """Every model of the job, Ready; else the first that is missing or not Ready (the
+    checkpoint, then the LoRAs, then the ControlNet)."""
+
+    def resolve(name: str) -> ResolvedModel | NotReady:
+        return resolve_model(models, namespace, name, system_namespace)
+
+    model = resolve(spec.model)
+    if isinstance(model, NotReady):
+        return model
+    loras = []
+    for lora in spec.loras or []:
+        found = resolve(lora.model)
+        if isinstance(found, NotReady):
+            return found
+        loras.append(found)
+    control_net = resolve(spec.control_net.model) if spec.control_net else None
+    if isinstance(control_net, NotReady):
+        return control_net
+    return JobModels(model, loras, control_net)
+
+
 def resolve_model(
     models: ModelIndex, namespace: str, name: str, system_namespace: str
 ) -> ResolvedModel | NotReady:
-    """Finds a ModelCache in the job's namespace, then in the system namespace."""
-    body: Mapping[str, Any] | None = None
-    for candidate in dict.fromkeys((namespace, system_namespace)):
-        body = models.get(candidate, name)
+    """A ModelCache by name, where lookup_namespaces says to look, once Ready."""
+    for where in lookup_namespaces(namespace, system_namespace):
+        body = models.get(where, name)
         if body is not None:
-            break
-    if body is None:
-        return NotReady(
-            name,
-            Reason.MODEL_NOT_FOUND,
-            f"ModelCache {name!r} not found in {namespace!r} or {system_namespace!r}",
-        )
-    return ready_model(body)
+            return ready_model(body)
+    return NotReady(
+        name,
+        Reason.MODEL_NOT_FOUND,
+        f"ModelCache {name!r} not found in {namespace!r} or {system_namespace!r}",
+    )
 
 
 def ready_model(body: Mapping[str, Any]) -> ResolvedModel | NotReady:

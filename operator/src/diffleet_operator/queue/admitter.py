@@ -26,7 +26,7 @@ from diffleet_operator import lifecycle, metrics, status
 from diffleet_operator.cache.jobs import TrackedJob
 from diffleet_operator.logs import about_job
 from diffleet_operator.quarantine import Loop, describe, transient
-from diffleet_operator.queue.admission import NotReady, choose_seed, effective_tier, resolve_model
+from diffleet_operator.queue.admission import NotReady, effective_tier, resolve_job_models, seed_of
 from diffleet_operator.queue.held import Admission
 from diffleet_operator.runtime import Runtime
 
@@ -124,19 +124,21 @@ class Admitter:
             self._due[job.uid] = time.monotonic() + RETRY_SECONDS
 
     async def _admit(self, job: TrackedJob) -> bool:
-        """True once published (Queued held); False while its models are not Ready."""
+        """True once decided: published (Queued held), or Failed for models that cannot
+        run together; False while its models are not Ready."""
         rt = self.rt
-        system = rt.settings.system_namespace
-        names = [job.spec.model, *(lora.model for lora in job.spec.loras or [])]
-        if job.spec.control_net:
-            names.append(job.spec.control_net.model)
-        for name in names:
-            found = resolve_model(rt.models, job.namespace, name, system)
-            if isinstance(found, NotReady):
-                await self._wait_in_pending(job, found)
-                return False
+        models = resolve_job_models(
+            rt.models, job.namespace, job.spec, rt.settings.system_namespace
+        )
+        if isinstance(models, NotReady):
+            await self._wait_in_pending(job, models)
+            return False
+        if problem := models.incompatibility():
+            # Refused here, before any queue: no worker is ever given it.
+            await lifecycle.finish(rt, job, JobPhase.FAILED, Reason.INCOMPATIBLE_MODELS, problem)
+            return True
         tier = effective_tier(await rt.kube.namespace_labels(job.namespace), job.spec.priority)
-        seed = job.status.seed if job.status.seed is not None else choose_seed(job.spec)
+        seed = seed_of(job)
         queue = rt.broker.topology.tier_queue(tier)
         await rt.broker.publish_to_queue(
             queue, lifecycle.admitted_message(job, tier, 1), lifecycle.message_id(job, 1)

@@ -24,19 +24,24 @@ from enum import Enum, auto
 
 from diffleet_core.broker import settle
 from diffleet_core.messages import DispatchedJob
-from diffleet_core.resources.generation_job import ANY_GPU_CLASS, Tier
+from diffleet_core.resources.generation_job import Tier
 from diffleet_operator import metrics
 from diffleet_operator.cache.fleet import WorkerView
 from diffleet_operator.cache.jobs import TrackedJob
 from diffleet_operator.quarantine import Loop, transient
-from diffleet_operator.queue.admission import NotReady, ResolvedModel, resolve_model
+from diffleet_operator.queue.admission import (
+    JobModels,
+    NotReady,
+    resolve_job_models,
+    seed_of,
+)
 from diffleet_operator.queue.admitter import Admitter
 from diffleet_operator.queue.held import Admission
 from diffleet_operator.queue.tier_shares import TierShares
 from diffleet_operator.runtime import Runtime
 from diffleet_operator.scheduler.adoption import Adoption
 from diffleet_operator.scheduler.buffer import Buffered, TierBuffers
-from diffleet_operator.scheduler.placement import Decision, Requirements, place
+from diffleet_operator.scheduler.placement import Decision, place, requirements
 from diffleet_operator.scheduler.publishing import Publisher
 from diffleet_operator.scheduler.staleness import Verdict, judge
 
@@ -49,13 +54,6 @@ class Step(Enum):
     DISPATCHED = auto()
     DROPPED = auto()
     WAITING = auto()
-
-
-@dataclass(frozen=True)
-class JobModels:
-    model: ResolvedModel
-    loras: list[ResolvedModel]
-    control_net: ResolvedModel | None
 
 
 @dataclass(frozen=True)
@@ -174,39 +172,16 @@ class Dispatcher:
 
     def _placement(self, job: TrackedJob, tier: Tier, fleet: list[WorkerView]) -> Placement | None:
         """Where the job goes now; None while a model is not Ready or no worker can take it."""
-        models = self._models(job)
-        if models is None:
+        models = resolve_job_models(
+            self.rt.models, job.namespace, job.spec, self.rt.settings.system_namespace
+        )
+        if isinstance(models, NotReady):
             return None
-        decision = place(self._requirements(job, tier, models), fleet)
+        allowed = self.rt.settings.tier_pools.get(tier, [])
+        decision = place(requirements(models.model, allowed, job.spec.gpu_class), fleet)
         if decision.worker is None:
             return None
         return Placement(models, decision.worker, decision)
-
-    def _models(self, job: TrackedJob) -> JobModels | None:
-        system = self.rt.settings.system_namespace
-
-        def resolve(name: str) -> ResolvedModel | None:
-            found = resolve_model(self.rt.models, job.namespace, name, system)
-            return None if isinstance(found, NotReady) else found
-
-        model = resolve(job.spec.model)
-        loras = [resolve(lora.model) for lora in job.spec.loras or []]
-        control = resolve(job.spec.control_net.model) if job.spec.control_net else None
-        if model is None or None in loras or (job.spec.control_net and control is None):
-            return None
-        return JobModels(model, [lora for lora in loras if lora is not None], control)
-
-    def _requirements(self, job: TrackedJob, tier: Tier, models: JobModels) -> Requirements:
-        pools = set(self.rt.settings.tier_pools.get(tier, []))
-        if models.model.spec.pools:
-            pools &= set(models.model.spec.pools)
-        if job.spec.gpu_class != ANY_GPU_CLASS:
-            pools &= {job.spec.gpu_class}
-        return Requirements(
-            model_digest=models.model.ref.digest,
-            vram_gib=models.model.spec.vram_gib,
-            pools=frozenset(pools),
-        )
 
     async def _dispatch(
         self,
@@ -218,12 +193,10 @@ class Dispatcher:
         rt = self.rt
         models, worker = placement.models, placement.worker
         ref = entry.admitted.job
-        # A held admission's seed is not on the API server yet.
-        seed = admission.seed if admission is not None else job.status.seed
         order = DispatchedJob(
             job=ref,
             spec=job.spec,
-            seed=seed if seed is not None else 0,
+            seed=seed_of(job, admission),
             model=models.model.ref,
             loras=[lora.ref for lora in models.loras],
             control_net=models.control_net.ref if models.control_net else None,

@@ -6,10 +6,13 @@ have the VRAM; then a worker with the model hot in VRAM, else warm on local disk
 the least loaded; never a worker without a free slot.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from diffleet_core.resources.generation_job import ANY_GPU_CLASS
 from diffleet_operator.cache.fleet import WorkerView
+from diffleet_operator.queue.admission import ResolvedModel
 
 
 class Outcome(StrEnum):
@@ -35,6 +38,22 @@ class Decision:
     @property
     def placed(self) -> bool:
         return self.worker is not None
+
+
+def requirements(
+    model: ResolvedModel, allowed: Iterable[str], gpu_class: str = ANY_GPU_CLASS
+) -> Requirements:
+    """What a worker must offer to run `model`: a pool among `allowed` (a job's: its tier's
+    pools; pre-warming's: every pool) that the model's spec.pools names, when it names any,
+    and the job's spec.gpuClass, unless any; and the model's VRAM."""
+    pools = set(allowed)
+    if model.spec.pools:
+        pools &= set(model.spec.pools)
+    if gpu_class != ANY_GPU_CLASS:
+        pools &= {gpu_class}
+    return Requirements(
+        model_digest=model.ref.digest, vram_gib=model.spec.vram_gib, pools=frozenset(pools)
+    )
 
 
 def eligible(worker: WorkerView, needs: Requirements) -> bool:

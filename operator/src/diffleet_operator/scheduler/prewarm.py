@@ -24,7 +24,12 @@ from diffleet_operator.cache.fleet import WorkerView
 from diffleet_operator.quarantine import Loop
 from diffleet_operator.queue.admission import ResolvedModel, ready_model
 from diffleet_operator.runtime import Runtime
-from diffleet_operator.scheduler.placement import Requirements, eligible, least_loaded
+from diffleet_operator.scheduler.placement import (
+    Requirements,
+    eligible,
+    least_loaded,
+    requirements,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +47,8 @@ class WarmTarget:
 
 
 def target_of(model: ResolvedModel) -> WarmTarget:
-    pools = model.spec.pools or DEFAULT_POOLS
     return WarmTarget(
-        replicas=model.spec.warm.replicas,
-        needs=Requirements(
-            model_digest=model.ref.digest,
-            vram_gib=model.spec.vram_gib,
-            pools=frozenset(pools),
-        ),
+        replicas=model.spec.warm.replicas, needs=requirements(model, allowed=DEFAULT_POOLS)
     )
 
 
