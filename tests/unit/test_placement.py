@@ -1,30 +1,56 @@
-"""Placement is a pure function of (requirements, fleet snapshot): tested table-driven.
+"""Placement is a pure function of (requirements, fleet snapshot, GPUPools): tested
+table-driven.
 
 Each case builds a small fleet with `worker(...)` and states which worker (or which
-refusal) placement must choose, and why.
+refusal) placement must choose, and why. Pool identity (tiers, GPU types, pools being
+deleted) has its own table.
 """
 
-from collections.abc import Iterable
-from dataclasses import replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import pytest
 
 from diffleet_core.fleet import WorkerInventory
 from diffleet_core.messages import ModelRef
+from diffleet_core.resources.generation_job import Tier
+from diffleet_core.resources.gpu_pool import GPUPoolSpec
 from diffleet_core.resources.model_cache import ModelCacheSpec
 from diffleet_operator.cache.fleet import WorkerView
 from diffleet_operator.queue.admission import ResolvedModel
-from diffleet_operator.scheduler.placement import (
-    Decision,
-    Outcome,
-    Requirements,
-    eligible,
-    place,
-    requirements,
-)
+from diffleet_operator.scheduler.eligibility import Requirements, requirements, worker_fits
+from diffleet_operator.scheduler.placement import Decision, Outcome, place
 
 MODEL = "sha256:model"
 OTHER = "sha256:other"
+
+
+@dataclass
+class Catalog:
+    """GPUPools as the operator's index holds them (diffleet_operator.cache.pools)."""
+
+    pools: dict[str, GPUPoolSpec] = field(default_factory=dict)
+    being_deleted: frozenset[str] = frozenset()
+
+    def get(self, name: str) -> GPUPoolSpec | None:
+        return self.pools.get(name)
+
+    def specs(self) -> Mapping[str, GPUPoolSpec]:
+        return self.pools
+
+    def deleting(self, name: str) -> bool:
+        return name in self.being_deleted
+
+
+# No GPUPool at all: workers started by hand, open to every tier.
+NO_POOLS = Catalog()
+
+
+def gpu_pool(gpu_type: str, vram: float = 80, maximum: int = 4, **spec: Any) -> GPUPoolSpec:
+    return GPUPoolSpec.model_validate(
+        {"gpuType": gpu_type, "vramGiB": vram, "maxReplicas": maximum} | spec
+    )
 
 
 def worker(
@@ -37,10 +63,12 @@ def worker(
     jobs: Iterable[str] = (),
     assumed: Iterable[str] = (),
     draining: bool = False,
+    gpu_type: str = "",
 ) -> WorkerView:
     inventory = WorkerInventory(
         worker_id=worker_id,
         pool=pool,
+        gpu_type=gpu_type,
         vram_gib=vram,
         concurrency=concurrency,
         hot_models=list(hot),
@@ -52,9 +80,20 @@ def worker(
 
 
 def needs(
-    model: str = MODEL, vram: float = 8, pools: Iterable[str] = ("t4", "a100", "h100")
+    model: str = MODEL,
+    vram: float = 8,
+    pools: Iterable[str] | None = None,
+    tier: Tier | None = Tier.FREE,
+    gpu_class: str = "any",
 ) -> Requirements:
-    return Requirements(model_digest=model, vram_gib=vram, pools=frozenset(pools))
+    """A job's requirements; `pools`: its model's spec.pools."""
+    return Requirements(
+        model_digest=model,
+        vram_gib=vram,
+        tier=tier,
+        gpu_class=gpu_class,
+        model_pools=None if pools is None else frozenset(pools),
+    )
 
 
 def chosen(decision: Decision) -> str | None:
@@ -63,20 +102,20 @@ def chosen(decision: Decision) -> str | None:
 
 CASES = [
     pytest.param(needs(), [], Outcome.NO_ELIGIBLE_WORKER, None, id="empty fleet"),
-    # Pools: only the job's allowed pools count.
+    # Pools: only the pools its model allows count.
     pytest.param(
         needs(pools={"h100"}),
         [worker("a", pool="t4"), worker("b", pool="a100")],
         Outcome.NO_ELIGIBLE_WORKER,
         None,
-        id="no worker in an allowed pool",
+        id="no worker in a pool the model allows",
     ),
     pytest.param(
         needs(pools={"a100"}),
         [worker("a", pool="t4", hot=[MODEL]), worker("b", pool="a100")],
         Outcome.COLD,
         "b",
-        id="hot worker outside the allowed pools is ignored",
+        id="hot worker outside the model's pools is ignored",
     ),
     # VRAM: the worker must have at least what the job needs.
     pytest.param(
@@ -135,7 +174,7 @@ CASES = [
         [worker("a", pool="t4"), worker("b", pool="h100", jobs=["j1"])],
         Outcome.NO_CAPACITY,
         None,
-        id="capacity only outside the allowed pools",
+        id="capacity only outside the model's pools",
     ),
     # Locality: hot over warm over cold.
     pytest.param(
@@ -239,7 +278,7 @@ CASES = [
 def test_place(
     requirements: Requirements, fleet: list[WorkerView], outcome: Outcome, worker_id: str | None
 ) -> None:
-    decision = place(requirements, fleet)
+    decision = place(requirements, fleet, NO_POOLS)
     assert decision.outcome is outcome
     assert chosen(decision) == worker_id
     assert decision.placed is (worker_id is not None)
@@ -253,10 +292,54 @@ def test_place(
         pytest.param(worker("a", vram=16), needs(vram=16.5), False, id="too little VRAM"),
         pytest.param(worker("a", draining=True), needs(), False, id="draining"),
         pytest.param(worker("a", jobs=["j1"]), needs(), True, id="full is still eligible"),
+        pytest.param(worker("a", pool="t4"), needs(gpu_class="t4"), True, id="type: pool name"),
+        pytest.param(worker("a", pool="t4"), needs(gpu_class="a100"), False, id="other type"),
+        pytest.param(
+            worker("a", pool="p", gpu_type="a100"),
+            needs(gpu_class="a100"),
+            True,
+            id="type: as announced",
+        ),
+        pytest.param(
+            worker("a", pool="a100", gpu_type="l4"),
+            needs(gpu_class="a100"),
+            False,
+            id="the announced type, not the pool's name",
+        ),
     ],
 )
 def test_eligible(view: WorkerView, requirements: Requirements, expected: bool) -> None:
-    assert eligible(view, requirements) is expected
+    assert worker_fits(view, requirements, NO_POOLS) is expected
+
+
+POOLS = Catalog(
+    {
+        "pro-only": gpu_pool("a100", tiers=["pro", "enterprise"]),
+        "anyone": gpu_pool("a100"),
+        "leaving": gpu_pool("a100"),
+    },
+    being_deleted=frozenset({"leaving"}),
+)
+
+
+@pytest.mark.parametrize(
+    ("pool", "tier", "expected"),
+    [
+        pytest.param("pro-only", Tier.PRO, True, id="a tier the pool lists"),
+        pytest.param("pro-only", Tier.FREE, False, id="a tier the pool does not list"),
+        pytest.param("pro-only", None, True, id="pre-warming: any tier"),
+        pytest.param("anyone", Tier.FREE, True, id="no tiers: every tier"),
+        pytest.param("leaving", Tier.PRO, False, id="a pool being deleted: no new jobs"),
+        pytest.param("by-hand", Tier.FREE, True, id="no GPUPool: every tier"),
+    ],
+)
+def test_the_pool_decides_which_tiers_may_use_its_workers(
+    pool: str, tier: Tier | None, expected: bool
+) -> None:
+    view = worker("w", pool=pool, vram=80)
+    assert worker_fits(view, needs(tier=tier), POOLS) is expected
+    decision = place(needs(tier=tier), [view], POOLS)
+    assert decision.placed is expected
 
 
 def test_placing_until_full_never_exceeds_concurrency() -> None:
@@ -272,7 +355,7 @@ def test_placing_until_full_never_exceeds_concurrency() -> None:
     }
     placed: list[tuple[str, Outcome]] = []
     for number in range(20):
-        decision = place(needs(), list(fleet.values()))
+        decision = place(needs(), list(fleet.values()), NO_POOLS)
         if decision.worker is None:
             assert decision.outcome is Outcome.NO_CAPACITY
             break
@@ -332,17 +415,12 @@ def resolved(pools: list[str] | None) -> ResolvedModel:
     return ResolvedModel(ref, spec)
 
 
-@pytest.mark.parametrize(
-    ("model_pools", "gpu_class", "pools"),
-    [
-        pytest.param(None, "any", {"h100", "a100", "t4"}, id="every allowed pool"),
-        pytest.param(["a100", "t4", "l4"], "any", {"a100", "t4"}, id="and the model's"),
-        pytest.param(["a100", "t4"], "t4", {"t4"}, id="and the job's gpuClass"),
-        pytest.param(["a100"], "t4", set(), id="nowhere"),
-    ],
-)
-def test_requirements_narrow_the_allowed_pools(
-    model_pools: list[str] | None, gpu_class: str, pools: set[str]
-) -> None:
-    needs = requirements(resolved(model_pools), ("h100", "a100", "t4"), gpu_class)
-    assert needs == Requirements(model_digest=MODEL, vram_gib=6.0, pools=frozenset(pools))
+def test_requirements_of_a_job_and_of_pre_warming() -> None:
+    assert requirements(resolved(["a100", "t4"]), Tier.PRO, "t4") == Requirements(
+        model_digest=MODEL,
+        vram_gib=6.0,
+        tier=Tier.PRO,
+        gpu_class="t4",
+        model_pools=frozenset({"a100", "t4"}),
+    )
+    assert requirements(resolved(None)) == Requirements(model_digest=MODEL, vram_gib=6.0)

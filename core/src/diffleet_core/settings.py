@@ -19,8 +19,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from diffleet_core import SYSTEM_NAMESPACE
 from diffleet_core.queues import Topology
-from diffleet_core.resources.generation_job import Tier
-from diffleet_core.resources.text import PoolName
 
 logger = logging.getLogger(__name__)
 
@@ -76,15 +74,6 @@ class Credential(StrEnum):
     S3 = "AWS_SECRET_ACCESS_KEY"
 
 
-# The pools of the local stack's GPU nodes, which every tier may use unless
-# DIFFLEET_TIER_POOLS says otherwise.
-DEFAULT_POOLS: tuple[PoolName, ...] = ("h100", "a100", "t4")
-
-
-def every_pool_for_every_tier() -> dict[Tier, list[PoolName]]:
-    return {tier: list(DEFAULT_POOLS) for tier in Tier}
-
-
 class Buckets(BaseModel):
     """The three S3 buckets of a diffleet installation."""
 
@@ -126,10 +115,6 @@ class Settings(BaseSettings):
         default="diffleet",
         pattern=r"^[a-z0-9][a-z0-9-]*$",
         description="Prefix of every queue and exchange name (DIFFLEET_QUEUE_PREFIX)",
-    )
-    tier_pools: dict[Tier, list[PoolName]] = Field(
-        default_factory=every_pool_for_every_tier,
-        description="Which GPU pools each tier may use (DIFFLEET_TIER_POOLS, JSON)",
     )
 
     @property

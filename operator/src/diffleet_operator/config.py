@@ -52,6 +52,20 @@ class OperatorSettings(BaseSettings):
         description="Dispatch shares when every tier has work (anti-starvation)",
     )
     prefetch_per_tier: int = Field(default=256, ge=1, description="Admitted jobs held per tier")
+    autoscaler_sweep_seconds: float = Field(
+        default=5.0, gt=0, description="The autoscaler decides at least this often"
+    )
+    autoscaler_run_seconds: float = Field(
+        default=10.0, gt=0, description="A model's run time, until runs of it are observed"
+    )
+    autoscaler_model_load_seconds: float = Field(
+        default=20.0, ge=0, description="Loading a model on a worker, until observed"
+    )
+    autoscaler_worker_start_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="From deciding a new worker to its Lease announced, until observed",
+    )
     metrics_port: int = Field(default=8081, ge=0, description="Prometheus /metrics; 0: off")
     liveness_endpoint: str = Field(default="http://127.0.0.1:8080/healthz")
     readiness_port: int = Field(

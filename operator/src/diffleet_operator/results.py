@@ -64,6 +64,7 @@ class Results:
         try:
             async with self._locks[event.job.uid]:
                 await self.apply(event)
+            self.rt.autoscaler.observe(event)
         except Exception as error:  # noqa: BLE001 - one report never stops the results
             cached = self.rt.jobs.get(event.job.uid)
             await self.rt.quarantine.job_of_message(

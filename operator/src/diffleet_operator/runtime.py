@@ -6,9 +6,11 @@ import kopf
 
 from diffleet_core.broker import Broker
 from diffleet_core.settings import Settings
+from diffleet_operator.autoscaler.loop import Autoscaler
 from diffleet_operator.cache.fleet import FleetInventory
 from diffleet_operator.cache.jobs import JobCache
 from diffleet_operator.cache.model_index import ModelIndex
+from diffleet_operator.cache.pools import PoolIndex
 from diffleet_operator.config import OperatorSettings
 from diffleet_operator.kube import Kube
 from diffleet_operator.quarantine import Quarantine
@@ -25,10 +27,13 @@ class Runtime:
     jobs: JobCache
     models: ModelIndex
     held: HeldAdmissions = field(default_factory=HeldAdmissions)
+    pools: PoolIndex = field(default_factory=PoolIndex)
     quarantine: Quarantine = field(init=False)
+    autoscaler: Autoscaler = field(init=False)
 
     def __post_init__(self) -> None:
         self.quarantine = Quarantine(self.kube)
+        self.autoscaler = Autoscaler(self)
 
     @staticmethod
     def of(memo: kopf.Memo) -> "Runtime":

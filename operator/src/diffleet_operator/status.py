@@ -142,6 +142,26 @@ def admitted_and_scheduled(
     return first | scheduled(admitted, generation, pool=pool, node=node, worker=worker)
 
 
+def waiting_for_pool(
+    status: GenerationJobStatus, generation: int | None, message: str
+) -> dict[str, Any]:
+    """A Queued job waits for a pool at its maxReplicas (Scheduled False, saying which).
+    It names its phase and attempt, so that it never lands on a job dispatched meanwhile
+    (`may_write`)."""
+    return {
+        "phase": JobPhase.QUEUED,
+        "attempts": status.attempts,
+        "conditions": with_condition(
+            status,
+            generation,
+            SCHEDULED,
+            ConditionStatus.FALSE,
+            Reason.POOL_AT_MAX_REPLICAS,
+            message,
+        ),
+    }
+
+
 def running(started_at: datetime) -> dict[str, Any]:
     return {
         "phase": JobPhase.RUNNING,

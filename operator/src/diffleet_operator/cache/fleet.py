@@ -22,6 +22,8 @@ class WorkerView:
 
     worker_id: str
     pool: str
+    # The GPU type it announced; one that announced none has its pool's name.
+    gpu_type: str
     node: str
     vram_gib: float
     concurrency: int
@@ -43,6 +45,7 @@ class WorkerView:
         return cls(
             worker_id=inventory.worker_id,
             pool=inventory.pool,
+            gpu_type=inventory.gpu_type or inventory.pool,
             node=inventory.node,
             vram_gib=inventory.vram_gib,
             concurrency=inventory.concurrency,

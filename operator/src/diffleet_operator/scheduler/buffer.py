@@ -33,10 +33,12 @@ class TierBuffers:
     async def start(self, rt: Runtime) -> None:
         for tier, queue in rt.broker.topology.tier_queues().items():
             await rt.broker.consume(
-                queue, self._receiver(tier), prefetch=rt.operator.prefetch_per_tier
+                queue, self._receiver(rt, tier), prefetch=rt.operator.prefetch_per_tier
             )
 
-    def _receiver(self, tier: Tier) -> Handler:
+    def _receiver(self, rt: Runtime, tier: Tier) -> Handler:
+        """Buffers a tier's messages; each is a job that now waits for a worker, which the
+        autoscaler hears of (its trigger on admission)."""
         async def receive(message: AbstractIncomingMessage) -> None:
             admitted = await parse_or_reject(message, ADMITTED_JOB)
             if admitted is None:
@@ -44,6 +46,7 @@ class TierBuffers:
                 return
             self.by_tier[tier].append(Buffered(message, admitted))
             self.wake.set()
+            rt.autoscaler.trigger()
 
         return receive
 

@@ -41,7 +41,8 @@ from diffleet_operator.queue.tier_shares import TierShares
 from diffleet_operator.runtime import Runtime
 from diffleet_operator.scheduler.adoption import Adoption
 from diffleet_operator.scheduler.buffer import Buffered, TierBuffers
-from diffleet_operator.scheduler.placement import Decision, place, requirements
+from diffleet_operator.scheduler.eligibility import requirements
+from diffleet_operator.scheduler.placement import Decision, place
 from diffleet_operator.scheduler.publishing import Publisher
 from diffleet_operator.scheduler.staleness import Verdict, judge
 
@@ -177,8 +178,8 @@ class Dispatcher:
         )
         if isinstance(models, NotReady):
             return None
-        allowed = self.rt.settings.tier_pools.get(tier, [])
-        decision = place(requirements(models.model, allowed, job.spec.gpu_class), fleet)
+        needs = requirements(models.model, tier, job.spec.gpu_class)
+        decision = place(needs, fleet, self.rt.pools)
         if decision.worker is None:
             return None
         return Placement(models, decision.worker, decision)
@@ -214,6 +215,7 @@ class Dispatcher:
             self.publisher.settle(ref.uid, done)
             return
         metrics.PLACEMENTS.labels(placement.decision.outcome).inc()
+        rt.autoscaler.trigger()
         await self.publisher.record_in_background(entry, job, worker, done, admission)
 
 

@@ -1,18 +1,17 @@
-"""Placement: which worker runs a job. A pure function of the job's requirements and a
-fleet snapshot, so it is tested table-driven without a cluster.
+"""Placement: which worker runs a job. A pure function of the job's requirements, a
+fleet snapshot and the GPUPools, so it is tested table-driven without a cluster.
 
-In order: the pool must be allowed (tier policy, the model's pools, spec.gpuClass) and
-have the VRAM; then a worker with the model hot in VRAM, else warm on local disk, else
-the least loaded; never a worker without a free slot.
+In order: the worker may run the job (diffleet_operator.scheduler.eligibility: pool
+identity, tiers, the model's pools, VRAM) and has a free slot; then the one with the
+model hot in VRAM, else warm on local disk, else the least loaded. The autoscaler ranks
+pools by the same order (`preference`).
 """
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from diffleet_core.resources.generation_job import ANY_GPU_CLASS
 from diffleet_operator.cache.fleet import WorkerView
-from diffleet_operator.queue.admission import ResolvedModel
+from diffleet_operator.scheduler.eligibility import PoolCatalog, Requirements, worker_fits
 
 
 class Outcome(StrEnum):
@@ -23,11 +22,8 @@ class Outcome(StrEnum):
     NO_ELIGIBLE_WORKER = "no_eligible_worker"
 
 
-@dataclass(frozen=True)
-class Requirements:
-    model_digest: str
-    vram_gib: float
-    pools: frozenset[str]
+# What placing on a worker of each `preference` rank is.
+RANKED = (Outcome.HOT, Outcome.WARM, Outcome.COLD)
 
 
 @dataclass(frozen=True)
@@ -40,40 +36,27 @@ class Decision:
         return self.worker is not None
 
 
-def requirements(
-    model: ResolvedModel, allowed: Iterable[str], gpu_class: str = ANY_GPU_CLASS
-) -> Requirements:
-    """What a worker must offer to run `model`: a pool among `allowed` (a job's: its tier's
-    pools; pre-warming's: every pool) that the model's spec.pools names, when it names any,
-    and the job's spec.gpuClass, unless any; and the model's VRAM."""
-    pools = set(allowed)
-    if model.spec.pools:
-        pools &= set(model.spec.pools)
-    if gpu_class != ANY_GPU_CLASS:
-        pools &= {gpu_class}
-    return Requirements(
-        model_digest=model.ref.digest, vram_gib=model.spec.vram_gib, pools=frozenset(pools)
-    )
-
-
-def eligible(worker: WorkerView, needs: Requirements) -> bool:
-    return not worker.draining and worker.pool in needs.pools and worker.vram_gib >= needs.vram_gib
-
-
-def place(needs: Requirements, fleet: list[WorkerView]) -> Decision:
-    candidates = [worker for worker in fleet if eligible(worker, needs)]
+def place(needs: Requirements, fleet: list[WorkerView], pools: PoolCatalog) -> Decision:
+    candidates = [worker for worker in fleet if worker_fits(worker, needs, pools)]
     if not candidates:
         return Decision(Outcome.NO_ELIGIBLE_WORKER)
     free = [worker for worker in candidates if worker.free_slots > 0]
     if not free:
         return Decision(Outcome.NO_CAPACITY)
-    hot = [worker for worker in free if needs.model_digest in worker.hot_models]
-    if hot:
-        return Decision(Outcome.HOT, min(hot, key=least_loaded))
-    warm = [worker for worker in free if needs.model_digest in worker.warm_models]
-    if warm:
-        return Decision(Outcome.WARM, min(warm, key=least_loaded))
-    return Decision(Outcome.COLD, min(free, key=least_loaded))
+    best = min(free, key=lambda worker: preference(worker, needs.model_digest))
+    return Decision(RANKED[preference(best, needs.model_digest)[0]], best)
+
+
+def preference(worker: WorkerView, model_digest: str) -> tuple[int, float, str]:
+    """Sort key of placement order: the model hot (0), warm (1), neither (2); then the
+    least loaded."""
+    if model_digest in worker.hot_models:
+        rank = 0
+    elif model_digest in worker.warm_models:
+        rank = 1
+    else:
+        rank = 2
+    return (rank, *least_loaded(worker))
 
 
 def least_loaded(worker: WorkerView) -> tuple[float, str]:

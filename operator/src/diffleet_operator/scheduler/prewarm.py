@@ -19,17 +19,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffleet_core.messages import WarmModel
-from diffleet_core.settings import DEFAULT_POOLS
 from diffleet_operator.cache.fleet import WorkerView
 from diffleet_operator.quarantine import Loop
 from diffleet_operator.queue.admission import ResolvedModel, ready_model
 from diffleet_operator.runtime import Runtime
-from diffleet_operator.scheduler.placement import (
+from diffleet_operator.scheduler.eligibility import (
+    PoolCatalog,
     Requirements,
-    eligible,
-    least_loaded,
     requirements,
+    worker_fits,
 )
+from diffleet_operator.scheduler.placement import least_loaded
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +47,11 @@ class WarmTarget:
 
 
 def target_of(model: ResolvedModel) -> WarmTarget:
-    return WarmTarget(
-        replicas=model.spec.warm.replicas, needs=requirements(model, allowed=DEFAULT_POOLS)
-    )
+    return WarmTarget(replicas=model.spec.warm.replicas, needs=requirements(model))
 
 
 def workers_to_warm(
-    target: WarmTarget, fleet: list[WorkerView], ordered: set[str]
+    target: WarmTarget, fleet: list[WorkerView], ordered: set[str], pools: PoolCatalog
 ) -> list[WorkerView]:
     """The workers to ask now: as many as the model lacks hot replicas, counting the
     orders still awaited (`ordered`: worker ids), among the eligible workers that do not
@@ -67,7 +65,7 @@ def workers_to_warm(
     candidates = [
         worker
         for worker in fleet
-        if eligible(worker, target.needs)
+        if worker_fits(worker, target.needs, pools)
         and worker.worker_id not in hot
         and worker.worker_id not in ordered
     ]
@@ -98,7 +96,7 @@ class Prewarmer:
             return
         target = target_of(model)
         ordered = {worker for digest, worker in self._orders if digest == model.ref.digest}
-        chosen = workers_to_warm(target, fleet, ordered)
+        chosen = workers_to_warm(target, fleet, ordered, self.rt.pools)
         if not chosen:
             return
         order = WarmModel(model=model.ref)
