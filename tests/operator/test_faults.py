@@ -9,7 +9,6 @@ from typing import Any
 
 import aio_pika
 import boto3
-import pytest
 
 from diffleet_core.messages import DispatchedJob, JobFailed
 from tests.operator.injection import (
@@ -374,12 +373,6 @@ async def answer_with_retryable_failures(
     return gaps
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="operator race: a failure reported before the dispatcher's Scheduled write lands"
-    " is requeued under the same attempt number, and that requeue is then judged stale"
-    " (Results.apply waits for the Scheduled write on JobStarted only)",
-)
 def test_requeue_delays_double_up_to_the_maximum(
     kubectl: Kubectl, namespace: str, platform: Platform
 ) -> None:

@@ -77,8 +77,9 @@ class Results:
         await settle(message)
 
     async def apply(self, event: JobStarted | JobSucceeded | JobFailed) -> None:
-        if isinstance(event, JobStarted):
-            await self.dispatcher.scheduled(event.job.uid)
+        # A worker may report before this process's Scheduled write lands; read before it,
+        # the status would lack the attempt, and a requeue would reuse its number and be lost.
+        await self.dispatcher.scheduled(event.job.uid)
         # A final report rewrites the conditions list: it is computed from a fresh read.
         job = await self._current(event.job, fresh=not isinstance(event, JobStarted))
         if job is None:

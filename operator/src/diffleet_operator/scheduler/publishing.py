@@ -90,7 +90,7 @@ class Publisher:
         admission: Admission | None,
     ) -> None:
         """The status write runs beside the loop (bounded), so the next placement need not
-        wait for the API server; a worker's "started" waits for it (`scheduled`)."""
+        wait for the API server; every report of a worker waits for it (`scheduled`)."""
         await self._writers.acquire()
         task = asyncio.create_task(self._record(entry, job, worker, done, admission))
         self._writing.add(task)
