@@ -85,6 +85,7 @@ SHORT_STEPS, LONG_STEPS = 5, 100
 SHRINK_LONG, SHRINK_SHORT = 4, 12
 SCALE_DOWN_DELAY_SECONDS = 5
 ON_WORKER = {"Scheduled", "Running"}
+KEDA_DEFAULT_POLLING_SECONDS = 30
 WORKER_IMAGE = "diffleet/gpu-worker:local"  # the pod runner runs the command, not the image
 WORKER_RBAC = ROOT / "manifests" / "rbac" / "worker.yaml"
 
@@ -250,19 +251,19 @@ def gpu_pool(system: System, spec: GPUPoolSpec, fleet: str) -> dict[str, Any]:
     }
 
 
-def deployment(system: System, spec: GPUPoolSpec, namespace: str) -> dict[str, Any]:
+def deployment(pool: str, spec: GPUPoolSpec, namespace: str) -> dict[str, Any]:
     """KEDA's scale target: a Deployment (replicas 0) of the worker pod the operator would
     make for a GPUPool named after the KEDA pool, without the GPUPool's label and owner
     (the operator must not take these pods for its own)."""
     pod = worker_pod(
-        name="unused", namespace=namespace, pool=system.pool, pool_uid="", spec=spec,
+        name="unused", namespace=namespace, pool=pool, pool_uid="", spec=spec,
         image=WORKER_IMAGE,
     )  # fmt: skip
-    labels = {PART_OF_LABEL: PART_OF, POOL_LABEL: system.pool}
+    labels = {PART_OF_LABEL: PART_OF, POOL_LABEL: pool}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": system.pool, "namespace": namespace, "labels": labels},
+        "metadata": {"name": pool, "namespace": namespace, "labels": labels},
         "spec": {
             "replicas": 0,
             "selector": {"matchLabels": labels},
@@ -271,7 +272,7 @@ def deployment(system: System, spec: GPUPoolSpec, namespace: str) -> dict[str, A
     }
 
 
-def scaled_object(system: System, namespace: str, queue: str, max_replicas: int) -> dict[str, Any]:
+def scaled_object(pool: str, namespace: str, queue: str, max_replicas: int) -> dict[str, Any]:
     """KEDA's RabbitMQ scaler in HTTP mode on the jobs' tier queue, one worker per message;
     its idle delays (cooldownPeriod, the HPA's scale-down stabilization) are the
     GPUPool's scaleDownDelaySeconds."""
@@ -282,10 +283,10 @@ def scaled_object(system: System, namespace: str, queue: str, max_replicas: int)
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
-        "metadata": {"name": system.pool, "namespace": namespace},
+        "metadata": {"name": pool, "namespace": namespace},
         "spec": {
-            "scaleTargetRef": {"name": system.pool},
-            "pollingInterval": system.polling,
+            "scaleTargetRef": {"name": pool},
+            "pollingInterval": KEDA_DEFAULT_POLLING_SECONDS,
             "cooldownPeriod": SCALE_DOWN_DELAY_SECONDS,
             "minReplicaCount": 0,
             "maxReplicaCount": max_replicas,
@@ -432,45 +433,40 @@ def start_operator(namespace: str) -> subprocess.Popen[bytes]:
     )
 
 
-async def prepare(bench: Bench, systems: list[System], max_replicas: int) -> None:
-    core = client.CoreV1Api(bench.api)
-    labels = {TIER_LABEL: TIER.value}
-    await core.create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=bench.namespace, labels=labels))
-    )
+async def prepare(bench: Bench, ours: System | None, keda_pool: str, max_replicas: int) -> None:
     kubectl("create", "-f", "-", stdin=json.dumps(worker_rbac(bench.namespace)))
     await register_model(bench.custom, bench.namespace)
-    ours, keda = systems[0], systems[1]
-    await bench.custom.create_cluster_custom_object(
-        API_GROUP, API_VERSION, GPUPOOL_PLURAL,
-        gpu_pool(ours, pool_spec(ours.pool, max_replicas), bench.namespace),
-    )  # fmt: skip
+    if ours:
+        await bench.custom.create_cluster_custom_object(
+            API_GROUP, API_VERSION, GPUPOOL_PLURAL,
+            gpu_pool(ours, pool_spec(ours.pool, max_replicas), bench.namespace),
+        )  # fmt: skip
     queue = Topology().tier_queue(TIER)
-    spec = pool_spec(keda.pool, max_replicas)
+    spec = pool_spec(keda_pool, max_replicas)
     for obj in (
-        deployment(keda, spec, bench.namespace),
-        scaled_object(keda, bench.namespace, queue, max_replicas),
+        deployment(keda_pool, spec, bench.namespace),
+        scaled_object(keda_pool, bench.namespace, queue, max_replicas),
     ):
         kubectl("create", "-f", "-", stdin=json.dumps(obj))
 
 
-async def tear_down(bench: Bench, systems: list[System]) -> None:
+async def tear_down(bench: Bench, ours: System | None, keda_pool: str) -> None:
     """Removes what KEDA and the operator hold finalizers on while they still run."""
     custom = bench.custom
-    keda = systems[1]
     with contextlib.suppress(ApiException):
         await custom.delete_namespaced_custom_object(
-            "keda.sh", "v1alpha1", bench.namespace, "scaledobjects", keda.pool
+            "keda.sh", "v1alpha1", bench.namespace, "scaledobjects", keda_pool
         )
-    with contextlib.suppress(ApiException):
-        await custom.delete_cluster_custom_object(
-            API_GROUP, API_VERSION, GPUPOOL_PLURAL, systems[0].pool
-        )
+    if ours:
+        with contextlib.suppress(ApiException):
+            await custom.delete_cluster_custom_object(
+                API_GROUP, API_VERSION, GPUPOOL_PLURAL, ours.pool
+            )
 
     async def released() -> bool:
         pools = await custom.list_cluster_custom_object(
             API_GROUP, API_VERSION, GPUPOOL_PLURAL,
-            field_selector=f"metadata.name={systems[0].pool}",
+            label_selector=f"{FLEET_LABEL}={bench.namespace}",
         )  # fmt: skip
         scaled = await custom.list_namespaced_custom_object(
             "keda.sh", "v1alpha1", bench.namespace, "scaledobjects"
@@ -481,51 +477,56 @@ async def tear_down(bench: Bench, systems: list[System]) -> None:
     await clean_up(bench.api, bench.namespace)
 
 
-async def run(jobs: int, rounds: int, max_replicas: int) -> None:
+async def run(jobs: int, rounds: int, max_replicas: int, with_diffleet: bool) -> None:
     namespace = f"bench-as-{uuid.uuid4().hex[:6]}"
-    ours = System("diffleet", f"{namespace}-dfl")
+    ours = System("diffleet", f"{namespace}-dfl") if with_diffleet else None
     keda_pool = f"{namespace}-keda"
     keda_systems = [
-        System("KEDA, pollingInterval 30 s", keda_pool, 30),
+        System("KEDA, pollingInterval 30 s", keda_pool, KEDA_DEFAULT_POLLING_SECONDS),
         System("KEDA, pollingInterval 1 s", keda_pool, 1),
     ]
-    systems = [ours, *keda_systems]
+    systems = [*([ours] if ours else []), *keda_systems]
     loads = [load()]
     bursts: list[Burst] = []
     shrinks: dict[str, tuple[int, int]] = {}
     await config.load_kube_config()
     async with client.ApiClient() as api:
         bench = Bench(api, namespace, Record())
+        core = client.CoreV1Api(api)
+        labels = {TIER_LABEL: TIER.value}
+        await core.create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace, labels=labels))
+        )
         watching = watches(api, namespace, bench.record)
         operator = start_operator(namespace)
         try:
             with running_keda(namespace):
                 try:
-                    await prepare(bench, systems, max_replicas)
+                    await prepare(bench, ours, keda_pool, max_replicas)
                     for r in range(rounds):
                         # Each round in another order, so no system always goes first.
-                        for system in systems[r % 3 :] + systems[: r % 3]:
+                        turn = r % len(systems)
+                        for system in systems[turn:] + systems[:turn]:
                             if system.keda:
-                                await bench.custom.patch_namespaced_custom_object(
-                                    "keda.sh", "v1alpha1", namespace, "scaledobjects",
-                                    keda_pool, {"spec": {"pollingInterval": system.polling}},
-                                )  # fmt: skip
+                                polling = {"spec": {"pollingInterval": system.polling}}
+                                kubectl("patch", "scaledobject", keda_pool, "-n", namespace,
+                                        "--type=merge", "-p", json.dumps(polling))  # fmt: skip
                             tag = f"r{r}-{systems.index(system)}"
                             bursts.append(await bench.burst(system, tag, jobs, max_replicas))
                             print(bursts[-1], flush=True)
                         loads.append(load())
-                    for system in (ours, keda_systems[1]):
+                    for system in (*([ours] if ours else []), keda_systems[1]):
                         tag = f"shrink-{systems.index(system)}"
                         shrinks[system.name] = await bench.shrink(system, tag)
                         print(system.name, "shrink", shrinks[system.name], flush=True)
                 finally:
-                    await tear_down(bench, systems)
+                    await tear_down(bench, ours, keda_pool)
         finally:
             for task in watching:
                 task.cancel()
             operator.send_signal(signal.SIGTERM)
             operator.wait(60)
-            await client.CoreV1Api(api).delete_namespace(namespace)
+            await core.delete_namespace(namespace)
     loads.append(load())
     RESULTS.write_text(report(bursts, shrinks, jobs, max_replicas, loads))
     print(RESULTS.read_text())
@@ -621,10 +622,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5, help="bursts per system (2 or more)")
     parser.add_argument("--max-replicas", type=int, default=8)
+    parser.add_argument(
+        "--keda-only", action="store_true", help="KEDA's side alone (no GPUPool is made)"
+    )
     args = parser.parse_args()
     if args.rounds < 2:
         parser.error("--rounds: at least 2, for a p50 and a p99")
-    asyncio.run(run(args.jobs, args.rounds, args.max_replicas))
+    asyncio.run(run(args.jobs, args.rounds, args.max_replicas, not args.keda_only))
 
 
 if __name__ == "__main__":

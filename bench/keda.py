@@ -43,6 +43,8 @@ from bench.api import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / ".diffleet" / "bin"
+# kubectl -f reads a directory, not a link to one.
+CRDS = (BIN / "keda-crds").resolve()
 LOGS = ROOT / ".diffleet" / "logs"
 NAMESPACE = "keda"
 APISERVICE = "v1beta1.external.metrics.k8s.io"
@@ -51,10 +53,13 @@ ANONYMOUS_READER = "diffleet-bench-keda-external-metrics"
 
 
 def kubectl(*args: str, stdin: str = "") -> str:
-    return subprocess.run(
+    done = subprocess.run(
         ["kubectl", "--request-timeout=30s", *args],
-        input=stdin, check=True, capture_output=True, text=True, timeout=60,
-    ).stdout  # fmt: skip
+        input=stdin, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if done.returncode:
+        raise RuntimeError(f"kubectl {' '.join(args[:3])}: {done.stderr.strip()}")
+    return done.stdout
 
 
 def write_certificates(directory: Path) -> bytes:
@@ -211,7 +216,7 @@ def available() -> bool:
 @contextmanager
 def running_keda(watch_namespace: str) -> Iterator[None]:
     """KEDA's operator and metrics adapter, watching one namespace, wired as above."""
-    kubectl("apply", "--server-side", "-f", str(BIN / "keda-crds"))
+    kubectl("apply", "--server-side", "-f", str(CRDS))
     processes: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="keda-certs-") as scratch:
         certs = Path(scratch)
@@ -259,4 +264,4 @@ def running_keda(watch_namespace: str) -> Iterator[None]:
             for process in reversed(processes):
                 stop(process)
             kubectl("delete", "--ignore-not-found", "--wait=false", "-f", "-", stdin=listed)
-            kubectl("delete", "--ignore-not-found", "--wait=false", "-f", str(BIN / "keda-crds"))
+            kubectl("delete", "--ignore-not-found", "--wait=false", "-f", str(CRDS))
