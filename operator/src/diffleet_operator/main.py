@@ -16,6 +16,7 @@ from diffleet_core.broker import Broker
 from diffleet_core.resources import generation_job
 from diffleet_core.settings import Credential, InsecureCredentialError, get_settings
 from diffleet_operator import handlers
+from diffleet_operator.autoscaler.pod_watch import PodWatch
 from diffleet_operator.cache.fleet import FleetInventory
 from diffleet_operator.cache.jobs import JobCache
 from diffleet_operator.cache.model_index import ModelIndex
@@ -54,17 +55,23 @@ def configure(settings: kopf.OperatorSettings, **_: object) -> None:
 
 @kopf.on.startup()
 async def start_loops(memo: kopf.Memo, **_: object) -> None:
-    """Starts the dispatch, result and housekeeping loops inside kopf's context (so they
-    can post Kubernetes Events); kopf's cleanup stops them."""
+    """Starts the dispatch, result, housekeeping and autoscaler loops and the worker pod
+    watch inside kopf's context (so they can post Kubernetes Events); kopf's cleanup
+    stops them."""
     rt = Runtime.of(memo)
     admitter = Admitter.of(memo)
     dispatcher = Dispatcher(rt, admitter)
     await dispatcher.start()
     await Results(rt, dispatcher).start()
     housekeeping = Housekeeping(rt, dispatcher, admitter)
+    pod_watch = PodWatch(
+        rt.kube, rt.operator.fleet_namespace, rt.worker_pods, rt.fleet, rt.autoscaler.trigger
+    )
     memo["loops"] = [
         asyncio.create_task(dispatcher.run(), name="dispatch"),
         asyncio.create_task(housekeeping.run(), name="housekeeping"),
+        asyncio.create_task(pod_watch.run(), name="worker-pods"),
+        asyncio.create_task(rt.autoscaler.run(dispatcher, rt.pool_controller), name="autoscaler"),
     ]
 
 

@@ -6,11 +6,13 @@ import kopf
 
 from diffleet_core.broker import Broker
 from diffleet_core.settings import Settings
+from diffleet_operator.autoscaler.controller import PoolController
 from diffleet_operator.autoscaler.loop import Autoscaler
 from diffleet_operator.cache.fleet import FleetInventory
 from diffleet_operator.cache.jobs import JobCache
 from diffleet_operator.cache.model_index import ModelIndex
 from diffleet_operator.cache.pools import PoolIndex
+from diffleet_operator.cache.worker_pods import WorkerPods
 from diffleet_operator.config import OperatorSettings
 from diffleet_operator.kube import Kube
 from diffleet_operator.quarantine import Quarantine
@@ -28,12 +30,23 @@ class Runtime:
     models: ModelIndex
     held: HeldAdmissions = field(default_factory=HeldAdmissions)
     pools: PoolIndex = field(default_factory=PoolIndex)
+    worker_pods: WorkerPods = field(default_factory=WorkerPods)
     quarantine: Quarantine = field(init=False)
     autoscaler: Autoscaler = field(init=False)
+    pool_controller: PoolController = field(init=False)
 
     def __post_init__(self) -> None:
         self.quarantine = Quarantine(self.kube)
         self.autoscaler = Autoscaler(self)
+        self.pool_controller = PoolController(
+            self.kube,
+            self.pools,
+            self.worker_pods,
+            self.fleet,
+            namespace=self.operator.fleet_namespace,
+            image=self.operator.worker_image,
+            wake=self.autoscaler.trigger,
+        )
 
     @staticmethod
     def of(memo: kopf.Memo) -> "Runtime":
