@@ -142,7 +142,9 @@ class Dispatcher:
             if adopted:
                 self.buffers.remove(tier, entry)
                 return Step.DISPATCHED
-        placement = self._placement(job, tier, fleet)
+        # The fleet as of now, not of the cycle's start: a worker the pool controller
+        # cordoned during the awaits above (it is being removed) is never placed on.
+        placement = self._placement(job, tier, self.rt.fleet.snapshot())
         if placement is None:
             if admission is not None:
                 self.admitter.show_queued([admission])  # it waits
