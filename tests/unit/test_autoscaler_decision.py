@@ -249,6 +249,15 @@ def test_within_max_is_not_at_max() -> None:
     assert (decision.desired_replicas, decision.at_max) == (4, False)
 
 
+def test_a_queue_its_hot_workers_drain_is_at_max_only_where_the_pool_is() -> None:
+    fleet = [worker("w", "a100", hot=[MODEL], running=1)]
+    small = Catalog({"a100": pool("a100", maximum=1)})
+    full = Case(small, jobs(2), fleet).plan().pools["a100"]
+    assert (full.desired_replicas, full.at_max) == (1, True)
+    roomy = Case(pools("a100"), jobs(2), fleet).plan().pools["a100"]
+    assert (roomy.desired_replicas, roomy.at_max) == (1, False)
+
+
 def test_running_jobs_are_counted_per_pool() -> None:
     fleet = [worker("a", "a100", running=1), worker("b", "a100", concurrency=2, running=2)]
     decision = Case(pools("a100"), [], fleet).plan().pools["a100"]

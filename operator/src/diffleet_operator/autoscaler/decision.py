@@ -30,7 +30,8 @@ class PoolDecision:
     # Jobs that wait for the pool, and jobs running on its workers.
     queued_jobs: int
     running_jobs: int
-    # It would grow past maxReplicas: the jobs waiting for it wait for a free worker.
+    # It has maxReplicas and more jobs than they carry: the jobs that wait for it wait
+    # for one of its workers to be free.
     at_max: bool
 
 
@@ -55,15 +56,16 @@ def decide(
     for name, spec in pools.specs().items():
         jobs = assigned.get(name, [])
         waiting_for |= {job.uid: name for job in jobs}
-        need = math.ceil(
-            (counted(name, jobs, fleet, estimates) + running[name]) / spec.target_jobs_per_worker
-        )
+        target = spec.target_jobs_per_worker
+        need = math.ceil((counted(name, jobs, fleet, estimates) + running[name]) / target)
         floor = 0 if pools.deleting(name) else spec.min_replicas
+        desired = min(max(need, floor), spec.max_replicas)
+        carried = spec.max_replicas * target
         decisions[name] = PoolDecision(
             pool=name,
-            desired_replicas=min(max(need, floor), spec.max_replicas),
+            desired_replicas=desired,
             queued_jobs=len(jobs),
             running_jobs=running[name],
-            at_max=bool(jobs) and need > spec.max_replicas,
+            at_max=desired == spec.max_replicas and len(jobs) + running[name] > carried,
         )
     return Plan(decisions, waiting_for)
