@@ -236,6 +236,18 @@ def test_scale_in_while_jobs_run_removes_only_idle_workers(
         return workers if running and len(workers) == 2 else None
 
     workers = eventually(long_ones_running, timeout=60, what="2 long jobs Running")
+
+    def busy_marked() -> bool:
+        annotations = {
+            pod["metadata"]["name"]: pod["metadata"].get("annotations") or {}
+            for pod in worker_pods(kubectl, namespace, pool)
+        }
+        return all(
+            annotations.get(name, {}).get("karpenter.sh/do-not-disrupt") == "true"
+            for name in workers.values()
+        )
+
+    eventually(busy_marked, timeout=10, what="busy workers marked do-not-disrupt")
     eventually(
         lambda: len(worker_pods(kubectl, namespace, pool)) == 4, timeout=30, what="4 workers"
     )
