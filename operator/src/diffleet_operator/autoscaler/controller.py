@@ -110,14 +110,14 @@ class PoolController:
 
     async def _finalize(self, record: PoolRecord) -> None:
         """A GPUPool being deleted: drained, then released."""
-        if FINALIZER not in record.finalizers or await self.drain(record.name):
+        if FINALIZER not in record.finalizers or await self._drain(record.name):
             return
         kept = [name for name in record.finalizers if name != FINALIZER]
         await self.kube.patch_gpu_pool_finalizers(record.name, kept, record.resource_version)
         self._written.pop(record.name, None)
         logger.info("GPUPool %s drained: its finalizer is removed", record.name)
 
-    async def drain(self, pool: str) -> int:
+    async def _drain(self, pool: str) -> int:
         """For a GPUPool being deleted: cordons all its workers, and once none runs a job
         deletes its pods. How many pods remain (0: done)."""
         pods = self.pods.of_pool(pool)
