@@ -17,8 +17,8 @@ KUBECONFIG_PATH="$STATE_DIR/kubeconfig"
 H="$STACK_HOST"
 # Infrastructure processes in start order; `down` stops them in reverse.
 INFRA=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok pod-runner karpenter epmd rabbitmq postgres minio)
-# Platform processes that `up` adds on top (the worker and the API arrive with issues 4, 5).
-PLATFORM=(operator api gpu-worker)
+# Platform processes that `up` adds on top; then the demo's worker, a GPUPool's pod.
+PLATFORM=(operator api)
 
 # ---------------------------------------------------------------- processes
 
@@ -308,6 +308,8 @@ apply_cluster_objects() {
   kubectl_admin apply -f "$ROOT/crds/" >/dev/null
   kubectl_admin wait --for condition=Established --timeout=60s -f "$ROOT/crds/" >/dev/null
   kubectl_admin apply -f "$ROOT/manifests/admission/" >/dev/null
+  # The ServiceAccounts and RBAC of manifests/: the pod runner gives pods their tokens.
+  kubectl_admin apply -f "$ROOT/manifests/rbac/" >/dev/null
 }
 
 # ---------------------------------------------------------------- Karpenter
@@ -549,22 +551,58 @@ start_api() {
 api_ready() { curl -fsS --max-time 5 "http://$H:$API_PORT/readyz"; }
 
 # A real worker on the CPU (fp32), announcing itself on a kwok node of its pool.
-start_gpu_worker() {
-  (
-    eval "$(print_env)"
-    export DIFFLEET_WORKER_WORKER_ID="$GPU_WORKER_ID"
-    export DIFFLEET_WORKER_POOL="$GPU_WORKER_POOL"
-    export DIFFLEET_WORKER_NODE="kwok-$GPU_WORKER_POOL-0"
-    export DIFFLEET_WORKER_METRICS_PORT="$GPU_WORKER_METRICS_PORT"
-    export DIFFLEET_WORKER_CACHE_DIR="$STATE_DIR/worker-cache/$GPU_WORKER_ID"
-    export DIFFLEET_WORKER_DISK_BUDGET_BYTES=$((4 * 1024 ** 3))
-    export DIFFLEET_WORKER_HOT_BUDGET_BYTES=$((2 * 1024 ** 3))
+# The demo's worker: a GPUPool (t4, one replica) whose pod the operator creates and the pod
+# runner runs as a real diffusers worker on the CPU (fp32), on a static kwok node of t4.
+demo_pool() {
+  cat <<EOF
+apiVersion: diffleet.io/v1alpha1
+kind: GPUPool
+metadata: {name: $GPU_WORKER_POOL}
+spec:
+  gpuType: $GPU_WORKER_POOL
+  vramGiB: 16
+  minReplicas: 1
+  maxReplicas: 1
+  drainSeconds: 60
+  template:
+    env:
+    - {name: DIFFLEET_WORKER_METRICS_PORT, value: "$GPU_WORKER_METRICS_PORT"}
+    - {name: DIFFLEET_WORKER_CACHE_DIR, value: "$STATE_DIR/worker-cache/$GPU_WORKER_POOL"}
+    - {name: DIFFLEET_WORKER_DISK_BUDGET_BYTES, value: "$((4 * 1024 ** 3))"}
+    - {name: DIFFLEET_WORKER_HOT_BUDGET_BYTES, value: "$((2 * 1024 ** 3))"}
     # OpenMP threads that spin while waiting starve the stack's other processes.
-    export OMP_WAIT_POLICY=PASSIVE
-    spawn gpu-worker "$ROOT/.venv/bin/diffleet-worker"
-  )
-  wait_for gpu-worker 120 gpu_worker_healthy
+    - {name: OMP_WAIT_POLICY, value: PASSIVE}
+EOF
 }
+
+start_gpu_worker() {
+  demo_pool | kubectl_admin apply -f - >/dev/null
+  log "GPUPool $GPU_WORKER_POOL applied; waiting for its worker pod"
+  local deadline=$((SECONDS + 180))
+  until gpu_worker_healthy >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      tail -n 20 "$LOG_DIR"/pods/diffleet-system_"$GPU_WORKER_POOL"-*.log >&2 || true
+      die "the $GPU_WORKER_POOL worker pod is not serving after 180s; logs: $LOG_DIR/pods/"
+    fi
+    sleep 1
+  done
+  log "gpu-worker: the pod of GPUPool $GPU_WORKER_POOL serves"
+}
+
+# Deleting the demo's GPUPool drains its worker and removes its pod (the operator's
+# finalizer); without a running operator nobody would, so its finalizer goes too.
+stop_gpu_worker() {
+  kubectl_admin get gpupool "$GPU_WORKER_POOL" >/dev/null 2>&1 || return 0
+  log "deleting GPUPool $GPU_WORKER_POOL"
+  if ! is_running operator; then
+    kubectl_admin patch gpupool "$GPU_WORKER_POOL" --type merge \
+      -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+    kubectl_admin delete pods -n diffleet-system -l "diffleet.io/gpupool=$GPU_WORKER_POOL" \
+      --wait=false >/dev/null 2>&1 || true
+  fi
+  kubectl_admin delete gpupool "$GPU_WORKER_POOL" --timeout=90s >/dev/null 2>&1 || true
+}
+
 gpu_worker_healthy() { curl -fsS --max-time 2 "http://$H:$GPU_WORKER_METRICS_PORT/metrics"; }
 
 # ---------------------------------------------------------------- commands
@@ -617,12 +655,14 @@ up() {
   up_infra
   local p
   for p in "${PLATFORM[@]}"; do "start_${p//-/_}"; done
+  start_gpu_worker
   log "platform up: ${PLATFORM[*]} (logs in $LOG_DIR)"
 }
 
 down() {
   # Clients first, so the servers they use see them leave; then everything else at once.
-  if ((${#PLATFORM[@]})); then stop "${PLATFORM[@]}"; fi
+  stop_gpu_worker
+  stop "${PLATFORM[@]}"
   # The pod runner too: its workers drain and release their Leases while the API is up.
   stop pod-runner
   stop "${INFRA[@]}"
@@ -649,6 +689,12 @@ status() {
       rc=1
     fi
   done
+  if gpu_worker_healthy >/dev/null 2>&1; then
+    printf '%-26s running  pod of GPUPool %s\n' gpu-worker "$GPU_WORKER_POOL"
+  else
+    printf '%-26s stopped\n' gpu-worker
+    rc=1
+  fi
   return "$rc"
 }
 
@@ -679,7 +725,7 @@ case "${1:-}" in
   up-karpenter) start_karpenter ;;
   up) up ;;
   down) down ;;
-  down-platform) stop "${PLATFORM[@]}" ;;
+  down-platform) stop_gpu_worker && stop "${PLATFORM[@]}" ;;
   status) status ;;
   env) print_env ;;
   kubeconfig) echo "$KUBECONFIG_PATH" ;;
