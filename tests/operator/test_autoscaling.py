@@ -239,11 +239,12 @@ def test_jobs_land_only_on_pools_their_tier_and_type_allow(
     operator = platform.operator()
     register_model(kubectl, namespace, "m")
     for pool, gpu in ((pro_only, shared), (free_only, shared), (other_type, other)):
-        pool_worker(platform, f"{pool}-w", pool, gpu)
+        pool_worker(platform, f"{pool}-w", pool, gpu, step_seconds="0.1")
+    for pool in (pro_only, free_only, other_type):
         platform.wait_for_workers(operator, pool, 1)
 
-    pro, free = [f"pro-{i}" for i in range(4)], [f"free-{i}" for i in range(4)]
-    typed = [f"typed-{i}" for i in range(3)]
+    pro, free = [f"pro-{i}" for i in range(3)], [f"free-{i}" for i in range(3)]
+    typed = [f"typed-{i}" for i in range(2)]
     apply_jobs(kubectl, namespace, pro, model="m", gpuClass=shared)
     apply_jobs(kubectl, namespace, free, model="m", gpuClass=shared, priority="free")
     apply_jobs(kubectl, namespace, typed, model="m", gpuClass=other)

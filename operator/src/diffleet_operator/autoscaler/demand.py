@@ -84,8 +84,12 @@ def assign(
     """The waiting jobs per pool each waits for; a job no pool fits is in none."""
     room = _room(fleet, pools)
     assigned: defaultdict[str, list[WaitingJob]] = defaultdict(list)
+    # Jobs of one burst mostly need the same: their candidates are found once.
+    known: dict[Requirements, list[str]] = {}
     for job in waiting:
-        choices = candidates(job.needs, fleet, pools)
+        choices = known.get(job.needs)
+        if choices is None:
+            choices = known[job.needs] = candidates(job.needs, fleet, pools)
         if not choices:
             continue
         pool = next((name for name in choices if room.get(name, 0) > 0), choices[0])
