@@ -1,9 +1,11 @@
 """The autoscaler's decision is a pure function of (pools, waiting jobs, fleet, estimates):
 tested table-driven. Each case states the pools, what waits and what runs, and the desired
-replicas (and whether the pool is at its maximum) that must come out."""
+replicas (and whether the pool is at its maximum) that must come out. The estimates come
+from what the operator observes (Timings), tested last."""
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,7 +13,9 @@ from diffleet_core.fleet import WorkerInventory
 from diffleet_core.resources.generation_job import Tier
 from diffleet_operator.autoscaler.decision import Plan, decide
 from diffleet_operator.autoscaler.demand import Estimates, WaitingJob
+from diffleet_operator.autoscaler.timings import SMOOTHING, Timings
 from diffleet_operator.cache.fleet import WorkerView
+from diffleet_operator.config import OperatorSettings
 from diffleet_operator.scheduler.eligibility import Requirements
 from tests.unit.test_placement import Catalog
 from tests.unit.test_placement import gpu_pool as pool
@@ -280,3 +284,37 @@ def test_observed_timings_override_the_defaults() -> None:
     )
     assert (estimates.run(MODEL), estimates.cold_start(MODEL)) == (0.5, 4)
     assert (estimates.run(OTHER), estimates.cold_start(OTHER)) == (2, 6)
+
+
+def test_timings_learn_run_load_and_start_times_from_what_they_observe() -> None:
+    settings = OperatorSettings(
+        autoscaler_run_seconds=10,
+        autoscaler_model_load_seconds=20,
+        autoscaler_worker_start_seconds=30,
+    )
+    timings = Timings(settings)
+    assert timings.estimates().cold_start(MODEL) == 50
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    timings.started("hot-run", start, frozenset({MODEL}))
+    timings.succeeded("hot-run", start + timedelta(seconds=4), MODEL)
+    timings.started("cold-run", start, frozenset())
+    timings.succeeded("cold-run", start + timedelta(seconds=9), MODEL)
+    # The pool wants a second worker at t=100; it announces itself at t=112.
+    timings.pool_seen("a100", desired=2, live=1, now=100)
+    timings.pool_seen("a100", desired=2, live=2, now=112)
+    estimates = timings.estimates()
+    assert estimates.run(MODEL) == 4
+    assert estimates.cold_start(MODEL) == 12 + 5
+    assert estimates.run(OTHER) == 10
+
+
+def test_timings_smooth_samples_and_forget_runs_that_failed() -> None:
+    timings = Timings(OperatorSettings())
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for uid, seconds in (("a", 4), ("b", 14)):
+        timings.started(uid, start, frozenset({MODEL}))
+        timings.succeeded(uid, start + timedelta(seconds=seconds), MODEL)
+    timings.started("failed", start, frozenset({MODEL}))
+    timings.ended("failed")
+    timings.succeeded("failed", start + timedelta(seconds=100), MODEL)
+    assert timings.estimates().run(MODEL) == pytest.approx(4 + SMOOTHING * 10)
