@@ -1,10 +1,10 @@
 """Autoscaling benchmark: diffleet's autoscaler against KEDA 2.21, on the local stack.
 
-One operator from this tree serves a fresh namespace (its fleet namespace too), on the
-default queue prefix (the pod runner hosts simulated workers in its own process, with its
-settings; the stack runs no other operator on it under `make up-infra`). Two pools
-of simulated workers (DIFFLEET_WORKER_SIMULATE=true, run by the stack's pod runner), each
-with its own GPU type so that a job names the one pool it is meant for:
+One operator from this tree serves a fresh namespace (its fleet namespace too) on queues
+of its own (DIFFLEET_QUEUE_PREFIX: the namespace). Two pools of simulated workers
+(DIFFLEET_WORKER_SIMULATE=true; the stack's pod runner runs each pod as a process of its
+own, since a worker hosted in the runner's process would take the runner's queue prefix),
+each with its own GPU type so that a job names the one pool it is for:
 
 - *diffleet*: a GPUPool (min 0, max M) that the operator's autoscaler sizes;
 - *KEDA*: a Deployment of the same worker pod, scaled by a KEDA ScaledObject with its
@@ -28,7 +28,9 @@ ones): busy workers interrupted (a worker pod deleted while its Lease lists jobs
 or a job is Scheduled or Running on it: the Lease's list is renewed every 2 s) and jobs
 requeued (attempts above 1), in every burst too.
 
-Writes bench/results/autoscale.md. Needs `make up-infra` with the pod runner; KEDA is built
+Writes bench/results/autoscale.md. Needs `make up-infra`; the processes of `make up`, if
+running, are stopped for the run and started again after, as a test session does (the
+platform's operator serves every namespace and would take the jobs). KEDA is built
 (hack/build-keda.sh) and started by `make bench-autoscale`, and stopped at the end.
 """
 
@@ -55,7 +57,7 @@ from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from bench.dispatch import clean_up, deadline, register_model, spawn
-from bench.keda import kubectl, running_keda
+from bench.keda import KEDA_VERSION, kubectl, running_keda
 from diffleet_core import API_GROUP, API_VERSION, TIER_LABEL
 from diffleet_core.fleet import (
     GPUPOOL_LABEL,
@@ -77,6 +79,9 @@ from diffleet_operator.cache.pools import FLEET_LABEL
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "autoscale.md"
+NOTES = "<!-- Notes: kept as they are when bench/autoscale.py writes new figures above. -->"
+# Issue 13's targets for diffleet's decision (desired replicas written), in seconds.
+TARGET_P50, TARGET_P99 = 2.0, 5.0
 TIER = Tier.STANDARD
 # Simulated timings (seconds): a job of `steps` steps runs steps * STEP_SECONDS.
 STEP_SECONDS = 0.2
@@ -88,6 +93,12 @@ ON_WORKER = {"Scheduled", "Running"}
 KEDA_DEFAULT_POLLING_SECONDS = 30
 WORKER_IMAGE = "diffleet/gpu-worker:local"  # the pod runner runs the command, not the image
 WORKER_RBAC = ROOT / "manifests" / "rbac" / "worker.yaml"
+# The operator of `make up`: it serves every namespace, so it would admit the benchmark's
+# jobs to its own queues. As a test session does, the benchmark stops the platform
+# processes for its run and starts them again after.
+PLATFORM_OPERATOR_PID = ROOT / ".diffleet" / "run" / "operator.pid"
+# Not the bare command, which the pod runner would host in its own process.
+WORKER_COMMAND = ["diffleet-worker", "--replicas", "1"]
 
 
 @dataclass(frozen=True)
@@ -223,11 +234,12 @@ def watches(api: client.ApiClient, namespace: str, record: Record) -> list[async
     ]  # fmt: skip
 
 
-def pool_spec(gpu_type: str, max_replicas: int) -> GPUPoolSpec:
+def pool_spec(gpu_type: str, max_replicas: int, prefix: str) -> GPUPoolSpec:
     """One pool of simulated workers on the static kwok H100 nodes (16 GPUs), for both
     systems: the KEDA Deployment's pod is this pool's worker pod too."""
     env = {
         "DIFFLEET_WORKER_SIMULATE": "true",
+        "DIFFLEET_QUEUE_PREFIX": prefix,
         "DIFFLEET_WORKER_SIM_STEP_SECONDS": str(STEP_SECONDS),
         "DIFFLEET_WORKER_SIM_LOAD_SECONDS": "0.5",
     }
@@ -238,7 +250,9 @@ def pool_spec(gpu_type: str, max_replicas: int) -> GPUPoolSpec:
         scale_down_delay_seconds=SCALE_DOWN_DELAY_SECONDS,
         drain_seconds=30,
         node_selector={NODE_POOL_LABEL: "h100"},
-        template=WorkerTemplate(env=[EnvVar(name=k, value=v) for k, v in env.items()]),
+        template=WorkerTemplate(
+            command=WORKER_COMMAND, env=[EnvVar(name=k, value=v) for k, v in env.items()]
+        ),
     )
 
 
@@ -373,6 +387,7 @@ class Bench:
         names = await self.create_jobs(tag, system.pool, steps)
 
         async def all_succeeded() -> bool:
+            check_no_platform_operator()  # one started meanwhile would strand the jobs
             return all(name in self.record.succeeded for name in names)
 
         await deadline(all_succeeded, 600, f"{system.name}: every job of {tag} Succeeded")
@@ -407,6 +422,26 @@ class Bench:
         return interrupted
 
 
+def platform_operator_running() -> bool:
+    try:
+        os.kill(int(PLATFORM_OPERATOR_PID.read_text()), 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return False
+    return True
+
+
+def check_no_platform_operator() -> None:
+    if platform_operator_running():
+        raise RuntimeError(
+            "the stack's platform operator (make up) started during the run: it serves every"
+            " namespace and took the benchmark's jobs"
+        )
+
+
+def stack(command: str, timeout: float) -> None:
+    subprocess.run([str(ROOT / "hack" / "stack.sh"), command], check=True, timeout=timeout)
+
+
 def worker_rbac(namespace: str) -> dict[str, Any]:
     """manifests/rbac/worker.yaml (the workers' ServiceAccount and Role), in `namespace`."""
     objects = [obj for obj in yaml.safe_load_all(WORKER_RBAC.read_text()) if obj]
@@ -424,6 +459,7 @@ def start_operator(namespace: str) -> subprocess.Popen[bytes]:
     return spawn(
         ["diffleet-operator"],
         {
+            "DIFFLEET_QUEUE_PREFIX": namespace,
             "DIFFLEET_OPERATOR_NAMESPACES": json.dumps([namespace]),
             "DIFFLEET_OPERATOR_FLEET_NAMESPACE": namespace,
             "DIFFLEET_OPERATOR_METRICS_PORT": "0",
@@ -439,10 +475,10 @@ async def prepare(bench: Bench, ours: System | None, keda_pool: str, max_replica
     if ours:
         await bench.custom.create_cluster_custom_object(
             API_GROUP, API_VERSION, GPUPOOL_PLURAL,
-            gpu_pool(ours, pool_spec(ours.pool, max_replicas), bench.namespace),
+            gpu_pool(ours, pool_spec(ours.pool, max_replicas, bench.namespace), bench.namespace),
         )  # fmt: skip
-    queue = Topology().tier_queue(TIER)
-    spec = pool_spec(keda_pool, max_replicas)
+    queue = Topology(bench.namespace).tier_queue(TIER)
+    spec = pool_spec(keda_pool, max_replicas, bench.namespace)
     for obj in (
         deployment(keda_pool, spec, bench.namespace),
         scaled_object(keda_pool, bench.namespace, queue, max_replicas),
@@ -478,6 +514,17 @@ async def tear_down(bench: Bench, ours: System | None, keda_pool: str) -> None:
 
 
 async def run(jobs: int, rounds: int, max_replicas: int, with_diffleet: bool) -> None:
+    platform_was_up = platform_operator_running()
+    if platform_was_up:
+        stack("down-platform", timeout=60)
+    try:
+        await measure(jobs, rounds, max_replicas, with_diffleet)
+    finally:
+        if platform_was_up:
+            stack("up", timeout=300)
+
+
+async def measure(jobs: int, rounds: int, max_replicas: int, with_diffleet: bool) -> None:
     namespace = f"bench-as-{uuid.uuid4().hex[:6]}"
     ours = System("diffleet", f"{namespace}-dfl") if with_diffleet else None
     keda_pool = f"{namespace}-keda"
@@ -528,8 +575,16 @@ async def run(jobs: int, rounds: int, max_replicas: int, with_diffleet: bool) ->
             operator.wait(60)
             await core.delete_namespace(namespace)
     loads.append(load())
-    RESULTS.write_text(report(bursts, shrinks, jobs, max_replicas, loads))
+    RESULTS.write_text(report(bursts, shrinks, jobs, max_replicas, loads) + kept_notes())
     print(RESULTS.read_text())
+
+
+def kept_notes() -> str:
+    """The written notes under NOTES in the results file, which a new run keeps."""
+    if not RESULTS.exists():
+        return ""
+    _, marker, notes = RESULTS.read_text().partition(NOTES)
+    return f"\n{marker}{notes}" if marker else ""
 
 
 def load() -> str:
@@ -583,6 +638,18 @@ def report(
     shrink_rows = [
         f"| {name} | {busy} | {requeued} |" for name, (busy, requeued) in shrinks.items()
     ]
+    ours = by_system.get("diffleet")
+    if ours:
+        decided = [b.decided for b in ours]
+        interrupted = sum(b.interrupted for b in ours) + shrinks.get("diffleet", (0, 0))[0]
+        verdict = (
+            f"diffleet against issue 13's targets: decision p50 "
+            f"{percentile(decided, 50):.1f} s (target <= {TARGET_P50:g} s), p99 "
+            f"{percentile(decided, 99):.1f} s (<= {TARGET_P99:g} s); busy workers "
+            f"interrupted {interrupted} (target 0)."
+        )
+    else:
+        verdict = "diffleet's side was not measured in this run (`--keda-only`)."
     return f"""# Autoscaling benchmark
 
 Measured by `bench/autoscale.py` on {time.strftime("%Y-%m-%d")}, {os.cpu_count()} cores; the
@@ -606,12 +673,28 @@ job's creation; each cell: p50 / p99 over the rounds (min to max).
 {SHRINK_LONG} long jobs ({LONG_STEPS * STEP_SECONDS:g} s) then {SHRINK_SHORT} short ones
 ({SHORT_STEPS * STEP_SECONDS:g} s) into the idle pool: the queue empties while the long jobs
 still run, and each system scales in. A worker is *interrupted* when its pod is deleted
-while its Lease lists jobs in flight (it drains: a job is requeued only if the drain
-fails); idle delay {SCALE_DOWN_DELAY_SECONDS} s on both sides.
+while its Lease lists jobs in flight or a job is Scheduled or Running on it (it drains on
+SIGTERM: a job is requeued only if the drain outlasts the grace period, 30 s here); idle
+delay {SCALE_DOWN_DELAY_SECONDS} s on both sides.
 
 | system | busy workers interrupted | jobs requeued |
 |---|---|---|
 {chr(10).join(shrink_rows)}
+
+{verdict}
+
+## How KEDA runs here
+
+KEDA {KEDA_VERSION} (operator and metrics adapter, built by `hack/build-keda.sh`) runs
+beside the stack as local processes (`bench/keda.py`): the adapter is the APIService
+`v1beta1.external.metrics.k8s.io` behind an ExternalName Service, and 1 -> N is
+kube-controller-manager's HPA controller (default 15 s sync, default scale-up policy:
+at most 4 pods or 100% per 15 s). Its ScaledObject: RabbitMQ scaler, HTTP mode,
+`mode: QueueLength`, `value: "1"` on the jobs' tier queue (ready + unacknowledged
+messages: admitted jobs the operator holds in its prefetch window count), min 0,
+max {max_replicas}, cooldownPeriod and the HPA's scale-down stabilization window
+{SCALE_DOWN_DELAY_SECONDS} s. RabbitMQ's management API refreshes queue counts every
+5 s (its default collect_statistics_interval), which KEDA's HTTP mode waits on.
 
 Reproduce: `make up-infra && make bench-autoscale`.
 """
@@ -620,7 +703,7 @@ Reproduce: `make up-infra && make bench-autoscale`.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=5, help="bursts per system (2 or more)")
+    parser.add_argument("--rounds", type=int, default=3, help="bursts per system (2 or more)")
     parser.add_argument("--max-replicas", type=int, default=8)
     parser.add_argument(
         "--keda-only", action="store_true", help="KEDA's side alone (no GPUPool is made)"

@@ -46,6 +46,11 @@ BIN = ROOT / ".diffleet" / "bin"
 # kubectl -f reads a directory, not a link to one.
 CRDS = (BIN / "keda-crds").resolve()
 LOGS = ROOT / ".diffleet" / "logs"
+KEDA_VERSION = next(
+    line.split("=", 1)[1]
+    for line in (ROOT / "hack" / "versions.env").read_text().splitlines()
+    if line.startswith("KEDA_VERSION=")
+)
 NAMESPACE = "keda"
 APISERVICE = "v1beta1.external.metrics.k8s.io"
 SERVICE = "keda-metrics-apiserver"
