@@ -11,13 +11,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
 
 from tests.support.platform import Platform, apply_job, job_status, register_model
-from tests.support.polling import eventually
+from tests.support.polling import DeadlineExceededError, eventually
 from tests.support.stack import ROOT, Kubectl
 
 GPUPOOL_LABEL = "diffleet.io/gpupool"
@@ -33,6 +33,7 @@ WORKER_ENV = {
 }
 
 PoolFactory = Callable[..., str]
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -135,6 +136,25 @@ def event_reasons(kubectl: Kubectl, namespace: str) -> list[str]:
     return [event["reason"] for event in kubectl.json("get", "events", "-n", namespace)["items"]]
 
 
+def explained(
+    probe: Callable[[], T | None],
+    timeout: float,
+    what: str,
+    *,
+    kubectl: Kubectl,
+    namespace: str,
+    pool: str,
+) -> T:
+    """`eventually`, whose failure also shows the pool's status and the jobs' phases."""
+    try:
+        return eventually(probe, timeout=timeout, what=what)
+    except DeadlineExceededError as error:
+        found = statuses(kubectl, namespace)
+        phases = {name: status.get("phase") for name, status in found.items()}
+        status = pool_status(kubectl, pool)
+        raise DeadlineExceededError(f"{error}; pool status {status}; jobs {phases}") from error
+
+
 def all_succeeded(kubectl: Kubectl, namespace: str, count: int) -> dict[str, dict[str, Any]]:
     def done() -> dict[str, dict[str, Any]] | None:
         found = statuses(kubectl, namespace)
@@ -164,7 +184,9 @@ def scales_from_zero_and_back(
         pods = worker_pods(kubectl, namespace, pool)
         return pods if len(pods) == 4 and all(p["spec"].get("nodeName") for p in pods) else None
 
-    pods = eventually(bound, timeout=60, what="4 worker pods bound")
+    pods = explained(
+        bound, 60, "4 worker pods bound", kubectl=kubectl, namespace=namespace, pool=pool
+    )
     node_pools = {
         kubectl.json("get", "node", pod["spec"]["nodeName"])["metadata"]["labels"].get(
             "diffleet.io/pool"
@@ -235,7 +257,10 @@ def test_scale_in_while_jobs_run_removes_only_idle_workers(
         running = all(found[n].get("phase") == "Running" for n in workers)
         return workers if running and len(workers) == 2 else None
 
-    workers = eventually(long_ones_running, timeout=60, what="2 long jobs Running")
+    what = "2 long jobs Running"
+    workers = explained(
+        long_ones_running, 60, what, kubectl=kubectl, namespace=namespace, pool=pool
+    )
 
     def busy_marked() -> bool:
         annotations = {
