@@ -110,19 +110,35 @@ class Autoscaler:
         return plan
 
     def _waiting(self, dispatcher: "Dispatcher") -> list[WaitingJob]:
-        """The admitted jobs not yet dispatched, highest tier first, with what they need;
-        a job whose model is not Ready (it waits for that, not for a worker) is left out."""
-        waiting: dict[str, WaitingJob] = {}
-        for tier in sorted(dispatcher.buffers.by_tier, key=lambda tier: tier.rank):
-            for entry in dispatcher.buffers.by_tier[tier]:
+        """The admitted jobs not yet dispatched, highest tier first, with what they need: those
+        in the dispatcher's buffers, then the Queued ones it has not buffered (beyond its
+        prefetch window, or waiting out a requeue's backoff). A job whose model is not Ready
+        (it waits for that, not for a worker) is left out."""
+        found: list[tuple[Tier, TrackedJob]] = []
+        seen: set[str] = set()
+        for tier, buffer in dispatcher.buffers.by_tier.items():
+            for entry in buffer:
                 ref = entry.admitted.job
-                if ref.uid in waiting or dispatcher.dispatched.get(ref.uid) == ref.attempt:
+                if ref.uid in seen or dispatcher.dispatched.get(ref.uid) == ref.attempt:
                     continue
                 job = self.rt.jobs.get(ref.uid)
-                needs = self._requirements(job, tier) if job and _waits(job, ref.attempt) else None
-                if needs is not None:
-                    waiting[ref.uid] = WaitingJob(ref.uid, needs)
-        return list(waiting.values())
+                if job and _waits(job, ref.attempt):
+                    seen.add(ref.uid)
+                    found.append((tier, job))
+        for job in self.rt.jobs.queued():
+            queued_at = job.status.tier
+            if job.uid in seen or queued_at is None or job.deleting:
+                continue
+            if dispatcher.dispatched.get(job.uid, 0) > job.status.attempts:
+                continue  # dispatched; its Scheduled write is on its way
+            found.append((queued_at, job))
+        found.sort(key=lambda pair: pair[0].rank)
+        waiting = []
+        for tier, job in found:
+            needs = self._requirements(job, tier)
+            if needs is not None:
+                waiting.append(WaitingJob(job.uid, needs))
+        return waiting
 
     def _requirements(self, job: TrackedJob, tier: Tier) -> Requirements | None:
         system = self.rt.settings.system_namespace

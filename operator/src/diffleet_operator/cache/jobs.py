@@ -62,20 +62,33 @@ class TrackedJob:
 class JobCache:
     def __init__(self) -> None:
         self._jobs: dict[str, TrackedJob] = {}
+        # Uids whose status is Queued, kept as the watch goes so that the autoscaler need not
+        # scan every job each round.
+        self._queued: set[str] = set()
 
     def observe(self, body: dict[str, Any] | kopf.Body) -> TrackedJob:
         job = TrackedJob.from_body(body)
         self._jobs[job.uid] = job
+        if job.phase is JobPhase.QUEUED and job.active:
+            self._queued.add(job.uid)
+        else:
+            self._queued.discard(job.uid)
         return job
 
     def remove(self, uid: str) -> None:
         self._jobs.pop(uid, None)
+        self._queued.discard(uid)
 
     def get(self, uid: str) -> TrackedJob | None:
         return self._jobs.get(uid)
 
     def all(self) -> list[TrackedJob]:
         return list(self._jobs.values())
+
+    def queued(self) -> list[TrackedJob]:
+        """Jobs whose status is Queued: in a tier queue (buffered by the dispatcher or beyond
+        its prefetch window) or waiting out a requeue's backoff."""
+        return [self._jobs[uid] for uid in self._queued]
 
 
 def behind(job: TrackedJob, attempt: int) -> bool:
