@@ -11,7 +11,8 @@ from typing import IO, Protocol
 
 from kubernetes_asyncio import client, config
 
-from diffleet_worker.config import worker_settings_from
+from diffleet_core.settings import Settings, settings_from
+from diffleet_worker.config import WorkerSettings
 from diffleet_worker.main import serve
 
 logger = logging.getLogger("pod_runner")
@@ -100,7 +101,8 @@ def hostable(argv: list[str], env: dict[str, str]) -> bool:
 
 class HostedWorker:
     """A simulated worker run by diffleet_worker's own `serve` as a task of this process,
-    with its pod's DIFFLEET_WORKER_* settings and a client of its pod's ServiceAccount.
+    with its pod's settings (DIFFLEET_WORKER_* and the backing services', DIFFLEET_*) and a
+    client of its pod's ServiceAccount.
     SIGTERM is the worker's drain (its stop event), SIGKILL cancels the task."""
 
     kind = "hosted"
@@ -112,7 +114,8 @@ class HostedWorker:
 
     @classmethod
     async def start(cls, env: dict[str, str], kubeconfig: Path, log: Path) -> "HostedWorker":
-        settings = worker_settings_from(env).model_copy(update={"metrics_port": 0})
+        settings = settings_from(WorkerSettings, env).model_copy(update={"metrics_port": 0})
+        core = settings_from(Settings, env)
         configuration = client.Configuration()
         await config.load_kube_config(
             config_file=str(kubeconfig), client_configuration=configuration
@@ -124,7 +127,7 @@ class HostedWorker:
         async def serving() -> None:
             _POD_LOG.set(out)  # this task's context only
             try:
-                await serve(settings, api, stop, simulate=True)
+                await serve(settings, core, api, stop, simulate=True)
             finally:
                 await api.close()
                 out.close()

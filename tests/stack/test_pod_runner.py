@@ -1,6 +1,7 @@
 """The local stack's pod runner (hack/pod_runner) plays the kubelet for diffleet's pods on
 kwok nodes: it runs their commands as local processes and writes their status."""
 
+import asyncio
 import json
 import os
 import sys
@@ -10,11 +11,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import pytest
 
 from diffleet_core.fleet import PART_OF, PART_OF_LABEL
+from diffleet_core.queues import Topology
+from diffleet_core.settings import Settings, settings_from
 from tests.support.polling import eventually
-from tests.support.stack import ROOT, Kubectl, stack_config
+from tests.support.stack import ROOT, Kubectl, stack_config, stack_exports
 
 pytestmark = pytest.mark.stack
 NODE = "kwok-t4-0"
@@ -243,6 +247,21 @@ subjects: [{kind: ServiceAccount, name: test-worker}]
 """
 
 
+def worker_queue_exists(name: str) -> bool:
+    async def declared() -> bool:
+        amqp_url = settings_from(Settings, stack_exports()).amqp_url
+        connection = await aio_pika.connect(amqp_url, timeout=10)
+        async with connection:
+            channel = await connection.channel()
+            try:
+                await channel.declare_queue(name, passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                return False
+            return True
+
+    return asyncio.run(declared())
+
+
 def test_simulated_workers_share_one_process_and_announce_their_leases(
     kubectl: Kubectl, namespace: str
 ) -> None:
@@ -255,6 +274,8 @@ def test_simulated_workers_share_one_process_and_announce_their_leases(
         {"name": "DIFFLEET_WORKER_FLEET_NAMESPACE", "value": namespace},
         {"name": "DIFFLEET_WORKER_SHUTDOWN_GRACE_SECONDS", "value": "1"},
         {"name": "DIFFLEET_WORKER_WORKER_ID", "valueFrom": pod_name},
+        # The pod's own settings of the backing services, not the runner's, hold.
+        {"name": "DIFFLEET_QUEUE_PREFIX", "value": namespace},
     ]
     for name in names:
         manifest = pod_manifest(
@@ -274,6 +295,7 @@ def test_simulated_workers_share_one_process_and_announce_their_leases(
     hosted = [p for p in runner_report() if p["pod"].startswith(f"{namespace}/")]
     assert {p["kind"] for p in hosted} == {"hosted"}
     assert len({p["pid"] for p in hosted}) == 1, "one interpreter hosts them all"
+    assert worker_queue_exists(Topology(prefix=namespace).worker_queue(names[1]))
 
     kubectl.run("delete", "pod", names[0], "-n", namespace, "--wait=false")
     eventually(lambda: gone(kubectl, namespace, names[0]), timeout=30, what="pod removed")

@@ -10,12 +10,14 @@ the development values committed to this repository (`check_credential`).
 """
 
 import logging
+from collections.abc import Mapping
 from enum import StrEnum
 from functools import lru_cache
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from diffleet_core import SYSTEM_NAMESPACE
 from diffleet_core.queues import Topology
@@ -145,6 +147,18 @@ class Settings(BaseSettings):
             case Credential.S3:
                 key = self.s3_secret_access_key
                 return None if key is None else key.get_secret_value()
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def settings_from(model: type[SettingsT], env: Mapping[str, str]) -> SettingsT:
+    """`model`'s settings from the variables of `env` instead of this process's environment:
+    the local stack's pod runner hosts simulated worker pods, each with its own, in one
+    process."""
+    source = EnvSettingsSource(model)
+    source.env_vars = {key.lower(): value for key, value in env.items()}
+    return model.model_validate(source())
 
 
 @lru_cache

@@ -1,13 +1,12 @@
 """Settings of a worker process, from DIFFLEET_WORKER_* environment variables."""
 
 import socket
-from collections.abc import Mapping
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GIB = 1024**3
 
@@ -96,14 +95,6 @@ class WorkerSettings(BaseSettings):
     sim_hot_models: list[str] = Field(default_factory=list, description="Digests hot at start")
     sim_warm_models: list[str] = Field(default_factory=list, description="Digests warm at start")
     sim_fail_reason: str = Field(default="", description="Fail every job with this reason")
-
-
-def worker_settings_from(env: Mapping[str, str]) -> WorkerSettings:
-    """Settings from the DIFFLEET_WORKER_* variables of `env` instead of this process's
-    environment: the local stack's pod runner hosts simulated worker pods in one process."""
-    source = EnvSettingsSource(WorkerSettings)
-    source.env_vars = {key.lower(): value for key, value in env.items()}
-    return WorkerSettings.model_validate(source())
 
 
 @lru_cache

@@ -15,7 +15,7 @@ from prometheus_client import start_http_server
 
 from diffleet_core.broker import Broker
 from diffleet_core.patience import patiently
-from diffleet_core.settings import Credential, InsecureCredentialError, get_settings
+from diffleet_core.settings import Credential, InsecureCredentialError, Settings, get_settings
 from diffleet_worker import metrics
 from diffleet_worker.announcer import Announcer
 from diffleet_worker.config import WorkerSettings, get_worker_settings
@@ -34,10 +34,9 @@ async def connect_kubernetes() -> client.ApiClient:
     return client.ApiClient()
 
 
-async def connect_broker(settings: WorkerSettings) -> Broker:
+async def connect_broker(settings: WorkerSettings, core: Settings) -> Broker:
     """RabbitMQ, waited for for up to `broker_patience_seconds`: a worker (re)started
     during an outage comes up once RabbitMQ is back."""
-    core = get_settings()
     return await patiently(
         lambda: Broker.connect(core.amqp_url, core.topology, settings.request_timeout_seconds),
         what="RabbitMQ",
@@ -56,14 +55,19 @@ def make_runner(settings: WorkerSettings, s3: Any, simulate: bool) -> Runner:
 
 
 async def serve(
-    settings: WorkerSettings, api: client.ApiClient, stop: asyncio.Event, simulate: bool
+    settings: WorkerSettings,
+    core: Settings,
+    api: client.ApiClient,
+    stop: asyncio.Event,
+    simulate: bool,
 ) -> None:
-    """One worker: its Lease, its queue, its runner; drains when `stop` is set."""
+    """One worker: its Lease, its queue, its runner; drains when `stop` is set. `core` holds
+    the backing services' addresses and the queue prefix."""
     s3 = boto3.client(
         "s3", config=Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3})
     )
     runner = make_runner(settings, s3, simulate)
-    broker = await connect_broker(settings)
+    broker = await connect_broker(settings, core)
     announcer = Announcer(
         api,
         settings.fleet_namespace,
@@ -106,7 +110,8 @@ async def run(settings: WorkerSettings, replicas: int, simulate: bool) -> None:
         ]
     )
     try:
-        await asyncio.gather(*(serve(worker, api, stop, simulate) for worker in fleet))
+        core = get_settings()
+        await asyncio.gather(*(serve(worker, core, api, stop, simulate) for worker in fleet))
     finally:
         await api.close()
 
