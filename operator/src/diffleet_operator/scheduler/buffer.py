@@ -39,6 +39,7 @@ class TierBuffers:
     def _receiver(self, rt: Runtime, tier: Tier) -> Handler:
         """Buffers a tier's messages; each is a job that now waits for a worker, which the
         autoscaler hears of (its trigger on admission)."""
+
         async def receive(message: AbstractIncomingMessage) -> None:
             admitted = await parse_or_reject(message, ADMITTED_JOB)
             if admitted is None:
