@@ -2,9 +2,8 @@
 
 One operator from this tree serves a fresh namespace (its fleet namespace too) on queues
 of its own (DIFFLEET_QUEUE_PREFIX: the namespace). Two pools of simulated workers
-(DIFFLEET_WORKER_SIMULATE=true; the stack's pod runner runs each pod as a process of its
-own, since a worker hosted in the runner's process would take the runner's queue prefix),
-each with its own GPU type so that a job names the one pool it is for:
+(DIFFLEET_WORKER_SIMULATE=true; the stack's pod runner hosts them in its own process, each
+with its pod's settings), each with its own GPU type so that a job names the one pool it is for:
 
 - *diffleet*: a GPUPool (min 0, max M) that the operator's autoscaler sizes;
 - *KEDA*: a Deployment of the same worker pod, scaled by a KEDA ScaledObject with its
@@ -70,12 +69,17 @@ from diffleet_core.fleet import (
 )
 from diffleet_core.queues import Topology
 from diffleet_core.resources.generation_job import Tier
+from diffleet_core.resources.gpu_pool import (
+    FLEET_LABEL,
+    NODE_POOL_LABEL,
+    EnvVar,
+    GPUPoolSpec,
+    WorkerTemplate,
+)
 from diffleet_core.resources.gpu_pool import KIND as GPUPOOL_KIND
-from diffleet_core.resources.gpu_pool import NODE_POOL_LABEL, EnvVar, GPUPoolSpec, WorkerTemplate
 from diffleet_core.resources.gpu_pool import PLURAL as GPUPOOL_PLURAL
 from diffleet_core.settings import get_settings
 from diffleet_operator.autoscaler.pods import worker_pod
-from diffleet_operator.cache.pools import FLEET_LABEL
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "autoscale.md"
@@ -97,8 +101,9 @@ WORKER_RBAC = ROOT / "manifests" / "rbac" / "worker.yaml"
 # jobs to its own queues. As a test session does, the benchmark stops the platform
 # processes for its run and starts them again after.
 PLATFORM_OPERATOR_PID = ROOT / ".diffleet" / "run" / "operator.pid"
-# Not the bare command, which the pod runner would host in its own process.
-WORKER_COMMAND = ["diffleet-worker", "--replicas", "1"]
+# The bare command: the pod runner hosts the simulated workers in its process, so a burst of
+# pods does not mean a burst of Python interpreters on the benchmark's two cores.
+WORKER_COMMAND = ["diffleet-worker"]
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from diffleet_core.resources.gpu_pool import FLEET_LABEL
 from tests.support.platform import (
     Platform,
     Process,
@@ -59,7 +60,7 @@ class Pools:
             "apiVersion": "diffleet.io/v1alpha1",
             "kind": "GPUPool",
             # Served by the test's operator alone (its fleet namespace).
-            "metadata": {"name": name, "labels": {"diffleet.io/fleet": self.fleet}},
+            "metadata": {"name": name, "labels": {FLEET_LABEL: self.fleet}},
             "spec": {"gpuType": gpu_type, "vramGiB": 24} | spec,
         }
         self.kubectl.apply(json.dumps(body))

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from diffleet_core.resources.gpu_pool import FLEET_LABEL
 from tests.support.platform import Platform, apply_job, job_status, register_model
 from tests.support.polling import DeadlineExceededError, eventually
 from tests.support.stack import ROOT, Kubectl
@@ -51,7 +52,7 @@ def gpupool(kubectl: Kubectl, namespace: str, platform: Platform) -> Iterator[Po
             "apiVersion": "diffleet.io/v1alpha1",
             "kind": "GPUPool",
             # Served by this test's operator only (its fleet namespace).
-            "metadata": {"name": name, "labels": {"diffleet.io/fleet": namespace}},
+            "metadata": {"name": name, "labels": {FLEET_LABEL: namespace}},
             "spec": {
                 "gpuType": name,
                 "vramGiB": 16,

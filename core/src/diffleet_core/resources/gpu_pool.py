@@ -32,6 +32,9 @@ PLURAL = "gpupools"
 # The label of a pool's nodes (kwok nodes, Karpenter NodePools): a pool's worker pods
 # select `NODE_POOL_LABEL: <pool name>` unless spec.nodeSelector says otherwise.
 NODE_POOL_LABEL = "diffleet.io/pool"
+# The fleet namespace of the operator that serves a GPUPool (none: diffleet-system's), so
+# that two installations, or tests, each with a fleet of its own, share a cluster.
+FLEET_LABEL = "diffleet.io/fleet"
 # The extended resource a worker pod requests, and the taint of GPU nodes.
 GPU_RESOURCE = "nvidia.com/gpu"
 

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffleet_core import API_GROUP, API_VERSION, SYSTEM_NAMESPACE
-from diffleet_core.resources.gpu_pool import KIND, GPUPoolSpec
-
-FLEET_LABEL = "diffleet.io/fleet"
+from diffleet_core.resources.gpu_pool import FLEET_LABEL, KIND, GPUPoolSpec
 
 
 def fleet_of(body: Mapping[str, Any]) -> str:
