@@ -1,5 +1,6 @@
-"""python -m hack.pod_runner [--port N]: runs diffleet's pods bound to kwok nodes; serves
-/healthz and /pods (what runs, and how) on 127.0.0.1:N. SIGTERM stops every container."""
+"""python -m hack.pod_runner [--port N]: runs diffleet's pods bound to kwok nodes and
+forwards their NodePort Services' node ports; serves /healthz and /pods (what runs, and
+how) on 127.0.0.1:N. SIGTERM stops every container."""
 
 import argparse
 import asyncio
@@ -11,6 +12,7 @@ from aiohttp import web
 from kubernetes_asyncio import client, config
 
 from hack.pod_runner.environment import ROOT
+from hack.pod_runner.proxy import NodePortProxy
 from hack.pod_runner.watcher import PodRunner
 from hack.pod_runner.workloads import PodLogHandler
 
@@ -43,11 +45,15 @@ async def main(port: int, state_dir: Path) -> None:
     runner = PodRunner(api, state_dir)
     report = await serve_report(runner, port)
     watching = asyncio.create_task(runner.run())
+    proxy = NodePortProxy(api, runner.endpoints)
+    proxying = asyncio.create_task(proxy.run())
     logger.info("pod runner up; report on http://127.0.0.1:%s/pods", port)
     try:
         await stop.wait()
     finally:
         watching.cancel()
+        proxying.cancel()
+        await proxy.stop()
         await runner.stop(STOP_GRACE_SECONDS)
         await report.cleanup()
         await api.close()

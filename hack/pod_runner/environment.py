@@ -13,7 +13,6 @@ from kubernetes_asyncio import client
 logger = logging.getLogger("pod_runner")
 
 ROOT = Path(__file__).resolve().parents[2]
-POD_IP = "127.0.0.1"
 TOKEN_SECONDS = 24 * 3600
 REQUEST_TIMEOUT = 10.0
 # Variables of the runner's own environment that belong to one pod, never to all of them.
@@ -25,8 +24,9 @@ class EnvError(Exception):
     """A variable of the pod cannot be resolved (a missing Secret or ConfigMap key)."""
 
 
-def field_value(pod: client.V1Pod, path: str) -> str:
-    """The downward API's fieldRef values, as a kubelet would give them on this host."""
+def field_value(pod: client.V1Pod, path: str, address: str) -> str:
+    """The downward API's fieldRef values, as a kubelet would give them on this host
+    (`address`: the pod's IP, also its host's here)."""
     meta = pod.metadata
     simple = {
         "metadata.name": meta.name,
@@ -34,8 +34,8 @@ def field_value(pod: client.V1Pod, path: str) -> str:
         "metadata.uid": meta.uid,
         "spec.nodeName": pod.spec.node_name,
         "spec.serviceAccountName": pod.spec.service_account_name,
-        "status.podIP": POD_IP,
-        "status.hostIP": POD_IP,
+        "status.podIP": address,
+        "status.hostIP": address,
     }
     if path in simple:
         return str(simple[path] or "")
@@ -81,7 +81,7 @@ async def _key_ref(
     return values[selector.key]
 
 
-async def pod_env(core: client.CoreV1Api, pod: client.V1Pod) -> dict[str, str]:
+async def pod_env(core: client.CoreV1Api, pod: client.V1Pod, address: str) -> dict[str, str]:
     """The first container's envFrom and env, resolved in order, $(VAR) references expanded."""
     container = pod.spec.containers[0]
     namespace = pod.metadata.namespace
@@ -102,7 +102,7 @@ async def pod_env(core: client.CoreV1Api, pod: client.V1Pod) -> dict[str, str]:
         if source is None:
             env[var.name] = _REFERENCE.sub(lambda m: env.get(m[1], m[0]), var.value or "")
         elif source.field_ref:
-            env[var.name] = field_value(pod, source.field_ref.field_path)
+            env[var.name] = field_value(pod, source.field_ref.field_path, address)
         else:
             value = await _key_ref(core, namespace, var.name, source)
             if value is not None:

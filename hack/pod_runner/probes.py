@@ -1,4 +1,4 @@
-"""Readiness probes of a pod's container, run on this host (httpGet on 127.0.0.1, exec)."""
+"""Readiness probes of a pod's container, run on this host (httpGet on the pod's IP, exec)."""
 
 import asyncio
 import contextlib
@@ -7,10 +7,9 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from kubernetes_asyncio import client
 
-from hack.pod_runner.environment import POD_IP
 
-
-def _port(container: client.V1Container, port: int | str) -> int:
+def container_port(container: client.V1Container, port: int | str) -> int:
+    """A port by number, or by the name the container declares for it."""
     if isinstance(port, int) or str(port).isdigit():
         return int(port)
     for declared in container.ports or []:
@@ -19,13 +18,17 @@ def _port(container: client.V1Container, port: int | str) -> int:
     raise ValueError(f"no container port named {port}")
 
 
-async def check(probe: client.V1Probe, container: client.V1Container, env: dict[str, str]) -> bool:
-    """One try of the probe: True when it passes within its timeoutSeconds."""
+async def check(
+    probe: client.V1Probe, container: client.V1Container, env: dict[str, str], address: str
+) -> bool:
+    """One try of the probe on the pod's `address`: True when it passes within its
+    timeoutSeconds."""
     timeout = float(probe.timeout_seconds or 1)
     try:
         if probe.http_get:
             get = probe.http_get
-            url = f"http://{POD_IP}:{_port(container, get.port)}/{(get.path or '/').lstrip('/')}"
+            port = container_port(container, get.port)
+            url = f"http://{get.host or address}:{port}/{(get.path or '/').lstrip('/')}"
             limit = aiohttp.ClientTimeout(total=timeout)
             async with (
                 aiohttp.ClientSession(timeout=limit) as session,
@@ -54,6 +57,7 @@ async def watch_readiness(
     probe: client.V1Probe,
     container: client.V1Container,
     env: dict[str, str],
+    address: str,
     report: Callable[[bool], Awaitable[None]],
 ) -> None:
     """Runs the probe every periodSeconds and reports each change of readiness, honouring
@@ -61,7 +65,7 @@ async def watch_readiness(
     await asyncio.sleep(probe.initial_delay_seconds or 0)
     ready, passes, failures = False, 0, 0
     while True:
-        if await check(probe, container, env):
+        if await check(probe, container, env, address):
             passes, failures = passes + 1, 0
         else:
             passes, failures = 0, failures + 1

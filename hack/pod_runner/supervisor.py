@@ -10,12 +10,23 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from hack.pod_runner import environment, probes
-from hack.pod_runner.environment import POD_IP, REQUEST_TIMEOUT, EnvError
-from hack.pod_runner.workloads import HostedWorker, LocalProcess, Workload, hostable
+from hack.pod_runner.addresses import PodAddresses
+from hack.pod_runner.environment import REQUEST_TIMEOUT, EnvError
+from hack.pod_runner.workloads import (
+    HostedWorker,
+    LocalProcess,
+    Workload,
+    container_argv,
+    hostable,
+)
 
 logger = logging.getLogger("pod_runner")
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 30.0
+# A kubelet's default terminationGracePeriodSeconds, and the time it adds after a preStop
+# hook that used up the grace period.
+DEFAULT_GRACE_SECONDS = 30.0
+AFTER_PRE_STOP_SECONDS = 2.0
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -45,7 +56,13 @@ async def patch_pod_status(
 class PodSupervisor:
     """Plays the kubelet for one pod: started by the watcher, told of its deletion."""
 
-    def __init__(self, api: client.ApiClient, pod: client.V1Pod, state_dir: Path) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        pod: client.V1Pod,
+        state_dir: Path,
+        addresses: PodAddresses,
+    ) -> None:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.pod = pod
@@ -55,15 +72,25 @@ class PodSupervisor:
         self.container: client.V1Container = pod.spec.containers[0]
         self.log_path = state_dir / "logs" / "pods" / f"{self.namespace}_{self.name}.log"
         self.kubeconfig = state_dir / "run" / "pods" / f"{self.namespace}_{self.name}.kubeconfig"
+        self.pid_file = self.kubeconfig.with_suffix(".pid")
+        self._addresses = addresses
+        previous_ip = pod.status.pod_ip if pod.status else None
+        self.address = addresses.allocate(self.uid, previous_ip)
+        self.ready = False
         self.workload: Workload | None = None
         self._deleting = asyncio.Event()
-        self._grace = 30.0
+        grace = pod.spec.termination_grace_period_seconds
+        self._grace = DEFAULT_GRACE_SECONDS if grace is None else float(grace)
         previous = (pod.status.container_statuses or []) if pod.status else []
         # A pod adopted after a restart of the runner keeps counting its restarts.
         self.restarts = previous[0].restart_count + 1 if previous else 0
         self._started_at = ""
         self._env: dict[str, str] = {}
         self.task = asyncio.create_task(self._run(), name=f"pod {self.namespace}/{self.name}")
+
+    @property
+    def deleting(self) -> bool:
+        return self._deleting.is_set()
 
     def delete(self, grace_seconds: float) -> None:
         """The pod is being deleted: stop its container within `grace_seconds`."""
@@ -78,6 +105,9 @@ class PodSupervisor:
             await self._patch_status({"phase": "Failed", "reason": "PodRunnerError"})
             await self._deleting.wait()
             await self._remove()
+        finally:
+            self.ready = False
+            self._addresses.release(self.uid)
 
     async def _lifecycle(self) -> None:
         policy = self.pod.spec.restart_policy or "Always"
@@ -108,13 +138,13 @@ class PodSupervisor:
             await asyncio.wait_for(self._deleting.wait(), seconds)
 
     async def _start(self) -> Workload:
-        values = await environment.pod_env(self.core, self.pod)
+        values = await environment.pod_env(self.core, self.pod, self.address)
         token = await environment.service_account_token(self.core, self.pod)
         environment.write_kubeconfig(self.kubeconfig, self.api.configuration, token)
         env = environment.process_env(values, self.kubeconfig)
-        argv = [*(self.container.command or []), *(self.container.args or [])]
+        argv = container_argv(self.container)
         if not argv:
-            raise EnvError("the container has no command: the pod runner runs no images")
+            raise EnvError(f"no command, and image {self.container.image} has no entrypoint here")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             log.write(f"--- {now()} start {self.restarts}: {' '.join(argv)}\n".encode())
@@ -125,7 +155,7 @@ class PodSupervisor:
                     values, self.kubeconfig, self.log_path
                 )
             else:
-                workload = await LocalProcess.start(argv, env, log)
+                workload = await LocalProcess.start(argv, env, log, self.pid_file)
         self._started_at = now()
         logger.info("pod %s/%s: %s %s", self.namespace, self.name, workload.kind, workload.pid)
         self._env = env
@@ -137,7 +167,9 @@ class PodSupervisor:
         await self._report_running(ready=probe is None)
         readiness = (
             asyncio.create_task(
-                probes.watch_readiness(probe, self.container, self._env, self._report_ready)
+                probes.watch_readiness(
+                    probe, self.container, self._env, self.address, self._report_ready
+                )
             )
             if probe
             else None
@@ -147,10 +179,16 @@ class PodSupervisor:
         try:
             await asyncio.wait({exited, deleting}, return_when=asyncio.FIRST_COMPLETED)
             if exited.done():
+                self.ready = False
                 return exited.result()
+            # Still serving while it terminates: the proxy turns to it only when no other
+            # pod of its Services is ready (as kube-proxy treats terminating endpoints).
+            deadline = asyncio.get_running_loop().time() + self._grace
+            await self._pre_stop(exited)
             workload.terminate()
+            left = deadline - asyncio.get_running_loop().time()
             try:
-                await asyncio.wait_for(asyncio.shield(exited), self._grace)
+                await asyncio.wait_for(asyncio.shield(exited), max(left, AFTER_PRE_STOP_SECONDS))
             except TimeoutError:
                 logger.info("pod %s/%s: killed after %ss", self.namespace, self.name, self._grace)
                 workload.kill()
@@ -160,6 +198,39 @@ class PodSupervisor:
             for task in (readiness, deleting):
                 if task:
                     task.cancel()
+
+    async def _pre_stop(self, exited: "asyncio.Task[int]") -> None:
+        """The container's preStop hook (sleep or exec), within the grace period; cut short
+        when the container exits on its own."""
+        hook = self.container.lifecycle.pre_stop if self.container.lifecycle else None
+        if hook is None:
+            return
+        if hook.sleep:
+            run: Any = asyncio.sleep(hook.sleep.seconds)
+        elif hook._exec:
+            run = self._exec_hook(hook._exec.command)
+        else:
+            logger.warning("pod %s/%s: preStop: only sleep and exec run", self.namespace, self.name)
+            return
+        hooked = asyncio.ensure_future(run)
+        done, _ = await asyncio.wait({hooked, exited}, timeout=self._grace)
+        if hooked not in done:
+            hooked.cancel()
+
+    async def _exec_hook(self, command: list[str]) -> None:
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            env=self._env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            await process.wait()
+        finally:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
 
     async def stop(self, grace_seconds: float) -> None:
         """The runner is stopping: end the workload, leave the pod to the next runner."""
@@ -201,15 +272,16 @@ class PodSupervisor:
         ]
 
     async def _report_running(self, ready: bool) -> None:
+        self.ready = ready
         state = {"running": {"startedAt": self._started_at}}
         await self._patch_status(
             {
                 "phase": "Running",
                 "startTime": self._started_at,
-                "podIP": POD_IP,
-                "podIPs": [{"ip": POD_IP}],
-                "hostIP": POD_IP,
-                "hostIPs": [{"ip": POD_IP}],
+                "podIP": self.address,
+                "podIPs": [{"ip": self.address}],
+                "hostIP": self.address,
+                "hostIPs": [{"ip": self.address}],
                 "conditions": self._conditions(ready),
                 "containerStatuses": [self._container_status(ready, state)],
             },
@@ -217,6 +289,7 @@ class PodSupervisor:
         )
 
     async def _report_ready(self, ready: bool) -> None:
+        self.ready = ready
         state = {"running": {"startedAt": self._started_at}}
         await self._patch_status(
             {
@@ -236,6 +309,7 @@ class PodSupervisor:
         }
 
     async def _report_waiting(self, reason: str, message: str, code: int | None = None) -> None:
+        self.ready = False
         last = self._terminated(code) if code is not None else None
         waiting = {"waiting": {"reason": reason, "message": message}}
         await self._patch_status(

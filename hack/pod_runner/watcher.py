@@ -9,7 +9,9 @@ from pathlib import Path
 from kubernetes_asyncio import client, watch
 
 from diffleet_core.fleet import PART_OF, PART_OF_LABEL
+from hack.pod_runner.addresses import PodAddresses
 from hack.pod_runner.environment import REQUEST_TIMEOUT
+from hack.pod_runner.probes import container_port
 from hack.pod_runner.supervisor import PodSupervisor, patch_pod_status
 
 logger = logging.getLogger("pod_runner")
@@ -28,6 +30,7 @@ class PodRunner:
         self.core = client.CoreV1Api(api)
         self.state_dir = state_dir
         self.pods: dict[str, PodSupervisor] = {}
+        self.addresses = PodAddresses()
         self._kwok_nodes: set[str] = set()
         self._nodes_listed = 0.0
 
@@ -100,7 +103,7 @@ class PodRunner:
         finished = pod.status and pod.status.phase in ("Succeeded", "Failed")
         if deleting:
             # No process here (the runner restarted): only the removal is left to do.
-            supervisor = PodSupervisor(self.api, pod, self.state_dir)
+            supervisor = PodSupervisor(self.api, pod, self.state_dir, self.addresses)
             supervisor.delete(0)
         elif finished:
             return
@@ -108,7 +111,7 @@ class PodRunner:
             await self._mark_lost(pod)
             return
         else:
-            supervisor = PodSupervisor(self.api, pod, self.state_dir)
+            supervisor = PodSupervisor(self.api, pod, self.state_dir, self.addresses)
         self.pods[key] = supervisor
         supervisor.task.add_done_callback(lambda _: self._done(key, supervisor))
 
@@ -140,9 +143,30 @@ class PodRunner:
         await asyncio.gather(*(s.stop(grace_seconds) for s in self.pods.values()))
 
     def report(self) -> list[dict[str, object]]:
-        """What runs now, by pod: how (a process, or hosted here) and under which pid."""
+        """What runs now, by pod: how (a process, or hosted here), under which pid, on
+        which address."""
         return [
-            {"pod": key, "kind": s.workload.kind, "pid": s.workload.pid}
+            {"pod": key, "kind": s.workload.kind, "pid": s.workload.pid, "ip": s.address}
             for key, s in sorted(self.pods.items())
             if s.workload is not None
         ]
+
+    def endpoints(
+        self, namespace: str, selector: dict[str, str], target_port: int | str
+    ) -> list[tuple[str, int]]:
+        """The ready pods a Service with `selector` reaches, as (pod IP, port): those not
+        terminating, or the terminating ones when no other is ready (as kube-proxy does)."""
+        serving: list[tuple[str, int]] = []
+        terminating: list[tuple[str, int]] = []
+        for supervisor in self.pods.values():
+            labels = supervisor.pod.metadata.labels or {}
+            matches = selector and all(labels.get(k) == v for k, v in selector.items())
+            if supervisor.namespace != namespace or not matches or not supervisor.ready:
+                continue
+            try:
+                port = container_port(supervisor.container, target_port)
+            except ValueError:
+                continue
+            found = (supervisor.address, port)
+            (terminating if supervisor.deleting else serving).append(found)
+        return sorted(serving or terminating)

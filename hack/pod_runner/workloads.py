@@ -17,6 +17,13 @@ from diffleet_worker.main import serve
 
 logger = logging.getLogger("pod_runner")
 WORKER_COMMAND = "diffleet-worker"
+# The platform's images by repository, and the console script of .venv that is each one's
+# entrypoint: the runner runs no images, a container without a command runs this.
+IMAGE_ENTRYPOINTS = {
+    "diffleet-operator": "diffleet-operator",
+    "diffleet-api": "diffleet-api",
+    "diffleet-gpu-worker": WORKER_COMMAND,
+}
 KILLED = 137
 # The log file of the pod whose hosted worker is running the current task (tasks inherit it).
 _POD_LOG: ContextVar[IO[str] | None] = ContextVar("pod_log", default=None)
@@ -51,15 +58,41 @@ class Workload(Protocol):
         ...
 
 
+def image_repository(image: str) -> str:
+    """ghcr.io/diffleet/diffleet-api:0.1.0 -> diffleet-api."""
+    name = image.rsplit("/", 1)[-1]
+    return name.split("@", 1)[0].split(":", 1)[0]
+
+
+def container_argv(container: client.V1Container) -> list[str]:
+    """The container's command and args; without a command, its image's entrypoint."""
+    command = list(container.command or [])
+    if not command:
+        entrypoint = IMAGE_ENTRYPOINTS.get(image_repository(container.image or ""))
+        command = [entrypoint] if entrypoint else []
+    return [*command, *(container.args or [])]
+
+
+def write_pid_file(path: Path, pid: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{pid}\n")
+
+
 class LocalProcess:
+    """A process of its own, its pid in a pid file (the stack's chaos tests kill it by
+    that file) while it runs."""
+
     kind = "process"
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, pid_file: Path) -> None:
         self._process = process
+        self._pid_file = pid_file
         self.pid = process.pid
 
     @classmethod
-    async def start(cls, argv: list[str], env: dict[str, str], log: IO[bytes]) -> "LocalProcess":
+    async def start(
+        cls, argv: list[str], env: dict[str, str], log: IO[bytes], pid_file: Path
+    ) -> "LocalProcess":
         # Its own session: signals reach the whole process group, as in a container.
         process = await asyncio.create_subprocess_exec(
             *argv,
@@ -70,10 +103,12 @@ class LocalProcess:
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
         )
-        return cls(process)
+        write_pid_file(pid_file, process.pid)
+        return cls(process, pid_file)
 
     async def wait(self) -> int:
         code = await self._process.wait()
+        self._pid_file.unlink(missing_ok=True)
         return code if code >= 0 else 128 - code
 
     def _signal(self, signum: signal.Signals) -> None:

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.stack
 NODE = "kwok-t4-0"
 FLEET_NAMESPACE = "diffleet-system"
 FLEET_ACCOUNT = "diffleet-worker"
+PODS_RUN_DIR = ROOT / ".diffleet" / "run" / "pods"
 
 
 def runner_report() -> list[dict[str, Any]]:
@@ -107,19 +108,77 @@ while True:
 
     running = eventually(lambda: ready(kubectl, namespace, "sleeper"), timeout=30, what="Ready")
     assert running["status"]["phase"] == "Running"
-    assert running["status"]["podIP"] == "127.0.0.1"
+    pod_ip = running["status"]["podIP"]
+    assert pod_ip.startswith("127.0."), pod_ip
+    assert pod_ip != "127.0.0.1", "the host's own address"
     assert running["status"]["containerStatuses"][0]["restartCount"] == 0
     seen = eventually(lambda: out.exists() and json.loads(out.read_text()), timeout=10, what="env")
     assert seen["POD_NAME"] == "sleeper"
     assert seen["POD_NAMESPACE"] == namespace
     assert seen["NODE"] == NODE
-    assert seen["POD_IP"] == "127.0.0.1"
+    assert seen["POD_IP"] == pod_ip
+    pid_file = PODS_RUN_DIR / f"{namespace}_sleeper.pid"
+    ran = {p["pod"]: p["pid"] for p in runner_report()}
+    assert int(pid_file.read_text()) == ran[f"{namespace}/sleeper"]
     assert seen["GREETING"] == "hello sleeper"
     assert Path(seen["KUBECONFIG"]).stat().st_mode & 0o777 == 0o600
 
     kubectl.run("delete", "pod", "sleeper", "-n", namespace, "--wait=false")
     eventually(lambda: gone(kubectl, namespace, "sleeper"), timeout=30, what="pod removed")
     assert marker.exists(), "the process was not sent SIGTERM"
+    assert not pid_file.exists(), "the pid file outlived its process"
+
+
+ECHO_SERVER = """
+import http.server, os
+class Name(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = os.environ["POD_NAME"].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer((os.environ["POD_IP"], 8000), Name).serve_forever()
+"""
+
+
+def test_node_port_service_reaches_each_ready_pod_on_its_own_ip(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    """Two pods serve the same port, each on its own address; the runner's node port
+    forwards connections to both, round robin, and stops at a pod being deleted."""
+    env = [{"name": n, "valueFrom": {"fieldRef": {"fieldPath": f}}} for n, f in
+           [("POD_NAME", "metadata.name"), ("POD_IP", "status.podIP")]]  # fmt: skip
+    probe = {"httpGet": {"path": "/", "port": 8000}, "periodSeconds": 1}
+    for name in ("echo-a", "echo-b"):
+        manifest = json.loads(pod_manifest(name, python(ECHO_SERVER), env=env))
+        manifest["metadata"]["labels"]["app"] = "echo"
+        manifest["spec"]["containers"][0]["readinessProbe"] = probe
+        kubectl.apply(json.dumps(manifest), namespace)
+    ports = [{"port": 80, "targetPort": 8000}]
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "echo", "labels": {PART_OF_LABEL: PART_OF}},
+        "spec": {"type": "NodePort", "selector": {"app": "echo"}, "ports": ports},
+    }
+    kubectl.apply(json.dumps(service), namespace)
+    node_port = kubectl.json("get", "service", "echo", "-n", namespace)["spec"]["ports"][0]
+    url = f"http://127.0.0.1:{node_port['nodePort']}/"
+
+    def answers() -> set[str]:
+        seen = set()
+        for _ in range(4):
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    seen.add(response.read().decode())
+            except OSError:
+                pass
+        return seen
+
+    eventually(lambda: answers() == {"echo-a", "echo-b"}, timeout=30, what="both pods answer")
+    kubectl.run("delete", "pod", "echo-a", "-n", namespace, "--wait=false")
+    eventually(lambda: answers() == {"echo-b"}, timeout=30, what="only echo-b answers")
 
 
 def test_process_ignoring_sigterm_is_killed_after_the_grace_period(
