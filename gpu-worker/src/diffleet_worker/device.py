@@ -1,9 +1,9 @@
 """Where and how pipelines run: the device, dtype and attention policy of this worker.
 
 CUDA when present: fp16 (or bf16), PyTorch SDPA attention (diffusers' default on torch 2),
-xformers when it is installed, channels-last UNet, optional torch.compile, and VAE tiling
-for large images. Otherwise CPU in fp32. The same policy, seed and thread count give the
-same bytes: deterministic algorithms are on by default.
+xformers when it is installed and its kernels run here, channels-last UNet, optional
+torch.compile, and VAE tiling for large images. Otherwise CPU in fp32. The same policy,
+seed and thread count give the same bytes: deterministic algorithms are on by default.
 """
 
 import logging
@@ -28,6 +28,23 @@ DTYPES = {
 
 class DeviceOutOfMemoryError(Exception):
     """The device ran out of memory (CUDA), or a run would exceed the CPU memory budget."""
+
+
+def xformers_runs() -> bool:
+    """xformers is installed and its attention kernel runs on this GPU with this torch. A
+    wheel built for another torch imports but cannot run its kernels, and diffusers would
+    then fail at the first pipeline; the worker uses PyTorch's SDPA instead."""
+    if find_spec("xformers") is None:
+        return False
+    try:
+        import xformers.ops  # optional: the worker's cuda extra
+
+        probe = torch.randn((1, 2, 40), device="cuda", dtype=torch.float16)
+        xformers.ops.memory_efficient_attention(probe, probe, probe)
+    except Exception as error:  # noqa: BLE001 - any failure means SDPA
+        logger.warning("xformers is installed but cannot run here, attention uses SDPA: %s", error)
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -57,7 +74,7 @@ class DevicePolicy:
         return cls(
             device=torch.device("cuda" if cuda else "cpu"),
             dtype=DTYPES[precision],
-            xformers=cuda and use_xformers and find_spec("xformers") is not None,
+            xformers=cuda and use_xformers and xformers_runs(),
             channels_last=cuda,
             compile_unet=cuda and compile_unet,
             vae_tiling_pixels=vae_tiling_pixels,
