@@ -3,6 +3,7 @@ kube-apiserver and a worker speaking the real protocol (simulated timings)."""
 
 import hashlib
 import io
+import json
 from typing import Any
 
 import boto3
@@ -18,7 +19,7 @@ def test_job_runs_from_pending_to_succeeded(
     kubectl: Kubectl, namespace: str, platform: Platform
 ) -> None:
     platform.operator()
-    platform.worker("w1", sim_step_seconds="0.25")
+    worker = platform.worker("w1", sim_step_seconds="0.25")
     apply_job(kubectl, namespace, "lighthouse", model="later", steps=8, batchSize=2)
 
     pending = wait_for_phase(kubectl, namespace, "lighthouse", "Pending")
@@ -61,6 +62,14 @@ def test_job_runs_from_pending_to_succeeded(
     # Dispatched at once: one write and one Event for Queued and Scheduled together.
     assert events["Dispatched"].startswith(f"queued in {status['queue']} (tier free), ")
     assert "dispatched to worker w1" in events["Dispatched"]
+
+    # The worker's JSON log line about running the job names it by uid.
+    uid = kubectl.json("get", "generationjob", "lighthouse", "-n", namespace)["metadata"]["uid"]
+    lines = [json.loads(line) for line in worker.log.read_text().splitlines() if line[:1] == "{"]
+    running = [line for line in lines if line["message"].startswith(f"running job {uid}")]
+    assert running, worker.tail()
+    assert running[0]["job_uid"] == uid
+    assert running[0]["component"] == "worker"
 
 
 def test_seed_given_is_kept_and_tier_follows_namespace(

@@ -3,13 +3,13 @@ loop with httptools' HTTP parser (both C: less CPU per request than asyncio's lo
 h11, bench/results/api.md)."""
 
 import argparse
-import logging
 import sys
 
 import uvicorn
 
 from diffleet_api.app import create_app
 from diffleet_api.settings import ApiSettings, get_api_settings
+from diffleet_core.logs import configure_logging
 from diffleet_core.settings import Credential, InsecureCredentialError, Settings, get_settings
 
 
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--host", default=settings.host)
     parser.add_argument("--port", type=int, default=settings.port)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging("api")
     platform = get_settings()
     check_credentials(settings, platform)
     uvicorn.run(
@@ -40,4 +40,6 @@ def main() -> None:
         http="httptools",
         access_log=False,
         log_level="warning",
+        # uvicorn's loggers go through configure_logging's handler, not its own.
+        log_config=None,
     )

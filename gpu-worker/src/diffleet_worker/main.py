@@ -14,6 +14,7 @@ from kubernetes_asyncio import client, config
 from prometheus_client import start_http_server
 
 from diffleet_core.broker import Broker
+from diffleet_core.logs import configure_logging
 from diffleet_core.patience import patiently
 from diffleet_core.settings import Credential, InsecureCredentialError, Settings, get_settings
 from diffleet_worker import metrics
@@ -135,7 +136,7 @@ def main() -> None:
         help="with --simulate: run this many workers in one process (benchmarks)",
     )
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging("worker")
     settings = get_worker_settings()
     simulate = args.simulate or settings.simulate
     if args.replicas > 1 and not simulate:

@@ -37,6 +37,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from diffleet_core.broker import Broker
 from diffleet_core.fleet import WorkerInventory
+from diffleet_core.logs import job_context
 from diffleet_core.messages import (
     CONTROL_ORDER,
     CancelJob,
@@ -178,6 +179,10 @@ class WorkerService:
         except ValidationError as error:
             await self._refuse(message, error)
             return
+        with job_context(order.job.uid):
+            await self._handle(message, order)
+
+    async def _handle(self, message: AbstractIncomingMessage, order: DispatchedJob) -> None:
         if self.draining:
             await message.nack(requeue=True)
             return

@@ -16,11 +16,11 @@ from datetime import timedelta
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from diffleet_core.logs import about_job
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import JobPhase, Tier
 from diffleet_operator import lifecycle, metrics, status
 from diffleet_operator.cache.jobs import TrackedJob
-from diffleet_operator.logs import about_job
 from diffleet_operator.model_presence import ModelPresence
 from diffleet_operator.quarantine import Loop, describe
 from diffleet_operator.queue.admitter import Admitter

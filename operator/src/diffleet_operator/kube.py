@@ -13,11 +13,11 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from diffleet_core import API_GROUP, API_VERSION
+from diffleet_core.logs import about_job
 from diffleet_core.resources import generation_job, gpu_pool, model_cache
 from diffleet_core.resources.generation_job import GenerationJobStatus
 from diffleet_operator import status
 from diffleet_operator.events import EventRecorder
-from diffleet_operator.logs import about_job
 
 logger = logging.getLogger(__name__)
 

@@ -3,13 +3,13 @@ queue, requeueing it after a failure, and stopping it (cancel, timeout)."""
 
 import logging
 
+from diffleet_core.logs import about_job
 from diffleet_core.messages import AdmittedJob, CancelJob, JobRef
 from diffleet_core.queues import backoff_step
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import JobPhase, Tier
 from diffleet_operator import metrics, status
 from diffleet_operator.cache.jobs import TrackedJob
-from diffleet_operator.logs import about_job
 from diffleet_operator.quarantine import Loop
 from diffleet_operator.queue.admission import seed_of
 from diffleet_operator.runtime import Runtime

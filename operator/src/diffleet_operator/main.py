@@ -13,6 +13,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from diffleet_core.broker import Broker
+from diffleet_core.logs import configure_logging
 from diffleet_core.resources import generation_job
 from diffleet_core.settings import Credential, InsecureCredentialError, get_settings
 from diffleet_operator import handlers
@@ -175,7 +176,7 @@ def main() -> None:
         "(in a pod: its ServiceAccount). Settings come from DIFFLEET_* and DIFFLEET_OPERATOR_* "
         "environment variables (docs/operator.md).",
     ).parse_args()
-    kopf.configure(log_format=kopf.LogFormat.JSON)
+    configure_logging("operator")
     # Per-object handler chatter (every watch event) stays out; transitions are Events.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     op = get_operator_settings()

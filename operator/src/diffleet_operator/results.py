@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
 from diffleet_core.broker import parse_or_reject, settle
+from diffleet_core.logs import about_job, job_context
 from diffleet_core.messages import (
     RESULT_EVENT,
     JobFailed,
@@ -30,7 +31,6 @@ from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import JobPhase
 from diffleet_operator import lifecycle, metrics, status
 from diffleet_operator.cache.jobs import TrackedJob
-from diffleet_operator.logs import about_job
 from diffleet_operator.quarantine import Loop, describe, dropped_message, transient
 from diffleet_operator.runtime import Runtime
 from diffleet_operator.scheduler.dispatcher import Dispatcher
@@ -61,19 +61,20 @@ class Results:
         if event is None:
             dropped_message(Loop.RESULTS, self.rt.broker.topology.results_queue)
             return
-        try:
-            async with self._locks[event.job.uid]:
-                await self.apply(event)
-            self.rt.autoscaler.observe(event)
-        except Exception as error:  # noqa: BLE001 - one report never stops the results
-            cached = self.rt.jobs.get(event.job.uid)
-            await self.rt.quarantine.job_of_message(
-                Loop.RESULTS, event.job, cached.body if cached else None, error
-            )
-            if transient(error):
-                await asyncio.sleep(RETRY_PAUSE_SECONDS)
-                await settle(message, requeue=True)
-                return
+        with job_context(event.job.uid):
+            try:
+                async with self._locks[event.job.uid]:
+                    await self.apply(event)
+                self.rt.autoscaler.observe(event)
+            except Exception as error:  # noqa: BLE001 - one report never stops the results
+                cached = self.rt.jobs.get(event.job.uid)
+                await self.rt.quarantine.job_of_message(
+                    Loop.RESULTS, event.job, cached.body if cached else None, error
+                )
+                if transient(error):
+                    await asyncio.sleep(RETRY_PAUSE_SECONDS)
+                    await settle(message, requeue=True)
+                    return
         await settle(message)
 
     async def apply(self, event: JobStarted | JobSucceeded | JobFailed) -> None:

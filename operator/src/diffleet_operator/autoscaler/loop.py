@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from diffleet_core.logs import about_job
 from diffleet_core.messages import JobFailed, JobStarted, JobSucceeded
 from diffleet_core.resources.conditions import ConditionStatus, Reason
 from diffleet_core.resources.generation_job import JobPhase, Tier
@@ -25,7 +26,6 @@ from diffleet_operator.autoscaler.decision import Plan, PoolDecision, decide
 from diffleet_operator.autoscaler.demand import WaitingJob
 from diffleet_operator.autoscaler.timings import Timings
 from diffleet_operator.cache.jobs import TrackedJob
-from diffleet_operator.logs import about_job
 from diffleet_operator.quarantine import describe
 from diffleet_operator.queue.admission import ResolvedModel, resolve_model
 from diffleet_operator.scheduler.eligibility import Requirements, requirements

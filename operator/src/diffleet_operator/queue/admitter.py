@@ -20,11 +20,11 @@ import time
 import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from diffleet_core.logs import about_job, job_context
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import JobPhase
 from diffleet_operator import lifecycle, metrics, status
 from diffleet_operator.cache.jobs import TrackedJob
-from diffleet_operator.logs import about_job
 from diffleet_operator.quarantine import Loop, describe, transient
 from diffleet_operator.queue.admission import NotReady, effective_tier, resolve_job_models, seed_of
 from diffleet_operator.queue.held import Admission
@@ -112,11 +112,12 @@ class Admitter:
 
     async def _try(self, job: TrackedJob) -> None:
         self._due[job.uid] = IN_FLIGHT
-        try:
-            admitted = await self._admit(job)
-        except Exception as error:  # noqa: BLE001 - one job never stops admission
-            admitted = False
-            await self.rt.quarantine.job_failed(Loop.ADMISSION, job.body, error)
+        with job_context(job.uid):
+            try:
+                admitted = await self._admit(job)
+            except Exception as error:  # noqa: BLE001 - one job never stops admission
+                admitted = False
+                await self.rt.quarantine.job_failed(Loop.ADMISSION, job.body, error)
         if admitted:
             self._due.pop(job.uid, None)
             self._admitted.add(job.uid)

@@ -6,10 +6,10 @@ job twice at once."""
 import logging
 import time
 
+from diffleet_core.logs import about_job
 from diffleet_operator import status
 from diffleet_operator.cache.fleet import WorkerView
 from diffleet_operator.cache.jobs import TrackedJob
-from diffleet_operator.logs import about_job
 from diffleet_operator.queue.held import Admission
 from diffleet_operator.runtime import Runtime
 from diffleet_operator.scheduler.buffer import Buffered

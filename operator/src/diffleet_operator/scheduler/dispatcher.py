@@ -23,6 +23,7 @@ from datetime import timedelta
 from enum import Enum, auto
 
 from diffleet_core.broker import settle
+from diffleet_core.logs import job_context
 from diffleet_core.messages import DispatchedJob
 from diffleet_core.resources.generation_job import Tier
 from diffleet_operator import metrics
@@ -115,10 +116,11 @@ class Dispatcher:
         progressed = False
         for tier in self.shares.order(waiting):
             for entry in list(self.buffers.by_tier[tier]):
-                try:
-                    step = await self._consider(tier, entry, fleet)
-                except Exception as error:  # noqa: BLE001 - one job never stops dispatch
-                    step = await self._failed(tier, entry, error)
+                with job_context(entry.admitted.job.uid):
+                    try:
+                        step = await self._consider(tier, entry, fleet)
+                    except Exception as error:  # noqa: BLE001 - one job never stops dispatch
+                        step = await self._failed(tier, entry, error)
                 if step is Step.DISPATCHED:
                     return True
                 progressed = progressed or step is Step.DROPPED

@@ -10,13 +10,13 @@ from typing import Any
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from diffleet_core.broker import settle
+from diffleet_core.logs import about_job
 from diffleet_core.messages import DispatchedJob
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import JobPhase
 from diffleet_operator import metrics, status
 from diffleet_operator.cache.fleet import WorkerView
 from diffleet_operator.cache.jobs import TrackedJob
-from diffleet_operator.logs import about_job
 from diffleet_operator.quarantine import Loop, describe, transient
 from diffleet_operator.queue.held import Admission
 from diffleet_operator.runtime import Runtime
