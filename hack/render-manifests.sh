@@ -4,7 +4,8 @@
 # written; these copies serve kubectl users and the tests that apply them.
 # tests/charts/test_chart.py checks that they match a fresh render.
 #
-# Usage: hack/render-manifests.sh   (helm from `make setup`, .diffleet/bin)
+# Usage: hack/render-manifests.sh [DIR]   (writes DIR/manifests/..., default: the repository;
+# helm from `make setup`, .diffleet/bin)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,6 +13,7 @@ HELM="${HELM:-$ROOT/.diffleet/bin/helm}"
 CHART="$ROOT/charts/diffleet"
 RELEASE=diffleet
 NAMESPACE=diffleet-system
+OUT="${1:-$ROOT}"
 
 # Rendering any template renders them all, and the Deployments require their Secrets:
 # placeholder names satisfy them (no Deployment is written here).
@@ -29,9 +31,10 @@ render() { # TEMPLATE OUTPUT [helm args...]
     echo "# (release $RELEASE, namespace $NAMESPACE): edit the template, then rerun it."
     "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" "${SECRETS[@]}" \
       --show-only "$template" "$@"
-  } >"$ROOT/$output"
+  } >"$OUT/$output"
 }
 
+mkdir -p "$OUT/manifests/rbac" "$OUT/manifests/admission"
 for component in operator api worker; do
   render "templates/rbac/$component.yaml" "manifests/rbac/$component.yaml"
 done
