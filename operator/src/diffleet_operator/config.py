@@ -67,6 +67,11 @@ class OperatorSettings(BaseSettings):
         description="From deciding a new worker to its Lease announced, until observed",
     )
     metrics_port: int = Field(default=8081, ge=0, description="Prometheus /metrics; 0: off")
+    listen_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - in a pod: its own network namespace
+        description="Address the metrics and readiness servers bind (a pod's IP, where pods "
+        "share a host, as on the local stack)",
+    )
     liveness_endpoint: str = Field(default="http://127.0.0.1:8080/healthz")
     readiness_port: int = Field(
         default=0,

@@ -98,7 +98,7 @@ async def run(op: OperatorSettings) -> None:
     )
     readiness = Readiness(election)
     if op.readiness_port:
-        await readiness.serve(op.readiness_port)
+        await readiness.serve(op.readiness_port, op.listen_host)
     shutdown = asyncio.Event()
     delay = BROKER_RETRY_FIRST_SECONDS
     try:
@@ -186,5 +186,5 @@ def main() -> None:
         sys.exit(f"diffleet-operator: {error}")
     logger.info("handlers registered: %s", ", ".join(handlers.__all__))
     if op.metrics_port:
-        start_http_server(op.metrics_port)
+        start_http_server(op.metrics_port, addr=op.listen_host)
     asyncio.run(run(op))

@@ -23,12 +23,12 @@ class Readiness:
         report["ready"] = report["apiServer"] and report.get("rabbitmq", True)
         return report
 
-    async def serve(self, port: int) -> None:
+    async def serve(self, port: int, host: str) -> None:
         app = web.Application()
         app.add_routes([web.get("/readyz", self._answer)])
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "0.0.0.0", port).start()  # noqa: S104 - a probe port
+        await web.TCPSite(self._runner, host, port).start()
 
     async def close(self) -> None:
         if self._runner is not None:
