@@ -135,3 +135,18 @@ def test_the_worker_reads_what_the_operator_sets(monkeypatch: pytest.MonkeyPatch
     assert (settings.pool, settings.gpu_type, settings.vram_gib) == ("a100", "a100", 80.0)
     assert settings.shutdown_grace_seconds == 45
     assert settings.worker_id == settings.node == settings.fleet_namespace
+
+
+def test_a_worker_serving_metrics_is_annotated_for_prometheus_discovery() -> None:
+    metrics_env = [{"name": "DIFFLEET_WORKER_METRICS_PORT", "value": "9400"}]
+    annotated = build(template={"env": metrics_env})
+    assert annotated["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "9400",
+        "prometheus.io/path": "/metrics",
+    }
+    overridden = build(
+        template={"env": metrics_env, "annotations": {"prometheus.io/scrape": "false"}}
+    )
+    assert overridden["metadata"]["annotations"]["prometheus.io/scrape"] == "false"
+    assert "annotations" not in build()["metadata"]

@@ -4,7 +4,7 @@ route template and status (and adds the RateLimit-* headers the auth step comput
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REGISTRY = CollectorRegistry()
@@ -19,6 +19,16 @@ WEBHOOKS = Counter(
     "diffleet_api_webhook_attempts_total",
     "Webhook delivery attempts, by outcome (delivered, retry, failed)",
     ["outcome"],
+    registry=REGISTRY,
+)
+WEBHOOKS_PENDING = Gauge(
+    "diffleet_api_webhook_deliveries_pending",
+    "Webhook deliveries not yet delivered nor given up (measured after each sending round)",
+    registry=REGISTRY,
+)
+WEBHOOK_OLDEST_PENDING_SECONDS = Gauge(
+    "diffleet_api_webhook_oldest_pending_seconds",
+    "Age of the oldest webhook delivery still pending (0 when none is)",
     registry=REGISTRY,
 )
 JOBS_ABANDONED = Counter(

@@ -32,7 +32,7 @@ from psycopg.types.json import Jsonb
 from diffleet_api.egress import refused_target
 from diffleet_api.history import storable
 from diffleet_api.isolation import Loop, reason, report
-from diffleet_api.metrics import WEBHOOKS
+from diffleet_api.metrics import WEBHOOK_OLDEST_PENDING_SECONDS, WEBHOOKS, WEBHOOKS_PENDING
 from diffleet_api.settings import ApiSettings
 
 SIGNATURE_HEADER = "Diffleet-Signature"
@@ -140,7 +140,18 @@ async def deliver_due(
         )
         for (delivery_id, _, _, tried), attempt in zip(due, attempts, strict=True):
             await record(connection, settings, delivery_id, tried + 1, attempt)
+    await measure_backlog(connection)
     return len(due)
+
+
+async def measure_backlog(connection: psycopg.AsyncConnection[Any]) -> None:
+    cursor = await connection.execute(
+        "select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)"
+        " from webhook_deliveries where state = 'pending'"
+    )
+    pending, oldest_seconds = await cursor.fetchone() or (0, 0)
+    WEBHOOKS_PENDING.set(pending)
+    WEBHOOK_OLDEST_PENDING_SECONDS.set(float(oldest_seconds))
 
 
 async def record(

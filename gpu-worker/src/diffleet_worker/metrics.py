@@ -40,6 +40,12 @@ RUN_SECONDS = Histogram(
     "Time from a job's order to its images in S3",
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
 )
+STEP_SECONDS = Histogram(
+    "diffleet_worker_step_seconds",
+    "Time of one denoising step, by GPU type",
+    ["gpu_type"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 OUT_OF_MEMORY = Counter(
     "diffleet_worker_out_of_memory_total", "Device out-of-memory errors", ["retried"]
 )

@@ -104,6 +104,7 @@ class Housekeeping:
     async def recover_lost_workers(self) -> None:
         for worker in self.rt.fleet.expired(time.monotonic()):
             logger.warning("worker %s: Lease expired", worker.worker_id)
+            metrics.WORKERS_LOST.labels(worker.pool).inc()
             await lifecycle.recover_jobs_of(self.rt, worker.worker_id, worker.jobs)
         self.count_workers()
 

@@ -1,5 +1,7 @@
 """Prometheus metrics of the operator (served on /metrics when metrics_port is set)."""
 
+import contextlib
+
 from prometheus_client import Counter, Gauge, Histogram
 
 TRANSITIONS = Counter(
@@ -23,6 +25,41 @@ POOL_DESIRED_REPLICAS = Gauge(
 POOL_QUEUED_JOBS = Gauge(
     "diffleet_pool_queued_jobs", "Admitted jobs waiting for a worker, per GPUPool", ["pool"]
 )
+POOL_AT_MAX_REPLICAS = Gauge(
+    "diffleet_pool_at_max_replicas",
+    "1 while a GPUPool is at maxReplicas with more jobs than its workers carry, else 0",
+    ["pool"],
+)
+# What the GPUPool's status says (replicas, readyReplicas, busyReplicas).
+POOL_REPLICAS = Gauge(
+    "diffleet_pool_replicas", "Worker pods that count (not finished), per GPUPool", ["pool"]
+)
+POOL_READY_REPLICAS = Gauge(
+    "diffleet_pool_ready_replicas",
+    "Worker pods whose worker holds its Lease, per GPUPool",
+    ["pool"],
+)
+POOL_BUSY_REPLICAS = Gauge(
+    "diffleet_pool_busy_replicas", "Worker pods running jobs, per GPUPool", ["pool"]
+)
+PER_POOL = (
+    POOL_DESIRED_REPLICAS,
+    POOL_QUEUED_JOBS,
+    POOL_AT_MAX_REPLICAS,
+    POOL_REPLICAS,
+    POOL_READY_REPLICAS,
+    POOL_BUSY_REPLICAS,
+)
+WORKERS_LOST = Counter(
+    "diffleet_workers_lost_total",
+    "Workers whose Lease expired (their jobs were recovered), per GPUPool",
+    ["pool"],
+)
+MODEL_VERIFICATIONS = Counter(
+    "diffleet_model_verifications_total",
+    "ModelCache artifact verifications, by outcome (verified, refused) and reason",
+    ["outcome", "reason"],
+)
 AUTOSCALER_DECISION_SECONDS = Histogram(
     "diffleet_autoscaler_decision_seconds",
     "From a change of demand (admission, dispatch, result) to the autoscaler's decision applied",
@@ -42,3 +79,10 @@ STALE_REPORTS = Counter(
     "Worker reports dropped because their job had finished, gone or moved to another "
     "attempt (a late or reordered report)",
 )
+
+
+def forget_pool(pool: str) -> None:
+    """Drops a deleted GPUPool's series, so that it stops being reported."""
+    for gauge in PER_POOL:
+        with contextlib.suppress(KeyError):
+            gauge.remove(pool)

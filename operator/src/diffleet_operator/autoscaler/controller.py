@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from diffleet_core.fleet import DO_NOT_DISRUPT_ANNOTATION
+from diffleet_operator import metrics
 from diffleet_operator.autoscaler.decision import PoolDecision
 from diffleet_operator.autoscaler.pods import pod_name, worker_pod
 from diffleet_operator.autoscaler.pool_status import PoolCounts, pool_status
@@ -260,6 +261,7 @@ class PoolController:
             desired=decision.desired_replicas,
             queued_jobs=decision.queued_jobs,
         )
+        _show(record.name, counts)
         previous, written_at = self._written.get(record.name, (record.status, 0.0))
         stamp = timestamp(now())
         status = pool_status(
@@ -300,6 +302,12 @@ class PoolController:
             self._wake()
 
         asyncio.get_running_loop().call_later(delay, wake)
+
+
+def _show(pool: str, counts: PoolCounts) -> None:
+    metrics.POOL_REPLICAS.labels(pool).set(counts.replicas)
+    metrics.POOL_READY_REPLICAS.labels(pool).set(counts.ready)
+    metrics.POOL_BUSY_REPLICAS.labels(pool).set(counts.busy)
 
 
 def _jobs(worker: WorkerView | None) -> frozenset[str]:

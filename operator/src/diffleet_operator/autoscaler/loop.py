@@ -151,9 +151,9 @@ class Autoscaler:
         for name, decision in plan.pools.items():
             metrics.POOL_DESIRED_REPLICAS.labels(name).set(decision.desired_replicas)
             metrics.POOL_QUEUED_JOBS.labels(name).set(decision.queued_jobs)
+            metrics.POOL_AT_MAX_REPLICAS.labels(name).set(float(decision.at_max))
         for gone in self._pools_shown - plan.pools.keys():
-            metrics.POOL_DESIRED_REPLICAS.remove(gone)
-            metrics.POOL_QUEUED_JOBS.remove(gone)
+            metrics.forget_pool(gone)
         self._pools_shown = set(plan.pools)
 
     def _note_at_max(self, plan: Plan) -> None:

@@ -24,6 +24,10 @@ SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 SUFFIX_LENGTH = 5
 
 WORKER_ENV = "DIFFLEET_WORKER_"
+METRICS_PORT_ENV = f"{WORKER_ENV}METRICS_PORT"
+SCRAPE_ANNOTATION = "prometheus.io/scrape"
+PORT_ANNOTATION = "prometheus.io/port"
+PATH_ANNOTATION = "prometheus.io/path"
 # Variables the operator sets on every worker; a template's own entries of these names
 # are left out.
 FIELD_ENV = {
@@ -91,9 +95,21 @@ def worker_pod(
             }
         ],
     }
-    if template.annotations:
-        metadata["annotations"] = dict(template.annotations)
+    annotations = {**_scrape_annotations(spec), **(template.annotations or {})}
+    if annotations:
+        metadata["annotations"] = annotations
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+
+
+def _scrape_annotations(spec: GPUPoolSpec) -> dict[str, str]:
+    """Where the template turns the worker's /metrics on, the annotations by which
+    Prometheus' pod discovery finds it (the template's own annotations win)."""
+    port = next(
+        (var.value for var in spec.template.env or [] if var.name == METRICS_PORT_ENV), None
+    )
+    if not port or port == "0":
+        return {}
+    return {SCRAPE_ANNOTATION: "true", PORT_ANNOTATION: port, PATH_ANNOTATION: "/metrics"}
 
 
 def _env(pool: str, spec: GPUPoolSpec) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from diffleet_core import API_GROUP, API_VERSION
 from diffleet_core.resources import model_cache
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.model_cache import ModelCachePhase, ModelCacheSpec, ModelCacheStatus
+from diffleet_operator import metrics
 from diffleet_operator.quarantine import Loop, describe
 from diffleet_operator.queue.admitter import Admitter
 from diffleet_operator.runtime import Runtime
@@ -63,6 +64,7 @@ async def verify_artifact(
         Runtime.of(memo).quarantine.resource_failed(Loop.MODEL_CACHES, body, error)
         result = Refused(Reason.INVALID_SPEC, describe(error))
     if isinstance(result, Refused):
+        metrics.MODEL_VERIFICATIONS.labels("refused", result.reason).inc()
         patch.status.update(
             phase=ModelCachePhase.FAILED,
             reason=result.reason,
@@ -71,6 +73,7 @@ async def verify_artifact(
         )
         kopf.warn(body, reason=result.reason, message=result.message)
         return
+    metrics.MODEL_VERIFICATIONS.labels("verified", Reason.VERIFIED).inc()
     patch.status.update(
         phase=ModelCachePhase.READY,
         digest=result.digest,
