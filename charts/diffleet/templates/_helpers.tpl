@@ -170,3 +170,19 @@ node and namespace).
 {{- define "diffleet.workerEnv" -}}
 {{ include "diffleet.commonEnv" (dict "ctx" . "service" "diffleet-worker") }}
 {{- end -}}
+
+{{/*
+Suppressions of checkov's checks that do not fit diffleet, each with its reason (checkov
+reads them from the workload's annotations): a list of check ids.
+*/}}
+{{- define "diffleet.checkovSkips" -}}
+{{- $reasons := dict
+  "CKV_K8S_15" "release tags are immutable: IfNotPresent (image.pullPolicy) is enough"
+  "CKV_K8S_35" "the components read every setting from env (pydantic-settings), secrets included"
+  "CKV_K8S_38" "the container is a Kubernetes client: it needs its ServiceAccount token"
+  "CKV_K8S_43" "images are pinned by release tag (image.tag)"
+-}}
+{{- range $index, $id := . }}
+checkov.io/skip{{ add1 $index }}: {{ printf "%s=%s" $id (get $reasons $id) | quote }}
+{{- end }}
+{{- end -}}
