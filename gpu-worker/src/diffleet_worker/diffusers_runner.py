@@ -25,7 +25,6 @@ from diffleet_core.messages import DispatchedJob, ModelRef
 from diffleet_core.model_rules import incompatibilities
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import MAX_SEED, Mode
-from diffleet_core.telemetry import tracer
 from diffleet_worker import metrics
 from diffleet_worker.cache import (
     CacheStats,
@@ -167,23 +166,21 @@ class DiffusersRunner:
         # 1. Check the order.
         check_order(order)
         # 2. Fetch the input images.
-        with tracer.start_as_current_span("fetch"):
-            inputs = self._fetch_inputs(order)
+        inputs = self._fetch_inputs(order)
         with ExitStack() as held, self._cache_errors():
             # 3. Take the models from the cache.
-            with tracer.start_as_current_span("load"):
-                base = held.enter_context(self._acquire(order.model))
-                controlnet = (
-                    held.enter_context(self._acquire(order.control_net))
-                    if order.control_net is not None
-                    else None
-                )
-                loras = []
-                weights = [lora.weight for lora in spec.loras or []]
-                for index, (ref, weight) in enumerate(zip(order.loras, weights, strict=True)):
-                    fetched = held.enter_context(self.store.fetch(ref))
-                    metrics.MODEL_SERVED.labels(fetched.tier.value).inc()
-                    loras.append(LoadedLora(adapter_name(index), fetched.path, weight))
+            base = held.enter_context(self._acquire(order.model))
+            controlnet = (
+                held.enter_context(self._acquire(order.control_net))
+                if order.control_net is not None
+                else None
+            )
+            loras = []
+            weights = [lora.weight for lora in spec.loras or []]
+            for index, (ref, weight) in enumerate(zip(order.loras, weights, strict=True)):
+                fetched = held.enter_context(self.store.fetch(ref))
+                metrics.MODEL_SERVED.labels(fetched.tier.value).inc()
+                loras.append(LoadedLora(adapter_name(index), fetched.path, weight))
             if cancelled.is_set():
                 raise JobCancelledError
             # 4. Run the task with the LoRAs applied.
@@ -200,7 +197,7 @@ class DiffusersRunner:
                 controlnet=controlnet,
                 control_image=inputs.control,
             )
-            with tracer.start_as_current_span("denoise"), applied(base, loras):
+            with applied(base, loras):
                 images = self._generate(base, generation)
         if cancelled.is_set():
             raise JobCancelledError
@@ -210,14 +207,11 @@ class DiffusersRunner:
             (UsedModel(ref.name, ref.digest), weight)
             for ref, weight in zip(order.loras, weights, strict=True)
         ]
-        strength = generation.strength
-        with tracer.start_as_current_span("encode"):
-            pngs = [
-                encode_png(image, parameters_text(spec, seed, strength, used, used_loras))
-                for image, seed in zip(images, seeds, strict=True)
-            ]
-        with tracer.start_as_current_span("upload"):
-            outputs = [
+        outputs = []
+        for index, (image, seed) in enumerate(zip(images, seeds, strict=True)):
+            text = parameters_text(spec, seed, generation.strength, used, used_loras)
+            png = encode_png(image, text)
+            outputs.append(
                 upload_png(
                     self.s3,
                     order,
@@ -226,8 +220,7 @@ class DiffusersRunner:
                     self.settings.worker_id,
                     self.settings.s3_patience_seconds,
                 )
-                for index, png in enumerate(pngs)
-            ]
+            )
         return RunResult(
             outputs=outputs,
             model_digest=order.model.digest,
