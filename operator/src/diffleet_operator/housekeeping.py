@@ -114,6 +114,7 @@ class Housekeeping:
         self._pools |= counts.keys()
         for pool in self._pools:
             metrics.WORKERS.labels(pool).set(counts[pool])
+            metrics.WORKERS_LOST.labels(pool)  # at 0 before a loss, so that one is an increase
 
     async def expire(self, job: TrackedJob) -> None:
         """Fails jobs past spec.timeoutSeconds; deletes finished jobs past their TTL."""

@@ -57,9 +57,13 @@ WORKERS_LOST = Counter(
 )
 MODEL_VERIFICATIONS = Counter(
     "diffleet_model_verifications_total",
-    "ModelCache artifact verifications, by outcome (verified, refused) and reason",
-    ["outcome", "reason"],
+    "ModelCache artifact verifications, by outcome (verified, refused: the ModelCache's"
+    " status says why)",
+    ["outcome"],
 )
+# Counters exist at 0 from the start, so that their first increment is an increase.
+for _outcome in ("verified", "refused"):
+    MODEL_VERIFICATIONS.labels(_outcome)
 AUTOSCALER_DECISION_SECONDS = Histogram(
     "diffleet_autoscaler_decision_seconds",
     "From a change of demand (admission, dispatch, result) to the autoscaler's decision applied",

@@ -64,7 +64,7 @@ async def verify_artifact(
         Runtime.of(memo).quarantine.resource_failed(Loop.MODEL_CACHES, body, error)
         result = Refused(Reason.INVALID_SPEC, describe(error))
     if isinstance(result, Refused):
-        metrics.MODEL_VERIFICATIONS.labels("refused", result.reason).inc()
+        metrics.MODEL_VERIFICATIONS.labels("refused").inc()
         patch.status.update(
             phase=ModelCachePhase.FAILED,
             reason=result.reason,
@@ -73,7 +73,7 @@ async def verify_artifact(
         )
         kopf.warn(body, reason=result.reason, message=result.message)
         return
-    metrics.MODEL_VERIFICATIONS.labels("verified", Reason.VERIFIED).inc()
+    metrics.MODEL_VERIFICATIONS.labels("verified").inc()
     patch.status.update(
         phase=ModelCachePhase.READY,
         digest=result.digest,
