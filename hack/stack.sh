@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The local stack on loopback: a real Kubernetes control plane (etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler), kwok simulating the GPU node pools,
-# RabbitMQ, PostgreSQL and MinIO. Every process is started here, recorded in a pid
-# file under .diffleet/run and logged under .diffleet/logs; `down` stops all of them.
+# kube-controller-manager, kube-scheduler), kwok simulating the system node and the GPU
+# node pools, the pod runner, RabbitMQ, PostgreSQL and MinIO. Every process is started
+# here, recorded in a pid file under .diffleet/run and logged under .diffleet/logs; `down`
+# stops all of them. The platform is the Helm chart (charts/diffleet), installed as release
+# diffleet in diffleet-system, whose pods the pod runner runs (.diffleet/run/pods/*.pid).
 #
 #   stack.sh up-infra | up | up-karpenter | down | down-platform | status | env | kubeconfig |
 #   restart NAME...
@@ -17,8 +19,12 @@ KUBECONFIG_PATH="$STATE_DIR/kubeconfig"
 H="$STACK_HOST"
 # Infrastructure processes in start order; `down` stops them in reverse.
 INFRA=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok pod-runner karpenter epmd rabbitmq postgres minio)
-# Platform processes that `up` adds on top; then the demo's worker, a GPUPool's pod.
-PLATFORM=(operator api)
+# The platform: the chart's release, with hack/values-local.yaml.
+RELEASE=diffleet
+RELEASE_NAMESPACE=diffleet-system
+CHART="$ROOT/charts/diffleet"
+# Components of the release that `status` reports (tests/support/stack.py reads them).
+PLATFORM=(operator api gpu-worker)
 
 # ---------------------------------------------------------------- processes
 
@@ -186,7 +192,7 @@ start_kube_apiserver() {
     --requestheader-extra-headers-prefix X-Remote-Extra- \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$CERT_DIR/sa.pub" --service-account-signing-key-file "$CERT_DIR/sa.key" \
-    --service-cluster-ip-range 10.96.0.0/16 \
+    --service-cluster-ip-range 10.96.0.0/16 --service-node-port-range "$NODE_PORT_RANGE" \
     --authorization-mode RBAC --allow-privileged \
     --feature-gates MutatingAdmissionPolicy=true \
     --runtime-config admissionregistration.k8s.io/v1beta1=true
@@ -254,6 +260,30 @@ start_pod_runner() {
 }
 pod_runner_healthy() { curl -fsS --max-time 2 "http://$H:$POD_RUNNER_PORT/healthz"; }
 
+# The node of the platform's own pods (the operator, the API, the drain hook's Job):
+# untainted and without GPUs, so that only pods that tolerate no GPU taint land here.
+system_node() {
+  cat <<EOF
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: system-0
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    type: kwok
+    kubernetes.io/arch: amd64
+    kubernetes.io/os: linux
+    kubernetes.io/hostname: system-0
+    diffleet.io/role: system
+status:
+  allocatable: {cpu: "16", memory: 64Gi, pods: "110"}
+  capacity: {cpu: "16", memory: 64Gi, pods: "110"}
+EOF
+}
+
 # The simulated GPU nodes of each pool (hack/stack.env KWOK_POOLS).
 gpu_nodes() {
   local spec pool gpu_type gpus memory count i
@@ -291,7 +321,7 @@ EOF
 }
 
 expected_nodes() {
-  local spec n=0 count
+  local spec n=1 count # the system node, and the GPU nodes
   for spec in $KWOK_POOLS; do count="${spec##*:}"; n=$((n + count)); done
   echo "$n"
 }
@@ -303,12 +333,17 @@ nodes_ready() {
 }
 
 apply_cluster_objects() {
-  gpu_nodes | kubectl_admin apply -f - >/dev/null
+  { system_node && gpu_nodes; } | kubectl_admin apply -f - >/dev/null
   kubectl_admin create namespace diffleet-system --dry-run=client -o yaml | kubectl_admin apply -f - >/dev/null
   kubectl_admin apply -f "$ROOT/crds/" >/dev/null
   kubectl_admin wait --for condition=Established --timeout=60s -f "$ROOT/crds/" >/dev/null
   kubectl_admin apply -f "$ROOT/manifests/admission/" >/dev/null
-  # The ServiceAccounts and RBAC of manifests/: the pod runner gives pods their tokens.
+  apply_rbac
+}
+
+# The ServiceAccounts and RBAC of manifests/rbac (the chart's render for release diffleet),
+# for the tests' own operators and workers while the release is not installed.
+apply_rbac() {
   kubectl_admin apply -f "$ROOT/manifests/rbac/" >/dev/null
 }
 
@@ -528,37 +563,37 @@ ensure_buckets() {
 
 # ---------------------------------------------------------------- platform
 
-start_operator() {
+helm_local() { helm --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+
+# The Secret that hack/values-local.yaml names: the stack's credentials, the committed
+# development values, which the platform accepts in development mode only.
+ensure_platform_secret() {
   (
     eval "$(print_env)"
-    export DIFFLEET_OPERATOR_METRICS_PORT="$OPERATOR_METRICS_PORT"
-    export DIFFLEET_OPERATOR_LIVENESS_ENDPOINT="http://$H:$OPERATOR_HEALTH_PORT/healthz"
-    spawn operator "$ROOT/.venv/bin/diffleet-operator"
+    local jwt webhook
+    read -r jwt webhook < <("$ROOT/.venv/bin/python" -c 'from diffleet_core import settings as s
+print(s.DEVELOPMENT_JWT_SECRET, s.DEVELOPMENT_WEBHOOK_SECRET)')
+    kubectl_admin create secret generic diffleet-local -n "$RELEASE_NAMESPACE" \
+      --from-literal=amqpUrl="$DIFFLEET_AMQP_URL" --from-literal=databaseUrl="$DIFFLEET_DATABASE_URL" \
+      --from-literal=jwtSecret="$jwt" --from-literal=webhookSecret="$webhook" \
+      --from-literal=accessKeyId="$S3_ACCESS_KEY" --from-literal=secretAccessKey="$S3_SECRET_KEY" \
+      --dry-run=client -o yaml | kubectl_admin apply -f - >/dev/null
   )
-  wait_for operator 60 operator_healthy
 }
-operator_healthy() { curl -fsS --max-time 2 "http://$H:$OPERATOR_HEALTH_PORT/healthz"; }
 
-# The REST API (it applies its database migrations at startup).
-start_api() {
-  (
-    eval "$(print_env)"
-    export DIFFLEET_API_HOST="$H" DIFFLEET_API_PORT="$API_PORT"
-    spawn api "$ROOT/.venv/bin/diffleet-api"
-  )
-  wait_for api 90 api_ready
-}
-api_ready() { curl -fsS --max-time 5 "http://$H:$API_PORT/readyz"; }
-
-# A real worker on the CPU (fp32), announcing itself on a kwok node of its pool.
-# The demo's worker: a GPUPool (t4, one replica) whose pod the operator creates and the pod
-# runner runs as a real diffusers worker on the CPU (fp32), on a static kwok node of t4.
-demo_pool() {
+# The values that come from hack/stack.env: addresses, ports, and the demo's GPUPool.
+local_values() {
   cat <<EOF
-apiVersion: diffleet.io/v1alpha1
-kind: GPUPool
-metadata: {name: $GPU_WORKER_POOL}
-spec:
+endpoints:
+  rabbitmqManagementUrl: http://$H:$RABBITMQ_MANAGEMENT_PORT
+  s3: {endpointUrl: "http://$H:$S3_PORT", region: $S3_REGION}
+telemetry: {otlpEndpoint: "http://$H:${OTEL_COLLECTOR_PORT:-34318}"}
+operator: {metricsPort: $OPERATOR_METRICS_PORT, healthPort: $OPERATOR_HEALTH_PORT}
+api: {service: {nodePort: $API_PORT}}
+# The demo's worker: GPUPool $GPU_WORKER_POOL, one real diffusers worker on the CPU (fp32),
+# on a static kwok node of its pool.
+gpuPools:
+- name: $GPU_WORKER_POOL
   gpuType: $GPU_WORKER_POOL
   vramGiB: 16
   minReplicas: 1
@@ -567,7 +602,8 @@ spec:
   template:
     env:
     - {name: DIFFLEET_WORKER_METRICS_PORT, value: "$GPU_WORKER_METRICS_PORT"}
-    - {name: DIFFLEET_WORKER_CACHE_DIR, value: "$STATE_DIR/worker-cache/$GPU_WORKER_POOL"}
+    # Relative to the checkout, where the pod runner runs its pods.
+    - {name: DIFFLEET_WORKER_CACHE_DIR, value: .diffleet/worker-cache/$GPU_WORKER_POOL}
     - {name: DIFFLEET_WORKER_DISK_BUDGET_BYTES, value: "$((4 * 1024 ** 3))"}
     - {name: DIFFLEET_WORKER_HOT_BUDGET_BYTES, value: "$((2 * 1024 ** 3))"}
     # OpenMP threads that spin while waiting starve the stack's other processes.
@@ -575,35 +611,58 @@ spec:
 EOF
 }
 
-start_gpu_worker() {
-  demo_pool | kubectl_admin apply -f - >/dev/null
-  log "GPUPool $GPU_WORKER_POOL applied; waiting for its worker pod"
-  local deadline=$((SECONDS + 180))
-  until gpu_worker_healthy >/dev/null 2>&1; do
-    if ((SECONDS >= deadline)); then
-      tail -n 20 "$LOG_DIR"/pods/diffleet-system_"$GPU_WORKER_POOL"-*.log >&2 || true
-      die "the $GPU_WORKER_POOL worker pod is not serving after 180s; logs: $LOG_DIR/pods/"
-    fi
-    sleep 1
-  done
-  log "gpu-worker: the pod of GPUPool $GPU_WORKER_POOL serves"
+# The objects of manifests/rbac that up-infra applied are the chart's own (its render for
+# this release): they become the release's, so that Helm does not refuse to own them.
+adopt_rbac() {
+  kubectl_admin annotate --overwrite -f "$ROOT/manifests/rbac/" \
+    "meta.helm.sh/release-name=$RELEASE" "meta.helm.sh/release-namespace=$RELEASE_NAMESPACE" >/dev/null
+  kubectl_admin label --overwrite -f "$ROOT/manifests/rbac/" app.kubernetes.io/managed-by=Helm >/dev/null
 }
 
-# Deleting the demo's GPUPool drains its worker and removes its pod (the operator's
-# finalizer); without a running operator nobody would, so its finalizer goes too.
-stop_gpu_worker() {
-  kubectl_admin get gpupool "$GPU_WORKER_POOL" >/dev/null 2>&1 || return 0
-  log "deleting GPUPool $GPU_WORKER_POOL"
-  if ! is_running operator; then
-    kubectl_admin patch gpupool "$GPU_WORKER_POOL" --type merge \
-      -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
-    kubectl_admin delete pods -n diffleet-system -l "diffleet.io/gpupool=$GPU_WORKER_POOL" \
-      --wait=false >/dev/null 2>&1 || true
+# The release: installed, or upgraded in place (unchanged values change nothing, so a
+# running platform is not rolled); then the API through its node port and the demo's worker.
+start_platform() {
+  require_tool helm
+  ensure_platform_secret
+  adopt_rbac
+  log "helm upgrade --install $RELEASE (namespace $RELEASE_NAMESPACE)"
+  if ! helm_local upgrade --install "$RELEASE" "$CHART" -n "$RELEASE_NAMESPACE" \
+    -f "$ROOT/hack/values-local.yaml" -f <(local_values) --wait --timeout 5m >/dev/null; then
+    kubectl_admin get pods -n "$RELEASE_NAMESPACE" -o wide >&2 || true
+    die "the release is not ready; pods' logs: $LOG_DIR/pods/"
   fi
-  kubectl_admin delete gpupool "$GPU_WORKER_POOL" --timeout=90s >/dev/null 2>&1 || true
+  wait_for pod-runner 60 api_ready
+  wait_for pod-runner 300 gpu_worker_healthy
+}
+api_ready() { curl -fsS --max-time 5 "http://$H:$API_PORT/readyz"; }
+gpu_worker_healthy() { curl -fsS --max-time 2 "http://$H:$GPU_WORKER_METRICS_PORT/metrics"; }
+
+operator_ready() {
+  local ready
+  ready="$(kubectl_admin get deployment "$RELEASE-operator" -n "$RELEASE_NAMESPACE" \
+    -o jsonpath='{.status.readyReplicas}' 2>/dev/null)"
+  [[ "${ready:-0}" -gt 0 ]]
 }
 
-gpu_worker_healthy() { curl -fsS --max-time 2 "http://$H:$GPU_WORKER_METRICS_PORT/metrics"; }
+# Deleting the demo's GPUPool first drains its worker (the operator's finalizer, while the
+# operator runs; without one, nobody would, so the finalizer goes too). Then the release
+# goes without its drain hook (nothing else runs here), and the RBAC of manifests/rbac
+# comes back for the tests' own operators and workers.
+stop_platform() {
+  helm_local status "$RELEASE" -n "$RELEASE_NAMESPACE" >/dev/null 2>&1 || return 0
+  if kubectl_admin get gpupool "$GPU_WORKER_POOL" >/dev/null 2>&1; then
+    log "deleting GPUPool $GPU_WORKER_POOL"
+    if ! operator_ready; then
+      kubectl_admin patch gpupool "$GPU_WORKER_POOL" --type merge \
+        -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+    fi
+    kubectl_admin delete gpupool "$GPU_WORKER_POOL" --timeout=90s >/dev/null 2>&1 || true
+  fi
+  log "helm uninstall $RELEASE"
+  helm_local uninstall "$RELEASE" -n "$RELEASE_NAMESPACE" --no-hooks --wait --timeout 2m >/dev/null ||
+    log "helm uninstall did not finish within 2 minutes"
+  apply_rbac
+}
 
 # ---------------------------------------------------------------- commands
 
@@ -653,16 +712,14 @@ up_infra() {
 
 up() {
   up_infra
-  local p
-  for p in "${PLATFORM[@]}"; do "start_${p//-/_}"; done
-  start_gpu_worker
-  log "platform up: ${PLATFORM[*]} (logs in $LOG_DIR)"
+  local started=$SECONDS
+  start_platform
+  log "platform up in $((SECONDS - started))s: release $RELEASE in $RELEASE_NAMESPACE (pods' logs in $LOG_DIR/pods)"
 }
 
 down() {
   # Clients first, so the servers they use see them leave; then everything else at once.
-  stop_gpu_worker
-  stop "${PLATFORM[@]}"
+  stop_platform
   # The pod runner too: its workers drain and release their Leases while the API is up.
   stop pod-runner
   stop "${INFRA[@]}"
@@ -679,9 +736,11 @@ restart() {
   done
 }
 
+# One line a process of the infrastructure and a component of the release (NAME running|
+# stopped ...), then the release namespace's pods, indented.
 status() {
   local name rc=0
-  for name in "${INFRA[@]}" "${PLATFORM[@]}"; do
+  for name in "${INFRA[@]}"; do
     if is_running "$name"; then
       printf '%-26s running  pid %s\n' "$name" "$(cat "$(pid_file "$name")")"
     else
@@ -689,11 +748,19 @@ status() {
       rc=1
     fi
   done
-  if gpu_worker_healthy >/dev/null 2>&1; then
-    printf '%-26s running  pod of GPUPool %s\n' gpu-worker "$GPU_WORKER_POOL"
-  else
-    printf '%-26s stopped\n' gpu-worker
-    rc=1
+  local -A checks=([operator]=operator_ready [api]=api_ready [gpu-worker]=gpu_worker_healthy)
+  local -A what=([operator]="Deployment $RELEASE-operator" [api]="$H:$API_PORT (Service $RELEASE-api)"
+    [gpu-worker]="pod of GPUPool $GPU_WORKER_POOL")
+  for name in "${PLATFORM[@]}"; do
+    if is_running kube-apiserver && "${checks[$name]}" >/dev/null 2>&1; then
+      printf '%-26s running  %s\n' "$name" "${what[$name]}"
+    else
+      printf '%-26s stopped\n' "$name"
+      rc=1
+    fi
+  done
+  if is_running kube-apiserver; then
+    kubectl_admin get pods -n "$RELEASE_NAMESPACE" -o wide 2>/dev/null | sed 's/^/  /' || true
   fi
   return "$rc"
 }
@@ -725,7 +792,7 @@ case "${1:-}" in
   up-karpenter) start_karpenter ;;
   up) up ;;
   down) down ;;
-  down-platform) stop_gpu_worker && stop "${PLATFORM[@]}" ;;
+  down-platform) stop_platform ;;
   status) status ;;
   env) print_env ;;
   kubeconfig) echo "$KUBECONFIG_PATH" ;;

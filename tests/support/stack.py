@@ -37,14 +37,20 @@ def stack(command: str, *, timeout: float = 600) -> subprocess.CompletedProcess[
     )
 
 
-# The processes `make up` starts after the infrastructure (hack/stack.sh PLATFORM).
+# The components of the release `make up` installs after the infrastructure (hack/stack.sh
+# PLATFORM): the operator's and the API's pods, and the demo's worker pod.
 PLATFORM_PROCESSES = frozenset({"operator", "gpu-worker", "api"})
 
 
 def stack_status() -> dict[str, bool]:
-    """Which processes of the local stack run (`make status`), by name."""
+    """Which processes of the local stack and components of the release run (`make
+    status`), by name; the release's pods, listed indented after them, are not read."""
     lines = stack("status", timeout=30).stdout.splitlines()
-    return {line.split()[0]: line.split()[1] == "running" for line in lines if line.strip()}
+    return {
+        line.split()[0]: line.split()[1] == "running"
+        for line in lines
+        if line.strip() and not line.startswith(" ")
+    }
 
 
 def stack_exports() -> dict[str, str]:
