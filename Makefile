@@ -29,8 +29,9 @@ $(VENV_STAMP): $(UV) uv.lock pyproject.toml core/pyproject.toml operator/pyproje
 	@$(UV) sync --frozen --quiet
 	@touch $@
 
-tools: ## build the pinned Go tools (Kubernetes, etcd, kwok, helm, MinIO, Karpenter) into the cache
+tools: venv ## build the pinned Go tools (hack/versions.env) and kubeconform's offline schemas into the cache
 	@hack/build-tools.sh
+	@.venv/bin/python -m hack.kube_schemas >/dev/null
 
 up-infra: setup ## start the infrastructure: Kubernetes, kwok GPU nodes, RabbitMQ, PostgreSQL, S3
 	@hack/stack.sh up-infra
