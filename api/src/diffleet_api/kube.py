@@ -19,7 +19,7 @@ from diffleet_api.errors import (
     NotFoundError,
     UnavailableError,
 )
-from diffleet_core import API_GROUP, API_VERSION, TIER_LABEL
+from diffleet_core import API_GROUP, API_VERSION, TIER_LABEL, telemetry
 from diffleet_core.resources import generation_job, model_cache
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -74,21 +74,28 @@ class Kube:
     # ------------------------------------------------------------ GenerationJobs
 
     async def create_job(self, namespace: str, name: str, spec: Body) -> Body:
-        body = {
-            "apiVersion": f"{API_GROUP}/{API_VERSION}",
-            "kind": generation_job.KIND,
-            "metadata": {"name": name, "labels": {CREATED_BY: API}},
-            "spec": spec,
-        }
-        with refusals(f"job {name!r}"):
-            created: Body = await self.custom.create_namespaced_custom_object(
-                API_GROUP,
-                API_VERSION,
-                namespace,
-                generation_job.PLURAL,
-                body,
-                _request_timeout=self.timeout,
-            )
+        """Creates the job, whose annotation carries the trace on (from this span, a child
+        of the request's) to the operator and the worker."""
+        attributes = {telemetry.JOB_NAMESPACE: namespace, telemetry.JOB_NAME: name}
+        with telemetry.tracer.start_as_current_span("create job", attributes=attributes) as span:
+            annotations: dict[str, str] = {}
+            telemetry.annotate(annotations)
+            body = {
+                "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                "kind": generation_job.KIND,
+                "metadata": {"name": name, "labels": {CREATED_BY: API}, "annotations": annotations},
+                "spec": spec,
+            }
+            with refusals(f"job {name!r}"):
+                created: Body = await self.custom.create_namespaced_custom_object(
+                    API_GROUP,
+                    API_VERSION,
+                    namespace,
+                    generation_job.PLURAL,
+                    body,
+                    _request_timeout=self.timeout,
+                )
+            span.set_attribute(telemetry.JOB_UID, created["metadata"]["uid"])
         return created
 
     async def get_job(self, namespace: str, name: str) -> Body | None:

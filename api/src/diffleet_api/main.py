@@ -6,11 +6,18 @@ import argparse
 import sys
 
 import uvicorn
+from fastapi import FastAPI
+from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from diffleet_api.app import create_app
 from diffleet_api.settings import ApiSettings, get_api_settings
+from diffleet_core import telemetry
 from diffleet_core.logs import configure_logging
 from diffleet_core.settings import Credential, InsecureCredentialError, Settings, get_settings
+
+# Probes and scrapes are no one's request: no trace for them.
+UNTRACED_PATHS = "/healthz,/readyz,/metrics"
 
 
 def check_credentials(settings: ApiSettings, platform: Settings) -> None:
@@ -23,6 +30,17 @@ def check_credentials(settings: ApiSettings, platform: Settings) -> None:
         sys.exit(f"diffleet-api: {error}")
 
 
+def traced(app: FastAPI) -> FastAPI:
+    """A span per request (none for each ASGI message: a progress stream sends many) and
+    per S3 call, when tracing is on."""
+    if telemetry.setup_tracing("diffleet-api"):
+        FastAPIInstrumentor.instrument_app(
+            app, excluded_urls=UNTRACED_PATHS, exclude_spans=["receive", "send"]
+        )
+        BotocoreInstrumentor().instrument()  # type: ignore[no-untyped-call]
+    return app
+
+
 def main() -> None:
     settings = get_api_settings()
     parser = argparse.ArgumentParser(prog="diffleet-api", description="Serves the diffleet API.")
@@ -33,7 +51,7 @@ def main() -> None:
     platform = get_settings()
     check_credentials(settings, platform)
     uvicorn.run(
-        create_app(settings, platform),
+        traced(create_app(settings, platform)),
         host=args.host,
         port=args.port,
         loop="uvloop",

@@ -13,10 +13,12 @@ from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractRobustConnection,
+    FieldValue,
 )
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 from pydantic import TypeAdapter, ValidationError
 
+from diffleet_core import telemetry
 from diffleet_core.messages import Message
 from diffleet_core.queues import BACKOFF_STEPS_SECONDS, Topology
 
@@ -132,11 +134,14 @@ class Broker:
 
 
 def _persistent(message: Message, message_id: str) -> aio_pika.Message:
+    """The message, carrying the current trace context to its consumer."""
+    headers: dict[str, FieldValue] = {**telemetry.amqp_headers()}
     return aio_pika.Message(
         message.to_bytes(),
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         content_type="application/json",
         message_id=message_id,
+        headers=headers,
     )
 
 

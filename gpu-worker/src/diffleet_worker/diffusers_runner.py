@@ -25,6 +25,7 @@ from diffleet_core.messages import DispatchedJob, ModelRef
 from diffleet_core.model_rules import incompatibilities
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import MAX_SEED, Mode
+from diffleet_core.telemetry import tracer
 from diffleet_worker import metrics
 from diffleet_worker.cache import (
     CacheStats,
@@ -166,21 +167,23 @@ class DiffusersRunner:
         # 1. Check the order.
         check_order(order)
         # 2. Fetch the input images.
-        inputs = self._fetch_inputs(order)
+        with tracer.start_as_current_span("fetch"):
+            inputs = self._fetch_inputs(order)
         with ExitStack() as held, self._cache_errors():
             # 3. Take the models from the cache.
-            base = held.enter_context(self._acquire(order.model))
-            controlnet = (
-                held.enter_context(self._acquire(order.control_net))
-                if order.control_net is not None
-                else None
-            )
-            loras = []
-            weights = [lora.weight for lora in spec.loras or []]
-            for index, (ref, weight) in enumerate(zip(order.loras, weights, strict=True)):
-                fetched = held.enter_context(self.store.fetch(ref))
-                metrics.MODEL_SERVED.labels(fetched.tier.value).inc()
-                loras.append(LoadedLora(adapter_name(index), fetched.path, weight))
+            with tracer.start_as_current_span("load"):
+                base = held.enter_context(self._acquire(order.model))
+                controlnet = (
+                    held.enter_context(self._acquire(order.control_net))
+                    if order.control_net is not None
+                    else None
+                )
+                loras = []
+                weights = [lora.weight for lora in spec.loras or []]
+                for index, (ref, weight) in enumerate(zip(order.loras, weights, strict=True)):
+                    fetched = held.enter_context(self.store.fetch(ref))
+                    metrics.MODEL_SERVED.labels(fetched.tier.value).inc()
+                    loras.append(LoadedLora(adapter_name(index), fetched.path, weight))
             if cancelled.is_set():
                 raise JobCancelledError
             # 4. Run the task with the LoRAs applied.
@@ -197,7 +200,7 @@ class DiffusersRunner:
                 controlnet=controlnet,
                 control_image=inputs.control,
             )
-            with applied(base, loras):
+            with tracer.start_as_current_span("denoise"), applied(base, loras):
                 images = self._generate(base, generation)
         if cancelled.is_set():
             raise JobCancelledError
@@ -207,11 +210,14 @@ class DiffusersRunner:
             (UsedModel(ref.name, ref.digest), weight)
             for ref, weight in zip(order.loras, weights, strict=True)
         ]
-        outputs = []
-        for index, (image, seed) in enumerate(zip(images, seeds, strict=True)):
-            text = parameters_text(spec, seed, generation.strength, used, used_loras)
-            png = encode_png(image, text)
-            outputs.append(
+        strength = generation.strength
+        with tracer.start_as_current_span("encode"):
+            pngs = [
+                encode_png(image, parameters_text(spec, seed, strength, used, used_loras))
+                for image, seed in zip(images, seeds, strict=True)
+            ]
+        with tracer.start_as_current_span("upload"):
+            outputs = [
                 upload_png(
                     self.s3,
                     order,
@@ -220,7 +226,8 @@ class DiffusersRunner:
                     self.settings.worker_id,
                     self.settings.s3_patience_seconds,
                 )
-            )
+                for index, png in enumerate(pngs)
+            ]
         return RunResult(
             outputs=outputs,
             model_digest=order.model.digest,

@@ -11,8 +11,10 @@ import boto3
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from botocore.config import Config
 from kubernetes_asyncio import client, config
+from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
 from prometheus_client import start_http_server
 
+from diffleet_core import telemetry
 from diffleet_core.broker import Broker
 from diffleet_core.logs import configure_logging
 from diffleet_core.patience import patiently
@@ -154,4 +156,7 @@ def main() -> None:
         sys.exit(f"diffleet-worker: {error}")
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="127.0.0.1")
+    if telemetry.setup_tracing("diffleet-worker"):
+        # Its S3 calls, as spans of the job stage they serve.
+        BotocoreInstrumentor().instrument()  # type: ignore[no-untyped-call]
     asyncio.run(run(settings, max(args.replicas, 1), simulate))

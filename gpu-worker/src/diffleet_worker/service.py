@@ -28,13 +28,16 @@ import json
 import logging
 import random
 import time
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from enum import StrEnum
 
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from pydantic import TypeAdapter, ValidationError
 
+from diffleet_core import telemetry
 from diffleet_core.broker import Broker
 from diffleet_core.fleet import WorkerInventory
 from diffleet_core.logs import job_context
@@ -202,9 +205,12 @@ class WorkerService:
         logger.info("running job %s attempt %d", uid, order.job.attempt)
         self.idle.clear()
         try:
-            result = await self._run(order, cancelled)
-            if result is not None:
-                await self._report_end(result)
+            with job_span(message, order, self.settings.worker_id) as span:
+                result = await self._run(order, cancelled)
+                if isinstance(result, JobFailed):
+                    span.set_status(StatusCode.ERROR, f"{result.reason}: {result.message}")
+                if result is not None:
+                    await self._report_end(result)
         except Exception:
             again = bool(message.redelivered)
             outcome = " again; its order is dropped" if again else "; handing it back once"
@@ -366,6 +372,26 @@ class WorkerService:
         except TimeoutError:
             for event in self.running.values():
                 event.set()
+
+
+def job_span(
+    message: AbstractIncomingMessage, order: DispatchedJob, worker: str
+) -> AbstractContextManager[Span]:
+    """The run's span, in the job's trace (the dispatch's, from the order's headers); the
+    runner's stage spans (fetch, load, denoise, encode, upload) are its children."""
+    job = order.job
+    attributes: dict[str, str | int] = {
+        **telemetry.job_attributes(job.namespace, job.name, job.uid),
+        telemetry.JOB_ATTEMPT: job.attempt,
+        telemetry.MODEL: order.model.name,
+        telemetry.WORKER: worker,
+    }
+    return telemetry.tracer.start_as_current_span(
+        "run job",
+        context=telemetry.context_from_headers(message.headers),
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+    )
 
 
 def named_job(body: bytes) -> JobRef | None:

@@ -2,7 +2,8 @@
 
 It is how the scheduler is tested and benchmarked at fleet scale on one CPU: load time
 for cold and warm models, a fixed time per step, and real PNG outputs in S3 (one small
-image per batch item, uploaded as the real worker's are, retries included)."""
+image per batch item, uploaded as the real worker's are, retries included), with the real
+runner's stage spans but "fetch" (it reads no input image)."""
 
 import asyncio
 import io
@@ -11,7 +12,7 @@ from typing import Any
 from PIL import Image
 
 from diffleet_core.messages import DispatchedJob, ModelRef
-from diffleet_core.resources.generation_job import JobOutput
+from diffleet_core.telemetry import tracer
 from diffleet_worker.config import WorkerSettings
 from diffleet_worker.outputs import upload_png
 from diffleet_worker.runner import JobCancelledError, RunFailedError, RunResult, StepCallback
@@ -35,16 +36,30 @@ class SimulatedRunner:
     ) -> RunResult:
         if self.settings.sim_fail_reason:
             raise RunFailedError(self.settings.sim_fail_reason, "simulated failure")
-        await self._load(order.model.digest)
+        with tracer.start_as_current_span("load"):
+            await self._load(order.model.digest)
         total = order.spec.steps
-        for step in range(1, total + 1):
-            if cancelled.is_set():
-                raise JobCancelledError
-            await asyncio.sleep(self.settings.sim_step_seconds)
-            await on_step(step, total, (total - step) * self.settings.sim_step_seconds, None)
-        outputs = [
-            await asyncio.to_thread(self._write, order, i) for i in range(order.spec.batch_size)
-        ]
+        with tracer.start_as_current_span("denoise"):
+            for step in range(1, total + 1):
+                if cancelled.is_set():
+                    raise JobCancelledError
+                await asyncio.sleep(self.settings.sim_step_seconds)
+                await on_step(step, total, (total - step) * self.settings.sim_step_seconds, None)
+        with tracer.start_as_current_span("encode"):
+            pngs = [_png(order) for _ in range(order.spec.batch_size)]
+        with tracer.start_as_current_span("upload"):
+            outputs = [
+                await asyncio.to_thread(
+                    upload_png,
+                    self.s3,
+                    order,
+                    index,
+                    png,
+                    self.settings.worker_id,
+                    self.settings.s3_patience_seconds,
+                )
+                for index, png in enumerate(pngs)
+            ]
         return RunResult(
             outputs=outputs,
             model_digest=order.model.digest,
@@ -64,16 +79,11 @@ class SimulatedRunner:
             self._warm.append(digest)
         self._hot.insert(0, digest)
 
-    def _write(self, order: DispatchedJob, index: int) -> JobOutput:
-        spec = order.spec
-        image = Image.new("RGB", (spec.width // 8, spec.height // 8), (order.seed % 256, 0, 0))
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return upload_png(
-            self.s3,
-            order,
-            index,
-            buffer.getvalue(),
-            self.settings.worker_id,
-            self.settings.s3_patience_seconds,
-        )
+
+def _png(order: DispatchedJob) -> bytes:
+    """A small image standing for the job's output (its colour from the seed)."""
+    spec = order.spec
+    image = Image.new("RGB", (spec.width // 8, spec.height // 8), (order.seed % 256, 0, 0))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -61,6 +61,28 @@ class Kube:
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(namespace, generation_job.PLURAL, name)
 
+    async def annotate_job(self, namespace: str, name: str, annotations: Mapping[str, str]) -> bool:
+        """Sets annotations of the job; False if it is gone."""
+        try:
+            # _content_type is a runtime keyword that the bundled stubs do not declare.
+            response = await self._custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                generation_job.PLURAL,
+                name,
+                {"metadata": {"annotations": dict(annotations)}},
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+                _request_timeout=self.timeout,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        await _discard(cast(aiohttp.ClientResponse, response))
+        return True
+
     async def patch_job_status(self, namespace: str, name: str, patch: dict[str, Any]) -> bool:
         """Writes the patch unless it would move the job back (status.may_write), judged
         against the stored status and sent with its resourceVersion: a write that lands in

@@ -10,8 +10,10 @@ import signal
 import sys
 
 import kopf
+from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
 from prometheus_client import start_http_server
 
+from diffleet_core import telemetry
 from diffleet_core.broker import Broker
 from diffleet_core.logs import configure_logging
 from diffleet_core.resources import generation_job
@@ -187,4 +189,7 @@ def main() -> None:
     logger.info("handlers registered: %s", ", ".join(handlers.__all__))
     if op.metrics_port:
         start_http_server(op.metrics_port, addr=op.listen_host)
+    if telemetry.setup_tracing("diffleet-operator"):
+        # Its Kubernetes calls, as spans of the job they serve (JobRoots drops the rest).
+        AioHttpClientInstrumentor().instrument()
     asyncio.run(run(op))

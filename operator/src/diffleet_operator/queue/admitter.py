@@ -19,7 +19,9 @@ import time
 
 import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
+from opentelemetry.trace import SpanKind
 
+from diffleet_core import telemetry
 from diffleet_core.logs import about_job, job_context
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import JobPhase
@@ -134,19 +136,52 @@ class Admitter:
         if isinstance(models, NotReady):
             await self._wait_in_pending(job, models)
             return False
-        if problem := models.incompatibility():
-            # Refused here, before any queue: no worker is ever given it.
-            await lifecycle.finish(rt, job, JobPhase.FAILED, Reason.INCOMPATIBLE_MODELS, problem)
-            return True
-        tier = effective_tier(await rt.kube.namespace_labels(job.namespace), job.spec.priority)
-        seed = seed_of(job)
-        queue = rt.broker.topology.tier_queue(tier)
-        await rt.broker.publish_to_queue(
-            queue, lifecycle.admitted_message(job, tier, 1), lifecycle.message_id(job, 1)
-        )
+        annotations = job.body["metadata"].get("annotations")
+        attributes = telemetry.job_attributes(job.namespace, job.name, job.uid)
+        attributes[telemetry.MODEL] = job.spec.model
+        # The trace the API started for the job, else (kubectl) a new one.
+        with telemetry.tracer.start_as_current_span(
+            "admission",
+            context=telemetry.context_from_annotations(annotations),
+            kind=SpanKind.PRODUCER,
+            attributes=attributes,
+        ) as span:
+            if telemetry.TRACEPARENT_ANNOTATION not in (annotations or {}):
+                await self._annotate_trace(job)
+            if problem := models.incompatibility():
+                # Refused here, before any queue: no worker is ever given it.
+                await lifecycle.finish(
+                    rt, job, JobPhase.FAILED, Reason.INCOMPATIBLE_MODELS, problem
+                )
+                return True
+            labels = await rt.kube.namespace_labels(job.namespace)
+            tier = effective_tier(labels, job.spec.priority)
+            span.set_attribute(telemetry.TIER, tier.value)
+            seed = seed_of(job)
+            queue = rt.broker.topology.tier_queue(tier)
+            await rt.broker.publish_to_queue(
+                queue, lifecycle.admitted_message(job, tier, 1), lifecycle.message_id(job, 1)
+            )
         rt.held.hold(Admission(job.uid, 1, tier, queue, seed, status.now()))
         metrics.ADMISSION_SECONDS.observe((status.now() - job.created).total_seconds())
         return True
+
+    async def _annotate_trace(self, job: TrackedJob) -> None:
+        """Writes the trace this admission started (a job created without one, with
+        kubectl) on the job, where the dispatch and anyone reading the job find it. A
+        failed write costs the trace its link, never the job its admission."""
+        annotations: dict[str, str] = {}
+        telemetry.annotate(annotations)
+        if not annotations:
+            return  # tracing is off
+        try:
+            await self.rt.kube.annotate_job(job.namespace, job.name, annotations)
+        except Exception as error:  # noqa: BLE001 - tracing never stops a job
+            logger.warning(
+                "trace annotation not written (%s)",
+                describe(error),
+                extra=about_job(job.namespace, job.name, job.uid),
+            )
 
     async def _write_queued(self, admission: Admission) -> None:
         try:

@@ -18,10 +18,14 @@ held admission, if any, is written as Queued then.
 
 import asyncio
 import logging
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum, auto
 
+from opentelemetry.trace import Span, SpanKind
+
+from diffleet_core import telemetry
 from diffleet_core.broker import settle
 from diffleet_core.logs import job_context
 from diffleet_core.messages import DispatchedJob
@@ -208,19 +212,45 @@ class Dispatcher:
             output_bucket=rt.settings.buckets.outputs,
             deadline=job.created + timedelta(seconds=job.spec.timeout_seconds),
         )
-        # Assumed before the publish returns: a fast worker's report on the job may come
-        # first, and it must find the job here (and free its slot), not the other way.
-        rt.fleet.assume(worker.worker_id, ref.uid)
-        done = self.publisher.begin(ref.uid, ref.attempt)
-        if not await self.publisher.publish(entry, order, worker):
-            rt.fleet.forget(ref.uid)
-            self.forget(ref.uid)
-            self._hold_again(admission)
-            self.publisher.settle(ref.uid, done)
-            return
-        metrics.PLACEMENTS.labels(placement.decision.outcome).inc()
-        rt.autoscaler.trigger()
-        await self.publisher.record_in_background(entry, job, worker, done, admission)
+        with dispatch_span(entry, job, placement):
+            # Assumed before the publish returns: a fast worker's report on the job may
+            # come first, and it must find the job here (and free its slot), not the
+            # other way.
+            rt.fleet.assume(worker.worker_id, ref.uid)
+            done = self.publisher.begin(ref.uid, ref.attempt)
+            if not await self.publisher.publish(entry, order, worker):
+                rt.fleet.forget(ref.uid)
+                self.forget(ref.uid)
+                self._hold_again(admission)
+                self.publisher.settle(ref.uid, done)
+                return
+            metrics.PLACEMENTS.labels(placement.decision.outcome).inc()
+            rt.autoscaler.trigger()
+            await self.publisher.record_in_background(entry, job, worker, done, admission)
+
+
+def dispatch_span(
+    entry: Buffered, job: TrackedJob, placement: Placement
+) -> AbstractContextManager[Span]:
+    """The dispatch's span, in the job's trace: the one its admission message carries,
+    else its annotation's (a message published by an operator without tracing)."""
+    ref, worker = entry.admitted.job, placement.worker
+    attributes: dict[str, str | int] = {
+        **telemetry.job_attributes(ref.namespace, ref.name, ref.uid),
+        telemetry.JOB_ATTEMPT: ref.attempt,
+        telemetry.MODEL: job.spec.model,
+        telemetry.TIER: entry.admitted.tier.value,
+        telemetry.POOL: worker.pool,
+        telemetry.WORKER: worker.worker_id,
+    }
+    annotations = job.body["metadata"].get("annotations")
+    parent = telemetry.context_from_headers(entry.message.headers)
+    return telemetry.tracer.start_as_current_span(
+        "dispatch",
+        context=parent or telemetry.context_from_annotations(annotations),
+        kind=SpanKind.PRODUCER,
+        attributes=attributes,
+    )
 
 
 async def _first_of(*events: asyncio.Event, within: float) -> None:
