@@ -18,7 +18,7 @@ CERT_DIR="$STATE_DIR/pki"
 KUBECONFIG_PATH="$STATE_DIR/kubeconfig"
 H="$STACK_HOST"
 # Infrastructure processes in start order; `down` stops them in reverse.
-INFRA=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok pod-runner karpenter epmd rabbitmq postgres minio)
+INFRA=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok pod-runner karpenter epmd rabbitmq postgres minio prometheus)
 # The platform: the chart's release, with hack/values-local.yaml.
 RELEASE=diffleet
 RELEASE_NAMESPACE=diffleet-system
@@ -542,6 +542,27 @@ ensure_database() {
     psql_admin -c "create database $POSTGRES_DB owner $POSTGRES_USER"
 }
 
+# ---------------------------------------------------------------- Prometheus
+
+PROMETHEUS_DIR="$RUN_DIR/prometheus"
+
+# Scrapes the pods that ask for it (found through the API server) and the processes listed
+# under $PROMETHEUS_DIR/targets, and evaluates the chart's rules; keeps 6 hours of data.
+start_prometheus() {
+  require_tool prometheus
+  mkdir -p "$PROMETHEUS_DIR/data" "$PROMETHEUS_DIR/targets"
+  sed -e "s|@LISTEN_ADDRESS@|$H:$PROMETHEUS_PORT|" -e "s|@KUBECONFIG@|$KUBECONFIG_PATH|" \
+    -e "s|@RULES_FILE@|$ROOT/charts/diffleet/files/prometheus-rules.yaml|" \
+    -e "s|@TARGETS_DIR@|$PROMETHEUS_DIR/targets|" \
+    "$ROOT/hack/prometheus.yaml.tmpl" >"$PROMETHEUS_DIR/prometheus.yaml"
+  printf '[{"targets": ["%s:%s"], "labels": {"component": "karpenter"}}]\n' \
+    "$H" "$KARPENTER_METRICS_PORT" >"$PROMETHEUS_DIR/targets/stack.json"
+  spawn prometheus prometheus --config.file "$PROMETHEUS_DIR/prometheus.yaml" \
+    --web.listen-address "$H:$PROMETHEUS_PORT" --storage.tsdb.path "$PROMETHEUS_DIR/data" \
+    --storage.tsdb.retention.time 6h
+}
+prometheus_ready() { curl -fsS --max-time 2 "http://$H:$PROMETHEUS_PORT/-/ready"; }
+
 # ---------------------------------------------------------------- MinIO (S3)
 
 start_minio() {
@@ -700,6 +721,7 @@ up_infra() {
   wait_for kwok 60 kwok_healthy
   apply_cluster_objects
   start_pod_runner
+  start_prometheus
   wait_for kwok 60 nodes_ready
   start_karpenter
   wait_for postgres 60 postgres_healthy
@@ -707,6 +729,7 @@ up_infra() {
   wait_for minio 60 minio_healthy
   ensure_buckets
   wait_for rabbitmq 120 rabbitmq_healthy
+  wait_for prometheus 60 prometheus_ready
   log "infrastructure up in $((SECONDS - started))s; 'make env' prints how to reach it"
 }
 
