@@ -18,7 +18,7 @@ CERT_DIR="$STATE_DIR/pki"
 KUBECONFIG_PATH="$STATE_DIR/kubeconfig"
 H="$STACK_HOST"
 # Infrastructure processes in start order; `down` stops them in reverse.
-INFRA=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok pod-runner karpenter epmd rabbitmq postgres minio prometheus)
+INFRA=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok pod-runner karpenter epmd rabbitmq postgres minio prometheus-sd prometheus)
 # The platform: the chart's release, with hack/values-local.yaml.
 RELEASE=diffleet
 RELEASE_NAMESPACE=diffleet-system
@@ -546,17 +546,28 @@ ensure_database() {
 
 PROMETHEUS_DIR="$RUN_DIR/prometheus"
 
-# Scrapes the pods that ask for it (found through the API server) and the processes listed
-# under $PROMETHEUS_DIR/targets, and evaluates the chart's rules; keeps 6 hours of data.
+# The pods' targets for Prometheus, in a file_sd file: Debian's Prometheus has no Kubernetes
+# discovery, hack/prometheus_sd.py lists the pods that ask to be scraped.
+start_prometheus_sd() {
+  mkdir -p "$PROMETHEUS_DIR/targets"
+  (
+    cd "$ROOT"
+    KUBECONFIG="$KUBECONFIG_PATH" spawn prometheus-sd "$ROOT/.venv/bin/python" \
+      -m hack.prometheus_sd --out "$PROMETHEUS_DIR/targets/pods.json"
+  )
+}
+
+# Scrapes the pods (start_prometheus_sd) and the processes listed under
+# $PROMETHEUS_DIR/targets/processes, and evaluates the chart's rules; keeps 6 hours of data.
 start_prometheus() {
   require_tool prometheus
-  mkdir -p "$PROMETHEUS_DIR/data" "$PROMETHEUS_DIR/targets"
-  sed -e "s|@LISTEN_ADDRESS@|$H:$PROMETHEUS_PORT|" -e "s|@KUBECONFIG@|$KUBECONFIG_PATH|" \
+  mkdir -p "$PROMETHEUS_DIR/data" "$PROMETHEUS_DIR/targets/processes"
+  sed -e "s|@LISTEN_ADDRESS@|$H:$PROMETHEUS_PORT|" \
     -e "s|@RULES_FILE@|$ROOT/charts/diffleet/files/prometheus-rules.yaml|" \
     -e "s|@TARGETS_DIR@|$PROMETHEUS_DIR/targets|" \
     "$ROOT/hack/prometheus.yaml.tmpl" >"$PROMETHEUS_DIR/prometheus.yaml"
   printf '[{"targets": ["%s:%s"], "labels": {"component": "karpenter"}}]\n' \
-    "$H" "$KARPENTER_METRICS_PORT" >"$PROMETHEUS_DIR/targets/stack.json"
+    "$H" "$KARPENTER_METRICS_PORT" >"$PROMETHEUS_DIR/targets/processes/stack.json"
   spawn prometheus prometheus --config.file "$PROMETHEUS_DIR/prometheus.yaml" \
     --web.listen-address "$H:$PROMETHEUS_PORT" --storage.tsdb.path "$PROMETHEUS_DIR/data" \
     --storage.tsdb.retention.time 6h
@@ -721,6 +732,7 @@ up_infra() {
   wait_for kwok 60 kwok_healthy
   apply_cluster_objects
   start_pod_runner
+  start_prometheus_sd
   start_prometheus
   wait_for kwok 60 nodes_ready
   start_karpenter
