@@ -9,6 +9,9 @@ diffleet-admin keys list TENANT
 diffleet-admin keys revoke KEY_ID
 diffleet-admin top-up TENANT AMOUNT [--note TEXT]
 diffleet-admin token TENANT [--role ROLE] [--subject SUB] [--ttl SECONDS]   (HS256 JWT)
+diffleet-admin purge-tenant NAMESPACE [--history]
+diffleet-admin drain [--namespace NS] [--configmap NAME] [--job-namespace NS...] [--timeout S]
+diffleet-admin resume [--namespace NS] [--configmap NAME]
 """
 
 import argparse
@@ -19,13 +22,18 @@ from decimal import Decimal, InvalidOperation
 
 import jwt
 import psycopg
+from botocore.exceptions import BotoCoreError, ClientError
 
-from diffleet_api import db, tenants
+from diffleet_api import db, drain, retention, tenants
+from diffleet_api.app import s3_client
 from diffleet_api.kube import Kube
 from diffleet_api.settings import JWT_AUDIENCE, get_api_settings
 from diffleet_api.tokens import Role
+from diffleet_core.dispatch_pause import DEFAULT_CONFIGMAP
+from diffleet_core.logs import configure_logging
 from diffleet_core.resources.generation_job import Tier
 from diffleet_core.settings import get_settings
+from diffleet_core.storage import tenant_prefix
 
 
 def connect() -> psycopg.Connection[tuple[object, ...]]:
@@ -154,6 +162,67 @@ def mint_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def purge_tenant(args: argparse.Namespace) -> int:
+    namespace = args.namespace
+    if not tenants.TENANT_ID.match(namespace):
+        print(f"diffleet-admin: refused: {namespace!r} is not a namespace name", file=sys.stderr)
+        return 2
+    s3 = s3_client(get_api_settings().request_timeout_seconds)
+    try:
+        removed = retention.purge_tenant_objects(s3, get_settings().buckets, namespace)
+    except (BotoCoreError, ClientError, retention.PurgeError) as error:
+        print(f"diffleet-admin: purge of {namespace} stopped: {error}", file=sys.stderr)
+        return 1
+    for bucket, count in removed.items():
+        print(f"s3://{bucket}/{tenant_prefix(namespace)}: {count} objects removed")
+    if args.history:
+        with connect() as connection:
+            history = retention.purge_history(connection, namespace)
+        print(
+            f"history: {history.jobs} jobs and {history.webhook_deliveries} webhook deliveries"
+            " removed"
+        )
+    return 0
+
+
+async def connect_kube() -> Kube:
+    return await Kube.connect(get_api_settings().request_timeout_seconds, 1)
+
+
+async def drain_dispatch(args: argparse.Namespace) -> int:
+    kube = await connect_kube()
+    try:
+        await drain.set_paused(kube, args.namespace, args.configmap, paused=True)
+        print(f"dispatch paused (ConfigMap {args.namespace}/{args.configmap})")
+        busy = await drain.wait_until_idle(kube, args.job_namespace, within=args.timeout)
+    finally:
+        await kube.close()
+    if busy:
+        print(f"not drained within {args.timeout:g}s: {', '.join(busy)}", file=sys.stderr)
+        return 1
+    print("drained: no job is Scheduled or Running")
+    return 0
+
+
+async def resume_dispatch(args: argparse.Namespace) -> int:
+    kube = await connect_kube()
+    try:
+        await drain.set_paused(kube, args.namespace, args.configmap, paused=False)
+    finally:
+        await kube.close()
+    print(f"dispatch resumed (ConfigMap {args.namespace}/{args.configmap})")
+    return 0
+
+
+def add_pause_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--namespace", default=get_settings().system_namespace, help="the operator's namespace"
+    )
+    command.add_argument(
+        "--configmap", default=DEFAULT_CONFIGMAP, help="its DIFFLEET_OPERATOR_DISPATCH_CONFIGMAP"
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="diffleet-admin", description="diffleet administration")
     commands = root.add_subparsers(dest="command", required=True)
@@ -197,10 +266,34 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--subject", default="admin-cli")
     token.add_argument("--ttl", type=int, default=3600)
     token.set_defaults(run=mint_token)
+
+    purge = commands.add_parser(
+        "purge-tenant", help="delete a tenant's outputs and uploads from S3 (and its history)"
+    )
+    purge.add_argument("namespace", help="the tenant's namespace")
+    purge.add_argument("--history", action="store_true", help="also delete its job history")
+    purge.set_defaults(run=purge_tenant)
+
+    paused = commands.add_parser(
+        "drain", help="pause dispatch, then wait until no job is Scheduled or Running"
+    )
+    add_pause_arguments(paused)
+    paused.add_argument(
+        "--job-namespace",
+        action="append",
+        default=[],
+        help="a namespace whose jobs the operator serves (repeat; default: all)",
+    )
+    paused.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
+    paused.set_defaults(run=lambda args: asyncio.run(drain_dispatch(args)))
+    resumed = commands.add_parser("resume", help="resume dispatch")
+    add_pause_arguments(resumed)
+    resumed.set_defaults(run=lambda args: asyncio.run(resume_dispatch(args)))
     return root
 
 
 def main() -> None:
+    configure_logging("admin")
     args = parser().parse_args()
     if args.command == "check":
         sys.exit(check_database())

@@ -21,19 +21,20 @@ from diffleet_api.schemas import UploadPublic
 from diffleet_api.tenants import Tenant
 from diffleet_core.resources.generation_job import GenerationJobSpec
 from diffleet_core.settings import Settings
+from diffleet_core.storage import tenant_prefix
 
 EXTENSIONS = {ImageFormat.PNG: "png", ImageFormat.JPEG: "jpg", ImageFormat.WEBP: "webp"}
 
 
 def upload_key(namespace: str, digest: str, image_format: ImageFormat) -> str:
-    return f"{namespace}/{digest}.{EXTENSIONS[image_format]}"
+    return f"{tenant_prefix(namespace)}{digest}.{EXTENSIONS[image_format]}"
 
 
 def image_prefixes(platform: Settings, namespace: str) -> tuple[str, ...]:
     """The URI prefixes a tenant's jobs may read images from."""
     return (
-        f"s3://{platform.buckets.uploads}/{namespace}/",
-        f"s3://{platform.buckets.outputs}/{namespace}/",
+        f"s3://{platform.buckets.uploads}/{tenant_prefix(namespace)}",
+        f"s3://{platform.buckets.outputs}/{tenant_prefix(namespace)}",
     )
 
 

@@ -33,9 +33,15 @@ class S3Location:
         return f"s3://{self.bucket}/{self.key}"
 
 
+def tenant_prefix(namespace: str) -> str:
+    """Key prefix of everything a tenant's namespace stores in the outputs and uploads
+    buckets (the trailing slash keeps `team` from matching `team-b`)."""
+    return f"{namespace}/"
+
+
 def output_prefix(namespace: str, job: str, uid: str) -> str:
     """Key prefix of a job's outputs in the outputs bucket."""
-    return f"{namespace}/{job}/{uid}/"
+    return f"{tenant_prefix(namespace)}{job}/{uid}/"
 
 
 def output_key(namespace: str, job: str, uid: str, index: int) -> str:

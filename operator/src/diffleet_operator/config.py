@@ -7,6 +7,7 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from diffleet_core.dispatch_pause import DEFAULT_CONFIGMAP
 from diffleet_core.resources.generation_job import Tier
 
 
@@ -65,6 +66,11 @@ class OperatorSettings(BaseSettings):
         default=30.0,
         ge=0,
         description="From deciding a new worker to its Lease announced, until observed",
+    )
+    dispatch_configmap: str = Field(
+        default=DEFAULT_CONFIGMAP,
+        description='ConfigMap in the fleet namespace whose data.paused "true" stops new'
+        " dispatches (diffleet-admin drain)",
     )
     metrics_port: int = Field(default=8081, ge=0, description="Prometheus /metrics; 0: off")
     listen_host: str = Field(

@@ -247,6 +247,35 @@ class Kube:
             async for event in events:
                 yield str(event["type"]), event["raw_object"]
 
+    async def list_config_map(self, namespace: str, name: str) -> tuple[list[dict[str, Any]], str]:
+        """The ConfigMap `name` (a list of it, or empty), and the list's resourceVersion."""
+        response = await self._core.list_namespaced_config_map(
+            namespace,
+            field_selector=f"metadata.name={name}",
+            _preload_content=False,
+            _request_timeout=self.timeout,
+        )
+        listed = await _json(cast(aiohttp.ClientResponse, response))
+        return listed["items"], listed["metadata"]["resourceVersion"]
+
+    async def config_map_events(
+        self, namespace: str, name: str, resource_version: str, timeout_seconds: int
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Watch events (type, raw object) of the ConfigMap `name`, from a resourceVersion,
+        until the server ends the watch after timeout_seconds."""
+        stream = watch.Watch()
+        async with stream.stream(
+            self._core.list_namespaced_config_map,
+            namespace,
+            field_selector=f"metadata.name={name}",
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout_seconds,
+            _request_timeout=(self.timeout, timeout_seconds + WATCH_GRACE_SECONDS),
+        ) as events:
+            async for event in events:
+                yield str(event["type"]), event["raw_object"]
+
     async def patch_gpu_pool_status(self, name: str, status: Mapping[str, Any]) -> None:
         response = await self._custom.patch_cluster_custom_object_status(  # type: ignore[call-arg]
             API_GROUP,

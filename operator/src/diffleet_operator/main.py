@@ -24,6 +24,7 @@ from diffleet_operator.cache.fleet import FleetInventory
 from diffleet_operator.cache.jobs import JobCache
 from diffleet_operator.cache.model_index import ModelIndex
 from diffleet_operator.config import OperatorSettings, get_operator_settings
+from diffleet_operator.dispatch_pause import DispatchPauseWatch
 from diffleet_operator.housekeeping import Housekeeping
 from diffleet_operator.kube import Kube
 from diffleet_operator.leader import LeaderElection
@@ -70,10 +71,18 @@ async def start_loops(memo: kopf.Memo, **_: object) -> None:
     pod_watch = PodWatch(
         rt.kube, rt.operator.fleet_namespace, rt.worker_pods, rt.fleet, rt.autoscaler.trigger
     )
+    pause_watch = DispatchPauseWatch(
+        rt.kube,
+        rt.operator.fleet_namespace,
+        rt.operator.dispatch_configmap,
+        rt.dispatch_pause,
+        dispatcher.buffers.wake.set,
+    )
     memo["loops"] = [
         asyncio.create_task(dispatcher.run(), name="dispatch"),
         asyncio.create_task(housekeeping.run(), name="housekeeping"),
         asyncio.create_task(pod_watch.run(), name="worker-pods"),
+        asyncio.create_task(pause_watch.run(), name="dispatch-pause"),
         asyncio.create_task(rt.autoscaler.run(dispatcher, rt.pool_controller), name="autoscaler"),
     ]
 

@@ -14,6 +14,7 @@ from diffleet_operator.cache.model_index import ModelIndex
 from diffleet_operator.cache.pools import PoolIndex
 from diffleet_operator.cache.worker_pods import WorkerPods
 from diffleet_operator.config import OperatorSettings
+from diffleet_operator.dispatch_pause import DispatchPause
 from diffleet_operator.kube import Kube
 from diffleet_operator.quarantine import Quarantine
 from diffleet_operator.queue.held import HeldAdmissions
@@ -31,6 +32,7 @@ class Runtime:
     held: HeldAdmissions = field(default_factory=HeldAdmissions)
     pools: PoolIndex = field(default_factory=PoolIndex)
     worker_pods: WorkerPods = field(default_factory=WorkerPods)
+    dispatch_pause: DispatchPause = field(default_factory=DispatchPause)
     quarantine: Quarantine = field(init=False)
     autoscaler: Autoscaler = field(init=False)
     pool_controller: PoolController = field(init=False)

@@ -112,9 +112,9 @@ class Dispatcher:
         if not waiting:
             return False
         fleet = self.rt.fleet.snapshot()
-        if not any(worker.free_slots for worker in fleet):
-            # Nothing can place: every admitted job waits, so it shows Queued. The
-            # fleet's next change wakes the loop.
+        if self.rt.dispatch_pause.paused or not any(worker.free_slots for worker in fleet):
+            # Paused, or nothing can place: every admitted job waits, so it shows Queued.
+            # The pause's end or the fleet's next change wakes the loop.
             self.admitter.show_queued(self.rt.held.claim_all())
             return False
         progressed = False

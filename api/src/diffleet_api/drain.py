@@ -1,0 +1,71 @@
+"""`diffleet-admin drain` and `resume`: set the operator's dispatch pause
+(diffleet_core.dispatch_pause), and wait, polling with a deadline, until no job it serves
+is busy (Scheduled or Running)."""
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+import aiohttp
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from diffleet_api.kube import Body, Kube
+from diffleet_core.dispatch_pause import BUSY_PHASES, pause_data
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 2.0
+
+
+async def set_paused(kube: Kube, namespace: str, configmap: str, paused: bool) -> None:
+    """Writes the pause into the ConfigMap, creating it when missing (an install without
+    the chart's)."""
+    body = {"data": pause_data(paused)}
+    try:
+        await kube.core.patch_namespaced_config_map(
+            configmap, namespace, body, _request_timeout=kube.timeout
+        )
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        created = client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name=configmap), data=pause_data(paused)
+        )
+        await kube.core.create_namespaced_config_map(
+            namespace, created, _request_timeout=kube.timeout
+        )
+
+
+async def busy_jobs(kube: Kube, job_namespaces: Sequence[str]) -> list[str]:
+    """`namespace/name` of every Scheduled or Running job (all namespaces when none given)."""
+    listed: list[Body] = []
+    targets: list[str | None] = [*job_namespaces] or [None]
+    for namespace in targets:
+        items, _ = await kube.list_all_jobs(namespace)
+        listed += items
+    return sorted(
+        f"{job['metadata']['namespace']}/{job['metadata']['name']}"
+        for job in listed
+        if (job.get("status") or {}).get("phase") in BUSY_PHASES
+    )
+
+
+async def wait_until_idle(
+    kube: Kube, job_namespaces: Sequence[str], within: float, poll: float = POLL_SECONDS
+) -> list[str]:
+    """Polls until no job is busy; the jobs still busy at the deadline ([] once idle).
+    A failed poll is tried again on the next one; the last one failing raises."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            busy = await busy_jobs(kube, job_namespaces)
+        except (ApiException, aiohttp.ClientError, TimeoutError) as error:
+            if time.monotonic() >= deadline:
+                raise
+            logger.warning("listing GenerationJobs failed: %s; trying again", error)
+        else:
+            if not busy or time.monotonic() >= deadline:
+                return busy
+        await asyncio.sleep(max(0.0, min(poll, deadline - time.monotonic())))
