@@ -56,6 +56,10 @@ class WorkerSettings(BaseSettings):
         " is handed back to be requeued",
     )
     metrics_port: int = Field(default=0, ge=0, le=65535, description="/metrics port; 0: off")
+    metrics_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - in a pod: its own network namespace
+        description="Address /metrics binds (Prometheus scrapes a pod at its IP)",
+    )
     # Device policy (device.py).
     device: DeviceKind = Field(default=DeviceKind.AUTO, description="auto, cpu or cuda")
     precision: Precision = Field(

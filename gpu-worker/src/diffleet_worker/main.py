@@ -155,7 +155,7 @@ def main() -> None:
     except InsecureCredentialError as error:
         sys.exit(f"diffleet-worker: {error}")
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1")
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     if telemetry.setup_tracing("diffleet-worker"):
         # Its S3 calls, as spans of the job stage they serve.
         BotocoreInstrumentor().instrument()  # type: ignore[no-untyped-call]
