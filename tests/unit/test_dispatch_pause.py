@@ -1,0 +1,74 @@
+"""The dispatch pause's rules (diffleet_core.dispatch_pause, the operator's DispatchPause)
+and diffleet-admin drain's wait (diffleet_api.drain), against a scripted job list."""
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from diffleet_api.drain import wait_until_idle
+from diffleet_api.kube import Kube
+from diffleet_core.dispatch_pause import is_paused, pause_data
+from diffleet_operator.dispatch_pause import DispatchPause
+
+
+def test_only_the_exact_value_true_pauses() -> None:
+    assert is_paused(pause_data(True))
+    assert not is_paused(pause_data(False))
+    for data in (None, {}, {"paused": "True"}, {"paused": "yes"}, {"paused": ""}):
+        assert not is_paused(data)
+
+
+def test_dispatch_counts_as_paused_until_the_configmap_is_read() -> None:
+    pause = DispatchPause()
+    seen = [pause.paused]
+    for paused in (False, False, True):  # the first read, the same again, a pause
+        changed = pause.set(paused)
+        seen += [changed, pause.paused]
+    assert seen == [True, True, False, False, False, True, True]
+
+
+def job(name: str, phase: str | None) -> dict[str, Any]:
+    return {"metadata": {"namespace": "team", "name": name}, "status": {"phase": phase}}
+
+
+class ScriptedJobs:
+    """A Kube whose job listings follow a script: a list of jobs, or an error to raise."""
+
+    def __init__(self, script: list[list[dict[str, Any]] | Exception]) -> None:
+        self.script: Iterator[list[dict[str, Any]] | Exception] = iter(script)
+        self.listed: list[str | None] = []
+
+    async def list_all_jobs(self, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
+        self.listed.append(namespace)
+        step = next(self.script)
+        if isinstance(step, Exception):
+            raise step
+        return step, "1"
+
+
+def wait(jobs: ScriptedJobs, within: float, namespaces: list[str] | None = None) -> list[str]:
+    return asyncio.run(wait_until_idle(cast(Kube, jobs), namespaces or [], within, poll=0.01))
+
+
+def test_drain_waits_until_no_job_is_scheduled_or_running() -> None:
+    busy = [job("a", "Running"), job("b", "Scheduled"), job("c", "Queued")]
+    jobs = ScriptedJobs([busy, [job("a", "Running")], [job("a", "Succeeded"), job("c", "Queued")]])
+    assert wait(jobs, within=30) == []
+    assert jobs.listed == [None, None, None]  # all namespaces
+
+
+def test_drain_names_the_busy_jobs_at_its_deadline() -> None:
+    jobs = ScriptedJobs([[job("b", "Scheduled"), job("a", "Running"), job("c", "Pending")]])
+    assert wait(jobs, within=0, namespaces=["team"]) == ["team/a", "team/b"]
+    assert jobs.listed == ["team"]
+
+
+def test_a_failed_listing_is_tried_again_and_the_last_one_failing_raises() -> None:
+    flaky = ScriptedJobs([ApiException(status=503), [job("a", "Succeeded")]])
+    assert wait(flaky, within=30) == []
+    down = ScriptedJobs([ApiException(status=503)])
+    with pytest.raises(ApiException):
+        wait(down, within=0)
