@@ -63,13 +63,16 @@ def test_job_runs_from_pending_to_succeeded(
     assert events["Dispatched"].startswith(f"queued in {status['queue']} (tier free), ")
     assert "dispatched to worker w1" in events["Dispatched"]
 
-    # The worker's JSON log line about running the job names it by uid.
-    uid = kubectl.json("get", "generationjob", "lighthouse", "-n", namespace)["metadata"]["uid"]
+    # The worker's JSON log line about running the job names it by uid, and by trace id
+    # when the job carries a trace (the stack's collector is on).
+    meta = kubectl.json("get", "generationjob", "lighthouse", "-n", namespace)["metadata"]
     lines = [json.loads(line) for line in worker.log.read_text().splitlines() if line[:1] == "{"]
-    running = [line for line in lines if line["message"].startswith(f"running job {uid}")]
+    running = [line for line in lines if line["message"].startswith(f"running job {meta['uid']}")]
     assert running, worker.tail()
-    assert running[0]["job_uid"] == uid
+    assert running[0]["job_uid"] == meta["uid"]
     assert running[0]["component"] == "worker"
+    if traceparent := meta.get("annotations", {}).get("diffleet.io/traceparent"):
+        assert running[0]["trace_id"] == traceparent.split("-")[1]
 
 
 def test_seed_given_is_kept_and_tier_follows_namespace(

@@ -202,10 +202,11 @@ class WorkerService:
             return
         cancelled = asyncio.Event()
         self.running[uid] = cancelled
-        logger.info("running job %s attempt %d", uid, order.job.attempt)
         self.idle.clear()
         try:
             with job_span(message, order, self.settings.worker_id) as span:
+                # Inside the span: the line carries the job's trace id.
+                logger.info("running job %s attempt %d", uid, order.job.attempt)
                 result = await self._run(order, cancelled)
                 if isinstance(result, JobFailed):
                     span.set_status(StatusCode.ERROR, f"{result.reason}: {result.message}")
