@@ -19,6 +19,7 @@ from diffleet_api.routers import health, jobs, models, uploads, usage
 from diffleet_api.runtime import ModelFamilies, Runtime
 from diffleet_api.settings import ApiSettings, get_api_settings
 from diffleet_api.watcher import JobWatcher
+from diffleet_core import telemetry
 from diffleet_core.broker import Broker
 from diffleet_core.patience import patiently
 from diffleet_core.settings import Settings, get_settings
@@ -114,6 +115,8 @@ def create_app(settings: ApiSettings | None = None, platform: Settings | None = 
             yield
         finally:
             await close_runtime(runtime)
+            # uvicorn ends the process with the SIGTERM it handled, skipping exit handlers.
+            await asyncio.to_thread(telemetry.shutdown_tracing)
 
     app = FastAPI(title="diffleet", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     errors.install(app)

@@ -110,6 +110,14 @@ def setup_tracing(service_name: str) -> bool:
     return True
 
 
+def shutdown_tracing() -> None:
+    """Exports the spans still buffered (within the export timeout) and stops tracing: for
+    a process whose end skips exit handlers (uvicorn re-raises the SIGTERM it handled)."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()
+
+
 def job_attributes(namespace: str, name: str, uid: str) -> dict[str, str]:
     """The attributes naming a job on its spans."""
     return {JOB_NAMESPACE: namespace, JOB_NAME: name, JOB_UID: uid}

@@ -9,6 +9,7 @@ the status is the record.
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import Context
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -81,8 +82,11 @@ class EventRecorder:
         self, involved: Mapping[str, Any], reason: str, message: str, *, warning: bool = False
     ) -> None:
         if not self._posters:
+            # Posters outlive the job whose Event started them: an empty context, so that
+            # its trace and log context stay off the Events they post later.
             self._posters = [
-                asyncio.create_task(self._run(), name=f"event-poster-{i}") for i in range(POSTERS)
+                asyncio.create_task(self._run(), name=f"event-poster-{i}", context=Context())
+                for i in range(POSTERS)
             ]
         try:
             self._queue.put_nowait(event_body(involved, reason, message, warning=warning))
