@@ -37,6 +37,7 @@ from diffleet_api.kube import API, CREATED_BY, Body
 from diffleet_api.metrics import JOBS_ABANDONED, JOBS_FINALIZED
 from diffleet_api.runtime import Runtime
 from diffleet_api.schemas import JobPublic
+from diffleet_core.logs import job_context
 from diffleet_core.resources.generation_job import JobPhase
 
 logger = logging.getLogger(__name__)
@@ -174,12 +175,13 @@ class JobWatcher:
 
     async def handle(self, kind: str, body: Body) -> None:
         """Observes one event; quarantines the job when that fails by its own fault."""
-        try:
-            await self.observe(kind, body)
-        except Exception as error:
-            if dependency_failed(error):
-                raise
-            await self.quarantine(kind, body, reason(error))
+        with job_context(body["metadata"]["uid"]):
+            try:
+                await self.observe(kind, body)
+            except Exception as error:
+                if dependency_failed(error):
+                    raise
+                await self.quarantine(kind, body, reason(error))
 
     async def observe(self, kind: str, body: Body) -> None:
         meta = body["metadata"]
