@@ -11,7 +11,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from diffleet_api.drain import wait_until_idle
 from diffleet_api.kube import Kube
 from diffleet_core.dispatch_pause import is_paused, pause_data
-from diffleet_operator.dispatch_pause import DispatchPause
+from diffleet_operator.dispatch_pause import DispatchPause, DispatchPauseWatch
+from diffleet_operator.kube import Kube as OperatorKube
 
 
 def test_only_the_exact_value_true_pauses() -> None:
@@ -72,3 +73,26 @@ def test_a_failed_listing_is_tried_again_and_the_last_one_failing_raises() -> No
     down = ScriptedJobs([ApiException(status=503)])
     with pytest.raises(ApiException):
         wait(down, within=0)
+
+
+class UnreadableConfigMap:
+    """A Kube whose ConfigMap list is forbidden (an install without the RBAC rule)."""
+
+    async def list_config_map(self, namespace: str, name: str) -> tuple[list[Any], str]:
+        raise ApiException(status=403, reason="Forbidden")
+
+
+def test_a_configmap_the_operator_may_not_read_pauses_nothing() -> None:
+    pause = DispatchPause()
+
+    async def watch_until_woken() -> None:
+        woken = asyncio.Event()
+        kube = cast(OperatorKube, UnreadableConfigMap())
+        task = asyncio.create_task(DispatchPauseWatch(kube, "ns", "cm", pause, woken.set).run())
+        try:
+            await asyncio.wait_for(woken.wait(), timeout=5)
+        finally:
+            task.cancel()
+
+    asyncio.run(watch_until_woken())
+    assert not pause.paused

@@ -62,19 +62,18 @@ class DispatchPauseWatch:
         while True:
             try:
                 await self._list_and_watch()
-            except ApiException as error:
-                if error.status != 403:
-                    raise
-                logger.error(
-                    "cannot read ConfigMap %s/%s (needs get, list, watch on configmaps): "
-                    "dispatch is never paused",
-                    self.namespace,
-                    self.name,
-                )
-                self._apply(None)
-                delay = MAX_PAUSE_SECONDS
             except Exception as error:  # noqa: BLE001 - listed again after a pause
-                logger.warning("dispatch pause watch: %s", describe(error))
+                if isinstance(error, ApiException) and error.status == 403:
+                    logger.error(
+                        "cannot read ConfigMap %s/%s (needs get, list, watch on configmaps): "
+                        "dispatch is never paused",
+                        self.namespace,
+                        self.name,
+                    )
+                    self._apply(None)
+                    delay = MAX_PAUSE_SECONDS
+                else:
+                    logger.warning("dispatch pause watch: %s", describe(error))
             else:
                 delay = FIRST_PAUSE_SECONDS
                 continue
