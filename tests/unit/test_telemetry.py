@@ -35,17 +35,20 @@ def tracer(exported: InMemorySpanExporter) -> Tracer:
     return provider.get_tracer("test")
 
 
-def test_the_annotation_carries_the_trace_to_the_next_span(tracer: Tracer) -> None:
+def test_the_annotation_carries_the_trace_to_the_next_span(
+    tracer: Tracer, exported: InMemorySpanExporter
+) -> None:
     annotations: dict[str, str] = {}
-    with tracer.start_as_current_span("create job") as created:
+    with tracer.start_as_current_span("create job"):
         telemetry.annotate(annotations)
     assert annotations[telemetry.TRACEPARENT_ANNOTATION].startswith("00-")
     context = telemetry.context_from_annotations(annotations)
-    with tracer.start_as_current_span("admission", context=context) as admission:
+    with tracer.start_as_current_span("admission", context=context):
         pass
-    assert admission.get_span_context().trace_id == created.get_span_context().trace_id
+    created, admission = exported.get_finished_spans()
     assert admission.parent is not None
-    assert admission.parent.span_id == created.get_span_context().span_id
+    assert admission.parent.trace_id == created.context.trace_id
+    assert admission.parent.span_id == created.context.span_id
 
 
 def test_amqp_headers_carry_the_trace_as_str_or_bytes(tracer: Tracer) -> None:

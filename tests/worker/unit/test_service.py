@@ -52,6 +52,7 @@ class Delivery:
     body: bytes
     redelivered: bool = False
     settled: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
 
     async def ack(self) -> None:
         self.settled = "ack"
