@@ -36,13 +36,13 @@ tools: venv ## build the pinned Go tools (hack/versions.env) and kubeconform's o
 up-infra: setup ## start the infrastructure: Kubernetes, kwok GPU nodes, RabbitMQ, PostgreSQL, S3
 	@hack/stack.sh up-infra
 
-up: models ## start the infrastructure, register the models, start the platform processes
+up: models ## start the infrastructure, register the models, install the platform (the chart)
 	@hack/stack.sh up
 
 down: ## stop every process of the local stack
 	@hack/stack.sh down
 
-status: ## show which processes of the local stack run
+status: ## show which processes of the local stack and pods of the platform run
 	@hack/stack.sh status
 
 env: ## print exports for the stack: eval "$$(make -s env)"

@@ -667,7 +667,13 @@ start_platform() {
   wait_for pod-runner 300 gpu_worker_healthy
 }
 api_ready() { curl -fsS --max-time 5 "http://$H:$API_PORT/readyz"; }
-gpu_worker_healthy() { curl -fsS --max-time 2 "http://$H:$GPU_WORKER_METRICS_PORT/metrics"; }
+# The t4 worker's /metrics, on its pod's IP.
+gpu_worker_healthy() {
+  local ip
+  ip="$(kubectl_admin get pods -n "$RELEASE_NAMESPACE" -l "diffleet.io/gpupool=$GPU_WORKER_POOL" \
+    -o jsonpath='{.items[0].status.podIP}' 2>/dev/null)"
+  [[ -n "$ip" ]] && curl -fsS --max-time 2 "http://$ip:$GPU_WORKER_METRICS_PORT/metrics"
+}
 
 operator_ready() {
   local ready
