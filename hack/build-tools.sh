@@ -3,10 +3,10 @@
 # hack/versions.env, into $DIFFLEET_CACHE/tools/<name>-<version>, and links them
 # into .diffleet/bin. A tool already in the cache is only linked (seconds).
 #
-# Modules with replace directives (k8s.io/kubernetes, etcd) cannot be `go install`ed;
-# each tool is built from a throwaway wrapper module that requires the release and,
-# for Kubernetes, points every staging module (v0.0.0 in its go.mod) at the
-# matching published v0.X release.
+# Modules with replace directives (k8s.io/kubernetes, etcd, helm-unittest, OpenTofu)
+# cannot be `go install`ed; each tool is built from a throwaway wrapper module that
+# requires the release and copies its replace lines (for Kubernetes, points every staging
+# module, v0.0.0 in its go.mod, at the matching published v0.X release).
 set -euo pipefail
 LOG_TAG=build-tools
 source "$(dirname "$0")/lib.sh"
@@ -126,9 +126,76 @@ karpenter() {
   ln -sfn "$dest/crds" "$BIN_DIR/karpenter-crds"
 }
 
+kubeconform() {
+  build_go_tool kubeconform "$KUBECONFORM_VERSION" github.com/yannh/kubeconform \
+    "-s -w -X main.version=$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd/kubeconform
+}
+
+# The one-line `replace OLD VERSION => NEW VERSION` directives of MODULE@VERSION's go.mod,
+# as OLD@VERSION=NEW@VERSION arguments for build_go_tool's wrapper module.
+module_replaces() {
+  local gomod
+  gomod="$(go mod download -json "$1" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')"
+  awk '$1 == "replace" && $4 == "=>" && NF == 6 {print $2 "@" $3 "=" $5 "@" $6}' "$gomod"
+}
+
+# helm-unittest runs as a binary (its helm plugin installer downloads from the internet).
+helm_unittest() {
+  local module=github.com/helm-unittest/helm-unittest replaces
+  mapfile -t replaces < <(module_replaces "$module@$HELM_UNITTEST_VERSION")
+  build_go_tool helm-unittest "$HELM_UNITTEST_VERSION" "$module" "-s -w" \
+    "$module/cmd/helm-unittest" -- "${replaces[@]}"
+}
+
+opentofu() {
+  local module=github.com/opentofu/opentofu replaces
+  mapfile -t replaces < <(module_replaces "$module@$OPENTOFU_VERSION")
+  build_go_tool opentofu "$OPENTOFU_VERSION" "$module" "-s -w -X $module/version.dev=no" \
+    "$module/cmd/tofu" -- "${replaces[@]}"
+}
+
+tflint() {
+  build_go_tool tflint "$TFLINT_VERSION" github.com/terraform-linters/tflint "-s -w" \
+    github.com/terraform-linters/tflint
+}
+
+# The collector builder generates the sources of a collector from hack/otelcol-builder.yaml;
+# their module is made and compiled here rather than by the builder, whose `go mod tidy`
+# also wants the components' test dependencies, some of which the module proxy refuses.
+# The cache key carries the manifest's hash, so a changed component list rebuilds.
+otelcol() {
+  local builder=go.opentelemetry.io/collector/cmd/builder
+  build_go_tool otelcol-builder "$OTELCOL_VERSION" "$builder" "-s -w" "$builder:otelcol-builder"
+  local manifest="$ROOT/hack/otelcol-builder.yaml"
+  local dest
+  dest="$DIFFLEET_CACHE/tools/otelcol-diffleet-$OTELCOL_VERSION-$(sha256sum "$manifest" | cut -c-12)"
+  if [[ ! -f "$dest/.complete" ]]; then
+    local work="$dest.build"
+    rm -rf "$work" && mkdir -p "$work/bin"
+    log "otelcol-diffleet $OTELCOL_VERSION: cold build (a few minutes), log in $work/build.log"
+    (
+      cd "$work"
+      "$DIFFLEET_CACHE/tools/otelcol-builder-$OTELCOL_VERSION/bin/otelcol-builder" \
+        --config "$manifest" --skip-get-modules --skip-compilation >>build.log 2>&1
+      cd src
+      go mod init diffleet.local/otelcol-diffleet >>../build.log 2>&1
+      # shellcheck disable=SC2046 # one argument per component
+      go get $(sed -n 's/^ *- gomod: \([^ ]*\) \(v[^ ]*\)$/\1@\2/p' "$manifest") \
+        "go.opentelemetry.io/collector/otelcol@$OTELCOL_VERSION" >>../build.log 2>&1
+      with_heartbeat otelcol-diffleet \
+        go build -mod=mod -trimpath -ldflags "-s -w" -o ../bin/otelcol-diffleet . >>../build.log 2>&1
+    ) || { tail -n 30 "$work/build.log" >&2; die "otelcol-diffleet: build failed"; }
+    rm -rf "$dest" && mv "$work" "$dest"
+    touch "$dest/.complete"
+    log "otelcol-diffleet $OTELCOL_VERSION: built"
+  fi
+  ln -sfn "$dest/bin/otelcol-diffleet" "$BIN_DIR/otelcol-diffleet"
+}
+
 main() {
   local tools=("$@")
-  ((${#tools[@]})) || tools=(kubernetes etcd kwok helm minio karpenter)
+  ((${#tools[@]})) || tools=(kubernetes etcd kwok helm minio karpenter
+    kubeconform helm_unittest opentofu tflint otelcol)
   local t
   for t in "${tools[@]}"; do "$t"; done
 }
