@@ -80,7 +80,6 @@ def release_values(namespace: str, pool: str) -> dict[str, Any]:
         "operator": {
             "watchNamespaces": [namespace],
             "extraEnv": [
-                {"name": "DIFFLEET_OPERATOR_LISTEN_HOST", "value": "$(POD_IP)"},
                 {"name": "DIFFLEET_OPERATOR_LEADER_LEASE_SECONDS", "value": "4"},
                 {"name": "DIFFLEET_OPERATOR_LEADER_RENEW_SECONDS", "value": "0.5"},
                 own_queues,
