@@ -18,7 +18,7 @@ CERT_DIR="$STATE_DIR/pki"
 KUBECONFIG_PATH="$STATE_DIR/kubeconfig"
 H="$STACK_HOST"
 # Infrastructure processes in start order; `down` stops them in reverse.
-INFRA=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok pod-runner karpenter epmd rabbitmq postgres minio prometheus-sd prometheus)
+INFRA=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok pod-runner karpenter epmd rabbitmq postgres minio prometheus-sd prometheus otel-collector)
 # The platform: the chart's release, with hack/values-local.yaml.
 RELEASE=diffleet
 RELEASE_NAMESPACE=diffleet-system
@@ -574,6 +574,21 @@ start_prometheus() {
 }
 prometheus_ready() { curl -fsS --max-time 2 "http://$H:$PROMETHEUS_PORT/-/ready"; }
 
+# ---------------------------------------------------------------- OpenTelemetry Collector
+
+# Receives the platform's traces (OTLP over HTTP, the OTEL_EXPORTER_OTLP_ENDPOINT of `make
+# env`) and writes them to .diffleet/traces/traces.jsonl (hack/otelcol.yaml).
+start_otel_collector() {
+  require_tool otelcol-diffleet
+  mkdir -p "$STATE_DIR/traces"
+  OTEL_COLLECTOR_ENDPOINT="$H:$OTEL_COLLECTOR_PORT" OTEL_TRACES_FILE="$STATE_DIR/traces/traces.jsonl" \
+    spawn otel-collector otelcol-diffleet --config "$ROOT/hack/otelcol.yaml"
+}
+# It has no health endpoint of its own: its OTLP receiver answering HTTP (405 to a GET).
+otel_collector_ready() {
+  curl -sS --max-time 2 -o /dev/null "http://$H:$OTEL_COLLECTOR_PORT/v1/traces"
+}
+
 # ---------------------------------------------------------------- MinIO (S3)
 
 start_minio() {
@@ -727,6 +742,7 @@ up_infra() {
   start_rabbitmq
   start_postgres
   start_minio
+  start_otel_collector
   wait_for etcd 30 etcd_healthy
   start_kube_apiserver
   wait_for kube-apiserver 90 apiserver_ready
@@ -748,6 +764,7 @@ up_infra() {
   ensure_buckets
   wait_for rabbitmq 120 rabbitmq_healthy
   wait_for prometheus 60 prometheus_ready
+  wait_for otel-collector 30 otel_collector_ready
   log "infrastructure up in $((SECONDS - started))s; 'make env' prints how to reach it"
 }
 
@@ -823,6 +840,7 @@ export DIFFLEET_AMQP_URL="$amqp"
 export DIFFLEET_RABBITMQ_MANAGEMENT_URL="http://$H:$RABBITMQ_MANAGEMENT_PORT"
 export DIFFLEET_DATABASE_URL="$dsn"
 export DIFFLEET_API_URL="http://$H:$API_PORT"
+export OTEL_EXPORTER_OTLP_ENDPOINT="http://$H:$OTEL_COLLECTOR_PORT"
 export PGHOST="$H" PGPORT="$POSTGRES_PORT" PGUSER="$POSTGRES_USER" PGPASSWORD="$POSTGRES_PASSWORD" PGDATABASE="$POSTGRES_DB"
 export DIFFLEET_DEVELOPMENT_MODE=true
 EOF
