@@ -106,4 +106,4 @@ bench-autoscale: ## autoscaler vs KEDA 2.21: bursts into a pool at zero (needs m
 	@eval "$$(hack/stack.sh env)" && timeout -s INT -k 60 1200 .venv/bin/python -m bench.autoscale
 
 clean: down ## stop the stack and remove its state (the tool cache stays)
-	@rm -rf $(STATE)/run $(STATE)/logs $(STATE)/pki $(STATE)/kubeconfig
+	@rm -rf $(STATE)/run $(STATE)/logs $(STATE)/traces $(STATE)/pki $(STATE)/kubeconfig
