@@ -24,6 +24,8 @@ SERVICE_SELECTOR = f"{PART_OF_LABEL}={PART_OF}"
 SYNC_SECONDS = 2.0
 CONNECT_TIMEOUT = 2.0
 CHUNK = 64 * 1024
+# Once one side has closed, how long the other may still send before both are closed.
+HALF_CLOSED_SECONDS = 10.0
 NODE_ADDRESS = "127.0.0.1"
 
 Endpoints = Callable[[str, dict[str, str], int | str], list[tuple[str, int]]]
@@ -77,6 +79,8 @@ class NodePortProxy:
         self._targets: dict[int, Target] = {}
         self._servers: dict[int, asyncio.Server] = {}
         self._turn = itertools.count()
+        # The forwarding tasks (asyncio keeps only weak references to running tasks).
+        self._connections: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         while True:
@@ -112,6 +116,8 @@ class NodePortProxy:
         for server in self._servers.values():
             server.close()
         self._servers.clear()
+        for connection in list(self._connections):
+            connection.cancel()
 
     async def _connect(self, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A connection to one of the Service's ready pods: round robin from the next one
@@ -133,14 +139,26 @@ class NodePortProxy:
     async def _forward(
         self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+            task.add_done_callback(self._connections.discard)
         try:
             upstream_reader, upstream_writer = await self._connect(port)
         except ConnectionError as error:
             logger.warning("%s", error)
             writer.close()
             return
+        pipes = {
+            asyncio.create_task(_pipe(reader, upstream_writer)),
+            asyncio.create_task(_pipe(upstream_reader, writer)),
+        }
         try:
-            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+            _, pending = await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+            if pending:
+                await asyncio.wait(pending, timeout=HALF_CLOSED_SECONDS)
         finally:
+            for pipe in pipes:
+                pipe.cancel()
             upstream_writer.close()
             writer.close()
