@@ -98,9 +98,8 @@ KEDA_DEFAULT_POLLING_SECONDS = 30
 WORKER_IMAGE = "diffleet/gpu-worker:local"  # the pod runner runs the command, not the image
 WORKER_RBAC = ROOT / "manifests" / "rbac" / "worker.yaml"
 # The operator of `make up`: it serves every namespace, so it would admit the benchmark's
-# jobs to its own queues. As a test session does, the benchmark stops the platform
-# processes for its run and starts them again after.
-PLATFORM_OPERATOR_PID = ROOT / ".diffleet" / "run" / "operator.pid"
+# jobs to its own queues. As a test session does, the benchmark uninstalls the platform
+# for its run and installs it again after.
 # The bare command: the pod runner hosts the simulated workers in its process, so a burst of
 # pods does not mean a burst of Python interpreters on the benchmark's two cores.
 WORKER_COMMAND = ["diffleet-worker"]
@@ -428,11 +427,12 @@ class Bench:
 
 
 def platform_operator_running() -> bool:
-    try:
-        os.kill(int(PLATFORM_OPERATOR_PID.read_text()), 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        return False
-    return True
+    """`make status` says that the release's operator runs."""
+    status = subprocess.run(
+        [str(ROOT / "hack" / "stack.sh"), "status"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return any(line.split()[:2] == ["operator", "running"] for line in status.stdout.splitlines())
 
 
 def check_no_platform_operator() -> None:
