@@ -697,23 +697,29 @@ operator_ready() {
   [[ "${ready:-0}" -gt 0 ]]
 }
 
+# Without its operator, a GPUPool's finalizer would stay: nobody else removes it.
+drop_pool_finalizer() {
+  kubectl_admin patch gpupool "$GPU_WORKER_POOL" --type merge \
+    -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+}
+
 # Deleting the demo's GPUPool first drains its worker (the operator's finalizer, while the
-# operator runs; without one, nobody would, so the finalizer goes too). Then the release
-# goes without its drain hook (nothing else runs here), and the RBAC of manifests/rbac
-# comes back for the tests' own operators and workers.
+# operator runs). Then the release goes without its drain hook (nothing else runs here);
+# a GPUPool still there has lost its operator, so its finalizer goes too. The RBAC of
+# manifests/rbac comes back for the tests' own operators and workers. Bounded to about a
+# minute (a test session waits for it).
 stop_platform() {
   helm_local status "$RELEASE" -n "$RELEASE_NAMESPACE" >/dev/null 2>&1 || return 0
-  if kubectl_admin get gpupool "$GPU_WORKER_POOL" >/dev/null 2>&1; then
+  if operator_ready; then
     log "deleting GPUPool $GPU_WORKER_POOL"
-    if ! operator_ready; then
-      kubectl_admin patch gpupool "$GPU_WORKER_POOL" --type merge \
-        -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
-    fi
-    kubectl_admin delete gpupool "$GPU_WORKER_POOL" --timeout=90s >/dev/null 2>&1 || true
+    kubectl_admin delete gpupool "$GPU_WORKER_POOL" --ignore-not-found --timeout=25s \
+      >/dev/null 2>&1 || true
   fi
+  drop_pool_finalizer
   log "helm uninstall $RELEASE"
-  helm_local uninstall "$RELEASE" -n "$RELEASE_NAMESPACE" --no-hooks --wait --timeout 2m >/dev/null ||
-    log "helm uninstall did not finish within 2 minutes"
+  helm_local uninstall "$RELEASE" -n "$RELEASE_NAMESPACE" --no-hooks --wait --timeout 25s >/dev/null ||
+    log "helm uninstall: not everything was gone within 25s"
+  drop_pool_finalizer
   apply_rbac
 }
 
