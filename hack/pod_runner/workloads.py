@@ -65,11 +65,14 @@ def image_repository(image: str) -> str:
 
 
 def container_argv(container: client.V1Container) -> list[str]:
-    """The container's command and args; without a command, its image's entrypoint."""
+    """The container's command and args; without a command, its image's entrypoint; none
+    (empty) for an image the runner has no entrypoint for."""
     command = list(container.command or [])
     if not command:
         entrypoint = IMAGE_ENTRYPOINTS.get(image_repository(container.image or ""))
-        command = [entrypoint] if entrypoint else []
+        if entrypoint is None:
+            return []
+        command = [entrypoint]
     return [*command, *(container.args or [])]
 
 
