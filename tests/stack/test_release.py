@@ -29,7 +29,7 @@ CHART = ROOT / "charts" / "diffleet"
 LOCAL_VALUES = ROOT / "hack" / "values-local.yaml"
 STEP_SECONDS = 0.1
 HELM_TIMEOUT = "4m"
-UNINSTALL_TIMEOUT = "45s"
+UNINSTALL_TIMEOUT = "60s"
 
 
 @dataclass(frozen=True)
