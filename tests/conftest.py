@@ -1,4 +1,5 @@
-"""Session fixtures: the local stack, reused when running, else started once and stopped after."""
+"""Session fixtures: the local stack, reused when running, else started once and stopped
+after. A run may spread over pytest-xdist workers (`make pytest`): see tests/support/session.py."""
 
 import json
 import os
@@ -10,18 +11,37 @@ import pytest
 from hack.models.provision import ensure_models
 from hack.models.registry import RegisteredModel
 from tests.support.platform import Platform
-from tests.support.stack import PLATFORM_PROCESSES, Kubectl, stack, stack_exports, stack_status
+from tests.support.session import StackStartError, begin_run, end_run, ensure_stack, run_lock
+from tests.support.stack import Kubectl, stack_exports
 
-# Tests that stop and restart the stack run after all others.
+# Tests that stop and restart the stack run after all others, in one process.
 DISRUPTIVE = "disruptive"
+
+
+def in_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{DISRUPTIVE}: stops and restarts the stack; runs last")
+    if not in_xdist_worker(config):
+        begin_run()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not in_xdist_worker(session.config):
+        end_run()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Disruptive tests last, and never beside other workers."""
     items.sort(key=lambda item: item.get_closest_marker(DISRUPTIVE) is not None)
+    if in_xdist_worker(config):
+        for item in items:
+            if item.get_closest_marker(DISRUPTIVE):
+                item.add_marker(
+                    pytest.mark.skip(reason="stops the stack under other workers: run without -n")
+                )
 
 
 @pytest.fixture(scope="session")
@@ -29,19 +49,14 @@ def local_stack() -> Iterator[dict[str, str]]:
     """The stack's environment (what `make env` exports), with the stack up.
 
     A stack that is already running (`make up-infra`) is reused and left running; one
-    this fixture starts is stopped when the session ends. Tests run their own operators
-    and workers: platform processes of `make up` are stopped for the session and
-    started again after it.
+    the run starts is stopped when the run ends. Tests run their own operators and
+    workers: platform processes of `make up` are stopped for the run and started again
+    after it.
     """
-    running = stack_status()
-    started_here = not any(running.values())
-    platform_was_up = any(running.get(name, False) for name in PLATFORM_PROCESSES)
-    if platform_was_up:
-        stack("down-platform", timeout=60)
-    if not all(up for name, up in running.items() if name not in PLATFORM_PROCESSES):
-        result = stack("up-infra")
-        if result.returncode != 0:
-            pytest.fail(f"the local stack did not start:\n{result.stderr[-4000:]}")
+    try:
+        ensure_stack()
+    except StackStartError as error:
+        pytest.fail(f"the local stack did not start:\n{error}")
     exports = stack_exports()
     saved = {key: os.environ.get(key) for key in exports}
     os.environ.update(exports)
@@ -51,10 +66,6 @@ def local_stack() -> Iterator[dict[str, str]]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    if started_here:
-        stack("down", timeout=120)
-    elif platform_was_up:
-        stack("up", timeout=300)
 
 
 @pytest.fixture(scope="session")
@@ -111,5 +122,7 @@ def platform(namespace: str) -> Iterator[Platform]:
 @pytest.fixture(scope="session")
 def models(local_stack: dict[str, str]) -> dict[str, RegisteredModel]:
     """The test models of `make models` (tiny-sd15, tiny-sdxl, tiny-lora, tiny-canny and
-    micro-shapes), registered in diffleet-system."""
-    return ensure_models()
+    micro-shapes), registered in diffleet-system. One process at a time: the first one
+    builds what is missing, the others find it built."""
+    with run_lock("models"):
+        return ensure_models()

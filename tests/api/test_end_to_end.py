@@ -16,9 +16,12 @@ from PIL import Image
 from diffleet_api.settings import ApiSettings
 from diffleet_api.webhooks import SIGNATURE_HEADER, verify
 from tests.api.support import Api, ApiTenant, WebhookReceiver, connect, sse_events
+from tests.support.groups import DIFFUSERS
 from tests.support.platform import Platform, apply_job
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
+
+pytestmark = DIFFUSERS
 
 # The longest quiet gap on the stream: a real worker imports torch and diffusers and loads
 # its model before the first step, on 2 shared cores.

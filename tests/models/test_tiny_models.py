@@ -19,6 +19,9 @@ from hack.models.untyped import (
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
 )
+from tests.support.groups import DIFFUSERS
+
+pytestmark = DIFFUSERS
 
 STEPS = 4
 

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from diffleet_core.resources.gpu_pool import FLEET_LABEL
+from tests.support.groups import KARPENTER
 from tests.support.platform import Platform, apply_job, job_status, register_model
 from tests.support.polling import DeadlineExceededError, eventually
 from tests.support.stack import ROOT, Kubectl
@@ -231,6 +232,7 @@ def test_pool_scales_from_zero_on_static_nodes_and_back(
     scales_from_zero_and_back(kubectl, namespace, platform, pool, nodes="a100")
 
 
+@KARPENTER
 def test_pool_scales_from_zero_on_karpenter_nodes(
     kubectl: Kubectl, namespace: str, platform: Platform, gpupool: PoolFactory
 ) -> None:

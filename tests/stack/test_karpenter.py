@@ -6,10 +6,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.groups import KARPENTER
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl, stack_config
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, KARPENTER]
 
 POOL = "t4"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}

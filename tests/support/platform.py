@@ -52,13 +52,21 @@ class Process:
         return None
 
     def stop(self, timeout: float = 30) -> None:
+        self.terminate()
+        self.wait_stopped(timeout)
+
+    def terminate(self) -> None:
+        """SIGTERM, without waiting for the process to end (wait_stopped)."""
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(10)
+
+    def wait_stopped(self, timeout: float = 30) -> None:
+        """Waits for the process to end, SIGKILLed past `timeout`."""
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(10)
 
     def kill(self) -> None:
         self.popen.kill()
@@ -159,8 +167,11 @@ class Platform:
         return LOG_DIR.parent.parent / "worker-cache" / "tests" / self.namespace
 
     def stop_all(self) -> None:
-        for process in reversed(self.processes):
-            process.stop()
+        """Stops every process; they shut down side by side, not one after another."""
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait_stopped()
         shutil.rmtree(self.cache_root(), ignore_errors=True)
 
 

@@ -23,6 +23,7 @@ from diffleet_core.resources.model_cache import BaseModelFamily, ModelFormat, Mo
 from diffleet_core.storage import S3Location
 from diffleet_worker.parameters import read_parameters
 from hack.models.registry import register
+from tests.support.groups import DIFFUSERS
 from tests.support.models import RegisteredModel, dominant_colour
 from tests.support.platform import (
     Process,
@@ -34,6 +35,8 @@ from tests.support.platform import (
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
 from tests.worker.conftest import JOB_TIMEOUT, decode, read_output, run_job, upload_image
+
+pytestmark = DIFFUSERS
 
 SMALL = {"width": 64, "height": 64, "steps": 4}
 # micro-shapes' colours (hack/models/shapes.py) and the size it was trained at.

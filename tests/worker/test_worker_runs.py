@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tests.support.groups import DIFFUSERS
 from tests.support.models import RegisteredModel, register_pickle_model
 from tests.support.platform import (
     Platform,
@@ -19,6 +20,8 @@ from tests.support.platform import (
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
 from tests.worker.conftest import JOB_TIMEOUT, WORKER_START, run_job
+
+pytestmark = DIFFUSERS
 
 SMALL = {"width": 64, "height": 64, "steps": 4}
 
