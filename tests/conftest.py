@@ -33,15 +33,33 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         end_run()
 
 
+# Before xdist's own hook, which reads the groups.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Disruptive tests last, and never beside other workers."""
+    """Disruptive tests last, and never beside other workers. A module whose tests share
+    a module-scoped fixture (a release, a real worker) runs in one worker: the fixture is
+    set up once, and its tests run in their order."""
     items.sort(key=lambda item: item.get_closest_marker(DISRUPTIVE) is not None)
-    if in_xdist_worker(config):
-        for item in items:
-            if item.get_closest_marker(DISRUPTIVE):
-                item.add_marker(
-                    pytest.mark.skip(reason="stops the stack under other workers: run without -n")
-                )
+    if not in_xdist_worker(config):
+        return
+    for item in items:
+        if item.get_closest_marker(DISRUPTIVE):
+            item.add_marker(
+                pytest.mark.skip(reason="stops the stack under other workers: run without -n")
+            )
+        if shares_a_module_fixture(item) and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+def shares_a_module_fixture(item: pytest.Item) -> bool:
+    fixtures = getattr(item, "_fixtureinfo", None)
+    if fixtures is None:
+        return False
+    return any(
+        definition.scope in ("module", "package")
+        for definitions in fixtures.name2fixturedefs.values()
+        for definition in definitions
+    )
 
 
 @pytest.fixture(scope="session")
