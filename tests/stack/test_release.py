@@ -316,16 +316,17 @@ def test_uninstall_drains_running_jobs_first(
     assert status["attempts"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the release's GPUPools are deleted with the operator's ServiceAccount and RBAC: "
-    "its token is revoked before it removes their finalizer, so the uninstall waits on them",
-)
 def test_uninstall_leaves_only_the_crds_and_their_objects(
     kubectl: Kubectl, release: Release, uninstalled: Uninstall
 ) -> None:
     assert uninstalled.returncode == 0, uninstalled.stderr
-    assert release_objects(kubectl, release) == []
+    # `--wait` waits for the release's objects; their pods go after them (the garbage
+    # collector, each pod's preStop and grace period).
+    eventually(
+        lambda: release_objects(kubectl, release) == [],
+        timeout=60,
+        what="nothing of the release left",
+    )
     crds = kubectl.run("get", "crd", "-o", "name").stdout.split()
     assert "customresourcedefinition.apiextensions.k8s.io/generationjobs.diffleet.io" in crds
     jobs = kubectl.json("get", "generationjobs", "-n", release.namespace)["items"]

@@ -8,7 +8,7 @@ from typing import Any, cast
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from diffleet_api.drain import wait_until_idle
+from diffleet_api.drain import remove_pools, wait_until_idle
 from diffleet_api.kube import Kube
 from diffleet_core.dispatch_pause import is_paused, pause_data
 from diffleet_operator.dispatch_pause import DispatchPause, DispatchPauseWatch
@@ -96,3 +96,34 @@ def test_a_configmap_the_operator_may_not_read_pauses_nothing() -> None:
 
     asyncio.run(watch_until_woken())
     assert not pause.paused
+
+
+class ScriptedPools:
+    """A Kube whose GPUPool listings follow a script; records the deletions."""
+
+    def __init__(self, script: list[list[str]]) -> None:
+        self.script = iter(script)
+        self.deleted: list[str] = []
+
+    async def list_pools(self, selector: str) -> list[str]:
+        assert selector == "app.kubernetes.io/instance=diffleet"
+        return next(self.script)
+
+    async def delete_pool(self, name: str) -> None:
+        self.deleted.append(name)
+
+
+def remove(pools: ScriptedPools, within: float) -> list[str]:
+    selector = "app.kubernetes.io/instance=diffleet"
+    return asyncio.run(remove_pools(cast(Kube, pools), selector, within, poll=0.01))
+
+
+def test_removing_pools_deletes_each_and_waits_until_their_finalizers_let_them_go() -> None:
+    pools = ScriptedPools([["t4", "a100"], ["t4", "a100"], ["a100"], []])
+    assert remove(pools, within=30) == []
+    assert pools.deleted == ["t4", "a100"]
+
+
+def test_removing_pools_names_those_left_at_the_deadline() -> None:
+    pools = ScriptedPools([["t4"], ["t4"]])
+    assert remove(pools, within=0) == ["t4"]

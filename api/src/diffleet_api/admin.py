@@ -11,6 +11,7 @@ diffleet-admin top-up TENANT AMOUNT [--note TEXT]
 diffleet-admin token TENANT [--role ROLE] [--subject SUB] [--ttl SECONDS]   (HS256 JWT)
 diffleet-admin purge-tenant NAMESPACE [--history]
 diffleet-admin drain [--namespace NS] [--configmap NAME] [--job-namespace NS...] [--timeout S]
+                     [--remove-pools SELECTOR]
 diffleet-admin resume [--namespace NS] [--configmap NAME]
 """
 
@@ -191,16 +192,25 @@ async def connect_kube() -> Kube:
 
 async def drain_dispatch(args: argparse.Namespace) -> int:
     kube = await connect_kube()
+    deadline = time.monotonic() + args.timeout
     try:
         await drain.set_paused(kube, args.namespace, args.configmap, paused=True)
         print(f"dispatch paused (ConfigMap {args.namespace}/{args.configmap})")
         busy = await drain.wait_until_idle(kube, args.job_namespace, within=args.timeout)
+        if busy:
+            print(f"not drained within {args.timeout:g}s: {', '.join(busy)}", file=sys.stderr)
+            return 1
+        print("drained: no job is Scheduled or Running")
+        if args.remove_pools:
+            left = await drain.remove_pools(
+                kube, args.remove_pools, within=max(0.0, deadline - time.monotonic())
+            )
+            if left:
+                print(f"GPUPools not removed in time: {', '.join(left)}", file=sys.stderr)
+                return 1
+            print(f"GPUPools removed: those labelled {args.remove_pools}")
     finally:
         await kube.close()
-    if busy:
-        print(f"not drained within {args.timeout:g}s: {', '.join(busy)}", file=sys.stderr)
-        return 1
-    print("drained: no job is Scheduled or Running")
     return 0
 
 
@@ -285,6 +295,12 @@ def parser() -> argparse.ArgumentParser:
         help="a namespace whose jobs the operator serves (repeat; default: all)",
     )
     paused.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
+    paused.add_argument(
+        "--remove-pools",
+        metavar="SELECTOR",
+        help="then delete the GPUPools with these labels and wait until they are gone"
+        " (an uninstall, while their operator still runs)",
+    )
     paused.set_defaults(run=lambda args: asyncio.run(drain_dispatch(args)))
     resumed = commands.add_parser("resume", help="resume dispatch")
     add_pause_arguments(resumed)

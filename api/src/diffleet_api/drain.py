@@ -1,6 +1,8 @@
 """`diffleet-admin drain` and `resume`: set the operator's dispatch pause
 (diffleet_core.dispatch_pause), and wait, polling with a deadline, until no job it serves
-is busy (Scheduled or Running)."""
+is busy (Scheduled or Running). Before an uninstall, the drain also removes the release's
+GPUPools while their operator still runs, which drains and deletes their worker pods and
+then lifts each pool's finalizer: once the operator is gone, nobody would."""
 
 import asyncio
 import logging
@@ -68,4 +70,26 @@ async def wait_until_idle(
         else:
             if not busy or time.monotonic() >= deadline:
                 return busy
+        await asyncio.sleep(max(0.0, min(poll, deadline - time.monotonic())))
+
+
+async def remove_pools(
+    kube: Kube, selector: str, within: float, poll: float = POLL_SECONDS
+) -> list[str]:
+    """Deletes the GPUPools matching `selector` and polls until they are gone; the names
+    still there at the deadline ([] once all are). A failed poll is tried again on the
+    next one; the last one failing raises."""
+    deadline = time.monotonic() + within
+    for name in await kube.list_pools(selector):
+        await kube.delete_pool(name)
+    while True:
+        try:
+            left = await kube.list_pools(selector)
+        except (ApiException, aiohttp.ClientError, TimeoutError) as error:
+            if time.monotonic() >= deadline:
+                raise
+            logger.warning("listing GPUPools failed: %s; trying again", error)
+        else:
+            if not left or time.monotonic() >= deadline:
+                return left
         await asyncio.sleep(max(0.0, min(poll, deadline - time.monotonic())))

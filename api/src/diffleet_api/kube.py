@@ -20,7 +20,7 @@ from diffleet_api.errors import (
     UnavailableError,
 )
 from diffleet_core import API_GROUP, API_VERSION, TIER_LABEL, telemetry
-from diffleet_core.resources import generation_job, model_cache
+from diffleet_core.resources import generation_job, gpu_pool, model_cache
 
 MERGE_PATCH = "application/merge-patch+json"
 CREATED_BY = "app.kubernetes.io/created-by"
@@ -185,6 +185,27 @@ class Kube:
                 API_GROUP, API_VERSION, generation_job.PLURAL, _request_timeout=self.timeout
             )
         return listed["items"], listed["metadata"]["resourceVersion"]
+
+    # ------------------------------------------------------------ GPUPools
+
+    async def list_pools(self, selector: str) -> list[str]:
+        """Names of the GPUPools that match a label selector."""
+        listed = await self.custom.list_cluster_custom_object(
+            API_GROUP, API_VERSION, gpu_pool.PLURAL, label_selector=selector,
+            _request_timeout=self.timeout,
+        )  # fmt: skip
+        return [item["metadata"]["name"] for item in listed["items"]]
+
+    async def delete_pool(self, name: str) -> None:
+        """Deletes a GPUPool (its finalizer lets the operator drain its workers first);
+        one already gone is fine."""
+        try:
+            await self.custom.delete_cluster_custom_object(
+                API_GROUP, API_VERSION, gpu_pool.PLURAL, name, _request_timeout=self.timeout
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     # ------------------------------------------------------------ ModelCaches
 
