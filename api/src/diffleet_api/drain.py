@@ -7,7 +7,7 @@ then lifts each pool's finalizer: once the operator is gone, nobody would."""
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 from kubernetes_asyncio import client
@@ -54,42 +54,39 @@ async def busy_jobs(kube: Kube, job_namespaces: Sequence[str]) -> list[str]:
     )
 
 
-async def wait_until_idle(
-    kube: Kube, job_namespaces: Sequence[str], within: float, poll: float = POLL_SECONDS
+async def until_empty(
+    listing: Callable[[], Awaitable[list[str]]], what: str, within: float, poll: float
 ) -> list[str]:
-    """Polls until no job is busy; the jobs still busy at the deadline ([] once idle).
-    A failed poll is tried again on the next one; the last one failing raises."""
+    """Polls `listing` until it is empty; what it still lists at the deadline ([] once
+    empty). A failed poll is tried again on the next one; the last one failing raises."""
     deadline = time.monotonic() + within
     while True:
         try:
-            busy = await busy_jobs(kube, job_namespaces)
+            left = await listing()
         except (ApiException, aiohttp.ClientError, TimeoutError) as error:
             if time.monotonic() >= deadline:
                 raise
-            logger.warning("listing GenerationJobs failed: %s; trying again", error)
+            logger.warning("listing %s failed: %s; trying again", what, error)
         else:
-            if not busy or time.monotonic() >= deadline:
-                return busy
+            if not left or time.monotonic() >= deadline:
+                return left
         await asyncio.sleep(max(0.0, min(poll, deadline - time.monotonic())))
+
+
+async def wait_until_idle(
+    kube: Kube, job_namespaces: Sequence[str], within: float, poll: float = POLL_SECONDS
+) -> list[str]:
+    """Polls until no job is busy; the jobs still busy at the deadline ([] once idle)."""
+    return await until_empty(
+        lambda: busy_jobs(kube, job_namespaces), "GenerationJobs", within, poll
+    )
 
 
 async def remove_pools(
     kube: Kube, selector: str, within: float, poll: float = POLL_SECONDS
 ) -> list[str]:
     """Deletes the GPUPools matching `selector` and polls until they are gone; the names
-    still there at the deadline ([] once all are). A failed poll is tried again on the
-    next one; the last one failing raises."""
-    deadline = time.monotonic() + within
+    still there at the deadline ([] once all are)."""
     for name in await kube.list_pools(selector):
         await kube.delete_pool(name)
-    while True:
-        try:
-            left = await kube.list_pools(selector)
-        except (ApiException, aiohttp.ClientError, TimeoutError) as error:
-            if time.monotonic() >= deadline:
-                raise
-            logger.warning("listing GPUPools failed: %s; trying again", error)
-        else:
-            if not left or time.monotonic() >= deadline:
-                return left
-        await asyncio.sleep(max(0.0, min(poll, deadline - time.monotonic())))
+    return await until_empty(lambda: kube.list_pools(selector), "GPUPools", within, poll)
