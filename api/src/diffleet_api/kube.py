@@ -3,6 +3,7 @@ ModelCaches of the system namespace). Every call has a timeout; Kubernetes' refu
 become problem responses naming the field."""
 
 import json
+import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,7 +54,10 @@ class Kube:
         try:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except config.ConfigException:
-            await config.load_kube_config(client_configuration=configuration)
+            # KUBECONFIG as it is now: the library's default is read when it is imported.
+            await config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+            )
         configuration.connection_pool_maxsize = connections
         api = client.ApiClient(configuration)
         # kubernetes_asyncio's session trusts the environment (proxies, ~/.netrc), which

@@ -4,7 +4,7 @@ worker pods and GPUPools. Every call has a timeout."""
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, cast
 
 import aiohttp
@@ -220,54 +220,56 @@ class Kube:
 
     async def list_pods(self, namespace: str, selector: str) -> tuple[list[dict[str, Any]], str]:
         """The pods that match the label selector, and the list's resourceVersion."""
-        response = await self._core.list_namespaced_pod(
-            namespace,
-            label_selector=selector,
-            _preload_content=False,
-            _request_timeout=self.timeout,
-        )
-        listed = await _json(cast(aiohttp.ClientResponse, response))
-        return listed["items"], listed["metadata"]["resourceVersion"]
+        return await self._list(self._core.list_namespaced_pod, namespace, label_selector=selector)
 
-    async def pod_events(
+    def pod_events(
         self, namespace: str, selector: str, resource_version: str, timeout_seconds: int
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Watch events (type, raw object) of the pods that match the label selector,
         from a resourceVersion, until the server ends the watch after timeout_seconds."""
-        stream = watch.Watch()
-        async with stream.stream(
-            self._core.list_namespaced_pod,
-            namespace,
+        return self._watch(
+            self._core.list_namespaced_pod, namespace, resource_version, timeout_seconds,
             label_selector=selector,
-            resource_version=resource_version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=timeout_seconds,
-            _request_timeout=(self.timeout, timeout_seconds + WATCH_GRACE_SECONDS),
-        ) as events:
-            async for event in events:
-                yield str(event["type"]), event["raw_object"]
+        )  # fmt: skip
 
     async def list_config_map(self, namespace: str, name: str) -> tuple[list[dict[str, Any]], str]:
         """The ConfigMap `name` (a list of it, or empty), and the list's resourceVersion."""
-        response = await self._core.list_namespaced_config_map(
-            namespace,
-            field_selector=f"metadata.name={name}",
-            _preload_content=False,
-            _request_timeout=self.timeout,
+        return await self._list(
+            self._core.list_namespaced_config_map, namespace, field_selector=f"metadata.name={name}"
         )
-        listed = await _json(cast(aiohttp.ClientResponse, response))
-        return listed["items"], listed["metadata"]["resourceVersion"]
 
-    async def config_map_events(
+    def config_map_events(
         self, namespace: str, name: str, resource_version: str, timeout_seconds: int
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Watch events (type, raw object) of the ConfigMap `name`, from a resourceVersion,
         until the server ends the watch after timeout_seconds."""
+        return self._watch(
+            self._core.list_namespaced_config_map, namespace, resource_version, timeout_seconds,
+            field_selector=f"metadata.name={name}",
+        )  # fmt: skip
+
+    async def _list(
+        self, method: Callable[..., Any], namespace: str, **selector: str
+    ) -> tuple[list[dict[str, Any]], str]:
+        response = await method(
+            namespace, **selector, _preload_content=False, _request_timeout=self.timeout
+        )
+        listed = await _json(cast(aiohttp.ClientResponse, response))
+        return listed["items"], listed["metadata"]["resourceVersion"]
+
+    async def _watch(
+        self,
+        method: Callable[..., Any],
+        namespace: str,
+        resource_version: str,
+        timeout_seconds: int,
+        **selector: str,
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         stream = watch.Watch()
         async with stream.stream(
-            self._core.list_namespaced_config_map,
+            method,
             namespace,
-            field_selector=f"metadata.name={name}",
+            **selector,
             resource_version=resource_version,
             allow_watch_bookmarks=True,
             timeout_seconds=timeout_seconds,
