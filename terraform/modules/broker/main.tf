@@ -2,10 +2,6 @@
 # cluster's nodes, AMQP over TLS, its user's password generated here and kept in Secrets
 # Manager.
 
-data "aws_caller_identity" "current" {}
-
-data "aws_partition" "current" {}
-
 resource "aws_security_group" "this" {
   name_prefix = "${var.name}-rabbitmq-"
   description = "RabbitMQ of ${var.name}: from the cluster's nodes only"
@@ -74,34 +70,22 @@ resource "aws_mq_broker" "this" {
   }
 }
 
-data "aws_iam_policy_document" "key" {
-  # A key policy: "*" is this key. The account statement is AWS's default key policy, which
-  # lets IAM policies of this account grant use of the key; without it nobody can.
-  # checkov:skip=CKV_AWS_109: a key policy's resource is the key itself; the account's administrators must be able to manage it
-  # checkov:skip=CKV_AWS_111: a key policy's resource is the key itself; use of it is granted by the scoped IAM policies of the roles that need it
-  # checkov:skip=CKV_AWS_356: a key policy's resource "*" means this key and nothing else
-  statement {
-    sid       = "AccountAdministers"
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"]
-    }
-  }
+module "secret_key" {
+  source = "../kms-key"
+
+  description = "${var.name}: RabbitMQ credentials in Secrets Manager"
 }
 
-resource "aws_kms_key" "secret" {
-  description         = "${var.name}: RabbitMQ credentials in Secrets Manager"
-  enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.key.json
+moved {
+  from = aws_kms_key.secret
+  to   = module.secret_key.aws_kms_key.this
 }
 
 resource "aws_secretsmanager_secret" "user" {
   # checkov:skip=CKV2_AWS_57: the broker user's password changes through this module (taint random_password.user, apply), which updates the broker and the secret together; a Secrets Manager rotation would leave the broker behind
   name_prefix = "${var.name}/rabbitmq-"
   description = "RabbitMQ user of ${var.name} (Amazon MQ)"
-  kms_key_id  = aws_kms_key.secret.arn
+  kms_key_id  = module.secret_key.arn
 }
 
 resource "aws_secretsmanager_secret_version" "user" {

@@ -2,31 +2,17 @@
 # nodes, encrypted with a key of its own, TLS enforced, its master password generated and
 # rotated by RDS in Secrets Manager.
 
-data "aws_caller_identity" "current" {}
-
 data "aws_partition" "current" {}
 
-data "aws_iam_policy_document" "key" {
-  # A key policy: "*" is this key. The account statement is AWS's default key policy, which
-  # lets IAM policies of this account grant use of the key; without it nobody can.
-  # checkov:skip=CKV_AWS_109: a key policy's resource is the key itself; the account's administrators must be able to manage it
-  # checkov:skip=CKV_AWS_111: a key policy's resource is the key itself; use of it is granted by the scoped IAM policies of the roles that need it
-  # checkov:skip=CKV_AWS_356: a key policy's resource "*" means this key and nothing else
-  statement {
-    sid       = "AccountAdministers"
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"]
-    }
-  }
+module "key" {
+  source = "../kms-key"
+
+  description = "${var.name}: RDS PostgreSQL storage, Performance Insights and master secret"
 }
 
-resource "aws_kms_key" "this" {
-  description         = "${var.name}: RDS PostgreSQL storage, Performance Insights and master secret"
-  enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.key.json
+moved {
+  from = aws_kms_key.this
+  to   = module.key.aws_kms_key.this
 }
 
 resource "aws_db_subnet_group" "this" {
@@ -117,13 +103,13 @@ resource "aws_db_instance" "this" {
   max_allocated_storage = var.max_allocated_storage_gib
   storage_type          = "gp3"
   storage_encrypted     = true
-  kms_key_id            = aws_kms_key.this.arn
+  kms_key_id            = module.key.arn
 
   db_name  = var.database
   username = var.username
   # RDS generates the password, keeps it in Secrets Manager and rotates it.
   manage_master_user_password   = true
-  master_user_secret_kms_key_id = aws_kms_key.this.arn
+  master_user_secret_kms_key_id = module.key.arn
 
   db_subnet_group_name   = aws_db_subnet_group.this.name
   vpc_security_group_ids = [aws_security_group.this.id]
@@ -144,7 +130,7 @@ resource "aws_db_instance" "this" {
 
   enabled_cloudwatch_logs_exports       = ["postgresql", "upgrade"]
   performance_insights_enabled          = true
-  performance_insights_kms_key_id       = aws_kms_key.this.arn
+  performance_insights_kms_key_id       = module.key.arn
   performance_insights_retention_period = 7
   monitoring_interval                   = 60
   monitoring_role_arn                   = aws_iam_role.monitoring.arn

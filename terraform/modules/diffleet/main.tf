@@ -2,10 +2,6 @@
 # and the chart itself (../charts/diffleet), wired to RabbitMQ, PostgreSQL and the
 # buckets, with the GPUPools whose nodes modules/gpu-nodes provides.
 
-data "aws_caller_identity" "current" {}
-
-data "aws_partition" "current" {}
-
 resource "kubernetes_namespace_v1" "this" {
   metadata {
     name = var.namespace
@@ -34,27 +30,15 @@ locals {
   }
 }
 
-data "aws_iam_policy_document" "key" {
-  # A key policy: "*" is this key. The account statement is AWS's default key policy, which
-  # lets IAM policies of this account grant use of the key; without it nobody can.
-  # checkov:skip=CKV_AWS_109: a key policy's resource is the key itself; the account's administrators must be able to manage it
-  # checkov:skip=CKV_AWS_111: a key policy's resource is the key itself; use of it is granted by the scoped IAM policies of the roles that need it
-  # checkov:skip=CKV_AWS_356: a key policy's resource "*" means this key and nothing else
-  statement {
-    sid       = "AccountAdministers"
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"]
-    }
-  }
+module "secrets_key" {
+  source = "../kms-key"
+
+  description = "${var.name}: the API's signing keys in Secrets Manager"
 }
 
-resource "aws_kms_key" "secrets" {
-  description         = "${var.name}: the API's signing keys in Secrets Manager"
-  enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.key.json
+moved {
+  from = aws_kms_key.secrets
+  to   = module.secrets_key.aws_kms_key.this
 }
 
 resource "aws_secretsmanager_secret" "api" {
@@ -63,7 +47,7 @@ resource "aws_secretsmanager_secret" "api" {
 
   name_prefix = "${var.name}/${each.key}-"
   description = each.value
-  kms_key_id  = aws_kms_key.secrets.arn
+  kms_key_id  = module.secrets_key.arn
 }
 
 resource "aws_secretsmanager_secret_version" "api" {

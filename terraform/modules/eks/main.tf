@@ -3,15 +3,12 @@
 # Identity agent) and the system managed node group, which runs everything but the GPU
 # workers: Karpenter, the operator, the API, CoreDNS.
 
-data "aws_caller_identity" "current" {}
-
 data "aws_partition" "current" {}
 
 data "aws_region" "current" {}
 
 locals {
-  account_id = data.aws_caller_identity.current.account_id
-  partition  = data.aws_partition.current.partition
+  partition = data.aws_partition.current.partition
 }
 
 # ---------------------------------------------------------------- control plane
@@ -40,7 +37,7 @@ resource "aws_iam_role_policy_attachment" "cluster" {
 data "aws_iam_policy_document" "cluster_encryption" {
   statement {
     actions   = ["kms:Encrypt", "kms:Decrypt", "kms:ListGrants", "kms:DescribeKey"]
-    resources = [aws_kms_key.secrets.arn]
+    resources = [module.secrets_key.arn]
   }
 }
 
@@ -50,73 +47,38 @@ resource "aws_iam_role_policy" "cluster_encryption" {
   policy = data.aws_iam_policy_document.cluster_encryption.json
 }
 
-data "aws_iam_policy_document" "secrets_key" {
-  # A key policy: "*" is this key. The account statement is AWS's default key policy, which
-  # lets IAM policies of this account grant use of the key; without it nobody can.
-  # checkov:skip=CKV_AWS_109: a key policy's resource is the key itself; the account's administrators must be able to manage it
-  # checkov:skip=CKV_AWS_111: a key policy's resource is the key itself; use of it is granted by the scoped IAM policies of the roles that need it
-  # checkov:skip=CKV_AWS_356: a key policy's resource "*" means this key and nothing else
-  statement {
-    sid       = "AccountAdministers"
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:${local.partition}:iam::${local.account_id}:root"]
+module "secrets_key" {
+  source = "../kms-key"
+
+  description = "${var.name}: envelope encryption of Kubernetes Secrets"
+}
+
+moved {
+  from = aws_kms_key.secrets
+  to   = module.secrets_key.aws_kms_key.this
+}
+
+module "logs_key" {
+  source = "../kms-key"
+
+  description = "${var.name}: EKS control plane logs"
+  service_users = {
+    CloudWatchLogsEncrypts = {
+      service = "logs.${data.aws_region.current.region}.amazonaws.com"
     }
   }
 }
 
-resource "aws_kms_key" "secrets" {
-  description         = "${var.name}: envelope encryption of Kubernetes Secrets"
-  enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.secrets_key.json
-}
-
-data "aws_iam_policy_document" "logs_key" {
-  # A key policy: "*" is this key. The account statement is AWS's default key policy, which
-  # lets IAM policies of this account grant use of the key; without it nobody can.
-  # checkov:skip=CKV_AWS_109: a key policy's resource is the key itself; the account's administrators must be able to manage it
-  # checkov:skip=CKV_AWS_111: a key policy's resource is the key itself; use of it is granted by the scoped IAM policies of the roles that need it
-  # checkov:skip=CKV_AWS_356: a key policy's resource "*" means this key and nothing else
-  statement {
-    sid       = "AccountAdministers"
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:${local.partition}:iam::${local.account_id}:root"]
-    }
-  }
-
-  statement {
-    sid = "CloudWatchLogsEncrypts"
-    actions = [
-      "kms:Encrypt*",
-      "kms:Decrypt*",
-      "kms:ReEncrypt*",
-      "kms:GenerateDataKey*",
-      "kms:Describe*",
-    ]
-    resources = ["*"]
-    principals {
-      type        = "Service"
-      identifiers = ["logs.${data.aws_region.current.region}.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_kms_key" "logs" {
-  description         = "${var.name}: EKS control plane logs"
-  enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.logs_key.json
+moved {
+  from = aws_kms_key.logs
+  to   = module.logs_key.aws_kms_key.this
 }
 
 # Created before the cluster so that its retention and key apply from the first line.
 resource "aws_cloudwatch_log_group" "cluster" {
   name              = "/aws/eks/${var.name}/cluster"
   retention_in_days = var.log_retention_days
-  kms_key_id        = aws_kms_key.logs.arn
+  kms_key_id        = module.logs_key.arn
 }
 
 resource "aws_eks_cluster" "this" {
@@ -143,7 +105,7 @@ resource "aws_eks_cluster" "this" {
   encryption_config {
     resources = ["secrets"]
     provider {
-      key_arn = aws_kms_key.secrets.arn
+      key_arn = module.secrets_key.arn
     }
   }
 

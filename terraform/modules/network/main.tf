@@ -150,54 +150,31 @@ resource "aws_vpc_endpoint" "s3" {
 
 # ---------------------------------------------------------------- flow logs
 
-data "aws_iam_policy_document" "flow_logs_key" {
-  # A key policy: "*" is this key. The account statement is AWS's default key policy, which
-  # lets IAM policies of this account grant use of the key; without it nobody can.
-  # checkov:skip=CKV_AWS_109: a key policy's resource is the key itself; the account's administrators must be able to manage it
-  # checkov:skip=CKV_AWS_111: a key policy's resource is the key itself; use of it is granted by the scoped IAM policies of the roles that need it
-  # checkov:skip=CKV_AWS_356: a key policy's resource "*" means this key and nothing else
-  statement {
-    sid       = "AccountAdministers"
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
-    }
-  }
+module "flow_logs_key" {
+  source = "../kms-key"
 
-  statement {
-    sid = "CloudWatchLogsEncrypts"
-    actions = [
-      "kms:Encrypt*",
-      "kms:Decrypt*",
-      "kms:ReEncrypt*",
-      "kms:GenerateDataKey*",
-      "kms:Describe*",
-    ]
-    resources = ["*"]
-    principals {
-      type        = "Service"
-      identifiers = ["logs.${data.aws_region.current.region}.amazonaws.com"]
-    }
-    condition {
-      test     = "ArnLike"
-      variable = "kms:EncryptionContext:aws:logs:arn"
-      values   = ["arn:aws:logs:${data.aws_region.current.region}:${data.aws_caller_identity.current.account_id}:log-group:/aws/vpc/${var.name}/flow-logs"]
+  description = "${var.name}: VPC flow logs"
+  service_users = {
+    CloudWatchLogsEncrypts = {
+      service = "logs.${data.aws_region.current.region}.amazonaws.com"
+      conditions = [{
+        test     = "ArnLike"
+        variable = "kms:EncryptionContext:aws:logs:arn"
+        values   = ["arn:aws:logs:${data.aws_region.current.region}:${data.aws_caller_identity.current.account_id}:log-group:/aws/vpc/${var.name}/flow-logs"]
+      }]
     }
   }
 }
 
-resource "aws_kms_key" "flow_logs" {
-  description         = "${var.name}: VPC flow logs"
-  enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.flow_logs_key.json
+moved {
+  from = aws_kms_key.flow_logs
+  to   = module.flow_logs_key.aws_kms_key.this
 }
 
 resource "aws_cloudwatch_log_group" "flow_logs" {
   name              = "/aws/vpc/${var.name}/flow-logs"
   retention_in_days = var.flow_log_retention_days
-  kms_key_id        = aws_kms_key.flow_logs.arn
+  kms_key_id        = module.flow_logs_key.arn
 }
 
 data "aws_iam_policy_document" "flow_logs_assume" {

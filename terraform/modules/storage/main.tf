@@ -4,8 +4,6 @@
 
 data "aws_caller_identity" "current" {}
 
-data "aws_partition" "current" {}
-
 locals {
   buckets = {
     # Model weights: written by the API's model uploads and by the SRE, read by the
@@ -19,32 +17,20 @@ locals {
   }
 }
 
-data "aws_iam_policy_document" "key" {
-  # A key policy: "*" is this key. The account statement is AWS's default key policy, which
-  # lets IAM policies of this account grant use of the key; without it nobody can.
-  # checkov:skip=CKV_AWS_109: a key policy's resource is the key itself; the account's administrators must be able to manage it
-  # checkov:skip=CKV_AWS_111: a key policy's resource is the key itself; use of it is granted by the scoped IAM policies of the roles that need it
-  # checkov:skip=CKV_AWS_356: a key policy's resource "*" means this key and nothing else
-  statement {
-    sid       = "AccountAdministers"
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"]
-    }
-  }
+module "buckets_key" {
+  source = "../kms-key"
+
+  description = "${var.name}: S3 buckets (models, outputs, uploads)"
 }
 
-resource "aws_kms_key" "buckets" {
-  description         = "${var.name}: S3 buckets (models, outputs, uploads)"
-  enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.key.json
+moved {
+  from = aws_kms_key.buckets
+  to   = module.buckets_key.aws_kms_key.this
 }
 
 resource "aws_kms_alias" "buckets" {
   name          = "alias/${var.name}-buckets"
-  target_key_id = aws_kms_key.buckets.key_id
+  target_key_id = module.buckets_key.id
 }
 
 # ---------------------------------------------------------------- access logs
@@ -184,7 +170,7 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "this" {
   rule {
     apply_server_side_encryption_by_default {
       sse_algorithm     = "aws:kms"
-      kms_master_key_id = aws_kms_key.buckets.arn
+      kms_master_key_id = module.buckets_key.arn
     }
     # One KMS request per bucket and hour instead of one per object (workers read
     # thousands of model files).
