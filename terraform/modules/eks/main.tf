@@ -139,31 +139,20 @@ resource "aws_eks_access_policy_association" "admins" {
 
 # ---------------------------------------------------------------- system node group
 
-data "aws_iam_policy_document" "node_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["ec2.amazonaws.com"]
-    }
-  }
+module "system_nodes_role" {
+  source = "../node-role"
+
+  name_prefix = "${var.name}-system-"
 }
 
-resource "aws_iam_role" "system_nodes" {
-  name_prefix        = "${var.name}-system-"
-  assume_role_policy = data.aws_iam_policy_document.node_assume.json
+moved {
+  from = aws_iam_role.system_nodes
+  to   = module.system_nodes_role.aws_iam_role.this
 }
 
-resource "aws_iam_role_policy_attachment" "system_nodes" {
-  for_each = toset([
-    "AmazonEKSWorkerNodePolicy",
-    "AmazonEKS_CNI_Policy",
-    "AmazonEC2ContainerRegistryReadOnly",
-    "AmazonSSMManagedInstanceCore",
-  ])
-
-  role       = aws_iam_role.system_nodes.name
-  policy_arn = "arn:${local.partition}:iam::aws:policy/${each.value}"
+moved {
+  from = aws_iam_role_policy_attachment.system_nodes
+  to   = module.system_nodes_role.aws_iam_role_policy_attachment.this
 }
 
 resource "aws_launch_template" "system" {
@@ -196,7 +185,7 @@ resource "aws_launch_template" "system" {
 resource "aws_eks_node_group" "system" {
   cluster_name    = aws_eks_cluster.this.name
   node_group_name = "system"
-  node_role_arn   = aws_iam_role.system_nodes.arn
+  node_role_arn   = module.system_nodes_role.arn
   subnet_ids      = var.subnet_ids
   ami_type        = "AL2023_x86_64_STANDARD"
   instance_types  = var.system_instance_types
@@ -227,7 +216,7 @@ resource "aws_eks_node_group" "system" {
     ignore_changes = [scaling_config[0].desired_size]
   }
 
-  depends_on = [aws_iam_role_policy_attachment.system_nodes, aws_eks_addon.node]
+  depends_on = [module.system_nodes_role, aws_eks_addon.node]
 }
 
 # ---------------------------------------------------------------- add-ons

@@ -16,41 +16,35 @@ locals {
   ec2_arn    = "arn:${local.partition}:ec2:${local.region}"
   # What every node Karpenter launches is tagged with, and what its role may act on.
   owned_tag = "aws:ResourceTag/kubernetes.io/cluster/${var.cluster_name}"
+  # What launching an instance creates, which Karpenter creates and tags as this cluster's.
+  launched_resources = [
+    for type in ["fleet", "instance", "volume", "network-interface", "launch-template", "spot-instances-request"] :
+    "${local.ec2_arn}:*:${type}/*"
+  ]
 }
 
 # ---------------------------------------------------------------- nodes' role
 
-data "aws_iam_policy_document" "node_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["ec2.amazonaws.com"]
-    }
-  }
+module "node_role" {
+  source = "../node-role"
+
+  name_prefix = "${var.cluster_name}-gpu-"
 }
 
-resource "aws_iam_role" "node" {
-  name_prefix        = "${var.cluster_name}-gpu-"
-  assume_role_policy = data.aws_iam_policy_document.node_assume.json
+moved {
+  from = aws_iam_role.node
+  to   = module.node_role.aws_iam_role.this
 }
 
-resource "aws_iam_role_policy_attachment" "node" {
-  for_each = toset([
-    "AmazonEKSWorkerNodePolicy",
-    "AmazonEKS_CNI_Policy",
-    "AmazonEC2ContainerRegistryReadOnly",
-    "AmazonSSMManagedInstanceCore",
-  ])
-
-  role       = aws_iam_role.node.name
-  policy_arn = "arn:${local.partition}:iam::aws:policy/${each.value}"
+moved {
+  from = aws_iam_role_policy_attachment.node
+  to   = module.node_role.aws_iam_role_policy_attachment.this
 }
 
 # Lets the nodes Karpenter launches join the cluster.
 resource "aws_eks_access_entry" "node" {
   cluster_name  = var.cluster_name
-  principal_arn = aws_iam_role.node.arn
+  principal_arn = module.node_role.arn
   type          = "EC2_LINUX"
 }
 
@@ -163,16 +157,9 @@ data "aws_iam_policy_document" "controller" {
   }
 
   statement {
-    sid     = "CreateTaggedResources"
-    actions = ["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"]
-    resources = [
-      "${local.ec2_arn}:*:fleet/*",
-      "${local.ec2_arn}:*:instance/*",
-      "${local.ec2_arn}:*:volume/*",
-      "${local.ec2_arn}:*:network-interface/*",
-      "${local.ec2_arn}:*:launch-template/*",
-      "${local.ec2_arn}:*:spot-instances-request/*",
-    ]
+    sid       = "CreateTaggedResources"
+    actions   = ["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"]
+    resources = local.launched_resources
     condition {
       test     = "StringEquals"
       variable = "aws:RequestTag/kubernetes.io/cluster/${var.cluster_name}"
@@ -191,16 +178,9 @@ data "aws_iam_policy_document" "controller" {
   }
 
   statement {
-    sid     = "TagOnCreation"
-    actions = ["ec2:CreateTags"]
-    resources = [
-      "${local.ec2_arn}:*:fleet/*",
-      "${local.ec2_arn}:*:instance/*",
-      "${local.ec2_arn}:*:volume/*",
-      "${local.ec2_arn}:*:network-interface/*",
-      "${local.ec2_arn}:*:launch-template/*",
-      "${local.ec2_arn}:*:spot-instances-request/*",
-    ]
+    sid       = "TagOnCreation"
+    actions   = ["ec2:CreateTags"]
+    resources = local.launched_resources
     condition {
       test     = "StringEquals"
       variable = "aws:RequestTag/kubernetes.io/cluster/${var.cluster_name}"
@@ -292,7 +272,7 @@ data "aws_iam_policy_document" "controller" {
   statement {
     sid       = "PassNodeRole"
     actions   = ["iam:PassRole"]
-    resources = [aws_iam_role.node.arn]
+    resources = [module.node_role.arn]
     condition {
       test     = "StringEquals"
       variable = "iam:PassedToService"
@@ -416,7 +396,7 @@ locals {
     kind       = "EC2NodeClass"
     metadata   = { name = "gpu" }
     spec = {
-      role = aws_iam_role.node.name
+      role = module.node_role.name
       # The al2023 alias picks the NVIDIA variant (driver and container toolkit
       # installed) for GPU instance types.
       amiSelectorTerms           = [{ alias = var.node_ami_alias }]

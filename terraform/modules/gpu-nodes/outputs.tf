@@ -1,6 +1,6 @@
 output "node_role_arn" {
   description = "IAM role of the GPU nodes Karpenter launches."
-  value       = aws_iam_role.node.arn
+  value       = module.node_role.arn
 }
 
 output "controller_role_arn" {

@@ -1,0 +1,4 @@
+variable "name_prefix" {
+  description = "Prefix of the role's name (IAM appends a unique suffix)."
+  type        = string
+}
