@@ -76,11 +76,6 @@ module "secret_key" {
   description = "${var.name}: RabbitMQ credentials in Secrets Manager"
 }
 
-moved {
-  from = aws_kms_key.secret
-  to   = module.secret_key.aws_kms_key.this
-}
-
 resource "aws_secretsmanager_secret" "user" {
   # checkov:skip=CKV2_AWS_57: the broker user's password changes through this module (taint random_password.user, apply), which updates the broker and the secret together; a Secrets Manager rotation would leave the broker behind
   name_prefix = "${var.name}/rabbitmq-"

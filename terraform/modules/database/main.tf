@@ -10,11 +10,6 @@ module "key" {
   description = "${var.name}: RDS PostgreSQL storage, Performance Insights and master secret"
 }
 
-moved {
-  from = aws_kms_key.this
-  to   = module.key.aws_kms_key.this
-}
-
 resource "aws_db_subnet_group" "this" {
   name_prefix = "${var.name}-"
   subnet_ids  = var.subnet_ids

@@ -36,11 +36,6 @@ module "secrets_key" {
   description = "${var.name}: the API's signing keys in Secrets Manager"
 }
 
-moved {
-  from = aws_kms_key.secrets
-  to   = module.secrets_key.aws_kms_key.this
-}
-
 resource "aws_secretsmanager_secret" "api" {
   # checkov:skip=CKV2_AWS_57: a new key is made by tainting random_password.api and applying, which updates the Kubernetes Secret too and rolls the API; a Secrets Manager rotation would leave the cluster's copy behind
   for_each = local.api_keys

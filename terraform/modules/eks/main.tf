@@ -53,11 +53,6 @@ module "secrets_key" {
   description = "${var.name}: envelope encryption of Kubernetes Secrets"
 }
 
-moved {
-  from = aws_kms_key.secrets
-  to   = module.secrets_key.aws_kms_key.this
-}
-
 module "logs_key" {
   source = "../kms-key"
 
@@ -67,11 +62,6 @@ module "logs_key" {
       service = "logs.${data.aws_region.current.region}.amazonaws.com"
     }
   }
-}
-
-moved {
-  from = aws_kms_key.logs
-  to   = module.logs_key.aws_kms_key.this
 }
 
 # Created before the cluster so that its retention and key apply from the first line.
@@ -143,16 +133,6 @@ module "system_nodes_role" {
   source = "../node-role"
 
   name_prefix = "${var.name}-system-"
-}
-
-moved {
-  from = aws_iam_role.system_nodes
-  to   = module.system_nodes_role.aws_iam_role.this
-}
-
-moved {
-  from = aws_iam_role_policy_attachment.system_nodes
-  to   = module.system_nodes_role.aws_iam_role_policy_attachment.this
 }
 
 resource "aws_launch_template" "system" {

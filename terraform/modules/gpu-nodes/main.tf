@@ -31,16 +31,6 @@ module "node_role" {
   name_prefix = "${var.cluster_name}-gpu-"
 }
 
-moved {
-  from = aws_iam_role.node
-  to   = module.node_role.aws_iam_role.this
-}
-
-moved {
-  from = aws_iam_role_policy_attachment.node
-  to   = module.node_role.aws_iam_role_policy_attachment.this
-}
-
 # Lets the nodes Karpenter launches join the cluster.
 resource "aws_eks_access_entry" "node" {
   cluster_name  = var.cluster_name

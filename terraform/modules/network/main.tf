@@ -166,11 +166,6 @@ module "flow_logs_key" {
   }
 }
 
-moved {
-  from = aws_kms_key.flow_logs
-  to   = module.flow_logs_key.aws_kms_key.this
-}
-
 resource "aws_cloudwatch_log_group" "flow_logs" {
   name              = "/aws/vpc/${var.name}/flow-logs"
   retention_in_days = var.flow_log_retention_days

@@ -23,11 +23,6 @@ module "buckets_key" {
   description = "${var.name}: S3 buckets (models, outputs, uploads)"
 }
 
-moved {
-  from = aws_kms_key.buckets
-  to   = module.buckets_key.aws_kms_key.this
-}
-
 resource "aws_kms_alias" "buckets" {
   name          = "alias/${var.name}-buckets"
   target_key_id = module.buckets_key.id
