@@ -123,3 +123,26 @@ def test_values_add_gpupools_and_the_admission_policy() -> None:
     assert [var["name"] for var in template["env"]][-1] == "DIFFLEET_WORKER_THREADS"
     assert "DIFFLEET_AMQP_URL" in [var["name"] for var in template["env"]]
     assert {"MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"} <= kinds(objects)
+
+
+def containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The containers of a Deployment's or Job's pod template, or of a GPUPool's."""
+    spec = obj.get("spec") or {}
+    template = spec.get("template") or {}
+    pod = template.get("spec") or {}
+    if obj["kind"] == "GPUPool":
+        return [template]
+    return list(pod.get("containers") or [])
+
+
+def test_the_default_render_keeps_development_mode_off() -> None:
+    """The development credentials are accepted only where the local stack asks for it."""
+    values = [
+        env["value"]
+        for obj in render()
+        for container in containers(obj)
+        for env in container.get("env", [])
+        if env["name"] == "DIFFLEET_DEVELOPMENT_MODE"
+    ]
+    assert values
+    assert set(values) == {"false"}
