@@ -176,10 +176,16 @@ def scales_from_zero_and_back(
     started = time.monotonic()
     apply_jobs(kubectl, namespace, [f"job-{i}" for i in range(20)], gpuClass=pool, steps=20)
 
-    eventually(
-        lambda: pool_status(kubectl, pool).get("desiredReplicas") == 4,
-        timeout=30, interval=0.1, what="desiredReplicas 4",
-    )  # fmt: skip
+    probe_seconds = 0.0
+
+    def desired_four() -> bool:
+        nonlocal probe_seconds
+        probed = time.monotonic()
+        desired = pool_status(kubectl, pool).get("desiredReplicas")
+        probe_seconds = time.monotonic() - probed
+        return desired == 4
+
+    eventually(desired_four, timeout=30, interval=0.1, what="desiredReplicas 4")
     decided = time.monotonic() - started
 
     def bound() -> list[dict[str, Any]] | None:
@@ -222,7 +228,8 @@ def scales_from_zero_and_back(
         f"\n{pool} on {nodes}: desired 4 after {decided:.2f}s, 4 workers announced after"
         f" {ready:.1f}s, 20 jobs done after {finished:.1f}s, back to 0 after {drained:.1f}s"
     )
-    assert decided <= 2.0 + 1.0  # 2 s, plus kubectl's own latency in this probe
+    # 2 s, plus the latency of the probe that saw it (a kubectl process) and of its poll
+    assert decided <= 2.0 + probe_seconds + 0.5
 
 
 def test_pool_scales_from_zero_on_static_nodes_and_back(
