@@ -113,8 +113,9 @@ def test_a_delivery_the_http_client_cannot_send_fails_once_and_the_next_is_deliv
     poisoned = f"poisoned-{uuid.uuid4()}"
     with connect() as connection:
         connection.execute(
-            "insert into webhook_deliveries (job_uid, url, payload) values (%s, %s, %s)",
-            (poisoned, UNSENDABLE_URL, Jsonb({"type": "job.finished", "job": {}})),
+            "insert into webhook_deliveries (namespace, job_uid, url, payload)"
+            " values (%s, %s, %s, %s)",
+            (tenant.namespace, poisoned, UNSENDABLE_URL, Jsonb({"type": "job.finished"})),
         )
     eventually(
         lambda: (row := delivery(poisoned)) and row[0] == "failed" and row,

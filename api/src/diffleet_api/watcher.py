@@ -231,7 +231,8 @@ class JobWatcher:
             "phase": phase,
             "job": job.model_dump(mode="json", by_alias=True),
         }
-        await webhooks.enqueue(connection, body["metadata"]["uid"], url, payload)
+        meta = body["metadata"]
+        await webhooks.enqueue(connection, meta["namespace"], meta["uid"], url, payload)
 
     async def quarantine(self, kind: str, body: Body, why: str) -> None:
         """What can still be done for a job whose handling failed by its own fault: its
@@ -274,7 +275,8 @@ class JobWatcher:
         meta = body["metadata"]
         job = {"id": meta["name"], "uid": meta["uid"], "namespace": meta["namespace"]}
         payload = {"type": "job.finished", "phase": phase, "job": job}
-        await webhooks.enqueue(connection, meta["uid"], url, payload, failure=why)
+        namespace, uid = meta["namespace"], meta["uid"]
+        await webhooks.enqueue(connection, namespace, uid, url, payload, failure=why)
 
     # ------------------------------------------------------------ abandoned jobs
 

@@ -71,6 +71,7 @@ def backoff(settings: ApiSettings, attempts: int) -> float:
 
 async def enqueue(
     connection: psycopg.AsyncConnection[Any],
+    namespace: str,
     uid: str,
     url: str,
     payload: dict[str, Any],
@@ -79,9 +80,10 @@ async def enqueue(
     """Records a delivery to make, once per job; with a `failure`, one that has failed
     already for that reason (the watcher quarantined its job) and is never sent."""
     await connection.execute(
-        "insert into webhook_deliveries (job_uid, url, payload, state, last_error)"
-        " values (%s, %s, %s, %s, %s) on conflict (job_uid) do nothing",
+        "insert into webhook_deliveries (namespace, job_uid, url, payload, state, last_error)"
+        " values (%s, %s, %s, %s, %s, %s) on conflict (job_uid) do nothing",
         (
+            namespace,
             uid,
             storable(url),
             Jsonb(storable(payload)),
@@ -126,13 +128,15 @@ async def post(
 async def deliver_due(
     connection: psycopg.AsyncConnection[Any], http: httpx.AsyncClient, settings: ApiSettings
 ) -> int:
-    """Sends the deliveries that are due; returns how many were attempted."""
+    """Sends the deliveries that are due (of the namespaces the watcher follows); returns
+    how many were attempted."""
     async with connection.transaction():
         cursor = await connection.execute(
             "select id, url, payload, attempts from webhook_deliveries"
             " where state = 'pending' and next_attempt_at <= now()"
+            " and (%s or namespace = any(%s))"
             " order by next_attempt_at limit %s for update skip locked",
-            (BATCH,),
+            (*followed(settings), BATCH),
         )
         due = await cursor.fetchall()
         attempts = await asyncio.gather(
@@ -140,14 +144,21 @@ async def deliver_due(
         )
         for (delivery_id, _, _, tried), attempt in zip(due, attempts, strict=True):
             await record(connection, settings, delivery_id, tried + 1, attempt)
-    await measure_backlog(connection)
+    await measure_backlog(connection, settings)
     return len(due)
 
 
-async def measure_backlog(connection: psycopg.AsyncConnection[Any]) -> None:
+def followed(settings: ApiSettings) -> tuple[bool, list[str]]:
+    """The parameters of `(%s or namespace = any(%s))`: the deliveries of the namespaces
+    the watcher follows, or all of them when it follows all."""
+    return not settings.watch_namespaces, list(settings.watch_namespaces)
+
+
+async def measure_backlog(connection: psycopg.AsyncConnection[Any], settings: ApiSettings) -> None:
     cursor = await connection.execute(
         "select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)"
-        " from webhook_deliveries where state = 'pending'"
+        " from webhook_deliveries where state = 'pending' and (%s or namespace = any(%s))",
+        followed(settings),
     )
     pending, oldest_seconds = await cursor.fetchone() or (0, 0)
     WEBHOOKS_PENDING.set(pending)
