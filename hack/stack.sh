@@ -786,8 +786,24 @@ down() {
   stop_platform
   # The pod runner too: its workers drain and release their Leases while the API is up.
   stop pod-runner
+  # RabbitMQ before epmd: an Erlang node that outlives its epmd starts a daemon of its own,
+  # outside every process group, which then holds the port.
+  stop rabbitmq
   stop "${INFRA[@]}"
+  stop_stray_epmd
   log "stack stopped"
+}
+
+# An epmd daemon that this stack's RabbitMQ started (its environment names the stack's
+# RabbitMQ directory) and that still holds the stack's epmd port.
+stop_stray_epmd() {
+  local pid
+  for pid in $(ss -H -ltnp "sport = :$RABBITMQ_EPMD_PORT" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
+    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -q "=$RUN_DIR/rabbitmq"; then
+      log "stopping a stray epmd (pid $pid)"
+      kill "$pid" 2>/dev/null || true
+    fi
+  done
 }
 
 # restart NAME...: stops and starts single processes of a running stack (kwok after a change
