@@ -22,6 +22,7 @@ from tests.support.platform import (
     Platform,
     Process,
     apply_job,
+    cancel,
     job_status,
     register_model,
     wait_for_phase,
@@ -54,13 +55,6 @@ def outputs_under(namespace: str, job: str) -> list[str]:
         Bucket="diffleet-outputs", Prefix=f"{namespace}/{job}/"
     )
     return [item["Key"] for item in listed.get("Contents", [])]
-
-
-def cancel(kubectl: Kubectl, namespace: str, job: str) -> None:
-    kubectl.run(
-        "patch", "generationjob", job, "-n", namespace, "--type=merge",
-        "-p", '{"spec":{"cancel":true}}',
-    )  # fmt: skip
 
 
 def test_job_of_a_killed_worker_runs_again_elsewhere(

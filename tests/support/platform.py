@@ -216,6 +216,13 @@ def apply_job(kubectl: Kubectl, namespace: str, name: str, **spec: Any) -> None:
     kubectl.apply(json.dumps(body), namespace)
 
 
+def cancel(kubectl: Kubectl, namespace: str, job: str) -> None:
+    kubectl.run(
+        "patch", "generationjob", job, "-n", namespace, "--type=merge",
+        "-p", '{"spec":{"cancel":true}}',
+    )  # fmt: skip
+
+
 def job_status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
     status: dict[str, Any] = (
         kubectl.json("get", "generationjob", name, "-n", namespace).get("status") or {}

@@ -118,17 +118,29 @@ class Dispatcher:
             self.admitter.show_queued(self.rt.held.claim_all())
             return False
         progressed = False
-        for tier in self.shares.order(waiting):
-            for entry in list(self.buffers.by_tier[tier]):
-                with job_context(entry.admitted.job.uid):
-                    try:
-                        step = await self._consider(tier, entry, fleet)
-                    except Exception as error:  # noqa: BLE001 - one job never stops dispatch
-                        step = await self._failed(tier, entry, error)
-                if step is Step.DISPATCHED:
-                    return True
-                progressed = progressed or step is Step.DROPPED
+        for tier, entry in self._ordered():
+            with job_context(entry.admitted.job.uid):
+                try:
+                    step = await self._consider(tier, entry, fleet)
+                except Exception as error:  # noqa: BLE001 - one job never stops dispatch
+                    step = await self._failed(tier, entry, error)
+            if step is Step.DISPATCHED:
+                return True
+            progressed = progressed or step is Step.DROPPED
         return progressed
+
+    def _ordered(self) -> list[tuple[Tier, Buffered]]:
+        """The buffered entries in the order they are considered: by tier shares."""
+        waiting = self.buffers.waiting()
+        return [
+            (tier, entry)
+            for tier in self.shares.order(waiting)
+            for entry in list(self.buffers.by_tier[tier])
+        ]
+
+    def _spent(self, tier: Tier, entry: Buffered) -> None:
+        """Accounts one dispatched entry against its tier's share."""
+        self.shares.spend(tier)
 
     async def _consider(self, tier: Tier, entry: Buffered, fleet: list[WorkerView]) -> Step:
         """Drops the entry if stale, dispatches it if it places, else leaves it waiting."""
@@ -157,7 +169,7 @@ class Dispatcher:
             return Step.WAITING
         self.buffers.remove(tier, entry)
         await self._dispatch(entry, job, placement, admission)
-        self.shares.spend(tier)
+        self._spent(tier, entry)
         return Step.DISPATCHED
 
     async def _failed(self, tier: Tier, entry: Buffered, error: Exception) -> Step:
