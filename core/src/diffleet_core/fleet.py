@@ -36,3 +36,6 @@ class WorkerInventory(BaseModel):
     warm_models: list[str] = Field(default_factory=list, description="digests on local disk")
     jobs_in_flight: list[str] = Field(default_factory=list, description="job uids running")
     draining: bool = False
+    # How many checkpoints the hot tier holds (the planner predicts evictions by it);
+    # None: unbounded or unknown.
+    hot_slots: int | None = Field(default=None, ge=1)

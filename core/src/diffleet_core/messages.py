@@ -73,6 +73,10 @@ class DispatchedJob(Message):
     control_net: ModelRef | None = None
     output_bucket: str
     deadline: datetime
+    # Checkpoint digests the operator wants kept in this worker's hot tier (jobs waiting
+    # in the queue need them): to load a model, the worker evicts idle models not listed
+    # first (least recently used among them), and only then listed ones. Empty: plain LRU.
+    keep_hot: list[str] = Field(default_factory=list)
 
 
 class CancelJob(Message):
