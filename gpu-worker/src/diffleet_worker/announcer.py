@@ -3,6 +3,8 @@
 import asyncio
 import json
 import logging
+import random
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -12,6 +14,18 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from diffleet_core.fleet import INVENTORY_ANNOTATION, POOL_LABEL, WORKER_LABEL, WorkerInventory
 
 logger = logging.getLogger(__name__)
+
+
+def placement_state(inventory: WorkerInventory) -> tuple[object, ...]:
+    """What the operator places by, beyond the jobs in flight: a change of it is announced
+    at once rather than at the next heartbeat. Sets, not lists: the hot tier's
+    recency order moves with every job, and the heartbeat carries it."""
+    return (
+        frozenset(inventory.hot_models),
+        frozenset(inventory.warm_models),
+        inventory.concurrency,
+        inventory.draining,
+    )
 
 
 class Announcer:
@@ -71,18 +85,35 @@ class Announcer:
         inventory: Callable[[], WorkerInventory],
         every: float,
         renewed: Callable[[bool], None],
+        check_every: float,
     ) -> None:
-        """Renews the Lease until cancelled, telling `renewed` whether each renewal went
-        through; a failed one (the API server away) is retried next period."""
+        """Renews the Lease until cancelled: a heartbeat every `every` seconds (jittered,
+        so that a fleet started together does not renew in step), and within
+        `check_every` of a change of what placement reads (`placement_state`). Jobs in
+        flight alone renew nothing: the operator follows them itself, from its dispatches
+        and the results. `renewed` hears whether each renewal went through; a failed one
+        (the API server away) is tried again at the next heartbeat, with the inventory of
+        then."""
+        announced: tuple[object, ...] | None = None
+        due = 0.0
+        first = True
         while True:
-            try:
-                await self.announce(inventory())
-            except Exception as error:  # noqa: BLE001 - any failure is retried next period
-                logger.warning("Lease renewal failed: %r", error)
-                renewed(False)
-            else:
-                renewed(True)
-            await asyncio.sleep(every)
+            current = inventory()
+            state = placement_state(current)
+            if time.monotonic() >= due or state != announced:
+                try:
+                    await self.announce(current)
+                except Exception as error:  # noqa: BLE001 - any failure is retried next period
+                    logger.warning("Lease renewal failed: %r", error)
+                    renewed(False)
+                else:
+                    renewed(True)
+                announced = state
+                # The first period is a random part of one: workers started at once
+                # spread their heartbeats over the period instead of writing together.
+                share = random.uniform(0.1, 1.0) if first else random.uniform(0.9, 1.0)  # noqa: S311
+                due, first = time.monotonic() + every * share, False
+            await asyncio.sleep(max(min(check_every, due - time.monotonic()), 0.0))
 
     async def release(self) -> None:
         try:

@@ -40,8 +40,15 @@ class WorkerSettings(BaseSettings):
         default=1, ge=1, description="Jobs run at once; above 1 only with --simulate"
     )
     fleet_namespace: str = Field(default="diffleet-system", description="Namespace of Leases")
+    # A lost worker is noticed after `lease_seconds`; renewals cost the API server
+    # (fleet size / renew_seconds) writes per second (docs/worker.md, Lease).
     lease_seconds: float = Field(default=10.0, gt=0, description="Lease duration")
-    renew_seconds: float = Field(default=2.0, gt=0, description="Lease renewal period")
+    renew_seconds: float = Field(default=2.0, gt=0, description="Lease heartbeat period")
+    announce_check_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="How soon a change of hot or warm models or draining is announced",
+    )
     shutdown_grace_seconds: float = Field(default=30.0, ge=0, description="SIGTERM grace")
     request_timeout_seconds: float = Field(default=10.0, gt=0)
     broker_patience_seconds: float = Field(

@@ -61,14 +61,12 @@ async def serve(
     settings: WorkerSettings,
     core: Settings,
     api: client.ApiClient,
+    s3: Any,
     stop: asyncio.Event,
     simulate: bool,
 ) -> None:
     """One worker: its Lease, its queue, its runner; drains when `stop` is set. `core` holds
     the backing services' addresses and the queue prefix."""
-    s3 = boto3.client(
-        "s3", config=Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3})
-    )
     runner = make_runner(settings, s3, simulate)
     broker = await connect_broker(settings, core)
     announcer = Announcer(
@@ -85,7 +83,12 @@ async def serve(
         metrics.READY.labels(settings.worker_id).set(float(through and broker.connected))
 
     renewal = asyncio.create_task(
-        announcer.keep(service.inventory, settings.renew_seconds, renewed)
+        announcer.keep(
+            service.inventory,
+            settings.renew_seconds,
+            renewed,
+            settings.announce_check_seconds,
+        )
     )
     logger.info("worker %s serving pool %s", settings.worker_id, settings.pool)
     try:
@@ -98,23 +101,28 @@ async def serve(
         await announcer.release()
 
 
+def replica(settings: WorkerSettings, index: int) -> WorkerSettings:
+    """The `index`th of several workers hosted in one process: its own name, and its own
+    node when the process names one (a simulated fleet, one worker per kwok node)."""
+    node = f"{settings.node}-{index}" if settings.node else ""
+    return settings.model_copy(update={"worker_id": f"{settings.worker_id}-{index}", "node": node})
+
+
 async def run(settings: WorkerSettings, replicas: int, simulate: bool) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     api = await connect_kubernetes()
-    fleet = (
-        [settings]
-        if replicas == 1
-        else [
-            settings.model_copy(update={"worker_id": f"{settings.worker_id}-{i}"})
-            for i in range(replicas)
-        ]
+    fleet = [settings] if replicas == 1 else [replica(settings, i) for i in range(replicas)]
+    # One S3 client for the process: boto3's clients are thread-safe, and a thousand
+    # hosted workers would otherwise build a thousand.
+    s3 = boto3.client(
+        "s3", config=Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3})
     )
     try:
         core = get_settings()
-        await asyncio.gather(*(serve(worker, core, api, stop, simulate) for worker in fleet))
+        await asyncio.gather(*(serve(worker, core, api, s3, stop, simulate) for worker in fleet))
     finally:
         await api.close()
 
