@@ -106,6 +106,19 @@ class WorkerSettings(BaseSettings):
     sim_hot_models: list[str] = Field(default_factory=list, description="Digests hot at start")
     sim_warm_models: list[str] = Field(default_factory=list, description="Digests warm at start")
     sim_fail_reason: str = Field(default="", description="Fail every job with this reason")
+    sim_gpu_profile: bool = Field(
+        default=False,
+        description="Model load and step times by gpu_type (sim_profiles.py) instead of"
+        " the fixed sim_* timings",
+    )
+    sim_hot_slots: int = Field(
+        default=0, ge=0, description="Checkpoints the hot tier holds at most; 0: unbounded"
+    )
+    sim_record_path: Path | None = Field(
+        default=None,
+        description="Appends one JSON line per job run (uid, worker, when taken and done,"
+        " the tier its checkpoint came from): benchmarks measure waits by it",
+    )
 
 
 @lru_cache

@@ -25,10 +25,12 @@ from diffleet_core.messages import DispatchedJob, ModelRef
 from diffleet_core.model_rules import incompatibilities
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import MAX_SEED, Mode
+from diffleet_core.resources.model_cache import ModelType
 from diffleet_core.telemetry import tracer
 from diffleet_worker import metrics
 from diffleet_worker.cache import (
     CacheStats,
+    CacheTier,
     HotCache,
     Loaded,
     ModelCacheError,
@@ -120,6 +122,9 @@ class DiffusersRunner:
     def warm_models(self) -> list[str]:
         return self.store.warm_digests()
 
+    def hot_slots(self) -> int | None:
+        return None  # the hot tier is bounded by bytes, not models
+
     async def run(
         self, order: DispatchedJob, cancelled: asyncio.Event, on_step: StepCallback
     ) -> RunResult:
@@ -154,7 +159,7 @@ class DiffusersRunner:
                 self._count_cache()
 
     def _warm(self, model: ModelRef) -> None:
-        with self._cache_errors(), self._loaded(model) as loaded:
+        with self._cache_errors(), self._loaded(model, keep_hot=[]) as loaded:
             metrics.MODEL_WARMED.labels(loaded.tier.value).inc()
 
     def _run(
@@ -172,9 +177,9 @@ class DiffusersRunner:
         with ExitStack() as held, self._cache_errors():
             # 3. Take the models from the cache.
             with tracer.start_as_current_span("load"):
-                base = held.enter_context(self._acquire(order.model))
+                base = held.enter_context(self._acquire(order.model, order.keep_hot))
                 controlnet = (
-                    held.enter_context(self._acquire(order.control_net))
+                    held.enter_context(self._acquire(order.control_net, order.keep_hot))
                     if order.control_net is not None
                     else None
                 )
@@ -253,14 +258,18 @@ class DiffusersRunner:
         return Inputs(init, mask, control)
 
     @contextmanager
-    def _acquire(self, ref: ModelRef) -> Iterator[Any]:
-        with self._loaded(ref) as loaded:
+    def _acquire(self, ref: ModelRef, keep_hot: list[str]) -> Iterator[Any]:
+        with self._loaded(ref, keep_hot) as loaded:
             metrics.MODEL_SERVED.labels(loaded.tier.value).inc()
             yield loaded.value
 
-    def _loaded(self, ref: ModelRef) -> Loaded[Any]:
-        """The model from the store, loaded onto the device if it was not hot."""
-        return self.store.acquire(ref, lambda path: self.loader.load(ref, path))
+    def _loaded(self, ref: ModelRef, keep_hot: list[str]) -> Loaded[Any]:
+        """The model from the store, loaded onto the device if it was not hot; making room,
+        idle models `keep_hot` does not list go first."""
+        loaded = self.store.acquire(ref, lambda path: self.loader.load(ref, path), keep_hot)
+        if loaded.tier is not CacheTier.HOT and ref.type is ModelType.CHECKPOINT:
+            metrics.CHECKPOINT_LOADS.labels(loaded.tier.value).inc()
+        return loaded
 
     @staticmethod
     @contextmanager

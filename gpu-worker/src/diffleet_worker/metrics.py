@@ -20,6 +20,12 @@ MODEL_WARMED = Counter(
     " came from (hot: already there)",
     ["tier"],
 )
+CHECKPOINT_LOADS = Counter(
+    "diffleet_worker_checkpoint_loads_total",
+    "Checkpoints loaded into the hot tier because they were not hot there (for jobs and"
+    " warm orders alike), by the tier they came from (warm, cold)",
+    ["tier"],
+)
 MODEL_DOWNLOADS = Counter(
     "diffleet_worker_model_downloads_total", "Model artifacts downloaded from S3"
 )

@@ -39,6 +39,9 @@ class Runner(Protocol):
 
     def warm_models(self) -> list[str]: ...
 
+    def hot_slots(self) -> int | None:
+        """How many checkpoints the hot tier holds at most; None: bounded by bytes only."""
+
     async def run(
         self, order: DispatchedJob, cancelled: asyncio.Event, on_step: StepCallback
     ) -> RunResult: ...

@@ -111,6 +111,7 @@ class WorkerService:
             concurrency=s.concurrency,
             hot_models=self.runner.hot_models(),
             warm_models=self.runner.warm_models(),
+            hot_slots=self.runner.hot_slots(),
             jobs_in_flight=list(self.running),
             draining=self.draining,
         )

@@ -3,16 +3,26 @@
 It is how the scheduler is tested and benchmarked at fleet scale on one CPU: load time
 for cold and warm models, a fixed time per step, and real PNG outputs in S3 (one small
 image per batch item, uploaded as the real worker's are, retries included), with the real
-runner's stage spans but "fetch" (it reads no input image)."""
+runner's stage spans but "fetch" (it reads no input image).
+
+The hot tier holds at most `sim_hot_slots` checkpoints (0: unbounded). A checkpoint not
+hot takes `sim_warm_load_seconds` when on local disk, else `sim_load_seconds`; a LoRA
+takes no load time. To make room it evicts idle checkpoints the order's `keep_hot` does
+not list first, least recently used first, then listed ones; one in use by a job stays."""
 
 import asyncio
 import io
+import json
+import time
+from collections import Counter
 from typing import Any
 
 from PIL import Image
 
 from diffleet_core.messages import DispatchedJob, ModelRef
 from diffleet_core.telemetry import tracer
+from diffleet_worker import metrics
+from diffleet_worker.cache.errors import CacheTier
 from diffleet_worker.config import WorkerSettings
 from diffleet_worker.outputs import upload_png
 from diffleet_worker.runner import JobCancelledError, RunFailedError, RunResult, StepCallback
@@ -22,8 +32,11 @@ class SimulatedRunner:
     def __init__(self, settings: WorkerSettings, s3: Any) -> None:
         self.settings = settings
         self.s3 = s3
-        self._hot: list[str] = list(settings.sim_hot_models)
+        self._hot: list[str] = list(settings.sim_hot_models)  # most recently used first
         self._warm: list[str] = list(settings.sim_warm_models)
+        self._users: Counter[str] = Counter()  # jobs running on each hot checkpoint
+        # One load of a checkpoint at a time: a second job for it waits, then finds it hot.
+        self._loading: dict[str, asyncio.Lock] = {}
 
     def hot_models(self) -> list[str]:
         return list(self._hot)
@@ -31,24 +44,58 @@ class SimulatedRunner:
     def warm_models(self) -> list[str]:
         return list(self._warm)
 
+    def hot_slots(self) -> int | None:
+        return self.settings.sim_hot_slots or None
+
     async def run(
         self, order: DispatchedJob, cancelled: asyncio.Event, on_step: StepCallback
     ) -> RunResult:
         if self.settings.sim_fail_reason:
             raise RunFailedError(self.settings.sim_fail_reason, "simulated failure")
+        taken = time.time()
+        digest = order.model.digest
         with tracer.start_as_current_span("load"):
-            await self._load(order.model.digest)
+            tier = await self._load(order.model, order.keep_hot)
+        self._users[digest] += 1
+        try:
+            outputs = await self._generate(order, cancelled, on_step)
+        finally:
+            self._users[digest] -= 1
+        self._record(order, taken, tier)
+        return RunResult(
+            outputs=outputs,
+            model_digest=digest,
+            lora_digests={lora.name: lora.digest for lora in order.loras},
+        )
+
+    async def warm(self, model: ModelRef) -> None:
+        await self._load(model, keep_hot=[])
+
+    def load_seconds(self, model: ModelRef, tier: CacheTier) -> float:
+        """How long `model` takes to load into the hot tier from `tier` (warm or cold)."""
+        if tier is CacheTier.WARM:
+            return self.settings.sim_warm_load_seconds
+        return self.settings.sim_load_seconds
+
+    def step_seconds(self, order: DispatchedJob) -> float:
+        """How long one denoising step of `order` takes."""
+        return self.settings.sim_step_seconds
+
+    async def _generate(
+        self, order: DispatchedJob, cancelled: asyncio.Event, on_step: StepCallback
+    ) -> list[Any]:
         total = order.spec.steps
+        step_seconds = self.step_seconds(order)
         with tracer.start_as_current_span("denoise"):
             for step in range(1, total + 1):
                 if cancelled.is_set():
                     raise JobCancelledError
-                await asyncio.sleep(self.settings.sim_step_seconds)
-                await on_step(step, total, (total - step) * self.settings.sim_step_seconds, None)
+                await asyncio.sleep(step_seconds)
+                await on_step(step, total, (total - step) * step_seconds, None)
         with tracer.start_as_current_span("encode"):
             pngs = [_png(order) for _ in range(order.spec.batch_size)]
         with tracer.start_as_current_span("upload"):
-            outputs = [
+            return [
                 await asyncio.to_thread(
                     upload_png,
                     self.s3,
@@ -60,24 +107,48 @@ class SimulatedRunner:
                 )
                 for index, png in enumerate(pngs)
             ]
-        return RunResult(
-            outputs=outputs,
-            model_digest=order.model.digest,
-            lora_digests={lora.name: lora.digest for lora in order.loras},
-        )
 
-    async def warm(self, model: ModelRef) -> None:
-        await self._load(model.digest)
+    async def _load(self, model: ModelRef, keep_hot: list[str]) -> CacheTier:
+        """Makes `model` the most recently used hot checkpoint; the tier it came from."""
+        digest = model.digest
+        async with self._loading.setdefault(digest, asyncio.Lock()):
+            if digest in self._hot:
+                self._hot.remove(digest)
+                self._hot.insert(0, digest)
+                return CacheTier.HOT
+            tier = CacheTier.WARM if digest in self._warm else CacheTier.COLD
+            await asyncio.sleep(self.load_seconds(model, tier))
+            if tier is CacheTier.COLD:
+                self._warm.append(digest)
+            self._hot.insert(0, digest)
+            self._evict(keep_hot)
+            metrics.CHECKPOINT_LOADS.labels(tier.value).inc()
+            return tier
 
-    async def _load(self, digest: str) -> None:
-        if digest in self._hot:
+    def _evict(self, keep_hot: list[str]) -> None:
+        """Idle checkpoints out, beyond the slots: those not kept first, least recently
+        used first, then kept ones. The newest (just loaded) and busy ones stay."""
+        slots = self.settings.sim_hot_slots
+        if not slots:
+            return
+        idle = [digest for digest in reversed(self._hot[1:]) if not self._users[digest]]
+        keep = set(keep_hot)
+        ranked = [d for d in idle if d not in keep] + [d for d in idle if d in keep]
+        for digest in ranked[: max(len(self._hot) - slots, 0)]:
             self._hot.remove(digest)
-        elif digest in self._warm:
-            await asyncio.sleep(self.settings.sim_warm_load_seconds)
-        else:
-            await asyncio.sleep(self.settings.sim_load_seconds)
-            self._warm.append(digest)
-        self._hot.insert(0, digest)
+
+    def _record(self, order: DispatchedJob, taken: float, tier: CacheTier) -> None:
+        if self.settings.sim_record_path is None:
+            return
+        line = {
+            "uid": order.job.uid,
+            "worker": self.settings.worker_id,
+            "taken": taken,
+            "done": time.time(),
+            "load": tier.value,
+        }
+        with self.settings.sim_record_path.open("a") as record:
+            record.write(json.dumps(line) + "\n")
 
 
 def _png(order: DispatchedJob) -> bytes:

@@ -96,3 +96,18 @@ def test_loading_a_model_again_releases_the_copy_it_replaces() -> None:
     resident(cache, "a", 10)
     assert released == ["a"]
     assert cache.digests() == ["a"]
+
+
+def test_models_the_operator_keeps_hot_go_after_every_other_idle_model() -> None:
+    cache, released = make_cache(budget=100)
+    resident(cache, "queued-for", 30)  # least recently used, but jobs wait for it
+    resident(cache, "old", 30)
+    resident(cache, "recent", 30)
+
+    cache.done(cache.put("new", Model("new", 30), keep=["queued-for"]))
+
+    assert released == ["old"]
+    assert cache.digests() == ["new", "recent", "queued-for"]
+    # Room for 60 more: both idle models not kept go, the newer one too, before it.
+    assert cache.make_room(60, keep=["queued-for"]) == ["recent", "new"]
+    assert cache.digests() == ["queued-for"]

@@ -77,6 +77,9 @@ class ScriptedRunner:
     def warm_models(self) -> list[str]:
         return []
 
+    def hot_slots(self) -> int | None:
+        return None
+
     async def run(
         self, order: DispatchedJob, cancelled: asyncio.Event, on_step: StepCallback
     ) -> RunResult:

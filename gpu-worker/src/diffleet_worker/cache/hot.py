@@ -1,5 +1,6 @@
 """Hot tier: loaded models (pipelines) resident in memory, least recently used first out
-when a byte budget would be exceeded.
+when a byte budget would be exceeded; models the caller asks to keep (the operator's
+`keep_hot`: jobs waiting in the queue need them) go only after every other idle model.
 
 A model in use by a job is pinned (`take` or `put` until `done`) and never released
 under it: evicting a pinned model only drops it from the cache, and `release` runs when
@@ -11,7 +12,7 @@ reads `digests()` for the Lease.
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -62,15 +63,15 @@ class HotCache(Generic[T]):
                 self._slots.move_to_end(digest)
             return slot
 
-    def put(self, digest: str, value: T) -> Slot[T]:
-        """Makes a freshly loaded model resident, pinned, and evicts idle models (least
-        recently used first) until the budget holds. A model larger than what is free
-        stays resident over budget: it is needed now."""
+    def put(self, digest: str, value: T, keep: Collection[str] = ()) -> Slot[T]:
+        """Makes a freshly loaded model resident, pinned, and evicts idle models (those not
+        in `keep` first, least recently used first) until the budget holds. A model larger
+        than what is free stays resident over budget: it is needed now."""
         slot = Slot(digest, value, self._size_of(value), users=1)
         with self._lock:
             leaving = self._drop(digest)
             self._slots[digest] = slot
-            leaving += self._evict_idle(0)
+            leaving += self._evict_idle(0, keep)
             if self._used() > self.budget_bytes:
                 logger.warning(
                     "hot cache over budget: %d of %d bytes (models in use are kept)",
@@ -88,11 +89,11 @@ class HotCache(Generic[T]):
         if gone:
             self._release_all([slot])
 
-    def make_room(self, nbytes: int) -> list[str]:
-        """Evicts idle models, least recently used first, until `nbytes` more would fit
-        (or nothing idle is left). Returns the evicted digests."""
+    def make_room(self, nbytes: int, keep: Collection[str] = ()) -> list[str]:
+        """Evicts idle models, those not in `keep` first, least recently used first, until
+        `nbytes` more would fit (or nothing idle is left). Returns the evicted digests."""
         with self._lock:
-            leaving = self._evict_idle(nbytes)
+            leaving = self._evict_idle(nbytes, keep)
         self._release_all(leaving)
         return [slot.digest for slot in leaving]
 
@@ -122,9 +123,10 @@ class HotCache(Generic[T]):
         slot.evicted = True
         return [slot] if slot.users == 0 else []
 
-    def _evict_idle(self, nbytes: int) -> list[Slot[T]]:
+    def _evict_idle(self, nbytes: int, keep: Collection[str]) -> list[Slot[T]]:
         leaving: list[Slot[T]] = []
-        for digest, slot in list(self._slots.items()):
+        ranked = sorted(self._slots.items(), key=lambda item: item[0] in keep)  # stable: LRU
+        for digest, slot in ranked:
             if self._used() + nbytes <= self.budget_bytes:
                 break
             if slot.users == 0:

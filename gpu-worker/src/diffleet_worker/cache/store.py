@@ -18,7 +18,7 @@ once; requests for different models run in parallel.
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -118,16 +118,19 @@ class ModelStore(Generic[T]):
         """Drops every loaded model (out of memory); those in use go when released."""
         return self.hot.evict_all()
 
-    def acquire(self, ref: ModelRef, load: Callable[[Path], T]) -> Loaded[T]:
-        """The model loaded by `load(path)`, resident until the handle is closed."""
+    def acquire(
+        self, ref: ModelRef, load: Callable[[Path], T], keep_hot: Collection[str] = ()
+    ) -> Loaded[T]:
+        """The model loaded by `load(path)`, resident until the handle is closed. Room is
+        made evicting idle models `keep_hot` does not list first (HotCache)."""
         check_single_file(ref)
         with self._lock(ref.digest):
             slot = self.hot.take(ref.digest)
             if slot is not None:
                 return self._served(ref, Loaded(slot, CacheTier.HOT, self.hot))
             with self._fetch(ref) as fetched:
-                self.hot.make_room(fetched.size_bytes)
-                slot = self.hot.put(ref.digest, load(fetched.path))
+                self.hot.make_room(fetched.size_bytes, keep_hot)
+                slot = self.hot.put(ref.digest, load(fetched.path), keep_hot)
             return self._served(ref, Loaded(slot, fetched.tier, self.hot))
 
     def fetch(self, ref: ModelRef) -> Fetched:
