@@ -3,7 +3,8 @@
 It is how the scheduler is tested and benchmarked at fleet scale on one CPU: load time
 for cold and warm models, a fixed time per step, and real PNG outputs in S3 (one small
 image per batch item, uploaded as the real worker's are, retries included), with the real
-runner's stage spans but "fetch" (it reads no input image).
+runner's stage spans but "fetch" (it reads no input image). With `sim_gpu_profile`, load
+and step times are modelled by the worker's GPU type instead (sim_profiles.py).
 
 The hot tier holds at most `sim_hot_slots` checkpoints (0: unbounded). A checkpoint not
 hot takes `sim_warm_load_seconds` when on local disk, else `sim_load_seconds`; a LoRA
@@ -26,12 +27,15 @@ from diffleet_worker.cache.errors import CacheTier
 from diffleet_worker.config import WorkerSettings
 from diffleet_worker.outputs import upload_png
 from diffleet_worker.runner import JobCancelledError, RunFailedError, RunResult, StepCallback
+from diffleet_worker.sim_profiles import Timings
 
 
 class SimulatedRunner:
     def __init__(self, settings: WorkerSettings, s3: Any) -> None:
         self.settings = settings
         self.s3 = s3
+        # Fixed sim_* timings, or modelled by GPU type (sim_gpu_profile).
+        self.timings = Timings(settings)
         self._hot: list[str] = list(settings.sim_hot_models)  # most recently used first
         self._warm: list[str] = list(settings.sim_warm_models)
         self._users: Counter[str] = Counter()  # jobs running on each hot checkpoint
@@ -71,21 +75,11 @@ class SimulatedRunner:
     async def warm(self, model: ModelRef) -> None:
         await self._load(model, keep_hot=[])
 
-    def load_seconds(self, model: ModelRef, tier: CacheTier) -> float:
-        """How long `model` takes to load into the hot tier from `tier` (warm or cold)."""
-        if tier is CacheTier.WARM:
-            return self.settings.sim_warm_load_seconds
-        return self.settings.sim_load_seconds
-
-    def step_seconds(self, order: DispatchedJob) -> float:
-        """How long one denoising step of `order` takes."""
-        return self.settings.sim_step_seconds
-
     async def _generate(
         self, order: DispatchedJob, cancelled: asyncio.Event, on_step: StepCallback
     ) -> list[Any]:
         total = order.spec.steps
-        step_seconds = self.step_seconds(order)
+        step_seconds = self.timings.step_seconds(order)
         with tracer.start_as_current_span("denoise"):
             for step in range(1, total + 1):
                 if cancelled.is_set():
@@ -117,7 +111,7 @@ class SimulatedRunner:
                 self._hot.insert(0, digest)
                 return CacheTier.HOT
             tier = CacheTier.WARM if digest in self._warm else CacheTier.COLD
-            await asyncio.sleep(self.load_seconds(model, tier))
+            await asyncio.sleep(self.timings.load_seconds(model, tier))
             if tier is CacheTier.COLD:
                 self._warm.append(digest)
             self._hot.insert(0, digest)
