@@ -35,13 +35,14 @@ class GpuProfile:
     build_seconds: float  # pipeline construction on the device, any load
 
 
+# By GPU type as workers announce it and jobs' spec.gpuClass names it (GPUPool gpuType).
 PROFILES = {
-    "NVIDIA-H100-80GB-HBM3": GpuProfile(0.02, network_gbps=2.5, disk_gbps=6.0, build_seconds=1.0),
-    "NVIDIA-A100-SXM4-40GB": GpuProfile(0.035, network_gbps=1.5, disk_gbps=4.0, build_seconds=1.5),
-    "Tesla-T4": GpuProfile(0.15, network_gbps=0.6, disk_gbps=1.5, build_seconds=3.0),
+    "h100": GpuProfile(0.02, network_gbps=2.5, disk_gbps=6.0, build_seconds=1.0),
+    "a100": GpuProfile(0.035, network_gbps=1.5, disk_gbps=4.0, build_seconds=1.5),
+    "t4": GpuProfile(0.15, network_gbps=0.6, disk_gbps=1.5, build_seconds=3.0),
 }
 # A GPU type not listed: the T4's figures (the slowest listed, so never optimistic).
-FALLBACK = PROFILES["Tesla-T4"]
+FALLBACK = PROFILES["t4"]
 
 
 @dataclass(frozen=True)

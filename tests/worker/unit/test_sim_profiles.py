@@ -35,14 +35,14 @@ def timings(gpu_type: str, profile: bool = True) -> Timings:
 
 
 def test_a_t4_steps_and_loads_slower_than_an_h100() -> None:
-    t4, h100 = timings("Tesla-T4"), timings("NVIDIA-H100-80GB-HBM3")
+    t4, h100 = timings("t4"), timings("h100")
     assert t4.step_seconds(order("sd15")) > 5 * h100.step_seconds(order("sd15"))
     sdxl = model("sdxl")
     assert t4.load_seconds(sdxl, CacheTier.COLD) > 2 * h100.load_seconds(sdxl, CacheTier.COLD)
 
 
 def test_a_cold_load_takes_longer_than_a_warm_one_and_grows_with_the_size() -> None:
-    a100 = timings("NVIDIA-A100-SXM4-40GB")
+    a100 = timings("a100")
     assert a100.load_seconds(model("sd15"), CacheTier.COLD) > a100.load_seconds(
         model("sd15"), CacheTier.WARM
     )
@@ -54,12 +54,12 @@ def test_a_cold_load_takes_longer_than_a_warm_one_and_grows_with_the_size() -> N
 
 
 def test_an_sdxl_step_at_its_native_size_is_four_sd15_steps() -> None:
-    h100 = timings("NVIDIA-H100-80GB-HBM3")
+    h100 = timings("h100")
     assert h100.step_seconds(order("sdxl", 1024)) == 4 * h100.step_seconds(order("sd15", 512))
 
 
 def test_without_the_profile_the_fixed_timings_apply() -> None:
-    fixed = timings("Tesla-T4", profile=False)
+    fixed = timings("t4", profile=False)
     settings = fixed.settings
     assert fixed.step_seconds(order("sdxl", 1024)) == settings.sim_step_seconds
     assert fixed.load_seconds(model("sdxl"), CacheTier.COLD) == settings.sim_load_seconds
