@@ -62,7 +62,9 @@ class TraceShape:
 
     @property
     def burst_jobs(self) -> int:
-        return self.burst_prompts * self.burst_models if self.burst_every > 0 else 0
+        if self.burst_every <= 0:
+            return 0
+        return self.burst_prompts * min(self.burst_models, self.models)
 
     @property
     def rate(self) -> float:

@@ -1,0 +1,300 @@
+"""Batch placement: which waiting jobs go to which workers now, planned over a lookahead
+window of the queue so that checkpoint loads stay few. Pure: the dispatch loop
+(scheduler.dispatcher) and the offline simulation (bench/bound.py) call the same `plan`.
+
+A round, over the jobs in fair order (the order they should be considered in):
+1. a job that has waited `patience` load times is served in order, whatever it costs
+   (on a worker that holds its checkpoint if one is free, else with a load);
+2. a job whose checkpoint is hot on a free worker goes there: jobs of one model gather
+   on the workers that hold it;
+3. free workers left load a checkpoint only where waiting for its holders would cost
+   more than the load: a model's *uncovered* demand is its waiting jobs less those its
+   holders would serve within `horizon` load times (from when each holder's slots are
+   expected to free); the model with the most uncovered demand is loaded first, on the
+   free worker whose eviction the queue needs least. A job nobody places waits.
+
+Each worker given a job is told what to keep hot (`keep_hot`): its predicted hot set
+after the round, so to load it evicts the model the queue needs least (never a pinned
+one: pre-warmed models). Hot sets are predicted (least recently used first) the way
+the workers evict, so the next round sees them before the workers report.
+"""
+
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Job:
+    """A waiting job. `workers`: the ids of the workers that may run it (pool, tier,
+    VRAM); None: any."""
+
+    key: str
+    model: str
+    waited: float
+    workers: frozenset[str] | None = None
+
+    def may_run_on(self, worker_id: str) -> bool:
+        return self.workers is None or worker_id in self.workers
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A worker as planning sees it: `hot` least recently used first; `hot_slots` None
+    when its hot tier's size is not known (it never needs to evict, as far as the plan
+    knows); `frees_in`: for each busy slot, the expected seconds until it frees."""
+
+    worker_id: str
+    free_slots: int
+    hot: tuple[str, ...] = ()
+    hot_slots: int | None = None
+    frees_in: tuple[float, ...] = ()
+    pinned: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Expected seconds to load a checkpoint and to run a job once it is loaded, per
+    model where observed, else the defaults."""
+
+    load_seconds: float
+    run_seconds: float
+    load_by_model: Mapping[str, float] = field(default_factory=dict)
+    run_by_model: Mapping[str, float] = field(default_factory=dict)
+
+    def load(self, model: str) -> float:
+        return self.load_by_model.get(model, self.load_seconds)
+
+    def run(self, model: str) -> float:
+        return max(self.run_by_model.get(model, self.run_seconds), 0.001)
+
+
+@dataclass(frozen=True)
+class Knobs:
+    # A job that has waited this many load times is served in order, whatever it costs.
+    patience: float = 12.0
+    # Holders are waited for if they would serve a job within this many load times.
+    horizon: float = 2.5
+    # What a model is worth keeping hot: its waiting jobs plus the jobs expected to
+    # arrive (by its recent rate) within this many load times.
+    foresight: float = 10.0
+
+
+class Popularity:
+    """Each model's recent arrival rate (jobs per second), decayed with a half-life, so
+    that what stays hot is what the queue will need, not only what it holds now."""
+
+    def __init__(self, half_life: float = 600.0) -> None:
+        self.half_life = half_life
+        self._counts: dict[str, float] = {}
+        self._at = 0.0
+
+    def observe(self, model: str, now: float) -> None:
+        self._decay(now)
+        self._counts[model] = self._counts.get(model, 0.0) + 1.0
+
+    def rates(self, now: float) -> dict[str, float]:
+        self._decay(now)
+        scale = math.log(2) / self.half_life  # a decayed count over its mean age
+        return {model: count * scale for model, count in self._counts.items()}
+
+    def _decay(self, now: float) -> None:
+        if now > self._at:
+            factor = 0.5 ** ((now - self._at) / self.half_life)
+            self._counts = {m: c * factor for m, c in self._counts.items() if c * factor > 0.01}
+            self._at = now
+
+
+@dataclass(frozen=True)
+class Plan:
+    # (job, worker id) in the order they should be dispatched.
+    assignments: list[tuple[Job, str]]
+    # worker id -> checkpoints it should keep hot, for each worker given a job.
+    keep_hot: dict[str, list[str]]
+    # worker id -> its predicted hot set after the round (least recently used first).
+    hot: dict[str, tuple[str, ...]]
+
+
+@dataclass
+class _Slotted:
+    """A worker's state as the round changes it."""
+
+    worker_id: str
+    free: int
+    hot: list[str]
+    hot_slots: int | None
+    frees_in: list[float]
+    pinned: frozenset[str]
+    given: bool = False
+
+    def holds(self, model: str) -> bool:
+        return model in self.hot
+
+    def victim(self, need: Callable[[str], float]) -> str | None:
+        """What loading another model evicts: the least needed unpinned model (least
+        recently used among equals); None while there is room."""
+        if self.hot_slots is None or len(self.hot) < self.hot_slots:
+            return None
+        candidates = [model for model in self.hot if model not in self.pinned]
+        if not candidates:
+            return None
+        return min(candidates, key=need)  # min keeps LRU order among equals
+
+    def take(self, model: str, need: Callable[[str], float], costs: Costs) -> None:
+        if self.holds(model):
+            self.hot.remove(model)
+            busy = costs.run(model)
+        else:
+            victim = self.victim(need)
+            if victim is not None:
+                self.hot.remove(victim)
+            busy = costs.load(model) + costs.run(model)
+        self.hot.append(model)
+        self.free -= 1
+        self.frees_in.append(busy)
+        self.given = True
+
+
+def plan(
+    jobs: list[Job],
+    workers: list[Worker],
+    costs: Costs,
+    knobs: Knobs = Knobs(),
+    rates: Mapping[str, float] | None = None,
+) -> Plan:
+    """Assignments for this round (see the module's docstring); `rates`: each model's
+    recent arrival rate (`Popularity.rates`)."""
+    state = {
+        w.worker_id: _Slotted(
+            w.worker_id, w.free_slots, list(w.hot), w.hot_slots, sorted(w.frees_in), w.pinned
+        )
+        for w in workers
+    }
+    demand = Counter(job.model for job in jobs)
+    waiting = list(jobs)
+    assignments: list[tuple[Job, str]] = []
+    rate = rates or {}
+
+    def need(model: str) -> float:
+        return demand[model] + rate.get(model, 0.0) * knobs.foresight * costs.load(model)
+
+    def assign(job: Job, worker: _Slotted) -> None:
+        worker.take(job.model, need, costs)
+        demand[job.model] -= 1
+        waiting.remove(job)
+        assignments.append((job, worker.worker_id))
+
+    for job in [job for job in waiting if job.waited >= knobs.patience * costs.load(job.model)]:
+        free = [w for w in state.values() if w.free > 0 and job.may_run_on(w.worker_id)]
+        if free:
+            assign(job, _best_holder(job.model, free) or _best_loader(free, need))
+    for job in list(waiting):
+        free = [w for w in state.values() if w.free > 0 and job.may_run_on(w.worker_id)]
+        if holder := _best_holder(job.model, free):
+            assign(job, holder)
+    while chosen := _next_load(waiting, state, demand, need, costs, knobs):
+        job, worker = chosen
+        assign(job, worker)
+        # The rest of its model's jobs now find a holder with free slots first.
+        for other in [o for o in waiting if o.model == job.model]:
+            if worker.free > 0 and other.may_run_on(worker.worker_id):
+                assign(other, worker)
+    return Plan(
+        assignments,
+        keep_hot={w.worker_id: list(w.hot) for w in state.values() if w.given},
+        hot={w.worker_id: tuple(w.hot) for w in state.values()},
+    )
+
+
+def _best_holder(model: str, free: list[_Slotted]) -> _Slotted | None:
+    """The free worker holding the model with the most free slots (the first among equals)."""
+    holders = [w for w in free if w.holds(model)]
+    return max(holders, key=lambda w: w.free) if holders else None
+
+
+def _best_loader(free: list[_Slotted], need: Callable[[str], float]) -> _Slotted:
+    """The free worker where a load costs the queue least: whose victim it needs least
+    (none: room), then the most free slots."""
+
+    return min(free, key=lambda worker: (_eviction_cost(worker, need), -worker.free))
+
+
+def _eviction_cost(worker: _Slotted, need: Callable[[str], float]) -> float:
+    """What a load on the worker costs the queue: its victim's need (+1), 0 with room."""
+    victim = worker.victim(need)
+    return 0.0 if victim is None else need(victim) + 1.0
+
+
+def _next_load(
+    waiting: list[Job],
+    state: Mapping[str, _Slotted],
+    demand: Counter[str],
+    need: Callable[[str], float],
+    costs: Costs,
+    knobs: Knobs,
+) -> tuple[Job, _Slotted] | None:
+    """The next load worth making: the model with the most uncovered demand (the first
+    waiting among equals), its first job that a free worker may run, and that worker;
+    a model whose load would evict less needed models on a worker that frees within the
+    horizon waits for that worker."""
+    deferred: set[str] = set()
+    while free := [w for w in state.values() if w.free > 0]:
+        best: tuple[int, Job, list[_Slotted]] | None = None
+        seen = set(deferred)
+        for job in waiting:
+            eligible = [w for w in free if job.may_run_on(w.worker_id)]
+            if job.model in seen or not eligible:
+                continue
+            seen.add(job.model)
+            uncovered = demand[job.model] - _served_by_holders(job.model, state, costs, knobs)
+            if uncovered > 0 and (best is None or uncovered > best[0]):
+                best = (uncovered, job, eligible)
+        if best is None:
+            return None
+        _, job, eligible = best
+        loader = _best_loader(eligible, need)
+        if not _better_soon(job, loader, state, need, costs, knobs):
+            return job, loader
+        deferred.add(job.model)
+    return None
+
+
+def _better_soon(
+    job: Job,
+    loader: _Slotted,
+    state: Mapping[str, _Slotted],
+    need: Callable[[str], float],
+    costs: Costs,
+    knobs: Knobs,
+) -> bool:
+    """A busy worker the job may run on frees within the horizon and would evict a
+    model the queue needs less than `loader`'s victim (a job waits so once: for at most
+    the horizon)."""
+    horizon = knobs.horizon * costs.load(job.model)
+    if job.waited >= horizon:
+        return False
+    cost = _eviction_cost(loader, need)
+    return any(
+        worker.free == 0
+        and worker.frees_in
+        and min(worker.frees_in) < horizon
+        and job.may_run_on(worker.worker_id)
+        and _eviction_cost(worker, need) < cost
+        for worker in state.values()
+    )
+
+
+def _served_by_holders(
+    model: str, state: Mapping[str, _Slotted], costs: Costs, knobs: Knobs
+) -> int:
+    """How many of the model's jobs its holders would start within the horizon."""
+    horizon = knobs.horizon * costs.load(model)
+    run = costs.run(model)
+    served = 0
+    for worker in state.values():
+        if worker.holds(model):
+            for frees_in in worker.frees_in:
+                if frees_in < horizon:
+                    served += int((horizon - frees_in) // run) + 1
+    return served
