@@ -303,7 +303,7 @@ def test_an_admission_is_acknowledged_only_once_scheduled_is_written(
     """While the API server refuses the Scheduled write (403: retried), the admission
     message stays unacknowledged: an operator killed then leaves it in its queue, and
     the next one writes Scheduled before acknowledging it."""
-    tier_queue = f"{namespace}.jobs.free"
+    tenant_queue = f"{namespace}.jobs.free.{namespace}"
     idle_worker_lease(kubectl, namespace, "idle")
     apply_labelled_job(kubectl, namespace, "held-up", {REFUSE_LABEL: "Scheduled"}, model="m")
     with refused_status_writes(kubectl, namespace, probe_job="held-up", reason="Forbidden"):
@@ -322,13 +322,13 @@ def test_an_admission_is_acknowledged_only_once_scheduled_is_written(
         assert job_status(kubectl, namespace, "held-up").get("phase") != "Scheduled"
         first.kill()
         eventually(
-            lambda: ready_messages(tier_queue) == 1,
+            lambda: ready_messages(tenant_queue) == 1,
             timeout=30,
             what="the unacknowledged admission back in its queue",
         )
     platform.operator("second")
     wait_for_phase(kubectl, namespace, "held-up", "Scheduled", timeout=60)
-    eventually(lambda: ready_messages(tier_queue) == 0, timeout=30, what="the admission acked")
+    eventually(lambda: ready_messages(tenant_queue) == 0, timeout=30, what="the admission acked")
 
 
 async def answer_with_retryable_failures(

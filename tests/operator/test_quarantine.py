@@ -68,8 +68,13 @@ def test_malformed_messages_are_dropped_and_the_loops_go_on(
     register_model(kubectl, namespace, "m")
     platform.worker("w1")
     platform.wait_for_workers(operator, "t4", 1)
-    tier_queue, results_queue = f"{namespace}.jobs.free", f"{namespace}.results"
-    publish(tier_queue, b"not json")
+    # The tenant queue is consumed once a job of the namespace is admitted; the per-tier
+    # queue of releases before tenant queues is drained all along.
+    apply_job(kubectl, namespace, "before", model="m")
+    wait_for_phase(kubectl, namespace, "before", "Succeeded")
+    tenant_queue, tier_queue = f"{namespace}.jobs.free.{namespace}", f"{namespace}.jobs.free"
+    results_queue = f"{namespace}.results"
+    publish(tenant_queue, b"not json")
     publish(tier_queue, b'{"job": {"uid": 1}, "tier": "platinum"}')
     publish(results_queue, b"\x00\xff\xfe")
     publish(results_queue, b'{"event": "exploded", "job": {}}')
@@ -85,6 +90,7 @@ def test_malformed_messages_are_dropped_and_the_loops_go_on(
         what="4 malformed messages counted",
     )
     # Dropped, not redelivered.
+    assert ready_messages(tenant_queue) == 0
     assert ready_messages(tier_queue) == 0
     assert ready_messages(results_queue) == 0
     assert "a malformed message from" in operator.log.read_text()

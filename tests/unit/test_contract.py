@@ -32,6 +32,7 @@ from diffleet_core.storage import S3Location, manifest_digest, output_key, outpu
 
 def test_topology_names_carry_the_prefix() -> None:
     topology = Topology("t-1")
+    assert topology.tenant_queue(Tier.PRO, "team-a") == "t-1.jobs.pro.team-a"
     assert topology.tier_queue(Tier.PRO) == "t-1.jobs.pro"
     assert topology.worker_queue("gpu-0") == "t-1.worker.gpu-0"
     assert topology.results_queue == "t-1.results"

@@ -1,6 +1,6 @@
-"""RabbitMQ for every component: declares the topology of diffleet_core.queues,
-publishes with publisher confirms (a publish returns only once the broker has the
-message), and consumes with manual acknowledgement."""
+"""RabbitMQ for every component: declares the topology of diffleet_core.queues (the
+queues named per tenant on first use), publishes with publisher confirms (a publish
+returns only once the broker has the message), and consumes with manual acknowledgement."""
 
 import asyncio
 import logging
@@ -41,6 +41,8 @@ class Broker:
         self.topology = topology
         self.timeout = timeout
         self._exchanges: dict[str, AbstractExchange] = {}
+        # Queues declared on first use (declare_queue), declared once per connection.
+        self._declared: set[str] = set()
 
     @classmethod
     async def connect(cls, url: str, topology: Topology, request_timeout: float) -> "Broker":
@@ -51,9 +53,8 @@ class Broker:
         return broker
 
     async def declare(self) -> None:
-        """Declares the durable queues and exchanges (idempotent)."""
-        for name in self.topology.tier_queues().values():
-            await self._channel.declare_queue(name, durable=True)
+        """Declares the durable queues and exchanges (idempotent). The tenant queues are
+        declared on first use (declare_queue)."""
         await self._channel.declare_queue(self.topology.results_queue, durable=True)
         for name in (self.topology.progress_exchange, self.topology.control_exchange):
             self._exchanges[name] = await self._channel.declare_exchange(
@@ -81,6 +82,14 @@ class Broker:
 
     async def declare_worker_queue(self, worker_id: str) -> None:
         await self._channel.declare_queue(self.topology.worker_queue(worker_id), durable=True)
+
+    async def declare_queue(self, queue: str) -> None:
+        """Declares a durable queue; later calls for the same queue return at once. No
+        expiry: a queue may hold messages while no one consumes it (an operator restarting)."""
+        if queue in self._declared:
+            return
+        await self._channel.declare_queue(queue, durable=True, timeout=self.timeout)
+        self._declared.add(queue)
 
     async def publish_to_queue(self, queue: str, message: Message, message_id: str) -> None:
         """Publishes a persistent message and waits for the broker's confirm."""
@@ -115,6 +124,13 @@ class Broker:
         declared = await channel.declare_queue(queue, durable=True)
         await declared.consume(handler, no_ack=False)
 
+    async def consumer(self, prefetch: int) -> "Consumer":
+        """A channel for consuming many queues, each with a prefetch window of its own of
+        `prefetch` messages (per-consumer QoS): memory bounded by queues x prefetch."""
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=prefetch, global_=False)
+        return Consumer(channel, self.timeout)
+
     async def subscribe(self, exchange: str, binding: str, handler: Handler) -> None:
         """A transient subscription: an exclusive queue bound to a topic exchange."""
         channel = await self._connection.channel()
@@ -131,6 +147,19 @@ class Broker:
 
     async def close(self) -> None:
         await asyncio.wait_for(self._connection.close(), timeout=self.timeout)
+
+
+class Consumer:
+    """Consumers of many durable queues on one channel (Broker.consumer)."""
+
+    def __init__(self, channel: AbstractChannel, timeout: float) -> None:
+        self._channel = channel
+        self._timeout = timeout
+
+    async def consume(self, queue: str, handler: Handler) -> None:
+        """Declares the durable queue and consumes it in its own prefetch window."""
+        declared = await self._channel.declare_queue(queue, durable=True, timeout=self._timeout)
+        await declared.consume(handler, no_ack=False, timeout=self._timeout)
 
 
 def _persistent(message: Message, message_id: str) -> aio_pika.Message:

@@ -1,13 +1,16 @@
 """RabbitMQ topology: every exchange and queue name of the platform, defined once.
 
-    diffleet.jobs.<tier>       durable, one per tier: admitted jobs waiting for a GPU
+    diffleet.jobs.<tier>.<ns>  durable, one per tier and job namespace (tenant), declared
+                               on first use: admitted jobs waiting for a GPU
+    diffleet.jobs.<tier>       durable, one per tier: where releases before tenant queues
+                               published; still drained, never published to
     diffleet.worker.<id>       durable, one per worker: jobs dispatched to that worker
     diffleet.results           durable: started / succeeded / failed from workers
     diffleet.progress          topic exchange, routing key = job uid: transient progress
     diffleet.control           topic exchange, routing key = worker id: cancel orders
     diffleet.delay.<seconds>   fanout exchange and queue with that message TTL, dead-
                                lettering to the default exchange: a requeue with backoff
-                               (the message keeps its routing key, the tier queue's name)
+                               (the message keeps its routing key, the tenant queue's name)
 
 All names carry a prefix (settings.queue_prefix, "diffleet" by default) so that a test
 or a second installation can share a broker without sharing queues.
@@ -24,7 +27,12 @@ class Topology:
 
     prefix: str = "diffleet"
 
+    def tenant_queue(self, tier: Tier, namespace: str) -> str:
+        """Admitted jobs of one namespace at one tier (a namespace name has no dots)."""
+        return f"{self.prefix}.jobs.{tier.value}.{namespace}"
+
     def tier_queue(self, tier: Tier) -> str:
+        """The tier's queue of releases before tenant queues: drained, never published to."""
         return f"{self.prefix}.jobs.{tier.value}"
 
     def worker_queue(self, worker_id: str) -> str:
@@ -47,7 +55,7 @@ class Topology:
         return f"{self.prefix}.delay.{seconds}"
 
     def tier_queues(self) -> dict[Tier, str]:
-        """Every tier's queue, highest tier first."""
+        """Every tier's queue of releases before tenant queues, highest tier first."""
         return {tier: self.tier_queue(tier) for tier in Tier}
 
 

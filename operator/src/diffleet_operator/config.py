@@ -36,7 +36,22 @@ class OperatorSettings(BaseSettings):
     leader_lease_seconds: float = Field(default=15.0, gt=0)
     leader_renew_seconds: float = Field(default=2.0, gt=0)
     progress_interval_seconds: float = Field(
-        default=1.0, ge=0, description="At most one progress status patch per job this often"
+        default=1.0,
+        ge=0,
+        description="At most one progress status patch per job this often (jobs annotated "
+        "diffleet.io/progress: status)",
+    )
+    status_window_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        description="A job's status changes within this long of the first go in one write; "
+        "a final phase is written at once",
+    )
+    event_tally_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Routine job Events (Dispatched, Started, Succeeded) are posted as one "
+        "Event per namespace and reason this often",
     )
     requeue_backoff_seconds: float = Field(default=1.0, ge=0, description="First requeue delay")
     requeue_backoff_max_seconds: float = Field(default=60.0, ge=0)
@@ -52,7 +67,11 @@ class OperatorSettings(BaseSettings):
         default_factory=lambda: {Tier.ENTERPRISE: 8, Tier.PRO: 4, Tier.STANDARD: 2, Tier.FREE: 1},
         description="Dispatch shares when every tier has work (anti-starvation)",
     )
-    prefetch_per_tier: int = Field(default=256, ge=1, description="Admitted jobs held per tier")
+    prefetch_per_queue: int = Field(
+        default=256,
+        ge=1,
+        description="Admitted jobs held per tenant queue (one per tier and job namespace)",
+    )
     autoscaler_sweep_seconds: float = Field(
         default=5.0, gt=0, description="The autoscaler decides at least this often"
     )

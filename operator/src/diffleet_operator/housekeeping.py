@@ -61,6 +61,7 @@ class Housekeeping:
         """Each duty in turn; one that fails does not keep the others from running."""
         duties = (
             self.recover_lost_workers,
+            self.follow_queues,
             self.admitter.retry_waiting,
             self.show_overdue,
             self.tend_jobs,
@@ -75,6 +76,11 @@ class Housekeeping:
 
     async def show_overdue(self) -> None:
         self.admitter.show_overdue()
+
+    async def follow_queues(self) -> None:
+        """Consumes the tenant queues of the Queued jobs (after a restart, those an earlier
+        leader admitted or requeued): a lookup per job for queues already followed."""
+        await self.rt.queues.follow(self.rt.jobs.queued())
 
     async def tend_jobs(self) -> None:
         """Overdue cancels, timeouts and TTLs, one job at a time: a job whose handling
@@ -140,6 +146,12 @@ class Housekeeping:
         if time.monotonic() - self._depth_measured < QUEUE_DEPTH_EVERY_SECONDS:
             return
         self._depth_measured = time.monotonic()
+        ready = Counter[Tier]()
+        # The tenant queues, and the per-tier queues of releases before them (drained).
+        queues = self.rt.queues.declared
+        queues.update((name, tier) for tier, name in self.rt.broker.topology.tier_queues().items())
+        for queue, tier in queues.items():
+            ready[tier] += await self.rt.broker.queue_depth(queue)
         for tier in Tier:
-            ready = await self.rt.broker.queue_depth(self.rt.broker.topology.tier_queue(tier))
-            metrics.QUEUE_DEPTH.labels(tier).set(ready + len(self.dispatcher.buffers.by_tier[tier]))
+            buffered = len(self.dispatcher.buffers.by_tier[tier])
+            metrics.QUEUE_DEPTH.labels(tier).set(ready[tier] + buffered)

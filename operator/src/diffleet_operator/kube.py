@@ -22,8 +22,9 @@ from diffleet_operator.events import EventRecorder
 logger = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
-# A namespace's labels (its tier) are read again after this long.
-LABELS_MAX_AGE_SECONDS = 2.0
+# A namespace's labels (its tier) and annotations (its fair share) are read again after
+# this long.
+NAMESPACE_MAX_AGE_SECONDS = 2.0
 # A job status write re-reads and judges again at most this many times when another
 # write lands between its read and its patch.
 CONFLICT_RETRIES = 5
@@ -32,17 +33,18 @@ WATCH_GRACE_SECONDS = 30
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient, timeout: float) -> None:
+    def __init__(self, api: client.ApiClient, timeout: float, event_tally_seconds: float) -> None:
         self._api = api
         self._custom = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
         self.timeout = timeout
-        self._events = EventRecorder(self._create_event)
-        self._labels: dict[str, tuple[float, dict[str, str]]] = {}
+        self._events = EventRecorder(self._create_event, event_tally_seconds)
+        # Namespace -> when read, its labels and its annotations.
+        self._namespaces: dict[str, tuple[float, dict[str, str], dict[str, str]]] = {}
 
     @classmethod
-    async def connect(cls, request_timeout: float) -> "Kube":
+    async def connect(cls, request_timeout: float, event_tally_seconds: float) -> "Kube":
         try:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
@@ -52,7 +54,7 @@ class Kube:
         # aiohttp looks up in a worker thread on every request. The operator talks to its
         # API server directly, as kopf's own session does by default.
         api.rest_client.pool_manager._trust_env = False
-        return cls(api, request_timeout)
+        return cls(api, request_timeout, event_tally_seconds)
 
     async def close(self) -> None:
         await self._events.close(within=self.timeout)
@@ -168,6 +170,11 @@ class Kube:
     ) -> None:
         """Records a Kubernetes Event on the object, in the background (best effort)."""
         self._events.record(body, reason, message, warning=warning)
+
+    def tally_event(self, job: Mapping[str, Any], reason: str) -> None:
+        """Counts a routine transition of the job into one Event per window on its
+        namespace (diffleet_operator.events)."""
+        self._events.tally(job, reason)
 
     async def _create_event(self, namespace: str, event: dict[str, Any]) -> None:
         response = await self._core.create_namespaced_event(
@@ -310,13 +317,21 @@ class Kube:
         return await _json(response)
 
     async def namespace_labels(self, namespace: str) -> dict[str, str]:
-        """The namespace's labels, read at most once per LABELS_MAX_AGE_SECONDS."""
-        read_at, labels = self._labels.get(namespace, (0.0, {}))
-        if time.monotonic() - read_at > LABELS_MAX_AGE_SECONDS:
+        """The namespace's labels, read at most once per NAMESPACE_MAX_AGE_SECONDS."""
+        return (await self._namespace(namespace))[1]
+
+    async def namespace_annotations(self, namespace: str) -> dict[str, str]:
+        """The namespace's annotations, read at most once per NAMESPACE_MAX_AGE_SECONDS."""
+        return (await self._namespace(namespace))[2]
+
+    async def _namespace(self, namespace: str) -> tuple[float, dict[str, str], dict[str, str]]:
+        cached = self._namespaces.get(namespace)
+        if cached is None or time.monotonic() - cached[0] > NAMESPACE_MAX_AGE_SECONDS:
             ns = await self._core.read_namespace(namespace, _request_timeout=self.timeout)
-            labels = dict(ns.metadata.labels or {})
-            self._labels[namespace] = (time.monotonic(), labels)
-        return labels
+            meta = ns.metadata
+            cached = (time.monotonic(), dict(meta.labels or {}), dict(meta.annotations or {}))
+            self._namespaces[namespace] = cached
+        return cached
 
     async def _get(self, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
         try:

@@ -1,4 +1,4 @@
-"""Transitions with side effects beyond a status patch: publishing a job to its tier
+"""Transitions with side effects beyond a status patch: publishing a job to its tenant
 queue, requeueing it after a failure, and stopping it (cancel, timeout)."""
 
 import logging
@@ -30,7 +30,7 @@ def message_id(job: TrackedJob, attempt: int) -> str:
 
 
 async def requeue(rt: Runtime, job: TrackedJob, reason: str, message: str) -> None:
-    """Puts the job back in its tier queue after a backoff, or fails it when out of retries.
+    """Puts the job back in its tenant queue after a backoff, or fails it when out of retries.
 
     The delayed message is published (confirmed) before the status says Queued with the
     new attempt, so a crash in between leaves a stale message, never a lost job.
@@ -49,7 +49,8 @@ async def requeue(rt: Runtime, job: TrackedJob, reason: str, message: str) -> No
             rt.operator.requeue_backoff_max_seconds,
         )
     )
-    queue = rt.broker.topology.tier_queue(tier)
+    # The delay queue dead-letters by routing key: back to the job's tenant queue.
+    queue = await rt.queues.declare(tier, job.namespace)
     await rt.broker.publish_delayed(
         queue, admitted_message(job, tier, attempt), message_id(job, attempt), delay
     )
@@ -63,7 +64,7 @@ async def requeue(rt: Runtime, job: TrackedJob, reason: str, message: str) -> No
         reason=reason,
         message=f"{message}; attempt {attempt} in {delay}s",
     )
-    if not await rt.kube.patch_job_status(job.namespace, job.name, patch):
+    if not await rt.statuses.write(job.namespace, job.name, job.uid, patch):
         return  # finished meanwhile: the delayed message is stale and dropped
     metrics.REQUEUES.labels(reason).inc()
     rt.kube.post_event(job.body, reason=reason, message=patch["message"], warning=True)
@@ -109,7 +110,7 @@ async def finish(rt: Runtime, job: TrackedJob, phase: JobPhase, reason: str, mes
     patch = status.finished_unsuccessfully(
         job.status, job.generation, phase=phase, reason=reason, message=message
     )
-    if not await rt.kube.patch_job_status(job.namespace, job.name, patch):
+    if not await rt.statuses.write(job.namespace, job.name, job.uid, patch):
         return  # finished meanwhile
     metrics.TRANSITIONS.labels(phase).inc()
     rt.kube.post_event(job.body, reason=reason, message=message, warning=phase is JobPhase.FAILED)

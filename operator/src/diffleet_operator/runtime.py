@@ -18,6 +18,8 @@ from diffleet_operator.dispatch_pause import DispatchPause
 from diffleet_operator.kube import Kube
 from diffleet_operator.quarantine import Quarantine
 from diffleet_operator.queue.held import HeldAdmissions
+from diffleet_operator.queue.tenant_queues import TenantQueues
+from diffleet_operator.status_writer import StatusWriter
 
 
 @dataclass
@@ -33,11 +35,17 @@ class Runtime:
     pools: PoolIndex = field(default_factory=PoolIndex)
     worker_pods: WorkerPods = field(default_factory=WorkerPods)
     dispatch_pause: DispatchPause = field(default_factory=DispatchPause)
+    queues: TenantQueues = field(init=False)
+    statuses: StatusWriter = field(init=False)
     quarantine: Quarantine = field(init=False)
     autoscaler: Autoscaler = field(init=False)
     pool_controller: PoolController = field(init=False)
 
     def __post_init__(self) -> None:
+        self.queues = TenantQueues(self.broker, self.operator.prefetch_per_queue)
+        self.statuses = StatusWriter(
+            self.kube.patch_job_status, self.operator.status_window_seconds
+        )
         self.quarantine = Quarantine(self.kube)
         self.autoscaler = Autoscaler(self)
         self.pool_controller = PoolController(

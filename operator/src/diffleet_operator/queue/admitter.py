@@ -1,4 +1,5 @@
-"""Admission of Pending jobs: publish to the tier queue with confirm, then hold Queued.
+"""Admission of Pending jobs: publish to the job's tenant queue (its tier and namespace,
+diffleet_operator.queue.tenant_queues) with confirm, then hold Queued.
 
 It runs from the GenerationJob watch (`handlers.generation_jobs.track`) rather than
 from a kopf creation handler, so kopf writes nothing on a job but (where the admission
@@ -158,7 +159,7 @@ class Admitter:
             tier = effective_tier(labels, job.spec.priority)
             span.set_attribute(telemetry.TIER, tier.value)
             seed = seed_of(job)
-            queue = rt.broker.topology.tier_queue(tier)
+            queue = await rt.queues.declare(tier, job.namespace)
             await rt.broker.publish_to_queue(
                 queue, lifecycle.admitted_message(job, tier, 1), lifecycle.message_id(job, 1)
             )

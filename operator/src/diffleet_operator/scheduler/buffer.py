@@ -1,6 +1,8 @@
-"""The tier buffers: each tier queue is consumed with a prefetch window into an
-in-memory buffer. The messages stay unacknowledged in RabbitMQ until their job is
-dispatched, so a crash loses nothing and queue depth keeps meaning "waiting work"."""
+"""The dispatch buffers: every tenant queue (diffleet_operator.queue.tenant_queues) is
+consumed with a prefetch window of its own into an in-memory buffer per tier, so a
+namespace with a long queue never fills the window of another. The messages stay
+unacknowledged in RabbitMQ until their job is dispatched, so a crash loses nothing and
+queue depth keeps meaning "waiting work". Memory is bounded by queues x prefetch."""
 
 import asyncio
 from dataclasses import dataclass
@@ -24,21 +26,22 @@ class Buffered:
 
 
 class TierBuffers:
-    """The admitted jobs received per tier, in arrival order; `wake` is set on each."""
+    """The admitted jobs received per tier, in arrival order (each namespace's in its
+    queue's order); `wake` is set on each."""
 
     def __init__(self) -> None:
         self.by_tier: dict[Tier, list[Buffered]] = {tier: [] for tier in Tier}
         self.wake = asyncio.Event()
 
     async def start(self, rt: Runtime) -> None:
-        for tier, queue in rt.broker.topology.tier_queues().items():
-            await rt.broker.consume(
-                queue, self._receiver(rt, tier), prefetch=rt.operator.prefetch_per_tier
-            )
+        """Consumes every tenant queue declared from now on, and those of the unfinished
+        jobs already in the job cache."""
+        await rt.queues.receive(lambda tier: self._receiver(rt, tier))
+        await rt.queues.follow(rt.jobs.all())
 
     def _receiver(self, rt: Runtime, tier: Tier) -> Handler:
-        """Buffers a tier's messages; each is a job that now waits for a worker, which the
-        autoscaler hears of (its trigger on admission)."""
+        """Buffers the messages of a tier's queues; each is a job that now waits for a
+        worker, which the autoscaler hears of (its trigger on admission)."""
 
         async def receive(message: AbstractIncomingMessage) -> None:
             admitted = await parse_or_reject(message, ADMITTED_JOB)

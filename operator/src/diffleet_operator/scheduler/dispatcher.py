@@ -1,7 +1,8 @@
 """The dispatch loop: takes admitted jobs from the tier buffers (scheduler.buffer) and
 places them on workers. A cycle:
 
-1. order the tiers that have work by their shares (diffleet_operator.queue.tier_shares);
+1. order the buffered jobs fairly (scheduler.fair_order): tiers by their shares, then
+   namespaces by theirs within a tier, skipping namespaces at their running-jobs limit;
 2. for each buffered job in that order, drop it if stale (scheduler.staleness), adopt it
    where a worker already runs it after a restart (scheduler.adoption), and place it on a
    snapshot of the fleet (scheduler.placement);
@@ -42,11 +43,11 @@ from diffleet_operator.queue.admission import (
 )
 from diffleet_operator.queue.admitter import Admitter
 from diffleet_operator.queue.held import Admission
-from diffleet_operator.queue.tier_shares import TierShares
 from diffleet_operator.runtime import Runtime
 from diffleet_operator.scheduler.adoption import Adoption
 from diffleet_operator.scheduler.buffer import Buffered, TierBuffers
 from diffleet_operator.scheduler.eligibility import requirements
+from diffleet_operator.scheduler.fair_order import FairOrder
 from diffleet_operator.scheduler.placement import Decision, place
 from diffleet_operator.scheduler.publishing import Publisher
 from diffleet_operator.scheduler.staleness import Verdict, judge
@@ -76,7 +77,7 @@ class Dispatcher:
         self.rt = rt
         self.admitter = admitter
         self.buffers = TierBuffers()
-        self.shares = TierShares(rt.operator.tier_weights)
+        self.shares = FairOrder(rt, self.buffers.wake.set)
         self.publisher = Publisher(rt)
         self.adoption = Adoption(rt, self.publisher)
 
@@ -130,17 +131,13 @@ class Dispatcher:
         return progressed
 
     def _ordered(self) -> list[tuple[Tier, Buffered]]:
-        """The buffered entries in the order they are considered: by tier shares."""
-        waiting = self.buffers.waiting()
-        return [
-            (tier, entry)
-            for tier in self.shares.order(waiting)
-            for entry in list(self.buffers.by_tier[tier])
-        ]
+        """The buffered entries in the order they are considered: by tier shares, then
+        by tenant shares within a tier, without those of namespaces at their limit."""
+        return self.shares.order(self.buffers)
 
     def _spent(self, tier: Tier, entry: Buffered) -> None:
-        """Accounts one dispatched entry against its tier's share."""
-        self.shares.spend(tier)
+        """Accounts one dispatched entry against its tier's and its namespace's share."""
+        self.shares.spend(tier, entry)
 
     async def _consider(self, tier: Tier, entry: Buffered, fleet: list[WorkerView]) -> Step:
         """Drops the entry if stale, dispatches it if it places, else leaves it waiting."""

@@ -1,0 +1,119 @@
+"""The order the dispatcher considers buffered jobs in: tiers by their shares
+(queue.tier_shares), then within a tier namespaces by theirs (queue.tenant_shares),
+leaving out the jobs a namespace has no room for under its limit of jobs running at once.
+
+A namespace's policy comes from its annotations, read in the background at most every
+NAMESPACE_MAX_AGE_SECONDS (admission has just read them for a job it publishes); a
+namespace whose annotations were never read is skipped until they are. Running jobs are
+those in flight on the fleet (dispatched, not finished), counted only when a namespace
+waiting has a limit.
+"""
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from diffleet_core.resources.generation_job import Tier
+from diffleet_operator.kube import NAMESPACE_MAX_AGE_SECONDS, Kube
+from diffleet_operator.quarantine import describe
+from diffleet_operator.queue.tenant_shares import TenantPolicy, TenantShares
+from diffleet_operator.queue.tier_shares import TierShares
+from diffleet_operator.runtime import Runtime
+from diffleet_operator.scheduler.buffer import Buffered, TierBuffers
+
+logger = logging.getLogger(__name__)
+
+# A namespace's policy not asked for this long (no job of it waiting) is forgotten.
+IDLE_SECONDS = 300.0
+
+
+class NamespacePolicies:
+    """Each namespace's TenantPolicy as last read, read again in the background; `read`
+    is called after each read (the dispatcher wakes: a namespace may have become
+    eligible)."""
+
+    def __init__(self, kube: Kube, read: Callable[[], None]) -> None:
+        self._kube = kube
+        self._on_read = read
+        self._known: dict[str, TenantPolicy] = {}
+        # Namespace -> when to read its annotations next.
+        self._due: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def get(self, namespace: str) -> TenantPolicy | None:
+        """The policy as last read (None: never read yet); starts a read when due."""
+        now = time.monotonic()
+        if self._due.get(namespace, 0.0) <= now:
+            self._due[namespace] = now + NAMESPACE_MAX_AGE_SECONDS
+            task = asyncio.create_task(self._read(namespace))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return self._known.get(namespace)
+
+    def weight(self, namespace: str) -> int:
+        return self._known.get(namespace, TenantPolicy()).weight
+
+    def forget_idle(self) -> None:
+        """Forgets the policies not asked for in IDLE_SECONDS."""
+        idle = time.monotonic() - IDLE_SECONDS
+        for namespace, due in list(self._due.items()):
+            if due < idle:
+                del self._due[namespace]
+                self._known.pop(namespace, None)
+
+    async def _read(self, namespace: str) -> None:
+        try:
+            annotations = await self._kube.namespace_annotations(namespace)
+        except Exception as error:  # noqa: BLE001 - the last policy read stays until the next
+            logger.warning("namespace %s: annotations not read: %s", namespace, describe(error))
+            return
+        self._known[namespace] = TenantPolicy.of(annotations)
+        self._on_read()
+
+
+class FairOrder:
+    """`wake` is called when a namespace's policy has been read."""
+
+    def __init__(self, rt: Runtime, wake: Callable[[], None]) -> None:
+        self.rt = rt
+        self.tiers = TierShares(rt.operator.tier_weights)
+        self.tenants = TenantShares()
+        self.policies = NamespacePolicies(rt.kube, wake)
+
+    def order(self, buffers: TierBuffers) -> list[tuple[Tier, Buffered]]:
+        """The buffered entries in fair order, without those of namespaces at their limit."""
+        waiting = buffers.waiting()
+        by_tier = {
+            tier: [(entry.admitted.job.namespace, entry) for entry in buffers.by_tier[tier]]
+            for tier in waiting
+        }
+        namespaces = {namespace for entries in by_tier.values() for namespace, _ in entries}
+        self.policies.forget_idle()
+        policies = {
+            namespace: policy
+            for namespace in namespaces
+            if (policy := self.policies.get(namespace)) is not None
+        }
+        limited = any(policy.max_running is not None for policy in policies.values())
+        running = self._running() if limited else Counter[str]()
+        return [
+            (tier, entry)
+            for tier in self.tiers.order(waiting)
+            for entry in self.tenants.order(tier, by_tier[tier], policies, running)
+        ]
+
+    def spend(self, tier: Tier, entry: Buffered) -> None:
+        namespace = entry.admitted.job.namespace
+        self.tiers.spend(tier)
+        self.tenants.spend(tier, namespace, self.policies.weight(namespace))
+
+    def _running(self) -> Counter[str]:
+        """Jobs in flight per namespace: on a worker's Lease, or dispatched and assumed."""
+        running = Counter[str]()
+        for worker in self.rt.fleet.snapshot():
+            for uid in worker.jobs:
+                if job := self.rt.jobs.get(uid):
+                    running[job.namespace] += 1
+        return running
