@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "dispatch.md"
 GROUP, VERSION = "diffleet.io", "v1alpha1"
 LEFT_QUEUE = {"Scheduled", "Running", "Succeeded"}
+FINISHED = {"Succeeded", "Failed"}
 # kube-scheduler's client QPS and burst when the API server, not the client, is the limit.
 RAISED_QPS, RAISED_BURST = 1000, 2000
 
@@ -51,6 +52,9 @@ RAISED_QPS, RAISED_BURST = 1000, 2000
 class Timeline:
     created: dict[str, float] = field(default_factory=dict)
     scheduled: dict[str, float] = field(default_factory=dict)
+    finished: dict[str, float] = field(default_factory=dict)  # Succeeded or Failed
+    # Versions of each job seen until it finished: its writes from create to the end.
+    lifetime: dict[str, set[str]] = field(default_factory=dict)
     # Versions of each job seen on the watch until it was Scheduled: its writes by then.
     versions: dict[str, set[str]] = field(default_factory=dict)
 
@@ -141,8 +145,12 @@ async def watch_jobs(custom: client.CustomObjectsApi, namespace: str, seen: Time
                 name = job["metadata"]["name"]
                 if name not in seen.scheduled:
                     seen.versions.setdefault(name, set()).add(version)
+                if name not in seen.finished:
+                    seen.lifetime.setdefault(name, set()).add(version)
                 if phase in LEFT_QUEUE and name not in seen.scheduled:
                     seen.scheduled[name] = time.monotonic()
+                if phase in FINISHED and name not in seen.finished:
+                    seen.finished[name] = time.monotonic()
 
 
 async def create_jobs(
@@ -293,8 +301,10 @@ def scheduler_pid() -> int:
     return int((ROOT / ".diffleet" / "run" / "kube-scheduler.pid").read_text().strip())
 
 
-async def bench_scheduler(api: client.ApiClient, pods: int) -> SchedulerRun:
-    """kube-scheduler binding `pods` pause pods onto the kwok nodes."""
+async def bench_scheduler(
+    api: client.ApiClient, pods: int, node_type: str = "kwok"
+) -> SchedulerRun:
+    """kube-scheduler binding `pods` pause pods onto the kwok nodes labelled type=`node_type`."""
     core = client.CoreV1Api(api)
     namespace = f"bench-pods-{uuid.uuid4().hex[:6]}"
     await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
@@ -304,7 +314,7 @@ async def bench_scheduler(api: client.ApiClient, pods: int) -> SchedulerRun:
         pod = client.V1Pod(
             metadata=client.V1ObjectMeta(name=f"p-{i}"),
             spec=client.V1PodSpec(
-                node_selector={"type": "kwok"},
+                node_selector={"type": node_type},
                 tolerations=[client.V1Toleration(key="nvidia.com/gpu", operator="Exists")],
                 containers=[client.V1Container(name="pause", image="registry.k8s.io/pause:3.10")],
             ),

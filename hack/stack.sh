@@ -247,6 +247,29 @@ start_kwok() {
 }
 kwok_healthy() { curl -fsS --max-time 2 "http://$H:$KWOK_PORT/healthz"; }
 
+# A fleet of the benchmarks' own (bench/scale.py): up-scale POOLS adds the nodes of POOLS
+# (KWOK_POOLS' format) labelled type=kwok-scale, with a kwok of their own (kwok-scale) so
+# that its node heartbeats are counted and tuned apart from the stack's; down-scale
+# removes both. The stack's own nodes stay as they are.
+SCALE_NODE_TYPE=kwok-scale
+up_scale() {
+  require_tool kwok
+  kwok_stages
+  # kwok renews a node's Lease at a quarter of its duration, as the kubelet does; the
+  # node controller marks a node NotReady after 50 s without one, so 120 s (renewals
+  # every 30 s) is the longest safe duration.
+  spawn kwok-scale kwok --kubeconfig "$KUBECONFIG_PATH" --config "$RUN_DIR/kwok-stages.yaml" \
+    --manage-all-nodes=false --manage-nodes-with-label-selector="type=$SCALE_NODE_TYPE" \
+    --node-lease-duration-seconds "${SCALE_NODE_LEASE_SECONDS:-120}" --cidr 10.245.0.0/16 \
+    --node-ip 10.0.0.2 --server-address "$H:$KWOK_SCALE_PORT"
+  wait_for kwok-scale 60 curl -fsS --max-time 2 "http://$H:$KWOK_SCALE_PORT/healthz"
+  gpu_nodes "$1" "$SCALE_NODE_TYPE" | kubectl_admin create -f - >/dev/null
+}
+down_scale() {
+  kubectl_admin delete nodes -l "type=$SCALE_NODE_TYPE" --wait=false >/dev/null 2>&1 || true
+  stop kwok-scale
+}
+
 # The kubelet's part for diffleet's pods on kwok nodes (hack/pod_runner); each pod's output
 # goes to .diffleet/logs/pods/<namespace>_<name>.log.
 start_pod_runner() {
@@ -284,10 +307,12 @@ status:
 EOF
 }
 
-# The simulated GPU nodes of each pool (hack/stack.env KWOK_POOLS).
+# The simulated GPU nodes of each pool (hack/stack.env KWOK_POOLS). gpu_nodes POOLS TYPE:
+# the nodes of POOLS (that format), named TYPE-<pool>-<i> and labelled type=TYPE (the kwok
+# that manages them selects by it).
 gpu_nodes() {
-  local spec pool gpu_type gpus memory count i
-  for spec in $KWOK_POOLS; do
+  local pools="${1:-$KWOK_POOLS}" type="${2:-kwok}" spec pool gpu_type gpus memory count i
+  for spec in $pools; do
     IFS=: read -r pool gpu_type gpus memory count <<<"$spec"
     for ((i = 0; i < count; i++)); do
       cat <<EOF
@@ -295,15 +320,15 @@ gpu_nodes() {
 apiVersion: v1
 kind: Node
 metadata:
-  name: kwok-$pool-$i
+  name: $type-$pool-$i
   annotations:
     kwok.x-k8s.io/node: fake
     node.alpha.kubernetes.io/ttl: "0"
   labels:
-    type: kwok
+    type: $type
     kubernetes.io/arch: amd64
     kubernetes.io/os: linux
-    kubernetes.io/hostname: kwok-$pool-$i
+    kubernetes.io/hostname: $type-$pool-$i
     node.kubernetes.io/instance-type: gpu-$pool
     diffleet.io/pool: $pool
     nvidia.com/gpu.product: $gpu_type
@@ -789,7 +814,7 @@ down() {
   # RabbitMQ before epmd: an Erlang node that outlives its epmd starts a daemon of its own,
   # outside every process group, which then holds the port.
   stop rabbitmq
-  stop "${INFRA[@]}"
+  stop kwok-scale "${INFRA[@]}"
   stop_stray_epmd
   log "stack stopped"
 }
@@ -878,5 +903,7 @@ case "${1:-}" in
   env) print_env ;;
   kubeconfig) echo "$KUBECONFIG_PATH" ;;
   restart) shift && restart "$@" ;;
-  *) die "usage: $0 up-infra|up|up-karpenter|down|down-platform|status|env|kubeconfig|restart NAME..." ;;
+  up-scale) up_scale "$2" ;;
+  down-scale) down_scale ;;
+  *) die "usage: $0 up-infra|up|up-karpenter|down|down-platform|status|env|kubeconfig|restart NAME...|up-scale POOLS|down-scale" ;;
 esac
