@@ -117,5 +117,17 @@ bench-autoscale: ## autoscaler vs KEDA 2.21: bursts into a pool at zero (needs m
 	@hack/build-keda.sh
 	@eval "$$(hack/stack.sh env)" && timeout -s INT -k 60 1200 .venv/bin/python -m bench.autoscale
 
+# 1,000 kwok GPU nodes with a simulated worker each (hack/stack.sh up-scale), removed after;
+# bounded by timeout, whose SIGINT lets it remove what it made. SCALE_ARGS="--nodes 100"
+# for a smaller fleet; SOAK_ARGS="--minutes 20" for a shorter soak.
+.PHONY: bench-scale bench-soak
+SCALE_ARGS ?=
+SOAK_ARGS ?=
+bench-scale: ## 1,000 GPU nodes: jobs/s, writes per job, API-server requests/s, operator CPU and RSS into bench/results/scale.md (needs make up-infra)
+	@eval "$$(hack/stack.sh env)" && timeout -s INT -k 120 2400 .venv/bin/python -m bench.scale $(SCALE_ARGS)
+
+bench-soak: ## operator memory over 100,000 jobs or 60 minutes, finished jobs deleted by TTL, into bench/results/soak.md (needs make up-infra)
+	@eval "$$(hack/stack.sh env)" && timeout -s INT -k 120 4200 .venv/bin/python -m bench.scale --soak $(SOAK_ARGS)
+
 clean: down ## stop the stack and remove its state (the tool cache stays)
 	@rm -rf $(STATE)/run $(STATE)/logs $(STATE)/traces $(STATE)/pki $(STATE)/kubeconfig
