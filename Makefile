@@ -14,7 +14,7 @@ export UV_COMPILE_BYTECODE := 1
 VENV_STAMP := .venv/.synced
 
 .PHONY: help setup packages tools venv up up-infra down status env kubeconfig \
-        demo test lint format typecheck pytest fuzz chaos kind-up bench-setup bench-dispatch bench-worker bench-api bench-autoscale clean openapi
+        demo test lint format typecheck pytest fuzz chaos kind-up bench-setup bench-dispatch bench-worker bench-api bench-autoscale bench-replay clean openapi
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -110,6 +110,14 @@ bench-worker: up-infra ## worker overhead around the pipeline call, first image 
 
 bench-api: ## POST /v1/jobs vs a direct create at 50 clients (needs make up-infra)
 	@eval "$$(hack/stack.sh env)" && .venv/bin/python -m bench.api
+
+# The closing note of issue 15: a generated 3,000-job Zipf trace (bench/traces.py defaults)
+# on 8 workers of 1 slot, 2 hot slots, 8 s loads, 10x faster than the trace.
+bench-replay: ## trace replay through the operator vs its bounds into bench/results/replay.md (needs make up-infra)
+	@mkdir -p $(STATE)/bench && .venv/bin/python -m bench.traces --jobs 3000 > $(STATE)/bench/replay-trace.jsonl
+	@eval "$$(hack/stack.sh env)" && .venv/bin/python bench/replay.py $(STATE)/bench/replay-trace.jsonl \
+		--workers 8 --concurrency 1 --hot-slots 2 --load-seconds 8 --speedup 10 \
+		--json bench/results/replay.json --markdown bench/results/replay.md
 
 # KEDA is built here only (never by make setup); SIGINT at the bound lets the benchmark
 # stop KEDA and the operator and remove what it made.
