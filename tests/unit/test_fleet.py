@@ -268,3 +268,33 @@ def test_a_cordoned_worker_reads_as_draining_until_uncordoned() -> None:
     }
     fleet.uncordon("w1")
     assert [view.worker_id for view in fleet.snapshot() if not view.draining] == ["w1"]
+
+
+def test_a_dispatch_predicts_the_hot_set_until_the_job_ends() -> None:
+    """The worker holds A and B in 2 hot slots; a job of C evicts what keep_hot leaves
+    out (A, though B is older), as the worker will, before its Lease says so."""
+    worker = inventory("w1", concurrency=1).model_copy(
+        update={"hot_models": ["B", "A"], "hot_slots": 2}
+    )
+    fleet = fleet_of(worker)
+    fleet.assume("w1", "j1", "C", keep_hot=["B", "C"])
+    view = views(fleet)["w1"]
+    assert view.hot_order == ("B", "C")
+    assert view.hot_models == frozenset({"A", "B"})  # what the worker reported, unchanged
+    assert [(uid, model) for uid, model, _ in view.running] == [("j1", "C")]
+    # The Lease lists the job: still predicted (C loads); the job ends: the report rules.
+    renew(fleet, worker.model_copy(update={"jobs_in_flight": ["j1"]}), T0 + 1)
+    assert views(fleet)["w1"].hot_order == ("B", "C")
+    fleet.forget("j1")
+    assert views(fleet)["w1"].hot_order == ("B", "A")
+    assert views(fleet)["w1"].running == ()
+
+
+def test_without_keep_hot_the_least_recently_used_goes_and_unbounded_keeps_all() -> None:
+    bounded = inventory("w1").model_copy(update={"hot_models": ["B", "A"], "hot_slots": 2})
+    unbounded = inventory("w2").model_copy(update={"hot_models": ["B", "A"]})
+    fleet = fleet_of(bounded, unbounded)
+    fleet.assume("w1", "j1", "C")
+    fleet.assume("w2", "j2", "C")
+    assert views(fleet)["w1"].hot_order == ("A", "C")
+    assert views(fleet)["w2"].hot_order == ("B", "A", "C")

@@ -16,8 +16,8 @@ def job(key: str, model: str, waited: float = 0.0, workers: set[str] | None = No
     return Job(key, model, waited, frozenset(workers) if workers is not None else None)
 
 
-def idle(worker_id: str, *hot: str, slots: int | None = 2) -> Worker:
-    return Worker(worker_id, free_slots=1, hot=hot, hot_slots=slots)
+def idle(worker_id: str, *hot: str, slots: int | None = 2, warm: str = "") -> Worker:
+    return Worker(worker_id, free_slots=1, hot=hot, hot_slots=slots, warm=frozenset(warm))
 
 
 def busy(worker_id: str, *hot: str, frees_in: float) -> Worker:
@@ -64,6 +64,10 @@ CASES = {
         [idle("w1", "A", "B"), idle("w2", "A", "B"), idle("w3")],
         [("a", "w1"), ("b", "w2"), ("c", "w3")],
     ),
+    "between equal evictions, a load goes where the model is on disk": Case(
+        [job("c", "C")], [idle("w1"), idle("w2", warm="C")], [("c", "w2")]
+    ),
+    "then to the lowest id": Case([job("c", "C")], [idle("w2"), idle("w1")], [("c", "w1")]),
     "a job that no free worker may run does not block the next": Case(
         [job("x", "A", workers={"w9"}), job("y", "B")], [idle("w1")], [("y", "w1")]
     ),

@@ -4,12 +4,17 @@ One owner (this class) holds the state; the scheduler reads a `snapshot()`: immu
 views of the workers, each rebuilt only when its worker changes, so a snapshot costs a
 list copy however often the dispatch loop takes one. A dispatch is *assumed* at once
 (the worker counts as busier) and forgotten when the job ends, so capacity is right
-between a dispatch and the worker's next Lease renewal. Everything runs on the
-operator's one event loop: a method that does not await is atomic, so no lock is needed.
+between a dispatch and the worker's next Lease renewal. Likewise each worker's hot set is
+*predicted* (`WorkerView.hot_order`): the models it reports hot, and the models of the
+jobs it was given (their checkpoints are hot or loading there), evicting as the worker
+would by the dispatch's keep_hot, so the placement planner sees a load before the Lease
+does. Everything runs on the operator's one event loop: a method that does not await is
+atomic, so no lock is needed.
 """
 
 import asyncio
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -33,6 +38,13 @@ class WorkerView:
     # Jobs its Lease lists, and jobs dispatched to it since (assumed).
     in_flight: frozenset[str]
     assumed: frozenset[str] = frozenset()
+    # The predicted hot set, least recently used first, and the hot tier's size (None:
+    # unbounded or not announced).
+    hot_order: tuple[str, ...] = ()
+    hot_slots: int | None = None
+    # Its jobs whose model this operator knows: (uid, model digest, since when it has
+    # the job: time.monotonic() at dispatch, or when first seen).
+    running: tuple[tuple[str, str, float], ...] = ()
 
     @classmethod
     def of(
@@ -41,6 +53,8 @@ class WorkerView:
         assumed: frozenset[str] = frozenset(),
         *,
         cordoned: bool = False,
+        hot_order: tuple[str, ...] = (),
+        running: tuple[tuple[str, str, float], ...] = (),
     ) -> "WorkerView":
         return cls(
             worker_id=inventory.worker_id,
@@ -54,6 +68,9 @@ class WorkerView:
             warm_models=frozenset(inventory.warm_models),
             in_flight=frozenset(inventory.jobs_in_flight),
             assumed=assumed,
+            hot_order=hot_order or tuple(inventory.hot_models),
+            hot_slots=inventory.hot_slots,
+            running=running,
         )
 
     @cached_property
@@ -78,13 +95,51 @@ class _Worker:
     duration: float
     assumed: set[str] = field(default_factory=set)
     cordoned: bool = False
+    # uid -> (model digest, time.monotonic() when dispatched) of the jobs it was given.
+    given: dict[str, tuple[str, float]] = field(default_factory=dict)
+    # The keep_hot of its last dispatch.
+    keep_hot: tuple[str, ...] = ()
     view: WorkerView = field(init=False)
 
     def __post_init__(self) -> None:
         self.refresh()
 
     def refresh(self) -> None:
-        self.view = WorkerView.of(self.inventory, frozenset(self.assumed), cordoned=self.cordoned)
+        jobs = self.assumed | set(self.inventory.jobs_in_flight)
+        self.given = {uid: given for uid, given in self.given.items() if uid in jobs}
+        running = sorted(
+            ((uid, digest, since) for uid, (digest, since) in self.given.items()),
+            key=lambda job: job[2],
+        )
+        hot_order = predicted_hot(
+            self.inventory.hot_models,
+            [digest for _, digest, _ in running],
+            self.keep_hot,
+            self.inventory.hot_slots,
+        )
+        self.view = WorkerView.of(
+            self.inventory,
+            frozenset(self.assumed),
+            cordoned=self.cordoned,
+            hot_order=hot_order,
+            running=tuple(running),
+        )
+
+
+def predicted_hot(
+    reported: Collection[str], in_use: list[str], keep_hot: Collection[str], slots: int | None
+) -> tuple[str, ...]:
+    """A worker's hot set as it will be: what it reported (least recently used first),
+    then the models its jobs use (oldest job first), evicting beyond `slots` as the worker
+    does: idle models not in keep_hot first, then idle ones, least recently used first."""
+    order = [model for model in reported if model not in in_use] + list(dict.fromkeys(in_use))
+    while slots is not None and len(order) > slots:
+        idle = [model for model in order if model not in in_use]
+        if not idle:
+            break
+        spare = [model for model in idle if model not in keep_hot]
+        order.remove((spare or idle)[0])
+    return tuple(order)
 
 
 class FleetInventory:
@@ -146,9 +201,20 @@ class FleetInventory:
             worker.refresh()
             self.changed.set()
 
-    def assume(self, worker_id: str, uid: str) -> None:
+    def assume(
+        self,
+        worker_id: str,
+        uid: str,
+        model: str | None = None,
+        keep_hot: Collection[str] = (),
+    ) -> None:
+        """The job was just given to the worker; with its model's digest (and the
+        dispatch's keep_hot) the worker's hot set is predicted with it."""
         if worker := self._workers.get(worker_id):
             worker.assumed.add(uid)
+            if model is not None:
+                worker.given[uid] = (model, time.monotonic())
+                worker.keep_hot = tuple(keep_hot)
             worker.refresh()
 
     def holder(self, uid: str) -> str | None:

@@ -3,18 +3,22 @@ places them on workers. A cycle:
 
 1. order the buffered jobs fairly (scheduler.fair_order): tiers by their shares, then
    namespaces by theirs within a tier, skipping namespaces at their running-jobs limit;
-2. for each buffered job in that order, drop it if stale (scheduler.staleness), adopt it
-   where a worker already runs it after a restart (scheduler.adoption), and place it on a
-   snapshot of the fleet (scheduler.placement);
-3. dispatch the first job that places: publish to the worker's queue with confirm,
-   assume the slot, then record Scheduled and acknowledge (scheduler.publishing).
+2. plan the first `LOOKAHEAD` of them onto a snapshot of the fleet (scheduler.batching,
+   scheduler.planning): which go now and where, grouped by model, the others waiting;
+3. for each job of the window in that order that the plan sends somewhere or could not
+   plan, drop it if stale (scheduler.staleness), adopt it where a worker already runs it
+   after a restart (scheduler.adoption), and dispatch it to its planned worker if that
+   worker, as the fleet is now, still takes it (scheduler.placement): publish to the
+   worker's queue with confirm, assume the slot (and the model hot there), then record
+   Scheduled and acknowledge (scheduler.publishing).
 
 An entry whose handling raises is tried again on a later cycle when the failure is
 transient, else its job is quarantined and its message dropped
 (diffleet_operator.quarantine): one job never stops the loop.
 
 A job that places nowhere stays buffered (and in its queue) until the fleet changes; its
-held admission, if any, is written as Queued then.
+held admission, if any, is written as Queued then. A job the plan leaves waiting is not
+judged this round; its held admission is written as Queued after the admitter's delay.
 """
 
 import asyncio
@@ -45,6 +49,7 @@ from diffleet_operator.queue.admitter import Admitter
 from diffleet_operator.queue.held import Admission
 from diffleet_operator.runtime import Runtime
 from diffleet_operator.scheduler.adoption import Adoption
+from diffleet_operator.scheduler.batching import LOOKAHEAD, BatchPlanner, Planned
 from diffleet_operator.scheduler.buffer import Buffered, TierBuffers
 from diffleet_operator.scheduler.eligibility import requirements
 from diffleet_operator.scheduler.fair_order import FairOrder
@@ -80,6 +85,7 @@ class Dispatcher:
         self.shares = FairOrder(rt, self.buffers.wake.set)
         self.publisher = Publisher(rt)
         self.adoption = Adoption(rt, self.publisher)
+        self.planner = BatchPlanner(rt)
 
     @property
     def dispatched(self) -> dict[str, int]:
@@ -108,7 +114,8 @@ class Dispatcher:
                 await _first_of(self.buffers.wake, self.rt.fleet.changed, within=1.0)
 
     async def cycle(self) -> bool:
-        """Dispatches at most one job; True if something changed (dispatched or dropped)."""
+        """Dispatches a round of the plan; True if something changed (dispatched or
+        dropped)."""
         waiting = self.buffers.waiting()
         if not waiting:
             return False
@@ -118,16 +125,26 @@ class Dispatcher:
             # The pause's end or the fleet's next change wakes the loop.
             self.admitter.show_queued(self.rt.held.claim_all())
             return False
+        window = self._ordered()[:LOOKAHEAD]
+        plan = self.planner.plan(window, fleet)
         progressed = False
-        for tier, entry in self._ordered():
-            with job_context(entry.admitted.job.uid):
+        # After a dispatch, only entries still in the fair order go (a namespace may have
+        # reached its limit of running jobs).
+        allowed: set[int] | None = None
+        for tier, entry in window:
+            uid = entry.admitted.job.uid
+            if uid in plan.waiting:
+                continue
+            if allowed is not None and id(entry) not in allowed:
+                continue
+            with job_context(uid):
                 try:
-                    step = await self._consider(tier, entry, fleet)
+                    step = await self._consider(tier, entry, fleet, plan.planned.get(uid))
                 except Exception as error:  # noqa: BLE001 - one job never stops dispatch
                     step = await self._failed(tier, entry, error)
             if step is Step.DISPATCHED:
-                return True
-            progressed = progressed or step is Step.DROPPED
+                allowed = {id(entry) for _, entry in self._ordered()}
+            progressed = progressed or step is not Step.WAITING
         return progressed
 
     def _ordered(self) -> list[tuple[Tier, Buffered]]:
@@ -139,8 +156,11 @@ class Dispatcher:
         """Accounts one dispatched entry against its tier's and its namespace's share."""
         self.shares.spend(tier, entry)
 
-    async def _consider(self, tier: Tier, entry: Buffered, fleet: list[WorkerView]) -> Step:
-        """Drops the entry if stale, dispatches it if it places, else leaves it waiting."""
+    async def _consider(
+        self, tier: Tier, entry: Buffered, fleet: list[WorkerView], planned: Planned | None
+    ) -> Step:
+        """Drops the entry if stale, dispatches it if its planned worker takes it, else
+        leaves it waiting."""
         judged = await judge(self.rt, self.admitter, self.dispatched, entry)
         job, admission = judged.job, judged.admission
         if judged.verdict is Verdict.STALE:
@@ -157,15 +177,13 @@ class Dispatcher:
             if adopted:
                 self.buffers.remove(tier, entry)
                 return Step.DISPATCHED
-        # The fleet as of now, not of the cycle's start: a worker the pool controller
-        # cordoned during the awaits above (it is being removed) is never placed on.
-        placement = self._placement(job, tier, self.rt.fleet.snapshot())
+        placement = None if planned is None else self._placement(job, tier, planned.worker_id)
         if placement is None:
             if admission is not None:
                 self.admitter.show_queued([admission])  # it waits
             return Step.WAITING
         self.buffers.remove(tier, entry)
-        await self._dispatch(entry, job, placement, admission)
+        await self._dispatch(entry, job, placement, admission, planned.keep_hot if planned else [])
         self._spent(tier, entry)
         return Step.DISPATCHED
 
@@ -188,15 +206,19 @@ class Dispatcher:
         if admission is not None:
             self.rt.held.hold(admission)
 
-    def _placement(self, job: TrackedJob, tier: Tier, fleet: list[WorkerView]) -> Placement | None:
-        """Where the job goes now; None while a model is not Ready or no worker can take it."""
+    def _placement(self, job: TrackedJob, tier: Tier, worker_id: str) -> Placement | None:
+        """The job on its planned worker; None while a model is not Ready or that worker
+        cannot take it (gone, cordoned, full): the next round plans again."""
         models = resolve_job_models(
             self.rt.models, job.namespace, job.spec, self.rt.settings.system_namespace
         )
         if isinstance(models, NotReady):
             return None
         needs = requirements(models.model, tier, job.spec.gpu_class)
-        decision = place(needs, fleet, self.rt.pools)
+        # The fleet as of now, not of the cycle's start: a worker the pool controller
+        # cordoned during the awaits of this round (it is being removed) is never placed on.
+        worker = [w for w in self.rt.fleet.snapshot() if w.worker_id == worker_id]
+        decision = place(needs, worker, self.rt.pools)
         if decision.worker is None:
             return None
         return Placement(models, decision.worker, decision)
@@ -207,6 +229,7 @@ class Dispatcher:
         job: TrackedJob,
         placement: Placement,
         admission: Admission | None,
+        keep_hot: list[str],
     ) -> None:
         rt = self.rt
         models, worker = placement.models, placement.worker
@@ -220,12 +243,13 @@ class Dispatcher:
             control_net=models.control_net.ref if models.control_net else None,
             output_bucket=rt.settings.buckets.outputs,
             deadline=job.created + timedelta(seconds=job.spec.timeout_seconds),
+            keep_hot=keep_hot,
         )
         with dispatch_span(entry, job, placement):
             # Assumed before the publish returns: a fast worker's report on the job may
             # come first, and it must find the job here (and free its slot), not the
             # other way.
-            rt.fleet.assume(worker.worker_id, ref.uid)
+            rt.fleet.assume(worker.worker_id, ref.uid, models.model.ref.digest, keep_hot)
             done = self.publisher.begin(ref.uid, ref.attempt)
             if not await self.publisher.publish(entry, order, worker):
                 rt.fleet.forget(ref.uid)

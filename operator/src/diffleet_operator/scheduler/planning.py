@@ -51,6 +51,8 @@ class Worker:
     hot_slots: int | None = None
     frees_in: tuple[float, ...] = ()
     pinned: frozenset[str] = frozenset()
+    # Checkpoints on its local disk: loading one of them is cheaper.
+    warm: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,7 @@ class _Slotted:
     hot_slots: int | None
     frees_in: list[float]
     pinned: frozenset[str]
+    warm: frozenset[str]
     given: bool = False
 
     def holds(self, model: str) -> bool:
@@ -167,7 +170,13 @@ def plan(
     recent arrival rate (`Popularity.rates`)."""
     state = {
         w.worker_id: _Slotted(
-            w.worker_id, w.free_slots, list(w.hot), w.hot_slots, sorted(w.frees_in), w.pinned
+            w.worker_id,
+            w.free_slots,
+            list(w.hot),
+            w.hot_slots,
+            sorted(w.frees_in),
+            w.pinned,
+            w.warm,
         )
         for w in workers
     }
@@ -188,7 +197,7 @@ def plan(
     for job in [job for job in waiting if job.waited >= knobs.patience * costs.load(job.model)]:
         free = [w for w in state.values() if w.free > 0 and job.may_run_on(w.worker_id)]
         if free:
-            assign(job, _best_holder(job.model, free) or _best_loader(free, need))
+            assign(job, _best_holder(job.model, free) or _best_loader(job.model, free, need))
     for job in list(waiting):
         free = [w for w in state.values() if w.free > 0 and job.may_run_on(w.worker_id)]
         if holder := _best_holder(job.model, free):
@@ -213,11 +222,14 @@ def _best_holder(model: str, free: list[_Slotted]) -> _Slotted | None:
     return max(holders, key=lambda w: w.free) if holders else None
 
 
-def _best_loader(free: list[_Slotted], need: Callable[[str], float]) -> _Slotted:
-    """The free worker where a load costs the queue least: whose victim it needs least
-    (none: room), then the most free slots."""
-
-    return min(free, key=lambda worker: (_eviction_cost(worker, need), -worker.free))
+def _best_loader(model: str, free: list[_Slotted], need: Callable[[str], float]) -> _Slotted:
+    """The free worker where loading the model costs least: whose victim the queue needs
+    least (none: room), then one with the model on its disk, then the most free slots,
+    then by id."""
+    return min(
+        free,
+        key=lambda w: (_eviction_cost(w, need), model not in w.warm, -w.free, w.worker_id),
+    )
 
 
 def _eviction_cost(worker: _Slotted, need: Callable[[str], float]) -> float:
@@ -253,7 +265,7 @@ def _next_load(
         if best is None:
             return None
         _, job, eligible = best
-        loader = _best_loader(eligible, need)
+        loader = _best_loader(job.model, eligible, need)
         if not _better_soon(job, loader, state, need, costs, knobs):
             return job, loader
         deferred.add(job.model)

@@ -1,0 +1,130 @@
+"""The dispatch loop's view for the planner (scheduler.planning): the jobs of a lookahead
+window of the fair order, with the workers each may run on, and the fleet with each
+worker's predicted hot set, when its busy slots are expected to free, and the pre-warmed
+models it holds (pinned). Expected load and run seconds are the autoscaler's observations
+per model (autoscaler.timings), else the operator's settings
+(DIFFLEET_OPERATOR_AUTOSCALER_MODEL_LOAD_SECONDS and _AUTOSCALER_RUN_SECONDS).
+"""
+
+import time
+from dataclasses import dataclass
+
+from diffleet_core.resources.generation_job import Tier
+from diffleet_operator import status
+from diffleet_operator.cache.fleet import WorkerView
+from diffleet_operator.queue.admission import NotReady, ready_model, resolve_job_models
+from diffleet_operator.runtime import Runtime
+from diffleet_operator.scheduler import planning
+from diffleet_operator.scheduler.buffer import Buffered
+from diffleet_operator.scheduler.eligibility import Requirements, requirements, worker_fits
+
+# How many buffered jobs, in fair order, each round plans over.
+LOOKAHEAD = 256
+KNOBS = planning.Knobs()
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A buffered job's worker this round, and what that worker should keep hot."""
+
+    worker_id: str
+    keep_hot: list[str]
+
+
+@dataclass(frozen=True)
+class Round:
+    """uid -> where it goes now; `waiting`: the uids the planner chose to leave waiting
+    (the window's other jobs it could not plan: not cached or not active, a model not
+    Ready, no worker that may run them)."""
+
+    planned: dict[str, Planned]
+    waiting: frozenset[str]
+
+
+class BatchPlanner:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.popularity = planning.Popularity()
+        # The jobs of the last window: each job counts once in the models' popularity.
+        self._seen: set[str] = set()
+
+    def plan(self, window: list[tuple[Tier, Buffered]], fleet: list[WorkerView]) -> Round:
+        monotonic = time.monotonic()
+        estimates = self.rt.autoscaler.timings.estimates()
+        costs = planning.Costs(
+            load_seconds=estimates.default_load_seconds,
+            run_seconds=estimates.default_run_seconds,
+            load_by_model=estimates.load_seconds,
+            run_by_model=estimates.run_seconds,
+        )
+        jobs = self._jobs(window, fleet, monotonic)
+        pinned = self._pinned()
+        workers = [_worker(view, costs, pinned, monotonic) for view in fleet if not view.draining]
+        result = planning.plan(jobs, workers, costs, KNOBS, self.popularity.rates(monotonic))
+        planned = {
+            job.key: Planned(worker_id, result.keep_hot[worker_id])
+            for job, worker_id in result.assignments
+        }
+        return Round(planned, frozenset(job.key for job in jobs) - planned.keys())
+
+    def _jobs(
+        self, window: list[tuple[Tier, Buffered]], fleet: list[WorkerView], monotonic: float
+    ) -> list[planning.Job]:
+        """The window's jobs whose models are Ready and that some worker may run (a job
+        that none may run waits without blocking the others)."""
+        rt, now = self.rt, status.now()
+        eligible: dict[Requirements, frozenset[str]] = {}
+        jobs: list[planning.Job] = []
+        for tier, entry in window:
+            uid = entry.admitted.job.uid
+            job = rt.jobs.get(uid)
+            if job is None or not job.active:  # judged (and dropped) without a plan
+                continue
+            models = resolve_job_models(
+                rt.models, job.namespace, job.spec, rt.settings.system_namespace
+            )
+            if isinstance(models, NotReady):
+                continue
+            needs = requirements(models.model, tier, job.spec.gpu_class)
+            if needs not in eligible:
+                fit = (w.worker_id for w in fleet if worker_fits(w, needs, rt.pools))
+                eligible[needs] = frozenset(fit)
+            if eligible[needs]:
+                waited = (now - job.created).total_seconds()
+                jobs.append(planning.Job(uid, needs.model_digest, waited, eligible[needs]))
+        for queued in jobs:
+            if queued.key not in self._seen:
+                self.popularity.observe(queued.model, monotonic)
+        self._seen = {queued.key for queued in jobs}
+        return jobs
+
+    def _pinned(self) -> frozenset[str]:
+        """The pre-warmed models (ModelCache spec.warm.replicas above 0)."""
+        pinned = set()
+        for body in self.rt.models.all():
+            model = ready_model(body)
+            if not isinstance(model, NotReady) and model.spec.warm.replicas > 0:
+                pinned.add(model.ref.digest)
+        return frozenset(pinned)
+
+
+def _worker(
+    view: WorkerView, costs: planning.Costs, pinned: frozenset[str], monotonic: float
+) -> planning.Worker:
+    known = {uid: (digest, since) for uid, digest, since in view.running}
+    frees_in = []
+    for uid in view.jobs:
+        if uid in known:
+            digest, since = known[uid]
+            frees_in.append(max(costs.run(digest) - (monotonic - since), 0.0))
+        else:  # a job this operator did not dispatch: half a run left, on average
+            frees_in.append(costs.run_seconds / 2)
+    return planning.Worker(
+        worker_id=view.worker_id,
+        free_slots=view.free_slots,
+        hot=view.hot_order,
+        hot_slots=view.hot_slots,
+        frees_in=tuple(frees_in),
+        pinned=pinned & set(view.hot_order),
+        warm=view.warm_models,
+    )
