@@ -2,11 +2,14 @@
 window of the fair order, with the workers each may run on, and the fleet with each
 worker's predicted hot set, when its busy slots are expected to free, and the pre-warmed
 models it holds (pinned). Expected load and run seconds are the autoscaler's observations
-per model (autoscaler.timings), else the operator's settings
-(DIFFLEET_OPERATOR_AUTOSCALER_MODEL_LOAD_SECONDS and _AUTOSCALER_RUN_SECONDS).
+per model (autoscaler.timings); for a model not yet observed, the median of those that
+are, else the operator's settings (DIFFLEET_OPERATOR_AUTOSCALER_MODEL_LOAD_SECONDS and
+DIFFLEET_OPERATOR_AUTOSCALER_RUN_SECONDS).
 """
 
+import statistics
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from diffleet_core.resources.generation_job import Tier
@@ -52,8 +55,8 @@ class BatchPlanner:
         monotonic = time.monotonic()
         estimates = self.rt.autoscaler.timings.estimates()
         costs = planning.Costs(
-            load_seconds=estimates.default_load_seconds,
-            run_seconds=estimates.default_run_seconds,
+            load_seconds=_typical(estimates.load_seconds, estimates.default_load_seconds),
+            run_seconds=_typical(estimates.run_seconds, estimates.default_run_seconds),
             load_by_model=estimates.load_seconds,
             run_by_model=estimates.run_seconds,
         )
@@ -106,6 +109,12 @@ class BatchPlanner:
             if not isinstance(model, NotReady) and model.spec.warm.replicas > 0:
                 pinned.add(model.ref.digest)
         return frozenset(pinned)
+
+
+def _typical(observed: Mapping[str, float], setting: float) -> float:
+    """A model's expected seconds until it is observed: the median of the models
+    observed (one fleet loads and runs its models alike), else the setting."""
+    return statistics.median(observed.values()) if observed else setting
 
 
 def _worker(
