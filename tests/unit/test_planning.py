@@ -7,6 +7,8 @@ import pytest
 
 from bench import bound
 from bench.traces import Record
+from diffleet_operator.cache.fleet import WorkerView
+from diffleet_operator.scheduler.batching import worker_of
 from diffleet_operator.scheduler.planning import Costs, Job, Knobs, Popularity, Worker, plan
 
 COSTS = Costs(load_seconds=8.0, run_seconds=3.0)
@@ -151,3 +153,36 @@ def test_small_traces_reach_their_fewest_loads(
     records: list[Record], fleet: bound.Fleet, fewest: int
 ) -> None:
     assert bound.simulate(records, fleet, "planner")["checkpoint_loads"] == fewest
+
+
+def test_the_dispatcher_s_view_of_a_worker() -> None:
+    """Slots free when their job has run its model's expected time since dispatch; a job
+    dispatched by another operator has half a run left; pinned: pre-warmed and hot."""
+    view = WorkerView(
+        worker_id="w1",
+        pool="t4",
+        gpu_type="t4",
+        node="n1",
+        vram_gib=16,
+        concurrency=3,
+        draining=False,
+        hot_models=frozenset({"A", "B"}),
+        warm_models=frozenset({"C"}),
+        in_flight=frozenset({"old"}),
+        assumed=frozenset({"j1"}),
+        hot_order=("B", "A"),
+        hot_slots=2,
+        running=(("j1", "A", 100.0),),
+    )
+    costs = Costs(load_seconds=8.0, run_seconds=4.0, run_by_model={"A": 3.0})
+    worker = worker_of(view, costs, pinned=frozenset({"B", "Z"}), monotonic=101.0)
+    assert worker == Worker(
+        "w1",
+        free_slots=1,
+        hot=("B", "A"),
+        hot_slots=2,
+        frees_in=tuple(sorted(worker.frees_in)),
+        pinned=frozenset({"B"}),
+        warm=frozenset({"C"}),
+    )
+    assert sorted(worker.frees_in) == [2.0, 2.0]  # A: 3 s run, 1 s in; "old": half of 4 s

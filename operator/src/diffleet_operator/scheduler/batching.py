@@ -62,7 +62,7 @@ class BatchPlanner:
         )
         jobs = self._jobs(window, fleet, monotonic)
         pinned = self._pinned()
-        workers = [_worker(view, costs, pinned, monotonic) for view in fleet if not view.draining]
+        workers = [worker_of(view, costs, pinned, monotonic) for view in fleet if not view.draining]
         result = planning.plan(jobs, workers, costs, KNOBS, self.popularity.rates(monotonic))
         planned = {
             job.key: Planned(worker_id, result.keep_hot[worker_id])
@@ -117,9 +117,11 @@ def _typical(observed: Mapping[str, float], setting: float) -> float:
     return statistics.median(observed.values()) if observed else setting
 
 
-def _worker(
+def worker_of(
     view: WorkerView, costs: planning.Costs, pinned: frozenset[str], monotonic: float
 ) -> planning.Worker:
+    """The worker as the planner sees it: a busy slot frees when its job has run its
+    model's expected run time since it was dispatched (`monotonic`: time.monotonic())."""
     known = {uid: (digest, since) for uid, digest, since in view.running}
     frees_in = []
     for uid in view.jobs:
