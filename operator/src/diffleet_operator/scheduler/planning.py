@@ -168,145 +168,165 @@ def plan(
 ) -> Plan:
     """Assignments for this round (see the module's docstring); `rates`: each model's
     recent arrival rate (`Popularity.rates`)."""
-    state = {
-        w.worker_id: _Slotted(
-            w.worker_id,
-            w.free_slots,
-            list(w.hot),
-            w.hot_slots,
-            sorted(w.frees_in),
-            w.pinned,
-            w.warm,
-        )
-        for w in workers
-    }
-    demand = Counter(job.model for job in jobs)
-    waiting = list(jobs)
-    assignments: list[tuple[Job, str]] = []
-    rate = rates or {}
-
-    def need(model: str) -> float:
-        return demand[model] + rate.get(model, 0.0) * knobs.foresight * costs.load(model)
-
-    def assign(job: Job, worker: _Slotted) -> None:
-        worker.take(job.model, need, costs)
-        demand[job.model] -= 1
-        waiting.remove(job)
-        assignments.append((job, worker.worker_id))
-
-    for job in [job for job in waiting if job.waited >= knobs.patience * costs.load(job.model)]:
-        free = [w for w in state.values() if w.free > 0 and job.may_run_on(w.worker_id)]
-        if free:
-            assign(job, _best_holder(job.model, free) or _best_loader(job.model, free, need))
-    for job in list(waiting):
-        free = [w for w in state.values() if w.free > 0 and job.may_run_on(w.worker_id)]
-        if holder := _best_holder(job.model, free):
-            assign(job, holder)
-    while chosen := _next_load(waiting, state, demand, need, costs, knobs):
+    state = _Round(jobs, workers, costs, knobs, rates or {})
+    for job in [job for job in jobs if job.waited >= knobs.patience * costs.load(job.model)]:
+        if free := state.eligible(job):
+            state.assign(job, state.holder(job) or state.loader(job.model, free))
+    for job in list(state.waiting):
+        if holder := state.holder(job):
+            state.assign(job, holder)
+    while chosen := state.next_load():
         job, worker = chosen
-        assign(job, worker)
+        state.assign(job, worker)
         # The rest of its model's jobs now find a holder with free slots first.
-        for other in [o for o in waiting if o.model == job.model]:
+        for other in [o for o in state.waiting if o.model == job.model]:
             if worker.free > 0 and other.may_run_on(worker.worker_id):
-                assign(other, worker)
+                state.assign(other, worker)
     return Plan(
-        assignments,
-        keep_hot={w.worker_id: list(w.hot) for w in state.values() if w.given},
-        hot={w.worker_id: tuple(w.hot) for w in state.values()},
+        state.assignments,
+        keep_hot={w.worker_id: list(w.hot) for w in state.workers.values() if w.given},
+        hot={w.worker_id: tuple(w.hot) for w in state.workers.values()},
     )
 
 
-def _best_holder(model: str, free: list[_Slotted]) -> _Slotted | None:
-    """The free worker holding the model with the most free slots (the first among equals)."""
-    holders = [w for w in free if w.holds(model)]
-    return max(holders, key=lambda w: w.free) if holders else None
+class _Round:
+    """One round's state, indexed so that a round over a large fleet stays cheap: the
+    free workers, each model's holders, and each worker's eviction cost as first asked
+    this round (asked again only after the worker takes a job)."""
 
+    def __init__(
+        self,
+        jobs: list[Job],
+        workers: list[Worker],
+        costs: Costs,
+        knobs: Knobs,
+        rates: Mapping[str, float],
+    ) -> None:
+        self.costs, self.knobs, self.rates = costs, knobs, rates
+        self.workers = {
+            w.worker_id: _Slotted(
+                w.worker_id,
+                w.free_slots,
+                list(w.hot),
+                w.hot_slots,
+                sorted(w.frees_in),
+                w.pinned,
+                w.warm,
+            )
+            for w in workers
+        }
+        self.free = {i: w for i, w in self.workers.items() if w.free > 0}
+        self.holders: dict[str, set[str]] = {}
+        for worker in self.workers.values():
+            for model in worker.hot:
+                self.holders.setdefault(model, set()).add(worker.worker_id)
+        self.demand = Counter(job.model for job in jobs)
+        self.waiting = list(jobs)
+        self.assignments: list[tuple[Job, str]] = []
+        self._costs: dict[str, float] = {}
 
-def _best_loader(model: str, free: list[_Slotted], need: Callable[[str], float]) -> _Slotted:
-    """The free worker where loading the model costs least: whose victim the queue needs
-    least (none: room), then one with the model on its disk, then the most free slots,
-    then by id."""
-    return min(
-        free,
-        key=lambda w: (_eviction_cost(w, need), model not in w.warm, -w.free, w.worker_id),
-    )
+    def need(self, model: str) -> float:
+        """What keeping the model hot is worth: its waiting jobs and those expected."""
+        expected = self.rates.get(model, 0.0) * self.knobs.foresight * self.costs.load(model)
+        return self.demand[model] + expected
 
+    def assign(self, job: Job, worker: _Slotted) -> None:
+        before = set(worker.hot)
+        worker.take(job.model, self.need, self.costs)
+        for model in before - set(worker.hot):
+            self.holders[model].discard(worker.worker_id)
+        self.holders.setdefault(job.model, set()).add(worker.worker_id)
+        self._costs.pop(worker.worker_id, None)
+        if worker.free <= 0:
+            self.free.pop(worker.worker_id, None)
+        self.demand[job.model] -= 1
+        self.waiting.remove(job)
+        self.assignments.append((job, worker.worker_id))
 
-def _eviction_cost(worker: _Slotted, need: Callable[[str], float]) -> float:
-    """What a load on the worker costs the queue: its victim's need (+1), 0 with room."""
-    victim = worker.victim(need)
-    return 0.0 if victim is None else need(victim) + 1.0
+    def eligible(self, job: Job) -> list[_Slotted]:
+        """The free workers that may run the job."""
+        if job.workers is None:
+            return list(self.free.values())
+        return [self.free[i] for i in job.workers & self.free.keys()]
 
+    def holder(self, job: Job) -> _Slotted | None:
+        """The free worker that may run the job and holds its model, with the most free
+        slots (then by id)."""
+        holders = [
+            self.free[i]
+            for i in self.holders.get(job.model, ())
+            if i in self.free and job.may_run_on(i)
+        ]
+        return min(holders, key=lambda w: (-w.free, w.worker_id)) if holders else None
 
-def _next_load(
-    waiting: list[Job],
-    state: Mapping[str, _Slotted],
-    demand: Counter[str],
-    need: Callable[[str], float],
-    costs: Costs,
-    knobs: Knobs,
-) -> tuple[Job, _Slotted] | None:
-    """The next load worth making: the model with the most uncovered demand (the first
-    waiting among equals), its first job that a free worker may run, and that worker;
-    a model whose load would evict less needed models on a worker that frees within the
-    horizon waits for that worker."""
-    deferred: set[str] = set()
-    while free := [w for w in state.values() if w.free > 0]:
-        best: tuple[int, Job, list[_Slotted]] | None = None
-        seen = set(deferred)
-        for job in waiting:
-            eligible = [w for w in free if job.may_run_on(w.worker_id)]
-            if job.model in seen or not eligible:
-                continue
-            seen.add(job.model)
-            uncovered = demand[job.model] - _served_by_holders(job.model, state, costs, knobs)
-            if uncovered > 0 and (best is None or uncovered > best[0]):
-                best = (uncovered, job, eligible)
-        if best is None:
-            return None
-        _, job, eligible = best
-        loader = _best_loader(job.model, eligible, need)
-        if not _better_soon(job, loader, state, need, costs, knobs):
-            return job, loader
-        deferred.add(job.model)
-    return None
+    def eviction_cost(self, worker: _Slotted) -> float:
+        """What a load on the worker costs the queue: its victim's need (+1), 0 with room."""
+        if worker.worker_id not in self._costs:
+            victim = worker.victim(self.need)
+            self._costs[worker.worker_id] = 0.0 if victim is None else self.need(victim) + 1.0
+        return self._costs[worker.worker_id]
 
+    def loader(self, model: str, free: list[_Slotted]) -> _Slotted:
+        """The free worker where loading the model costs least: whose victim the queue
+        needs least (none: room), then one with the model on its disk, then the most free
+        slots, then by id."""
+        return min(
+            free,
+            key=lambda w: (self.eviction_cost(w), model not in w.warm, -w.free, w.worker_id),
+        )
 
-def _better_soon(
-    job: Job,
-    loader: _Slotted,
-    state: Mapping[str, _Slotted],
-    need: Callable[[str], float],
-    costs: Costs,
-    knobs: Knobs,
-) -> bool:
-    """A busy worker the job may run on frees within the horizon and would evict a
-    model the queue needs less than `loader`'s victim (a job waits so once: for at most
-    the horizon)."""
-    horizon = knobs.horizon * costs.load(job.model)
-    if job.waited >= horizon:
-        return False
-    cost = _eviction_cost(loader, need)
-    return any(
-        worker.free == 0
-        and worker.frees_in
-        and min(worker.frees_in) < horizon
-        and job.may_run_on(worker.worker_id)
-        and _eviction_cost(worker, need) < cost
-        for worker in state.values()
-    )
+    def next_load(self) -> tuple[Job, _Slotted] | None:
+        """The next load worth making: the model with the most uncovered demand (the first
+        waiting among equals), its first job that a free worker may run, and that worker;
+        a model whose load would evict less needed models on a worker that frees within
+        the horizon waits for that worker."""
+        deferred: set[str] = set()
+        while self.free:
+            best: tuple[int, Job, list[_Slotted]] | None = None
+            seen = set(deferred)
+            for job in self.waiting:
+                if job.model in seen:
+                    continue
+                eligible = self.eligible(job)
+                if not eligible:
+                    continue
+                seen.add(job.model)
+                uncovered = self.demand[job.model] - self.served_by_holders(job.model)
+                if uncovered > 0 and (best is None or uncovered > best[0]):
+                    best = (uncovered, job, eligible)
+            if best is None:
+                return None
+            _, job, eligible = best
+            loader = self.loader(job.model, eligible)
+            if not self.better_soon(job, loader):
+                return job, loader
+            deferred.add(job.model)
+        return None
 
+    def better_soon(self, job: Job, loader: _Slotted) -> bool:
+        """A busy worker the job may run on frees within the horizon and would evict a
+        model the queue needs less than `loader`'s victim (a job waits so once: for at
+        most the horizon)."""
+        horizon = self.knobs.horizon * self.costs.load(job.model)
+        if job.waited >= horizon:
+            return False
+        cost = self.eviction_cost(loader)
+        return any(
+            worker.free <= 0
+            and worker.frees_in
+            and min(worker.frees_in) < horizon
+            and job.may_run_on(worker.worker_id)
+            and self.eviction_cost(worker) < cost
+            for worker in self.workers.values()
+        )
 
-def _served_by_holders(
-    model: str, state: Mapping[str, _Slotted], costs: Costs, knobs: Knobs
-) -> int:
-    """How many of the model's jobs its holders would start within the horizon."""
-    horizon = knobs.horizon * costs.load(model)
-    run = costs.run(model)
-    served = 0
-    for worker in state.values():
-        if worker.holds(model):
-            for frees_in in worker.frees_in:
+    def served_by_holders(self, model: str) -> int:
+        """How many of the model's jobs its holders would start within the horizon."""
+        horizon = self.knobs.horizon * self.costs.load(model)
+        run = self.costs.run(model)
+        served = 0
+        for worker_id in self.holders.get(model, ()):
+            for frees_in in self.workers[worker_id].frees_in:
                 if frees_in < horizon:
                     served += int((horizon - frees_in) // run) + 1
-    return served
+        return served
