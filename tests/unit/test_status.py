@@ -150,7 +150,7 @@ def test_admitted_and_scheduled_is_queued_then_scheduled_in_one_patch(clock: Clo
     )
     assert (combined.pool, combined.node, combined.worker) == ("t4", "node-1", "gpu-0")
     assert patch["queuedAt"] == "2025-01-01T11:59:58Z"
-    assert patch["scheduledAt"] == "2025-01-01T12:00:00Z"
+    assert patch["scheduledAt"] == "2025-01-01T12:00:00.000Z"
     assert combined.reason == Reason.DISPATCHED
     assert condition(combined, status.ADMITTED)["status"] == "True"
     assert condition(combined, status.SCHEDULED)["status"] == "True"
@@ -170,7 +170,7 @@ def test_finished_unsuccessfully(clock: Clock, phase: JobPhase, reason: str, mes
     assert patch["phase"] == phase
     assert patch["reason"] == reason
     assert patch["message"] == message
-    assert patch["completedAt"] == "2025-01-01T12:00:00Z"
+    assert patch["completedAt"] == "2025-01-01T12:00:00.000Z"
     finished = after(current, patch)
     complete = condition(finished, status.COMPLETE)
     assert (complete["status"], complete["reason"], complete["message"]) == (
@@ -188,6 +188,9 @@ def test_timestamp_is_utc_with_a_z() -> None:
         timezone(timedelta(hours=2))
     )
     assert status.timestamp(local) == "2025-01-01T13:30:15Z"
+    # A transition's instant keeps the milliseconds its lag is measured by.
+    assert status.instant(local) == "2025-01-01T13:30:15.000Z"
+    assert status.instant(local.replace(microsecond=123_999)) == "2025-01-01T13:30:15.123Z"
 
 
 AT = datetime(2025, 1, 1, tzinfo=UTC)

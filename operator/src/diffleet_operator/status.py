@@ -26,6 +26,12 @@ def timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def instant(moment: datetime) -> str:
+    """A transition's time to the millisecond (scheduledAt, startedAt, completedAt): how
+    far the status lags what happened is measured from it."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def with_condition(
     status: GenerationJobStatus,
     generation: int | None,
@@ -108,7 +114,7 @@ def scheduled(
         "pool": pool,
         "node": node,
         "worker": worker,
-        "scheduledAt": timestamp(now()),
+        "scheduledAt": instant(now()),
         "reason": Reason.DISPATCHED,
         "message": message,
         "conditions": with_condition(
@@ -165,7 +171,7 @@ def waiting_for_pool(
 def running(started_at: datetime) -> dict[str, Any]:
     return {
         "phase": JobPhase.RUNNING,
-        "startedAt": timestamp(started_at),
+        "startedAt": instant(started_at),
         "reason": Reason.STARTED,
         "message": "generating",
     }
@@ -183,7 +189,9 @@ def succeeded(
     model_digest: str,
     lora_digests: dict[str, str],
     total_steps: int,
+    completed_at: datetime | None = None,
 ) -> dict[str, Any]:
+    """Succeeded, at `completed_at` (the worker's report), else now."""
     message = f"{len(outputs)} image(s) written"
     return {
         "phase": JobPhase.SUCCEEDED,
@@ -191,7 +199,7 @@ def succeeded(
         "modelDigest": model_digest,
         "loraDigests": lora_digests or None,
         "progress": {"step": total_steps, "totalSteps": total_steps},
-        "completedAt": timestamp(now()),
+        "completedAt": instant(completed_at or now()),
         "reason": Reason.SUCCEEDED,
         "message": message,
         "conditions": with_condition(
@@ -211,7 +219,7 @@ def finished_unsuccessfully(
     """Failed or Cancelled, with the reason and message on the status and its condition."""
     return {
         "phase": phase,
-        "completedAt": timestamp(now()),
+        "completedAt": instant(now()),
         "reason": reason,
         "message": message,
         "conditions": with_condition(

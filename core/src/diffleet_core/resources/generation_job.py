@@ -23,6 +23,11 @@ PLURAL = "generationjobs"
 # manifests/admission/ puts it on at creation; the operator adds it where that policy is
 # not installed.
 FINALIZER = "diffleet.io/operator"
+# A job annotated `diffleet.io/progress: status` has its denoising progress written into
+# `status.progress` while it runs (at most once a second); others get only the final
+# step, with their result. Live progress streams from RabbitMQ either way (the API's SSE).
+PROGRESS_ANNOTATION = "diffleet.io/progress"
+PROGRESS_IN_STATUS = "status"
 
 # s3://bucket/key: a key of one or more segments, none of them empty, "." or "..", and
 # no control characters; a folder ends in /.

@@ -1,13 +1,13 @@
 """Publishing a dispatch and recording it: the order goes to the worker's queue with
 confirm; then Scheduled is written on the job (with Queued, when its admission was still
-held: diffleet_operator.queue.held), and only then is the admission message acknowledged.
-A failed write is tried again with backoff while the message stays unacknowledged."""
+held: diffleet_operator.queue.held) through the status writer, which may carry the
+worker's first reports in the same write (diffleet_operator.status_writer), and only then
+is the admission message acknowledged. A failed write is tried again with backoff while
+the message stays unacknowledged."""
 
 import asyncio
 import logging
 from typing import Any
-
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from diffleet_core.broker import settle
 from diffleet_core.logs import about_job
@@ -24,8 +24,6 @@ from diffleet_operator.scheduler.buffer import Buffered
 
 logger = logging.getLogger(__name__)
 
-# Status writes of dispatched jobs in flight at once.
-WRITES_IN_FLIGHT = 16
 # A Scheduled write that failed transiently is tried again after these pauses (doubling).
 WRITE_RETRY_FIRST_SECONDS = 0.5
 WRITE_RETRY_MAX_SECONDS = 8.0
@@ -38,11 +36,11 @@ class Publisher:
         self.dispatched: dict[str, int] = {}
         self._scheduling: dict[str, asyncio.Event] = {}
         self._declared: set[str] = set()
-        self._writers = asyncio.Semaphore(WRITES_IN_FLIGHT)
         self._writing: set[asyncio.Task[None]] = set()
 
     def begin(self, uid: str, attempt: int) -> asyncio.Event:
-        """Marks the attempt dispatched; the event is set once its Scheduled is written."""
+        """Marks the attempt dispatched; the event is set once its Scheduled is submitted
+        to the status writer."""
         self.dispatched[uid] = attempt
         done = self._scheduling[uid] = asyncio.Event()
         return done
@@ -55,8 +53,8 @@ class Publisher:
         self._scheduling.pop(uid, None)
 
     async def scheduled(self, uid: str, within: float = 10.0) -> None:
-        """Waits until a dispatch of `uid` in progress has written Scheduled, so a worker's
-        fast "started" is never overwritten by it."""
+        """Waits until a dispatch of `uid` in progress has submitted Scheduled, so a
+        worker's fast "started" follows it (in the same write, or a later one)."""
         if event := self._scheduling.get(uid):
             await asyncio.wait_for(event.wait(), timeout=within)
 
@@ -89,10 +87,10 @@ class Publisher:
         done: asyncio.Event,
         admission: Admission | None,
     ) -> None:
-        """The status write runs beside the loop (bounded), so the next placement need not
-        wait for the API server; every report of a worker waits for it (`scheduled`)."""
-        await self._writers.acquire()
-        task = asyncio.create_task(self._record(entry, job, worker, done, admission))
+        """Submits Scheduled now (every report of a worker waits for that: `scheduled`)
+        and waits for its write beside the loop, so the next placement need not."""
+        patch, written = self._submit(job, worker, done, admission)
+        task = asyncio.create_task(self._record(entry, job, patch, written, admission))
         self._writing.add(task)
         task.add_done_callback(self._writing.discard)
 
@@ -104,55 +102,58 @@ class Publisher:
         done: asyncio.Event,
         admission: Admission | None,
     ) -> None:
-        await self._writers.acquire()
-        await self._record(entry, job, worker, done, admission)
+        patch, written = self._submit(job, worker, done, admission)
+        await self._record(entry, job, patch, written, admission)
 
-    async def _record(
-        self,
-        entry: Buffered,
-        job: TrackedJob,
-        worker: WorkerView,
-        done: asyncio.Event,
-        admission: Admission | None,
-    ) -> None:
-        """Writes Scheduled on the job (and Queued, from its held admission), then acks
-        its admission message: never before, so an operator that dies meanwhile leaves
-        the message to its successor, which adopts the job where it runs. A write that
-        the API server refuses for good quarantines the job; the worker has it anyway,
-        and its "started" report sets the status. Holds one of `_writers`."""
+    def _submit(
+        self, job: TrackedJob, worker: WorkerView, done: asyncio.Event, admission: Admission | None
+    ) -> tuple[dict[str, Any], "asyncio.Future[bool]"]:
         where = {"pool": worker.pool, "node": worker.node, "worker": worker.worker_id}
         if admission is None:
             patch = status.scheduled(job.status, job.generation, **where)
         else:
             patch = status.admitted_and_scheduled(job.status, job.generation, admission, **where)
-        message = patch["message"]
-        if admission is not None:
-            message = f"{admission.summary}, {message}"  # one Event for both transitions
+        written = self.rt.statuses.submit(job.namespace, job.name, job.uid, patch)
+        self.settle(job.uid, done)
+        return patch, written
+
+    async def _record(
+        self,
+        entry: Buffered,
+        job: TrackedJob,
+        patch: dict[str, Any],
+        written: "asyncio.Future[bool]",
+        admission: Admission | None,
+    ) -> None:
+        """Waits for Scheduled (and Queued, from its held admission) to be written, then
+        acks its admission message: never before, so an operator that dies meanwhile
+        leaves the message to its successor, which adopts the job where it runs. A write
+        that the API server refuses for good quarantines the job; the worker has it
+        anyway, and its "started" report sets the status."""
         try:
-            if await self._write_scheduled(job, patch):
+            if await self._write_scheduled(job, patch, written):
                 if admission is not None:
                     metrics.TRANSITIONS.labels(JobPhase.QUEUED).inc()
                 metrics.TRANSITIONS.labels(JobPhase.SCHEDULED).inc()
                 metrics.DISPATCH_SECONDS.observe((status.now() - job.created).total_seconds())
-                self.rt.kube.post_event(job.body, reason=Reason.DISPATCHED, message=message)
+                self.rt.kube.tally_event(job.body, Reason.DISPATCHED)
         except Exception as error:  # noqa: BLE001 - refused for good: quarantined
             await self.rt.quarantine.job(Loop.DISPATCH, job.body, error)
         finally:
             await settle(entry.message)
-            self.settle(job.uid, done)
-            self._writers.release()
 
-    async def _write_scheduled(self, job: TrackedJob, patch: dict[str, Any]) -> bool:
-        """Writes the patch, retrying transient failures with backoff (doubling up to
-        `WRITE_RETRY_MAX_SECONDS`) while the job still waits for it; False when the job
-        is gone or has moved on without it (a worker's report wrote Running or later)."""
+    async def _write_scheduled(
+        self, job: TrackedJob, patch: dict[str, Any], written: "asyncio.Future[bool]"
+    ) -> bool:
+        """The outcome of the submitted write; a transient failure submits the patch again
+        after a pause (doubling up to `WRITE_RETRY_MAX_SECONDS`) while the job still waits
+        for it. False when the job is gone or has moved on without it (a worker's report
+        wrote Running or later)."""
         delay = WRITE_RETRY_FIRST_SECONDS
         while True:
             try:
-                return await self.rt.kube.patch_job_status(job.namespace, job.name, patch)
+                return await written
             except Exception as error:
-                if isinstance(error, ApiException) and error.status == 404:
-                    return False
                 if not transient(error):
                     raise
                 logger.warning(
@@ -166,3 +167,4 @@ class Publisher:
             current = self.rt.jobs.get(job.uid)
             if current is None or current.phase not in (JobPhase.PENDING, JobPhase.QUEUED):
                 return False
+            written = self.rt.statuses.submit(job.namespace, job.name, job.uid, patch)
