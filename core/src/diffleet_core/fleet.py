@@ -32,7 +32,9 @@ class WorkerInventory(BaseModel):
     node: str = ""
     vram_gib: float = Field(ge=0, alias="vramGiB")
     concurrency: int = Field(default=1, ge=1)
-    hot_models: list[str] = Field(default_factory=list, description="digests resident on GPU")
+    hot_models: list[str] = Field(
+        default_factory=list, description="digests resident on GPU, least recently used first"
+    )
     warm_models: list[str] = Field(default_factory=list, description="digests on local disk")
     jobs_in_flight: list[str] = Field(default_factory=list, description="job uids running")
     draining: bool = False
