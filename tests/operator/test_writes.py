@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from diffleet_core.telemetry import TRACEPARENT_ANNOTATION
@@ -124,6 +125,10 @@ def create_jobs(kubectl: Kubectl, namespace: str, prefix: str, count: int, steps
     kubectl.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}), namespace)
 
 
+def all_final(seen: dict[str, Seen], names: list[str]) -> bool:
+    return all(name in seen and seen[name].final() for name in names)
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
@@ -149,7 +154,7 @@ def test_writes_per_job_and_status_lag(
             create_jobs(kubectl, namespace, prefix, count, steps)
             names = [f"{prefix}-{i}" for i in range(count)]
             eventually(
-                lambda names=names: all(name in seen and seen[name].final() for name in names),
+                partial(all_final, seen, names),
                 timeout=60,
                 interval=0.2,
                 what=f"{prefix} jobs finished",
