@@ -34,17 +34,18 @@ case deletes its jobs, stops its processes and deletes its namespaces.
 import argparse
 import asyncio
 import json
-import math
 import os
 import re
 import socket
 import struct
+import subprocess
 import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ MAX_STEPS = 150  # GenerationJob spec.steps
 FLEET_TYPE = "replay"  # the workers' pool and GPU type, and the jobs' gpuClass
 TERMINAL = {"Succeeded", "Failed", "Cancelled"}
 MODELS_BUCKET = "diffleet-models"
+Process = subprocess.Popen[bytes]
 CREATES_IN_FLIGHT = 32
 
 
@@ -168,7 +170,7 @@ class Replay:
         body = client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
         await self.core.create_namespace(body, _request_timeout=30)
 
-    def start_operator(self, spaces: Sequence[str]) -> Any:
+    def start_operator(self, spaces: Sequence[str]) -> Process:
         return spawn(
             ["diffleet-operator"],
             {
@@ -182,7 +184,7 @@ class Replay:
             self.logs / f"{self.run}-operator.log",
         )
 
-    def start_workers(self) -> Any:
+    def start_workers(self) -> Process:
         fleet, speedup = self.fleet, self.fleet.speedup
         return spawn(
             ["diffleet-worker", "--simulate", "--replicas", str(fleet.workers)],
@@ -363,7 +365,7 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-async def until(probe: Any, seconds: float, what: str) -> None:
+async def until(probe: Callable[[], Awaitable[bool]], seconds: float, what: str) -> None:
     end = time.monotonic() + seconds
     while not await probe():
         if time.monotonic() > end:
@@ -387,13 +389,13 @@ async def replay(records: list[Record], fleet: Fleet, limit: float | None) -> di
     jobs = jobs_of(records, run)
     spaces = namespaces_of(records, run)
     await config.load_kube_config()
-    processes: list[Any] = []
+    processes: list[Process] = []
     async with client.ApiClient() as api:
         bench = Replay(api, fleet, run, logs)
         try:
             await bench.create_namespaces(spaces)
-            operator = bench.start_operator(list(spaces))
-            processes = [bench.start_workers(), operator]
+            processes.append(operator := bench.start_operator(list(spaces)))
+            processes.append(bench.start_workers())
             model_caches = await bench.register_models(jobs, list(spaces))
             await bench.wait_for_fleet()
             watchers = [asyncio.create_task(bench.follow(ns)) for ns in spaces]
@@ -427,7 +429,7 @@ async def replay(records: list[Record], fleet: Fleet, limit: float | None) -> di
             await tear_down(bench, list(spaces), processes)
 
 
-async def tear_down(bench: Replay, spaces: list[str], processes: list[Any]) -> None:
+async def tear_down(bench: Replay, spaces: list[str], processes: list[Process]) -> None:
     """Jobs deleted while the operator runs (it lifts their finalizers), then its
     processes stopped, then the namespaces and S3 files deleted."""
     try:
@@ -439,7 +441,7 @@ async def tear_down(bench: Replay, spaces: list[str], processes: list[Any]) -> N
         for process in processes:
             try:
                 process.wait(60)
-            except Exception:  # noqa: BLE001 - a process that will not stop is killed
+            except subprocess.TimeoutExpired:
                 process.kill()
         for namespace in [*spaces, bench.run]:
             try:
@@ -467,6 +469,7 @@ def figures(
     waits = [(record["taken"] - t0) * speedup - job.t for job, record in ran]
     # The replay's own part of the waits: from a job's `t` to its create's answer.
     lags = [(job.created - t0) * speedup - job.t for job in jobs if job.created]
+    turnarounds = [gap * speedup for gap in worker_turnarounds(ran)]
     done = [record["done"] for _, record in ran]
     writes = sum(after[kind] - before[kind] for kind in after)
     versions = [len(v) for v in bench.seen.versions.values()]
@@ -479,14 +482,38 @@ def figures(
         "job_loads_recorded": sum(1 for _, record in ran if record["load"] != "hot"),
         "p50_wait_s": round(percentile(waits, 50), 2),
         "p99_wait_s": round(percentile(waits, 99), 2),
-        "makespan_s": round((max(done) - t0) * speedup, 1) if done else math.nan,
+        "makespan_s": round((max(done) - t0) * speedup, 1) if done else None,
         "apiserver_writes_per_job": round(writes / count, 2),
         "generationjob_versions_per_job": round(sum(versions) / count, 2),
         "operator_max_rss_mib": round(bench.max_rss_kib / 1024, 1),
         "create_lag_s": {f"p{q}": round(percentile(lags, q), 2) for q in (50, 99)},
+        "turnaround_s": {f"p{q}": round(percentile(turnarounds, q), 2) for q in (50, 99)},
+        "revision": revision(),
         "fleet": vars(fleet),
         "step_seconds": STEP_SECONDS,
     }
+
+
+def worker_turnarounds(ran: Sequence[tuple[Job, dict[str, Any]]]) -> list[float]:
+    """Wall seconds from a worker's job done to its next job taken, where that next job
+    had been created before: the operator's turnaround while jobs wait."""
+    by_worker: dict[str, list[tuple[Job, dict[str, Any]]]] = {}
+    for job, record in sorted(ran, key=lambda pair: pair[1]["taken"]):
+        by_worker.setdefault(record["worker"], []).append((job, record))
+    return [
+        after["taken"] - before["done"]
+        for runs in by_worker.values()
+        for (_, before), (job, after) in pairwise(runs)
+        if job.created < before["done"]
+    ]
+
+
+def revision() -> str:
+    described = subprocess.run(
+        ["git", "describe", "--always", "--dirty"],
+        cwd=ROOT, capture_output=True, text=True, timeout=10, check=False,
+    )  # fmt: skip
+    return described.stdout.strip() or "unknown"
 
 
 def markdown(result: dict[str, Any], command: str) -> str:
@@ -501,39 +528,47 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"| {r['p50_wait_s']} | {r['p99_wait_s']} | {r['makespan_s']} |"
         for label, r in rows
     )
+    loads = " / ".join(f"{average:.2f}" for average in os.getloadavg())
+    lag, turnaround = result["create_lag_s"], result["turnaround_s"]
     return f"""# Trace replay
 
-Generated by `{command}` (bench/replay.py) on {time.strftime("%Y-%m-%d")}, {os.cpu_count()}
-cores shared with the whole local stack (load averages 1 / 5 / 15 min at the end:
-{" / ".join(f"{average:.2f}" for average in os.getloadavg())}). {result["jobs"]} jobs,
-{result["succeeded"]} Succeeded{"" if result["complete"] else " (the run hit its time limit)"};
-fleet: {fleet["workers"]} workers x {fleet["concurrency"]} slot(s), {fleet["hot_slots"]} hot
-slots, {fleet["load_seconds"]:g} s loads, speedup {fleet["speedup"]:g}.
+Generated by `{command}` on {time.strftime("%Y-%m-%d")} at revision {result["revision"]}.
 
-The replay runs the real operator and the real protocol (Leases, queues, results, S3
-outputs) on simulated workers; every time is divided by the speedup, and every figure
-here is in trace seconds, so a real second of overhead (dispatch, status writes, result
-messages, uploads) weighs `speedup` trace seconds. A job's service time is rounded to
-{result["step_seconds"]} s steps. Wait: from a job's `t` to a worker taking it, before its
-model load. The other rows are bench/bound.py's zero-overhead simulations of the same
-trace and fleet (dispatch instant, service exact).
+- Fleet: {fleet["workers"]} workers of {fleet["concurrency"]} slot(s), {fleet["hot_slots"]} hot
+  slots each, {fleet["load_seconds"]:g} s per checkpoint load, speedup {fleet["speedup"]:g}.
+- Jobs: {result["jobs"]}, Succeeded: {result["succeeded"]}{
+        "" if result["complete"] else " (the run hit its time limit)"
+    }.
+- Machine: {os.cpu_count()} cores shared by the whole local stack and other work; load
+  averages (1 / 5 / 15 min) at the end: {loads}.
+
+The replay runs the real operator and protocol (Leases, queues, results, S3 outputs) on
+simulated workers. Every time is divided by the speedup and every figure is in trace
+seconds, so a real second of overhead (dispatch, status writes, results, uploads) weighs
+`speedup` trace seconds. Service times are rounded to {result["step_seconds"]} s steps.
+Wait: from a job's `t` to a worker taking it, before its model load. The other rows are
+bench/bound.py's zero-overhead simulations of the same trace and fleet (dispatch
+instant, service exact).
 
 | placement | checkpoint loads | vs Belady | p50 wait (s) | p99 wait (s) | makespan (s) |
 |---|---|---|---|---|---|
 | Belady, arrival order (one cache of N x K) | {belady} | 1.00x | | | |
 {table}
 
-- API-server writes per job (GenerationJobs and Events, all clients of the shared API
-  server in the window): {result["apiserver_writes_per_job"]}; the jobs' own resource
-  versions per job (watch, create included): {result["generationjob_versions_per_job"]}.
+- API-server writes per job (GenerationJobs and Events, every client of the shared API
+  server in the window): {result["apiserver_writes_per_job"]}.
+- The jobs' own resource versions per job (watch, create included):
+  {result["generationjob_versions_per_job"]}.
 - Operator peak RSS: {result["operator_max_rss_mib"]} MiB.
 - The replay's own share of the waits (a job's `t` to its create's answer), p50 / p99:
-  {result["create_lag_s"]["p50"]} / {result["create_lag_s"]["p99"]} s.
-- Loads the workers recorded for jobs: {result["job_loads_recorded"]} (the metric counts
-  warm orders too).
+  {lag["p50"]} / {lag["p99"]} s.
+- A worker's turnaround (its job done to its next job taken, when that job was waiting
+  already), p50 / p99: {turnaround["p50"]} / {turnaround["p99"]} s.
+- Checkpoint loads the workers recorded for jobs: {result["job_loads_recorded"]} (the
+  metric counts warm orders too).
 
-Reproduce: `make up-infra && make bench-replay` (the trace: `python -m bench.traces --jobs
-3000`).
+Reproduce: `make up-infra && make bench-replay` (its trace: `python -m bench.traces
+--jobs 3000`).
 """
 
 
