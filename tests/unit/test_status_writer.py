@@ -4,7 +4,7 @@ patch that may not follow another merges with it."""
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import pytest
@@ -12,6 +12,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from diffleet_core.resources.generation_job import GenerationJobStatus, JobPhase, Tier
 from diffleet_operator import status
+from diffleet_operator.cache.jobs import JobCache
 from diffleet_operator.status_writer import StatusWriter, ends_window, merge
 
 WINDOW = 0.3
@@ -94,14 +95,16 @@ class FakeApi:
         self.writes: list[tuple[float, dict[str, Any]]] = []
         self.answer = answer
 
-    async def write(self, namespace: str, name: str, patch: dict[str, Any]) -> bool:
+    async def write(
+        self, namespace: str, name: str, patch: dict[str, Any], known: Mapping[str, Any] | None
+    ) -> bool:
         self.writes.append((time.monotonic(), patch))
         return await self.answer(patch) if self.answer else True
 
 
 def run(scenario: Callable[[StatusWriter], Awaitable[Any]], api: FakeApi) -> Any:
     async def main() -> Any:
-        return await scenario(StatusWriter(api.write, WINDOW))
+        return await scenario(StatusWriter(api.write, WINDOW, JobCache()))
 
     return asyncio.run(main())
 

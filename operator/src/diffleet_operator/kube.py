@@ -85,18 +85,33 @@ class Kube:
         await _discard(cast(aiohttp.ClientResponse, response))
         return True
 
-    async def patch_job_status(self, namespace: str, name: str, patch: dict[str, Any]) -> bool:
+    async def patch_job_status(
+        self,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        known: Mapping[str, Any] | None = None,
+    ) -> bool:
         """Writes the patch unless it would move the job back (status.may_write), judged
         against the stored status and sent with its resourceVersion: a write that lands in
         between (409) makes it read and judge again. False when dropped or the job is gone.
+        `known`, the job as last seen (the watch's cache), stands for the stored job on the
+        first try, saving a read: the resourceVersion makes a stale one a 409; a patch that
+        it refuses is judged again on a read, as only the stored job may refuse it.
 
         Every job status write goes through here, so that a late report (a "started" after
         "succeeded") or a stale loop can never undo a transition."""
+        body = known
         for _ in range(CONFLICT_RETRIES):
-            body = await self.get_job(namespace, name)
+            read = body is None
             if body is None:
-                return False
+                body = await self.get_job(namespace, name)
+                if body is None:
+                    return False
             if not status.may_write(_stored_status(body), patch):
+                if not read:
+                    body = None
+                    continue
                 logger.info(
                     "stale status write dropped (phase %s over %s)",
                     patch.get("phase", "unchanged"),
@@ -105,6 +120,7 @@ class Kube:
                 )
                 return False
             version = body["metadata"]["resourceVersion"]
+            body = None
             try:
                 await self._patch_status(
                     namespace, generation_job.PLURAL, name, patch, resource_version=version

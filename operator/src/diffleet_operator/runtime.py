@@ -44,7 +44,7 @@ class Runtime:
     def __post_init__(self) -> None:
         self.queues = TenantQueues(self.broker, self.operator.prefetch_per_queue)
         self.statuses = StatusWriter(
-            self.kube.patch_job_status, self.operator.status_window_seconds
+            self.kube.patch_job_status, self.operator.status_window_seconds, self.jobs
         )
         self.quarantine = Quarantine(self.kube)
         self.autoscaler = Autoscaler(self)

@@ -27,11 +27,13 @@ from typing import Any
 
 from diffleet_core.resources.generation_job import GenerationJobStatus, JobPhase
 from diffleet_operator import status
+from diffleet_operator.cache.jobs import JobCache
 from diffleet_operator.quarantine import transient
 
 logger = logging.getLogger(__name__)
 
-Write = Callable[[str, str, dict[str, Any]], Awaitable[bool]]
+# Writes a patch on a job (namespace, name, patch, the job as last seen): Kube.patch_job_status.
+Write = Callable[[str, str, dict[str, Any], Mapping[str, Any] | None], Awaitable[bool]]
 
 # Batches written at once, all jobs together.
 WRITES_IN_FLIGHT = 16
@@ -68,15 +70,17 @@ def ends_window(patch: Mapping[str, Any]) -> bool:
 class _Batch:
     namespace: str
     name: str
+    uid: str
     patch: dict[str, Any]
     parts: list[tuple[dict[str, Any], "asyncio.Future[bool]"]]
     due: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class StatusWriter:
-    def __init__(self, write: Write, window: float) -> None:
+    def __init__(self, write: Write, window: float, jobs: JobCache) -> None:
         self._write = write
         self.window = window
+        self._jobs = jobs
         self._open: dict[str, _Batch] = {}
         self._flushing: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(WRITES_IN_FLIGHT)
@@ -90,7 +94,8 @@ class StatusWriter:
         written: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         batch = self._open.get(uid)
         if batch is None:
-            batch = self._open[uid] = _Batch(namespace, name, dict(patch), [(patch, written)])
+            batch = _Batch(namespace, name, uid, dict(patch), [(patch, written)])
+            self._open[uid] = batch
             task = asyncio.create_task(self._flush(uid, batch, self._flushing.get(uid)))
             self._flushing[uid] = task
             task.add_done_callback(partial(self._flushed, uid))
@@ -150,9 +155,14 @@ class StatusWriter:
             for _, written in batch.parts:
                 written.cancel()  # cancelled before its write: no-op once resolved
 
+    async def _write_patch(self, batch: _Batch, patch: dict[str, Any]) -> bool:
+        """Writes on the job as the watch last showed it (a stale one costs a read)."""
+        known = self._jobs.get(batch.uid)
+        return await self._write(batch.namespace, batch.name, patch, known.body if known else None)
+
     async def _write_batch(self, batch: _Batch) -> None:
         try:
-            outcome = await self._write(batch.namespace, batch.name, batch.patch)
+            outcome = await self._write_patch(batch, batch.patch)
         except Exception as error:  # noqa: BLE001 - every submitter gets the failure
             if len(batch.parts) > 1 and not transient(error):
                 logger.info(
@@ -173,7 +183,7 @@ class StatusWriter:
     async def _write_apart(self, batch: _Batch) -> None:
         for patch, written in batch.parts:
             try:
-                _resolve(written, await self._write(batch.namespace, batch.name, patch))
+                _resolve(written, await self._write_patch(batch, patch))
             except Exception as error:  # noqa: BLE001 - the outcome of this patch alone
                 _resolve(written, error=error)
 
