@@ -53,7 +53,7 @@ CASES = {
         [("a0", "w2")],
     ),
     "a job past its patience is served in order, whatever it costs": Case(
-        [job("a", "A"), job("b", "B", waited=100.0)], [idle("w1", "A")], [("b", "w1")]
+        [job("a", "A"), job("b", "B", waited=200.0)], [idle("w1", "A")], [("b", "w1")]
     ),
     "the model with most waiting jobs is loaded first": Case(
         [job("b", "B"), job("c1", "C"), job("c2", "C")], [idle("w1")], [("c1", "w1")]

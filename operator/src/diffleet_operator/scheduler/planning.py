@@ -75,7 +75,7 @@ class Costs:
 @dataclass(frozen=True)
 class Knobs:
     # A job that has waited this many load times is served in order, whatever it costs.
-    patience: float = 12.0
+    patience: float = 24.0
     # Holders are waited for if they would serve a job within this many load times.
     horizon: float = 2.5
     # What a model is worth keeping hot: its waiting jobs plus the jobs expected to
