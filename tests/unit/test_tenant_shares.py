@@ -131,19 +131,32 @@ def test_idle_time_earns_no_credit() -> None:
 @pytest.mark.parametrize(
     ("running", "offered"),
     [
-        pytest.param(0, 2, id="none running: 2 offered"),
-        pytest.param(1, 1, id="1 running: 1 offered"),
+        pytest.param(0, 5, id="none running: all offered"),
+        pytest.param(1, 5, id="below the limit: all offered"),
         pytest.param(2, 0, id="at the limit: skipped"),
         pytest.param(5, 0, id="over the limit: skipped"),
     ],
 )
-def test_a_namespace_offers_only_its_room_under_its_limit(running: int, offered: int) -> None:
+def test_a_namespace_at_its_limit_is_skipped(running: int, offered: int) -> None:
+    """Below its limit every job is offered: some may not place (the dispatcher orders
+    again after each dispatch, so the limit holds within a round)."""
     shares = TenantShares()
     policies = {"capped": TenantPolicy(max_running=2), "free": TenantPolicy()}
     entries = [("capped", f"capped-{n}") for n in range(5)] + [("free", "free-0")]
     order = shares.order(F, entries, policies, {"capped": running})
     assert namespaces(order).count("capped") == offered
     assert "free-0" in order  # the capped namespace is never in the way of others
+
+
+def test_the_limit_holds_when_ordering_after_each_dispatch() -> None:
+    loop = Loop({"capped": TenantPolicy(max_running=2)})
+    loop.submit("capped", 5)
+    loop.submit("other", 5)
+    running: Counter[str] = Counter()
+    for _ in range(7):
+        job = loop.dispatch(1, running=running)[0]
+        running[job.rpartition("-")[0]] += 1
+    assert running == {"capped": 2, "other": 5}
 
 
 def test_a_namespace_whose_policy_is_not_read_yet_is_skipped() -> None:

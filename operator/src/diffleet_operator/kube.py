@@ -340,6 +340,12 @@ class Kube:
         """The namespace's annotations, read at most once per NAMESPACE_MAX_AGE_SECONDS."""
         return (await self._namespace(namespace))[2]
 
+    def cached_namespace_annotations(self, namespace: str) -> tuple[float, dict[str, str]] | None:
+        """The namespace's annotations as last read and their age in seconds, without a
+        request; None if never read."""
+        cached = self._namespaces.get(namespace)
+        return None if cached is None else (time.monotonic() - cached[0], cached[2])
+
     async def _namespace(self, namespace: str) -> tuple[float, dict[str, str], dict[str, str]]:
         cached = self._namespaces.get(namespace)
         if cached is None or time.monotonic() - cached[0] > NAMESPACE_MAX_AGE_SECONDS:

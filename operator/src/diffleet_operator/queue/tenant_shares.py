@@ -7,8 +7,10 @@ submits 10 jobs behind another's 1,000 has its first job among the next two disp
 
 A namespace that starts waiting (again) joins at the least virtual time of those
 waiting: idle time earns no credit, and a long backlog leaves no debt. A namespace at
-its limit of jobs running at once (annotation diffleet.io/max-running-jobs) offers only
-as many jobs as it has room for, none at its limit: it is skipped, never in the way.
+its limit of jobs running at once (annotation diffleet.io/max-running-jobs) is left out
+of the order: skipped, never in the way. Below its limit all its jobs are in the order
+(some may not place: their pool has no capacity), so whoever dispatches several in a
+round orders again after each dispatch, as the dispatcher does.
 
 Pure: the dispatcher (scheduler.fair_order) reads the annotations and the running jobs.
 """
@@ -42,9 +44,8 @@ class TenantPolicy:
         weight = _positive(annotations.get(SHARE_WEIGHT_ANNOTATION))
         return cls(weight or 1, _positive(annotations.get(MAX_RUNNING_JOBS_ANNOTATION)))
 
-    def room(self, running: int) -> int | None:
-        """How many more of its jobs may start now; None: no limit."""
-        return None if self.max_running is None else max(self.max_running - running, 0)
+    def at_limit(self, running: int) -> bool:
+        return self.max_running is not None and running >= self.max_running
 
 
 class TenantShares:
@@ -62,19 +63,16 @@ class TenantShares:
     ) -> list[T]:
         """The tier's waiting entries, (namespace, item) in arrival order, in fair order:
         by the virtual time each would be dispatched at, ties in arrival order. Entries of
-        a namespace without a policy (not read yet) or beyond its room are left out."""
+        a namespace without a policy (not read yet) or at its limit are left out."""
         waiting = self._waiting(tier, {namespace for namespace, _ in entries})
         clock = {namespace: float(at) for namespace, at in waiting.items()}
         offered: dict[str, int] = {}
         keyed: list[tuple[float, int, T]] = []
         for index, (namespace, item) in enumerate(entries):
             policy = policies.get(namespace)
-            if policy is None:
+            if policy is None or policy.at_limit(running.get(namespace, 0)):
                 continue
             k = offered.get(namespace, 0)
-            room = policy.room(running.get(namespace, 0))
-            if room is not None and k >= room:
-                continue
             offered[namespace] = k + 1
             at = round(clock[namespace] + k / policy.weight, _KEY_DIGITS)
             keyed.append((at, index, item))

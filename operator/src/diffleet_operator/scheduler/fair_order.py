@@ -2,16 +2,15 @@
 (queue.tier_shares), then within a tier namespaces by theirs (queue.tenant_shares),
 leaving out the jobs a namespace has no room for under its limit of jobs running at once.
 
-A namespace's policy comes from its annotations, read in the background at most every
-NAMESPACE_MAX_AGE_SECONDS (admission has just read them for a job it publishes); a
-namespace whose annotations were never read is skipped until they are. Running jobs are
-those in flight on the fleet (dispatched, not finished), counted only when a namespace
-waiting has a limit.
+A namespace's policy comes from its annotations, read like its tier label (admission
+reads them for each job it publishes) and again in the background at most every
+NAMESPACE_MAX_AGE_SECONDS; a namespace whose annotations were never read (after a
+restart) is skipped until they are. Running jobs are those in flight on the fleet
+(dispatched, not finished), counted only when a namespace waiting has a limit.
 """
 
 import asyncio
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -25,51 +24,38 @@ from diffleet_operator.scheduler.buffer import Buffered, TierBuffers
 
 logger = logging.getLogger(__name__)
 
-# A namespace's policy not asked for this long (no job of it waiting) is forgotten.
-IDLE_SECONDS = 300.0
-
 
 class NamespacePolicies:
-    """Each namespace's TenantPolicy as last read, read again in the background; `read`
-    is called after each read (the dispatcher wakes: a namespace may have become
-    eligible)."""
+    """Each namespace's TenantPolicy from its annotations as Kube last read them (admission
+    reads them for every job it publishes), read again in the background when older than
+    NAMESPACE_MAX_AGE_SECONDS; `read` is called after each read (the dispatcher wakes: a
+    namespace may have become eligible)."""
 
     def __init__(self, kube: Kube, read: Callable[[], None]) -> None:
         self._kube = kube
         self._on_read = read
-        self._known: dict[str, TenantPolicy] = {}
-        # Namespace -> when to read its annotations next.
-        self._due: dict[str, float] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._reading: dict[str, asyncio.Task[None]] = {}
 
     def get(self, namespace: str) -> TenantPolicy | None:
         """The policy as last read (None: never read yet); starts a read when due."""
-        now = time.monotonic()
-        if self._due.get(namespace, 0.0) <= now:
-            self._due[namespace] = now + NAMESPACE_MAX_AGE_SECONDS
+        cached = self._kube.cached_namespace_annotations(namespace)
+        due = cached is None or cached[0] > NAMESPACE_MAX_AGE_SECONDS
+        if due and namespace not in self._reading:
             task = asyncio.create_task(self._read(namespace))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return self._known.get(namespace)
+            self._reading[namespace] = task
+            task.add_done_callback(lambda _: self._reading.pop(namespace, None))
+        return None if cached is None else TenantPolicy.of(cached[1])
 
     def weight(self, namespace: str) -> int:
-        return self._known.get(namespace, TenantPolicy()).weight
-
-    def forget_idle(self) -> None:
-        """Forgets the policies not asked for in IDLE_SECONDS."""
-        idle = time.monotonic() - IDLE_SECONDS
-        for namespace, due in list(self._due.items()):
-            if due < idle:
-                del self._due[namespace]
-                self._known.pop(namespace, None)
+        policy = self.get(namespace)
+        return policy.weight if policy else 1
 
     async def _read(self, namespace: str) -> None:
         try:
-            annotations = await self._kube.namespace_annotations(namespace)
+            await self._kube.namespace_annotations(namespace)
         except Exception as error:  # noqa: BLE001 - the last policy read stays until the next
             logger.warning("namespace %s: annotations not read: %s", namespace, describe(error))
             return
-        self._known[namespace] = TenantPolicy.of(annotations)
         self._on_read()
 
 
@@ -90,7 +76,6 @@ class FairOrder:
             for tier in waiting
         }
         namespaces = {namespace for entries in by_tier.values() for namespace, _ in entries}
-        self.policies.forget_idle()
         policies = {
             namespace: policy
             for namespace in namespaces
