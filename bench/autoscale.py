@@ -7,11 +7,13 @@ with its pod's settings), each with its own GPU type so that a job names the one
 
 - *diffleet*: a GPUPool (min 0, max M) that the operator's autoscaler sizes;
 - *KEDA*: a Deployment of the same worker pod, scaled by a KEDA ScaledObject with its
-  RabbitMQ scaler in HTTP mode on the tier queue the jobs wait in (QueueLength: ready +
-  unacknowledged messages, since the operator holds admitted jobs unacknowledged in its
-  prefetch window; target 1 message per worker, as targetJobsPerWorker 1), at KEDA's
-  default pollingInterval (30 s) and at 1 s. KEDA's operator activates 0 -> 1; 1 -> N is
-  kube-controller-manager's HPA controller (15 s sync) reading KEDA's metrics adapter.
+  RabbitMQ scaler in HTTP mode summing the tier's tenant queues the jobs wait in (a
+  regex over queue names, operation sum: the sum a cluster of many job namespaces needs;
+  QueueLength: ready + unacknowledged messages, since the operator holds admitted jobs
+  unacknowledged in its prefetch windows; target 1 message per worker, as
+  targetJobsPerWorker 1), at KEDA's default pollingInterval (30 s) and at 1 s. KEDA's
+  operator activates 0 -> 1; 1 -> N is kube-controller-manager's HPA controller (15 s
+  sync) reading KEDA's metrics adapter.
   Both idle delays are the GPUPool's scaleDownDelaySeconds: KEDA's cooldownPeriod and the
   HPA's scale-down stabilization window.
 
@@ -290,10 +292,10 @@ def deployment(pool: str, spec: GPUPoolSpec, namespace: str) -> dict[str, Any]:
     }
 
 
-def scaled_object(pool: str, namespace: str, queue: str, max_replicas: int) -> dict[str, Any]:
-    """KEDA's RabbitMQ scaler in HTTP mode on the jobs' tier queue, one worker per message;
-    its idle delays (cooldownPeriod, the HPA's scale-down stabilization) are the
-    GPUPool's scaleDownDelaySeconds."""
+def scaled_object(pool: str, namespace: str, queues: str, max_replicas: int) -> dict[str, Any]:
+    """KEDA's RabbitMQ scaler in HTTP mode over the tier's tenant queues (`queues`: a regex,
+    their lengths summed), one worker per message; its idle delays (cooldownPeriod, the
+    HPA's scale-down stabilization) are the GPUPool's scaleDownDelaySeconds."""
     # The management API with the broker's credentials and vhost (`make env`'s URLs).
     amqp = urllib.parse.urlsplit(get_settings().amqp_url)
     management = urllib.parse.urlsplit(os.environ["DIFFLEET_RABBITMQ_MANAGEMENT_URL"])
@@ -321,7 +323,9 @@ def scaled_object(pool: str, namespace: str, queue: str, max_replicas: int) -> d
                     "metadata": {
                         "protocol": "http",
                         "host": host,
-                        "queueName": queue,
+                        "queueName": queues,
+                        "useRegex": "true",
+                        "operation": "sum",
                         "mode": "QueueLength",
                         "value": "1",
                     },
@@ -482,11 +486,11 @@ async def prepare(bench: Bench, ours: System | None, keda_pool: str, max_replica
             API_GROUP, API_VERSION, GPUPOOL_PLURAL,
             gpu_pool(ours, pool_spec(ours.pool, max_replicas, bench.namespace), bench.namespace),
         )  # fmt: skip
-    queue = Topology(bench.namespace).tier_queue(TIER)
+    queues = Topology(bench.namespace).tenant_queues_regex(TIER)
     spec = pool_spec(keda_pool, max_replicas, bench.namespace)
     for obj in (
         deployment(keda_pool, spec, bench.namespace),
-        scaled_object(keda_pool, bench.namespace, queue, max_replicas),
+        scaled_object(keda_pool, bench.namespace, queues, max_replicas),
     ):
         kubectl("create", "-f", "-", stdin=json.dumps(obj))
 
@@ -695,8 +699,9 @@ beside the stack as local processes (`bench/keda.py`): the adapter is the APISer
 `v1beta1.external.metrics.k8s.io` behind an ExternalName Service, and 1 -> N is
 kube-controller-manager's HPA controller (default 15 s sync, default scale-up policy:
 at most 4 pods or 100% per 15 s). Its ScaledObject: RabbitMQ scaler, HTTP mode,
-`mode: QueueLength`, `value: "1"` on the jobs' tier queue (ready + unacknowledged
-messages: admitted jobs the operator holds in its prefetch window count), min 0,
+`mode: QueueLength`, `value: "1"`, summed (`useRegex`, `operation: sum`) over the
+tier's tenant queues `<prefix>.jobs.<tier>.<namespace>` (ready + unacknowledged
+messages: admitted jobs the operator holds in its prefetch windows count), min 0,
 max {max_replicas}, cooldownPeriod and the HPA's scale-down stabilization window
 {SCALE_DOWN_DELAY_SECONDS} s. RabbitMQ's management API refreshes queue counts every
 5 s (its default collect_statistics_interval), which KEDA's HTTP mode waits on.

@@ -34,6 +34,11 @@ def test_topology_names_carry_the_prefix() -> None:
     topology = Topology("t-1")
     assert topology.tenant_queue(Tier.PRO, "team-a") == "t-1.jobs.pro.team-a"
     assert topology.tier_queue(Tier.PRO) == "t-1.jobs.pro"
+    pattern = re.compile(topology.tenant_queues_regex(Tier.PRO))
+    assert pattern.match("t-1.jobs.pro.team-a")
+    assert not pattern.match("t-1.jobs.pro")  # the per-tier queue of releases before
+    assert not pattern.match("t-1.jobs.free.team-a")
+    assert not pattern.match("t-1x.jobs.pro.team-a")
     assert topology.worker_queue("gpu-0") == "t-1.worker.gpu-0"
     assert topology.results_queue == "t-1.results"
     assert topology.progress_exchange == "t-1.progress"

@@ -16,6 +16,7 @@ All names carry a prefix (settings.queue_prefix, "diffleet" by default) so that 
 or a second installation can share a broker without sharing queues.
 """
 
+import re
 from dataclasses import dataclass
 
 from diffleet_core.resources.generation_job import Tier
@@ -30,6 +31,11 @@ class Topology:
     def tenant_queue(self, tier: Tier, namespace: str) -> str:
         """Admitted jobs of one namespace at one tier (a namespace name has no dots)."""
         return f"{self.prefix}.jobs.{tier.value}.{namespace}"
+
+    def tenant_queues_regex(self, tier: Tier) -> str:
+        """A regular expression matching every tenant queue of the tier (and no other
+        queue): what a queue-length autoscaler sums over, e.g. KEDA's RabbitMQ scaler."""
+        return rf"^{re.escape(self.prefix)}\.jobs\.{tier.value}\.[^.]+$"
 
     def tier_queue(self, tier: Tier) -> str:
         """The tier's queue of releases before tenant queues: drained, never published to."""
