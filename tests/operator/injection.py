@@ -88,10 +88,19 @@ def apply_labelled_job(
 
 
 def _policy(name: str, namespace: str, reason: str) -> str:
+    label = f"object.metadata.labels['{REFUSE_LABEL}']"
+    # A write moves the job into the phase when it sets it, or, for Scheduled and Running,
+    # first records its time: the operator writes a job's transitions that come close
+    # together in one write, whose phase is the last of them.
+    first = {
+        phase: f"({label} == '{phase}' && has(object.status.{field})"
+        f" && !(has(oldObject.status) && has(oldObject.status.{field})))"
+        for phase, field in (("Scheduled", "scheduledAt"), ("Running", "startedAt"))
+    }
     refused = (
         f"has(object.metadata.labels) && '{REFUSE_LABEL}' in object.metadata.labels"
-        " && has(object.status) && has(object.status.phase)"
-        f" && object.status.phase == object.metadata.labels['{REFUSE_LABEL}']"
+        f" && has(object.status) && ((has(object.status.phase) && object.status.phase == {label})"
+        f" || {first['Scheduled']} || {first['Running']})"
     )
     policy = {
         "apiVersion": "admissionregistration.k8s.io/v1",
@@ -134,7 +143,8 @@ def refused_status_writes(
     kubectl: Kubectl, namespace: str, probe_job: str, reason: str = "Invalid"
 ) -> Iterator[None]:
     """While in force, the API server refuses (422 for reason Invalid, 403 for
-    Forbidden) a status write that sets a job's phase to its REFUSE_LABEL. `probe_job`,
+    Forbidden) a status write that moves a job into the phase of its REFUSE_LABEL (sets
+    it, or first records the time of Scheduled or Running). `probe_job`,
     an existing job of the namespace carrying the label, shows when it is in force."""
     name = f"refuse-{namespace}"
     kubectl.apply(_policy(name, namespace, reason))

@@ -236,3 +236,23 @@ def test_a_report_about_an_older_attempt_is_dropped() -> None:
 
 def test_a_job_with_no_status_yet_takes_any_write() -> None:
     assert status.may_write(GenerationJobStatus(), {"phase": JobPhase.SCHEDULED})
+
+
+def test_a_patch_keeps_the_stored_conditions_it_does_not_set() -> None:
+    stored = {
+        "conditions": [
+            {"type": "Admitted", "status": "True", "reason": "Admitted"},
+            {"type": "Scheduled", "status": "True", "reason": "Dispatched"},
+        ]
+    }
+    # Computed from a read before Admitted and Scheduled were written.
+    patch = {"phase": "Succeeded", "conditions": [{"type": "Complete", "status": "True"}]}
+    merged = status.over_stored_conditions(patch, stored)
+    assert [c["type"] for c in merged["conditions"]] == ["Admitted", "Scheduled", "Complete"]
+    assert merged["phase"] == "Succeeded"
+    again = {"conditions": [{"type": "Scheduled", "status": "False", "reason": "Waiting"}]}
+    assert status.over_stored_conditions(again, stored)["conditions"][1]["status"] == "False"
+    # Nothing to merge: no conditions in the patch, or none readable stored.
+    assert status.over_stored_conditions({"phase": "Running"}, stored) == {"phase": "Running"}
+    assert status.over_stored_conditions(patch, {"conditions": "junk"}) == patch
+    assert status.over_stored_conditions(patch, None) == patch

@@ -120,10 +120,11 @@ class Kube:
                 )
                 return False
             version = body["metadata"]["resourceVersion"]
+            merged = status.over_stored_conditions(patch, body.get("status"))
             body = None
             try:
                 await self._patch_status(
-                    namespace, generation_job.PLURAL, name, patch, resource_version=version
+                    namespace, generation_job.PLURAL, name, merged, resource_version=version
                 )
             except ApiException as error:
                 if error.status == 409:

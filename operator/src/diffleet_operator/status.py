@@ -4,6 +4,7 @@ Each returns the merge patch for `status`; conditions are recomputed from the jo
 current list (a merge patch replaces lists whole), one condition per type.
 """
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -226,6 +227,20 @@ def finished_unsuccessfully(
             status, generation, COMPLETE, ConditionStatus.FALSE, reason, message
         ),
     }
+
+
+def over_stored_conditions(patch: dict[str, Any], stored: Any) -> dict[str, Any]:
+    """The patch with its conditions merged by type over the stored status's (the patch's
+    win): a merge patch replaces the list whole, and a patch computed from an earlier read,
+    or merged with others by the status writer, must not drop a condition written since.
+    No write removes a condition type."""
+    conditions = patch.get("conditions")
+    kept = stored.get("conditions") if isinstance(stored, Mapping) else None
+    if not conditions or not isinstance(kept, list):
+        return patch
+    by_type = {c["type"]: dict(c) for c in kept if isinstance(c, Mapping) and "type" in c}
+    by_type |= {c["type"]: c for c in conditions}
+    return patch | {"conditions": list(by_type.values())}
 
 
 # The order a job moves through while unfinished; a patch never moves it back, except a
