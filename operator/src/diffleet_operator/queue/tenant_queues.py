@@ -45,10 +45,13 @@ class TenantQueues:
     async def follow(self, jobs: Iterable[TrackedJob]) -> None:
         """Declares and consumes the queues these jobs wait (or may be requeued) in: those
         of the unfinished jobs that have a tier. Cheap for queues already followed."""
-        for job in jobs:
-            tier = job.status.tier
-            if tier is not None and job.active:
-                await self.declare(tier, job.namespace)
+        queues = {
+            (job.status.tier, job.namespace)
+            for job in jobs
+            if job.status.tier is not None and job.active
+        }
+        for tier, namespace in queues:
+            await self.declare(tier, namespace)
 
     async def receive(self, receiver: Receiver) -> None:
         """Starts consuming, with `receiver(tier)` handling the messages of that tier: the
