@@ -257,8 +257,8 @@ def stop_fleet(fleet: Fleet) -> None:
 @contextmanager
 def scale_nodes(pools: list[Pool]) -> Iterator[None]:
     """The benchmark's nodes and their kwok, removed on the way out."""
-    subprocess.run([STACK, "up-scale", " ".join(p.spec() for p in pools)], check=True)
     try:
+        subprocess.run([STACK, "up-scale", " ".join(p.spec() for p in pools)], check=True)
         yield
     finally:
         subprocess.run([STACK, "down-scale"], check=False)
@@ -763,9 +763,9 @@ def main() -> None:
     parser.add_argument("--lease-seconds", type=float, default=90)
     parser.add_argument("--renew-seconds", type=float, default=30)
     parser.add_argument("--idle-seconds", type=float, default=60)
-    parser.add_argument("--rate", type=float, default=20, help="jobs/s of the fixed-rate run")
+    parser.add_argument("--rate", type=float, default=10, help="jobs/s of the fixed-rate run")
     parser.add_argument("--seconds", type=float, default=120, help="fixed-rate run length")
-    parser.add_argument("--jobs", type=int, default=3000, help="jobs of the as-fast run")
+    parser.add_argument("--jobs", type=int, default=2000, help="jobs of the as-fast run")
     parser.add_argument("--pods", type=int, default=600)
     parser.add_argument("--soak", action="store_true", help="the memory run instead")
     parser.add_argument("--minutes", type=float, default=60)

@@ -257,16 +257,29 @@ up_scale() {
   kwok_stages
   # kwok renews a node's Lease at a quarter of its duration, as the kubelet does; the
   # node controller marks a node NotReady after 50 s without one, so 120 s (renewals
-  # every 30 s) is the longest safe duration.
+  # every 30 s) is the longest safe duration. kwok renews 4 Leases at a time by default:
+  # at 1,000 nodes on a loaded API server that falls behind 33 renewals a second.
+  printf '%s\n' "apiVersion: config.kwok.x-k8s.io/v1alpha1" "kind: KwokConfiguration" \
+    "options:" "  nodeLeaseParallelism: 32" "  nodePlayStageParallelism: 16" \
+    >"$RUN_DIR/kwok-scale.yaml"
   spawn kwok-scale kwok --kubeconfig "$KUBECONFIG_PATH" --config "$RUN_DIR/kwok-stages.yaml" \
+    --config "$RUN_DIR/kwok-scale.yaml" \
     --manage-all-nodes=false --manage-nodes-with-label-selector="type=$SCALE_NODE_TYPE" \
     --node-lease-duration-seconds "${SCALE_NODE_LEASE_SECONDS:-120}" --cidr 10.245.0.0/16 \
     --node-ip 10.0.0.2 --server-address "$H:$KWOK_SCALE_PORT"
   wait_for kwok-scale 60 curl -fsS --max-time 2 "http://$H:$KWOK_SCALE_PORT/healthz"
-  gpu_nodes "$1" "$SCALE_NODE_TYPE" | kubectl_admin create -f - >/dev/null
+  # kubectl creates one node at a time: 8 of them side by side.
+  local part creates=()
+  for part in 0 1 2 3 4 5 6 7; do
+    gpu_nodes "$1" "$SCALE_NODE_TYPE" "$part" 8 | kubectl_admin create -f - >/dev/null &
+    creates+=($!)
+  done
+  wait "${creates[@]}" # not kwok-scale, also a child of this shell
 }
 down_scale() {
-  kubectl_admin delete nodes -l "type=$SCALE_NODE_TYPE" --wait=false >/dev/null 2>&1 || true
+  # One deletecollection: the API server deletes them all (kubectl would, one by one).
+  kubectl_admin delete --raw "/api/v1/nodes?labelSelector=type%3D$SCALE_NODE_TYPE" \
+    >/dev/null 2>&1 || true
   stop kwok-scale
 }
 
@@ -307,14 +320,16 @@ status:
 EOF
 }
 
-# The simulated GPU nodes of each pool (hack/stack.env KWOK_POOLS). gpu_nodes POOLS TYPE:
-# the nodes of POOLS (that format), named TYPE-<pool>-<i> and labelled type=TYPE (the kwok
-# that manages them selects by it).
+# The simulated GPU nodes of each pool (hack/stack.env KWOK_POOLS). gpu_nodes POOLS TYPE
+# PART PARTS: the nodes of POOLS (that format), named TYPE-<pool>-<i> and labelled
+# type=TYPE (the kwok that manages them selects by it); of those, the i with
+# i % PARTS == PART (so that several clients can create them side by side).
 gpu_nodes() {
-  local pools="${1:-$KWOK_POOLS}" type="${2:-kwok}" spec pool gpu_type gpus memory count i
+  local pools="${1:-$KWOK_POOLS}" type="${2:-kwok}" part="${3:-0}" parts="${4:-1}"
+  local spec pool gpu_type gpus memory count i
   for spec in $pools; do
     IFS=: read -r pool gpu_type gpus memory count <<<"$spec"
-    for ((i = 0; i < count; i++)); do
+    for ((i = part; i < count; i += parts)); do
       cat <<EOF
 ---
 apiVersion: v1
