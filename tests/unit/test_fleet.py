@@ -298,3 +298,14 @@ def test_without_keep_hot_the_least_recently_used_goes_and_unbounded_keeps_all()
     fleet.assume("w2", "j2", "C")
     assert views(fleet)["w1"].hot_order == ("A", "C")
     assert views(fleet)["w2"].hot_order == ("B", "A", "C")
+
+
+def test_occupancy_is_learned_from_jobs_given_where_their_model_was_hot() -> None:
+    worker = inventory("w1").model_copy(update={"hot_models": ["A"], "hot_slots": 2})
+    fleet = fleet_of(worker)
+    fleet.assume("w1", "j1", "A")  # hot there: its slot's occupancy counts
+    fleet.assume("w1", "j2", "B")  # a load: it does not
+    fleet.forget("j1")
+    fleet.forget("j2")
+    assert set(fleet.occupancy()) == {"A"}
+    assert fleet.occupancy()["A"] >= 0

@@ -20,6 +20,9 @@ from functools import cached_property
 
 from diffleet_core.fleet import WorkerInventory
 
+# Weight of a new sample in the moving average of a slot's occupancy.
+SMOOTHING = 0.2
+
 
 @dataclass(frozen=True)
 class WorkerView:
@@ -95,8 +98,9 @@ class _Worker:
     duration: float
     assumed: set[str] = field(default_factory=set)
     cordoned: bool = False
-    # uid -> (model digest, time.monotonic() when dispatched) of the jobs it was given.
-    given: dict[str, tuple[str, float]] = field(default_factory=dict)
+    # uid -> the jobs it was given: model digest, time.monotonic() when dispatched, and
+    # whether the model was (predicted) hot there then.
+    given: dict[str, tuple[str, float, bool]] = field(default_factory=dict)
     # The keep_hot of its last dispatch.
     keep_hot: tuple[str, ...] = ()
     view: WorkerView = field(init=False)
@@ -108,7 +112,7 @@ class _Worker:
         jobs = self.assumed | set(self.inventory.jobs_in_flight)
         self.given = {uid: given for uid, given in self.given.items() if uid in jobs}
         running = sorted(
-            ((uid, digest, since) for uid, (digest, since) in self.given.items()),
+            ((uid, digest, since) for uid, (digest, since, _) in self.given.items()),
             key=lambda job: job[2],
         )
         hot_order = predicted_hot(
@@ -155,6 +159,7 @@ class FleetInventory:
         self._cordoned: set[str] = set()
         self.changed = asyncio.Event()
         self._listed_at = time.monotonic() if now is None else now
+        self._occupancy: dict[str, float] = {}
 
     def upsert(
         self, inventory: WorkerInventory, *, renewal: str, duration: float, now: float
@@ -213,7 +218,8 @@ class FleetInventory:
         if worker := self._workers.get(worker_id):
             worker.assumed.add(uid)
             if model is not None:
-                worker.given[uid] = (model, time.monotonic())
+                hot = model in worker.view.hot_order
+                worker.given[uid] = (model, time.monotonic(), hot)
                 worker.keep_hot = tuple(keep_hot)
             worker.refresh()
 
@@ -227,12 +233,30 @@ class FleetInventory:
     def forget(self, uid: str) -> None:
         """The job ended or was requeued: it no longer takes a slot anywhere."""
         for worker in self._workers.values():
+            if given := worker.given.get(uid):
+                self._occupied(given)
             if uid in worker.assumed or uid in worker.inventory.jobs_in_flight:
                 worker.assumed.discard(uid)
                 jobs = [job for job in worker.inventory.jobs_in_flight if job != uid]
                 worker.inventory = worker.inventory.model_copy(update={"jobs_in_flight": jobs})
                 worker.refresh()
         self.changed.set()
+
+    def occupancy(self) -> dict[str, float]:
+        """Per model, how long a job of it holds a slot of a worker that has it hot, from
+        dispatch to its end as this operator learns of it (a moving average): its run
+        time plus the protocol's overhead, which decides how fast a holder drains a
+        queue."""
+        return dict(self._occupancy)
+
+    def _occupied(self, given: tuple[str, float, bool]) -> None:
+        digest, since, hot = given
+        if hot:
+            sample = time.monotonic() - since
+            previous = self._occupancy.get(digest)
+            self._occupancy[digest] = (
+                sample if previous is None else previous + SMOOTHING * (sample - previous)
+            )
 
     def expired(self, now: float) -> list[WorkerView]:
         """Removes and returns the workers whose Lease ran out (`now`: time.monotonic())."""

@@ -1,10 +1,12 @@
 """The dispatch loop's view for the planner (scheduler.planning): the jobs of a lookahead
 window of the fair order, with the workers each may run on, and the fleet with each
 worker's predicted hot set, when its busy slots are expected to free, and the pre-warmed
-models it holds (pinned). Expected load and run seconds are the autoscaler's observations
-per model (autoscaler.timings); for a model not yet observed, the median of those that
-are, else the operator's settings (DIFFLEET_OPERATOR_AUTOSCALER_MODEL_LOAD_SECONDS and
-DIFFLEET_OPERATOR_AUTOSCALER_RUN_SECONDS).
+models it holds (pinned). A model's expected load seconds are the autoscaler's
+observations (autoscaler.timings); its run seconds, how long its jobs held a slot of a
+worker that had it hot, dispatch to end (cache.fleet `occupancy`: the run and the
+protocol's overhead), else the autoscaler's observed run time; for a model not yet
+observed, the median of those that are, else the operator's settings
+(DIFFLEET_OPERATOR_AUTOSCALER_MODEL_LOAD_SECONDS and DIFFLEET_OPERATOR_AUTOSCALER_RUN_SECONDS).
 """
 
 import statistics
@@ -54,11 +56,13 @@ class BatchPlanner:
     def plan(self, window: list[tuple[Tier, Buffered]], fleet: list[WorkerView]) -> Round:
         monotonic = time.monotonic()
         estimates = self.rt.autoscaler.timings.estimates()
+        # A slot's occupancy where observed: the run and the protocol's overhead.
+        runs = {**estimates.run_seconds, **self.rt.fleet.occupancy()}
         costs = planning.Costs(
             load_seconds=_typical(estimates.load_seconds, estimates.default_load_seconds),
-            run_seconds=_typical(estimates.run_seconds, estimates.default_run_seconds),
+            run_seconds=_typical(runs, estimates.default_run_seconds),
             load_by_model=estimates.load_seconds,
-            run_by_model=estimates.run_seconds,
+            run_by_model=runs,
         )
         jobs = self._jobs(window, fleet, monotonic)
         pinned = self._pinned()
