@@ -676,37 +676,38 @@ async def run_soak(args: argparse.Namespace) -> None:
     await config.load_kube_config()
     async with client.ApiClient() as api:
         core = client.CoreV1Api(api)
-        with scale_nodes(pools):
-            await nodes_ready(core, sum(p.nodes for p in pools))
-            await core.create_namespace(
-                client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
-            )
-            fleet = start_fleet(namespace, pools, tuning)
-            seen = Timeline()
-            watcher = asyncio.create_task(watch_jobs(client.CustomObjectsApi(api), namespace, seen))
-            try:
-                await register_model(client.CustomObjectsApi(api), namespace)
-                await workers_announced(api, namespace, fleet.workers)
-                started = time.monotonic()
-                until = started + args.minutes * 60
-                creating = asyncio.create_task(
-                    create_at_rate(
-                        client.CustomObjectsApi(api), namespace, "soak", args.rate,
-                        args.max_jobs, seen, ttl=args.ttl, until=until,
-                    )
-                )  # fmt: skip
-                cpu = cpu_seconds(fleet.operator.pid), time.monotonic()
-                while not creating.done():
-                    samples.append(sample(fleet, seen, started, cpu))
-                    print(samples[-1], flush=True)
-                    cpu = cpu_seconds(fleet.operator.pid), time.monotonic()
-                    await asyncio.wait({creating}, timeout=args.sample_seconds)
+        # No kwok nodes: memory is the operator's and the API server's question, and a
+        # soak without them can run beside bench-scale (its workers name nodes that do
+        # not exist, which nothing checks).
+        await core.create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
+        )
+        fleet = start_fleet(namespace, pools, tuning)
+        seen = Timeline()
+        watcher = asyncio.create_task(watch_jobs(client.CustomObjectsApi(api), namespace, seen))
+        try:
+            await register_model(client.CustomObjectsApi(api), namespace)
+            await workers_announced(api, namespace, fleet.workers)
+            started = time.monotonic()
+            until = started + args.minutes * 60
+            creating = asyncio.create_task(
+                create_at_rate(
+                    client.CustomObjectsApi(api), namespace, "soak", args.rate,
+                    args.max_jobs, seen, ttl=args.ttl, until=until,
+                )
+            )  # fmt: skip
+            cpu = cpu_seconds(fleet.operator.pid), time.monotonic()
+            while not creating.done():
                 samples.append(sample(fleet, seen, started, cpu))
-            finally:
-                watcher.cancel()
-                await clean_up(api, namespace)
-                stop_fleet(fleet)
-                await core.delete_namespace(namespace)
+                print(samples[-1], flush=True)
+                cpu = cpu_seconds(fleet.operator.pid), time.monotonic()
+                await asyncio.wait({creating}, timeout=args.sample_seconds)
+            samples.append(sample(fleet, seen, started, cpu))
+        finally:
+            watcher.cancel()
+            await clean_up(api, namespace)
+            stop_fleet(fleet)
+            await core.delete_namespace(namespace)
     path = RESULTS / "soak.md"
     path.write_text(soak_report(pools, samples, args))
     print(path.read_text())
@@ -734,7 +735,7 @@ def soak_report(pools: list[Pool], samples: list[Sample], args: Any) -> str:
 
 Measured by `bench/scale.py --soak` on {time.strftime("%Y-%m-%d")}, {os.cpu_count()} cores
 shared with other engineers' work (load averages per sample). {sum(p.nodes for p in pools)}
-kwok nodes with a simulated worker each (as bench/results/scale.md), one operator; jobs
+simulated workers as in bench/results/scale.md (without their kwok nodes), one operator; jobs
 created at {args.rate:g}/s (4 steps, SD 1.5) with `ttlSecondsAfterFinished: {args.ttl}`,
 so the operator deletes each finished job {args.ttl} s after it ends; bounded by
 {args.max_jobs} jobs or {args.minutes:g} minutes, whichever comes first.
