@@ -117,7 +117,6 @@ def test_keep_hot_evicts_what_the_queue_needs_least(
     worker = Worker("w1", free_slots=1, hot=hot, hot_slots=2, pinned=pinned)
     result = plan([job("c", "C")], [worker], COSTS, Knobs(), rates)
     assert result.keep_hot == {"w1": keep}
-    assert result.hot["w1"] == tuple(keep)
 
 
 def test_an_unbounded_hot_tier_never_evicts() -> None:

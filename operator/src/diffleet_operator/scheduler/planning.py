@@ -15,8 +15,8 @@ A round, over the jobs in fair order (the order they should be considered in):
 
 Each worker given a job is told what to keep hot (`keep_hot`): its predicted hot set
 after the round, so to load it evicts the model the queue needs least (never a pinned
-one: pre-warmed models). Hot sets are predicted (least recently used first) the way
-the workers evict, so the next round sees them before the workers report.
+one: pre-warmed models). The hot sets a round starts from are predicted the same way
+(cache.fleet), so the next round sees a load before the worker reports it.
 """
 
 import math
@@ -112,10 +112,9 @@ class Popularity:
 class Plan:
     # (job, worker id) in the order they should be dispatched.
     assignments: list[tuple[Job, str]]
-    # worker id -> checkpoints it should keep hot, for each worker given a job.
+    # worker id -> checkpoints it should keep hot (its predicted hot set after the
+    # round, least recently used first), for each worker given a job.
     keep_hot: dict[str, list[str]]
-    # worker id -> its predicted hot set after the round (least recently used first).
-    hot: dict[str, tuple[str, ...]]
 
 
 @dataclass
@@ -185,7 +184,6 @@ def plan(
     return Plan(
         state.assignments,
         keep_hot={w.worker_id: list(w.hot) for w in state.workers.values() if w.given},
-        hot={w.worker_id: tuple(w.hot) for w in state.workers.values()},
     )
 
 
