@@ -13,7 +13,7 @@ from kubernetes_asyncio import client, config
 
 from diffleet_core.settings import Settings, settings_from
 from diffleet_worker.config import WorkerSettings
-from diffleet_worker.main import serve
+from diffleet_worker.main import s3_client, serve
 
 logger = logging.getLogger("pod_runner")
 WORKER_COMMAND = "diffleet-worker"
@@ -165,7 +165,7 @@ class HostedWorker:
         async def serving() -> None:
             _POD_LOG.set(out)  # this task's context only
             try:
-                await serve(settings, core, api, stop, simulate=True)
+                await serve(settings, core, api, s3_client(), stop, simulate=True)
             finally:
                 await api.close()
                 out.close()

@@ -108,6 +108,13 @@ def replica(settings: WorkerSettings, index: int) -> WorkerSettings:
     return settings.model_copy(update={"worker_id": f"{settings.worker_id}-{index}", "node": node})
 
 
+def s3_client() -> Any:
+    """An S3 client for the workers of a process (from the AWS environment)."""
+    return boto3.client(
+        "s3", config=Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3})
+    )
+
+
 async def run(settings: WorkerSettings, replicas: int, simulate: bool) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -117,9 +124,7 @@ async def run(settings: WorkerSettings, replicas: int, simulate: bool) -> None:
     fleet = [settings] if replicas == 1 else [replica(settings, i) for i in range(replicas)]
     # One S3 client for the process: boto3's clients are thread-safe, and a thousand
     # hosted workers would otherwise build a thousand.
-    s3 = boto3.client(
-        "s3", config=Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3})
-    )
+    s3 = s3_client()
     try:
         core = get_settings()
         await asyncio.gather(*(serve(worker, core, api, s3, stop, simulate) for worker in fleet))
