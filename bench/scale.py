@@ -211,6 +211,9 @@ def start_fleet(namespace: str, pools: list[Pool], tuning: Tuning) -> Fleet:
             "DIFFLEET_OPERATOR_FLEET_NAMESPACE": namespace,
             "DIFFLEET_OPERATOR_METRICS_PORT": "0",
             "DIFFLEET_OPERATOR_LIVENESS_ENDPOINT": "",
+            # The only operator of its namespace: a slow API server (the whole stack on
+            # 2 shared cores) must not depose it (15 s lost it, and it did not come back).
+            "DIFFLEET_OPERATOR_LEADER_LEASE_SECONDS": "90",
         },
         logs / f"{namespace}-operator.log",
     )  # fmt: skip

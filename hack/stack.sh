@@ -277,9 +277,15 @@ up_scale() {
   wait "${creates[@]}" # not kwok-scale, also a child of this shell
 }
 down_scale() {
-  # One deletecollection: the API server deletes them all (kubectl would, one by one).
-  kubectl_admin delete --raw "/api/v1/nodes?labelSelector=type%3D$SCALE_NODE_TYPE" \
-    >/dev/null 2>&1 || true
+  # A deletecollection: the API server deletes them (kubectl would, one by one); a loaded
+  # one gives up after its 60 s request timeout with some left, so it is asked again.
+  local try
+  for try in 1 2 3 4 5 6 7 8 9 10; do
+    kubectl_admin delete --raw "/api/v1/nodes?labelSelector=type%3D$SCALE_NODE_TYPE" \
+      >/dev/null 2>&1 || true
+    [[ -z "$(kubectl_admin get nodes -l "type=$SCALE_NODE_TYPE" -o name 2>/dev/null)" ]] && break
+    log "down-scale: nodes left after try $try"
+  done
   stop kwok-scale
 }
 
