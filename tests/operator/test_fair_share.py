@@ -3,7 +3,8 @@
 The dispatch order is the order one simulated worker of concurrency 1 receives the jobs
 in (its log's "running job <uid>" lines): exact, and independent of status writes. Every
 tenant's model "m" is the same checkpoint (one digest), so placement (which groups jobs
-by model) sees equal choices and the fair order alone decides.
+by model) sees equal choices and the fair order alone decides; one test gives the small
+tenant a model of its own, where placement would rather serve the hot one.
 """
 
 import json
@@ -50,13 +51,13 @@ def tenants(kubectl: Kubectl, namespace: str, platform: Platform) -> Iterator[Te
         delete_namespace(kubectl, name)
 
 
-def register_shared_model(kubectl: Kubectl, namespaces: list[str]) -> None:
-    """ModelCache "m" in each namespace, all of one checkpoint uploaded once."""
+def register_shared_model(kubectl: Kubectl, namespaces: list[str]) -> str:
+    """ModelCache "m" in each namespace, all of one checkpoint uploaded once; its digest."""
     key = f"tests/{namespaces[0]}/m-shared.safetensors"
     boto3.client("s3").put_object(Bucket="diffleet-models", Key=key, Body=tiny_safetensors(key))
     source = f"s3://diffleet-models/{key}"
-    for namespace in namespaces:
-        register_model(kubectl, namespace, "m", source=source)
+    digests = {register_model(kubectl, namespace, "m", source=source) for namespace in namespaces}
+    return digests.pop()
 
 
 def submit(kubectl: Kubectl, namespace: str, count: int, prefix: str, **spec: Any) -> None:
@@ -73,7 +74,9 @@ def submit(kubectl: Kubectl, namespace: str, count: int, prefix: str, **spec: An
     kubectl.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}), namespace)
 
 
-def quick_worker(platform: Platform, concurrency: int = 1, step_seconds: float = 0.05) -> Process:
+def quick_worker(
+    platform: Platform, concurrency: int = 1, step_seconds: float = 0.05, **settings: str
+) -> Process:
     """Worker w1 without load times: with the default step time, the dispatch loop sets
     the pace of one-step jobs."""
     return platform.worker(
@@ -82,6 +85,7 @@ def quick_worker(platform: Platform, concurrency: int = 1, step_seconds: float =
         sim_step_seconds=str(step_seconds),
         sim_load_seconds="0",
         sim_warm_load_seconds="0",
+        **settings,
     )
 
 
@@ -135,8 +139,33 @@ def test_a_small_tenant_starts_within_the_next_dispatches_behind_a_backlog(
     order = dispatch_order(kubectl, worker, [big, small])
     positions = [order.index(f"small-{n}") + 1 for n in range(4)]
     print(f"small tenant's 4 jobs behind the big one's 12: dispatches {positions}")
-    # Ties go in arrival order: the big tenant's first job, then every other one.
-    assert positions == [2, 4, 6, 8]
+    # Ties go in arrival order: the big tenant's first job, then every other one (which
+    # of the small tenant's jobs is which follows their admission, not their names).
+    assert sorted(positions) == [2, 4, 6, 8]
+
+
+def test_placement_does_not_starve_a_small_tenant_of_another_model(
+    kubectl: Kubectl, namespace: str, platform: Platform, tenants: Tenants
+) -> None:
+    """The worker holds the big tenant's model hot; the small tenant's model "n" needs a
+    load. Placement prefers hot jobs, but a namespace LAG_BOUND (4) dispatches behind has
+    its next job served in order: without the bound the small tenant's jobs would wait
+    for the big tenant's whole backlog (dispatches 13 to 16)."""
+    big, small = tenants({}, {})
+    register_model(kubectl, small, "n")
+    held = register_shared_model(kubectl, [big, small])
+    submit(kubectl, big, 12, "big")
+    queued(kubectl, (big, 12))
+    submit(kubectl, small, 4, "small", model="n")
+    queued(kubectl, (small, 4))
+    worker = quick_worker(platform, sim_hot_models=json.dumps([held]))
+    eventually(lambda: phases(kubectl, small)["Succeeded"] == 4, timeout=60, what="small done")
+
+    order = dispatch_order(kubectl, worker, [big, small])
+    positions = sorted(order.index(f"small-{n}") + 1 for n in range(4))
+    print(f"small tenant of another model behind 12 hot jobs: dispatches {positions}")
+    assert positions[0] <= 6
+    assert positions[-1] <= 10
 
 
 def test_weights_three_to_one_share_dispatches_three_to_one(

@@ -55,6 +55,9 @@ CASES = {
     "a job past its patience is served in order, whatever it costs": Case(
         [job("a", "A"), job("b", "B", waited=200.0)], [idle("w1", "A")], [("b", "w1")]
     ),
+    "a due job (its namespace fell behind its share) is served in order": Case(
+        [job("a", "A"), Job("b", "B", 0.0, None, due=True)], [idle("w1", "A")], [("b", "w1")]
+    ),
     "the model with most waiting jobs is loaded first": Case(
         [job("b", "B"), job("c1", "C"), job("c2", "C")], [idle("w1")], [("c1", "w1")]
     ),

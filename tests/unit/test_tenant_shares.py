@@ -11,7 +11,7 @@ import pytest
 
 from diffleet_core import MAX_RUNNING_JOBS_ANNOTATION, SHARE_WEIGHT_ANNOTATION
 from diffleet_core.resources.generation_job import Tier
-from diffleet_operator.queue.tenant_shares import TenantPolicy, TenantShares
+from diffleet_operator.queue.tenant_shares import LAG_BOUND, TenantPolicy, TenantShares
 
 F = Tier.FREE
 Queues = dict[str, list[str]]
@@ -188,3 +188,19 @@ def test_tiers_keep_separate_shares() -> None:
     entries = [("b", "b-0"), ("a", "a-0")]
     # In the free tier neither has dispatched: arrival order.
     assert shares.order(F, entries, policies, {}) == ["b-0", "a-0"]
+
+
+def test_a_namespace_passed_over_lag_bound_times_falls_behind() -> None:
+    """Placement dispatched only the big namespace's jobs (say, on the worker that holds
+    their model): after LAG_BOUND of them the small one is behind, and its next job due."""
+    loop = Loop()
+    loop.submit("big", 10)
+    loop.submit("small", 2)
+    for dispatched in range(1, LAG_BOUND + 1):
+        loop.shares.order(F, loop.entries, loop.policies, {})
+        assert not loop.shares.behind(F, "small")
+        loop.shares.spend(F, "big", 1)
+        loop.entries.remove(("big", f"big-{dispatched - 1}"))
+    loop.shares.order(F, loop.entries, loop.policies, {})
+    assert loop.shares.behind(F, "small")
+    assert not loop.shares.behind(F, "big")

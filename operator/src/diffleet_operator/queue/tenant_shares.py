@@ -5,6 +5,11 @@ jobs are ordered by the virtual time each would be dispatched at, so with weight
 three jobs of one namespace leave for every one of the other, and a namespace that
 submits 10 jobs behind another's 1,000 has its first job among the next two dispatches.
 
+Placement may serve jobs out of this order (scheduler.planning groups jobs of one model on
+the workers that hold it), but never starve a namespace for it: one that has fallen
+`LAG_BOUND` dispatches per weight behind the namespace furthest ahead in its tier has
+its next job *due*, served in order whatever it costs.
+
 A namespace that starts waiting (again) joins at the least virtual time of those
 waiting: idle time earns no credit, and a long backlog leaves no debt. A namespace at
 its limit of jobs running at once (annotation diffleet.io/max-running-jobs) is left out
@@ -27,6 +32,9 @@ T = TypeVar("T")
 
 # Virtual times are compared at this many decimals: 1/3 + 2/3 ties with 1.
 _KEY_DIGITS = 9
+# How far (in virtual time: dispatches per weight) placement may let a namespace fall
+# behind the one furthest ahead before its next job is due.
+LAG_BOUND = 4
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,14 @@ class TenantShares:
             keyed.append((at, index, item))
         keyed.sort(key=lambda key: key[:2])
         return [item for _, _, item in keyed]
+
+    def behind(self, tier: Tier, namespace: str) -> bool:
+        """The namespace has fallen LAG_BOUND or more behind the one furthest ahead of
+        those waiting in the tier (as of the last `order`)."""
+        clock = self._clock.get(tier, {})
+        if namespace not in clock:
+            return False
+        return max(clock.values()) - clock[namespace] >= LAG_BOUND
 
     def spend(self, tier: Tier, namespace: str, weight: int) -> None:
         """One of the namespace's jobs was dispatched at this tier."""

@@ -53,7 +53,13 @@ class BatchPlanner:
         # The jobs of the last window: each job counts once in the models' popularity.
         self._seen: set[str] = set()
 
-    def plan(self, window: list[tuple[Tier, Buffered]], fleet: list[WorkerView]) -> Round:
+    def plan(
+        self,
+        window: list[tuple[Tier, Buffered]],
+        fleet: list[WorkerView],
+        due: frozenset[str] = frozenset(),
+    ) -> Round:
+        """`due`: the uids to serve in order (their namespace fell behind its share)."""
         monotonic = time.monotonic()
         estimates = self.rt.autoscaler.timings.estimates()
         # A slot's occupancy where observed: the run and the protocol's overhead.
@@ -64,7 +70,7 @@ class BatchPlanner:
             load_by_model=estimates.load_seconds,
             run_by_model=runs,
         )
-        jobs = self._jobs(window, fleet, monotonic)
+        jobs = self._jobs(window, fleet, monotonic, due)
         pinned = self._pinned()
         workers = [worker_of(view, costs, pinned, monotonic) for view in fleet if not view.draining]
         result = planning.plan(jobs, workers, costs, KNOBS, self.popularity.rates(monotonic))
@@ -75,7 +81,11 @@ class BatchPlanner:
         return Round(planned, frozenset(job.key for job in jobs) - planned.keys())
 
     def _jobs(
-        self, window: list[tuple[Tier, Buffered]], fleet: list[WorkerView], monotonic: float
+        self,
+        window: list[tuple[Tier, Buffered]],
+        fleet: list[WorkerView],
+        monotonic: float,
+        due: frozenset[str],
     ) -> list[planning.Job]:
         """The window's jobs whose models are Ready and that some worker may run (a job
         that none may run waits without blocking the others)."""
@@ -98,7 +108,9 @@ class BatchPlanner:
                 eligible[needs] = frozenset(fit)
             if eligible[needs]:
                 waited = (now - job.created).total_seconds()
-                jobs.append(planning.Job(uid, needs.model_digest, waited, eligible[needs]))
+                jobs.append(
+                    planning.Job(uid, needs.model_digest, waited, eligible[needs], uid in due)
+                )
         for queued in jobs:
             if queued.key not in self._seen:
                 self.popularity.observe(queued.model, monotonic)

@@ -126,7 +126,7 @@ class Dispatcher:
             self.admitter.show_queued(self.rt.held.claim_all())
             return False
         window = self._ordered()[:LOOKAHEAD]
-        plan = self.planner.plan(window, fleet)
+        plan = self.planner.plan(window, fleet, self.shares.due(window))
         progressed = False
         # After a dispatch, only entries still in the fair order go (a namespace may have
         # reached its limit of running jobs).

@@ -89,6 +89,16 @@ class FairOrder:
             for entry in self.tenants.order(tier, by_tier[tier], policies, running)
         ]
 
+    def due(self, window: list[tuple[Tier, Buffered]]) -> frozenset[str]:
+        """The uids of the jobs served in order whatever placement prefers: in the window
+        (in fair order), the first of each namespace that has fallen behind its share."""
+        first: dict[tuple[Tier, str], str] = {}
+        for tier, entry in window:
+            first.setdefault((tier, entry.admitted.job.namespace), entry.admitted.job.uid)
+        return frozenset(
+            uid for (tier, namespace), uid in first.items() if self.tenants.behind(tier, namespace)
+        )
+
     def spend(self, tier: Tier, entry: Buffered) -> None:
         namespace = entry.admitted.job.namespace
         self.tiers.spend(tier)

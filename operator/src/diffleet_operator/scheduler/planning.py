@@ -3,7 +3,8 @@ window of the queue so that checkpoint loads stay few. Pure: the dispatch loop
 (scheduler.dispatcher) and the offline simulation (bench/bound.py) call the same `plan`.
 
 A round, over the jobs in fair order (the order they should be considered in):
-1. a job that has waited `patience` load times is served in order, whatever it costs
+1. a job that has waited `patience` load times, or is `due` (its namespace has fallen
+   behind its fair share: queue.tenant_shares), is served in order, whatever it costs
    (on a worker that holds its checkpoint if one is free, else with a load);
 2. a job whose checkpoint is hot on a free worker goes there: jobs of one model gather
    on the workers that hold it;
@@ -28,12 +29,13 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Job:
     """A waiting job. `workers`: the ids of the workers that may run it (pool, tier,
-    VRAM); None: any."""
+    VRAM); None: any. `due`: served in order, as if it had run out of patience."""
 
     key: str
     model: str
     waited: float
     workers: frozenset[str] | None = None
+    due: bool = False
 
     def may_run_on(self, worker_id: str) -> bool:
         return self.workers is None or worker_id in self.workers
@@ -168,7 +170,9 @@ def plan(
     """Assignments for this round (see the module's docstring); `rates`: each model's
     recent arrival rate (`Popularity.rates`)."""
     state = _Round(jobs, workers, costs, knobs, rates or {})
-    for job in [job for job in jobs if job.waited >= knobs.patience * costs.load(job.model)]:
+    for job in [
+        job for job in jobs if job.due or job.waited >= knobs.patience * costs.load(job.model)
+    ]:
         if free := state.eligible(job):
             state.assign(job, state.holder(job) or state.loader(job.model, free))
     for job in list(state.waiting):
