@@ -27,7 +27,7 @@ CONTRACT = {
 
 
 def test_a_small_trace_replays_through_the_operator(kubectl: Kubectl, tmp_path: Path) -> None:
-    shape = TraceShape(jobs=30, models=4, workers=2, loras=2, tenants=2, seed=3)
+    shape = TraceShape(jobs=20, models=3, workers=2, loras=1, tenants=2, seed=3)
     trace = generate(shape)
     path = tmp_path / "trace.jsonl"
     path.write_text("".join(json.dumps(record) + "\n" for record in trace))
@@ -36,7 +36,7 @@ def test_a_small_trace_replays_through_the_operator(kubectl: Kubectl, tmp_path: 
     replay = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "replay.py"), str(path),
          "--workers", "2", "--concurrency", "1", "--hot-slots", "2", "--load-seconds", "8",
-         "--speedup", "20", "--json", str(out), "--limit", "120"],
+         "--speedup", "40", "--json", str(out), "--limit", "120"],
         capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
 
