@@ -75,7 +75,7 @@ def submit(kubectl: Kubectl, namespace: str, count: int, prefix: str, **spec: An
 
 
 def quick_worker(
-    platform: Platform, concurrency: int = 1, step_seconds: float = 0.05, **settings: str
+    platform: Platform, concurrency: int = 1, step_seconds: float = 0.05, hot_models: str = "[]"
 ) -> Process:
     """Worker w1 without load times: with the default step time, the dispatch loop sets
     the pace of one-step jobs."""
@@ -85,7 +85,7 @@ def quick_worker(
         sim_step_seconds=str(step_seconds),
         sim_load_seconds="0",
         sim_warm_load_seconds="0",
-        **settings,
+        sim_hot_models=hot_models,
     )
 
 
@@ -158,7 +158,7 @@ def test_placement_does_not_starve_a_small_tenant_of_another_model(
     queued(kubectl, (big, 12))
     submit(kubectl, small, 4, "small", model="n")
     queued(kubectl, (small, 4))
-    worker = quick_worker(platform, sim_hot_models=json.dumps([held]))
+    worker = quick_worker(platform, hot_models=json.dumps([held]))
     eventually(lambda: phases(kubectl, small)["Succeeded"] == 4, timeout=60, what="small done")
 
     order = dispatch_order(kubectl, worker, [big, small])

@@ -55,6 +55,11 @@ CASES = {
     "a job past its patience is served in order, whatever it costs": Case(
         [job("a", "A"), job("b", "B", waited=200.0)], [idle("w1", "A")], [("b", "w1")]
     ),
+    "a higher tier's job that needs a load goes before a lower tier's hot one": Case(
+        [Job("f", "F", 0.0, None, rank=1), Job("e", "E", 0.0, None, rank=0)],
+        [idle("w1", "F")],
+        [("e", "w1")],
+    ),
     "a due job (its namespace fell behind its share) is served in order": Case(
         [job("a", "A"), Job("b", "B", 0.0, None, due=True)], [idle("w1", "A")], [("b", "w1")]
     ),

@@ -91,6 +91,8 @@ class BatchPlanner:
         that none may run waits without blocking the others)."""
         rt, now = self.rt, status.now()
         eligible: dict[Requirements, frozenset[str]] = {}
+        # Each tier's rank: its place in the window (the fair order goes tier by tier).
+        ranks: dict[Tier, int] = {}
         jobs: list[planning.Job] = []
         for tier, entry in window:
             uid = entry.admitted.job.uid
@@ -108,8 +110,9 @@ class BatchPlanner:
                 eligible[needs] = frozenset(fit)
             if eligible[needs]:
                 waited = (now - job.created).total_seconds()
+                rank = ranks.setdefault(tier, len(ranks))
                 jobs.append(
-                    planning.Job(uid, needs.model_digest, waited, eligible[needs], uid in due)
+                    planning.Job(uid, needs.model_digest, waited, eligible[needs], uid in due, rank)
                 )
         for queued in jobs:
             if queued.key not in self._seen:

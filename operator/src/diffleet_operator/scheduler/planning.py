@@ -2,7 +2,8 @@
 window of the queue so that checkpoint loads stay few. Pure: the dispatch loop
 (scheduler.dispatcher) and the offline simulation (bench/bound.py) call the same `plan`.
 
-A round, over the jobs in fair order (the order they should be considered in):
+A round, over the jobs in fair order (the order they should be considered in), one rank
+(tier) at a time, each on the workers the ranks before it left free:
 1. a job that has waited `patience` load times, or is `due` (its namespace has fallen
    behind its fair share: queue.tenant_shares), is served in order, whatever it costs
    (on a worker that holds its checkpoint if one is free, else with a load);
@@ -29,13 +30,16 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Job:
     """A waiting job. `workers`: the ids of the workers that may run it (pool, tier,
-    VRAM); None: any. `due`: served in order, as if it had run out of patience."""
+    VRAM); None: any. `due`: served in order, as if it had run out of patience. `rank`:
+    its tier's place in the fair order: a rank is planned before the next, so grouping by
+    model never puts a lower tier's job before a higher one's."""
 
     key: str
     model: str
     waited: float
     workers: frozenset[str] | None = None
     due: bool = False
+    rank: int = 0
 
     def may_run_on(self, worker_id: str) -> bool:
         return self.workers is None or worker_id in self.workers
@@ -170,25 +174,34 @@ def plan(
     """Assignments for this round (see the module's docstring); `rates`: each model's
     recent arrival rate (`Popularity.rates`)."""
     state = _Round(jobs, workers, costs, knobs, rates or {})
-    for job in [
-        job for job in jobs if job.due or job.waited >= knobs.patience * costs.load(job.model)
-    ]:
-        if free := state.eligible(job):
-            state.assign(job, state.holder(job) or state.loader(job.model, free))
-    for job in list(state.waiting):
-        if holder := state.holder(job):
-            state.assign(job, holder)
-    while chosen := state.next_load():
-        job, worker = chosen
-        state.assign(job, worker)
-        # The rest of its model's jobs now find a holder with free slots first.
-        for other in [o for o in state.waiting if o.model == job.model]:
-            if worker.free > 0 and other.may_run_on(worker.worker_id):
-                state.assign(other, worker)
+    for rank in sorted({job.rank for job in jobs}):
+        _plan_rank(state, rank)
     return Plan(
         state.assignments,
         keep_hot={w.worker_id: list(w.hot) for w in state.workers.values() if w.given},
     )
+
+
+def _plan_rank(state: "_Round", rank: int) -> None:
+    """Steps 1 to 3 for the jobs of one rank, on the workers the ranks before left free."""
+    patience = state.knobs.patience
+    for job in [
+        job
+        for job in state.waiting
+        if job.rank == rank and (job.due or job.waited >= patience * state.costs.load(job.model))
+    ]:
+        if free := state.eligible(job):
+            state.assign(job, state.holder(job) or state.loader(job.model, free))
+    for job in [job for job in state.waiting if job.rank == rank]:
+        if holder := state.holder(job):
+            state.assign(job, holder)
+    while chosen := state.next_load(rank):
+        job, worker = chosen
+        state.assign(job, worker)
+        # The rest of its model's jobs now find a holder with free slots first.
+        for other in [o for o in state.waiting if o.model == job.model and o.rank == rank]:
+            if worker.free > 0 and other.may_run_on(worker.worker_id):
+                state.assign(other, worker)
 
 
 class _Round:
@@ -277,7 +290,7 @@ class _Round:
             key=lambda w: (self.eviction_cost(w), model not in w.warm, -w.free, w.worker_id),
         )
 
-    def next_load(self) -> tuple[Job, _Slotted] | None:
+    def next_load(self, rank: int) -> tuple[Job, _Slotted] | None:
         """The next load worth making: the model with the most uncovered demand (the first
         waiting among equals), its first job that a free worker may run, and that worker;
         a model whose load would evict less needed models on a worker that frees within
@@ -287,7 +300,7 @@ class _Round:
             best: tuple[int, Job, list[_Slotted]] | None = None
             seen = set(deferred)
             for job in self.waiting:
-                if job.model in seen:
+                if job.rank != rank or job.model in seen:
                     continue
                 eligible = self.eligible(job)
                 if not eligible:
