@@ -43,6 +43,10 @@ logger = logging.getLogger("diffleet_operator")
 # pause, doubling up to the maximum.
 BROKER_RETRY_FIRST_SECONDS = 1.0
 BROKER_RETRY_MAX_SECONDS = 30.0
+# Once the term ends (leadership lost, or shutdown), kopf has this long to stop its
+# handlers and loops; past it they are cancelled, so that a stop stuck on an overloaded
+# API server never keeps this process from standing by (and leading again).
+STOP_GRACE_SECONDS = 10.0
 
 
 @kopf.on.startup()
@@ -94,6 +98,10 @@ async def start_loops(memo: kopf.Memo, **_: object) -> None:
 
 @kopf.on.cleanup()
 async def stop_loops(memo: kopf.Memo, **_: object) -> None:
+    await _cancel_loops(memo)
+
+
+async def _cancel_loops(memo: kopf.Memo) -> None:
     loops: list[asyncio.Task[None]] = memo.get("loops", [])
     for loop in loops:
         loop.cancel()
@@ -164,14 +172,22 @@ async def lead(
         # Restricted to some job namespaces, it still watches the workers' Leases and the
         # platform's ModelCaches.
         namespaces = [*op.namespaces, op.fleet_namespace, settings.system_namespace]
-        await kopf.operator(
-            clusterwide=not op.namespaces,
-            namespaces=list(dict.fromkeys(namespaces)) if op.namespaces else [],
-            standalone=True,
-            stop_flag=stop,
-            memo=kopf.Memo(runtime=rt, admitter=Admitter(rt)),
-            liveness_endpoint=op.liveness_endpoint or None,
+        memo = kopf.Memo(runtime=rt, admitter=Admitter(rt))
+        operator = asyncio.create_task(
+            kopf.operator(
+                clusterwide=not op.namespaces,
+                namespaces=list(dict.fromkeys(namespaces)) if op.namespaces else [],
+                standalone=True,
+                stop_flag=stop,
+                memo=memo,
+                liveness_endpoint=op.liveness_endpoint or None,
+            ),
+            name="kopf",
         )
+        try:
+            await _until_stopped(operator, stop)
+        finally:
+            await _cancel_loops(memo)  # kopf's cleanup did, unless it was cancelled first
     finally:
         readiness.broker = None
         # Status writes coalescing when the term ends are written now; the messages they
@@ -186,6 +202,24 @@ async def lead(
         if not election.lost:
             await election.release()
     return True
+
+
+async def _until_stopped(operator: asyncio.Task[None], stop: asyncio.Event) -> None:
+    """Waits for kopf to end; once `stop` is set, for STOP_GRACE_SECONDS at most, then
+    cancels it (and waits as long again, at most). kopf's own errors are raised here."""
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([operator, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if not operator.done():
+            await asyncio.wait([operator], timeout=STOP_GRACE_SECONDS)
+    finally:
+        stopping.cancel()
+        if not operator.done():
+            logger.warning("kopf did not stop within %ss: cancelled", STOP_GRACE_SECONDS)
+            operator.cancel()
+            await asyncio.wait([operator], timeout=STOP_GRACE_SECONDS)
+    if operator.done() and not operator.cancelled():
+        operator.result()
 
 
 def main() -> None:
