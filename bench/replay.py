@@ -37,6 +37,7 @@ import json
 import os
 import re
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -170,7 +171,10 @@ class Replay:
         body = client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
         await self.core.create_namespace(body, _request_timeout=30)
 
-    def start_operator(self, spaces: Sequence[str]) -> Process:
+    def start_operator(self, spaces: Sequence[str], run_seconds: float) -> Process:
+        """The operator, told the fleet's load time and the trace's mean run time (as an
+        SRE sets them for a fleet) until it has observed its own."""
+        speedup = self.fleet.speedup
         return spawn(
             ["diffleet-operator"],
             {
@@ -180,6 +184,10 @@ class Replay:
                 "DIFFLEET_OPERATOR_IDENTITY": f"{self.run}-operator",
                 "DIFFLEET_OPERATOR_METRICS_PORT": "0",
                 "DIFFLEET_OPERATOR_LIVENESS_ENDPOINT": "",
+                "DIFFLEET_OPERATOR_AUTOSCALER_MODEL_LOAD_SECONDS": str(
+                    self.fleet.load_seconds / speedup
+                ),
+                "DIFFLEET_OPERATOR_AUTOSCALER_RUN_SECONDS": str(run_seconds / speedup),
             },
             self.logs / f"{self.run}-operator.log",
         )
@@ -416,7 +424,8 @@ async def replay(records: list[Record], fleet: Fleet, limit: float | None) -> di
         bench = Replay(api, fleet, run, logs)
         try:
             await bench.create_namespaces(spaces)
-            processes.append(operator := bench.start_operator(list(spaces)))
+            mean_run = statistics.fmean(record["seconds"] for record in records)
+            processes.append(operator := bench.start_operator(list(spaces), mean_run))
             processes.append(bench.start_workers())
             model_caches = await bench.register_models(jobs, list(spaces))
             await bench.wait_for_fleet()
