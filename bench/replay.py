@@ -74,11 +74,9 @@ CREATES_IN_FLIGHT = 32
 
 
 @dataclass(frozen=True)
-class Fleet:
-    workers: int
-    concurrency: int
-    hot_slots: int
-    load_seconds: float
+class Fleet(bound.Fleet):
+    """bench/bound.py's fleet, replayed `speedup` times faster."""
+
     speedup: float
 
 
