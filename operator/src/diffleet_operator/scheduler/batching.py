@@ -52,6 +52,8 @@ class BatchPlanner:
         self.popularity = planning.Popularity()
         # The jobs of the last window: each job counts once in the models' popularity.
         self._seen: set[str] = set()
+        # (namespace, name) -> (resourceVersion, digest if pre-warmed) as last read.
+        self._pinned_by_model: dict[tuple[str, str], tuple[str | None, str | None]] = {}
 
     def plan(
         self,
@@ -121,12 +123,24 @@ class BatchPlanner:
         return jobs
 
     def _pinned(self) -> frozenset[str]:
-        """The pre-warmed models (ModelCache spec.warm.replicas above 0)."""
-        pinned = set()
+        """The pre-warmed models (ModelCache spec.warm.replicas above 0); a ModelCache is
+        read again only when its resourceVersion changed (every round asks)."""
+        pinned, seen = set(), set()
         for body in self.rt.models.all():
-            model = ready_model(body)
-            if not isinstance(model, NotReady) and model.spec.warm.replicas > 0:
-                pinned.add(model.ref.digest)
+            meta = body["metadata"]
+            key, version = (meta["namespace"], meta["name"]), meta.get("resourceVersion")
+            seen.add(key)
+            known = self._pinned_by_model.get(key)
+            if known is None or known[0] != version:
+                model = ready_model(body)
+                digest = None
+                if not isinstance(model, NotReady) and model.spec.warm.replicas > 0:
+                    digest = model.ref.digest
+                known = self._pinned_by_model[key] = (version, digest)
+            if known[1] is not None:
+                pinned.add(known[1])
+        for gone in self._pinned_by_model.keys() - seen:
+            del self._pinned_by_model[gone]
         return frozenset(pinned)
 
 
