@@ -200,12 +200,13 @@ def test_max_running_jobs_holds_and_unplaceable_jobs_block_no_one(
     eventually(lambda: phases(kubectl, other)["Succeeded"] == 3, timeout=60, what="others ran")
     eventually(lambda: phases(kubectl, capped)["Running"] == 2, timeout=30, what="2 running")
     got = dispatch_order(kubectl, worker, [capped, other])
-    # 8 slots, 3 taken by the other tenant at most: only the limit keeps `capped` at 2.
-    assert sorted(name for name in got if name.startswith("long")) == ["long-0", "long-1"]
+    # 8 slots, 3 taken by the other tenant at most: only the limit keeps `capped` at 2
+    # (which two follows their admission order, not their names).
+    assert sum(name.startswith("long") for name in got) == 2
     assert not any(name.startswith("unplaceable") for name in got)
     assert phases(kubectl, capped)["Queued"] == 3  # its unplaceable job and 2 long ones
 
-    cancel(kubectl, capped, "long-0")
+    cancel(kubectl, capped, next(name for name in got if name.startswith("long")))
 
     def long_ones() -> int | None:
         got = dispatch_order(kubectl, worker, [capped, other])
