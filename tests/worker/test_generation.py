@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from diffleet_core.queues import Topology
-from diffleet_core.resources.generation_job import Sampler
+from diffleet_core.resources.generation_job import PROGRESS_ANNOTATION, PROGRESS_IN_STATUS, Sampler
 from diffleet_core.resources.model_cache import BaseModelFamily, ModelFormat, ModelType
 from diffleet_core.storage import S3Location
 from diffleet_worker.parameters import read_parameters
@@ -440,6 +440,11 @@ def test_cancel_stops_the_denoising_within_one_step(
 ) -> None:
     namespace, worker = studio_namespace, studio
     apply_job(kubectl, namespace, "long", model="tiny-sd15", width=64, height=64, steps=150)
+    # Its progress in its status, to cancel it once it is under way.
+    kubectl.run(
+        "annotate", "generationjob", "long", "-n", namespace,
+        f"{PROGRESS_ANNOTATION}={PROGRESS_IN_STATUS}",
+    )  # fmt: skip
     eventually(
         lambda: (job_status(kubectl, namespace, "long").get("progress") or {}).get("step", 0) >= 2,
         timeout=JOB_TIMEOUT,
