@@ -254,8 +254,11 @@ def test_scale_in_while_jobs_run_removes_only_idle_workers(
     kubectl: Kubectl, namespace: str, platform: Platform, gpupool: PoolFactory
 ) -> None:
     """2 long jobs and 6 short ones on 4 workers: once the short ones are done, the queue
-    has shrunk to the 2 long jobs, and the 2 idle workers go while those still run."""
-    platform.operator()
+    has shrunk to the 2 long jobs, and the 2 idle workers go while those still run. The
+    operator is told the workers' load time: with its default (20 s) placement would
+    rather wait for the long jobs' workers, which hold the model, than load it on the
+    others, until it has observed a load."""
+    platform.operator(autoscaler_model_load_seconds=WORKER_ENV["DIFFLEET_WORKER_SIM_LOAD_SECONDS"])
     register_model(kubectl, namespace, "m")
     pool = gpupool(step_seconds=0.1)  # long jobs: 15 s
     apply_jobs(kubectl, namespace, ["long-0", "long-1"], gpuClass=pool, steps=150)

@@ -111,8 +111,9 @@ class Autoscaler:
 
     def _waiting(self, dispatcher: "Dispatcher") -> list[WaitingJob]:
         """The admitted jobs not yet dispatched, highest tier first, with what they need: those
-        in the dispatcher's buffers, then the Queued ones it has not buffered (beyond its
-        prefetch window, or waiting out a requeue's backoff). A job whose model is not Ready
+        in the dispatcher's buffers, those admitted that it has not received yet (held), then
+        the Queued ones it has not buffered (beyond its prefetch window, or waiting out a
+        requeue's backoff). A job whose model is not Ready
         (it waits for that, not for a worker) is left out."""
         found: list[tuple[Tier, TrackedJob]] = []
         seen: set[str] = set()
@@ -125,6 +126,11 @@ class Autoscaler:
                 if job and _waits(job, ref.attempt):
                     seen.add(ref.uid)
                     found.append((tier, job))
+        for admission in self.rt.held.admissions():  # published, not yet received
+            job = self.rt.jobs.get(admission.uid)
+            if admission.uid not in seen and job and _waits(job, admission.attempt):
+                seen.add(admission.uid)
+                found.append((admission.tier, job))
         for job in self.rt.jobs.queued():
             queued_at = job.status.tier
             if job.uid in seen or queued_at is None or job.deleting:

@@ -164,6 +164,7 @@ class Admitter:
                 queue, lifecycle.admitted_message(job, tier, 1), lifecycle.message_id(job, 1)
             )
         rt.held.hold(Admission(job.uid, 1, tier, queue, seed, status.now()))
+        rt.autoscaler.trigger()  # it waits now, before the dispatcher has received it
         metrics.ADMISSION_SECONDS.observe((status.now() - job.created).total_seconds())
         return True
 

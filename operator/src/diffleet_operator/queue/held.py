@@ -59,6 +59,10 @@ class HeldAdmissions:
         """The job ended (cancelled, deleted): its Queued status is never written."""
         self._held.pop(uid, None)
 
+    def admissions(self) -> list[Admission]:
+        """What is held now (read only: the autoscaler counts these jobs as waiting)."""
+        return list(self._held.values())
+
     def claim_older_than(self, seconds: float) -> list[Admission]:
         cutoff = time.monotonic() - seconds
         overdue = [held for held in self._held.values() if held.held_since <= cutoff]
