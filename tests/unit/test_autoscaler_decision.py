@@ -13,9 +13,10 @@ from diffleet_core.fleet import WorkerInventory
 from diffleet_core.resources.generation_job import Tier
 from diffleet_operator.autoscaler.decision import Plan, decide
 from diffleet_operator.autoscaler.demand import Estimates, WaitingJob
-from diffleet_operator.autoscaler.timings import SMOOTHING, Timings
+from diffleet_operator.autoscaler.timings import Timings
 from diffleet_operator.cache.fleet import WorkerView
 from diffleet_operator.config import OperatorSettings
+from diffleet_operator.moving_average import SMOOTHING
 from diffleet_operator.scheduler.eligibility import Requirements
 from tests.unit.test_placement import Catalog
 from tests.unit.test_placement import gpu_pool as pool

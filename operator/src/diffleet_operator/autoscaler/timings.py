@@ -7,15 +7,10 @@ from datetime import datetime
 
 from diffleet_operator.autoscaler.demand import Estimates
 from diffleet_operator.config import OperatorSettings
+from diffleet_operator.moving_average import smoothed
 
-# Weight of a new sample in an exponentially weighted moving average.
-SMOOTHING = 0.2
 # Runs whose report of success never came (lost workers) are forgotten past this many.
 MAX_STARTED = 10_000
-
-
-def smoothed(previous: float | None, sample: float) -> float:
-    return sample if previous is None else previous + SMOOTHING * (sample - previous)
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from diffleet_core.fleet import WorkerInventory
-
-# Weight of a new sample in the moving average of a slot's occupancy.
-SMOOTHING = 0.2
+from diffleet_operator.moving_average import smoothed
 
 
 @dataclass(frozen=True)
@@ -253,10 +251,7 @@ class FleetInventory:
         digest, since, hot = given
         if hot:
             sample = time.monotonic() - since
-            previous = self._occupancy.get(digest)
-            self._occupancy[digest] = (
-                sample if previous is None else previous + SMOOTHING * (sample - previous)
-            )
+            self._occupancy[digest] = smoothed(self._occupancy.get(digest), sample)
 
     def expired(self, now: float) -> list[WorkerView]:
         """Removes and returns the workers whose Lease ran out (`now`: time.monotonic())."""
