@@ -128,22 +128,19 @@ class Dispatcher:
         window = self._ordered()[:LOOKAHEAD]
         plan = self.planner.plan(window, fleet, self.shares.due(window))
         progressed = False
-        # After a dispatch, only entries still in the fair order go (a namespace may have
-        # reached its limit of running jobs).
-        allowed: set[int] | None = None
+        # Namespaces a dispatch of this round took to their limit of running jobs.
+        full: set[str] = set()
         for tier, entry in window:
-            uid = entry.admitted.job.uid
-            if uid in plan.waiting:
-                continue
-            if allowed is not None and id(entry) not in allowed:
+            uid, namespace = entry.admitted.job.uid, entry.admitted.job.namespace
+            if uid in plan.waiting or namespace in full:
                 continue
             with job_context(uid):
                 try:
                     step = await self._consider(tier, entry, fleet, plan.planned.get(uid))
                 except Exception as error:  # noqa: BLE001 - one job never stops dispatch
                     step = await self._failed(tier, entry, error)
-            if step is Step.DISPATCHED:
-                allowed = {id(entry) for _, entry in self._ordered()}
+            if step is Step.DISPATCHED and self.shares.at_limit(namespace):
+                full.add(namespace)
             progressed = progressed or step is not Step.WAITING
         return progressed
 

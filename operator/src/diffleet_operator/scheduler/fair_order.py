@@ -104,6 +104,13 @@ class FairOrder:
         self.tiers.spend(tier)
         self.tenants.spend(tier, namespace, self.policies.weight(namespace))
 
+    def at_limit(self, namespace: str) -> bool:
+        """The namespace runs as many jobs as its limit allows (none: never)."""
+        policy = self.policies.get(namespace)
+        if policy is None or policy.max_running is None:
+            return False  # the running jobs are counted only where a limit needs them
+        return policy.at_limit(self._running()[namespace])
+
     def _running(self) -> Counter[str]:
         """Jobs in flight per namespace: on a worker's Lease, or dispatched and assumed."""
         running = Counter[str]()
