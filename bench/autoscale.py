@@ -57,7 +57,7 @@ import yaml
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from bench.dispatch import clean_up, deadline, register_model, spawn
+from bench.dispatch import clean_up, deadline, register_model, spawn_operator
 from bench.keda import KEDA_VERSION, kubectl, running_keda
 from diffleet_core import API_GROUP, API_VERSION, TIER_LABEL
 from diffleet_core.fleet import (
@@ -465,17 +465,7 @@ def start_operator(namespace: str) -> subprocess.Popen[bytes]:
     """The operator from this tree, serving the benchmark's namespace (its fleet's too)."""
     logs = ROOT / ".diffleet" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    return spawn(
-        ["diffleet-operator"],
-        {
-            "DIFFLEET_QUEUE_PREFIX": namespace,
-            "DIFFLEET_OPERATOR_NAMESPACES": json.dumps([namespace]),
-            "DIFFLEET_OPERATOR_FLEET_NAMESPACE": namespace,
-            "DIFFLEET_OPERATOR_METRICS_PORT": "0",
-            "DIFFLEET_OPERATOR_LIVENESS_ENDPOINT": "",
-        },
-        logs / f"{namespace}-operator.log",
-    )
+    return spawn_operator(namespace, logs / f"{namespace}-operator.log")
 
 
 async def prepare(bench: Bench, ours: System | None, keda_pool: str, max_replicas: int) -> None:

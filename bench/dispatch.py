@@ -29,7 +29,7 @@ import struct
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,23 @@ def apiserver_pid() -> int:
 def spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(command, env={**os.environ, **env}, stdout=out, stderr=out)
+
+
+def spawn_operator(
+    namespace: str, log: Path, job_namespaces: Sequence[str] = (), **settings: str
+) -> subprocess.Popen[bytes]:
+    """The operator from this tree serving a benchmark: `namespace` is its queue prefix
+    and fleet namespace, `job_namespaces` (default: that one) the namespaces it serves;
+    `settings` are DIFFLEET_OPERATOR_<NAME> values."""
+    env = {
+        "DIFFLEET_QUEUE_PREFIX": namespace,
+        "DIFFLEET_OPERATOR_NAMESPACES": json.dumps(list(job_namespaces) or [namespace]),
+        "DIFFLEET_OPERATOR_FLEET_NAMESPACE": namespace,
+        "DIFFLEET_OPERATOR_METRICS_PORT": "0",
+        "DIFFLEET_OPERATOR_LIVENESS_ENDPOINT": "",
+    }
+    env |= {f"DIFFLEET_OPERATOR_{name.upper()}": value for name, value in settings.items()}
+    return spawn(["diffleet-operator"], env, log)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -193,16 +210,7 @@ async def bench_operator(
     logs = ROOT / ".diffleet" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     common = {"DIFFLEET_QUEUE_PREFIX": namespace}
-    operator = spawn(
-        ["diffleet-operator"],
-        common | {
-            "DIFFLEET_OPERATOR_NAMESPACES": json.dumps([namespace]),
-            "DIFFLEET_OPERATOR_FLEET_NAMESPACE": namespace,
-            "DIFFLEET_OPERATOR_METRICS_PORT": "0",
-            "DIFFLEET_OPERATOR_LIVENESS_ENDPOINT": "",
-        },
-        logs / f"{namespace}-operator.log",
-    )  # fmt: skip
+    operator = spawn_operator(namespace, logs / f"{namespace}-operator.log")
     fleet = spawn(
         ["diffleet-worker", "--simulate", "--replicas", str(workers)],
         common | {

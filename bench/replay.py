@@ -59,7 +59,7 @@ from kubernetes_asyncio import client, config, watch  # noqa: E402
 from kubernetes_asyncio.client.exceptions import ApiException  # noqa: E402
 
 from bench import bound  # noqa: E402
-from bench.dispatch import clean_up, spawn, write_counts  # noqa: E402
+from bench.dispatch import clean_up, spawn, spawn_operator, write_counts  # noqa: E402
 from bench.traces import Record, load  # noqa: E402
 
 GROUP, VERSION = "diffleet.io", "v1alpha1"
@@ -173,21 +173,13 @@ class Replay:
         """The operator, told the fleet's load time and the trace's mean run time (as an
         SRE sets them for a fleet) until it has observed its own."""
         speedup = self.fleet.speedup
-        return spawn(
-            ["diffleet-operator"],
-            {
-                "DIFFLEET_QUEUE_PREFIX": self.run,
-                "DIFFLEET_OPERATOR_NAMESPACES": json.dumps(list(spaces)),
-                "DIFFLEET_OPERATOR_FLEET_NAMESPACE": self.run,
-                "DIFFLEET_OPERATOR_IDENTITY": f"{self.run}-operator",
-                "DIFFLEET_OPERATOR_METRICS_PORT": "0",
-                "DIFFLEET_OPERATOR_LIVENESS_ENDPOINT": "",
-                "DIFFLEET_OPERATOR_AUTOSCALER_MODEL_LOAD_SECONDS": str(
-                    self.fleet.load_seconds / speedup
-                ),
-                "DIFFLEET_OPERATOR_AUTOSCALER_RUN_SECONDS": str(run_seconds / speedup),
-            },
+        return spawn_operator(
+            self.run,
             self.logs / f"{self.run}-operator.log",
+            spaces,
+            identity=f"{self.run}-operator",
+            autoscaler_model_load_seconds=str(self.fleet.load_seconds / speedup),
+            autoscaler_run_seconds=str(run_seconds / speedup),
         )
 
     def start_workers(self) -> Process:

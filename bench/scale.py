@@ -26,7 +26,6 @@ Needs the stack (`make up-infra`). Run: `make bench-scale`, `make bench-soak`.
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import statistics
@@ -56,6 +55,7 @@ from bench.dispatch import (
     percentile,
     register_model,
     spawn,
+    spawn_operator,
     watch_jobs,
 )
 
@@ -204,19 +204,11 @@ def start_fleet(namespace: str, pools: list[Pool], tuning: Tuning) -> Fleet:
     logs = ROOT / ".diffleet" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     common = {"DIFFLEET_QUEUE_PREFIX": namespace}
-    operator = spawn(
-        ["diffleet-operator"],
-        common | {
-            "DIFFLEET_OPERATOR_NAMESPACES": json.dumps([namespace]),
-            "DIFFLEET_OPERATOR_FLEET_NAMESPACE": namespace,
-            "DIFFLEET_OPERATOR_METRICS_PORT": "0",
-            "DIFFLEET_OPERATOR_LIVENESS_ENDPOINT": "",
-            # The only operator of its namespace: a slow API server (the whole stack on
-            # 2 shared cores) must not depose it (15 s lost it, and it did not come back).
-            "DIFFLEET_OPERATOR_LEADER_LEASE_SECONDS": "90",
-        },
-        logs / f"{namespace}-operator.log",
-    )  # fmt: skip
+    # The only operator of its namespace: a slow API server (the whole stack on 2 shared
+    # cores) must not depose it (with 15 s it lost its Lease).
+    operator = spawn_operator(
+        namespace, logs / f"{namespace}-operator.log", leader_lease_seconds="90"
+    )
     fleet = Fleet(namespace, pools, operator)
     for pool in pools:
         fleet.hosts.append(
