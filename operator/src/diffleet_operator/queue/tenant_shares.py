@@ -15,7 +15,7 @@ waiting: idle time earns no credit, and a long backlog leaves no debt. A namespa
 its limit of jobs running at once (annotation diffleet.io/max-running-jobs) is left out
 of the order: skipped, never in the way. Below its limit all its jobs are in the order
 (some may not place: their pool has no capacity), so whoever dispatches several in a
-round orders again after each dispatch, as the dispatcher does.
+round stops at the limit, as the dispatcher does (scheduler.fair_order `at_limit`).
 
 Pure: the dispatcher (scheduler.fair_order) reads the annotations and the running jobs.
 """
