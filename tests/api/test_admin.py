@@ -29,7 +29,7 @@ def store(namespace: str) -> None:
     s3 = boto3.client("s3")
     uid = str(uuid.uuid4())
     for index in range(2):
-        key = output_key(namespace, "job", uid, index)
+        key = output_key(namespace, "job", uid, index, "png")
         s3.put_object(Bucket=BUCKETS.outputs, Key=key, Body=b"png")
     s3.put_object(Bucket=BUCKETS.uploads, Key=f"{tenant_prefix(namespace)}up.png", Body=b"png")
     with connect() as connection:

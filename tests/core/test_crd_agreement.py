@@ -19,10 +19,20 @@ from diffleet_core.resources import generation_job, gpu_pool, model_cache
 from diffleet_core.resources.generation_job import (
     ANY_GPU_CLASS,
     GenerationJobSpec,
+    HiresFixSpec,
+    LoraRef,
     Mode,
+    OutpaintSpec,
+    UpscaleSpec,
     spec_rule_violations,
 )
 from diffleet_core.resources.gpu_pool import GPUPoolSpec, gpu_pool_rule_violations
+from diffleet_core.resources.model_cache import (
+    ModelCacheSpec,
+    ModelFormat,
+    ModelType,
+    model_cache_rule_violations,
+)
 from tests.support.stack import ROOT
 
 JsonSchema = dict[str, Any]
@@ -346,6 +356,15 @@ def test_printer_columns_show_schema_fields(plural: str, columns: list[tuple[str
 # the same message points.
 VALID_SPEC: dict[str, Any] = {"model": "sd15-base", "prompt": "a lighthouse at dusk"}
 IMAGE = "s3://diffleet-uploads/in.png"
+OUTPAINT = OutpaintSpec(right=128)
+UPSCALE = UpscaleSpec(model="tiny-esrgan-x4")
+UPSCALE_ONLY: dict[str, Any] = {
+    "mode": Mode.UPSCALE,
+    "init_image": IMAGE,
+    "upscale": UPSCALE,
+    "model": None,
+    "prompt": "",
+}
 CROSS_FIELD_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("img2img-without-initImage", {"mode": Mode.IMG2IMG}, ".initImage"),
     ("inpaint-without-initImage", {"mode": Mode.INPAINT, "mask_image": IMAGE}, ".initImage"),
@@ -357,6 +376,47 @@ CROSS_FIELD_CASES: list[tuple[str, dict[str, Any], str]] = [
         ".maskImage",
     ),
     ("txt2img-with-strength", {"strength": 0.5}, ".strength"),
+    ("upscale-with-strength", {**UPSCALE_ONLY, "strength": 0.5}, ".strength"),
+    ("txt2img-without-model", {"model": None}, ".model"),
+    ("txt2img-with-empty-prompt", {"prompt": ""}, ".prompt"),
+    ("outpaint-without-outpaint", {"mode": Mode.OUTPAINT, "init_image": IMAGE}, ".outpaint"),
+    (
+        "img2img-with-outpaint",
+        {"mode": Mode.IMG2IMG, "init_image": IMAGE, "outpaint": OUTPAINT},
+        ".outpaint",
+    ),
+    (
+        "outpaint-adding-nothing",
+        {"mode": Mode.OUTPAINT, "init_image": IMAGE, "outpaint": OutpaintSpec()},
+        ".outpaint",
+    ),
+    (
+        "outpaint-canvas-too-wide",
+        {
+            "mode": Mode.OUTPAINT,
+            "init_image": IMAGE,
+            "width": 1536,
+            "outpaint": OutpaintSpec(left=512, right=8),
+        },
+        ".outpaint",
+    ),
+    (
+        "img2img-with-hiresFix",
+        {"mode": Mode.IMG2IMG, "init_image": IMAGE, "hires_fix": HiresFixSpec()},
+        ".hiresFix",
+    ),
+    (
+        "hiresFix-too-large",
+        {"width": 1536, "hires_fix": HiresFixSpec(scale=3.0)},
+        ".hiresFix.scale",
+    ),
+    ("upscale-without-upscale", {**UPSCALE_ONLY, "upscale": None}, ".upscale"),
+    (
+        "upscale-too-large",
+        {"width": 2048, "upscale": UpscaleSpec(model="tiny-esrgan-x4", scale=4.5)},
+        ".upscale.scale",
+    ),
+    ("upscale-with-loras", {**UPSCALE_ONLY, "loras": [LoraRef(model="tiny-lora")]}, ".mode"),
 ]
 
 
@@ -392,6 +452,9 @@ def test_every_cross_field_cel_rule_is_a_rule_of_the_model() -> None:
     }
     assert {rule["message"] for rule in cross_field_rules()} == model_messages
     assert spec_rule_violations(spec_with({})) == []
+    assert spec_rule_violations(spec_with(UPSCALE_ONLY)) == []
+    object_removal = {"mode": Mode.INPAINT, "init_image": IMAGE, "mask_image": IMAGE}
+    assert spec_rule_violations(spec_with({**object_removal, "prompt": ""})) == []
 
 
 def test_generationjob_spec_is_immutable_except_cancel() -> None:
@@ -409,7 +472,7 @@ def test_generationjob_spec_is_immutable_except_cancel() -> None:
     optional = [
         name
         for name, field in model["properties"].items()
-        if name not in model["required"] and "default" not in field
+        if name not in model.get("required", []) and "default" not in field
     ]
     presence = [
         {
@@ -429,7 +492,54 @@ def test_modelcache_source_is_immutable() -> None:
     ]
     others = [name for name, field in spec["properties"].items() if rules(field)]
     assert others == ["source"]
-    assert rules(spec) == []
+    assert not any(is_transition_rule(rule) for rule in rules(spec))
+
+
+MODEL_SPEC: dict[str, Any] = {"source": "s3://models/m/", "format": "diffusers"}
+
+
+def model_cache_with(fields: dict[str, Any]) -> ModelCacheSpec:
+    """A ModelCache spec changed by `fields` (snake_case), not validated."""
+    values = {**MODEL_SPEC, **fields}
+    values |= {"type": ModelType(values["type"]), "format": ModelFormat(values["format"])}
+    return ModelCacheSpec.model_construct(**values)
+
+
+MODEL_CACHE_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("checkpoint-without-baseModel", {"type": "checkpoint"}, ".baseModel"),
+    ("upscaler-with-baseModel", {"type": "upscaler", "base_model": "sd15"}, ".baseModel"),
+    (
+        "embedding-folder",
+        {"type": "embedding", "base_model": "sd15", "format": "diffusers"},
+        ".format",
+    ),
+    ("restorer-folder", {"type": "restorer", "format": "diffusers"}, ".format"),
+    ("safety-single-file", {"type": "safety", "format": "safetensors"}, ".format"),
+]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field_path"),
+    [case[1:] for case in MODEL_CACHE_CASES],
+    ids=[case[0] for case in MODEL_CACHE_CASES],
+)
+def test_modelcache_cel_rule_has_the_models_message(
+    fields: dict[str, Any], field_path: str
+) -> None:
+    violations = model_cache_rule_violations(model_cache_with(fields))
+    assert len(violations) == 1, violations
+    matching = [
+        rule for rule in rules(crd_part("modelcaches", "spec")) if rule["message"] == violations[0]
+    ]
+    assert len(matching) == 1, f"no CEL rule (or several) with the message {violations[0]!r}"
+    assert matching[0].get("fieldPath") == field_path
+
+
+def test_every_modelcache_cel_rule_is_a_rule_of_the_model() -> None:
+    messages = set()
+    for _, fields, _ in MODEL_CACHE_CASES:
+        messages.update(model_cache_rule_violations(model_cache_with(fields)))
+    assert {rule["message"] for rule in rules(crd_part("modelcaches", "spec"))} == messages
 
 
 POOL_SPEC: dict[str, Any] = {"gpu_type": "a100", "vram_gib": 80.0, "max_replicas": 4}

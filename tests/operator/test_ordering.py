@@ -52,8 +52,8 @@ def test_a_started_report_after_succeeded_leaves_the_job_succeeded(
     wait_for_phase(kubectl, namespace, "late", "Scheduled")
     order = asyncio.run(take_dispatched(f"{namespace}.worker.idle"))
     now = datetime.now(UTC)
-    output = JobOutput(uri=f"s3://diffleet-outputs/{namespace}/late/0.png", sha256="0" * 64,
-                       width=64, height=64)  # fmt: skip
+    output = JobOutput(uri=f"s3://diffleet-outputs/{namespace}/late/0.png", format="png",
+                       sha256="0" * 64, width=64, height=64)  # fmt: skip
     succeeded = JobSucceeded(
         job=order.job, worker="idle", at=now, outputs=[output], model_digest="sha256:" + "1" * 64
     )

@@ -101,8 +101,8 @@ def test_s3_location_refuses_bad_uris_naming_them(uri: str) -> None:
 
 def test_output_keys() -> None:
     assert output_prefix("team-a", "cat", "0b1c-uid") == "team-a/cat/0b1c-uid/"
-    assert output_key("team-a", "cat", "0b1c-uid", 0) == "team-a/cat/0b1c-uid/0.png"
-    assert output_key("team-a", "cat", "0b1c-uid", 7) == "team-a/cat/0b1c-uid/7.png"
+    assert output_key("team-a", "cat", "0b1c-uid", 0, "png") == "team-a/cat/0b1c-uid/0.png"
+    assert output_key("team-a", "cat", "0b1c-uid", 7, "webp") == "team-a/cat/0b1c-uid/7.webp"
 
 
 FILES = {
@@ -146,7 +146,11 @@ EVENTS = [
         job=REF,
         worker="gpu-0",
         at=AT,
-        outputs=[JobOutput(uri="s3://out/ns/cat/uid-1/0.png", sha256="f" * 64, width=8, height=8)],
+        outputs=[
+            JobOutput(
+                uri="s3://out/ns/cat/uid-1/0.png", format="png", sha256="f" * 64, width=8, height=8
+            )
+        ],
         model_digest="sha256:model",
         lora_digests={"style": "sha256:lora"},
     ),
@@ -224,10 +228,10 @@ def test_spec_accepts_consistent_modes(fields: dict[str, Any]) -> None:
     assert spec_rule_violations(spec(**fields)) == []
 
 
-INIT_REQUIRED = "initImage is required when mode is img2img or inpaint"
-INIT_ONLY = "initImage is allowed only when mode is img2img or inpaint"
+INIT_REQUIRED = "initImage is required unless mode is txt2img"
+INIT_ONLY = "initImage is not allowed when mode is txt2img"
 MASK_RULE = "maskImage is required when, and only when, mode is inpaint"
-STRENGTH_RULE = "strength is allowed only with an initImage"
+STRENGTH_RULE = "strength is allowed only with an initImage, and not in mode upscale"
 
 
 IMG2IMG, INPAINT = Mode.IMG2IMG, Mode.INPAINT
@@ -279,7 +283,7 @@ def test_spec_cross_field_rules(fields: dict[str, Any], violations: list[str]) -
         pytest.param({"batchSize": 9}, ("batchSize",), "less than or equal", id="batch > 8"),
         pytest.param({"seed": 2**32}, ("seed",), "less than or equal", id="seed > 2**32-1"),
         pytest.param({"seed": -1}, ("seed",), "greater than or equal", id="negative seed"),
-        pytest.param({"prompt": ""}, ("prompt",), "at least 1 character", id="empty prompt"),
+        pytest.param({"prompt": "x" * 2001}, ("prompt",), "at most 2000", id="long prompt"),
         pytest.param({"model": "SDXL"}, ("model",), "pattern", id="model name not DNS"),
         pytest.param({"initImage": "http://x/y"}, ("initImage",), "pattern", id="init not s3"),
         pytest.param({"gpuClass": "H100"}, ("gpuClass",), "pattern", id="gpu class not DNS"),

@@ -57,7 +57,7 @@ class ModelRef(Message):
     source: str
     format: ModelFormat
     type: ModelType
-    base_model: BaseModelFamily
+    base_model: BaseModelFamily | None = None
     digest: str
     size_bytes: int | None = None
 
@@ -68,9 +68,19 @@ class DispatchedJob(Message):
     job: JobRef
     spec: GenerationJobSpec
     seed: int
+    # The job's primary model (spec.primary_model): its checkpoint, or in mode upscale
+    # its upscaler (then the same as `upscaler`).
     model: ModelRef
     loras: list[ModelRef] = Field(default_factory=list)
     control_net: ModelRef | None = None
+    embeddings: list[ModelRef] = Field(default_factory=list)
+    vae: ModelRef | None = None
+    upscaler: ModelRef | None = None
+    restorer: ModelRef | None = None
+    # The output classifier of the namespace's policy (diffleet-policy safetyModel).
+    safety: ModelRef | None = None
+    # The namespace asks for the invisible watermark (annotation diffleet.io/watermark).
+    watermark: bool = False
     output_bucket: str
     deadline: datetime
     # Checkpoint digests the operator wants kept in this worker's hot tier (jobs waiting

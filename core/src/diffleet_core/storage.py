@@ -44,9 +44,9 @@ def output_prefix(namespace: str, job: str, uid: str) -> str:
     return f"{tenant_prefix(namespace)}{job}/{uid}/"
 
 
-def output_key(namespace: str, job: str, uid: str, index: int) -> str:
-    """Key of the index-th image of a job."""
-    return f"{output_prefix(namespace, job, uid)}{index}.png"
+def output_key(namespace: str, job: str, uid: str, index: int, extension: str) -> str:
+    """Key of the index-th image of a job, a file of the job's output format."""
+    return f"{output_prefix(namespace, job, uid)}{index}.{extension}"
 
 
 def manifest_digest(files: dict[str, str]) -> str:

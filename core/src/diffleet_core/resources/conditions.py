@@ -35,6 +35,10 @@ class Reason(StrEnum):
     DIGEST_MISMATCH = "DigestMismatch"
     SOURCE_NOT_FOUND = "SourceNotFound"
     UNSAFE_FORMAT = "UnsafeFormat"
+    # Moderation: a prompt matching the namespace's deny-list (at admission), an output
+    # the safety classifier flagged (at the worker, before any upload).
+    PROMPT_REJECTED = "PromptRejected"
+    CONTENT_REJECTED = "ContentRejected"
 
 
 class Condition(StatusModel):

@@ -52,6 +52,12 @@ WEBHOOK_URL_PATTERN = (
 ANY_GPU_CLASS = "any"
 MAX_PROMPT_LENGTH = 2000
 MAX_SEED = 2**32 - 1
+# Canvas of an outpaint (the init image and its padding), a side in pixels.
+MAX_CANVAS_SIDE = 2048
+# A side of the image after hiresFix, and after upscale.
+MAX_HIRES_SIDE = 4096
+MAX_UPSCALED_SIDE = 8192
+MAX_EMBEDDINGS = 10
 
 
 def parse_http_url(value: str) -> str:
@@ -87,6 +93,27 @@ class Mode(StrEnum):
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"
     INPAINT = "inpaint"
+    OUTPAINT = "outpaint"
+    UPSCALE = "upscale"
+
+    @property
+    def takes_init_image(self) -> bool:
+        return self is not Mode.TXT2IMG
+
+
+class OutputFormat(StrEnum):
+    PNG = "png"
+    JPEG = "jpeg"
+    WEBP = "webp"
+
+    @property
+    def extension(self) -> str:
+        """The file name extension of an output (its S3 key ends in it)."""
+        return "jpg" if self is OutputFormat.JPEG else self.value
+
+    @property
+    def content_type(self) -> str:
+        return f"image/{self.value}"
 
 
 class Sampler(StrEnum):
@@ -129,14 +156,90 @@ class ControlNetSpec(SpecModel):
     )
 
 
+class OutpaintSpec(SpecModel):
+    """Pixels added on each side of the init image (resized to width x height first)."""
+
+    left: StrictInt = Field(default=0, ge=0, le=1024, multiple_of=8, description="Pixels.")
+    right: StrictInt = Field(default=0, ge=0, le=1024, multiple_of=8, description="Pixels.")
+    top: StrictInt = Field(default=0, ge=0, le=1024, multiple_of=8, description="Pixels.")
+    bottom: StrictInt = Field(default=0, ge=0, le=1024, multiple_of=8, description="Pixels.")
+    feather_pixels: StrictInt = Field(
+        default=16,
+        ge=0,
+        le=256,
+        description="Width of the soft edge between the original and the new area.",
+    )
+
+
+class HiresFixSpec(SpecModel):
+    """txt2img in two passes: the image, upscaled by `scale`, denoised again."""
+
+    scale: StrictFloat = Field(default=2.0, ge=1.0, le=4.0, description="Upscale factor.")
+    strength: StrictFloat = Field(
+        default=0.5, ge=0.0, le=1.0, description="How much the second pass changes."
+    )
+    steps: StrictInt = Field(default=10, ge=1, le=150, description="Steps of the second pass.")
+    latent: StrictBool = Field(
+        default=True, description="Upscale the latents (true) or the decoded image (false)."
+    )
+
+
+class UpscaleSpec(SpecModel):
+    """Super-resolution after generation, or on initImage alone in mode upscale."""
+
+    model: ModelName = Field(description="Name of a ModelCache of type upscaler.")
+    scale: StrictFloat = Field(
+        default=4.0, ge=1.0, le=8.0, description="Output size over input size."
+    )
+    tile_size: StrictInt = Field(
+        default=512,
+        ge=0,
+        le=2048,
+        description="Input pixels per tile side (tiles overlap and blend); 0: no tiling.",
+    )
+
+
+class RestoreFacesSpec(SpecModel):
+    model: ModelName = Field(description="Name of a ModelCache of type restorer.")
+    strength: StrictFloat = Field(
+        default=0.8, ge=0.0, le=1.0, description="Blend of the restored image over the original."
+    )
+
+
+class OutputSpec(SpecModel):
+    format: OutputFormat = Field(default=OutputFormat.PNG, description="png, jpeg or webp.")
+    quality: StrictInt = Field(
+        default=90, ge=1, le=100, description="Quality of jpeg and webp (png is lossless)."
+    )
+
+
+def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """Size of a hiresFix image: each side scaled, to the nearest multiple of 8 (halves
+    up; the CRD's limit on it is on the product, which CEL can say)."""
+    return (int(width * scale / 8 + 0.5) * 8, int(height * scale / 8 + 0.5) * 8)
+
+
+def upscaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """Size of an upscaled image: each side scaled, to the nearest pixel (halves up)."""
+    return (int(width * scale + 0.5), int(height * scale + 0.5))
+
+
 class GenerationJobSpec(SpecModel):
     """What to generate. Immutable after creation, except `cancel` (false to true only)."""
 
-    model: ModelName = Field(
-        description="ModelCache to run: this namespace first, then diffleet-system."
+    model: ModelName | None = Field(
+        default=None,
+        description="ModelCache (a checkpoint) to run: this namespace first, then"
+        " diffleet-system. Required unless mode is upscale.",
     )
-    mode: Mode = Field(default=Mode.TXT2IMG, description="txt2img, img2img or inpaint.")
-    prompt: Text = Field(min_length=1, max_length=MAX_PROMPT_LENGTH, description="What to draw.")
+    mode: Mode = Field(
+        default=Mode.TXT2IMG, description="txt2img, img2img, inpaint, outpaint or upscale."
+    )
+    prompt: Text = Field(
+        default="",
+        max_length=MAX_PROMPT_LENGTH,
+        description="What to draw. Empty only for inpaint (object removal) and upscale.",
+    )
     negative_prompt: Text = Field(
         default="", max_length=MAX_PROMPT_LENGTH, description="What not to draw."
     )
@@ -157,15 +260,44 @@ class GenerationJobSpec(SpecModel):
     loras: list[LoraRef] | None = Field(
         default=None, max_length=5, description="LoRAs applied, each with its weight."
     )
-    init_image: S3Uri | None = Field(default=None, description="Input image (img2img, inpaint).")
+    init_image: S3Uri | None = Field(
+        default=None,
+        description="Input image (every mode but txt2img), resized to width x height.",
+    )
     mask_image: S3Uri | None = Field(default=None, description="Mask, white = repaint (inpaint).")
     strength: StrictFloat | None = Field(
         default=None,
         ge=0.0,
         le=1.0,
-        description="How much of the init image to change (img2img, inpaint; worker default 0.75).",
+        description="How much of the init image to change (img2img, inpaint, outpaint; worker"
+        " default 0.75).",
     )
     control_net: ControlNetSpec | None = Field(default=None, description="ControlNet guidance.")
+    outpaint: OutpaintSpec | None = Field(
+        default=None, description="Padding to fill around initImage (mode outpaint)."
+    )
+    hires_fix: HiresFixSpec | None = Field(
+        default=None, description="A second, upscaled pass (txt2img)."
+    )
+    upscale: UpscaleSpec | None = Field(
+        default=None,
+        description="Super-resolution of the result (or, in mode upscale, of initImage resized"
+        " to width x height).",
+    )
+    restore_faces: RestoreFacesSpec | None = Field(
+        default=None, description="Face restoration of the result."
+    )
+    embeddings: list[ModelName] | None = Field(
+        default=None,
+        max_length=MAX_EMBEDDINGS,
+        description="Textual-inversion ModelCaches; each is used by its name in the prompts.",
+    )
+    vae: ModelName | None = Field(
+        default=None, description="A ModelCache of type vae to decode with."
+    )
+    output: OutputSpec = Field(
+        default_factory=OutputSpec, description="Image file format of the outputs."
+    )
     priority: Tier | None = Field(
         default=None, description="Lowers (never raises) the tier of the job's namespace."
     )
@@ -194,20 +326,111 @@ class GenerationJobSpec(SpecModel):
             raise ValueError(rule)
         return self
 
+    @property
+    def primary_model(self) -> str:
+        """The model the job is placed by: its checkpoint, or its upscaler in mode upscale."""
+        if self.mode is Mode.UPSCALE and self.upscale is not None:
+            return self.upscale.model
+        assert self.model is not None, "a rule requires model unless mode is upscale"
+        return self.model
+
+    @property
+    def generated_size(self) -> tuple[int, int]:
+        """Size of each image the denoising makes (before hiresFix and upscale): width x
+        height, with the outpaint padding; the init image's size in mode upscale."""
+        width, height = self.width, self.height
+        if self.outpaint is not None:
+            width += self.outpaint.left + self.outpaint.right
+            height += self.outpaint.top + self.outpaint.bottom
+        return width, height
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """Size of each output image, after outpaint, hiresFix and upscale."""
+        width, height = self.generated_size
+        if self.hires_fix is not None:
+            width, height = hires_size(width, height, self.hires_fix.scale)
+        if self.upscale is not None:
+            width, height = upscaled_size(width, height, self.upscale.scale)
+        return width, height
+
 
 def spec_rule_violations(spec: GenerationJobSpec) -> list[str]:
-    """Messages of the cross-field rules `spec` breaks (the CRD's CEL rules)."""
-    violations = []
-    needs_init = spec.mode in (Mode.IMG2IMG, Mode.INPAINT)
-    if needs_init and spec.init_image is None:
-        violations.append("initImage is required when mode is img2img or inpaint")
-    if not needs_init and spec.init_image is not None:
-        violations.append("initImage is allowed only when mode is img2img or inpaint")
-    if (spec.mask_image is not None) != (spec.mode == Mode.INPAINT):
-        violations.append("maskImage is required when, and only when, mode is inpaint")
-    if spec.strength is not None and spec.init_image is None:
-        violations.append("strength is allowed only with an initImage")
-    return violations
+    """Messages of the cross-field rules `spec` breaks (the CRD's CEL rules), in the
+    CRD's order."""
+    mode = spec.mode
+    upscale_only = mode is Mode.UPSCALE
+    checks = [
+        (
+            mode.takes_init_image and spec.init_image is None,
+            "initImage is required unless mode is txt2img",
+        ),
+        (
+            not mode.takes_init_image and spec.init_image is not None,
+            "initImage is not allowed when mode is txt2img",
+        ),
+        (
+            (spec.mask_image is not None) != (mode is Mode.INPAINT),
+            "maskImage is required when, and only when, mode is inpaint",
+        ),
+        (
+            spec.strength is not None and (spec.init_image is None or upscale_only),
+            "strength is allowed only with an initImage, and not in mode upscale",
+        ),
+        (spec.model is None and not upscale_only, "model is required unless mode is upscale"),
+        (
+            spec.prompt == "" and mode not in (Mode.INPAINT, Mode.UPSCALE),
+            "prompt must not be empty unless mode is inpaint or upscale",
+        ),
+        (
+            (spec.outpaint is not None) != (mode is Mode.OUTPAINT),
+            "outpaint is required when, and only when, mode is outpaint",
+        ),
+        (
+            spec.outpaint is not None
+            and not (spec.outpaint.left or spec.outpaint.right)
+            and not (spec.outpaint.top or spec.outpaint.bottom),
+            "outpaint must add pixels on at least one side",
+        ),
+        (
+            spec.outpaint is not None and max(spec.generated_size) > MAX_CANVAS_SIDE,
+            f"outpaint must keep the canvas (width + left + right, height + top + bottom) at most"
+            f" {MAX_CANVAS_SIDE} pixels a side",
+        ),
+        (
+            spec.hires_fix is not None and mode is not Mode.TXT2IMG,
+            "hiresFix is allowed only when mode is txt2img",
+        ),
+        (
+            spec.hires_fix is not None
+            and max(spec.width, spec.height) * spec.hires_fix.scale > MAX_HIRES_SIDE,
+            f"hiresFix.scale times width and height must be at most {MAX_HIRES_SIDE}",
+        ),
+        (upscale_only and spec.upscale is None, "upscale is required when mode is upscale"),
+        (
+            spec.upscale is not None and _upscaled_side(spec) > MAX_UPSCALED_SIDE,
+            f"upscale.scale times the generated size (and hiresFix.scale) must be at most"
+            f" {MAX_UPSCALED_SIDE} a side",
+        ),
+        (
+            upscale_only
+            and (
+                spec.loras is not None
+                or spec.control_net is not None
+                or spec.embeddings is not None
+                or spec.vae is not None
+            ),
+            "mode upscale allows no loras, controlNet, embeddings or vae",
+        ),
+    ]
+    return [message for broken, message in checks if broken]
+
+
+def _upscaled_side(spec: GenerationJobSpec) -> float:
+    """The longer side of the upscaled image, before rounding (as the CEL rule says it)."""
+    assert spec.upscale is not None
+    hires_scale = spec.hires_fix.scale if spec.hires_fix is not None else 1.0
+    return max(spec.generated_size) * hires_scale * spec.upscale.scale
 
 
 class JobPhase(StrEnum):
@@ -231,6 +454,7 @@ class Progress(StatusModel):
 
 class JobOutput(StatusModel):
     uri: str
+    format: OutputFormat
     sha256: str = Field(pattern=r"^[a-f0-9]{64}$")
     width: int = Field(ge=1)
     height: int = Field(ge=1)

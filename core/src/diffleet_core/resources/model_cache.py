@@ -2,9 +2,9 @@
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import Field, StrictFloat, StrictInt
+from pydantic import Field, StrictFloat, StrictInt, model_validator
 
 from diffleet_core.resources.base import SpecModel, StatusModel
 from diffleet_core.resources.conditions import Condition
@@ -28,6 +28,15 @@ class ModelType(StrEnum):
     CONTROLNET = "controlnet"
     VAE = "vae"
     EMBEDDING = "embedding"
+    UPSCALER = "upscaler"
+    RESTORER = "restorer"
+    SAFETY = "safety"
+
+    @property
+    def has_family(self) -> bool:
+        """Whether the artifact belongs to a model family (and names it in baseModel):
+        what plugs into a Stable Diffusion pipeline does; what works on pixels does not."""
+        return self not in (ModelType.UPSCALER, ModelType.RESTORER, ModelType.SAFETY)
 
 
 class BaseModelFamily(StrEnum):
@@ -47,7 +56,11 @@ class ModelCacheSpec(SpecModel):
     source: S3Uri = Field(description="A diffusers folder or a single .safetensors file.")
     format: ModelFormat = Field(description="diffusers (folder) or safetensors (single file).")
     type: ModelType = Field(default=ModelType.CHECKPOINT, description="What the artifact is.")
-    base_model: BaseModelFamily = Field(description="Model family: sd15 or sdxl.")
+    base_model: BaseModelFamily | None = Field(
+        default=None,
+        description="Model family: sd15 or sdxl. Required for checkpoint, lora, controlnet,"
+        " embedding and vae; not allowed for upscaler, restorer and safety.",
+    )
     sha256: Sha256 | None = Field(
         default=None,
         description="Expected digest; for a folder, of its manifest.",
@@ -64,6 +77,42 @@ class ModelCacheSpec(SpecModel):
         default=None, description="Pools allowed to run it; empty: any with enough VRAM."
     )
     warm: WarmSpec = Field(default_factory=WarmSpec, description="Pre-warming policy.")
+
+    @model_validator(mode="after")
+    def check_rules(self) -> Self:
+        """The CRD's cross-field CEL rules, with the same messages."""
+        for rule in model_cache_rule_violations(self):
+            raise ValueError(rule)
+        return self
+
+
+BASE_MODEL_RULE = (
+    "baseModel is required for checkpoint, lora, controlnet, embedding and vae, and not"
+    " allowed for upscaler, restorer and safety"
+)
+SINGLE_FILE_RULE = "format must be safetensors for embedding and restorer models"
+# The safety checker comes with its image processor's configuration.
+FOLDER_RULE = "format must be diffusers for safety models"
+
+
+def model_cache_rule_violations(spec: ModelCacheSpec) -> list[str]:
+    """Messages of the cross-field rules `spec` breaks (the CRD's CEL rules)."""
+    checks = [
+        (
+            (spec.base_model is not None) != spec.type.has_family,
+            BASE_MODEL_RULE,
+        ),
+        (
+            spec.type in (ModelType.EMBEDDING, ModelType.RESTORER)
+            and spec.format is not ModelFormat.SAFETENSORS,
+            SINGLE_FILE_RULE,
+        ),
+        (
+            spec.type is ModelType.SAFETY and spec.format is not ModelFormat.DIFFUSERS,
+            FOLDER_RULE,
+        ),
+    ]
+    return [message for broken, message in checks if broken]
 
 
 class ModelCachePhase(StrEnum):

@@ -1,0 +1,83 @@
+"""What a job costs in credits, one formula per feature; one credit is 512x512 pixels
+generated at sd15 (sdxl pixels count twice).
+
+    generation    ceil(width * height / 512²) * batchSize * family factor; in mode outpaint
+                  only the added pixels count; nothing in mode upscale
+    adapters      +0.5 per LoRA, +1 for a ControlNet, +0.1 per embedding
+    hiresFix      ceil(hires pixels / 512²) * batchSize * family factor * 0.5
+    upscale       ceil(upscaled pixels / 512²) * batchSize * 0.25
+    restoreFaces  ceil(output pixels / 512²) * batchSize * 0.25
+
+The API reserves the total before the job runs and returns it as the job's cost.
+"""
+
+import math
+from decimal import Decimal
+
+from diffleet_core.resources.generation_job import GenerationJobSpec, Mode, hires_size
+from diffleet_core.resources.model_cache import BaseModelFamily
+
+BASE_PIXELS = 512 * 512
+FAMILY_FACTOR = {BaseModelFamily.SD15: 1, BaseModelFamily.SDXL: 2}
+PER_LORA = Decimal("0.5")
+CONTROL_NET = Decimal(1)
+PER_EMBEDDING = Decimal("0.1")
+HIRES_FIX_FACTOR = Decimal("0.5")
+UPSCALE_FACTOR = Decimal("0.25")
+RESTORE_FACES_FACTOR = Decimal("0.25")
+
+
+def units(width: int, height: int, batch_size: int) -> int:
+    """512x512 units of `batch_size` images of this size, each image rounded up."""
+    return math.ceil(width * height / BASE_PIXELS) * batch_size
+
+
+def generation_cost(spec: GenerationJobSpec, family: BaseModelFamily | None) -> Decimal:
+    if spec.mode is Mode.UPSCALE or family is None:
+        return Decimal(0)
+    width, height = spec.generated_size
+    pixels = width * height
+    if spec.outpaint is not None:
+        pixels -= spec.width * spec.height
+    return Decimal(math.ceil(pixels / BASE_PIXELS) * spec.batch_size * FAMILY_FACTOR[family])
+
+
+def adapter_cost(spec: GenerationJobSpec) -> Decimal:
+    cost = PER_LORA * len(spec.loras or []) + PER_EMBEDDING * len(spec.embeddings or [])
+    return cost + (CONTROL_NET if spec.control_net is not None else 0)
+
+
+def hires_fix_cost(spec: GenerationJobSpec, family: BaseModelFamily | None) -> Decimal:
+    if spec.hires_fix is None or family is None:
+        return Decimal(0)
+    width, height = hires_size(spec.width, spec.height, spec.hires_fix.scale)
+    return units(width, height, spec.batch_size) * FAMILY_FACTOR[family] * HIRES_FIX_FACTOR
+
+
+def upscale_cost(spec: GenerationJobSpec) -> Decimal:
+    if spec.upscale is None:
+        return Decimal(0)
+    return units(*spec.output_size, spec.batch_size) * UPSCALE_FACTOR
+
+
+def restore_faces_cost(spec: GenerationJobSpec) -> Decimal:
+    if spec.restore_faces is None:
+        return Decimal(0)
+    return units(*spec.output_size, spec.batch_size) * RESTORE_FACES_FACTOR
+
+
+def cost_breakdown(spec: GenerationJobSpec, family: BaseModelFamily | None) -> dict[str, Decimal]:
+    """The credits of each feature the job uses (the parts that cost something)."""
+    parts = {
+        "generation": generation_cost(spec, family),
+        "adapters": adapter_cost(spec),
+        "hiresFix": hires_fix_cost(spec, family),
+        "upscale": upscale_cost(spec),
+        "restoreFaces": restore_faces_cost(spec),
+    }
+    return {feature: cost for feature, cost in parts.items() if cost}
+
+
+def job_cost(spec: GenerationJobSpec, family: BaseModelFamily | None) -> Decimal:
+    """The job's credits: `family` is its checkpoint's (None in mode upscale)."""
+    return sum(cost_breakdown(spec, family).values(), Decimal(0))
