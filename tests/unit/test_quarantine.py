@@ -133,6 +133,9 @@ class FakeKube:
     async def get_job(self, namespace: str, name: str) -> None:
         return None
 
+    async def config_map_data(self, namespace: str, name: str) -> None:
+        return None  # no content policy
+
 
 def job(name: str, spec: dict[str, Any], status: dict[str, Any] | None = None) -> kopf.Body:
     return kopf.Body(

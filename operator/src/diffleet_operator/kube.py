@@ -1,6 +1,6 @@
 """The operator's Kubernetes client for work outside kopf handlers: status patches from
-the dispatch and result loops, ModelCache and Namespace look-ups, Leases, deletions,
-worker pods and GPUPools. Every call has a timeout."""
+the dispatch and result loops, ModelCache, Namespace and ConfigMap look-ups, Leases,
+deletions, worker pods and GPUPools. Every call has a timeout."""
 
 import logging
 import time
@@ -261,6 +261,19 @@ class Kube:
         return await self._list(
             self._core.list_namespaced_config_map, namespace, field_selector=f"metadata.name={name}"
         )
+
+    async def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The data of the ConfigMap `name`; None when there is no such ConfigMap."""
+        try:
+            response = await self._core.read_namespaced_config_map(
+                name, namespace, _preload_content=False, _request_timeout=self.timeout
+            )
+            body = await _json(cast(aiohttp.ClientResponse, response))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return dict(body.get("data") or {})
 
     def config_map_events(
         self, namespace: str, name: str, resource_version: str, timeout_seconds: int

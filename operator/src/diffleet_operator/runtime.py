@@ -14,6 +14,7 @@ from diffleet_operator.cache.model_index import ModelIndex
 from diffleet_operator.cache.pools import PoolIndex
 from diffleet_operator.cache.worker_pods import WorkerPods
 from diffleet_operator.config import OperatorSettings
+from diffleet_operator.content_policy import ContentPolicies
 from diffleet_operator.dispatch_pause import DispatchPause
 from diffleet_operator.kube import Kube
 from diffleet_operator.quarantine import Quarantine
@@ -36,6 +37,7 @@ class Runtime:
     worker_pods: WorkerPods = field(default_factory=WorkerPods)
     dispatch_pause: DispatchPause = field(default_factory=DispatchPause)
     queues: TenantQueues = field(init=False)
+    policies: ContentPolicies = field(init=False)
     statuses: StatusWriter = field(init=False)
     quarantine: Quarantine = field(init=False)
     autoscaler: Autoscaler = field(init=False)
@@ -43,6 +45,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.queues = TenantQueues(self.broker, self.operator.prefetch_per_queue)
+        self.policies = ContentPolicies(self.kube.config_map_data, self.settings.system_namespace)
         self.statuses = StatusWriter(
             self.kube.patch_job_status, self.operator.status_window_seconds, self.jobs
         )

@@ -27,8 +27,8 @@ from diffleet_operator.autoscaler.demand import WaitingJob
 from diffleet_operator.autoscaler.timings import Timings
 from diffleet_operator.cache.jobs import TrackedJob
 from diffleet_operator.quarantine import describe
-from diffleet_operator.queue.admission import ResolvedModel, resolve_model
-from diffleet_operator.scheduler.eligibility import Requirements, requirements
+from diffleet_operator.queue.admission import NotReady, resolve_job_models
+from diffleet_operator.scheduler.eligibility import Requirements, job_requirements
 
 if TYPE_CHECKING:
     from diffleet_operator.runtime import Runtime
@@ -148,10 +148,10 @@ class Autoscaler:
 
     def _requirements(self, job: TrackedJob, tier: Tier) -> Requirements | None:
         system = self.rt.settings.system_namespace
-        model = resolve_model(self.rt.models, job.namespace, job.spec.model, system)
-        if not isinstance(model, ResolvedModel):
+        models = resolve_job_models(self.rt.models, job.namespace, job.spec, system)
+        if isinstance(models, NotReady):
             return None
-        return requirements(model, tier, job.spec.gpu_class)
+        return job_requirements(models, tier, job.spec.gpu_class)
 
     def _show(self, plan: Plan) -> None:
         for name, decision in plan.pools.items():

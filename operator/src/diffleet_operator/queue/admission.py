@@ -1,19 +1,19 @@
 """Admission: which tier a job runs at, which seed, and whether its models are Ready and
-fit together. A job's models are resolved here (`resolve_job_models`), for admission and
-for dispatch alike."""
+fit together. A job's models (those its spec names and its namespace's safety model) are
+resolved here (`resolve_job_models`), for admission and for dispatch alike."""
 
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 from diffleet_core import TIER_LABEL as TIER_LABEL
 from diffleet_core.messages import ModelRef
-from diffleet_core.model_rules import incompatibilities, lookup_namespaces
+from diffleet_core.model_rules import JobModelRefs, incompatibilities, lookup_namespaces
 from diffleet_core.resources.conditions import Reason
-from diffleet_core.resources.generation_job import MAX_SEED, GenerationJobSpec, Tier
+from diffleet_core.resources.generation_job import MAX_SEED, GenerationJobSpec, Mode, Tier
 from diffleet_core.resources.model_cache import ModelCachePhase, ModelCacheSpec, ModelCacheStatus
 from diffleet_operator.cache.jobs import TrackedJob
 from diffleet_operator.cache.model_index import ModelIndex
@@ -62,44 +62,93 @@ class NotReady:
 
 @dataclass(frozen=True)
 class JobModels:
-    """A job's models, each Ready: its checkpoint, its LoRAs and its ControlNet."""
+    """A job's models, each Ready: its primary model (its checkpoint; its upscaler in mode
+    upscale), the models its spec names and the safety model of its namespace's policy."""
 
     model: ResolvedModel
-    loras: list[ResolvedModel]
-    control_net: ResolvedModel | None
+    loras: list[ResolvedModel] = field(default_factory=list)
+    control_net: ResolvedModel | None = None
+    embeddings: list[ResolvedModel] = field(default_factory=list)
+    vae: ResolvedModel | None = None
+    upscaler: ResolvedModel | None = None
+    restorer: ResolvedModel | None = None
+    safety: ResolvedModel | None = None
 
-    def incompatibility(self) -> str | None:
-        """Why these models cannot run together (diffleet_core.model_rules); None: they can."""
-        problems = incompatibilities(
-            self.model.ref,
-            [lora.ref for lora in self.loras],
-            self.control_net.ref if self.control_net else None,
+    @property
+    def refs(self) -> JobModelRefs:
+        def ref(model: ResolvedModel | None) -> ModelRef | None:
+            return None if model is None else model.ref
+
+        return JobModelRefs(
+            model=self.model.ref,
+            loras=[lora.ref for lora in self.loras],
+            control_net=ref(self.control_net),
+            embeddings=[embedding.ref for embedding in self.embeddings],
+            vae=ref(self.vae),
+            upscaler=ref(self.upscaler),
+            restorer=ref(self.restorer),
+            safety=ref(self.safety),
         )
-        return "; ".join(problems) or None
+
+    @property
+    def in_gpu_memory(self) -> list[ResolvedModel]:
+        """The models whose VRAM the job needs: the primary model, the VAE, upscaler and
+        restorer, each once (adapters and the safety classifier are small beside them)."""
+        found = [self.model, self.vae, self.upscaler, self.restorer]
+        unique = {model.ref.digest: model for model in found if model is not None}
+        return list(unique.values())
+
+    def incompatibility(self, mode: Mode) -> str | None:
+        """Why these models cannot run together (diffleet_core.model_rules); None: they can."""
+        return "; ".join(incompatibilities(self.refs, mode)) or None
 
 
 def resolve_job_models(
-    models: ModelIndex, namespace: str, spec: GenerationJobSpec, system_namespace: str
+    models: ModelIndex,
+    namespace: str,
+    spec: GenerationJobSpec,
+    system_namespace: str,
+    safety_model: str | None = None,
 ) -> JobModels | NotReady:
-    """Every model of the job, Ready; else the first that is missing or not Ready (the
-    checkpoint, then the LoRAs, then the ControlNet)."""
+    """Every model of the job, Ready (`safety_model`: its namespace's policy's, if any);
+    else the first that is missing or not Ready, in the order the spec names them."""
+    found: dict[str, ResolvedModel] = {}
+    for name in model_names(spec, safety_model):
+        model = resolve_model(models, namespace, name, system_namespace)
+        if isinstance(model, NotReady):
+            return model
+        found[name] = model
 
-    def resolve(name: str) -> ResolvedModel | NotReady:
-        return resolve_model(models, namespace, name, system_namespace)
+    def optional(name: str | None) -> ResolvedModel | None:
+        return None if name is None else found[name]
 
-    model = resolve(spec.model)
-    if isinstance(model, NotReady):
-        return model
-    loras = []
-    for lora in spec.loras or []:
-        found = resolve(lora.model)
-        if isinstance(found, NotReady):
-            return found
-        loras.append(found)
-    control_net = resolve(spec.control_net.model) if spec.control_net else None
-    if isinstance(control_net, NotReady):
-        return control_net
-    return JobModels(model, loras, control_net)
+    return JobModels(
+        model=found[spec.primary_model],
+        loras=[found[lora.model] for lora in spec.loras or []],
+        control_net=optional(spec.control_net.model if spec.control_net else None),
+        embeddings=[found[name] for name in spec.embeddings or []],
+        vae=optional(spec.vae),
+        upscaler=optional(spec.upscale.model if spec.upscale else None),
+        restorer=optional(spec.restore_faces.model if spec.restore_faces else None),
+        safety=optional(safety_model),
+    )
+
+
+def model_names(spec: GenerationJobSpec, safety_model: str | None) -> list[str]:
+    """The ModelCache names a job needs, primary model first, each once."""
+    names = [spec.primary_model, *(lora.model for lora in spec.loras or [])]
+    if spec.control_net:
+        names.append(spec.control_net.model)
+    names += spec.embeddings or []
+    for optional in (
+        spec.vae,
+        spec.upscale.model if spec.upscale else None,
+        spec.restore_faces.model if spec.restore_faces else None,
+        safety_model,
+    ):
+        if optional is not None:
+            names.append(optional)
+    return list(dict.fromkeys(names))
 
 
 def resolve_model(

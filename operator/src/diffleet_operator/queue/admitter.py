@@ -6,10 +6,12 @@ from a kopf creation handler, so kopf writes nothing on a job but (where the adm
 policy of manifests/admission/ is not installed) its finalizer: no diff-base or progress
 annotations, one write and one watch event fewer per job. The Queued status is held
 (diffleet_operator.queue.held) and written here only for a job that has to wait; one that is
-dispatched at once gets it with Scheduled. A job that cannot be admitted yet (its models
-are not Ready) or whose admission failed is tried again by the housekeeping sweep every
-`RETRY_SECONDS`, and at once when a ModelCache changes; one whose admission fails for a
-reason of its own is quarantined (diffleet_operator.quarantine) and tried again as well.
+dispatched at once gets it with Scheduled. A prompt that its namespace's content policy
+denies (diffleet_operator.content_policy) fails the job here, reason PromptRejected. A
+job that cannot be admitted yet (its models are not Ready) or whose admission failed is
+tried again by the housekeeping sweep every `RETRY_SECONDS`, and at once when a
+ModelCache changes; one whose admission fails for a reason of its own is quarantined
+(diffleet_operator.quarantine) and tried again as well.
 """
 
 import asyncio
@@ -128,18 +130,25 @@ class Admitter:
             self._due[job.uid] = time.monotonic() + RETRY_SECONDS
 
     async def _admit(self, job: TrackedJob) -> bool:
-        """True once decided: published (Queued held), or Failed for models that cannot
-        run together; False while its models are not Ready."""
+        """True once decided: published (Queued held), or Failed for a prompt its
+        namespace's policy denies or for models that cannot run together; False while its
+        models are not Ready."""
         rt = self.rt
+        policy = await rt.policies.of(job.namespace)
+        if rule := policy.denied(job.spec.prompt):
+            # Refused before its models are even looked for: no worker is ever given it.
+            message = f"the prompt matches the deny rule {rule!r} of ConfigMap {policy.source}"
+            await lifecycle.finish(rt, job, JobPhase.FAILED, Reason.PROMPT_REJECTED, message)
+            return True
         models = resolve_job_models(
-            rt.models, job.namespace, job.spec, rt.settings.system_namespace
+            rt.models, job.namespace, job.spec, rt.settings.system_namespace, policy.safety_model
         )
         if isinstance(models, NotReady):
             await self._wait_in_pending(job, models)
             return False
         annotations = job.body["metadata"].get("annotations")
         attributes = telemetry.job_attributes(job.namespace, job.name, job.uid)
-        attributes[telemetry.MODEL] = job.spec.model
+        attributes[telemetry.MODEL] = job.spec.primary_model
         # The trace the API started for the job, else (kubectl) a new one.
         with telemetry.tracer.start_as_current_span(
             "admission",
@@ -149,7 +158,7 @@ class Admitter:
         ) as span:
             if telemetry.TRACEPARENT_ANNOTATION not in (annotations or {}):
                 await self._annotate_trace(job)
-            if problem := models.incompatibility():
+            if problem := models.incompatibility(job.spec.mode):
                 # Refused here, before any queue: no worker is ever given it.
                 await lifecycle.finish(
                     rt, job, JobPhase.FAILED, Reason.INCOMPATIBLE_MODELS, problem

@@ -21,7 +21,7 @@ from diffleet_operator.queue.admission import NotReady, ready_model, resolve_job
 from diffleet_operator.runtime import Runtime
 from diffleet_operator.scheduler import planning
 from diffleet_operator.scheduler.buffer import Buffered
-from diffleet_operator.scheduler.eligibility import Requirements, requirements, worker_fits
+from diffleet_operator.scheduler.eligibility import Requirements, job_requirements, worker_fits
 
 # How many buffered jobs, in fair order, each round plans over.
 LOOKAHEAD = 256
@@ -106,7 +106,7 @@ class BatchPlanner:
             )
             if isinstance(models, NotReady):
                 continue
-            needs = requirements(models.model, tier, job.spec.gpu_class)
+            needs = job_requirements(models, tier, job.spec.gpu_class)
             if needs not in eligible:
                 fit = (w.worker_id for w in fleet if worker_fits(w, needs, rt.pools))
                 eligible[needs] = frozenset(fit)

@@ -8,8 +8,9 @@ places them on workers. A cycle:
 3. for each job of the window in that order that the plan sends somewhere or could not
    plan, drop it if stale (scheduler.staleness), adopt it where a worker already runs it
    after a restart (scheduler.adoption), and dispatch it to its planned worker if that
-   worker, as the fleet is now, still takes it (scheduler.placement): publish to the
-   worker's queue with confirm, assume the slot (and the model hot there), then record
+   worker, as the fleet is now, still takes it (scheduler.placement): publish the order
+   (the job's models, its namespace's safety model and watermark) to the worker's queue
+   with confirm, assume the slot (and the model hot there), then record
    Scheduled and acknowledge (scheduler.publishing).
 
 An entry whose handling raises is tried again on a later cycle when the failure is
@@ -34,6 +35,7 @@ from diffleet_core import telemetry
 from diffleet_core.broker import settle
 from diffleet_core.logs import job_context
 from diffleet_core.messages import DispatchedJob
+from diffleet_core.policy import watermark_on
 from diffleet_core.resources.generation_job import Tier
 from diffleet_operator import metrics
 from diffleet_operator.cache.fleet import WorkerView
@@ -51,7 +53,7 @@ from diffleet_operator.runtime import Runtime
 from diffleet_operator.scheduler.adoption import Adoption
 from diffleet_operator.scheduler.batching import LOOKAHEAD, BatchPlanner, Planned
 from diffleet_operator.scheduler.buffer import Buffered, TierBuffers
-from diffleet_operator.scheduler.eligibility import requirements
+from diffleet_operator.scheduler.eligibility import job_requirements
 from diffleet_operator.scheduler.fair_order import FairOrder
 from diffleet_operator.scheduler.placement import Decision, place
 from diffleet_operator.scheduler.publishing import Publisher
@@ -70,11 +72,13 @@ class Step(Enum):
 
 @dataclass(frozen=True)
 class Placement:
-    """A job's models and the worker chosen for it (`decision` says why that one)."""
+    """A job's models and the worker chosen for it (`decision` says why that one), and
+    whether its namespace asks for the watermark."""
 
     models: JobModels
     worker: WorkerView
     decision: Decision
+    watermark: bool
 
 
 class Dispatcher:
@@ -174,7 +178,9 @@ class Dispatcher:
             if adopted:
                 self.buffers.remove(tier, entry)
                 return Step.DISPATCHED
-        placement = None if planned is None else self._placement(job, tier, planned.worker_id)
+        placement = None
+        if planned is not None:
+            placement = await self._placement(job, tier, planned.worker_id)
         if placement is None:
             if admission is not None:
                 self.admitter.show_queued([admission])  # it waits
@@ -203,22 +209,29 @@ class Dispatcher:
         if admission is not None:
             self.rt.held.hold(admission)
 
-    def _placement(self, job: TrackedJob, tier: Tier, worker_id: str) -> Placement | None:
-        """The job on its planned worker; None while a model is not Ready or that worker
-        cannot take it (gone, cordoned, full): the next round plans again."""
+    async def _placement(self, job: TrackedJob, tier: Tier, worker_id: str) -> Placement | None:
+        """The job on its planned worker; None while a model (its namespace's safety model
+        too) is not Ready or that worker cannot take it (gone, cordoned, full): the next
+        round plans again."""
+        policy = await self.rt.policies.of(job.namespace)
+        watermark = watermark_on(await self.rt.kube.namespace_annotations(job.namespace))
         models = resolve_job_models(
-            self.rt.models, job.namespace, job.spec, self.rt.settings.system_namespace
+            self.rt.models,
+            job.namespace,
+            job.spec,
+            self.rt.settings.system_namespace,
+            policy.safety_model,
         )
         if isinstance(models, NotReady):
             return None
-        needs = requirements(models.model, tier, job.spec.gpu_class)
+        needs = job_requirements(models, tier, job.spec.gpu_class)
         # The fleet as of now, not of the cycle's start: a worker the pool controller
         # cordoned during the awaits of this round (it is being removed) is never placed on.
         worker = [w for w in self.rt.fleet.snapshot() if w.worker_id == worker_id]
         decision = place(needs, worker, self.rt.pools)
         if decision.worker is None:
             return None
-        return Placement(models, decision.worker, decision)
+        return Placement(models, decision.worker, decision, watermark)
 
     async def _dispatch(
         self,
@@ -231,13 +244,20 @@ class Dispatcher:
         rt = self.rt
         models, worker = placement.models, placement.worker
         ref = entry.admitted.job
+        refs = models.refs
         order = DispatchedJob(
             job=ref,
             spec=job.spec,
             seed=seed_of(job, admission),
-            model=models.model.ref,
-            loras=[lora.ref for lora in models.loras],
-            control_net=models.control_net.ref if models.control_net else None,
+            model=refs.model,
+            loras=refs.loras,
+            control_net=refs.control_net,
+            embeddings=refs.embeddings,
+            vae=refs.vae,
+            upscaler=refs.upscaler,
+            restorer=refs.restorer,
+            safety=refs.safety,
+            watermark=placement.watermark,
             output_bucket=rt.settings.buckets.outputs,
             deadline=job.created + timedelta(seconds=job.spec.timeout_seconds),
             keep_hot=keep_hot,
@@ -268,7 +288,7 @@ def dispatch_span(
     attributes: dict[str, str | int] = {
         **telemetry.job_attributes(ref.namespace, ref.name, ref.uid),
         telemetry.JOB_ATTEMPT: ref.attempt,
-        telemetry.MODEL: job.spec.model,
+        telemetry.MODEL: job.spec.primary_model,
         telemetry.TIER: entry.admitted.tier.value,
         telemetry.POOL: worker.pool,
         telemetry.WORKER: worker.worker_id,

@@ -4,11 +4,13 @@ worker now) and the autoscaler (which pool to grow).
 A job's spec.gpuClass is `any` or a GPU type, matched against a GPUPool's spec.gpuType
 and the type a worker announces (a worker that announces none has its pool's name as its
 type). A job may run on a pool of its type whose tiers allow it (spec.tiers empty: every
-tier), whose VRAM fits its model and which the model's spec.pools names, when it names
-any. Workers whose pool has no GPUPool (started by hand, as tests and benchmarks do) are
-open to every tier; a pool being deleted gets no new jobs.
+tier), whose VRAM fits its models (its primary model, VAE, upscaler and restorer) and
+which its primary model's spec.pools names, when it names any. Workers whose pool has no
+GPUPool (started by hand, as tests and benchmarks do) are open to every tier; a pool being
+deleted gets no new jobs.
 """
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,7 +18,7 @@ from typing import Protocol
 from diffleet_core.resources.generation_job import ANY_GPU_CLASS, Tier
 from diffleet_core.resources.gpu_pool import GPUPoolSpec
 from diffleet_operator.cache.fleet import WorkerView
-from diffleet_operator.queue.admission import ResolvedModel
+from diffleet_operator.queue.admission import JobModels, ResolvedModel
 
 
 class PoolCatalog(Protocol):
@@ -83,3 +85,10 @@ def requirements(
         gpu_class=gpu_class,
         model_pools=frozenset(model.spec.pools) if model.spec.pools else None,
     )
+
+
+def job_requirements(models: JobModels, tier: Tier, gpu_class: str) -> Requirements:
+    """What running a job needs: its primary model's placement (digest, pools) and the VRAM
+    of every model it holds in GPU memory."""
+    vram = sum(model.spec.vram_gib for model in models.in_gpu_memory)
+    return dataclasses.replace(requirements(models.model, tier, gpu_class), vram_gib=vram)

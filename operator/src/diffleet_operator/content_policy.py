@@ -1,0 +1,48 @@
+"""Each namespace's content policy (diffleet_core.policy): its ConfigMap diffleet-policy,
+else the system namespace's (the namespace's own replaces the platform's), each read with
+a GET and remembered for MAX_AGE_SECONDS, so that a change applies within that long. A
+read that fails raises, and is not remembered: admission tries the job again later rather
+than admit it unchecked."""
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+from diffleet_core.model_rules import lookup_namespaces
+from diffleet_core.policy import POLICY_CONFIGMAP, Policy
+
+MAX_AGE_SECONDS = 10.0
+
+# (namespace, name) -> the ConfigMap's data, None when there is no such ConfigMap.
+ReadConfigMap = Callable[[str, str], Awaitable[Mapping[str, str] | None]]
+
+
+class ContentPolicies:
+    def __init__(
+        self,
+        read: ReadConfigMap,
+        system_namespace: str,
+        max_age_seconds: float = MAX_AGE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read = read
+        self._system_namespace = system_namespace
+        self._max_age = max_age_seconds
+        self._clock = clock
+        # namespace -> when read, and its diffleet-policy's data (None: it has none).
+        self._known: dict[str, tuple[float, Mapping[str, str] | None]] = {}
+
+    async def of(self, namespace: str) -> Policy:
+        """The policy that applies to the namespace's jobs (empty when there is none)."""
+        for where in lookup_namespaces(namespace, self._system_namespace):
+            data = await self._data(where)
+            if data is not None:
+                return Policy.from_configmap(data, f"{where}/{POLICY_CONFIGMAP}")
+        return Policy()
+
+    async def _data(self, namespace: str) -> Mapping[str, str] | None:
+        known = self._known.get(namespace)
+        if known is not None and self._clock() - known[0] <= self._max_age:
+            return known[1]
+        data = await self._read(namespace, POLICY_CONFIGMAP)
+        self._known[namespace] = (self._clock(), data)
+        return data
