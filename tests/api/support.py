@@ -127,17 +127,27 @@ def delete_jobs(kubectl: Kubectl, namespace: str, *names: str) -> None:
     drop_finalizers(kubectl, namespace, [f"gj/{name}" for name in names])
 
 
-def model_cache(kubectl: Kubectl, namespace: str, name: str, base_model: str = "sd15") -> None:
-    """A ModelCache the API can price jobs against (its artifact is never loaded)."""
+def model_cache(
+    kubectl: Kubectl,
+    namespace: str,
+    name: str,
+    base_model: str | None = "sd15",
+    model_type: str = "checkpoint",
+) -> None:
+    """A ModelCache the API can price jobs against (its artifact is never loaded);
+    `base_model` None for the types that have no family (upscaler, restorer)."""
+    spec = {
+        "source": f"s3://diffleet-models/tests/{namespace}/{name}.safetensors",
+        "format": "safetensors",
+        "type": model_type,
+    }
+    if base_model is not None:
+        spec["baseModel"] = base_model
     body = {
         "apiVersion": "diffleet.io/v1alpha1",
         "kind": "ModelCache",
         "metadata": {"name": name},
-        "spec": {
-            "source": f"s3://diffleet-models/tests/{namespace}/{name}.safetensors",
-            "format": "safetensors",
-            "baseModel": base_model,
-        },
+        "spec": spec,
     }
     kubectl.apply(json.dumps(body), namespace)
 

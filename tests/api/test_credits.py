@@ -82,6 +82,7 @@ def test_reserve_settle_refund_and_the_ledger_balances_after_200_jobs(
 ) -> None:
     model_cache(kubectl, namespace, "sd15-test", "sd15")
     model_cache(kubectl, namespace, "sdxl-test", "sdxl")
+    model_cache(kubectl, namespace, "ink", "sd15", model_type="lora")
     tenant = create_tenant(namespace, Tier.ENTERPRISE, credits="5000")
     pick = random.Random(5)  # noqa: S311 - a reproducible mix, not a secret
     specs = []

@@ -1,5 +1,5 @@
 """The API's pure pieces: prices, token buckets, JWT checks, keys, signatures, errors, the
-remembered base models of ModelCaches."""
+remembered look-ups (ModelCaches, content policies)."""
 
 import asyncio
 import secrets
@@ -15,11 +15,11 @@ from pydantic import ValidationError
 from diffleet_api.buckets import BucketPolicy, take
 from diffleet_api.errors import invalid_from
 from diffleet_api.keys import key_hash, looks_like_key, new_key
-from diffleet_api.pricing import job_cost
-from diffleet_api.runtime import ModelFamilies
+from diffleet_api.runtime import Remembered
 from diffleet_api.settings import JWT_AUDIENCE, ApiSettings
 from diffleet_api.tokens import Claims, InvalidTokenError, Role, decode
 from diffleet_api.webhooks import backoff, sign, verify
+from diffleet_core.pricing import cost_breakdown, job_cost
 from diffleet_core.resources.generation_job import GenerationJobSpec
 from diffleet_core.resources.model_cache import BaseModelFamily
 from diffleet_core.settings import DEVELOPMENT_JWT_SECRET, InsecureCredentialError
@@ -31,6 +31,9 @@ def spec(**fields: object) -> GenerationJobSpec:
     return GenerationJobSpec.model_validate({"model": "m", "prompt": "p"} | fields)
 
 
+INIT = "s3://bkt/i.png"
+
+
 @pytest.mark.parametrize(
     ("fields", "family", "cost"),
     [
@@ -40,11 +43,51 @@ def spec(**fields: object) -> GenerationJobSpec:
         ({"batchSize": 3}, SD15, Decimal(3)),
         ({"width": 1024, "height": 1024}, SDXL, Decimal(8)),
         ({"loras": [{"model": "a"}, {"model": "b"}]}, SD15, Decimal(2)),
-        ({"controlNet": {"model": "c", "image": "s3://bkt/i.png"}}, SDXL, Decimal(3)),
+        ({"controlNet": {"model": "c", "image": INIT}}, SDXL, Decimal(3)),
+        # +0.1 per embedding.
+        ({"embeddings": ["e1", "e2"]}, SD15, Decimal("1.2")),
+        # Outpaint: only the added pixels, 1024x512 here (2 units).
+        (
+            {"mode": "outpaint", "initImage": INIT, "outpaint": {"left": 512, "right": 512}},
+            SD15,
+            Decimal(2),
+        ),
+        # hiresFix: its 1024x1024 pass at half the family's price (4 units * 2 * 0.5).
+        ({"hiresFix": {"scale": 2.0}}, SDXL, Decimal(2 + 4)),
+        # upscale: the 2048x2048 outputs, 16 units at 0.25.
+        ({"upscale": {"model": "x4", "scale": 4.0}}, SD15, Decimal(1 + 4)),
+        # Mode upscale: nothing generated, only the 1024x1024 output (4 units at 0.25).
+        (
+            {"mode": "upscale", "model": None, "prompt": "", "initImage": INIT,
+             "upscale": {"model": "x4", "scale": 2.0}},
+            None,
+            Decimal(1),
+        ),
+        # restoreFaces: the output pixels at 0.25.
+        ({"restoreFaces": {"model": "gfpgan"}}, SD15, Decimal("1.25")),
     ],
-)
-def test_job_cost(fields: dict[str, object], family: BaseModelFamily, cost: Decimal) -> None:
+)  # fmt: skip
+def test_job_cost(fields: dict[str, object], family: BaseModelFamily | None, cost: Decimal) -> None:
     assert job_cost(spec(**fields), family) == cost
+
+
+def test_cost_breakdown_names_each_feature_of_a_batch() -> None:
+    job = spec(
+        batchSize=2,
+        hiresFix={"scale": 2.0},
+        upscale={"model": "x4", "scale": 2.0},
+        restoreFaces={"model": "gfpgan"},
+        loras=[{"model": "ink"}],
+    )
+    # Base 512x512 -> hires 1024x1024 -> upscaled 2048x2048 (16 units an image).
+    assert cost_breakdown(job, SD15) == {
+        "generation": Decimal(2),
+        "adapters": Decimal("0.5"),
+        "hiresFix": Decimal(4),
+        "upscale": Decimal(8),
+        "restoreFaces": Decimal(8),
+    }
+    assert job_cost(job, SD15) == Decimal("22.5")
 
 
 MINUTE = BucketPolicy("requests", capacity=60, window_seconds=60)
@@ -156,11 +199,11 @@ def test_webhook_backoff_doubles_up_to_its_cap() -> None:
 def test_validation_errors_map_to_crd_rules() -> None:
     with pytest.raises(ValidationError) as caught:
         GenerationJobSpec.model_validate(
-            {"model": "m", "prompt": "", "width": 70, "sampler": "x", "extra": 1}
+            {"model": "m", "prompt": "p" * 2001, "width": 70, "sampler": "x", "extra": 1}
         )
     rules = {(e.field, e.rule) for e in invalid_from(caught.value).errors or []}
     assert rules == {
-        ("prompt", "minLength"),
+        ("prompt", "maxLength"),
         ("width", "multipleOf"),
         ("sampler", "enum"),
         ("extra", "additionalProperties"),
@@ -198,7 +241,7 @@ def test_an_empty_jwt_secret_without_a_public_key_refuses_every_token() -> None:
             decode(token, settings)
 
 
-def test_model_families_share_one_lookup_and_remember_absent_models() -> None:
+def test_remembered_lookups_are_shared_and_absent_models_remembered() -> None:
     lookups: list[str] = []
 
     async def found() -> BaseModelFamily | None:
@@ -211,7 +254,7 @@ def test_model_families_share_one_lookup_and_remember_absent_models() -> None:
         return None
 
     async def ask() -> list[BaseModelFamily | None]:
-        families = ModelFamilies(seconds=60)
+        families: Remembered[BaseModelFamily | None] = Remembered(seconds=60)
         answers = await asyncio.gather(*(families.get("ns", "m", found) for _ in range(5)))
         answers += [await families.get("ns", "gone", absent) for _ in range(3)]
         families.forget("ns", "m")
@@ -222,7 +265,7 @@ def test_model_families_share_one_lookup_and_remember_absent_models() -> None:
     assert lookups == ["found", "absent", "found"]
 
 
-def test_model_families_forget_failed_and_expired_lookups() -> None:
+def test_remembered_lookups_forget_failed_and_expired_ones() -> None:
     attempts: list[int] = []
 
     async def flaky() -> BaseModelFamily | None:
@@ -232,7 +275,7 @@ def test_model_families_forget_failed_and_expired_lookups() -> None:
         return SD15
 
     async def ask() -> BaseModelFamily | None:
-        families = ModelFamilies(seconds=0)
+        families: Remembered[BaseModelFamily | None] = Remembered(seconds=0)
         with pytest.raises(TimeoutError):
             await families.get("ns", "m", flaky)
         await families.get("ns", "m", flaky)

@@ -15,8 +15,9 @@ from fastapi import FastAPI
 from diffleet_api import db, errors
 from diffleet_api.kube import Kube
 from diffleet_api.metrics import RequestMetrics
+from diffleet_api.moderation import POLICY_CACHE_SECONDS
 from diffleet_api.routers import health, jobs, models, uploads, usage
-from diffleet_api.runtime import ModelFamilies, Runtime
+from diffleet_api.runtime import Remembered, Runtime
 from diffleet_api.settings import ApiSettings, get_api_settings
 from diffleet_api.watcher import JobWatcher
 from diffleet_core import telemetry
@@ -90,7 +91,8 @@ async def open_runtime(settings: ApiSettings, platform: Settings) -> Runtime:
         kube=kube,
         broker=broker,
         s3=s3_client(settings.request_timeout_seconds),
-        families=ModelFamilies(settings.model_cache_seconds),
+        models=Remembered(settings.model_cache_seconds),
+        policies=Remembered(POLICY_CACHE_SECONDS),
     )
 
 

@@ -1,6 +1,6 @@
 """The API's Kubernetes client: GenerationJobs and ModelCaches in tenant namespaces (and
-ModelCaches of the system namespace). Every call has a timeout; Kubernetes' refusals
-become problem responses naming the field."""
+ModelCaches of the system namespace), and the content policy ConfigMaps. Every call has a
+timeout; Kubernetes' refusals become problem responses naming the field."""
 
 import json
 import os
@@ -255,6 +255,19 @@ class Kube:
             await self.core.patch_namespace(
                 name, {"metadata": {"labels": labels}}, _request_timeout=self.timeout
             )
+
+    # ------------------------------------------------------------ ConfigMaps
+
+    async def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The data of the ConfigMap `name`; None when there is no such ConfigMap."""
+        try:
+            with refusals(f"ConfigMap {namespace}/{name}"):
+                found = await self.core.read_namespaced_config_map(
+                    name, namespace, _request_timeout=self.timeout
+                )
+        except NotFoundError:
+            return None
+        return dict(found.data or {})
 
     async def _get(self, namespace: str, plural: str, name: str) -> Body | None:
         try:

@@ -124,7 +124,7 @@ async def register_from_uri(
 async def create(runtime: Runtime, tenant: Tenant, name: str, spec: ModelCacheSpec) -> ModelPublic:
     wire: Body = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
     body = await runtime.kube.create_model(tenant.namespace, name, wire)
-    runtime.families.forget(tenant.namespace, name)
+    runtime.models.forget(tenant.namespace, name)
     return ModelPublic.from_resource(body, runtime.platform.system_namespace)
 
 

@@ -35,6 +35,7 @@ def presigned_outputs(runtime: Runtime, job: JobPublic) -> list[Output]:
                 index=index,
                 url=url,
                 expires_at=expires,
+                format=output.format,
                 sha256=output.sha256,
                 width=output.width,
                 height=output.height,

@@ -2,36 +2,34 @@
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from aio_pika.abc import AbstractRobustConnection
 
 from diffleet_api.db import Pool
+from diffleet_api.job_models import ModelKind
 from diffleet_api.kube import Kube
 from diffleet_api.settings import ApiSettings
 from diffleet_core.broker import Broker
-from diffleet_core.resources.model_cache import BaseModelFamily
 from diffleet_core.settings import Settings
 
-FamilyLookup = Callable[[], Awaitable[BaseModelFamily | None]]
+V = TypeVar("V")
 
 
 @dataclass
-class ModelFamilies:
-    """Base-model family of ModelCaches by namespace and name, remembered for `seconds`
-    (pricing asks for every job), absent ones too (a platform model is looked for in the
-    tenant's namespace first). Concurrent askers share one lookup; a failed lookup is not
-    remembered."""
+class Remembered(Generic[V]):
+    """Answers of look-ups by namespace and name (a ModelCache's kind, a namespace's
+    policy), remembered for `seconds`, absent ones too (a platform model is looked for in
+    the tenant's namespace first). Concurrent askers share one lookup; a failed lookup is
+    not remembered."""
 
     seconds: float
     max_entries: int = 4096
-    _known: dict[tuple[str, str], tuple[float, "asyncio.Future[BaseModelFamily | None]"]] = field(
-        default_factory=dict
-    )
+    _known: dict[tuple[str, str], tuple[float, "asyncio.Future[V]"]] = field(default_factory=dict)
 
-    async def get(self, namespace: str, name: str, lookup: FamilyLookup) -> BaseModelFamily | None:
+    async def get(self, namespace: str, name: str, lookup: Callable[[], Awaitable[V]]) -> V:
         key = (namespace, name)
         entry = self._known.get(key)
         if entry is None or entry[0] < time.monotonic():
@@ -47,7 +45,7 @@ class ModelFamilies:
             raise
 
     def forget(self, namespace: str, name: str) -> None:
-        """Drops what is remembered of a ModelCache (this process has just created it)."""
+        """Drops what is remembered of an object (this process has just created it)."""
         self._known.pop((namespace, name), None)
 
     def _make_room(self) -> None:
@@ -92,6 +90,9 @@ class Runtime:
     amqp: AbstractRobustConnection
     """For per-request subscriptions (live progress), each on a channel of its own."""
     s3: Any
-    families: ModelFamilies
+    # A ModelCache's kind, by namespace and name (None: no such ModelCache).
+    models: Remembered[ModelKind | None]
+    # A namespace's diffleet-policy data, by namespace and name (None: no such ConfigMap).
+    policies: Remembered[Mapping[str, str] | None]
     background: set[asyncio.Task[None]] = field(default_factory=set)
     streams: StreamSlots = field(default_factory=StreamSlots)

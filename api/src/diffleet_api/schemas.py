@@ -16,6 +16,7 @@ from diffleet_core.resources.generation_job import (
     GenerationJobSpec,
     GenerationJobStatus,
     ModelName,
+    OutputFormat,
     Tier,
 )
 from diffleet_core.resources.model_cache import ModelCacheSpec, ModelCacheStatus
@@ -91,6 +92,7 @@ class Output(ApiModel):
     index: int
     url: str = Field(description="Presigned GET URL")
     expires_at: datetime
+    format: OutputFormat = Field(description="The image file's format (spec.output.format)")
     sha256: str
     width: int
     height: int

@@ -111,7 +111,7 @@ class ApiSettings(BaseSettings):
     db_pool_max: int = Field(default=20, ge=1)
     kube_connections: int = Field(default=64, ge=1, description="Kubernetes client pool size")
     model_cache_seconds: float = Field(
-        default=10.0, ge=0, description="How long a ModelCache's base model is remembered"
+        default=10.0, ge=0, description="How long a ModelCache's type and base model are remembered"
     )
     watcher: bool = Field(default=True, description="Run the job watcher (one replica leads)")
     watcher_lock: str = Field(

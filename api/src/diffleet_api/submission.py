@@ -1,7 +1,8 @@
-"""Submitting jobs: honour the Idempotency-Key, check that their images are the tenant's,
-price them, check the generation rate limit and the balance (both as read with the
-credential), create the GenerationJobs, then take the generation tokens, reserve the
-credits and record the jobs in one statement. A failure before that statement commits
+"""Submitting jobs: honour the Idempotency-Key, check that their images are the tenant's
+and their prompts pass its content policy, check their models and price them, check the
+generation rate limit and the balance (both as read with the credential), create the
+GenerationJobs, then take the generation tokens, reserve the credits and record the jobs
+in one statement. A failure before that statement commits
 (tokens or a balance spent meanwhile by a concurrent submission: a 429 or 402 there)
 deletes the jobs already created, so a submission (one job or a batch) is all or
 nothing."""
@@ -24,15 +25,16 @@ from diffleet_api.buckets import BucketPolicy
 from diffleet_api.deps import Principal
 from diffleet_api.errors import FieldError, InvalidError, invalid
 from diffleet_api.history import find_job
+from diffleet_api.job_models import ModelKind, model_errors, named_models, pricing_family
 from diffleet_api.kube import Body
-from diffleet_api.pricing import job_cost
+from diffleet_api.moderation import denied_prompts, policy_of
 from diffleet_api.runtime import Runtime
 from diffleet_api.schemas import JobPublic
 from diffleet_api.tenants import Tenant
 from diffleet_api.uploads import foreign_images
 from diffleet_core.model_rules import lookup_namespaces
+from diffleet_core.pricing import job_cost
 from diffleet_core.resources.generation_job import GenerationJobSpec, Tier
-from diffleet_core.resources.model_cache import BaseModelFamily
 
 NAME_ALPHABET = string.ascii_lowercase + string.digits
 NAME_LENGTH = 10
@@ -100,39 +102,36 @@ def long_prompts(
     return errors
 
 
-async def model_family(runtime: Runtime, namespace: str, name: str) -> BaseModelFamily | None:
-    """The base model of a ModelCache, looked up as the operator does (lookup_namespaces)."""
+async def model_kind(runtime: Runtime, namespace: str, name: str) -> ModelKind | None:
+    """A ModelCache's kind, looked up as the operator does (lookup_namespaces)."""
     for where in lookup_namespaces(namespace, runtime.platform.system_namespace):
 
-        async def lookup(where: str = where) -> BaseModelFamily | None:
+        async def lookup(where: str = where) -> ModelKind | None:
             body = await runtime.kube.get_model(where, name)
-            return None if body is None else BaseModelFamily(body["spec"]["baseModel"])
+            return None if body is None else ModelKind.of(body)
 
-        family = await runtime.families.get(where, name, lookup)
-        if family is not None:
-            return family
+        kind = await runtime.models.get(where, name, lookup)
+        if kind is not None:
+            return kind
     return None
 
 
 async def prices(
     runtime: Runtime, namespace: str, specs: list[GenerationJobSpec], field_prefix: str
 ) -> list[Decimal]:
-    wanted = sorted({spec.model for spec in specs})
-    found = await asyncio.gather(*(model_family(runtime, namespace, m) for m in wanted))
-    families = dict(zip(wanted, found, strict=True))
-    missing = [
-        FieldError(
-            field=f"{field_prefix}[{index}].model" if field_prefix else "model",
-            rule="exists",
-            message=f"no ModelCache {spec.model!r} in namespace {namespace!r}"
-            f" or {runtime.platform.system_namespace!r}",
-        )
-        for index, spec in enumerate(specs)
-        if families[spec.model] is None
-    ]
-    if missing:
-        raise invalid(missing)
-    return [job_cost(spec, families[spec.model] or BaseModelFamily.SD15) for spec in specs]
+    """Each job's credits (diffleet_core.pricing), once every model it names exists and
+    is of the type its field asks for."""
+    wanted = sorted({named.name for spec in specs for named in named_models(spec)})
+    found = await asyncio.gather(*(model_kind(runtime, namespace, m) for m in wanted))
+    kinds = dict(zip(wanted, found, strict=True))
+    where = f"{namespace!r} or {runtime.platform.system_namespace!r}"
+    errors = []
+    for index, spec in enumerate(specs):
+        prefix = f"{field_prefix}[{index}]." if field_prefix else ""
+        errors += model_errors(spec, kinds, where, prefix)
+    if errors:
+        raise invalid(errors)
+    return [job_cost(spec, pricing_family(spec, kinds)) for spec in specs]
 
 
 async def submit(
@@ -152,6 +151,7 @@ async def submit(
     limits = runtime.settings.tier_limits[tenant.tier]
     refused = long_prompts(specs, tenant.tier, limits.prompt_max_length, field_prefix)
     refused += foreign_images(specs, runtime.platform, tenant.namespace, field_prefix)
+    refused += denied_prompts(specs, await policy_of(runtime, tenant.namespace), field_prefix)
     if refused:
         raise invalid(refused)
     costs = await prices(runtime, tenant.namespace, specs, field_prefix)

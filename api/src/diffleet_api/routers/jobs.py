@@ -104,7 +104,10 @@ async def list_jobs(
     principal: Viewer,
     runtime: RuntimeDep,
     phase: JobPhase | None = None,
-    model: Annotated[ModelName | None, Query()] = None,
+    model: Annotated[
+        ModelName | None,
+        Query(description="Only jobs of this model (upscale.model for mode upscale)"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[Text | None, Query(max_length=4096)] = None,
 ) -> JobList:
@@ -116,7 +119,7 @@ async def list_jobs(
         job
         for job in items
         if (phase is None or job.status.phase == phase)
-        and (model is None or (job.spec is not None and job.spec.model == model))
+        and (model is None or (job.spec is not None and job.spec.primary_model == model))
     ]
     return JobList(items=matching, next_cursor=page.next_cursor)
 
