@@ -41,3 +41,14 @@ def test_api_service_account_is_least_privilege(
         check=False,
     )  # fmt: skip
     assert answer.stdout.strip() == ("yes" if allowed else "no")
+
+
+@pytest.mark.parametrize(("config_map", "allowed"), [("diffleet-policy", True), ("other", False)])
+def test_api_service_account_reads_only_the_policy_config_map(
+    applied: Kubectl, config_map: str, allowed: bool
+) -> None:
+    answer = applied.run(
+        "auth", "can-i", "get", f"configmaps/{config_map}", "-n", "tenant-x",
+        "--as", SERVICE_ACCOUNT, check=False,
+    )  # fmt: skip
+    assert answer.stdout.strip() == ("yes" if allowed else "no")
