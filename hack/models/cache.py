@@ -10,7 +10,15 @@ from importlib.metadata import version
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
-LIBRARIES = ("torch", "diffusers", "transformers", "peft", "safetensors", "tokenizers")
+LIBRARIES = (
+    "torch",
+    "diffusers",
+    "transformers",
+    "peft",
+    "safetensors",
+    "tokenizers",
+    "spandrel",
+)
 
 
 def cache_root() -> Path:

@@ -15,6 +15,9 @@ WEIGHTS = Path(__file__).resolve().parent / "weights"
 MICRO_SHAPES = WEIGHTS / "micro-shapes"
 LORA_FILE = "tiny-lora.safetensors"
 SINGLE_FILE = "tiny-sd15.safetensors"
+EMBEDDING_FILE = "tiny-embedding.safetensors"
+ESRGAN_FILE = "tiny-esrgan-x4.safetensors"
+RESTORER_FILE = "tiny-restoreformer.safetensors"
 
 
 def builder(module: str, function: str) -> Callable[[Path], None]:
@@ -35,7 +38,8 @@ class ModelDefinition:
     # The artifact inside that folder: "." for the folder itself (a diffusers folder).
     artifact: str
     format: ModelFormat
-    base_model: BaseModelFamily
+    # None for the types without a family (upscaler, restorer, safety).
+    base_model: BaseModelFamily | None
     type: ModelType = ModelType.CHECKPOINT
     vram_gib: float = 0.5
     registered_by_default: bool = True
@@ -85,6 +89,75 @@ CATALOG = (
         ModelFormat.DIFFUSERS,
         BaseModelFamily.SD15,
         ModelType.CONTROLNET,
+    ),
+    ModelDefinition(
+        "tiny-embedding",
+        "textual-inversion embedding (two vectors) for tiny-sd15",
+        builder("tiny", "build_embedding"),
+        EMBEDDING_FILE,
+        ModelFormat.SAFETENSORS,
+        BaseModelFamily.SD15,
+        ModelType.EMBEDDING,
+        vram_gib=0.1,
+    ),
+    ModelDefinition(
+        "tiny-vae",
+        "VAE of tiny-sd15's layout with other random weights",
+        builder("tiny", "build_vae"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        BaseModelFamily.SD15,
+        ModelType.VAE,
+        vram_gib=0.1,
+    ),
+    ModelDefinition(
+        "tiny-esrgan-x4",
+        "ESRGAN x4 upscaler for spandrel, near-identity (colours survive)",
+        builder("upscalers", "build_esrgan"),
+        ESRGAN_FILE,
+        ModelFormat.SAFETENSORS,
+        None,
+        ModelType.UPSCALER,
+        vram_gib=0.1,
+    ),
+    ModelDefinition(
+        "tiny-sd-x4-upscaler",
+        "Stable Diffusion x4 upscaler pipeline, tiny and random",
+        builder("upscalers", "build_sd_x4_upscaler"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        None,
+        ModelType.UPSCALER,
+    ),
+    ModelDefinition(
+        "tiny-restoreformer",
+        "RestoreFormer face restorer for spandrel, tiny and random",
+        builder("restorers", "build_restoreformer"),
+        RESTORER_FILE,
+        ModelFormat.SAFETENSORS,
+        None,
+        ModelType.RESTORER,
+        vram_gib=0.1,
+    ),
+    ModelDefinition(
+        "tiny-safety",
+        "Stable Diffusion safety checker that flags nothing",
+        builder("safety", "build_permissive"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        None,
+        ModelType.SAFETY,
+        vram_gib=0.1,
+    ),
+    ModelDefinition(
+        "tiny-safety-strict",
+        "Stable Diffusion safety checker that flags every image",
+        builder("safety", "build_strict"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        None,
+        ModelType.SAFETY,
+        vram_gib=0.1,
     ),
     ModelDefinition(
         "micro-shapes",

@@ -70,9 +70,10 @@ def text_encoder_with_projection() -> CLIPTextModelWithProjection:
     return model
 
 
-def vae(scaling_factor: float = 0.18215) -> Any:
-    """Four blocks: latents are 1/8 of the image, as in Stable Diffusion."""
-    seeded(3)
+def vae(scaling_factor: float = 0.18215, seed_offset: int = 3) -> Any:
+    """Four blocks: latents are 1/8 of the image, as in Stable Diffusion. Another
+    `seed_offset` gives another VAE of the same layout (a VAE override)."""
+    seeded(seed_offset)
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,

@@ -4,6 +4,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from diffleet_core import SYSTEM_NAMESPACE
 from hack.models.cache import built
@@ -41,6 +42,15 @@ def key_prefix(name: str, namespace: str) -> str:
     return f"tests/{namespace}/{name}"
 
 
+def spec_fields(model: ModelDefinition) -> dict[str, Any]:
+    """The ModelCache spec's fields that the catalog gives (baseModel only for the types
+    that have a family)."""
+    fields: dict[str, Any] = {"type": model.type, "vramGiB": model.vram_gib}
+    if model.base_model is not None:
+        fields["baseModel"] = model.base_model
+    return fields
+
+
 def register_model(
     model: ModelDefinition, path: Path, namespace: str = SYSTEM_NAMESPACE
 ) -> RegisteredModel:
@@ -50,9 +60,7 @@ def register_model(
         namespace=namespace,
         prefix=key_prefix(model.name, namespace),
         model_format=model.format,
-        type=model.type,
-        baseModel=model.base_model,
-        vramGiB=model.vram_gib,
+        **spec_fields(model),
     )
 
 

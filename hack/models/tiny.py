@@ -1,4 +1,5 @@
-"""The tiny seeded models: Stable Diffusion 1.5 and XL pipelines, a LoRA and a ControlNet.
+"""The tiny seeded models: Stable Diffusion 1.5 and XL pipelines, and for tiny-sd15 a
+LoRA, a ControlNet, a textual-inversion embedding and a VAE.
 
 They draw noise, not pictures: they exist so that loading, LoRA and ControlNet code paths,
 sizes and digests can be tested on CPU in well under a second per image. Each builder
@@ -11,9 +12,10 @@ from typing import Any
 import torch
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
+from safetensors.torch import save_file
 
 from hack.models import components
-from hack.models.catalog import LORA_FILE, SINGLE_FILE
+from hack.models.catalog import EMBEDDING_FILE, LORA_FILE, SINGLE_FILE
 from hack.models.single_file import write_single_file
 from hack.models.tokenizer import clip_tokenizer
 from hack.models.untyped import (
@@ -27,6 +29,7 @@ LORA_RANK = 4
 # ControlNet's zero convolutions: large enough that both visibly change a picture.
 LORA_SPREAD = 2.0
 CONTROLNET_SPREAD = 0.1
+EMBEDDING_VECTORS = 2
 
 
 def sd15_pipeline() -> Any:
@@ -108,3 +111,23 @@ def build_controlnet(out: Path) -> None:
                 spread = CONTROLNET_SPREAD if parameter.ndim > 1 else CONTROLNET_SPREAD / 10
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * spread)
     controlnet.save_pretrained(out, safe_serialization=True)
+
+
+def build_embedding(out: Path) -> None:
+    """tiny-embedding: two token vectors for tiny-sd15's text encoder, spread like its
+    own token embeddings, as one .safetensors file with the single key `emb_params` (the
+    layout of A1111's embeddings, which diffusers' load_textual_inversion reads)."""
+    table = components.text_encoder().get_input_embeddings()
+    assert isinstance(table, torch.nn.Embedding)
+    token_embeddings = table.weight.detach()
+    generator = torch.Generator().manual_seed(components.SEED + 70)
+    vectors = torch.randn(
+        (EMBEDDING_VECTORS, token_embeddings.shape[1]), generator=generator
+    ) * float(token_embeddings.std())
+    save_file({"emb_params": vectors.contiguous()}, out / EMBEDDING_FILE)
+
+
+def build_vae(out: Path) -> None:
+    """tiny-vae: an AutoencoderKL folder of tiny-sd15's VAE layout with other random
+    weights, so that decoding the same latents gives another picture."""
+    components.vae(seed_offset=71).save_pretrained(out, safe_serialization=True)

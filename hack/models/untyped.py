@@ -5,9 +5,11 @@ imports), so strict mypy cannot check calls to them anyway."""
 from typing import Any
 
 import diffusers
+from diffusers.pipelines.stable_diffusion import safety_checker
 
 AutoencoderKL: Any = diffusers.AutoencoderKL
 ControlNetModel: Any = diffusers.ControlNetModel
+DDIMScheduler: Any = diffusers.DDIMScheduler
 DDPMScheduler: Any = diffusers.DDPMScheduler
 EulerAncestralDiscreteScheduler: Any = diffusers.EulerAncestralDiscreteScheduler
 EulerDiscreteScheduler: Any = diffusers.EulerDiscreteScheduler
@@ -15,5 +17,7 @@ PNDMScheduler: Any = diffusers.PNDMScheduler
 StableDiffusionControlNetPipeline: Any = diffusers.StableDiffusionControlNetPipeline
 StableDiffusionImg2ImgPipeline: Any = diffusers.StableDiffusionImg2ImgPipeline
 StableDiffusionPipeline: Any = diffusers.StableDiffusionPipeline
+StableDiffusionSafetyChecker: Any = safety_checker.StableDiffusionSafetyChecker
+StableDiffusionUpscalePipeline: Any = diffusers.StableDiffusionUpscalePipeline
 StableDiffusionXLPipeline: Any = diffusers.StableDiffusionXLPipeline
 UNet2DConditionModel: Any = diffusers.UNet2DConditionModel
