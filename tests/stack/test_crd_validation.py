@@ -1,15 +1,23 @@
 """The API server enforces the CRDs: ranges, enums, cross-field rules, defaults, immutability.
 
 Every refused manifest is applied for real with `kubectl apply`; the error must name the
-field and the broken rule, as a user reads it.
+field and the broken rule, as a user reads it. The generation features' specs
+(tests/support/generation_specs.py, which the API tests POST too) are judged in one
+`kubectl apply --dry-run=server` of them all.
 """
 
 import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.support.stack import Kubectl
+from diffleet_core.resources.model_cache import BASE_MODEL_RULE, FOLDER_RULE, SINGLE_FILE_RULE
+from tests.support import generation_specs
+from tests.support.generation_specs import ACCEPTED, REFUSED, Accepted, Refused
+from tests.support.stack import ROOT, Kubectl
 
 IMAGE = "s3://diffleet-uploads/in.png"
 MASK = "s3://diffleet-uploads/mask.png"
@@ -27,16 +35,19 @@ def changed(spec: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in result.items() if value is not None}
 
 
+def resource(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A diffleet.io/v1alpha1 object."""
+    return {
+        "apiVersion": "diffleet.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
 def manifest(kind: str, name: str, spec: dict[str, Any]) -> str:
     """A diffleet.io/v1alpha1 object as JSON, which kubectl reads as YAML."""
-    return json.dumps(
-        {
-            "apiVersion": "diffleet.io/v1alpha1",
-            "kind": kind,
-            "metadata": {"name": name},
-            "spec": spec,
-        }
-    )
+    return json.dumps(resource(kind, name, spec))
 
 
 def apply(kubectl: Kubectl, namespace: str, text: str) -> str:
@@ -87,7 +98,11 @@ BAD_JOBS: list[tuple[str, dict[str, Any], str]] = [
         {"prompt": "x" * 2001},
         "spec.prompt: Too long: may not be more than 2000 bytes",
     ),
-    ("empty-prompt", {"prompt": ""}, "spec.prompt in body should be at least 1 chars long"),
+    (
+        "empty-prompt",
+        {"prompt": ""},
+        cel_error("prompt", "object", "prompt must not be empty unless mode is inpaint or upscale"),
+    ),
     (
         "negative-batchSize",
         {"batchSize": -1},
@@ -116,7 +131,11 @@ BAD_JOBS: list[tuple[str, dict[str, Any], str]] = [
         {"loras": [{"model": f"lora-{index}"} for index in range(6)]},
         "spec.loras: Too many: 6: must have at most 5 items",
     ),
-    ("missing-model", {"model": None}, "spec.model: Required value"),
+    (
+        "missing-model",
+        {"model": None},
+        cel_error("model", "object", "model is required unless mode is upscale"),
+    ),
     ("model-not-a-name", {"model": "SD15_Base"}, "spec.model in body should match"),
     (
         "seed-above-uint32",
@@ -280,6 +299,7 @@ def test_minimal_generationjob_shows_the_schema_defaults(kubectl: Kubectl, names
         "maxRetries": 2,
         "ttlSecondsAfterFinished": 86400,
         "cancel": False,
+        "output": {"format": "png", "quality": 90},
     }
     assert "priority" not in spec
     assert "strength" not in spec
@@ -343,7 +363,11 @@ def test_minimal_modelcache_shows_the_schema_defaults(kubectl: Kubectl, namespac
 BAD_CACHES: list[tuple[str, dict[str, Any], str]] = [
     ("format-ckpt", {"format": "ckpt"}, 'spec.format: Unsupported value: "ckpt"'),
     ("source-not-s3", {"source": "/models/sd15"}, "spec.source in body should match '^s3://"),
-    ("missing-baseModel", {"baseModel": None}, "spec.baseModel: Required value"),
+    (
+        "missing-baseModel",
+        {"baseModel": None},
+        cel_error("baseModel", "object", BASE_MODEL_RULE),
+    ),
     ("sha256-not-hex", {"sha256": "abc"}, "spec.sha256 in body should match"),
     ("pool-not-dns", {"pools": ["h100", "a_100"]}, "spec.pools[1] in body should match"),
     (
@@ -389,3 +413,171 @@ def test_modelcache_source_is_immutable_but_warm_is_not(kubectl: Kubectl, namesp
     kubectl.apply(manifest("ModelCache", "sd15-base", warmer), namespace)
     spec = kubectl.json("get", "mc", "sd15-base", "-n", namespace)["spec"]
     assert (spec["source"], spec["warm"]) == (VALID_CACHE["source"], {"replicas": 2})
+
+
+# -- the generation features: every case in one server-side dry run -------------------
+
+# How kubectl reports an object the API server refused, one line each.
+REFUSAL_LINE = re.compile(r'"(?P<name>[a-z0-9.-]+)" is invalid: (?P<error>.*)')
+# Where the specs' image URIs point (any prefix will do for the API server).
+EXAMPLES = "examples"
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What the API server made of a list of objects it stored none of."""
+
+    refused: dict[str, str]  # error by object name
+    accepted: dict[str, dict[str, Any]]  # the object as it would be stored (defaults in)
+    output: str  # kubectl's stdout and stderr, to show when a case went the other way
+
+
+def dry_run(kubectl: Kubectl, objects: list[dict[str, Any]]) -> DryRun:
+    """Applies `objects` (one YAML stream) with `--dry-run=server`: the API server
+    validates and defaults each (schema, CEL, admission) and stores none, so no namespace
+    of their own is needed. kubectl goes on past a refused object and reports each."""
+    stream = "\n---\n".join(json.dumps(item) for item in objects)
+    result = kubectl.run(
+        "apply", "--dry-run=server", "-n", "default", "-o", "json", "-f", "-",
+        stdin=stream, check=False,
+    )  # fmt: skip
+    printed = json.loads(result.stdout) if result.stdout.strip() else {}
+    items = printed["items"] if printed.get("kind") == "List" else [printed]
+    return DryRun(
+        refused={m["name"]: m["error"] for m in REFUSAL_LINE.finditer(result.stderr)},
+        accepted={item["metadata"]["name"]: item for item in items if "metadata" in item},
+        output=f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}",
+    )
+
+
+# (id, overrides on VALID_CACHE, expected error) of the ModelCache types that came with
+# the generation features.
+BAD_NEW_CACHES: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "upscaler-with-basemodel",
+        {"type": "upscaler", "format": "safetensors"},
+        cel_error("baseModel", "object", BASE_MODEL_RULE),
+    ),
+    (
+        "restorer-with-basemodel",
+        {"type": "restorer", "format": "safetensors"},
+        cel_error("baseModel", "object", BASE_MODEL_RULE),
+    ),
+    (
+        "safety-with-basemodel",
+        {"type": "safety"},
+        cel_error("baseModel", "object", BASE_MODEL_RULE),
+    ),
+    (
+        "embedding-without-basemodel",
+        {"type": "embedding", "format": "safetensors", "baseModel": None},
+        cel_error("baseModel", "object", BASE_MODEL_RULE),
+    ),
+    ("embedding-folder", {"type": "embedding"}, cel_error("format", "object", SINGLE_FILE_RULE)),
+    (
+        "restorer-folder",
+        {"type": "restorer", "baseModel": None},
+        cel_error("format", "object", SINGLE_FILE_RULE),
+    ),
+    (
+        "safety-single-file",
+        {"type": "safety", "format": "safetensors", "baseModel": None},
+        cel_error("format", "object", FOLDER_RULE),
+    ),
+    ("type-tokenizer", {"type": "tokenizer"}, 'spec.type: Unsupported value: "tokenizer"'),
+]
+# (id, overrides on VALID_CACHE) of a valid ModelCache of each new type and format.
+NEW_CACHES: list[tuple[str, dict[str, Any]]] = [
+    ("esrgan", {"type": "upscaler", "format": "safetensors", "baseModel": None}),
+    ("sd-x4-upscaler", {"type": "upscaler", "baseModel": None}),
+    ("restoreformer", {"type": "restorer", "format": "safetensors", "baseModel": None}),
+    ("safety-checker", {"type": "safety", "baseModel": None}),
+    ("easynegative", {"type": "embedding", "format": "safetensors"}),
+    ("vae-folder", {"type": "vae"}),
+    ("vae-single-file", {"type": "vae", "format": "safetensors"}),
+]
+OUTPAINT_EXAMPLE = yaml.safe_load((ROOT / "manifests" / "examples" / "outpaint.yaml").read_text())
+
+
+def job(case: Refused | Accepted) -> dict[str, Any]:
+    return resource("GenerationJob", case.id, generation_specs.resolved(case.spec, EXAMPLES))
+
+
+@pytest.fixture(scope="module")
+def refusals(kubectl: Kubectl) -> DryRun:
+    objects = [job(case) for case in REFUSED]
+    objects += [
+        resource("ModelCache", name, changed(VALID_CACHE, overrides))
+        for name, overrides, _ in BAD_NEW_CACHES
+    ]
+    return dry_run(kubectl, objects)
+
+
+@pytest.fixture(scope="module")
+def acceptances(kubectl: Kubectl) -> DryRun:
+    objects = [job(case) for case in ACCEPTED] + [OUTPAINT_EXAMPLE]
+    objects += [
+        resource("ModelCache", name, changed(VALID_CACHE, overrides))
+        for name, overrides in NEW_CACHES
+    ]
+    return dry_run(kubectl, objects)
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=[case.id for case in REFUSED])
+def test_bad_generation_feature_is_refused_naming_the_field(
+    refusals: DryRun, case: Refused
+) -> None:
+    assert case.id in refusals.refused, f"not refused:\n{refusals.output}"
+    assert case.kubectl in refusals.refused[case.id]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [case[::2] for case in BAD_NEW_CACHES],
+    ids=[case[0] for case in BAD_NEW_CACHES],
+)
+def test_bad_modelcache_of_a_new_type_is_refused_naming_the_field(
+    refusals: DryRun, name: str, expected: str
+) -> None:
+    assert name in refusals.refused, f"not refused:\n{refusals.output}"
+    assert expected in refusals.refused[name]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [case.id for case in ACCEPTED]
+    + [OUTPAINT_EXAMPLE["metadata"]["name"]]
+    + [name for name, _ in NEW_CACHES],
+)
+def test_generation_feature_and_new_modelcache_type_are_accepted(
+    acceptances: DryRun, name: str
+) -> None:
+    assert name in acceptances.accepted, f"refused: {acceptances.refused.get(name)}"
+
+
+def test_generation_features_show_their_defaults(acceptances: DryRun) -> None:
+    specs = {name: item["spec"] for name, item in acceptances.accepted.items()}
+    assert specs["outpaint"]["outpaint"] == {
+        "left": 0,
+        "right": 256,
+        "top": 0,
+        "bottom": 0,
+        "featherPixels": 16,
+    }
+    assert specs["outpaint"]["output"] == {"format": "png", "quality": 90}
+    assert specs["hiresfix"]["hiresFix"] == {
+        "scale": 2,
+        "strength": 0.5,
+        "steps": 10,
+        "latent": True,
+    }
+    upscale_only = specs["upscale-only"]
+    assert upscale_only["upscale"] == {
+        "model": generation_specs.UPSCALER,
+        "scale": 4,
+        "tileSize": 512,
+    }
+    assert (upscale_only["prompt"], "model" in upscale_only) == ("", False)
+    assert specs["restorefaces"]["restoreFaces"]["strength"] == 0.8
+    assert specs["jpeg"]["output"] == {"format": "jpeg", "quality": 80}
+    assert specs["webp"]["output"] == {"format": "webp", "quality": 90}

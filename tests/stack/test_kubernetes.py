@@ -114,4 +114,7 @@ def test_generationjob_without_prompt_is_rejected(kubectl: Kubectl, namespace: s
         "metadata: {name: no-prompt}\nspec: {model: micro-shapes}\n",
     )  # fmt: skip
     assert result.returncode != 0
-    assert "spec.prompt: Required value" in result.stderr
+    assert (
+        'spec.prompt: Invalid value: "object": prompt must not be empty unless mode is inpaint'
+        in result.stderr
+    )

@@ -1,0 +1,355 @@
+"""GenerationJob specs of the generation features (outpaint, hiresFix, upscale,
+restoreFaces, embeddings, vae, output), judged alike by both doors: each refused one
+with the field it breaks, the rule the API names and what kubectl says; and an accepted
+one of each feature, with what the API charges for it (diffleet_core.pricing, worked
+out by hand here). tests/stack/test_crd_validation.py applies them with kubectl,
+tests/api/test_generation_specs.py POSTs them."""
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+# Models the specs name, each of the type its field asks for (the API checks).
+CHECKPOINT = "sd15-test"
+UPSCALER = "x4-test"
+RESTORER = "faces-test"
+EMBEDDING = "ink-embedding"
+VAE = "vae-test"
+LORA = "ink-style"
+# Under the tenant's upload prefix, as the API requires (`{namespace}`: `resolved`).
+IMAGE = "s3://diffleet-uploads/{namespace}/in.png"
+MASK = "s3://diffleet-uploads/{namespace}/mask.png"
+
+BASE: dict[str, Any] = {
+    "model": CHECKPOINT,
+    "prompt": "a lighthouse at dusk",
+    "width": 512,
+    "height": 512,
+    "steps": 4,
+}
+UPSCALE_ONLY: dict[str, Any] = {
+    "model": None,
+    "prompt": None,
+    "mode": "upscale",
+    "initImage": IMAGE,
+    "upscale": {"model": UPSCALER},
+}
+OUTPAINT: dict[str, Any] = {"mode": "outpaint", "initImage": IMAGE, "outpaint": {"right": 256}}
+
+
+def changed(spec: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`spec` with `overrides` applied; an override of None removes the field."""
+    result = {**spec, **overrides}
+    return {key: value for key, value in result.items() if value is not None}
+
+
+def resolved(spec: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """`spec` with its image URIs in `namespace`'s upload prefix."""
+    loaded: dict[str, Any] = json.loads(json.dumps(spec).replace("{namespace}", namespace))
+    return loaded
+
+
+@dataclass(frozen=True)
+class Refused:
+    id: str  # a DNS label: also the name of the refused object
+    overrides: dict[str, Any]  # on BASE
+    field: str  # as the API names it (camelCase path under spec)
+    rule: str  # the API's schema keyword
+    kubectl: str  # what kubectl's error says
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return changed(BASE, self.overrides)
+
+
+def cel(id: str, overrides: dict[str, Any], field: str, message: str) -> Refused:
+    """A case of a cross-field (CEL) rule: the CRD reports it at spec.FIELD with the rule's
+    message, and the API names FIELD with the same message."""
+    return Refused(
+        id,
+        overrides,
+        field,
+        "x-kubernetes-validations",
+        f'spec.{field}: Invalid value: "object": {message}',
+    )
+
+
+def schema(id: str, overrides: dict[str, Any], field: str, rule: str, kubectl: str) -> Refused:
+    """A case of a rule on one field (bounds, enums, patterns, required)."""
+    return Refused(id, overrides, field, rule, kubectl)
+
+
+def bound(id: str, overrides: dict[str, Any], field: str, side: str, limit: str) -> Refused:
+    """A value below a minimum (`side` "minimum") or above a maximum ("maximum")."""
+    words = "greater than or equal to" if side == "minimum" else "less than or equal to"
+    return schema(id, overrides, field, side, f"spec.{field} in body should be {words} {limit}")
+
+
+OUTPAINT_RULE = "outpaint is required when, and only when, mode is outpaint"
+INIT_REQUIRED = "initImage is required unless mode is txt2img"
+UPSCALE_ADAPTERS = "mode upscale allows no loras, controlNet, embeddings or vae"
+HIRES_MODE = "hiresFix is allowed only when mode is txt2img"
+UPSCALED_SIDE = (
+    "upscale.scale times the generated size (and hiresFix.scale) must be at most 8192 a side"
+)
+
+REFUSED: list[Refused] = [
+    # modes: what each needs, and model and prompt optional only where the mode says
+    cel("model-absent", {"model": None}, "model", "model is required unless mode is upscale"),
+    cel(
+        "prompt-absent",
+        {"prompt": None},
+        "prompt",
+        "prompt must not be empty unless mode is inpaint or upscale",
+    ),
+    cel(
+        "prompt-empty-outpaint",
+        OUTPAINT | {"prompt": ""},
+        "prompt",
+        "prompt must not be empty unless mode is inpaint or upscale",
+    ),
+    schema("mode-unknown", {"mode": "depth2img"}, "mode", "enum", "spec.mode: Unsupported value"),
+    # outpaint
+    cel("outpaint-on-txt2img", {"outpaint": {"right": 64}}, "outpaint", OUTPAINT_RULE),
+    cel(
+        "outpaint-mode-without-outpaint",
+        {"mode": "outpaint", "initImage": IMAGE},
+        "outpaint",
+        OUTPAINT_RULE,
+    ),
+    cel(
+        "outpaint-without-initimage",
+        {"mode": "outpaint", "outpaint": {"right": 64}},
+        "initImage",
+        INIT_REQUIRED,
+    ),
+    cel(
+        "outpaint-adds-nothing",
+        OUTPAINT | {"outpaint": {"featherPixels": 8}},
+        "outpaint",
+        "outpaint must add pixels on at least one side",
+    ),
+    cel(
+        "outpaint-canvas-2056",
+        OUTPAINT | {"width": 2048, "outpaint": {"left": 8}},
+        "outpaint",
+        "outpaint must keep the canvas (width + left + right, height + top + bottom) at most"
+        " 2048 pixels a side",
+    ),
+    schema(
+        "outpaint-right-60",
+        OUTPAINT | {"outpaint": {"right": 60}},
+        "outpaint.right",
+        "multipleOf",
+        "spec.outpaint.right in body should be a multiple of 8",
+    ),
+    bound(
+        "outpaint-left-1032",
+        OUTPAINT | {"outpaint": {"left": 1032}},
+        "outpaint.left",
+        "maximum",
+        "1024",
+    ),
+    bound(
+        "outpaint-top-negative",
+        OUTPAINT | {"outpaint": {"top": -8, "right": 8}},
+        "outpaint.top",
+        "minimum",
+        "0",
+    ),
+    bound(
+        "outpaint-feather-257",
+        OUTPAINT | {"outpaint": {"right": 64, "featherPixels": 257}},
+        "outpaint.featherPixels",
+        "maximum",
+        "256",
+    ),
+    # hiresFix
+    cel(
+        "hiresfix-on-img2img",
+        {"mode": "img2img", "initImage": IMAGE, "hiresFix": {}},
+        "hiresFix",
+        HIRES_MODE,
+    ),
+    cel(
+        "hiresfix-above-4096",
+        {"width": 2048, "hiresFix": {"scale": 2.5}},
+        "hiresFix.scale",
+        "hiresFix.scale times width and height must be at most 4096",
+    ),
+    bound("hiresfix-scale-above-4", {"hiresFix": {"scale": 4.5}}, "hiresFix.scale", "maximum", "4"),
+    bound("hiresfix-scale-below-1", {"hiresFix": {"scale": 0.5}}, "hiresFix.scale", "minimum", "1"),
+    bound(
+        "hiresfix-strength-above-1",
+        {"hiresFix": {"strength": 1.5}},
+        "hiresFix.strength",
+        "maximum",
+        "1",
+    ),
+    bound("hiresfix-steps-0", {"hiresFix": {"steps": 0}}, "hiresFix.steps", "minimum", "1"),
+    # upscale, and mode upscale
+    cel(
+        "upscale-mode-without-upscale",
+        UPSCALE_ONLY | {"upscale": None},
+        "upscale",
+        "upscale is required when mode is upscale",
+    ),
+    cel(
+        "upscale-mode-without-initimage",
+        UPSCALE_ONLY | {"initImage": None},
+        "initImage",
+        INIT_REQUIRED,
+    ),
+    cel(
+        "upscale-above-8192",
+        {"width": 2048, "upscale": {"model": UPSCALER, "scale": 4.5}},
+        "upscale.scale",
+        UPSCALED_SIDE,
+    ),
+    cel(
+        "upscale-of-hiresfix-above-8192",
+        {"width": 1024, "hiresFix": {"scale": 2}, "upscale": {"model": UPSCALER, "scale": 4.5}},
+        "upscale.scale",
+        UPSCALED_SIDE,
+    ),
+    cel(
+        "upscale-mode-with-loras",
+        UPSCALE_ONLY | {"loras": [{"model": LORA}]},
+        "mode",
+        UPSCALE_ADAPTERS,
+    ),
+    cel(
+        "upscale-mode-with-embeddings",
+        UPSCALE_ONLY | {"embeddings": [EMBEDDING]},
+        "mode",
+        UPSCALE_ADAPTERS,
+    ),
+    cel("upscale-mode-with-vae", UPSCALE_ONLY | {"vae": VAE}, "mode", UPSCALE_ADAPTERS),
+    cel(
+        "upscale-mode-with-strength",
+        UPSCALE_ONLY | {"strength": 0.5},
+        "strength",
+        "strength is allowed only with an initImage, and not in mode upscale",
+    ),
+    cel("upscale-mode-with-hiresfix", UPSCALE_ONLY | {"hiresFix": {}}, "hiresFix", HIRES_MODE),
+    schema(
+        "upscale-without-model",
+        {"upscale": {"scale": 2}},
+        "upscale.model",
+        "required",
+        "spec.upscale.model: Required value",
+    ),
+    bound(
+        "upscale-scale-9",
+        {"upscale": {"model": UPSCALER, "scale": 9}},
+        "upscale.scale",
+        "maximum",
+        "8",
+    ),
+    bound(
+        "upscale-tilesize-4096",
+        {"upscale": {"model": UPSCALER, "tileSize": 4096}},
+        "upscale.tileSize",
+        "maximum",
+        "2048",
+    ),
+    schema(
+        "upscale-model-not-a-name",
+        {"upscale": {"model": "Real_ESRGAN"}},
+        "upscale.model",
+        "pattern",
+        "spec.upscale.model in body should match",
+    ),
+    # restoreFaces
+    schema(
+        "restorefaces-without-model",
+        {"restoreFaces": {"strength": 0.5}},
+        "restoreFaces.model",
+        "required",
+        "spec.restoreFaces.model: Required value",
+    ),
+    bound(
+        "restorefaces-strength-above-1",
+        {"restoreFaces": {"model": RESTORER, "strength": 1.5}},
+        "restoreFaces.strength",
+        "maximum",
+        "1",
+    ),
+    # embeddings and vae
+    schema(
+        "embeddings-11",
+        {"embeddings": [f"embedding-{index}" for index in range(11)]},
+        "embeddings",
+        "maxItems",
+        "spec.embeddings: Too many: 11: must have at most 10 items",
+    ),
+    schema(
+        "embedding-not-a-name",
+        {"embeddings": ["Easy_Negative"]},
+        "embeddings[0]",
+        "pattern",
+        "spec.embeddings[0] in body should match",
+    ),
+    schema("vae-not-a-name", {"vae": "VAE"}, "vae", "pattern", "spec.vae in body should match"),
+    # output
+    schema(
+        "output-format-gif",
+        {"output": {"format": "gif"}},
+        "output.format",
+        "enum",
+        'spec.output.format: Unsupported value: "gif"',
+    ),
+    bound("output-quality-0", {"output": {"quality": 0}}, "output.quality", "minimum", "1"),
+    bound("output-quality-101", {"output": {"quality": 101}}, "output.quality", "maximum", "100"),
+]
+
+
+@dataclass(frozen=True)
+class Accepted:
+    id: str  # a DNS label: also the name of the object
+    overrides: dict[str, Any]  # on BASE
+    cost: Decimal  # credits at sd15 (diffleet_core.pricing)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return changed(BASE, self.overrides)
+
+
+# BASE alone: 512x512 at sd15, one credit.
+ACCEPTED: list[Accepted] = [
+    # 768x512 canvas: 256x512 added, half a unit, rounded up.
+    Accepted("outpaint", OUTPAINT, Decimal(1)),
+    # 1 + the 1024x1024 second pass (4 units) at half price.
+    Accepted("hiresfix", {"hiresFix": {}}, Decimal(3)),
+    # 1 + the 1024x1024 result (4 units) at a quarter.
+    Accepted("upscale-after-txt2img", {"upscale": {"model": UPSCALER, "scale": 2}}, Decimal(2)),
+    # nothing generated: the 2048x2048 result (16 units) at a quarter.
+    Accepted("upscale-only", UPSCALE_ONLY, Decimal(4)),
+    Accepted("restorefaces", {"restoreFaces": {"model": RESTORER}}, Decimal("1.25")),
+    Accepted(
+        "embeddings-and-vae",
+        {"prompt": f"a lighthouse, {EMBEDDING}", "embeddings": [EMBEDDING], "vae": VAE},
+        Decimal("1.1"),
+    ),
+    Accepted("jpeg", {"output": {"format": "jpeg", "quality": 80}}, Decimal(1)),
+    Accepted("webp", {"output": {"format": "webp"}}, Decimal(1)),
+    # object removal: inpaint without a prompt
+    Accepted(
+        "inpaint-without-prompt",
+        {"mode": "inpaint", "initImage": IMAGE, "maskImage": MASK, "prompt": ""},
+        Decimal(1),
+    ),
+    # per image: 1 generated, hires 768x768 (3 units) at half, upscaled and restored
+    # 1536x1536 (9 units) at a quarter each: (1 + 1.5 + 2.25 + 2.25) x 2 images.
+    Accepted(
+        "every-step",
+        {
+            "batchSize": 2,
+            "hiresFix": {"scale": 1.5},
+            "upscale": {"model": UPSCALER, "scale": 2},
+            "restoreFaces": {"model": RESTORER},
+        },
+        Decimal(14),
+    ),
+]
