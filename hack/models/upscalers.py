@@ -73,16 +73,19 @@ def upscaler_vae() -> object:
 
 def upscaler_unet() -> object:
     """Takes the latents and the low-resolution image (4 + 3 channels) and the noise
-    level of the image as a class label."""
+    level of the image as a class label. Its latents are as large as the input image, so
+    attention only at the lowest of three levels (a quarter of the input's side) keeps a
+    step on a 64x64 input near 0.2 s of CPU instead of over 1 s."""
     components.seeded(42)
     return UNet2DConditionModel(
         sample_size=16,
         in_channels=4 + COLOURS,
         out_channels=4,
-        block_out_channels=(32, 64),
+        block_out_channels=(16, 32, 32),
+        norm_num_groups=8,
         layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         cross_attention_dim=components.TEXT_HIDDEN,
         attention_head_dim=8,
         num_class_embeds=MAX_NOISE_LEVEL + 1,
