@@ -57,6 +57,7 @@ class Refused:
     field: str  # as the API names it (camelCase path under spec)
     rule: str  # the API's schema keyword
     kubectl: str  # what kubectl's error says
+    message: str | None = None  # a cross-field rule's message, the same at both doors
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -72,6 +73,7 @@ def cel(id: str, overrides: dict[str, Any], field: str, message: str) -> Refused
         field,
         "x-kubernetes-validations",
         f'spec.{field}: Invalid value: "object": {message}',
+        message,
     )
 
 
