@@ -1,7 +1,7 @@
 """The generation features at the REST door: every spec kubectl refuses
 (tests/support/generation_specs.py) is a 422 naming the same field, alone and in a
 batch, and an accepted spec of each feature costs what diffleet_core.pricing says,
-before it runs."""
+before it runs. A ModelCache of a new type that breaks a rule is refused alike."""
 
 import uuid
 from collections.abc import Iterator
@@ -19,11 +19,13 @@ from tests.support.generation_specs import (
     CHECKPOINT,
     EMBEDDING,
     REFUSED,
+    REFUSED_CACHES,
     RESTORER,
     UPSCALER,
     VAE,
     Accepted,
     Refused,
+    RefusedCache,
     resolved,
 )
 from tests.support.stack import Kubectl
@@ -71,6 +73,21 @@ def test_a_batch_of_bad_generation_features_names_each_job_and_field(
         if (f"jobs[{index}].{case.field}", case.rule) not in named
     ]
     assert missing == []
+
+
+@pytest.mark.parametrize("case", REFUSED_CACHES, ids=[case.id for case in REFUSED_CACHES])
+def test_bad_model_of_a_new_type_is_422_naming_the_field(
+    api: Api, owner: ApiTenant, case: RefusedCache
+) -> None:
+    body = {"name": case.id} | resolved(case.spec, owner.namespace)
+    with api.client(owner.member) as http:
+        response = http.post("/v1/models", json=body)
+    assert response.status_code == 422, response.text
+    assert {
+        "field": case.field,
+        "rule": "x-kubernetes-validations",
+        "message": case.message,
+    } in response.json()["errors"]
 
 
 @pytest.mark.parametrize("case", ACCEPTED, ids=[case.id for case in ACCEPTED])

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from diffleet_core.resources.model_cache import BASE_MODEL_RULE, FOLDER_RULE, SINGLE_FILE_RULE
+from diffleet_core.resources.model_cache import BASE_MODEL_RULE
 from tests.support import generation_specs
-from tests.support.generation_specs import ACCEPTED, REFUSED, Accepted, Refused
+from tests.support.generation_specs import ACCEPTED, REFUSED, REFUSED_CACHES, Accepted, Refused
 from tests.support.stack import ROOT, Kubectl
 
 IMAGE = "s3://diffleet-uploads/in.png"
@@ -450,42 +450,14 @@ def dry_run(kubectl: Kubectl, objects: list[dict[str, Any]]) -> DryRun:
     )
 
 
-# (id, overrides on VALID_CACHE, expected error) of the ModelCache types that came with
-# the generation features.
+# ModelCaches of the new types that break a rule on one field.
 BAD_NEW_CACHES: list[tuple[str, dict[str, Any], str]] = [
     (
-        "upscaler-with-basemodel",
-        {"type": "upscaler", "format": "safetensors"},
-        cel_error("baseModel", "object", BASE_MODEL_RULE),
+        "type-tokenizer",
+        changed(VALID_CACHE, {"type": "tokenizer"}),
+        'spec.type: Unsupported value: "tokenizer"',
     ),
-    (
-        "restorer-with-basemodel",
-        {"type": "restorer", "format": "safetensors"},
-        cel_error("baseModel", "object", BASE_MODEL_RULE),
-    ),
-    (
-        "safety-with-basemodel",
-        {"type": "safety"},
-        cel_error("baseModel", "object", BASE_MODEL_RULE),
-    ),
-    (
-        "embedding-without-basemodel",
-        {"type": "embedding", "format": "safetensors", "baseModel": None},
-        cel_error("baseModel", "object", BASE_MODEL_RULE),
-    ),
-    ("embedding-folder", {"type": "embedding"}, cel_error("format", "object", SINGLE_FILE_RULE)),
-    (
-        "restorer-folder",
-        {"type": "restorer", "baseModel": None},
-        cel_error("format", "object", SINGLE_FILE_RULE),
-    ),
-    (
-        "safety-single-file",
-        {"type": "safety", "format": "safetensors", "baseModel": None},
-        cel_error("format", "object", FOLDER_RULE),
-    ),
-    ("type-tokenizer", {"type": "tokenizer"}, 'spec.type: Unsupported value: "tokenizer"'),
-]
+] + [(case.id, case.spec, cel_error(case.field, "object", case.message)) for case in REFUSED_CACHES]
 # (id, overrides on VALID_CACHE) of a valid ModelCache of each new type and format.
 NEW_CACHES: list[tuple[str, dict[str, Any]]] = [
     ("esrgan", {"type": "upscaler", "format": "safetensors", "baseModel": None}),
@@ -507,8 +479,8 @@ def job(case: Refused | Accepted) -> dict[str, Any]:
 def refusals(kubectl: Kubectl) -> DryRun:
     objects = [job(case) for case in REFUSED]
     objects += [
-        resource("ModelCache", name, changed(VALID_CACHE, overrides))
-        for name, overrides, _ in BAD_NEW_CACHES
+        resource("ModelCache", name, generation_specs.resolved(spec, EXAMPLES))
+        for name, spec, _ in BAD_NEW_CACHES
     ]
     return dry_run(kubectl, objects)
 

@@ -2,13 +2,16 @@
 restoreFaces, embeddings, vae, output), judged alike by both doors: each refused one
 with the field it breaks, the rule the API names and what kubectl says; and an accepted
 one of each feature, with what the API charges for it (diffleet_core.pricing, worked
-out by hand here). tests/stack/test_crd_validation.py applies them with kubectl,
-tests/api/test_generation_specs.py POSTs them."""
+out by hand here). Likewise the ModelCaches of the new types (upscaler, restorer,
+safety) that break a cross-field rule. tests/stack/test_crd_validation.py applies them
+with kubectl, tests/api/test_generation_specs.py POSTs them."""
 
 import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+
+from diffleet_core.resources.model_cache import BASE_MODEL_RULE, FOLDER_RULE, SINGLE_FILE_RULE
 
 # Models the specs name, each of the type its field asks for (the API checks).
 CHECKPOINT = "sd15-test"
@@ -353,5 +356,56 @@ ACCEPTED: list[Accepted] = [
             "restoreFaces": {"model": RESTORER},
         },
         Decimal(14),
+    ),
+]
+
+
+# A valid ModelCache (a checkpoint folder) under the tenant's prefix of the models bucket.
+CACHE: dict[str, Any] = {
+    "source": "s3://diffleet-models/{namespace}/model/",
+    "format": "diffusers",
+    "baseModel": "sd15",
+}
+
+
+@dataclass(frozen=True)
+class RefusedCache:
+    id: str  # a DNS label: also the name of the refused object
+    overrides: dict[str, Any]  # on CACHE
+    field: str  # the field both doors name
+    message: str  # the CRD's CEL message, the API's too
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return changed(CACHE, self.overrides)
+
+
+SINGLE_FILE: dict[str, Any] = {
+    "format": "safetensors",
+    "source": "s3://diffleet-models/{namespace}/model.safetensors",
+}
+REFUSED_CACHES: list[RefusedCache] = [
+    RefusedCache(
+        "upscaler-with-basemodel", SINGLE_FILE | {"type": "upscaler"}, "baseModel", BASE_MODEL_RULE
+    ),
+    RefusedCache(
+        "restorer-with-basemodel", SINGLE_FILE | {"type": "restorer"}, "baseModel", BASE_MODEL_RULE
+    ),
+    RefusedCache("safety-with-basemodel", {"type": "safety"}, "baseModel", BASE_MODEL_RULE),
+    RefusedCache(
+        "embedding-without-basemodel",
+        SINGLE_FILE | {"type": "embedding", "baseModel": None},
+        "baseModel",
+        BASE_MODEL_RULE,
+    ),
+    RefusedCache("embedding-folder", {"type": "embedding"}, "format", SINGLE_FILE_RULE),
+    RefusedCache(
+        "restorer-folder", {"type": "restorer", "baseModel": None}, "format", SINGLE_FILE_RULE
+    ),
+    RefusedCache(
+        "safety-single-file",
+        SINGLE_FILE | {"type": "safety", "baseModel": None},
+        "format",
+        FOLDER_RULE,
     ),
 ]
