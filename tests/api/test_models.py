@@ -155,6 +155,32 @@ def test_an_unsafe_or_broken_upload_is_refused_and_not_kept(
     assert listed.get("KeyCount", 0) == 0
 
 
+def test_an_upscaler_is_uploaded_without_a_base_model_and_refused_with_one(
+    api: Api, tenant: ApiTenant, kubectl: Kubectl
+) -> None:
+    with api.client(tenant.member) as http:
+        refused = http.post(
+            "/v1/models:upload",
+            params={"name": "x4", "type": "upscaler", "baseModel": "sd15"},
+            content=weights("refused-x4"),
+            headers=OCTETS,
+        )
+        uploaded = http.post(
+            "/v1/models:upload",
+            params={"name": "x4", "type": "upscaler"},
+            content=weights(f"x4-{tenant.namespace}"),
+            headers=OCTETS,
+        )
+    assert refused.status_code == 422, refused.text
+    assert [(e["field"], e["rule"]) for e in refused.json()["errors"]] == [
+        ("baseModel", "x-kubernetes-validations")
+    ]
+    assert uploaded.status_code == 201, uploaded.text
+    spec = kubectl.json("get", "mc", "x4", "-n", tenant.namespace)["spec"]
+    assert spec["type"] == "upscaler"
+    assert "baseModel" not in spec
+
+
 def test_tenants_see_platform_models_and_their_own_only(
     api: Api, tenant: ApiTenant, kubectl: Kubectl, platform_model: str, namespace: str
 ) -> None:

@@ -15,7 +15,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from diffleet_api.errors import ConflictError, FieldError, InvalidError, TooLargeError, invalid
+from pydantic import ValidationError
+
+from diffleet_api.errors import (
+    ConflictError,
+    FieldError,
+    InvalidError,
+    TooLargeError,
+    invalid,
+    invalid_from,
+)
 from diffleet_api.kube import Body
 from diffleet_api.objects import s3_call
 from diffleet_api.runtime import Runtime
@@ -131,9 +140,24 @@ async def create(runtime: Runtime, tenant: Tenant, name: str, spec: ModelCacheSp
 @dataclass(frozen=True)
 class UploadRequest:
     name: str
-    base_model: BaseModelFamily
+    base_model: BaseModelFamily | None
     type: ModelType
     vram_gib: float
+
+    def spec(self, source: str) -> ModelCacheSpec:
+        """The ModelCache spec of the upload (its digest and size come once it is stored);
+        one that breaks a rule of the spec (a baseModel for an upscaler, a safety model,
+        which is a folder) is 422 before any byte is read."""
+        try:
+            return ModelCacheSpec(
+                source=source,
+                format=ModelFormat.SAFETENSORS,
+                type=self.type,
+                base_model=self.base_model,
+                vram_gib=self.vram_gib,
+            )
+        except ValidationError as error:
+            raise invalid_from(error) from error
 
 
 @dataclass(frozen=True)
@@ -284,21 +308,14 @@ async def register_upload(
         raise ConflictError(f"model {wanted.name!r} already exists")
     bucket = runtime.platform.buckets.models
     key = f"{tenant.namespace}/{wanted.name}/{secrets.token_hex(8)}.safetensors"
+    spec = wanted.spec(f"s3://{bucket}/{key}")
     streamed = await ModelStream(runtime, bucket, key, limit).run(chunks)
     try:
         existing = await known_digest(runtime, tenant, streamed.digest)
         if existing is not None:
             raise duplicate(existing, streamed.digest)
-        spec = ModelCacheSpec(
-            source=f"s3://{bucket}/{key}",
-            format=ModelFormat.SAFETENSORS,
-            type=wanted.type,
-            base_model=wanted.base_model,
-            sha256=streamed.digest,
-            size_bytes=streamed.size,
-            vram_gib=wanted.vram_gib,
-        )
-        return await create(runtime, tenant, wanted.name, spec)
+        stored = spec.model_copy(update={"sha256": streamed.digest, "size_bytes": streamed.size})
+        return await create(runtime, tenant, wanted.name, stored)
     except BaseException:
         await s3_call(f"delete {key}", runtime.s3.delete_object, Bucket=bucket, Key=key)
         raise

@@ -52,7 +52,10 @@ async def upload_model(
     principal: Member,
     runtime: RuntimeDep,
     name: Annotated[ModelName, Query()],
-    base_model: Annotated[BaseModelFamily, Query(alias="baseModel")],
+    base_model: Annotated[
+        BaseModelFamily | None,
+        Query(alias="baseModel", description="Required for the types of a family, not others"),
+    ] = None,
     model_type: Annotated[ModelType, Query(alias="type")] = ModelType.CHECKPOINT,
     vram_gib: Annotated[float, Query(alias="vramGiB", ge=0, le=1024)] = 4.0,
 ) -> ModelPublic:
