@@ -21,7 +21,7 @@ from diffleet_core.queues import Topology
 from diffleet_core.resources.generation_job import PROGRESS_ANNOTATION, PROGRESS_IN_STATUS, Sampler
 from diffleet_core.resources.model_cache import BaseModelFamily, ModelFormat, ModelType
 from diffleet_core.storage import S3Location
-from diffleet_worker.parameters import read_parameters
+from diffleet_worker.encoding import read_parameters
 from hack.models.registry import register
 from tests.support.groups import DIFFUSERS
 from tests.support.models import RegisteredModel, dominant_colour

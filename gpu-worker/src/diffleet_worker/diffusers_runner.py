@@ -8,7 +8,8 @@ Steps of one run (in a worker thread; one run on the device at a time):
   4. run the task pipeline with the LoRAs applied, reporting each step (with a preview
      every few steps) and stopping at the next step when cancelled; on out-of-memory,
      free the cache and retry once with attention slicing and VAE tiling
-  5. encode each image as PNG with its parameters and upload it
+  5. finish (finishing.py): the policy's output classifier, the watermark, each image
+     encoded in the job's format with its parameters, and uploaded
 """
 
 import asyncio
@@ -22,9 +23,9 @@ from typing import Any
 from PIL import Image
 
 from diffleet_core.messages import DispatchedJob, ModelRef
-from diffleet_core.model_rules import incompatibilities
+from diffleet_core.model_rules import JobModelRefs, incompatibilities
 from diffleet_core.resources.conditions import Reason
-from diffleet_core.resources.generation_job import MAX_SEED, Mode
+from diffleet_core.resources.generation_job import MAX_SEED, JobOutput, Mode
 from diffleet_core.resources.model_cache import ModelType
 from diffleet_core.telemetry import tracer
 from diffleet_worker import metrics
@@ -46,11 +47,11 @@ from diffleet_worker.device import (
     free_device_memory,
     is_out_of_memory,
 )
+from diffleet_worker.finishing import finish
 from diffleet_worker.images import InputImageError, canny_edges, fetch_image
 from diffleet_worker.loading import Loader, resident_bytes
 from diffleet_worker.loras import LoadedLora, adapter_name, applied
-from diffleet_worker.outputs import upload_png
-from diffleet_worker.parameters import UsedModel, encode_png, parameters_text
+from diffleet_worker.parameters import parameters_text
 from diffleet_worker.pipelines import img2img, inpaint, txt2img
 from diffleet_worker.pipelines.common import Generation, StepEnd
 from diffleet_worker.previews import preview_base64
@@ -209,35 +210,29 @@ class DiffusersRunner:
                 images = self._generate(base, generation)
         if cancelled.is_set():
             raise JobCancelledError
-        # 5. Encode and upload.
-        used = UsedModel(order.model.name, order.model.digest)
-        used_loras = [
-            (UsedModel(ref.name, ref.digest), weight)
-            for ref, weight in zip(order.loras, weights, strict=True)
-        ]
-        strength = generation.strength
-        with tracer.start_as_current_span("encode"):
-            pngs = [
-                encode_png(image, parameters_text(spec, seed, strength, used, used_loras))
-                for image, seed in zip(images, seeds, strict=True)
-            ]
-        with tracer.start_as_current_span("upload"):
-            outputs = [
-                upload_png(
-                    self.s3,
-                    order,
-                    index,
-                    png,
-                    self.settings.worker_id,
-                    self.settings.s3_patience_seconds,
-                )
-                for index, png in enumerate(pngs)
-            ]
+        # 5. Finish: the policy's checks, then the files in S3.
+        outputs = self._finish(order, images, seeds, generation.strength)
         return RunResult(
             outputs=outputs,
             model_digest=order.model.digest,
             lora_digests={ref.name: ref.digest for ref in order.loras},
         )
+
+    def _finish(
+        self,
+        order: DispatchedJob,
+        images: list[Image.Image],
+        seeds: list[int],
+        strength: float | None,
+    ) -> list[JobOutput]:
+        parameters = [parameters_text(order, seed, strength) for seed in seeds]
+        with ExitStack() as held, self._cache_errors():
+            checker = (
+                held.enter_context(self._acquire(order.safety, order.keep_hot))
+                if order.safety is not None
+                else None
+            )
+            return finish(order, images, parameters, checker, self.s3, self.settings)
 
     def _fetch_inputs(self, order: DispatchedJob) -> "Inputs":
         spec = order.spec
@@ -323,7 +318,7 @@ class DiffusersRunner:
             step, total = index + 1, pipeline.num_timesteps
             eta = (ended - started) / step * (total - step)
             preview = None
-            if every and (step % every == 0) and step < total:
+            if every and (step % every == 0) and step < total and family is not None:
                 preview = preview_base64(tensors["latents"], family)
             report(step, total, eta, preview)
             if cancelled.is_set():
@@ -346,7 +341,7 @@ def check_order(order: DispatchedJob) -> None:
     """Refuses an order whose models do not fit together (InvalidSpec, not retried).
     Admission refuses such jobs first (IncompatibleModels); this guards what it cannot
     see: a ModelCache replaced between admission and dispatch, or a malformed order."""
-    problems = incompatibilities(order.model, order.loras, order.control_net)
+    problems = incompatibilities(JobModelRefs.of_order(order), order.spec.mode)
     if len(order.loras) != len(order.spec.loras or []):
         problems.append("loras: the order does not resolve every LoRA of the spec")
     if problems:

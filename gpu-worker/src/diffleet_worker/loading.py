@@ -11,6 +11,7 @@ from diffusers import ControlNetModel, StableDiffusionPipeline, StableDiffusionX
 
 from diffleet_core.messages import ModelRef
 from diffleet_core.resources.model_cache import BaseModelFamily, ModelType
+from diffleet_worker import safety
 from diffleet_worker.device import DevicePolicy, free_device_memory
 
 PIPELINES: dict[BaseModelFamily, Any] = {
@@ -20,7 +21,8 @@ PIPELINES: dict[BaseModelFamily, Any] = {
 
 
 class Loader:
-    """Loads checkpoints and ControlNets for the hot tier, and frees them again."""
+    """Loads checkpoints, ControlNets and safety checkers for the hot tier, and frees them
+    again."""
 
     def __init__(self, policy: DevicePolicy) -> None:
         self.policy = policy
@@ -28,8 +30,10 @@ class Loader:
     def load(self, ref: ModelRef, path: Path) -> Any:
         if ref.type is ModelType.CONTROLNET:
             return self._controlnet(path)
-        if ref.type is ModelType.CHECKPOINT:
+        if ref.type is ModelType.CHECKPOINT and ref.base_model is not None:
             return self._pipeline(ref.base_model, path)
+        if ref.type is ModelType.SAFETY:
+            return safety.load(path, self.policy)
         raise ValueError(f"model {ref.name}: a {ref.type.value} is not loaded on its own")
 
     def _pipeline(self, family: BaseModelFamily, path: Path) -> Any:

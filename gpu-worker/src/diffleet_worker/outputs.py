@@ -6,7 +6,7 @@ so identical jobs give identical files.
 S3 sends user metadata as HTTP headers, which carry ASCII only, so the metadata holds
 only identity that is ASCII by construction (Kubernetes names, the uid, the worker id,
 an ISO 8601 time); the prompt and every other parameter, in any script, are in the
-PNG's `parameters` text chunk (parameters.py).
+image file itself (encoding.py).
 
 An upload outlasts an S3 outage: a put that fails for a transient cause (no connection,
 a timeout, throttling, a 5xx answer) is tried again with jittered exponential backoff
@@ -14,6 +14,7 @@ for up to `patience` seconds; past that the run fails as retryable, so the opera
 requeues the job (attempts + 1) instead of failing it. Other errors are final."""
 
 import hashlib
+import io
 import logging
 import random
 import time
@@ -22,10 +23,11 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as S3ConnectionError
+from PIL import Image
 
 from diffleet_core.messages import DispatchedJob
 from diffleet_core.resources.conditions import Reason
-from diffleet_core.resources.generation_job import JobOutput
+from diffleet_core.resources.generation_job import JobOutput, OutputFormat
 from diffleet_core.storage import S3Location, output_key
 from diffleet_worker.runner import RunFailedError
 
@@ -35,13 +37,22 @@ MAX_BACKOFF_SECONDS = 8.0
 RETRIED_CLIENT_STATUSES = {408, 429}
 
 
-def upload_png(
-    s3: Any, order: DispatchedJob, index: int, png: bytes, worker: str, patience: float
+def upload_image(
+    s3: Any,
+    order: DispatchedJob,
+    index: int,
+    data: bytes,
+    output_format: OutputFormat,
+    worker: str,
+    patience: float,
 ) -> JobOutput:
-    """Puts the index-th image of the job; raises RunFailedError (retryable) when S3
-    stays unreachable for `patience` seconds."""
+    """Puts the index-th image of the job, a file of `output_format`; raises
+    RunFailedError (retryable) when S3 stays unreachable for `patience` seconds."""
     job = order.job
-    location = S3Location(order.output_bucket, output_key(job.namespace, job.name, job.uid, index))
+    key = output_key(job.namespace, job.name, job.uid, index, output_format.extension)
+    location = S3Location(order.output_bucket, key)
+    with Image.open(io.BytesIO(data)) as image:  # reads the header, not the pixels
+        width, height = image.size
     metadata = {
         "namespace": job.namespace,
         "job": job.name,
@@ -57,8 +68,8 @@ def upload_png(
             s3.put_object(
                 Bucket=location.bucket,
                 Key=location.key,
-                Body=png,
-                ContentType="image/png",
+                Body=data,
+                ContentType=output_format.content_type,
                 Metadata=metadata,
             )
             break
@@ -77,9 +88,10 @@ def upload_png(
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
     return JobOutput(
         uri=location.uri,
-        sha256=hashlib.sha256(png).hexdigest(),
-        width=order.spec.width,
-        height=order.spec.height,
+        format=output_format,
+        sha256=hashlib.sha256(data).hexdigest(),
+        width=width,
+        height=height,
     )
 
 

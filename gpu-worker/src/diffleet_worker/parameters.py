@@ -1,88 +1,89 @@
-"""The `parameters` PNG text chunk: the generation settings in the format image tools
-widely read and write (prompt, then "Negative prompt: ...", then "Key: value, ...")."""
+"""The generation parameters of an output, in the text format image tools widely read and
+write (Automatic1111's infotext): the prompt, then "Negative prompt: ...", then one line
+of "Key: value, ..." in A1111's key names where it has one for the feature. encoding.py
+puts the text into the output file."""
 
-import io
-from dataclasses import dataclass
+from collections.abc import Iterable
 
-from PIL import Image
-from PIL.PngImagePlugin import PngInfo
-
-from diffleet_core.resources.generation_job import GenerationJobSpec, Mode
+from diffleet_core.messages import DispatchedJob, ModelRef
+from diffleet_core.resources.generation_job import Mode
 from diffleet_worker.samplers import LABELS
 
-PARAMETERS_KEY = "parameters"
 HASH_LENGTH = 10
+# A1111's name of latent upscaling in hires fix; the other way resizes the decoded image.
+LATENT_UPSCALER, PIXEL_UPSCALER = "Latent", "Lanczos"
 
 
-@dataclass(frozen=True)
-class UsedModel:
-    name: str
-    digest: str
-
-    @property
-    def short_hash(self) -> str:
-        return self.digest[:HASH_LENGTH]
+def short_hash(model: ModelRef) -> str:
+    return model.digest[:HASH_LENGTH]
 
 
-def parameters_text(
-    spec: GenerationJobSpec,
-    seed: int,
-    strength: float | None,
-    model: UsedModel,
-    loras: list[tuple[UsedModel, float]],
-) -> str:
-    fields = {
-        "Steps": str(spec.steps),
-        "Sampler": LABELS[spec.sampler],
-        "CFG scale": f"{spec.guidance_scale:g}",
-        "Seed": str(seed),
-        "Size": f"{spec.width}x{spec.height}",
-        "Model hash": model.short_hash,
-        "Model": model.name,
-    }
-    if spec.mode is not Mode.TXT2IMG and strength is not None:
-        fields["Denoising strength"] = f"{strength:g}"
-    if loras:
-        fields["Lora hashes"] = '"' + ", ".join(f"{m.name}: {m.short_hash}" for m, _ in loras) + '"'
-        fields["Lora weights"] = '"' + ", ".join(f"{m.name}: {w:g}" for m, w in loras) + '"'
-    if spec.control_net is not None:
-        fields["ControlNet"] = (
-            f'"Module: canny, Model: {spec.control_net.model}, '
-            f'Weight: {spec.control_net.conditioning_scale:g}"'
-        )
-    lines = [spec.prompt]
+def parameters_text(order: DispatchedJob, seed: int, strength: float | None) -> str:
+    """The text of the image made with `seed`; `strength` is the denoising strength the
+    run applied to the init image (None without one)."""
+    spec = order.spec
+    fields: dict[str, str] = {}
+    if spec.mode is not Mode.UPSCALE:
+        fields |= _generation(order, seed, strength)
+    else:
+        fields["Size"] = f"{spec.width}x{spec.height}"
+    if spec.upscale is not None:
+        fields["Postprocess upscale by"] = f"{spec.upscale.scale:g}"
+        fields["Postprocess upscaler"] = spec.upscale.model
+    lines = [spec.prompt] if spec.prompt else []  # as A1111, no line for an empty prompt
     if spec.negative_prompt:
         lines.append(f"Negative prompt: {spec.negative_prompt}")
     lines.append(", ".join(f"{key}: {value}" for key, value in fields.items()))
     return "\n".join(lines)
 
 
-def encode_png(image: Image.Image, parameters: str) -> bytes:
-    """PNG bytes with the parameters chunk; the same image and text give the same bytes.
+def _generation(order: DispatchedJob, seed: int, strength: float | None) -> dict[str, str]:
+    """The keys of a denoising run, in A1111's order."""
+    spec = order.spec
+    fields = {
+        "Steps": str(spec.steps),
+        "Sampler": LABELS[spec.sampler],
+        "CFG scale": f"{spec.guidance_scale:g}",
+        "Seed": str(seed),
+    }
+    if spec.restore_faces is not None:
+        fields["Face restoration"] = spec.restore_faces.model
+        fields["Face restoration strength"] = f"{spec.restore_faces.strength:g}"
+    fields["Size"] = f"{spec.width}x{spec.height}"
+    fields["Model hash"] = short_hash(order.model)
+    fields["Model"] = order.model.name
+    if order.vae is not None:
+        fields["VAE hash"] = short_hash(order.vae)
+        fields["VAE"] = order.vae.name
+    if spec.hires_fix is not None:
+        fields["Denoising strength"] = f"{spec.hires_fix.strength:g}"
+    elif spec.mode is not Mode.TXT2IMG and strength is not None:
+        fields["Denoising strength"] = f"{strength:g}"
+    if spec.outpaint is not None:
+        pad = spec.outpaint
+        fields["Outpaint"] = (
+            f'"Left: {pad.left}, Right: {pad.right}, Top: {pad.top}, Bottom: {pad.bottom}, '
+            f'Feather: {pad.feather_pixels}"'
+        )
+    if spec.hires_fix is not None:
+        fields["Hires upscale"] = f"{spec.hires_fix.scale:g}"
+        fields["Hires steps"] = str(spec.hires_fix.steps)
+        fields["Hires upscaler"] = LATENT_UPSCALER if spec.hires_fix.latent else PIXEL_UPSCALER
+    if order.loras:
+        weights = [lora.weight for lora in spec.loras or []]
+        fields["Lora hashes"] = _quoted(f"{m.name}: {short_hash(m)}" for m in order.loras)
+        fields["Lora weights"] = _quoted(
+            f"{m.name}: {w:g}" for m, w in zip(order.loras, weights, strict=True)
+        )
+    if order.embeddings:
+        fields["TI hashes"] = _quoted(f"{m.name}: {short_hash(m)}" for m in order.embeddings)
+    if spec.control_net is not None:
+        fields["ControlNet"] = (
+            f'"Module: canny, Model: {spec.control_net.model}, '
+            f'Weight: {spec.control_net.conditioning_scale:g}"'
+        )
+    return fields
 
-    A tEXt chunk holds Latin-1 only (PNG specification), so text beyond it (emoji, CJK,
-    RTL scripts, most combining marks) goes in an iTXt chunk, UTF-8; readers such as
-    Pillow's `Image.info` return both kinds as the same str.
-    """
-    info = PngInfo()
-    if _is_latin1(parameters):
-        info.add_text(PARAMETERS_KEY, parameters)
-    else:
-        info.add_itxt(PARAMETERS_KEY, parameters)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
-    return buffer.getvalue()
 
-
-def read_parameters(png: bytes) -> str | None:
-    with Image.open(io.BytesIO(png)) as image:
-        text = image.info.get(PARAMETERS_KEY)
-    return text if isinstance(text, str) else None
-
-
-def _is_latin1(text: str) -> bool:
-    try:
-        text.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return True
+def _quoted(items: Iterable[str]) -> str:
+    return '"' + ", ".join(items) + '"'

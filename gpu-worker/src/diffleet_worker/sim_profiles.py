@@ -25,6 +25,8 @@ TYPICAL_BYTES = {BaseModelFamily.SD15: 2.1 * GB, BaseModelFamily.SDXL: 6.9 * GB}
 # Denoising work per step of each family at its native size, relative to SD 1.5.
 STEP_WORK = {BaseModelFamily.SD15: 1.0, BaseModelFamily.SDXL: 4.0}
 NATIVE_PIXELS = {BaseModelFamily.SD15: 512 * 512, BaseModelFamily.SDXL: 1024 * 1024}
+# The family a model without one (an upscaler, mode upscale's primary model) is timed as.
+UNFAMILIED = BaseModelFamily.SD15
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ class Timings:
         profile = self.profile
         if profile is None:
             return self.settings.sim_step_seconds
-        family = order.model.base_model
+        family = order.model.base_model or UNFAMILIED
         pixels = order.spec.width * order.spec.height / NATIVE_PIXELS[family]
         return profile.step_seconds * STEP_WORK[family] * pixels * order.spec.batch_size
 
@@ -83,4 +85,4 @@ def model_bytes(model: ModelRef) -> float:
     for a test artifact."""
     if model.size_bytes is not None and model.size_bytes >= REAL_CHECKPOINT_BYTES:
         return float(model.size_bytes)
-    return TYPICAL_BYTES[model.base_model]
+    return TYPICAL_BYTES[model.base_model or UNFAMILIED]

@@ -1,10 +1,11 @@
 """A simulated runner: the real protocol with scripted timings instead of diffusers.
 
 It is how the scheduler is tested and benchmarked at fleet scale on one CPU: load time
-for cold and warm models, a fixed time per step, and real PNG outputs in S3 (one small
-image per batch item, uploaded as the real worker's are, retries included), with the real
-runner's stage spans but "fetch" (it reads no input image). With `sim_gpu_profile`, load
-and step times are modelled by the worker's GPU type instead (sim_profiles.py).
+for cold and warm models, a fixed time per step, and real image files in S3 (one small
+placeholder per batch item in the spec's output format, uploaded as the real worker's
+are, retries included), with the real runner's stage spans but "fetch" (it reads no
+input image). With `sim_gpu_profile`, load and step times are modelled by the worker's
+GPU type instead (sim_profiles.py).
 
 The hot tier holds at most `sim_hot_slots` checkpoints (0: unbounded). A checkpoint not
 hot takes `sim_warm_load_seconds` when on local disk, else `sim_load_seconds`; a LoRA
@@ -12,7 +13,6 @@ takes no load time. To make room it evicts idle checkpoints the order's `keep_ho
 not list first, least recently used first, then listed ones; one in use by a job stays."""
 
 import asyncio
-import io
 import json
 import time
 from collections import Counter
@@ -25,7 +25,8 @@ from diffleet_core.telemetry import tracer
 from diffleet_worker import metrics
 from diffleet_worker.cache.errors import CacheTier
 from diffleet_worker.config import WorkerSettings
-from diffleet_worker.outputs import upload_png
+from diffleet_worker.encoding import encode
+from diffleet_worker.outputs import upload_image
 from diffleet_worker.runner import JobCancelledError, RunFailedError, RunResult, StepCallback
 from diffleet_worker.sim_profiles import Timings
 
@@ -87,19 +88,20 @@ class SimulatedRunner:
                 await asyncio.sleep(step_seconds)
                 await on_step(step, total, (total - step) * step_seconds, None)
         with tracer.start_as_current_span("encode"):
-            pngs = [_png(order) for _ in range(order.spec.batch_size)]
+            files = [_placeholder(order) for _ in range(order.spec.batch_size)]
         with tracer.start_as_current_span("upload"):
             return [
                 await asyncio.to_thread(
-                    upload_png,
+                    upload_image,
                     self.s3,
                     order,
                     index,
-                    png,
+                    data,
+                    order.spec.output.format,
                     self.settings.worker_id,
                     self.settings.s3_patience_seconds,
                 )
-                for index, png in enumerate(pngs)
+                for index, data in enumerate(files)
             ]
 
     async def _load(self, model: ModelRef, keep_hot: list[str]) -> CacheTier:
@@ -145,10 +147,10 @@ class SimulatedRunner:
             record.write(json.dumps(line) + "\n")
 
 
-def _png(order: DispatchedJob) -> bytes:
-    """A small image standing for the job's output (its colour from the seed)."""
+def _placeholder(order: DispatchedJob) -> bytes:
+    """A small image standing for the job's output: an eighth of its size a side, its
+    colour from the seed, its parameters text empty."""
     spec = order.spec
-    image = Image.new("RGB", (spec.width // 8, spec.height // 8), (order.seed % 256, 0, 0))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    width, height = spec.output_size
+    image = Image.new("RGB", (width // 8, height // 8), (order.seed % 256, 0, 0))
+    return encode(image, spec.output.format, spec.output.quality, "")

@@ -7,13 +7,16 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
+from PIL import Image
 
 from diffleet_core.messages import DispatchedJob, JobRef, ModelRef
-from diffleet_core.resources.generation_job import GenerationJobSpec
-from diffleet_worker.outputs import upload_png
+from diffleet_core.resources.generation_job import GenerationJobSpec, OutputFormat
+from diffleet_worker.encoding import encode
+from diffleet_worker.outputs import upload_image
 from diffleet_worker.runner import RunFailedError
 
 UNREACHABLE = EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+JPEG = encode(Image.new("RGB", (64, 96)), OutputFormat.JPEG, 90, "")
 
 
 class ScriptedS3:
@@ -50,16 +53,19 @@ def order() -> DispatchedJob:
 
 def test_an_outage_shorter_than_the_patience_is_waited_out() -> None:
     s3 = ScriptedS3([UNREACHABLE, UNREACHABLE])
-    output = upload_png(s3, order(), 0, b"png", "w", patience=30)
-    assert output.uri == "s3://out/ns/j/u1/0.png"
-    assert [put["Key"] for put in s3.puts] == ["ns/j/u1/0.png"]
+    output = upload_image(s3, order(), 0, JPEG, OutputFormat.JPEG, "w", patience=30)
+    assert output.uri == "s3://out/ns/j/u1/0.jpg"
+    assert (output.format, output.width, output.height) == (OutputFormat.JPEG, 64, 96)
+    assert [(put["Key"], put["ContentType"]) for put in s3.puts] == [
+        ("ns/j/u1/0.jpg", "image/jpeg")
+    ]
 
 
 def test_an_outage_past_the_patience_hands_the_job_back_to_be_requeued() -> None:
     s3 = ScriptedS3([UNREACHABLE] * 1000)
     began = time.monotonic()
     with pytest.raises(RunFailedError) as failed:
-        upload_png(s3, order(), 0, b"png", "w", patience=1)
+        upload_image(s3, order(), 0, JPEG, OutputFormat.JPEG, "w", patience=1)
     assert failed.value.retryable
     assert "within 1s" in str(failed.value)
     assert time.monotonic() - began < 2
@@ -73,5 +79,5 @@ def test_a_refusal_is_final_not_retried() -> None:
     )
     s3 = ScriptedS3([denied])
     with pytest.raises(ClientError):
-        upload_png(s3, order(), 0, b"png", "w", patience=30)
+        upload_image(s3, order(), 0, JPEG, OutputFormat.JPEG, "w", patience=30)
     assert s3.puts == []

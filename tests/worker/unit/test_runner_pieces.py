@@ -1,5 +1,5 @@
-"""Unit tests of the worker's pure pieces: sampler mapping, PNG parameters, previews,
-input image helpers, the memory budget and the order check."""
+"""Unit tests of the worker's pure pieces: sampler mapping, previews, input image
+helpers, the memory budget and the order check."""
 
 import base64
 import io
@@ -17,7 +17,6 @@ from diffleet_core.resources.model_cache import BaseModelFamily
 from diffleet_worker.device import DeviceOutOfMemoryError, MemoryBudget, is_out_of_memory
 from diffleet_worker.diffusers_runner import check_order
 from diffleet_worker.images import canny_edges, feathered, keep_unmasked
-from diffleet_worker.parameters import UsedModel, encode_png, parameters_text, read_parameters
 from diffleet_worker.previews import preview_base64
 from diffleet_worker.runner import RunFailedError
 from diffleet_worker.samplers import LABELS, SCHEDULERS, scheduler_for
@@ -45,70 +44,6 @@ def test_every_sampler_has_a_scheduler_and_a_label(sampler: Sampler) -> None:
 def test_karras_variant_uses_karras_sigmas() -> None:
     assert scheduler_for(Sampler.DPMPP_2M_KARRAS, SD15_SCHEDULER).config.use_karras_sigmas
     assert not scheduler_for(Sampler.DPMPP_2M, SD15_SCHEDULER).config.use_karras_sigmas
-
-
-def test_parameters_text_is_the_widely_read_format() -> None:
-    text = parameters_text(
-        spec(negativePrompt="blurry", steps=20, guidanceScale=7.5, width=512, height=768),
-        seed=42,
-        strength=None,
-        model=UsedModel("sd15-base", "0123456789abcdef"),
-        loras=[],
-    )
-    assert text == (
-        "a red circle\nNegative prompt: blurry\n"
-        "Steps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 42, Size: 512x768, "
-        "Model hash: 0123456789, Model: sd15-base"
-    )
-
-
-def test_parameters_name_strength_loras_and_controlnet_when_used() -> None:
-    text = parameters_text(
-        spec(
-            mode="img2img",
-            initImage="s3://uploads/i.png",
-            strength=0.6,
-            controlNet={"model": "cn", "image": "s3://uploads/c.png"},
-        ),
-        seed=1,
-        strength=0.6,
-        model=UsedModel("m", "ab" * 32),
-        loras=[(UsedModel("ink", "cd" * 32), 0.8)],
-    )
-    assert "Denoising strength: 0.6" in text
-    assert 'Lora hashes: "ink: cdcdcdcdcd"' in text
-    assert 'Lora weights: "ink: 0.8"' in text
-    assert 'ControlNet: "Module: canny, Model: cn, Weight: 1"' in text
-
-
-def test_png_carries_the_parameters_and_identical_input_gives_identical_bytes() -> None:
-    image = Image.new("RGB", (16, 16), (200, 10, 10))
-    first, second = encode_png(image, "a\nSteps: 1"), encode_png(image, "a\nSteps: 1")
-    assert first == second
-    assert read_parameters(first) == "a\nSteps: 1"
-
-
-# Emoji, CJK, Arabic (RTL), a combining acute accent, and Latin-1 on its own.
-UNICODE_PROMPT = (
-    "a red circle \U0001f534 \u7ea2\u8272\u7684\u5706 \u062f\u0627\u0626\u0631\u0629 e\u0301"
-)
-
-
-@pytest.mark.parametrize(
-    ("prompt", "chunk"), [("caf\u00e9 cr\u00e8me", b"tEXt"), (UNICODE_PROMPT, b"iTXt")]
-)
-def test_png_parameters_in_any_script_round_trip(prompt: str, chunk: bytes) -> None:
-    text = parameters_text(
-        spec(prompt=prompt, negativePrompt=prompt[::-1]),
-        seed=1,
-        strength=None,
-        model=UsedModel("m", "ab" * 32),
-        loras=[],
-    )
-    png = encode_png(Image.new("RGB", (8, 8)), text)
-    assert read_parameters(png) == text
-    assert text.split("\n")[:2] == [prompt, f"Negative prompt: {prompt[::-1]}"]
-    assert chunk + b"parameters\x00" in png
 
 
 @pytest.mark.parametrize("family", list(BaseModelFamily))
