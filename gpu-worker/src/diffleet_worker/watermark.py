@@ -3,11 +3,12 @@ package's dwtDct method (the Haar approximation of the image's U channel in 4x4 
 the strongest value of each block quantised to carry one bit; the 48 bits repeat over
 the image) with the message of diffleet_core.policy.
 
-As diffusers' SDXL watermarker does, an image smaller than 256 pixels a side is left
-unmarked (the encoder refuses images under 256x256 pixels), and the image goes through
-the encoder as float BGR, rounded to 8 bits after. The mark survives lossless files (PNG,
-WebP at quality 100); lossy compression (JPEG, lossy WebP) erases most of its bits. It
-needs texture: a flat or saturated area does not hold the bits reliably. The package
+As diffusers' SDXL watermarker does, an image narrower than 256 pixels is left unmarked,
+and here one lower than 256 too (the encoder refuses images under 256x256 pixels); the
+image goes through the encoder as float BGR, rounded to 8 bits after. The mark survives
+lossless files (PNG, WebP at quality 100); lossy compression (JPEG, lossy WebP) erases
+most of its bits. It needs texture: a flat or saturated area does not hold the bits
+reliably. The package
 rebuilds the image with the wavelet's horizontal and vertical details swapped, so busy
 textures change visibly (PSNR about 30 dB on smooth noise, 23 dB on tiny-sd15's output).
 """
