@@ -8,9 +8,9 @@ and here one lower than 256 too (the encoder refuses images under 256x256 pixels
 image goes through the encoder as float BGR, rounded to 8 bits after. The mark survives
 lossless files (PNG, WebP at quality 100); lossy compression (JPEG, lossy WebP) erases
 most of its bits. It needs texture: a flat or saturated area does not hold the bits
-reliably. The package
-rebuilds the image with the wavelet's horizontal and vertical details swapped, so busy
-textures change visibly (PSNR about 30 dB on smooth noise, 23 dB on tiny-sd15's output).
+reliably. The package rebuilds the image with the wavelet's horizontal and vertical
+details swapped, so busy textures change visibly (PSNR about 30 dB on smooth noise, 23 dB
+on tiny-sd15's output).
 """
 
 import numpy as np
