@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # The main job end to end, on the local stack that `make up` started (operator, one CPU
-# worker, the API) with the models of `make models`: a txt2img and an img2img
-# GenerationJob applied with kubectl, and one job POSTed to the REST API by a tenant,
-# all on micro-shapes; their PNGs land in ./out/.
+# worker, the API) with the models of `make models`: a txt2img, an img2img and an
+# outpaint GenerationJob applied with kubectl, then a txt2img job POSTed to the REST API
+# by a tenant and an upscale of its output (tiny-esrgan-x4, WebP); micro-shapes draws
+# the images. They land in ./out/.
 set -euo pipefail
 LOG_TAG=demo
 source "$(dirname "$0")/lib.sh"
 eval "$("$ROOT/hack/stack.sh" env)"
 
 namespace=diffleet-demo
-jobs=(red-circle blue-square-repainted)
+jobs=(red-circle blue-square-repainted blue-square-outpainted)
 kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 # Finished jobs keep their names until their TTL: start again from scratch.
 kubectl delete generationjobs --all -n "$namespace" --wait=true >/dev/null
 
-log "uploading the img2img example's init image (a blue square on white)"
+log "uploading the init image of the img2img and outpaint examples (a blue square on white)"
 "$ROOT/.venv/bin/python" - <<'PY'
 import io
 
@@ -30,7 +31,7 @@ boto3.client("s3").put_object(
 )
 PY
 
-for manifest in txt2img img2img; do
+for manifest in txt2img img2img outpaint; do
   log "kubectl apply -f manifests/examples/$manifest.yaml"
   kubectl apply -n "$namespace" -f "$ROOT/manifests/examples/$manifest.yaml"
 done
@@ -41,14 +42,14 @@ for job in "${jobs[@]}"; do
 done
 kubectl get generationjobs -n "$namespace"
 
-log "the images, and the parameters read back from each PNG:"
+log "the images, and the parameters read back from each file (the outpaint is 128x64: the 64x64 square and 64 new pixels on its right):"
 (cd "$ROOT" && .venv/bin/python -m hack.demo_outputs out "$namespace" "${jobs[@]}")
 
-log "the same door for product clients: tenant 'demo' (namespace $namespace), an API key, one POST"
+log "the same door for product clients: tenant 'demo' (namespace $namespace), an API key, a job and an upscale of its output"
 admin="$ROOT/.venv/bin/diffleet-admin"
 "$admin" tenants list | grep -q "^demo[[:space:]]" ||
   "$admin" tenants create demo --namespace "$namespace" --tier pro --credits 100
 api_key="$("$admin" keys create demo --name demo 2>/dev/null)"
 (cd "$ROOT" && DIFFLEET_API_KEY="$api_key" .venv/bin/python -m hack.demo_api out green-triangle)
-kubectl get generationjob green-triangle -n "$namespace"
+kubectl get generationjob green-triangle green-triangle-x4 -n "$namespace"
 log "done; 'eval \"\$(make -s env)\"' points your shell at the stack, 'make down' stops it"

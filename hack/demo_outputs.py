@@ -1,5 +1,6 @@
 """Downloads the images of finished GenerationJobs into a folder and prints, for each,
-its path and the generation parameters read back from the PNG. Used by hack/demo.sh.
+its path, size and the generation parameters read back from the file (PNG text, or the
+EXIF UserComment of a JPEG or WebP). Used by hack/demo.sh.
 
     python -m hack.demo_outputs OUT_DIR NAMESPACE JOB [JOB ...]
 """
@@ -15,6 +16,7 @@ from botocore.config import Config
 from PIL import Image
 
 from diffleet_core.storage import S3Location
+from diffleet_worker.encoding import read_parameters
 
 
 def job_outputs(namespace: str, job: str) -> list[str]:
@@ -28,12 +30,13 @@ def job_outputs(namespace: str, job: str) -> list[str]:
     return [output["uri"] for output in json.loads(result.stdout)["status"]["outputs"]]
 
 
-def save_and_show(path: Path, png: bytes, source: str = "") -> None:
-    """Writes a PNG and prints its path, size and the parameters read back from it."""
-    path.write_bytes(png)
-    with Image.open(io.BytesIO(png)) as image:
-        print(f"{path}  ({image.width}x{image.height}{source})")
-        parameters = str(image.info.get("parameters", "(no parameters chunk)"))
+def save_and_show(path: Path, data: bytes, source: str = "") -> None:
+    """Writes an image and prints its path, format, size and the parameters read back
+    from it."""
+    path.write_bytes(data)
+    with Image.open(io.BytesIO(data)) as image:
+        print(f"{path}  ({image.format} {image.width}x{image.height}{source})")
+    parameters = read_parameters(data) or "(no parameters)"
     print("  " + parameters.replace("\n", "\n  "))
 
 
@@ -43,8 +46,8 @@ def main(out_dir: Path, namespace: str, jobs: list[str]) -> None:
     for job in jobs:
         for index, uri in enumerate(job_outputs(namespace, job)):
             location = S3Location.parse(uri)
-            png = s3.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
-            save_and_show(out_dir / f"{job}-{index}.png", png)
+            data = s3.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
+            save_and_show(out_dir / f"{job}-{index}{Path(location.key).suffix}", data)
 
 
 if __name__ == "__main__":
