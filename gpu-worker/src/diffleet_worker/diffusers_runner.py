@@ -3,12 +3,17 @@
 Steps of one run (in a worker thread; one run on the device at a time):
   1. check the order (model types and families match the task)
   2. fetch the input images (init, mask, control) from S3
-  3. take the models from the cache: the checkpoint and the ControlNet loaded (hot, else
-     warm from disk, else cold from S3), the LoRAs as files
-  4. run the task pipeline with the LoRAs applied, reporting each step (with a preview
-     every few steps) and stopping at the next step when cancelled; on out-of-memory,
-     free the cache and retry once with attention slicing and VAE tiling
-  5. finish (finishing.py): the policy's output classifier, the watermark, each image
+  3. take the generation's models from the cache: the checkpoint, the ControlNet and the
+     VAE override loaded (hot, else warm from disk, else cold from S3), the LoRAs and
+     embeddings as files
+  4. run the task pipeline (hires fix included) with the LoRAs and embeddings applied,
+     reporting each step (with a preview every few steps) and stopping at the next step
+     when cancelled; on out-of-memory, free the cache and retry once with attention
+     slicing and VAE tiling. Mode upscale skips 3 and 4: its image is the init image
+  5. post-process each image: upscale, then restore faces (each model from the cache
+     when its step comes; these steps report no progress, and stop between tiles when
+     cancelled)
+  6. finish (finishing.py): the policy's output classifier, the watermark, each image
      encoded in the job's format with its parameters, and uploaded
 """
 
@@ -18,14 +23,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 
 from diffleet_core.messages import DispatchedJob, ModelRef
 from diffleet_core.model_rules import JobModelRefs, incompatibilities
 from diffleet_core.resources.conditions import Reason
-from diffleet_core.resources.generation_job import MAX_SEED, JobOutput, Mode
+from diffleet_core.resources.generation_job import MAX_SEED, GenerationJobSpec, Mode
 from diffleet_core.resources.model_cache import ModelType
 from diffleet_core.telemetry import tracer
 from diffleet_worker import metrics
@@ -47,13 +54,18 @@ from diffleet_worker.device import (
     free_device_memory,
     is_out_of_memory,
 )
+from diffleet_worker.embeddings import LoadedEmbedding
+from diffleet_worker.embeddings import applied as embeddings_applied
 from diffleet_worker.finishing import finish
 from diffleet_worker.images import InputImageError, canny_edges, fetch_image
 from diffleet_worker.loading import Loader, resident_bytes
-from diffleet_worker.loras import LoadedLora, adapter_name, applied
+from diffleet_worker.loras import LoadedLora, adapter_name
+from diffleet_worker.loras import applied as loras_applied
 from diffleet_worker.parameters import parameters_text
-from diffleet_worker.pipelines import img2img, inpaint, txt2img
-from diffleet_worker.pipelines.common import Generation, StepEnd
+from diffleet_worker.pipelines import img2img, inpaint, outpaint, txt2img
+from diffleet_worker.pipelines.common import Generation, StepReport, denoised_size
+from diffleet_worker.pipelines.restore import restore
+from diffleet_worker.pipelines.upscale import upscale
 from diffleet_worker.previews import preview_base64
 from diffleet_worker.runner import (
     JobCancelledError,
@@ -68,6 +80,7 @@ TASKS: dict[Mode, Callable[[Any, Generation], list[Image.Image]]] = {
     Mode.TXT2IMG: txt2img.run,
     Mode.IMG2IMG: img2img.run,
     Mode.INPAINT: inpaint.run,
+    Mode.OUTPAINT: outpaint.run,
 }
 
 
@@ -175,48 +188,103 @@ class DiffusersRunner:
         # 2. Fetch the input images.
         with tracer.start_as_current_span("fetch"):
             inputs = self._fetch_inputs(order)
-        with ExitStack() as held, self._cache_errors():
-            # 3. Take the models from the cache.
-            with tracer.start_as_current_span("load"):
-                base = held.enter_context(self._acquire(order.model, order.keep_hot))
-                controlnet = (
-                    held.enter_context(self._acquire(order.control_net, order.keep_hot))
-                    if order.control_net is not None
-                    else None
-                )
-                loras = []
-                weights = [lora.weight for lora in spec.loras or []]
-                for index, (ref, weight) in enumerate(zip(order.loras, weights, strict=True)):
-                    fetched = held.enter_context(self.store.fetch(ref))
-                    metrics.MODEL_SERVED.labels(fetched.tier.value).inc()
-                    loras.append(LoadedLora(adapter_name(index), fetched.path, weight))
-            if cancelled.is_set():
-                raise JobCancelledError
-            # 4. Run the task with the LoRAs applied.
-            seeds = [(order.seed + i) % (MAX_SEED + 1) for i in range(spec.batch_size)]
+        seeds = [(order.seed + i) % (MAX_SEED + 1) for i in range(spec.batch_size)]
+        # 3-4. Generate: the models taken from the cache, the task run with them (mode
+        # upscale generates nothing: its image is the init image).
+        strength: float | None = None
+        if spec.mode is Mode.UPSCALE:
+            assert inputs.init is not None, "a rule requires initImage in mode upscale"
+            images = [inputs.init] * spec.batch_size
+        else:
+            strength = denoising_strength(spec, self.settings.strength)
             generation = Generation(
                 spec=spec,
                 seeds=seeds,
                 policy=self.policy,
-                on_step_end=self._step_end(order, cancelled, report),
-                strength=spec.strength if spec.strength is not None else self.settings.strength,
+                on_step=self._step_report(order, cancelled, report),
+                strength=strength,
                 feather_radius=self.settings.mask_feather_pixels,
                 init_image=inputs.init,
                 mask_image=inputs.mask,
-                controlnet=controlnet,
                 control_image=inputs.control,
             )
-            with tracer.start_as_current_span("denoise"), applied(base, loras):
-                images = self._generate(base, generation)
+            images = self._generation(order, generation, cancelled)
         if cancelled.is_set():
             raise JobCancelledError
-        # 5. Finish: the policy's checks, then the files in S3.
-        outputs = self._finish(order, images, seeds, generation.strength)
-        return RunResult(
-            outputs=outputs,
-            model_digest=order.model.digest,
-            lora_digests={ref.name: ref.digest for ref in order.loras},
-        )
+        # 5. Post-process: upscale, then restore faces.
+        with tracer.start_as_current_span("postprocess"):
+            images = self._postprocess(order, images, seeds, cancelled.is_set)
+        # 6. Finish: the policy's checks, then the files in S3.
+        return self._finish(order, images, seeds, strength)
+
+    def _generation(
+        self, order: DispatchedJob, generation: Generation, cancelled: asyncio.Event
+    ) -> list[Image.Image]:
+        """The task's images: its models taken from the cache (the checkpoint, ControlNet
+        and VAE loaded: hot, else warm from disk, else cold from S3; LoRAs and embeddings
+        as files), the task run with the LoRAs and embeddings applied to the checkpoint."""
+        spec = order.spec
+        with ExitStack() as held, self._cache_errors():
+            with tracer.start_as_current_span("load"):
+                base = held.enter_context(self._acquire(order.model, order.keep_hot))
+                extra = {
+                    name: held.enter_context(self._acquire(ref, order.keep_hot))
+                    for name, ref in (("controlnet", order.control_net), ("vae", order.vae))
+                    if ref is not None
+                }
+                loras = [
+                    LoadedLora(adapter_name(index), self._file(held, ref), lora.weight)
+                    for index, (ref, lora) in enumerate(
+                        zip(order.loras, spec.loras or [], strict=True)
+                    )
+                ]
+                embeddings = [
+                    LoadedEmbedding(ref.name, self._file(held, ref)) for ref in order.embeddings
+                ]
+            if cancelled.is_set():
+                raise JobCancelledError
+            generation = replace(generation, **extra)
+            with (
+                tracer.start_as_current_span("denoise"),
+                loras_applied(base, loras),
+                embeddings_applied(base, embeddings),
+            ):
+                return self._generate(base, generation)
+
+    def _file(self, held: ExitStack, ref: ModelRef) -> Path:
+        """A model the run reads itself (LoRA, embedding), on disk until the run ends."""
+        fetched = held.enter_context(self.store.fetch(ref))
+        metrics.MODEL_SERVED.labels(fetched.tier.value).inc()
+        return fetched.path
+
+    def _postprocess(
+        self,
+        order: DispatchedJob,
+        images: list[Image.Image],
+        seeds: list[int],
+        cancelled: Callable[[], bool],
+    ) -> list[Image.Image]:
+        """Upscaling, then face restoration, of each image; each model taken from the
+        cache when its step comes (after the generation's are released, so the hot tier
+        can make room by evicting them)."""
+        spec = order.spec
+        with self._cache_errors():
+            if spec.upscale is not None and order.upscaler is not None:
+                with self._acquire(order.upscaler, order.keep_hot) as upscaler:
+                    images = [
+                        upscale(image, upscaler, spec, spec.upscale, seed, cancelled)
+                        for image, seed in zip(images, seeds, strict=True)
+                    ]
+            if spec.restore_faces is not None and order.restorer is not None:
+                strength = spec.restore_faces.strength
+                with self._acquire(order.restorer, order.keep_hot) as restorer:
+                    images = [
+                        restore(image, restorer, strength, seed)
+                        for image, seed in zip(images, seeds, strict=True)
+                    ]
+        if cancelled():
+            raise JobCancelledError
+        return images
 
     def _finish(
         self,
@@ -224,7 +292,7 @@ class DiffusersRunner:
         images: list[Image.Image],
         seeds: list[int],
         strength: float | None,
-    ) -> list[JobOutput]:
+    ) -> RunResult:
         parameters = [parameters_text(order, seed, strength) for seed in seeds]
         with ExitStack() as held, self._cache_errors():
             checker = (
@@ -232,7 +300,12 @@ class DiffusersRunner:
                 if order.safety is not None
                 else None
             )
-            return finish(order, images, parameters, checker, self.s3, self.settings)
+            outputs = finish(order, images, parameters, checker, self.s3, self.settings)
+        return RunResult(
+            outputs=outputs,
+            model_digest=order.model.digest,
+            lora_digests={ref.name: ref.digest for ref in order.loras},
+        )
 
     def _fetch_inputs(self, order: DispatchedJob) -> "Inputs":
         spec = order.spec
@@ -244,8 +317,9 @@ class DiffusersRunner:
             if spec.mask_image is not None:
                 mask = fetch_image(self.s3, spec.mask_image, "maskImage", size, "L")
             if spec.control_net is not None:
+                # The control image guides the whole canvas (an outpaint's too).
                 image = fetch_image(
-                    self.s3, spec.control_net.image, "controlNet.image", size, "RGB"
+                    self.s3, spec.control_net.image, "controlNet.image", spec.generated_size, "RGB"
                 )
                 control = canny_edges(image)
         except InputImageError as error:
@@ -277,8 +351,9 @@ class DiffusersRunner:
     def _generate(self, base: Any, generation: Generation) -> list[Image.Image]:
         spec = generation.spec
         task = TASKS[spec.mode]
+        width, height = denoised_size(spec)
         try:
-            self.budget.check(spec.width, spec.height, spec.batch_size, low_memory=False)
+            self.budget.check(width, height, spec.batch_size, low_memory=False)
             return task(base, generation)
         except Exception as error:
             if not is_out_of_memory(error):
@@ -288,7 +363,7 @@ class DiffusersRunner:
         self.store.evict_all()
         free_device_memory(self.policy)
         try:
-            self.budget.check(spec.width, spec.height, spec.batch_size, low_memory=True)
+            self.budget.check(width, height, spec.batch_size, low_memory=True)
             return task(base, replace(generation, low_memory=True))
         except Exception as error:
             if not is_out_of_memory(error):
@@ -298,36 +373,33 @@ class DiffusersRunner:
         finally:
             self.policy.restore_attention(base)
 
-    def _step_end(
+    def _step_report(
         self,
         order: DispatchedJob,
         cancelled: asyncio.Event,
         report: Callable[[int, int, float | None, str | None], None],
-    ) -> StepEnd:
+    ) -> StepReport:
         every = self.settings.preview_every_steps
         family = order.model.base_model
         step_time = metrics.STEP_SECONDS.labels(self.settings.gpu_type)
         started = last = time.monotonic()
 
-        def on_step_end(
-            pipeline: Any, index: int, _: Any, tensors: dict[str, Any]
-        ) -> dict[str, Any]:
+        def on_step(pipeline: Any, step: int, total: int, latents: torch.Tensor | None) -> None:
             nonlocal last
             ended = time.monotonic()
             step_time.observe(ended - last)  # the step alone, not this callback's work
-            step, total = index + 1, pipeline.num_timesteps
             eta = (ended - started) / step * (total - step)
             preview = None
-            if every and (step % every == 0) and step < total and family is not None:
-                preview = preview_base64(tensors["latents"], family)
+            previewed = every and step % every == 0 and step < total
+            if previewed and latents is not None and family is not None:
+                preview = preview_base64(latents, family)
             report(step, total, eta, preview)
             if cancelled.is_set():
                 # diffusers' documented way to stop a pipeline at the next step.
                 pipeline._interrupt = True
             last = time.monotonic()
-            return tensors
 
-        return on_step_end
+        return on_step
 
     def _count_cache(self) -> None:
         """Moves the store's counters into the Prometheus counters."""
@@ -337,12 +409,33 @@ class DiffusersRunner:
         self._counted = now
 
 
+def denoising_strength(spec: GenerationJobSpec, default: float) -> float:
+    """The job's strength, else the worker's default; else 1 where the masked area is
+    drawn anew rather than changed: outpaint (its padding holds only a placeholder fill)
+    and object removal (inpaint with an empty prompt: at a lower strength the noised
+    object shows through and comes back)."""
+    if spec.strength is not None:
+        return spec.strength
+    anew = spec.mode is Mode.OUTPAINT or (spec.mode is Mode.INPAINT and not spec.prompt)
+    return 1.0 if anew else default
+
+
 def check_order(order: DispatchedJob) -> None:
     """Refuses an order whose models do not fit together (InvalidSpec, not retried).
     Admission refuses such jobs first (IncompatibleModels); this guards what it cannot
     see: a ModelCache replaced between admission and dispatch, or a malformed order."""
     problems = incompatibilities(JobModelRefs.of_order(order), order.spec.mode)
-    if len(order.loras) != len(order.spec.loras or []):
+    spec = order.spec
+    if len(order.loras) != len(spec.loras or []):
         problems.append("loras: the order does not resolve every LoRA of the spec")
+    if len(order.embeddings) != len(spec.embeddings or []):
+        problems.append("embeddings: the order does not resolve every embedding of the spec")
+    for field, named, resolved in (
+        ("vae", spec.vae, order.vae),
+        ("upscale.model", spec.upscale, order.upscaler),
+        ("restoreFaces.model", spec.restore_faces, order.restorer),
+    ):
+        if (named is None) != (resolved is None):
+            problems.append(f"{field}: the order does not match the spec")
     if problems:
         raise RunFailedError(Reason.INVALID_SPEC, "; ".join(problems))

@@ -1,13 +1,23 @@
 """Loading model artifacts from local disk into memory, the way diffusers intends:
 `from_pretrained` for diffusers folders, `from_single_file` for single .safetensors
-checkpoints; weights only from safetensors (the cache refuses pickle files earlier)."""
+checkpoints; spandrel for upscalers and restorers in one .safetensors file (it detects
+the architecture from the weights); weights only from safetensors (the cache refuses
+pickle files earlier). LoRAs and embeddings are not loaded here: a job applies their
+files to its pipeline for the run."""
 
 import gc
 from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import ControlNetModel, StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers import (
+    AutoencoderKL,
+    ControlNetModel,
+    StableDiffusionPipeline,
+    StableDiffusionUpscalePipeline,
+    StableDiffusionXLPipeline,
+)
+from spandrel import ImageModelDescriptor, ModelBase, ModelLoader
 
 from diffleet_core.messages import ModelRef
 from diffleet_core.resources.model_cache import BaseModelFamily, ModelType
@@ -21,8 +31,8 @@ PIPELINES: dict[BaseModelFamily, Any] = {
 
 
 class Loader:
-    """Loads checkpoints, ControlNets and safety checkers for the hot tier, and frees them
-    again."""
+    """Loads checkpoints, ControlNets, VAEs, upscalers, restorers and safety checkers for
+    the hot tier, and frees them again."""
 
     def __init__(self, policy: DevicePolicy) -> None:
         self.policy = policy
@@ -32,8 +42,14 @@ class Loader:
             return self._controlnet(path)
         if ref.type is ModelType.CHECKPOINT and ref.base_model is not None:
             return self._pipeline(ref.base_model, path)
+        if ref.type is ModelType.VAE:
+            return self._vae(path)
         if ref.type is ModelType.SAFETY:
             return safety.load(path, self.policy)
+        if ref.type is ModelType.UPSCALER and path.is_dir():
+            return self._upscale_pipeline(path)
+        if ref.type in (ModelType.UPSCALER, ModelType.RESTORER):
+            return self._spandrel(ref, path)
         raise ValueError(f"model {ref.name}: a {ref.type.value} is not loaded on its own")
 
     def _pipeline(self, family: BaseModelFamily, path: Path) -> Any:
@@ -59,6 +75,40 @@ class Loader:
             model = ControlNetModel.from_single_file(path, local_files_only=True, **options)
         return model.to(self.policy.device)
 
+    def _vae(self, path: Path) -> Any:
+        options: dict[str, Any] = {"dtype": self.policy.dtype}
+        if path.is_dir():
+            vae = AutoencoderKL.from_pretrained(  # type: ignore[no-untyped-call]
+                path, local_files_only=True, use_safetensors=True, **options
+            )
+        else:
+            vae = AutoencoderKL.from_single_file(path, local_files_only=True, **options)
+        return vae.to(self.policy.device)
+
+    def _upscale_pipeline(self, path: Path) -> Any:
+        """The Stable Diffusion x4 upscaler, from its diffusers folder."""
+        pipe = StableDiffusionUpscalePipeline.from_pretrained(  # type: ignore[no-untyped-call]
+            path, local_files_only=True, use_safetensors=True, dtype=self.policy.dtype
+        )
+        return self.policy.prepare(pipe)
+
+    def _spandrel(self, ref: ModelRef, path: Path) -> ImageModelDescriptor[Any]:
+        """An image-to-image model on the device, in the policy's dtype where its
+        architecture supports it (else float32)."""
+        model = ModelLoader(device=self.policy.device).load_from_file(path)
+        if not isinstance(model, ImageModelDescriptor):
+            raise ValueError(
+                f"model {ref.name}: spandrel loads it as {type(model).__name__}, "
+                "not an image-to-image model"
+            )
+        dtype = self.policy.dtype
+        supported = (
+            dtype == torch.float32
+            or (dtype == torch.float16 and model.supports_half)
+            or (dtype == torch.bfloat16 and model.supports_bfloat16)
+        )
+        return model.to(dtype if supported else torch.float32).eval()
+
     def release(self, model: Any) -> None:
         """Called by the hot tier when it drops a model: frees its device memory."""
         del model
@@ -68,11 +118,12 @@ class Loader:
 
 def resident_bytes(model: Any) -> int:
     """Bytes of a loaded pipeline's or model's parameters and buffers."""
-    modules = (
-        [model]
-        if isinstance(model, torch.nn.Module)
-        else [c for c in model.components.values() if isinstance(c, torch.nn.Module)]
-    )
+    if isinstance(model, torch.nn.Module):
+        modules = [model]
+    elif isinstance(model, ModelBase):
+        modules = [model.model]  # a spandrel descriptor
+    else:
+        modules = [c for c in model.components.values() if isinstance(c, torch.nn.Module)]
     return sum(
         tensor.numel() * tensor.element_size()
         for module in modules

@@ -13,7 +13,7 @@ def run(base: Any, generation: Generation) -> list[Image.Image]:
     if generation.init_image is None:
         raise ValueError("initImage is required for img2img")
     # 2. Derive the task pipeline from the hot base pipeline (shared modules, no copy).
-    pipeline = AutoPipelineForImage2Image.from_pipe(base, **generation.controlnet_options)
+    pipeline = AutoPipelineForImage2Image.from_pipe(base, **generation.components)
     configure(pipeline, base, generation)
     # 3. Denoise and decode.
     options = call_options(generation) | {

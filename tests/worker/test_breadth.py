@@ -1,0 +1,228 @@
+"""Generation breadth through the whole platform (kubectl, operator, RabbitMQ, a real
+diffusers worker on the CPU, S3): outpaint, hires fix, img2img and object removal with
+micro-shapes, whose colours and positions can be checked; upscaling (spandrel and the SD
+x4 pipeline), face restoration, embeddings and the VAE override with the tiny models.
+Each job's parameters are read back from its file."""
+
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from diffleet_worker.encoding import read_parameters
+from tests.support.groups import DIFFUSERS
+from tests.support.models import dominant_colour
+from tests.support.platform import Process, apply_job, wait_for_phase
+from tests.support.stack import Kubectl
+from tests.worker.conftest import JOB_TIMEOUT, decode, read_output, upload_image
+
+pytestmark = DIFFUSERS
+
+RED, BLUE = (220, 30, 30), (30, 30, 220)
+# micro-shapes, at the size it was trained at, with few steps.
+SHAPES = {"model": "micro-shapes", "width": 64, "height": 64, "steps": 10}
+TINY = {"model": "tiny-sd15", "width": 64, "height": 64, "steps": 4, "seed": 1}
+
+
+def run_jobs(kubectl: Kubectl, namespace: str, jobs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Applies every job at once (the worker takes them in turn); their Succeeded status."""
+    for name, spec in jobs.items():
+        apply_job(kubectl, namespace, name, **spec)
+    return {
+        name: wait_for_phase(kubectl, namespace, name, "Succeeded", timeout=JOB_TIMEOUT)
+        for name in jobs
+    }
+
+
+def image_of(status: dict[str, Any]) -> Image.Image:
+    return decode(read_output(status["outputs"][0])).convert("RGB")
+
+
+def pixels_of(status: dict[str, Any]) -> np.ndarray:
+    return np.asarray(image_of(status), dtype=int)
+
+
+def parameters_of(status: dict[str, Any]) -> str:
+    return read_parameters(read_output(status["outputs"][0])) or ""
+
+
+def circle(colour: tuple[int, int, int]) -> Image.Image:
+    image = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(image).ellipse((14, 14, 50, 50), fill=colour)
+    return image
+
+
+def test_outpaint_keeps_the_original_and_paints_the_new_area_from_the_prompt(
+    kubectl: Kubectl, studio_namespace: str, studio: Process
+) -> None:
+    original = circle(RED)
+    outpaint = {"right": 64, "featherPixels": 8}
+    spec = {
+        **SHAPES,
+        "mode": "outpaint",
+        "prompt": "a blue square",
+        "initImage": upload_image(original, "outpaint"),
+        "outpaint": outpaint,
+        "seed": 3,
+    }
+    done = run_jobs(kubectl, studio_namespace, {"outpaint": spec, "outpaint-again": spec})
+    status = done["outpaint"]
+    assert (status["outputs"][0]["width"], status["outputs"][0]["height"]) == (128, 64)
+    painted = pixels_of(status)
+    assert painted.shape == (64, 128, 3)
+    # Pixel-exact left of the feather; the new area drawn as the prompt asks.
+    assert np.array_equal(painted[:, : 64 - 8], np.asarray(original, dtype=int)[:, : 64 - 8])
+    assert dominant_colour(Image.fromarray(painted[:, 64:].astype(np.uint8))) == "blue"
+    assert status["outputs"][0]["sha256"] == done["outpaint-again"]["outputs"][0]["sha256"]
+    assert "Outpaint: " in parameters_of(status)
+
+
+def test_hires_fix_and_img2img_against_the_plain_image_of_the_same_seed(
+    kubectl: Kubectl, studio_namespace: str, studio: Process
+) -> None:
+    common = {**SHAPES, "prompt": "a red circle", "seed": 7}
+    hires = {"scale": 2.0, "strength": 0.5, "steps": 6}
+    done = run_jobs(
+        kubectl,
+        studio_namespace,
+        {
+            "plain": common,
+            "hires": {**common, "hiresFix": hires},
+            "img2img-blue": {
+                **common,
+                "mode": "img2img",
+                "initImage": upload_image(circle(BLUE), "blue"),
+                "strength": 0.3,
+            },
+        },
+    )
+    plain = image_of(done["plain"])
+    # Hires fix: twice the size, the colours of the first pass kept.
+    larger = image_of(done["hires"])
+    assert larger.size == (128, 128)
+    assert dominant_colour(plain) == dominant_colour(larger) == "red"
+    shrunk = np.asarray(larger.resize((64, 64), Image.Resampling.LANCZOS), dtype=int)
+    assert np.abs(shrunk - np.asarray(plain, dtype=int)).mean() < 40
+    hires_text = parameters_of(done["hires"])
+    assert "Hires upscale: 2, Hires steps: 6, Hires upscaler: Latent" in hires_text
+    # img2img: the blue init image wins over the prompt's red, and the result lies nearer
+    # to it than the plain image does.
+    init = np.asarray(circle(BLUE), dtype=int)
+    moved = pixels_of(done["img2img-blue"])
+    assert dominant_colour(image_of(done["img2img-blue"])) == "blue"
+    assert np.abs(moved - init).mean() < np.abs(np.asarray(plain, dtype=int) - init).mean()
+    assert "Denoising strength: 0.3" in parameters_of(done["img2img-blue"])
+
+
+def test_object_removal_fills_the_masked_shape_with_the_background(
+    kubectl: Kubectl, studio_namespace: str, studio: Process
+) -> None:
+    original = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(original).rectangle((20, 20, 44, 44), fill=RED)
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((14, 14, 50, 50), fill=255)
+    status = run_jobs(
+        kubectl,
+        studio_namespace,
+        {
+            "removal": {
+                **SHAPES,
+                "mode": "inpaint",
+                "prompt": "",
+                "initImage": upload_image(original, "removal"),
+                "maskImage": upload_image(mask, "removal-mask"),
+                "seed": 2,
+            }
+        },
+    )["removal"]
+    region = pixels_of(status)[20:45, 20:45]
+    red = (region[..., 0] > 150) & (region[..., 1] < 100) & (region[..., 2] < 100)
+    assert red.mean() < 0.05, f"{red.mean():.0%} of the removed square is still red"
+    assert region.mean() > 180  # light, as the white around it
+    assert "Denoising strength: 1" in parameters_of(status)
+
+
+def test_upscale_by_spandrel_and_by_the_sd_x4_pipeline_gives_four_times_the_size(
+    kubectl: Kubectl, studio_namespace: str, studio: Process
+) -> None:
+    source = upload_image(circle(RED), "upscale")
+    upscale_only = {"mode": "upscale", "initImage": source, "width": 64, "height": 64}
+    done = run_jobs(
+        kubectl,
+        studio_namespace,
+        {
+            "esrgan": {
+                **upscale_only,
+                "width": 128,
+                "height": 128,
+                "upscale": {"model": "tiny-esrgan-x4", "scale": 4.0, "tileSize": 64},
+                "seed": 1,
+            },
+            "sd-x4": {
+                **upscale_only,
+                "prompt": "a red circle",
+                "upscale": {"model": "tiny-sd-x4-upscaler", "scale": 4.0, "tileSize": 0},
+                "seed": 1,
+            },
+        },
+    )
+    esrgan = image_of(done["esrgan"])
+    assert esrgan.size == (512, 512)
+    # tiny-esrgan-x4 is near identity: the red circle survives the tiles.
+    assert dominant_colour(esrgan) == "red"
+    assert "Postprocess upscaler: tiny-esrgan-x4" in parameters_of(done["esrgan"])
+    assert image_of(done["sd-x4"]).size == (256, 256)
+    assert done["sd-x4"]["outputs"][0]["width"] == 256
+
+
+def test_face_restoration_changes_the_image_by_its_strength_and_repeats(
+    kubectl: Kubectl, studio_namespace: str, studio: Process
+) -> None:
+    spec = TINY | {"prompt": "a portrait"}
+
+    def restored(strength: float) -> dict[str, Any]:
+        return spec | {"restoreFaces": {"model": "tiny-restoreformer", "strength": strength}}
+
+    done = run_jobs(
+        kubectl,
+        studio_namespace,
+        {
+            "faces-none": spec,
+            "faces-zero": restored(0.0),
+            "faces-full": restored(0.8),
+            "faces-full-again": restored(0.8),
+        },
+    )
+    none, zero, full = (
+        pixels_of(done[name]) for name in ("faces-none", "faces-zero", "faces-full")
+    )
+    assert np.array_equal(none, zero)
+    assert not np.array_equal(none, full)
+    assert (
+        done["faces-full"]["outputs"][0]["sha256"]
+        == (done["faces-full-again"]["outputs"][0]["sha256"])
+    )
+    assert "Face restoration: tiny-restoreformer" in parameters_of(done["faces-full"])
+
+
+def test_an_embedding_and_a_vae_each_change_the_image_and_leave_the_model_clean(
+    kubectl: Kubectl, studio_namespace: str, studio: Process
+) -> None:
+    prompt = {"prompt": "a photo of tiny-embedding"}
+    done = run_jobs(
+        kubectl,
+        studio_namespace,
+        {
+            "base": TINY | prompt,
+            "embedding": TINY | prompt | {"embeddings": ["tiny-embedding"]},
+            "vae": TINY | prompt | {"vae": "tiny-vae"},
+            "base-again": TINY | prompt,
+        },
+    )
+    base = pixels_of(done["base"])
+    assert not np.array_equal(base, pixels_of(done["embedding"]))
+    assert not np.array_equal(base, pixels_of(done["vae"]))
+    # Neither stayed in the hot base pipeline.
+    assert np.array_equal(base, pixels_of(done["base-again"]))
+    assert "TI hashes: " in parameters_of(done["embedding"])
+    assert "VAE: tiny-vae" in parameters_of(done["vae"])
