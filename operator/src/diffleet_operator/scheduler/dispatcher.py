@@ -214,7 +214,7 @@ class Dispatcher:
         too) is not Ready or that worker cannot take it (gone, cordoned, full): the next
         round plans again."""
         policy = await self.rt.policies.of(job.namespace)
-        watermark = watermark_on(await self.rt.kube.namespace_annotations(job.namespace))
+        watermark = watermark_on(await self._namespace_annotations(job.namespace))
         models = resolve_job_models(
             self.rt.models,
             job.namespace,
@@ -232,6 +232,14 @@ class Dispatcher:
         if decision.worker is None:
             return None
         return Placement(models, decision.worker, decision, watermark)
+
+    async def _namespace_annotations(self, namespace: str) -> dict[str, str]:
+        """The namespace's annotations as the fair order keeps them (read again in the
+        background when old), so that a dispatch waits on no read; read now if never read."""
+        cached = self.rt.kube.cached_namespace_annotations(namespace)
+        if cached is not None:
+            return cached[1]
+        return await self.rt.kube.namespace_annotations(namespace)
 
     async def _dispatch(
         self,
