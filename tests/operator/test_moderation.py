@@ -1,7 +1,8 @@
 """The content policy and the watermark through the real operator: a prompt that the
 job's namespace's diffleet-policy ConfigMap (else the platform's) denies fails the job at
 admission, reason PromptRejected, naming the rule and the ConfigMap; the policy's safety
-model and the namespace's watermark annotation reach the worker's order."""
+model and the namespace's watermark annotation reach the worker's order; an output the
+safety model flags fails its job on a real worker, and nothing of it reaches S3."""
 
 import asyncio
 import json
@@ -12,9 +13,12 @@ from typing import Any
 import boto3
 import pytest
 
+from diffleet_core.storage import output_prefix
+from hack.models.registry import RegisteredModel
 from tests.conftest import delete_namespace
 from tests.operator.injection import idle_worker_lease
 from tests.operator.test_ordering import take_dispatched
+from tests.support.groups import DIFFUSERS
 from tests.support.platform import (
     Platform,
     apply_job,
@@ -138,3 +142,24 @@ def test_the_policy_safety_model_and_the_watermark_reach_the_order(
     assert order.safety is not None
     assert (order.safety.name, order.safety.type) == ("checker", "safety")
     assert order.model.name == "m"
+
+
+@DIFFUSERS
+def test_an_output_the_safety_model_flags_fails_the_job_and_is_never_stored(
+    kubectl: Kubectl, namespace: str, platform: Platform, models: dict[str, RegisteredModel]
+) -> None:
+    """tiny-safety-strict flags every image: the worker fails the job before any upload."""
+    policy(kubectl, namespace, safetyModel="tiny-safety-strict")
+    operator = platform.operator()
+    platform.worker("cpu", simulate=False)
+    platform.wait_for_workers(operator, "t4", 1, timeout=240)
+    apply_job(kubectl, namespace, "flagged", model="tiny-sd15", width=64, height=64, steps=2)
+
+    failed = wait_for_phase(kubectl, namespace, "flagged", "Failed", timeout=180)
+    assert failed["reason"] == "ContentRejected"
+    assert failed["attempts"] == 1  # a verdict, not a fault: never tried again
+    uid = kubectl.json("get", "gj", "flagged", "-n", namespace)["metadata"]["uid"]
+    stored = boto3.client("s3").list_objects_v2(
+        Bucket="diffleet-outputs", Prefix=output_prefix(namespace, "flagged", uid)
+    )
+    assert stored.get("KeyCount", 0) == 0
