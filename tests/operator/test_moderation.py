@@ -57,42 +57,6 @@ def extra_namespaces(kubectl: Kubectl, namespace: str) -> Iterator[tuple[str, st
         delete_namespace(kubectl, name)
 
 
-def test_a_denied_prompt_fails_at_admission_and_a_namespace_policy_replaces_the_platform_one(
-    kubectl: Kubectl, namespace: str, platform: Platform, extra_namespaces: tuple[str, str]
-) -> None:
-    own, system = extra_namespaces
-    policy(kubectl, system, denyList="# the platform's\nred panda\n")
-    policy(kubectl, own, denyList="blue whale")
-    platform.job_namespaces = [namespace, own]
-    platform.operator(environment={"DIFFLEET_SYSTEM_NAMESPACE": system})
-    register_model(kubectl, own, "m")
-
-    # No policy of its own: the platform's applies, before the model is even looked for.
-    apply_job(kubectl, namespace, "panda", model="missing", prompt="A Red Panda, asleep")
-    failed = wait_for_phase(kubectl, namespace, "panda", "Failed", timeout=30)
-    assert failed["reason"] == "PromptRejected"
-    assert failed["message"] == (
-        f"the prompt matches the deny rule 'red panda' of ConfigMap {system}/diffleet-policy"
-    )
-    warnings = eventually(
-        lambda: [e for e in job_events(kubectl, namespace, "panda") if e["type"] == "Warning"],
-        timeout=30,
-        what="the PromptRejected Event",
-    )
-    assert [(e["reason"], e["message"]) for e in warnings] == [
-        ("PromptRejected", failed["message"])
-    ]
-
-    # A namespace's own policy replaces the platform's: its rules apply, not the platform's.
-    apply_job(kubectl, own, "whale", model="m", prompt="a blue whale")
-    apply_job(kubectl, own, "panda", model="m", prompt="a red panda")
-    whale = wait_for_phase(kubectl, own, "whale", "Failed", timeout=30)
-    assert whale["message"] == (
-        f"the prompt matches the deny rule 'blue whale' of ConfigMap {own}/diffleet-policy"
-    )
-    wait_for_phase(kubectl, own, "panda", "Queued", timeout=30)  # no worker: it waits
-
-
 def safety_model(kubectl: Kubectl, namespace: str, name: str) -> None:
     """A ModelCache of type safety (a diffusers folder; never loaded here), once Ready."""
     prefix = f"tests/{namespace}/{name}-{uuid.uuid4().hex[:6]}"
@@ -117,31 +81,56 @@ def safety_model(kubectl: Kubectl, namespace: str, name: str) -> None:
     eventually(ready, timeout=60, what=f"ModelCache {name} Ready")
 
 
-def test_the_policy_safety_model_and_the_watermark_reach_the_order(
-    kubectl: Kubectl, namespace: str, platform: Platform
+def test_a_denied_prompt_fails_at_admission_and_the_policy_and_watermark_reach_the_order(
+    kubectl: Kubectl, namespace: str, platform: Platform, extra_namespaces: tuple[str, str]
 ) -> None:
-    kubectl.run("annotate", "namespace", namespace, "diffleet.io/watermark=true")
-    policy(kubectl, namespace, safetyModel="checker")
+    own, system = extra_namespaces
+    policy(kubectl, system, denyList="# the platform's\nred panda\n", safetyModel="none-such")
+    policy(kubectl, own, denyList="blue whale", safetyModel="checker")
+    kubectl.run("annotate", "namespace", own, "diffleet.io/watermark=true")
     idle_worker_lease(kubectl, namespace, "idle")
-    platform.operator()
-    register_model(kubectl, namespace, "m")
-    apply_job(kubectl, namespace, "marked", model="m")
+    platform.job_namespaces = [namespace, own]
+    platform.operator(environment={"DIFFLEET_SYSTEM_NAMESPACE": system})
+    register_model(kubectl, own, "m")
 
+    # No policy of its own: the platform's applies, before the model is even looked for.
+    apply_job(kubectl, namespace, "panda", model="missing", prompt="A Red Panda, asleep")
+    failed = wait_for_phase(kubectl, namespace, "panda", "Failed", timeout=30)
+    assert failed["reason"] == "PromptRejected"
+    assert failed["message"] == (
+        f"the prompt matches the deny rule 'red panda' of ConfigMap {system}/diffleet-policy"
+    )
+    warnings = eventually(
+        lambda: [e for e in job_events(kubectl, namespace, "panda") if e["type"] == "Warning"],
+        timeout=30,
+        what="the PromptRejected Event",
+    )
+    assert [(e["reason"], e["message"]) for e in warnings] == [
+        ("PromptRejected", failed["message"])
+    ]
+
+    # A namespace's own policy replaces the platform's (rules and safety model alike).
+    apply_job(kubectl, own, "whale", model="m", prompt="a blue whale")
+    apply_job(kubectl, own, "panda", model="m", prompt="a red panda")
+    whale = wait_for_phase(kubectl, own, "whale", "Failed", timeout=30)
+    assert whale["message"] == (
+        f"the prompt matches the deny rule 'blue whale' of ConfigMap {own}/diffleet-policy"
+    )
     # Admission waits for the policy's safety model as for any model of the job.
     eventually(
-        lambda: job_status(kubectl, namespace, "marked").get("reason") == "ModelNotFound",
+        lambda: job_status(kubectl, own, "panda").get("reason") == "ModelNotFound",
         timeout=30,
         what="the job waiting for the safety model",
     )
-    assert "'checker'" in job_status(kubectl, namespace, "marked")["message"]
-    safety_model(kubectl, namespace, "checker")
-    wait_for_phase(kubectl, namespace, "marked", "Scheduled", timeout=30)
+    assert "'checker'" in job_status(kubectl, own, "panda")["message"]
+    safety_model(kubectl, own, "checker")
+    wait_for_phase(kubectl, own, "panda", "Scheduled", timeout=30)
 
     order = asyncio.run(take_dispatched(f"{namespace}.worker.idle"))
+    assert order.job.name == "panda"
     assert order.watermark is True
     assert order.safety is not None
     assert (order.safety.name, order.safety.type) == ("checker", "safety")
-    assert order.model.name == "m"
 
 
 @DIFFUSERS
