@@ -90,7 +90,8 @@ def test_a_denied_prompt_fails_at_admission_and_the_policy_and_watermark_reach_t
     kubectl.run("annotate", "namespace", own, "diffleet.io/watermark=true")
     idle_worker_lease(kubectl, namespace, "idle")
     platform.job_namespaces = [namespace, own]
-    platform.operator(environment={"DIFFLEET_SYSTEM_NAMESPACE": system})
+    platform.system_namespace = system
+    platform.operator()
     register_model(kubectl, own, "m")
 
     # No policy of its own: the platform's applies, before the model is even looked for.

@@ -93,15 +93,13 @@ class Platform:
     namespace: str
     job_namespaces: list[str]
     processes: list[Process] = field(default_factory=list)
+    # The platform's namespace its operators look in after a job's (None: diffleet-system).
+    system_namespace: str | None = None
 
     def common_env(self) -> dict[str, str]:
         return {"DIFFLEET_QUEUE_PREFIX": self.namespace}
 
-    def operator(
-        self, name: str = "operator", environment: dict[str, str] | None = None, **settings: str
-    ) -> Process:
-        """An operator for the job namespaces; `settings` are its DIFFLEET_OPERATOR_*
-        settings, `environment` adds process variables (DIFFLEET_SYSTEM_NAMESPACE)."""
+    def operator(self, name: str = "operator", **settings: str) -> Process:
         env = self.common_env() | {
             "DIFFLEET_OPERATOR_NAMESPACES": json.dumps(self.job_namespaces),
             "DIFFLEET_OPERATOR_FLEET_NAMESPACE": self.namespace,
@@ -113,7 +111,8 @@ class Platform:
             "DIFFLEET_OPERATOR_REQUEUE_BACKOFF_SECONDS": "1",
         }
         env |= {f"DIFFLEET_OPERATOR_{key.upper()}": value for key, value in settings.items()}
-        env |= environment or {}
+        if self.system_namespace is not None:
+            env["DIFFLEET_SYSTEM_NAMESPACE"] = self.system_namespace
         process = spawn(f"{self.namespace}-{name}", ["diffleet-operator"], env)
         process.metrics_port = port
         self.processes.append(process)
