@@ -2,6 +2,7 @@
 tile's memory, not the image's), and put together again with the overlaps blended by a
 linear ramp, so the seams show no step where neighbouring tiles disagree."""
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -19,13 +20,13 @@ def overlap_for(tile: int) -> int:
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Where the tiles along one side begin: every `tile - overlap` pixels, the last one
-    flush with the end (so every tile is whole, and the last overlap may be wider)."""
+    """Where the tiles along one side begin: as few tiles as overlap by at least
+    `overlap`, spread evenly from one end to the other (so every tile is whole and the
+    overlaps are alike)."""
     if length <= tile:
         return [0]
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride))
-    return [*starts, length - tile]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    return [round(index * (length - tile) / (count - 1)) for index in range(count)]
 
 
 def ramp(length: int, rise_before: int, rise_after: int) -> torch.Tensor:
