@@ -30,7 +30,7 @@ def test_unknown_or_mistyped_models_are_refused_naming_each_field(
         "restoreFaces.model": "modelType",
     }
     assert "'no-such-vae'" in errors["vae"]["message"]
-    assert "is a checkpoint, not a upscaler" in errors["upscale.model"]["message"]
+    assert "is of type checkpoint, not upscaler" in errors["upscale.model"]["message"]
     assert kubectl.run("get", "gj", "-n", tenant.namespace, "-o", "name").stdout == ""
 
 

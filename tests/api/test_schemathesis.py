@@ -6,13 +6,13 @@ answer conforms to the document (documented status, content type, headers, body 
    models, so no job is ever created (a submission stops at validation) and no event
    stream can find a job to follow forever.
 2. Stateful: sequences of calls, a created job's id fed to the operations on one job
-   (OpenAPI links added here: get, cancel, outputs). Its tenant owns a model, which every
-   submission names, so valid submissions create jobs (they stay Pending: no operator
-   runs there); the event stream of such a job would never end, so that operation is
-   left to the stateless part. Hypothesis replays scenarios and needs the same choices
-   to lead to the same steps, so nothing may carry over from one scenario to the next:
-   no job names or Idempotency-Keys (`repeatable`), no reachable rate limit (an API
-   process of its own), credits that never run out.
+   (OpenAPI links added here: get, cancel, outputs). Its tenant owns a model of each
+   type, which every submission names, so valid submissions create jobs (they stay
+   Pending: no operator runs there); the event stream of such a job would never end, so
+   that operation is left to the stateless part. Hypothesis replays scenarios and needs
+   the same choices to lead to the same steps, so nothing may carry over from one
+   scenario to the next: no job names or Idempotency-Keys (`repeatable`), no reachable
+   rate limit (an API process of its own), credits that never run out.
 
 Bounded: EXAMPLES per operation and EXAMPLES scenarios of up to STATEFUL_STEPS calls, no
 deadline, no database of examples kept, derandomized (the same examples every run).
@@ -47,6 +47,12 @@ from tests.support.stack import ROOT, Kubectl
 EXAMPLES = int(os.environ.get("DIFFLEET_FUZZ_EXAMPLES", "20"))
 STATEFUL_STEPS = 8
 MODEL = "sd15-fuzz"
+# The stateful tenant's model of each other type a job may name.
+TYPED_MODELS = {
+    model_type: f"{model_type}-fuzz"
+    for model_type in ("lora", "controlnet", "embedding", "vae", "upscaler", "restorer")
+}
+NESTED_MODELS = {"controlNet": "controlnet", "upscale": "upscaler", "restoreFaces": "restorer"}
 UNLIMITED = json.dumps(
     {Tier.ENTERPRISE.value: {"requests_per_minute": 10**9, "generations_per_hour": 10**9}}
 )
@@ -110,6 +116,9 @@ def stateless_tenant(api: Api, kubectl: Kubectl) -> Iterator[ApiTenant]:
 def stateful_tenant(kubectl: Kubectl) -> Iterator[ApiTenant]:
     with fuzz_tenant(kubectl) as tenant:
         model_cache(kubectl, tenant.namespace, MODEL)
+        for model_type, name in TYPED_MODELS.items():
+            family = None if model_type in ("upscaler", "restorer") else "sd15"
+            model_cache(kubectl, tenant.namespace, name, family, model_type=model_type)
         yield tenant
 
 
@@ -148,14 +157,34 @@ def repeatable(case: schemathesis.Case[Any]) -> None:
         case.headers.pop("Idempotency-Key", None)
 
 
-def name_the_model(case: schemathesis.Case[Any]) -> None:
-    """Points a submission at the tenant's model, so that a valid one creates a job."""
+def submittable(case: schemathesis.Case[Any]) -> None:
+    """Points every model a submission names at the tenant's model of that field's type
+    (TYPED_MODELS) and gives it a prompt where its mode needs one (the schema's default is
+    empty), so that an otherwise valid one creates a job."""
     if case.method != "POST" or not isinstance(case.body, dict):
         return
     specs = case.body.get("jobs") if case.path == "/v1/jobs:batch" else [case.body]
     for spec in specs if isinstance(specs, list) else []:
-        if isinstance(spec, dict) and "model" in spec:
-            spec["model"] = MODEL
+        if isinstance(spec, dict):
+            submittable_spec(spec)
+
+
+def submittable_spec(spec: dict[str, Any]) -> None:
+    if spec.get("mode") != "upscale":  # `model` is optional in the schema for that mode
+        spec["model"] = MODEL
+    if spec.get("mode") not in ("inpaint", "upscale") and not spec.get("prompt"):
+        spec["prompt"] = "a fuzzed job"
+    if "vae" in spec:
+        spec["vae"] = TYPED_MODELS["vae"]
+    embeddings = spec.get("embeddings")
+    if isinstance(embeddings, list):
+        spec["embeddings"] = [TYPED_MODELS["embedding"]] * len(embeddings)
+    loras = spec.get("loras")
+    nested = [(lora, "lora") for lora in loras] if isinstance(loras, list) else []
+    nested += [(spec.get(field), model_type) for field, model_type in NESTED_MODELS.items()]
+    for holder, model_type in nested:
+        if isinstance(holder, dict) and "model" in holder:
+            holder["model"] = TYPED_MODELS[model_type]
 
 
 def test_workflows_on_created_jobs_answer_as_documented(
@@ -167,7 +196,7 @@ def test_workflows_on_created_jobs_answer_as_documented(
     class Workflow(workflows.as_state_machine()):  # type: ignore[misc]
         def before_call(self, case: schemathesis.Case[Any]) -> None:
             repeatable(case)
-            name_the_model(case)
+            submittable(case)
 
         def after_call(self, response: Any, case: schemathesis.Case[Any]) -> None:
             super().after_call(response, case)

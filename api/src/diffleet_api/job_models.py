@@ -76,7 +76,9 @@ def model_errors(
             message = f"no ModelCache {named.name!r} in namespace {where}"
             errors.append(FieldError(field=field, rule="exists", message=message))
         elif kind.type is not named.type:
-            message = f"ModelCache {named.name!r} is a {kind.type.value}, not a {named.type.value}"
+            message = (
+                f"ModelCache {named.name!r} is of type {kind.type.value}, not {named.type.value}"
+            )
             errors.append(FieldError(field=field, rule="modelType", message=message))
     return errors
 
