@@ -2,10 +2,9 @@
 and their prompts pass its content policy, check their models and price them, check the
 generation rate limit and the balance (both as read with the credential), create the
 GenerationJobs, then take the generation tokens, reserve the credits and record the jobs
-in one statement. A failure before that statement commits
-(tokens or a balance spent meanwhile by a concurrent submission: a 429 or 402 there)
-deletes the jobs already created, so a submission (one job or a batch) is all or
-nothing."""
+in one statement. A failure before that statement commits (tokens or a balance spent
+meanwhile by a concurrent submission: a 429 or 402 there) deletes the jobs already
+created, so a submission (one job or a batch) is all or nothing."""
 
 import asyncio
 import hashlib

@@ -10,8 +10,8 @@ places them on workers. A cycle:
    after a restart (scheduler.adoption), and dispatch it to its planned worker if that
    worker, as the fleet is now, still takes it (scheduler.placement): publish the order
    (the job's models, its namespace's safety model and watermark) to the worker's queue
-   with confirm, assume the slot (and the model hot there), then record
-   Scheduled and acknowledge (scheduler.publishing).
+   with confirm, assume the slot (and the model hot there), then record Scheduled and
+   acknowledge (scheduler.publishing).
 
 An entry whose handling raises is tried again on a later cycle when the failure is
 transient, else its job is quarantined and its message dropped
