@@ -1,12 +1,15 @@
 """Unit tests of the pure pieces of generation breadth: tiled upscaling with blended
-seams, the outpaint canvas and mask, and the face-restore blend."""
+seams, the outpaint canvas and mask, the default strengths and the memory estimate's
+size."""
 
 import numpy as np
 import torch
 from PIL import Image
 
-from diffleet_core.resources.generation_job import OutpaintSpec
+from diffleet_core.resources.generation_job import GenerationJobSpec, OutpaintSpec
+from diffleet_worker.diffusers_runner import denoising_strength
 from diffleet_worker.images import outpaint_canvas, outpaint_mask
+from diffleet_worker.pipelines.common import denoised_size
 from diffleet_worker.pipelines.tiles import overlap_for, ramp, tile_starts, upscale_tiled
 
 SCALE = 2
@@ -130,3 +133,31 @@ def test_an_outpaint_mask_without_feather_has_a_hard_edge() -> None:
     assert np.all(mask[:8, :] == 255)
     assert np.all(mask[:, :8] == 255)
     assert np.all(mask[8:, 8:] == 0)
+
+
+def spec(**fields: object) -> GenerationJobSpec:
+    return GenerationJobSpec.model_validate({"model": "m", "prompt": "a red circle"} | fields)
+
+
+INIT = {"initImage": "s3://uploads/init.png"}
+
+
+def test_areas_drawn_anew_default_to_full_strength_and_a_given_strength_wins() -> None:
+    removal = spec(prompt="", mode="inpaint", maskImage="s3://uploads/mask.png", **INIT)
+    outpaint = spec(mode="outpaint", outpaint={"right": 64}, **INIT)
+    assert denoising_strength(removal, 0.75) == 1.0
+    assert denoising_strength(outpaint, 0.75) == 1.0
+    assert denoising_strength(spec(mode="img2img", **INIT), 0.75) == 0.75
+    assert denoising_strength(spec(mode="img2img", strength=0.3, **INIT), 0.75) == 0.3
+    assert (
+        denoising_strength(spec(mode="outpaint", outpaint={"top": 8}, strength=0.5, **INIT), 0.75)
+        == 0.5
+    )
+
+
+def test_the_memory_estimate_takes_the_largest_image_denoised() -> None:
+    assert denoised_size(spec(width=64, height=96)) == (64, 96)
+    assert denoised_size(spec(width=64, height=96, hiresFix={"scale": 1.5})) == (96, 144)
+    assert denoised_size(
+        spec(mode="outpaint", width=64, height=64, outpaint={"left": 16, "bottom": 8}, **INIT)
+    ) == (80, 72)
