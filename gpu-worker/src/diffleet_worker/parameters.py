@@ -26,6 +26,7 @@ def parameters_text(order: DispatchedJob, seed: int, strength: float | None) -> 
     if spec.mode is not Mode.UPSCALE:
         fields |= _generation(order, seed, strength)
     else:
+        fields |= _face_restoration(order)
         fields["Size"] = f"{spec.width}x{spec.height}"
     if spec.upscale is not None:
         fields["Postprocess upscale by"] = f"{spec.upscale.scale:g}"
@@ -37,6 +38,13 @@ def parameters_text(order: DispatchedJob, seed: int, strength: float | None) -> 
     return "\n".join(lines)
 
 
+def _face_restoration(order: DispatchedJob) -> dict[str, str]:
+    restore = order.spec.restore_faces
+    if restore is None:
+        return {}
+    return {"Face restoration": restore.model, "Face restoration strength": f"{restore.strength:g}"}
+
+
 def _generation(order: DispatchedJob, seed: int, strength: float | None) -> dict[str, str]:
     """The keys of a denoising run, in A1111's order."""
     spec = order.spec
@@ -46,9 +54,7 @@ def _generation(order: DispatchedJob, seed: int, strength: float | None) -> dict
         "CFG scale": f"{spec.guidance_scale:g}",
         "Seed": str(seed),
     }
-    if spec.restore_faces is not None:
-        fields["Face restoration"] = spec.restore_faces.model
-        fields["Face restoration strength"] = f"{spec.restore_faces.strength:g}"
+    fields |= _face_restoration(order)
     fields["Size"] = f"{spec.width}x{spec.height}"
     fields["Model hash"] = short_hash(order.model)
     fields["Model"] = order.model.name

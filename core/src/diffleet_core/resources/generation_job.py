@@ -269,8 +269,8 @@ class GenerationJobSpec(SpecModel):
         default=None,
         ge=0.0,
         le=1.0,
-        description="How much of the init image to change (img2img, inpaint, outpaint; worker"
-        " default 0.75).",
+        description="How much of the init image to change (worker default: 0.75 for img2img and"
+        " inpaint, 1.0 for outpaint and for inpaint with an empty prompt).",
     )
     control_net: ControlNetSpec | None = Field(default=None, description="ControlNet guidance.")
     outpaint: OutpaintSpec | None = Field(
@@ -454,7 +454,8 @@ class Progress(StatusModel):
 
 class JobOutput(StatusModel):
     uri: str
-    format: OutputFormat
+    # Outputs written before formats existed were PNG files.
+    format: OutputFormat = OutputFormat.PNG
     sha256: str = Field(pattern=r"^[a-f0-9]{64}$")
     width: int = Field(ge=1)
     height: int = Field(ge=1)
