@@ -39,11 +39,11 @@ class Loader:
 
     def load(self, ref: ModelRef, path: Path) -> Any:
         if ref.type is ModelType.CONTROLNET:
-            return self._controlnet(path)
+            return self._module(ControlNetModel, path)
         if ref.type is ModelType.CHECKPOINT and ref.base_model is not None:
             return self._pipeline(ref.base_model, path)
         if ref.type is ModelType.VAE:
-            return self._vae(path)
+            return self._module(AutoencoderKL, path)
         if ref.type is ModelType.SAFETY:
             return safety.load(path, self.policy)
         if ref.type is ModelType.UPSCALER and path.is_dir():
@@ -65,25 +65,16 @@ class Loader:
             pipe = pipeline_class.from_single_file(path, local_files_only=True, **options)
         return self.policy.prepare(pipe)
 
-    def _controlnet(self, path: Path) -> Any:
+    def _module(self, model_class: Any, path: Path) -> Any:
+        """A ControlNet or a VAE, from its diffusers folder or single file, on the device."""
         options: dict[str, Any] = {"dtype": self.policy.dtype}
         if path.is_dir():
-            model = ControlNetModel.from_pretrained(  # type: ignore[no-untyped-call]
+            model = model_class.from_pretrained(
                 path, local_files_only=True, use_safetensors=True, **options
             )
         else:
-            model = ControlNetModel.from_single_file(path, local_files_only=True, **options)
+            model = model_class.from_single_file(path, local_files_only=True, **options)
         return model.to(self.policy.device)
-
-    def _vae(self, path: Path) -> Any:
-        options: dict[str, Any] = {"dtype": self.policy.dtype}
-        if path.is_dir():
-            vae = AutoencoderKL.from_pretrained(  # type: ignore[no-untyped-call]
-                path, local_files_only=True, use_safetensors=True, **options
-            )
-        else:
-            vae = AutoencoderKL.from_single_file(path, local_files_only=True, **options)
-        return vae.to(self.policy.device)
 
     def _upscale_pipeline(self, path: Path) -> Any:
         """The Stable Diffusion x4 upscaler, from its diffusers folder."""
