@@ -116,7 +116,7 @@ def test_every_read_route_shows_a_job_the_models_refuse(
             {"steps": 4},
             {"phase": "Failed", "reason": "Timeout"},
             None,
-            {"spec.model": "required", "spec.prompt": "required"},
+            {"spec.model": "x-kubernetes-validations"},
         ),
     ],
     ids=["status refused", "spec unreadable"],

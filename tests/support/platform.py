@@ -30,6 +30,12 @@ def free_port() -> int:
         return port
 
 
+def sample_name(name: str, **labels: str) -> str:
+    """A sample's name as /metrics writes it: `name{key="value",...}`, labels sorted."""
+    selector = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    return f"{name}{{{selector}}}" if labels else name
+
+
 @dataclass
 class Process:
     """A platform process started by a test; stopped (SIGTERM) or killed (SIGKILL)."""
@@ -41,15 +47,20 @@ class Process:
 
     def metric(self, name: str, **labels: str) -> float | None:
         """A sample from the process's Prometheus /metrics, None when absent."""
-        selector = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-        wanted = f"{name}{{{selector}}}" if labels else name
+        return self.metrics().get(sample_name(name, **labels))
+
+    def metrics(self) -> dict[str, float]:
+        """Every sample of one scrape of the process's /metrics, by its name with labels
+        (`sample_name`): samples compared with each other must come from one scrape."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
-            for line in response.read().decode().splitlines():
+            lines = response.read().decode().splitlines()
+        samples = {}
+        for line in lines:
+            if line and not line.startswith("#"):
                 sample, _, value = line.rpartition(" ")
-                if sample == wanted:
-                    return float(value)
-        return None
+                samples[sample] = float(value)
+        return samples
 
     def stop(self, timeout: float = 30) -> None:
         self.terminate()

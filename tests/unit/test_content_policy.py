@@ -91,3 +91,17 @@ def test_a_failed_read_raises_and_is_not_remembered() -> None:
     maps.failing = False
     assert asyncio.run(cache.of("team-a")).denied("cat") == "cat"
     assert maps.reads == ["team-a", "team-a"]
+
+
+def test_a_dispatch_takes_the_policy_as_last_read_without_a_request() -> None:
+    maps = FakeConfigMaps({SYSTEM: {"safetyModel": "tiny-safety"}})
+    clock = Clock()
+    cache = policies(maps, clock)
+    assert cache.last_read("team-a") is None  # never read: the dispatch reads it
+    asyncio.run(cache.of("team-a"))
+    clock.now = 3600.0  # however old
+    reads = list(maps.reads)
+    last = cache.last_read("team-a")
+    assert last is not None
+    assert last.safety_model == "tiny-safety"
+    assert maps.reads == reads

@@ -39,6 +39,19 @@ class ContentPolicies:
                 return Policy.from_configmap(data, f"{where}/{POLICY_CONFIGMAP}")
         return Policy()
 
+    def last_read(self, namespace: str) -> Policy | None:
+        """The policy as last read, however old, without a request; None if a namespace
+        it depends on was never read. A dispatch takes this one: admission read it (at
+        most MAX_AGE_SECONDS before the job was admitted), and a dispatch round must not
+        wait on the API server for each job."""
+        for where in lookup_namespaces(namespace, self._system_namespace):
+            known = self._known.get(where)
+            if known is None:
+                return None
+            if known[1] is not None:
+                return Policy.from_configmap(known[1], f"{where}/{POLICY_CONFIGMAP}")
+        return Policy()
+
     async def _data(self, namespace: str) -> Mapping[str, str] | None:
         known = self._known.get(namespace)
         if known is not None and self._clock() - known[0] <= self._max_age:

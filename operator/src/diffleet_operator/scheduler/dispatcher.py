@@ -213,7 +213,9 @@ class Dispatcher:
         """The job on its planned worker; None while a model (its namespace's safety model
         too) is not Ready or that worker cannot take it (gone, cordoned, full): the next
         round plans again."""
-        policy = await self.rt.policies.of(job.namespace)
+        policy = self.rt.policies.last_read(job.namespace)
+        if policy is None:
+            policy = await self.rt.policies.of(job.namespace)
         watermark = watermark_on(await self._namespace_annotations(job.namespace))
         models = resolve_job_models(
             self.rt.models,
