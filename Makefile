@@ -14,7 +14,7 @@ export UV_COMPILE_BYTECODE := 1
 VENV_STAMP := .venv/.synced
 
 .PHONY: help setup packages tools venv up up-infra down status env kubeconfig \
-        demo test lint format typecheck pytest fuzz chaos kind-up bench-setup bench-dispatch bench-worker bench-api bench-autoscale bench-replay clean openapi
+        demo test lint format typecheck pytest fuzz chaos kind-up bench-setup bench-dispatch bench-worker bench-features bench-api bench-autoscale bench-replay clean openapi
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -107,6 +107,9 @@ bench-dispatch: ## dispatch throughput and latency vs kube-scheduler (needs make
 
 bench-worker: up-infra ## worker overhead around the pipeline call, first image per cache tier
 	@eval "$$(hack/stack.sh env)" && OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m bench.worker
+
+bench-features: venv ## CPU time per generation feature on the tiny models into bench/results/features.md
+	@OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m bench.features
 
 bench-api: ## POST /v1/jobs vs a direct create at 50 clients (needs make up-infra)
 	@eval "$$(hack/stack.sh env)" && .venv/bin/python -m bench.api

@@ -680,7 +680,7 @@ local_values() {
 endpoints:
   rabbitmqManagementUrl: http://$H:$RABBITMQ_MANAGEMENT_PORT
   s3: {endpointUrl: "http://$H:$S3_PORT", region: $S3_REGION}
-telemetry: {otlpEndpoint: "http://$H:${OTEL_COLLECTOR_PORT:-34318}"}
+telemetry: {otlpEndpoint: "http://$H:${OTEL_COLLECTOR_PORT:-22318}"}
 operator: {metricsPort: $OPERATOR_METRICS_PORT, healthPort: $OPERATOR_HEALTH_PORT}
 api: {service: {nodePort: $API_PORT}}
 # The demo's worker: GPUPool $GPU_WORKER_POOL, one real diffusers worker on the CPU (fp32),

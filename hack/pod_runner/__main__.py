@@ -61,7 +61,7 @@ async def main(port: int, state_dir: Path) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m hack.pod_runner", description=__doc__)
-    parser.add_argument("--port", type=int, default=38084, help="/healthz and /pods")
+    parser.add_argument("--port", type=int, default=20284, help="/healthz and /pods")
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".diffleet")
     args = parser.parse_args()
     log_format = "%(asctime)s %(levelname)s %(name)s %(message)s"

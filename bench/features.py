@@ -1,0 +1,202 @@
+"""CPU time of each generation feature on the tiny models: the worker's pipeline steps
+(diffleet_worker.pipelines), called in this process with the worker's CPU device policy,
+one image each. No stack needed: the models are built locally (hack/models).
+
+Each case runs once to warm up, then ROUNDS times; the rounds alternate between the
+cases, so every case sees the same machine load. Reported: the median CPU seconds and
+wall seconds of a run, with the spread (min to max) of the CPU seconds.
+
+Writes bench/results/features.md. Run: `make bench-features`.
+"""
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw
+
+from diffleet_core.messages import ModelRef
+from diffleet_core.resources.generation_job import GenerationJobSpec
+from diffleet_core.resources.model_cache import BaseModelFamily, ModelFormat, ModelType
+from diffleet_worker.config import DeviceKind, Precision
+from diffleet_worker.device import DevicePolicy, configure_torch
+from diffleet_worker.embeddings import LoadedEmbedding, applied
+from diffleet_worker.loading import Loader
+from diffleet_worker.pipelines import inpaint, outpaint, txt2img
+from diffleet_worker.pipelines.common import Generation
+from diffleet_worker.pipelines.restore import restore
+from diffleet_worker.pipelines.upscale import upscale
+from hack.models.provision import local_model
+
+RESULTS = Path(__file__).resolve().parent / "results" / "features.md"
+THREADS = 2
+S3_URI = "s3://bench/unused"  # images are passed decoded; the spec only needs a URI
+MICRO = {"model": "m", "width": 64, "height": 64, "steps": 10, "seed": 3}
+TINY = {"model": "m", "width": 64, "height": 64, "steps": 4, "seed": 1}
+
+
+@dataclass(frozen=True)
+class Case:
+    label: str
+    run: Callable[[], object]
+
+
+@dataclass
+class Figures:
+    cpu: list[float]
+    wall: list[float]
+
+
+class Models:
+    """The tiny models, loaded as the worker loads them."""
+
+    def __init__(self, policy: DevicePolicy) -> None:
+        self.loader = Loader(policy)
+
+    def load(self, name: str, kind: ModelType, family: BaseModelFamily | None) -> Any:
+        path = local_model(name).path
+        ref = ModelRef(
+            namespace="bench",
+            name=name,
+            source=f"{S3_URI}/{name}",
+            format=ModelFormat.DIFFUSERS if path.is_dir() else ModelFormat.SAFETENSORS,
+            type=kind,
+            base_model=family,
+            digest="0" * 64,
+        )
+        return self.loader.load(ref, path)
+
+
+def generation(policy: DevicePolicy, spec: dict[str, Any], **images: Any) -> Generation:
+    parsed = GenerationJobSpec.model_validate(spec)
+    return Generation(
+        spec=parsed,
+        seeds=[parsed.seed or 0],
+        policy=policy,
+        on_step=lambda *_: None,
+        **images,
+    )
+
+
+def cases(policy: DevicePolicy) -> list[Case]:
+    models = Models(policy)
+    sd15 = BaseModelFamily.SD15
+    micro = models.load("micro-shapes", ModelType.CHECKPOINT, sd15)
+    tiny = models.load("tiny-sd15", ModelType.CHECKPOINT, sd15)
+    esrgan = models.load("tiny-esrgan-x4", ModelType.UPSCALER, None)
+    sd_x4 = models.load("tiny-sd-x4-upscaler", ModelType.UPSCALER, None)
+    restorer = models.load("tiny-restoreformer", ModelType.RESTORER, None)
+    vae = models.load("tiny-vae", ModelType.VAE, sd15)
+    embedding = [LoadedEmbedding("tiny-embedding", local_model("tiny-embedding").path)]
+
+    circle = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(circle).ellipse((14, 14, 50, 50), fill=(220, 30, 30))
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((14, 14, 50, 50), fill=255)
+    red = MICRO | {"prompt": "a red circle"}
+    outpainting = MICRO | {
+        "prompt": "a blue square",
+        "mode": "outpaint",
+        "initImage": S3_URI,
+        "outpaint": {"right": 64},
+    }
+    removal = MICRO | {"prompt": "", "mode": "inpaint", "initImage": S3_URI, "maskImage": S3_URI}
+    prompted = TINY | {"prompt": "a photo of tiny-embedding"}
+
+    def upscaled(model: Any, size: int, tile: int) -> Callable[[], object]:
+        spec = GenerationJobSpec.model_validate(
+            {
+                "mode": "upscale",
+                "initImage": S3_URI,
+                "width": size,
+                "height": size,
+                "steps": 4,
+                "upscale": {"model": "u", "tileSize": tile},
+            }
+        )
+        assert spec.upscale is not None
+        image, settings = circle.resize((size, size)), spec.upscale
+        return lambda: upscale(image, model, spec, settings, 1, lambda: False)
+
+    def with_embedding() -> object:
+        with applied(tiny, embedding):
+            return txt2img.run(tiny, generation(policy, prompted))
+
+    return [
+        Case("txt2img micro-shapes 64x64, 10 steps (reference)", lambda: txt2img.run(
+            micro, generation(policy, red))),
+        Case("outpaint micro-shapes 64x64 +64 px right", lambda: outpaint.run(
+            micro, generation(policy, outpainting, init_image=circle, strength=1.0))),
+        Case("object removal micro-shapes 64x64", lambda: inpaint.run(micro, generation(
+            policy, removal, init_image=circle, mask_image=mask, strength=1.0,
+            feather_radius=4))),
+        Case("hires fix micro-shapes 64->128, latent", lambda: txt2img.run(
+            micro, generation(policy, red | {"hiresFix": {"steps": 6}}))),
+        Case("hires fix micro-shapes 64->128, Lanczos", lambda: txt2img.run(
+            micro, generation(policy, red | {"hiresFix": {"steps": 6, "latent": False}}))),
+        Case("upscale tiny-esrgan-x4 128->512, tiles of 64", upscaled(esrgan, 128, 64)),
+        Case("upscale tiny-esrgan-x4 128->512, untiled", upscaled(esrgan, 128, 0)),
+        Case("upscale tiny-sd-x4-upscaler 64->256, 4 steps", upscaled(sd_x4, 64, 0)),
+        Case("restore faces tiny-restoreformer 64x64", lambda: restore(circle, restorer, 0.8, 1)),
+        Case("txt2img tiny-sd15 64x64, 4 steps (reference)", lambda: txt2img.run(
+            tiny, generation(policy, prompted))),
+        Case("txt2img tiny-sd15 with tiny-embedding", with_embedding),
+        Case("txt2img tiny-sd15 with the tiny-vae override", lambda: txt2img.run(
+            tiny, replace(generation(policy, prompted), vae=vae))),
+    ]  # fmt: skip
+
+
+def measure(all_cases: list[Case], rounds: int) -> dict[str, Figures]:
+    figures = {case.label: Figures([], []) for case in all_cases}
+    for case in all_cases:
+        case.run()  # warm-up: first calls build pipelines and allocate
+    for _ in range(rounds):
+        for case in all_cases:
+            cpu, wall = time.process_time(), time.perf_counter()
+            case.run()
+            figures[case.label].cpu.append(time.process_time() - cpu)
+            figures[case.label].wall.append(time.perf_counter() - wall)
+    return figures
+
+
+def report(figures: dict[str, Figures], rounds: int) -> str:
+    lines = [
+        "# CPU time per generation feature",
+        "",
+        f"Measured by `bench/features.py` on {datetime.now(UTC):%Y-%m-%d}: one image per run,"
+        f" the worker's pipeline steps on the CPU in fp32 with {THREADS} threads, {rounds}"
+        " rounds after a warm-up, cases alternating. Seconds per run: median CPU (min to"
+        " max) and median wall.",
+        "",
+        "| feature | CPU s | CPU spread | wall s |",
+        "|---|---|---|---|",
+    ]
+    for label, figure in figures.items():
+        lines.append(
+            f"| {label} | {statistics.median(figure.cpu):.2f} |"
+            f" {min(figure.cpu):.2f} to {max(figure.cpu):.2f} |"
+            f" {statistics.median(figure.wall):.2f} |"
+        )
+    lines += ["", "Reproduce: `make bench-features`."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    configure_torch(THREADS, True)
+    policy = DevicePolicy.choose(DeviceKind.CPU, Precision.AUTO)
+    figures = measure(cases(policy), args.rounds)
+    text = report(figures, args.rounds)
+    RESULTS.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
