@@ -8,7 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from diffleet_core.storage import S3Location
 from tests.conftest import delete_namespace
@@ -70,3 +70,10 @@ def upload_image(image: Image.Image, name: str) -> str:
     key = f"tests/{uuid.uuid4().hex[:8]}/{name}.png"
     boto3.client("s3").put_object(Bucket="diffleet-uploads", Key=key, Body=buffer.getvalue())
     return f"s3://diffleet-uploads/{key}"
+
+
+def circle(colour: tuple[int, int, int]) -> Image.Image:
+    """A 64x64 white image with a circle of `colour` in its middle."""
+    image = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(image).ellipse((14, 14, 50, 50), fill=colour)
+    return image

@@ -14,7 +14,7 @@ from tests.support.groups import DIFFUSERS
 from tests.support.models import dominant_colour
 from tests.support.platform import Process, apply_job, wait_for_phase
 from tests.support.stack import Kubectl
-from tests.worker.conftest import JOB_TIMEOUT, decode, read_output, upload_image
+from tests.worker.conftest import JOB_TIMEOUT, circle, decode, read_output, upload_image
 
 pytestmark = DIFFUSERS
 
@@ -44,12 +44,6 @@ def pixels_of(status: dict[str, Any]) -> np.ndarray:
 
 def parameters_of(status: dict[str, Any]) -> str:
     return read_parameters(read_output(status["outputs"][0])) or ""
-
-
-def circle(colour: tuple[int, int, int]) -> Image.Image:
-    image = Image.new("RGB", (64, 64), "white")
-    ImageDraw.Draw(image).ellipse((14, 14, 50, 50), fill=colour)
-    return image
 
 
 def test_outpaint_keeps_the_original_and_paints_the_new_area_from_the_prompt(

@@ -34,7 +34,7 @@ from tests.support.platform import (
 )
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
-from tests.worker.conftest import JOB_TIMEOUT, decode, read_output, run_job, upload_image
+from tests.worker.conftest import JOB_TIMEOUT, circle, decode, read_output, run_job, upload_image
 
 pytestmark = DIFFUSERS
 
@@ -92,12 +92,6 @@ def test_same_job_gives_the_same_bytes_and_another_seed_does_not(
     other = run_job(kubectl, studio_namespace, "other", model="tiny-sd15", seed=6, **SMALL)
     assert first["outputs"][0]["sha256"] == second["outputs"][0]["sha256"]
     assert first["outputs"][0]["sha256"] != other["outputs"][0]["sha256"]
-
-
-def circle(colour: tuple[int, int, int]) -> Image.Image:
-    image = Image.new("RGB", (64, 64), "white")
-    ImageDraw.Draw(image).ellipse((14, 14, 50, 50), fill=colour)
-    return image
 
 
 def test_img2img_keeps_the_colour_of_the_init_image_at_low_strength(
