@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Renders manifests/rbac/{operator,api,worker}.yaml and manifests/admission/ from the Helm
-# chart (release diffleet, namespace diffleet-system): the chart is where they are
-# written; these copies serve kubectl users and the tests that apply them.
+# Renders manifests/rbac/{operator,api,worker}.yaml, manifests/admission/ and
+# manifests/styles/ from the Helm chart (release diffleet, namespace diffleet-system): the
+# chart is where they are written; these copies serve kubectl users and the tests that
+# apply them.
 # tests/charts/test_chart.py checks that they match a fresh render.
 #
 # Usage: hack/render-manifests.sh [DIR]   (writes DIR/manifests/..., default: the repository;
@@ -34,9 +35,10 @@ render() { # TEMPLATE OUTPUT [helm args...]
   } >"$OUT/$output"
 }
 
-mkdir -p "$OUT/manifests/rbac" "$OUT/manifests/admission"
+mkdir -p "$OUT/manifests/rbac" "$OUT/manifests/admission" "$OUT/manifests/styles"
 for component in operator api worker; do
   render "templates/rbac/$component.yaml" "manifests/rbac/$component.yaml"
 done
 render templates/admission/generationjob-finalizer.yaml \
   manifests/admission/generationjob-finalizer.yaml --set admissionPolicy.enabled=true
+render templates/style-presets.yaml manifests/styles/presets.yaml

@@ -385,12 +385,18 @@ apply_cluster_objects() {
   kubectl_admin wait --for condition=Established --timeout=60s -f "$ROOT/crds/" >/dev/null
   kubectl_admin apply -f "$ROOT/manifests/admission/" >/dev/null
   apply_rbac
+  apply_styles
 }
 
 # The ServiceAccounts and RBAC of manifests/rbac (the chart's render for release diffleet),
 # for the tests' own operators and workers while the release is not installed.
 apply_rbac() {
   kubectl_admin apply -f "$ROOT/manifests/rbac/" >/dev/null
+}
+
+# The platform's StylePresets of manifests/styles (the chart's render), in diffleet-system.
+apply_styles() {
+  kubectl_admin apply -f "$ROOT/manifests/styles/" >/dev/null
 }
 
 # ---------------------------------------------------------------- Karpenter
@@ -704,12 +710,16 @@ gpuPools:
 EOF
 }
 
-# The objects of manifests/rbac that up-infra applied are the chart's own (its render for
-# this release): they become the release's, so that Helm does not refuse to own them.
+# The objects of manifests/rbac and manifests/styles that up-infra applied are the chart's
+# own (its render for this release): they become the release's, so that Helm does not
+# refuse to own them.
 adopt_rbac() {
-  kubectl_admin annotate --overwrite -f "$ROOT/manifests/rbac/" \
-    "meta.helm.sh/release-name=$RELEASE" "meta.helm.sh/release-namespace=$RELEASE_NAMESPACE" >/dev/null
-  kubectl_admin label --overwrite -f "$ROOT/manifests/rbac/" app.kubernetes.io/managed-by=Helm >/dev/null
+  local dir
+  for dir in rbac styles; do
+    kubectl_admin annotate --overwrite -f "$ROOT/manifests/$dir/" \
+      "meta.helm.sh/release-name=$RELEASE" "meta.helm.sh/release-namespace=$RELEASE_NAMESPACE" >/dev/null
+    kubectl_admin label --overwrite -f "$ROOT/manifests/$dir/" app.kubernetes.io/managed-by=Helm >/dev/null
+  done
 }
 
 # The release: installed, or upgraded in place (unchanged values change nothing, so a
@@ -752,8 +762,9 @@ drop_pool_finalizer() {
 # Deleting the demo's GPUPool first drains its worker (the operator's finalizer, while the
 # operator runs). Then the release goes without its drain hook (nothing else runs here);
 # a GPUPool still there has lost its operator, so its finalizer goes too. The RBAC of
-# manifests/rbac comes back for the tests' own operators and workers. Bounded to about a
-# minute (a test session waits for it).
+# manifests/rbac comes back for the tests' own operators and workers, and the StylePresets
+# of manifests/styles for their jobs. Bounded to about a minute (a test session waits for
+# it).
 stop_platform() {
   helm_local status "$RELEASE" -n "$RELEASE_NAMESPACE" >/dev/null 2>&1 || return 0
   if operator_ready; then
@@ -767,6 +778,7 @@ stop_platform() {
     log "helm uninstall: not everything was gone within 25s"
   drop_pool_finalizer
   apply_rbac
+  apply_styles
 }
 
 # ---------------------------------------------------------------- commands

@@ -56,7 +56,8 @@ def test_chart_crds_are_the_repository_crds() -> None:
 
 
 def test_manifests_are_the_chart_render(tmp_path: Path) -> None:
-    """manifests/rbac and manifests/admission are what hack/render-manifests.sh writes."""
+    """manifests/rbac, manifests/admission and manifests/styles are what
+    hack/render-manifests.sh writes."""
     subprocess.run(
         [str(ROOT / "hack" / "render-manifests.sh"), str(tmp_path)],
         check=True, capture_output=True, timeout=120,
@@ -67,6 +68,7 @@ def test_manifests_are_the_chart_render(tmp_path: Path) -> None:
         Path("manifests/rbac/api.yaml"),
         Path("manifests/rbac/operator.yaml"),
         Path("manifests/rbac/worker.yaml"),
+        Path("manifests/styles/presets.yaml"),
     ]
     stale = [
         str(path) for path in rendered if (ROOT / path).read_text() != (tmp_path / path).read_text()
