@@ -5,7 +5,7 @@ placement asks for."""
 from typing import Any
 
 from diffleet_core.resources.conditions import Reason
-from diffleet_core.resources.generation_job import GenerationJobSpec, Mode, Tier
+from diffleet_core.resources.generation_job import GenerationJobSpec, Tier
 from diffleet_operator.cache.model_index import ModelIndex
 from diffleet_operator.queue.admission import JobModels, NotReady, resolve_job_models
 from diffleet_operator.scheduler.eligibility import job_requirements
@@ -75,7 +75,7 @@ def test_every_model_the_spec_names_is_resolved_and_reaches_the_order() -> None:
     assert refs.restorer.name == "gfpgan"
     assert refs.safety is not None
     assert refs.safety.digest == "sha256-checker"
-    assert resolved(job, safety="checker").incompatibility(job.mode) is None
+    assert resolved(job, safety="checker").incompatibility(job) is None
 
 
 def test_a_missing_model_names_itself_and_the_job_waits() -> None:
@@ -90,7 +90,7 @@ def test_a_missing_model_names_itself_and_the_job_waits() -> None:
 
 def test_models_that_cannot_run_together_are_named() -> None:
     job = spec(vae="xl-vae", restoreFaces={"model": "esrgan"})
-    problem = resolved(job, safety="mse").incompatibility(job.mode)
+    problem = resolved(job, safety="mse").incompatibility(job)
     assert problem is not None
     # One sentence per problem, each naming its field and model.
     assert [sentence.split()[:2] for sentence in problem.split("; ")] == [
@@ -119,6 +119,6 @@ def test_mode_upscale_is_placed_by_its_upscaler() -> None:
     models = resolved(job)
     assert models.model.ref.name == "esrgan"
     assert models.upscaler == models.model
-    assert models.incompatibility(Mode.UPSCALE) is None
+    assert models.incompatibility(job) is None
     needs = job_requirements(models, Tier.FREE, "any")
     assert (needs.model_digest, needs.vram_gib) == ("sha256-esrgan", 1.0)

@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.alias_generators import to_camel
 
-from diffleet_core.resources.generation_job import GenerationJobSpec, JobOutput, Tier
+from diffleet_core.resources.generation_job import ControlType, GenerationJobSpec, JobOutput, Tier
 from diffleet_core.resources.model_cache import BaseModelFamily, ModelFormat, ModelType
 
 
@@ -58,6 +58,8 @@ class ModelRef(Message):
     format: ModelFormat
     type: ModelType
     base_model: BaseModelFamily | None = None
+    # A ControlNet's or a detector's (ModelCache spec.controlType).
+    control_type: ControlType | None = None
     digest: str
     size_bytes: int | None = None
 
@@ -66,13 +68,25 @@ class DispatchedJob(Message):
     """In a worker's queue: run this job."""
 
     job: JobRef
+    # The job's spec with its style preset applied (core/styles.py): what to run.
     spec: GenerationJobSpec
+    style: str | None = None
     seed: int
     # The job's primary model (spec.primary_model): its checkpoint, or in mode upscale
     # its upscaler (then the same as `upscaler`).
     model: ModelRef
     loras: list[ModelRef] = Field(default_factory=list)
-    control_net: ModelRef | None = None
+    # One per spec.controls entry, in order, with the type each expects (the entry's
+    # type, or its ModelCache's controlType).
+    control_nets: list[ModelRef] = Field(default_factory=list)
+    control_types: list[ControlType] = Field(default_factory=list)
+    # The detectors (type detector) the entries with preprocess auto need, one per type.
+    detectors: list[ModelRef] = Field(default_factory=list)
+    ip_adapters: list[ModelRef] = Field(default_factory=list)
+    # The image encoder every IP-Adapter of the job shares (diffusers loads one).
+    image_encoder: ModelRef | None = None
+    motion_adapter: ModelRef | None = None
+    background_remover: ModelRef | None = None
     embeddings: list[ModelRef] = Field(default_factory=list)
     vae: ModelRef | None = None
     upscaler: ModelRef | None = None

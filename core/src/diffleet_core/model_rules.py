@@ -4,8 +4,8 @@ where a model's name is looked up, and which models fit together."""
 from dataclasses import dataclass, field
 
 from diffleet_core.messages import DispatchedJob, ModelRef
-from diffleet_core.resources.generation_job import Mode
-from diffleet_core.resources.model_cache import ModelType
+from diffleet_core.resources.generation_job import GenerationJobSpec, Mode
+from diffleet_core.resources.model_cache import BaseModelFamily, ModelType
 
 
 def lookup_namespaces(namespace: str, system_namespace: str) -> tuple[str, ...]:
@@ -17,42 +17,69 @@ def lookup_namespaces(namespace: str, system_namespace: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class JobModelRefs:
     """Every model a job runs with, resolved: `model` is its primary model (its
-    checkpoint; its upscaler in mode upscale)."""
+    checkpoint; its upscaler in mode upscale); `control_nets` follow spec.controls."""
 
     model: ModelRef
     loras: list[ModelRef] = field(default_factory=list)
-    control_net: ModelRef | None = None
+    control_nets: list[ModelRef] = field(default_factory=list)
     embeddings: list[ModelRef] = field(default_factory=list)
     vae: ModelRef | None = None
     upscaler: ModelRef | None = None
     restorer: ModelRef | None = None
     safety: ModelRef | None = None
+    detectors: list[ModelRef] = field(default_factory=list)
+    ip_adapters: list[ModelRef] = field(default_factory=list)
+    image_encoder: ModelRef | None = None
+    motion_adapter: ModelRef | None = None
+    background_remover: ModelRef | None = None
 
     @classmethod
     def of_order(cls, order: DispatchedJob) -> "JobModelRefs":
         return cls(
-            order.model,
-            order.loras,
-            order.control_net,
-            order.embeddings,
-            order.vae,
-            order.upscaler,
-            order.restorer,
-            order.safety,
+            model=order.model,
+            loras=order.loras,
+            control_nets=order.control_nets,
+            embeddings=order.embeddings,
+            vae=order.vae,
+            upscaler=order.upscaler,
+            restorer=order.restorer,
+            safety=order.safety,
+            detectors=order.detectors,
+            ip_adapters=order.ip_adapters,
+            image_encoder=order.image_encoder,
+            motion_adapter=order.motion_adapter,
+            background_remover=order.background_remover,
         )
 
 
-def incompatibilities(models: JobModelRefs, mode: Mode) -> list[str]:
-    """What keeps these models from running together, one sentence per problem (empty:
-    they fit). The primary model is a checkpoint (an upscaler in mode upscale); each
-    LoRA, ControlNet, embedding and VAE is of its type and of the checkpoint's family;
-    the upscaler, restorer and safety model are of their types."""
+def controls_field(spec: GenerationJobSpec) -> str:
+    """The spec field the job's ControlNets are in (the deprecated single one, or the list)."""
+    return "controlNet" if spec.control_net is not None else "controlNets"
+
+
+def control_field(spec: GenerationJobSpec, index: int) -> str:
+    """Where entry `index` of spec.controls is, as a refusal names it."""
+    return "controlNet" if spec.control_net is not None else f"controlNets[{index}]"
+
+
+def incompatibilities(models: JobModelRefs, spec: GenerationJobSpec) -> list[str]:
+    """What keeps these models from running together in `spec`'s job, one sentence per
+    problem, each starting with the field it is about (empty: they fit). The primary model
+    is a checkpoint (an upscaler in mode upscale; of family svd exactly in mode img2vid);
+    each adapter is of its type and of the checkpoint's family; the models that work on
+    pixels are of their types."""
+    mode = spec.mode
     model = models.model
     problems = []
     # In mode upscale the primary model is the upscaler, checked with it below.
     if mode is not Mode.UPSCALE and model.type is not ModelType.CHECKPOINT:
-        problems.append(f"model {model.name} is a {model.type.value}, not a checkpoint")
+        problems.append(f"model: {model.name} is a {model.type.value}, not a checkpoint")
     family = model.base_model
+    video_model = family is BaseModelFamily.SVD
+    if mode is Mode.IMG2VID and model.type is ModelType.CHECKPOINT and not video_model:
+        problems.append(f"model: {model.name} is not an svd checkpoint (mode img2vid needs one)")
+    if mode is not Mode.IMG2VID and video_model:
+        problems.append(f"model: {model.name} is an svd checkpoint: it runs only in mode img2vid")
 
     def of_family(ref: ModelRef, kind: ModelType) -> bool:
         return ref.type is kind and ref.base_model is family
@@ -61,18 +88,47 @@ def incompatibilities(models: JobModelRefs, mode: Mode) -> list[str]:
     for lora in models.loras:
         if not of_family(lora, ModelType.LORA):
             problems.append(f"loras: {lora.name} is not a {label} LoRA")
-    if models.control_net is not None and not of_family(models.control_net, ModelType.CONTROLNET):
-        problems.append(f"controlNet.model: {models.control_net.name} is not a {label} ControlNet")
+    problems += control_problems(models, spec)
+    for adapter in models.ip_adapters:
+        if not of_family(adapter, ModelType.IP_ADAPTER):
+            problems.append(f"ipAdapters: {adapter.name} is not a {label} IP-Adapter")
     for embedding in models.embeddings:
         if not of_family(embedding, ModelType.EMBEDDING):
             problems.append(f"embeddings: {embedding.name} is not a {label} embedding")
     if models.vae is not None and not of_family(models.vae, ModelType.VAE):
         problems.append(f"vae: {models.vae.name} is not a {label} VAE")
+    motion = models.motion_adapter
+    if motion is not None and not of_family(motion, ModelType.MOTION_ADAPTER):
+        problems.append(f"video.motionAdapter: {motion.name} is not a {label} motion adapter")
     for where, ref, kind in (
         ("upscale.model", models.upscaler, ModelType.UPSCALER),
         ("restoreFaces.model", models.restorer, ModelType.RESTORER),
         ("safetyModel", models.safety, ModelType.SAFETY),
+        ("ipAdapters", models.image_encoder, ModelType.IMAGE_ENCODER),
+        ("removeBackground.model", models.background_remover, ModelType.BACKGROUND_REMOVER),
+        *(
+            (f"{controls_field(spec)}.preprocess", ref, ModelType.DETECTOR)
+            for ref in models.detectors
+        ),
     ):
         if ref is not None and ref.type is not kind:
             problems.append(f"{where}: {ref.name} is of type {ref.type.value}, not {kind.value}")
+    return problems
+
+
+def control_problems(models: JobModelRefs, spec: GenerationJobSpec) -> list[str]:
+    """Each ControlNet is a ControlNet of the checkpoint's family, of the type its entry
+    asks for (when it asks)."""
+    family = models.model.base_model
+    label = family.value if family is not None else "the checkpoint's"
+    problems = []
+    for index, (entry, ref) in enumerate(zip(spec.controls, models.control_nets, strict=False)):
+        where = control_field(spec, index)
+        if ref.type is not ModelType.CONTROLNET or ref.base_model is not family:
+            problems.append(f"{where}.model: {ref.name} is not a {label} ControlNet")
+        elif entry.type is not None and ref.control_type is not entry.type:
+            declared = ref.control_type.value if ref.control_type else "untyped"
+            problems.append(
+                f"{where}.type: {ref.name} is a {declared} ControlNet, not {entry.type.value}"
+            )
     return problems

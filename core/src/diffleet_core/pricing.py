@@ -3,10 +3,13 @@ generated at sd15 (sdxl pixels count twice).
 
     generation    ceil(width * height / 512²) * batchSize * family factor; in mode outpaint
                   only the added pixels count; nothing in mode upscale
-    adapters      +0.5 per LoRA, +1 for a ControlNet, +0.1 per embedding
+    video         ceil(width * height / 512²) * frames * family factor * 0.5 (img2vid and
+                  txt2vid, instead of generation; svd pixels count twice)
+    adapters      +0.5 per LoRA, +1 per ControlNet, +0.5 per IP-Adapter, +0.1 per embedding
     hiresFix      ceil(hires pixels / 512²) * batchSize * family factor * 0.5
     upscale       ceil(upscaled pixels / 512²) * batchSize * 0.25
     restoreFaces  ceil(output pixels / 512²) * batchSize * 0.25
+    removeBackground  ceil(output pixels / 512²) * batchSize * 0.1
 
 The API reserves the total before the job runs and returns it as the job's cost.
 """
@@ -18,10 +21,13 @@ from diffleet_core.resources.generation_job import GenerationJobSpec, Mode, hire
 from diffleet_core.resources.model_cache import BaseModelFamily
 
 BASE_PIXELS = 512 * 512
-FAMILY_FACTOR = {BaseModelFamily.SD15: 1, BaseModelFamily.SDXL: 2}
+FAMILY_FACTOR = {BaseModelFamily.SD15: 1, BaseModelFamily.SDXL: 2, BaseModelFamily.SVD: 2}
 PER_LORA = Decimal("0.5")
-CONTROL_NET = Decimal(1)
+PER_CONTROL_NET = Decimal(1)
+PER_IP_ADAPTER = Decimal("0.5")
 PER_EMBEDDING = Decimal("0.1")
+VIDEO_FRAME_FACTOR = Decimal("0.5")
+REMOVE_BACKGROUND_FACTOR = Decimal("0.1")
 HIRES_FIX_FACTOR = Decimal("0.5")
 UPSCALE_FACTOR = Decimal("0.25")
 RESTORE_FACES_FACTOR = Decimal("0.25")
@@ -33,7 +39,7 @@ def units(width: int, height: int, batch_size: int) -> int:
 
 
 def generation_cost(spec: GenerationJobSpec, family: BaseModelFamily | None) -> Decimal:
-    if spec.mode is Mode.UPSCALE or family is None:
+    if spec.mode is Mode.UPSCALE or spec.mode.is_video or family is None:
         return Decimal(0)
     width, height = spec.generated_size
     pixels = width * height
@@ -42,9 +48,20 @@ def generation_cost(spec: GenerationJobSpec, family: BaseModelFamily | None) -> 
     return Decimal(math.ceil(pixels / BASE_PIXELS) * spec.batch_size * FAMILY_FACTOR[family])
 
 
+def video_cost(spec: GenerationJobSpec, family: BaseModelFamily | None) -> Decimal:
+    if spec.video is None or family is None:
+        return Decimal(0)
+    frames = units(spec.width, spec.height, spec.video.frames)
+    return frames * FAMILY_FACTOR[family] * VIDEO_FRAME_FACTOR
+
+
 def adapter_cost(spec: GenerationJobSpec) -> Decimal:
-    cost = PER_LORA * len(spec.loras or []) + PER_EMBEDDING * len(spec.embeddings or [])
-    return cost + (CONTROL_NET if spec.control_net is not None else 0)
+    return (
+        PER_LORA * len(spec.loras or [])
+        + PER_CONTROL_NET * len(spec.controls)
+        + PER_IP_ADAPTER * len(spec.ip_adapters or [])
+        + PER_EMBEDDING * len(spec.embeddings or [])
+    )
 
 
 def hires_fix_cost(spec: GenerationJobSpec, family: BaseModelFamily | None) -> Decimal:
@@ -66,14 +83,22 @@ def restore_faces_cost(spec: GenerationJobSpec) -> Decimal:
     return units(*spec.output_size, spec.batch_size) * RESTORE_FACES_FACTOR
 
 
+def remove_background_cost(spec: GenerationJobSpec) -> Decimal:
+    if spec.remove_background is None:
+        return Decimal(0)
+    return units(*spec.output_size, spec.batch_size) * REMOVE_BACKGROUND_FACTOR
+
+
 def cost_breakdown(spec: GenerationJobSpec, family: BaseModelFamily | None) -> dict[str, Decimal]:
     """The credits of each feature the job uses (the parts that cost something)."""
     parts = {
         "generation": generation_cost(spec, family),
+        "video": video_cost(spec, family),
         "adapters": adapter_cost(spec),
         "hiresFix": hires_fix_cost(spec, family),
         "upscale": upscale_cost(spec),
         "restoreFaces": restore_faces_cost(spec),
+        "removeBackground": remove_background_cost(spec),
     }
     return {feature: cost for feature, cost in parts.items() if cost}
 

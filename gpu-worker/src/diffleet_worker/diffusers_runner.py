@@ -229,7 +229,10 @@ class DiffusersRunner:
                 base = held.enter_context(self._acquire(order.model, order.keep_hot))
                 extra = {
                     name: held.enter_context(self._acquire(ref, order.keep_hot))
-                    for name, ref in (("controlnet", order.control_net), ("vae", order.vae))
+                    for name, ref in (
+                        ("controlnet", order.control_nets[0] if order.control_nets else None),
+                        ("vae", order.vae),
+                    )
                     if ref is not None
                 }
                 loras = [
@@ -424,7 +427,7 @@ def check_order(order: DispatchedJob) -> None:
     """Refuses an order whose models do not fit together (InvalidSpec, not retried).
     Admission refuses such jobs first (IncompatibleModels); this guards what it cannot
     see: a ModelCache replaced between admission and dispatch, or a malformed order."""
-    problems = incompatibilities(JobModelRefs.of_order(order), order.spec.mode)
+    problems = incompatibilities(JobModelRefs.of_order(order), order.spec)
     spec = order.spec
     if len(order.loras) != len(spec.loras or []):
         problems.append("loras: the order does not resolve every LoRA of the spec")

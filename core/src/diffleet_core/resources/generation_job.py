@@ -58,6 +58,9 @@ MAX_CANVAS_SIDE = 2048
 MAX_HIRES_SIDE = 4096
 MAX_UPSCALED_SIDE = 8192
 MAX_EMBEDDINGS = 10
+MAX_CONTROL_NETS = 4
+MAX_IP_ADAPTERS = 4
+MAX_FRAMES = 64
 
 
 def parse_http_url(value: str) -> str:
@@ -95,10 +98,16 @@ class Mode(StrEnum):
     INPAINT = "inpaint"
     OUTPAINT = "outpaint"
     UPSCALE = "upscale"
+    IMG2VID = "img2vid"
+    TXT2VID = "txt2vid"
 
     @property
     def takes_init_image(self) -> bool:
-        return self is not Mode.TXT2IMG
+        return self not in (Mode.TXT2IMG, Mode.TXT2VID)
+
+    @property
+    def is_video(self) -> bool:
+        return self in (Mode.IMG2VID, Mode.TXT2VID)
 
 
 class OutputFormat(StrEnum):
@@ -114,6 +123,41 @@ class OutputFormat(StrEnum):
     @property
     def content_type(self) -> str:
         return f"image/{self.value}"
+
+
+class VideoFormat(StrEnum):
+    MP4 = "mp4"
+    WEBP = "webp"
+    GIF = "gif"
+
+    @property
+    def extension(self) -> str:
+        return self.value
+
+    @property
+    def content_type(self) -> str:
+        return "video/mp4" if self is VideoFormat.MP4 else f"image/{self.value}"
+
+
+class ControlType(StrEnum):
+    """What a ControlNet's conditioning image shows (a ModelCache's controlType)."""
+
+    CANNY = "canny"
+    DEPTH = "depth"
+    OPENPOSE = "openpose"
+    LINEART = "lineart"
+    SOFTEDGE = "softedge"
+    SCRIBBLE = "scribble"
+    SEGMENTATION = "segmentation"
+    TILE = "tile"
+
+
+class Preprocess(StrEnum):
+    """auto: the worker turns the image into the ControlNet's conditioning (its type's
+    preprocessor); none: the image is the conditioning already."""
+
+    AUTO = "auto"
+    NONE = "none"
 
 
 class Sampler(StrEnum):
@@ -151,9 +195,69 @@ class LoraRef(SpecModel):
 class ControlNetSpec(SpecModel):
     model: ModelName = Field(description="Name of a ModelCache of type controlnet.")
     image: S3Uri = Field(description="Control image (s3://bucket/key).")
+    type: ControlType | None = Field(
+        default=None,
+        description="What the ControlNet expects; absent: the ModelCache's controlType (when"
+        " given, it must be that).",
+    )
+    preprocess: Preprocess = Field(
+        default=Preprocess.AUTO,
+        description="auto: run the type's preprocessor on the image; none: the image is the"
+        " conditioning already.",
+    )
     conditioning_scale: StrictFloat = Field(
         default=1.0, ge=0.0, le=2.0, description="How strongly the control image steers."
     )
+    guidance_start: StrictFloat = Field(
+        default=0.0, ge=0.0, le=1.0, description="Fraction of the steps at which it starts."
+    )
+    guidance_end: StrictFloat = Field(
+        default=1.0, ge=0.0, le=1.0, description="Fraction of the steps at which it stops."
+    )
+
+    @model_validator(mode="after")
+    def check_rules(self) -> Self:
+        """The CRD's rule on each entry, with the same message."""
+        if self.guidance_start >= self.guidance_end:
+            raise ValueError(GUIDANCE_WINDOW_RULE)
+        return self
+
+
+GUIDANCE_WINDOW_RULE = "guidanceStart must be less than guidanceEnd"
+
+
+class IpAdapterSpec(SpecModel):
+    model: ModelName = Field(description="Name of a ModelCache of type ip-adapter.")
+    image: S3Uri = Field(description="Reference image (s3://bucket/key).")
+    scale: StrictFloat = Field(
+        default=0.6, ge=0.0, le=2.0, description="How strongly the image prompt steers."
+    )
+
+
+class VideoSpec(SpecModel):
+    """The clip of a video mode: img2vid (Stable Video Diffusion) or txt2vid (AnimateDiff)."""
+
+    frames: StrictInt = Field(default=14, ge=1, le=MAX_FRAMES, description="Frames generated.")
+    fps: StrictInt = Field(default=7, ge=1, le=60, description="Frames per second of the file.")
+    motion_bucket_id: StrictInt = Field(
+        default=127, ge=0, le=255, description="img2vid: how much motion (higher: more)."
+    )
+    noise_aug_strength: StrictFloat = Field(
+        default=0.02, ge=0.0, le=1.0, description="img2vid: noise added to the init image."
+    )
+    decode_chunk_size: StrictInt = Field(
+        default=4, ge=1, le=MAX_FRAMES, description="img2vid: frames decoded at once (memory)."
+    )
+    format: VideoFormat = Field(default=VideoFormat.MP4, description="mp4, webp or gif.")
+    motion_adapter: ModelName | None = Field(
+        default=None,
+        description="txt2vid: a ModelCache of type motion-adapter (AnimateDiff), looked up like"
+        " spec.model.",
+    )
+
+
+class RemoveBackgroundSpec(SpecModel):
+    model: ModelName = Field(description="Name of a ModelCache of type background-remover.")
 
 
 class OutpaintSpec(SpecModel):
@@ -233,12 +337,13 @@ class GenerationJobSpec(SpecModel):
         " diffleet-system. Required unless mode is upscale.",
     )
     mode: Mode = Field(
-        default=Mode.TXT2IMG, description="txt2img, img2img, inpaint, outpaint or upscale."
+        default=Mode.TXT2IMG,
+        description="txt2img, img2img, inpaint, outpaint, upscale, img2vid or txt2vid.",
     )
     prompt: Text = Field(
         default="",
         max_length=MAX_PROMPT_LENGTH,
-        description="What to draw. Empty only for inpaint (object removal) and upscale.",
+        description="What to draw. Empty only for inpaint (object removal), upscale and img2vid.",
     )
     negative_prompt: Text = Field(
         default="", max_length=MAX_PROMPT_LENGTH, description="What not to draw."
@@ -272,7 +377,29 @@ class GenerationJobSpec(SpecModel):
         description="How much of the init image to change (worker default: 0.75 for img2img and"
         " inpaint, 1.0 for outpaint and for inpaint with an empty prompt).",
     )
-    control_net: ControlNetSpec | None = Field(default=None, description="ControlNet guidance.")
+    control_net: ControlNetSpec | None = Field(
+        default=None,
+        description="One ControlNet (deprecated: the shorthand of controlNets with one entry).",
+    )
+    control_nets: list[ControlNetSpec] | None = Field(
+        default=None,
+        max_length=MAX_CONTROL_NETS,
+        description="ControlNet guidance, each by its own control image.",
+    )
+    ip_adapters: list[IpAdapterSpec] | None = Field(
+        default=None,
+        max_length=MAX_IP_ADAPTERS,
+        description="Image prompts (IP-Adapter), each a reference image with its scale.",
+    )
+    video: VideoSpec | None = Field(default=None, description="The clip (mode img2vid or txt2vid).")
+    style: ModelName | None = Field(
+        default=None,
+        description="A StylePreset: this namespace first, then diffleet-system. The job's own"
+        " fields win over the preset's.",
+    )
+    remove_background: RemoveBackgroundSpec | None = Field(
+        default=None, description="Makes the background transparent (png or webp output)."
+    )
     outpaint: OutpaintSpec | None = Field(
         default=None, description="Padding to fill around initImage (mode outpaint)."
     )
@@ -335,6 +462,18 @@ class GenerationJobSpec(SpecModel):
         return self.model
 
     @property
+    def controls(self) -> list[ControlNetSpec]:
+        """The job's ControlNets: controlNets, or the deprecated single controlNet."""
+        if self.control_nets is not None:
+            return self.control_nets
+        return [self.control_net] if self.control_net is not None else []
+
+    @property
+    def frame_count(self) -> int:
+        """Frames of each output: the video's, or 1 for an image."""
+        return self.video.frames if self.video is not None else 1
+
+    @property
     def generated_size(self) -> tuple[int, int]:
         """Size of each image the denoising makes (before hiresFix and upscale): width x
         height, with the outpaint padding; the init image's size in mode upscale."""
@@ -379,8 +518,8 @@ def spec_rule_violations(spec: GenerationJobSpec) -> list[str]:
         ),
         (spec.model is None and not upscale_only, "model is required unless mode is upscale"),
         (
-            spec.prompt == "" and mode not in (Mode.INPAINT, Mode.UPSCALE),
-            "prompt must not be empty unless mode is inpaint or upscale",
+            spec.prompt == "" and mode not in (Mode.INPAINT, Mode.UPSCALE, Mode.IMG2VID),
+            "prompt must not be empty unless mode is inpaint, upscale or img2vid",
         ),
         (
             (spec.outpaint is not None) != (mode is Mode.OUTPAINT),
@@ -417,10 +556,53 @@ def spec_rule_violations(spec: GenerationJobSpec) -> list[str]:
             and (
                 spec.loras is not None
                 or spec.control_net is not None
+                or spec.control_nets is not None
+                or spec.ip_adapters is not None
                 or spec.embeddings is not None
                 or spec.vae is not None
             ),
-            "mode upscale allows no loras, controlNet, embeddings or vae",
+            "mode upscale allows no loras, controlNet(s), ipAdapters, embeddings or vae",
+        ),
+        (
+            spec.control_net is not None and spec.control_nets is not None,
+            "controlNet and controlNets are exclusive (controlNet is the deprecated form of"
+            " one entry)",
+        ),
+        (
+            (spec.video is not None) != mode.is_video,
+            "video is required when, and only when, mode is img2vid or txt2vid",
+        ),
+        (
+            spec.video is not None
+            and (spec.video.motion_adapter is not None) != (mode is Mode.TXT2VID),
+            "video.motionAdapter is required when, and only when, mode is txt2vid",
+        ),
+        (
+            mode.is_video and spec.batch_size != 1,
+            "batchSize must be 1 when mode is img2vid or txt2vid",
+        ),
+        (
+            mode.is_video
+            and (
+                spec.hires_fix is not None
+                or spec.upscale is not None
+                or spec.restore_faces is not None
+                or spec.remove_background is not None
+                or spec.control_net is not None
+                or spec.control_nets is not None
+                or spec.ip_adapters is not None
+            ),
+            "mode img2vid and txt2vid allow no hiresFix, upscale, restoreFaces,"
+            " removeBackground, controlNet(s) or ipAdapters",
+        ),
+        (
+            mode is Mode.IMG2VID
+            and (spec.loras is not None or spec.embeddings is not None or spec.vae is not None),
+            "mode img2vid allows no loras, embeddings or vae",
+        ),
+        (
+            spec.remove_background is not None and spec.output.format is OutputFormat.JPEG,
+            "removeBackground needs output.format png or webp (jpeg has no alpha channel)",
         ),
     ]
     return [message for broken, message in checks if broken]
@@ -454,11 +636,16 @@ class Progress(StatusModel):
 
 class JobOutput(StatusModel):
     uri: str
-    # Outputs written before formats existed were PNG files.
-    format: OutputFormat = OutputFormat.PNG
+    # Outputs written before formats existed were PNG files. An animated WebP is "webp"
+    # with `frames`.
+    format: OutputFormat | VideoFormat = OutputFormat.PNG
     sha256: str = Field(pattern=r"^[a-f0-9]{64}$")
     width: int = Field(ge=1)
     height: int = Field(ge=1)
+    # Video outputs only.
+    frames: int | None = Field(default=None, ge=1)
+    fps: float | None = Field(default=None, gt=0)
+    duration_seconds: float | None = Field(default=None, ge=0)
 
 
 class GenerationJobStatus(StatusModel):

@@ -8,7 +8,7 @@ from pydantic import Field, StrictFloat, StrictInt, model_validator
 
 from diffleet_core.resources.base import SpecModel, StatusModel
 from diffleet_core.resources.conditions import Condition
-from diffleet_core.resources.generation_job import S3Uri
+from diffleet_core.resources.generation_job import ControlType, ModelName, S3Uri
 from diffleet_core.resources.text import NO_CONTROL_CHARACTERS, PoolName
 
 KIND = "ModelCache"
@@ -31,17 +31,51 @@ class ModelType(StrEnum):
     UPSCALER = "upscaler"
     RESTORER = "restorer"
     SAFETY = "safety"
+    # A ControlNet preprocessor with weights (depth, segmentation).
+    DETECTOR = "detector"
+    IP_ADAPTER = "ip-adapter"
+    # The CLIP vision encoder an IP-Adapter reads its reference images with.
+    IMAGE_ENCODER = "image-encoder"
+    # AnimateDiff's temporal layers, added to an sd15 checkpoint for txt2vid.
+    MOTION_ADAPTER = "motion-adapter"
+    BACKGROUND_REMOVER = "background-remover"
 
     @property
     def has_family(self) -> bool:
         """Whether the artifact belongs to a model family (and names it in baseModel):
         what plugs into a Stable Diffusion pipeline does; what works on pixels does not."""
-        return self not in (ModelType.UPSCALER, ModelType.RESTORER, ModelType.SAFETY)
+        return self not in PIXEL_MODEL_TYPES
+
+
+# Model types that work on images, whatever the checkpoint.
+PIXEL_MODEL_TYPES = frozenset(
+    {
+        ModelType.UPSCALER,
+        ModelType.RESTORER,
+        ModelType.SAFETY,
+        ModelType.DETECTOR,
+        ModelType.IMAGE_ENCODER,
+        ModelType.BACKGROUND_REMOVER,
+    }
+)
+# Model types that come as one safetensors file, and those that come as a folder.
+SINGLE_FILE_TYPES = (ModelType.EMBEDDING, ModelType.RESTORER, ModelType.IP_ADAPTER)
+FOLDER_TYPES = (
+    ModelType.SAFETY,
+    ModelType.DETECTOR,
+    ModelType.IMAGE_ENCODER,
+    ModelType.MOTION_ADAPTER,
+    ModelType.BACKGROUND_REMOVER,
+)
+# The detectors the worker runs (transformers depth-estimation and segmentation models).
+DETECTOR_CONTROL_TYPES = (ControlType.DEPTH, ControlType.SEGMENTATION)
 
 
 class BaseModelFamily(StrEnum):
     SD15 = "sd15"
     SDXL = "sdxl"
+    # Stable Video Diffusion (image-to-video checkpoints).
+    SVD = "svd"
 
 
 class WarmSpec(SpecModel):
@@ -58,8 +92,19 @@ class ModelCacheSpec(SpecModel):
     type: ModelType = Field(default=ModelType.CHECKPOINT, description="What the artifact is.")
     base_model: BaseModelFamily | None = Field(
         default=None,
-        description="Model family: sd15 or sdxl. Required for checkpoint, lora, controlnet,"
-        " embedding and vae; not allowed for upscaler, restorer and safety.",
+        description="Model family: sd15, sdxl or svd. Required for checkpoint, lora,"
+        " controlnet, embedding, vae, ip-adapter and motion-adapter; not allowed for the"
+        " others.",
+    )
+    control_type: ControlType | None = Field(
+        default=None,
+        description="What the conditioning image shows: required for controlnet and detector"
+        " (a detector's must be depth or segmentation), not allowed for other types.",
+    )
+    image_encoder: ModelName | None = Field(
+        default=None,
+        description="ip-adapter: the ModelCache (type image-encoder) its reference images are"
+        " encoded with, looked up like a job's models.",
     )
     sha256: Sha256 | None = Field(
         default=None,
@@ -87,29 +132,52 @@ class ModelCacheSpec(SpecModel):
 
 
 BASE_MODEL_RULE = (
-    "baseModel is required for checkpoint, lora, controlnet, embedding and vae, and not"
-    " allowed for upscaler, restorer and safety"
+    "baseModel is required for checkpoint, lora, controlnet, embedding, vae, ip-adapter and"
+    " motion-adapter, and not allowed for the other types"
 )
-SINGLE_FILE_RULE = "format must be safetensors for embedding and restorer models"
-# The safety checker comes with its image processor's configuration.
-FOLDER_RULE = "format must be diffusers for safety models"
+SINGLE_FILE_RULE = "format must be safetensors for embedding, restorer and ip-adapter models"
+# Each of these comes with configuration files beside its weights.
+FOLDER_RULE = (
+    "format must be diffusers for safety, detector, image-encoder, motion-adapter and"
+    " background-remover models"
+)
+CONTROL_TYPE_RULE = (
+    "controlType is required for controlnet and detector models, and not allowed for other types"
+)
+DETECTOR_RULE = (
+    "controlType of a detector must be depth or segmentation (the detectors the worker runs)"
+)
+IMAGE_ENCODER_RULE = (
+    "imageEncoder is required for ip-adapter models, and not allowed for other types"
+)
 
 
 def model_cache_rule_violations(spec: ModelCacheSpec) -> list[str]:
     """Messages of the cross-field rules `spec` breaks (the CRD's CEL rules)."""
+    conditioned = spec.type in (ModelType.CONTROLNET, ModelType.DETECTOR)
     checks = [
         (
             (spec.base_model is not None) != spec.type.has_family,
             BASE_MODEL_RULE,
         ),
         (
-            spec.type in (ModelType.EMBEDDING, ModelType.RESTORER)
-            and spec.format is not ModelFormat.SAFETENSORS,
+            spec.type in SINGLE_FILE_TYPES and spec.format is not ModelFormat.SAFETENSORS,
             SINGLE_FILE_RULE,
         ),
         (
-            spec.type is ModelType.SAFETY and spec.format is not ModelFormat.DIFFUSERS,
+            spec.type in FOLDER_TYPES and spec.format is not ModelFormat.DIFFUSERS,
             FOLDER_RULE,
+        ),
+        ((spec.control_type is not None) != conditioned, CONTROL_TYPE_RULE),
+        (
+            spec.type is ModelType.DETECTOR
+            and spec.control_type is not None
+            and spec.control_type not in DETECTOR_CONTROL_TYPES,
+            DETECTOR_RULE,
+        ),
+        (
+            (spec.image_encoder is not None) != (spec.type is ModelType.IP_ADAPTER),
+            IMAGE_ENCODER_RULE,
         ),
     ]
     return [message for broken, message in checks if broken]

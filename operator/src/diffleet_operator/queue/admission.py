@@ -13,7 +13,7 @@ from diffleet_core import TIER_LABEL as TIER_LABEL
 from diffleet_core.messages import ModelRef
 from diffleet_core.model_rules import JobModelRefs, incompatibilities, lookup_namespaces
 from diffleet_core.resources.conditions import Reason
-from diffleet_core.resources.generation_job import MAX_SEED, GenerationJobSpec, Mode, Tier
+from diffleet_core.resources.generation_job import MAX_SEED, GenerationJobSpec, Tier
 from diffleet_core.resources.model_cache import ModelCachePhase, ModelCacheSpec, ModelCacheStatus
 from diffleet_operator.cache.jobs import TrackedJob
 from diffleet_operator.cache.model_index import ModelIndex
@@ -67,7 +67,7 @@ class JobModels:
 
     model: ResolvedModel
     loras: list[ResolvedModel] = field(default_factory=list)
-    control_net: ResolvedModel | None = None
+    control_nets: list[ResolvedModel] = field(default_factory=list)
     embeddings: list[ResolvedModel] = field(default_factory=list)
     vae: ResolvedModel | None = None
     upscaler: ResolvedModel | None = None
@@ -82,7 +82,7 @@ class JobModels:
         return JobModelRefs(
             model=self.model.ref,
             loras=[lora.ref for lora in self.loras],
-            control_net=ref(self.control_net),
+            control_nets=[control.ref for control in self.control_nets],
             embeddings=[embedding.ref for embedding in self.embeddings],
             vae=ref(self.vae),
             upscaler=ref(self.upscaler),
@@ -98,9 +98,9 @@ class JobModels:
         unique = {model.ref.digest: model for model in found if model is not None}
         return list(unique.values())
 
-    def incompatibility(self, mode: Mode) -> str | None:
+    def incompatibility(self, spec: GenerationJobSpec) -> str | None:
         """Why these models cannot run together (diffleet_core.model_rules); None: they can."""
-        return "; ".join(incompatibilities(self.refs, mode)) or None
+        return "; ".join(incompatibilities(self.refs, spec)) or None
 
 
 def resolve_job_models(
@@ -125,7 +125,7 @@ def resolve_job_models(
     return JobModels(
         model=found[spec.primary_model],
         loras=[found[lora.model] for lora in spec.loras or []],
-        control_net=optional(spec.control_net.model if spec.control_net else None),
+        control_nets=[found[control.model] for control in spec.controls],
         embeddings=[found[name] for name in spec.embeddings or []],
         vae=optional(spec.vae),
         upscaler=optional(spec.upscale.model if spec.upscale else None),
@@ -137,8 +137,7 @@ def resolve_job_models(
 def model_names(spec: GenerationJobSpec, safety_model: str | None) -> list[str]:
     """The ModelCache names a job needs, primary model first, each once."""
     names = [spec.primary_model, *(lora.model for lora in spec.loras or [])]
-    if spec.control_net:
-        names.append(spec.control_net.model)
+    names += [control.model for control in spec.controls]
     names += spec.embeddings or []
     for optional in (
         spec.vae,

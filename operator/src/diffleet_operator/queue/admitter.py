@@ -158,7 +158,7 @@ class Admitter:
         ) as span:
             if telemetry.TRACEPARENT_ANNOTATION not in (annotations or {}):
                 await self._annotate_trace(job)
-            if problem := models.incompatibility(job.spec.mode):
+            if problem := models.incompatibility(job.spec):
                 # Refused here, before any queue: no worker is ever given it.
                 await lifecycle.finish(
                     rt, job, JobPhase.FAILED, Reason.INCOMPATIBLE_MODELS, problem

@@ -261,7 +261,7 @@ class Dispatcher:
             seed=seed_of(job, admission),
             model=refs.model,
             loras=refs.loras,
-            control_net=refs.control_net,
+            control_nets=refs.control_nets,
             embeddings=refs.embeddings,
             vae=refs.vae,
             upscaler=refs.upscaler,
