@@ -1,14 +1,17 @@
 """A job's models at admission and placement: every model its spec names (and its
-namespace's safety model) resolved, refused when they cannot run together, and the VRAM
-placement asks for."""
+namespace's safety model, its ControlNets' detectors, its IP-Adapters' image encoder)
+resolved, refused when they cannot run together or a preprocessor cannot run, and the
+VRAM placement asks for (a video's frames included)."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from diffleet_core.resources.conditions import Reason
-from diffleet_core.resources.generation_job import GenerationJobSpec, Tier
+from diffleet_core.resources.generation_job import ControlType, GenerationJobSpec, Tier
+from diffleet_core.resources.gpu_pool import GPUPoolSpec
 from diffleet_operator.cache.model_index import ModelIndex
 from diffleet_operator.queue.admission import JobModels, NotReady, resolve_job_models
-from diffleet_operator.scheduler.eligibility import job_requirements
+from diffleet_operator.scheduler.eligibility import job_requirements, pool_fits
 
 SYSTEM = "diffleet-system"
 INIT = "s3://diffleet-uploads/tenants/team/a.png"
@@ -28,7 +31,7 @@ def model(
     }
 
 
-def index(*bodies: dict[str, Any]) -> ModelIndex:
+def index(*bodies: Mapping[str, Any]) -> ModelIndex:
     models = ModelIndex()
     for body in bodies:
         models.observe(body)
@@ -45,7 +48,15 @@ MODELS = index(
     model("esrgan", "upscaler", 1.0, family=None),
     model("gfpgan", "restorer", 1.5, family=None),
     model("checker", "safety", 0.25, family=None, format="diffusers"),
+    model("cn-depth", "controlnet", 1.5, controlType="depth"),
+    model("cn-canny", "controlnet", 1.5, controlType="canny"),
+    model("dpt", "detector", 0.5, family=None, format="diffusers", controlType="depth"),
+    model("ip", "ip-adapter", 0.1, imageEncoder="clip"),
+    model("ip-plus", "ip-adapter", 0.1, imageEncoder="clip-big"),
+    model("clip", "image-encoder", 1.0, family=None, format="diffusers"),
+    model("svd", "checkpoint", 5.0, family="svd"),
 )
+IMAGE = "s3://diffleet-uploads/tenants/team/b.png"
 
 
 def spec(**fields: Any) -> GenerationJobSpec:
@@ -122,3 +133,96 @@ def test_mode_upscale_is_placed_by_its_upscaler() -> None:
     assert models.incompatibility(job) is None
     needs = job_requirements(models, Tier.FREE, "any")
     assert (needs.model_digest, needs.vram_gib) == ("sha256-esrgan", 1.0)
+
+
+def test_controlnets_detectors_and_ip_adapters_reach_the_order_and_count_in_vram() -> None:
+    job = spec(
+        controlNets=[
+            {"model": "cn-depth", "image": IMAGE},
+            {"model": "cn-canny", "image": IMAGE, "type": "canny"},
+        ],
+        ipAdapters=[{"model": "ip", "image": IMAGE}],
+    )
+    models = resolved(job)
+    assert models.incompatibility(job) is None
+    refs = models.refs
+    assert [ref.name for ref in refs.control_nets] == ["cn-depth", "cn-canny"]
+    assert models.control_types == [ControlType.DEPTH, ControlType.CANNY]
+    # Only depth is detected: canny is computed without weights.
+    assert [ref.name for ref in refs.detectors] == ["dpt"]
+    assert [ref.name for ref in refs.ip_adapters] == ["ip"]
+    assert refs.image_encoder is not None
+    assert refs.image_encoder.name == "clip"
+    # checkpoint 4 + ControlNets 1.5 + 1.5 + detector 0.5 + adapter 0.1 + encoder 1.
+    assert job_requirements(models, Tier.PRO, "any").vram_gib == 8.6
+
+
+def test_a_preprocessor_that_cannot_run_and_adapters_of_two_encoders_are_refused() -> None:
+    job = spec(
+        controlNet={"model": "cn-depth", "image": IMAGE, "type": "openpose"},
+        ipAdapters=[{"model": "ip", "image": IMAGE}, {"model": "ip-plus", "image": IMAGE}],
+    )
+    # Each problem named by its field, those resolving found first.
+    assert resolved(job).incompatibility(job) == "; ".join(
+        [
+            "controlNet.preprocess: no openpose preprocessor runs in diffleet; send a processed"
+            " image with preprocess none",
+            "ipAdapters: all of a job's IP-Adapters must share one image encoder (ip uses"
+            " clip, ip-plus uses clip-big)",
+            "controlNet.type: cn-depth is a depth ControlNet, not openpose",
+        ]
+    )
+
+
+def test_depth_auto_without_a_detector_is_refused_and_waits_for_one_not_ready() -> None:
+    job = spec(controlNets=[{"model": "cn-depth", "image": IMAGE}])
+    without = index(*(m for m in MODELS.all() if m["metadata"]["name"] != "dpt"))
+    models = resolve_job_models(without, "team", job, SYSTEM)
+    assert isinstance(models, JobModels)
+    assert models.incompatibility(job) == (
+        "controlNets[0].preprocess: no depth detector is registered (a ModelCache of type"
+        " detector with controlType depth); register one, or send a processed image with"
+        " preprocess none"
+    )
+    unprocessed = spec(controlNets=[{"model": "cn-depth", "image": IMAGE, "preprocess": "none"}])
+    processed = resolve_job_models(without, "team", unprocessed, SYSTEM)
+    assert isinstance(processed, JobModels)
+    assert processed.incompatibility(unprocessed) is None
+    pending = model("dpt-2", "detector", 0.5, family=None, format="diffusers", controlType="depth")
+    pending["status"] = {"phase": "Downloading"}
+    waiting = resolve_job_models(index(*without.all(), pending), "team", job, SYSTEM)
+    assert isinstance(waiting, NotReady)
+    assert waiting.model == "dpt-2"
+
+
+def test_a_video_needs_vram_by_frames_and_size_and_a_small_pool_is_refused() -> None:
+    image = resolved(
+        spec(
+            model="svd",
+            mode="img2vid",
+            prompt="",
+            initImage=INIT,
+            width=1024,
+            height=576,
+            video={"frames": 25},
+        )
+    )
+    needs = job_requirements(image, Tier.PRO, "any")
+    # 5 GiB of weights + 25 frames x 0.59 megapixels x 1.4 GiB.
+    assert round(needs.vram_gib, 1) == 25.6
+    small = GPUPoolSpec.model_validate({"gpuType": "l4", "vramGiB": 24, "maxReplicas": 1})
+    large = GPUPoolSpec.model_validate({"gpuType": "a100", "vramGiB": 80, "maxReplicas": 1})
+    assert not pool_fits("l4", small, needs)
+    assert pool_fits("a100", large, needs)
+    shorter = resolved(
+        spec(
+            model="svd",
+            mode="img2vid",
+            prompt="",
+            initImage=INIT,
+            width=1024,
+            height=576,
+            video={"frames": 8},
+        )
+    )
+    assert job_requirements(shorter, Tier.PRO, "any").vram_gib < 24

@@ -1,6 +1,7 @@
 """Rules about the models a job names, shared by the API, the operator and the worker:
 where a model's name is looked up, and which models fit together."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from diffleet_core.messages import DispatchedJob, ModelRef
@@ -132,3 +133,14 @@ def control_problems(models: JobModelRefs, spec: GenerationJobSpec) -> list[str]
                 f"{where}.type: {ref.name} is a {declared} ControlNet, not {entry.type.value}"
             )
     return problems
+
+
+def image_encoder_problem(encoders: Mapping[str, str | None]) -> str | None:
+    """Why the job's IP-Adapters (`encoders`: each adapter's name and its ModelCache's
+    imageEncoder) cannot run together: diffusers loads one image encoder per pipeline.
+    Adapters without one (not IP-Adapters, refused by their type) are left out."""
+    named = {adapter: encoder for adapter, encoder in encoders.items() if encoder is not None}
+    if len(set(named.values())) <= 1:
+        return None
+    listed = ", ".join(f"{adapter} uses {encoder}" for adapter, encoder in named.items())
+    return f"ipAdapters: all of a job's IP-Adapters must share one image encoder ({listed})"

@@ -4,7 +4,7 @@ worker now) and the autoscaler (which pool to grow).
 A job's spec.gpuClass is `any` or a GPU type, matched against a GPUPool's spec.gpuType
 and the type a worker announces (a worker that announces none has its pool's name as its
 type). A job may run on a pool of its type whose tiers allow it (spec.tiers empty: every
-tier), whose VRAM fits its models (its primary model, VAE, upscaler and restorer) and
+tier), whose VRAM fits its models and a video's frames (JobModels.in_gpu_memory) and
 which its primary model's spec.pools names, when it names any. Workers whose pool has no
 GPUPool (started by hand, as tests and benchmarks do) are open to every tier; a pool being
 deleted gets no new jobs.
@@ -88,7 +88,7 @@ def requirements(
 
 
 def job_requirements(models: JobModels, tier: Tier, gpu_class: str) -> Requirements:
-    """What running a job needs: its primary model's placement (digest, pools) and the VRAM
-    of every model it holds in GPU memory."""
-    vram = sum(model.spec.vram_gib for model in models.in_gpu_memory)
+    """What running a job needs: its primary model's placement (digest, pools), and the
+    VRAM of every model it holds in GPU memory plus its frames' activations (a video's)."""
+    vram = sum(model.spec.vram_gib for model in models.in_gpu_memory) + models.activation_gib
     return dataclasses.replace(requirements(models.model, tier, gpu_class), vram_gib=vram)
