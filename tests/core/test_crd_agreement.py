@@ -6,6 +6,8 @@ every nesting level (names, types, required fields, bounds, enums, defaults) and
 CRDs' CEL rules against the models' cross-field rules and the immutability of the spec.
 """
 
+import re
+from collections.abc import Collection
 from functools import cache
 from typing import Any
 
@@ -15,15 +17,22 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import core_schema
 
-from diffleet_core.resources import generation_job, gpu_pool, model_cache
+from diffleet_core.resources import generation_job, gpu_pool, model_cache, style_preset
 from diffleet_core.resources.generation_job import (
     ANY_GPU_CLASS,
+    GUIDANCE_WINDOW_RULE,
+    ControlNetSpec,
     GenerationJobSpec,
     HiresFixSpec,
+    IpAdapterSpec,
     LoraRef,
     Mode,
     OutpaintSpec,
+    OutputFormat,
+    OutputSpec,
+    RemoveBackgroundSpec,
     UpscaleSpec,
+    VideoSpec,
     spec_rule_violations,
 )
 from diffleet_core.resources.gpu_pool import GPUPoolSpec, gpu_pool_rule_violations
@@ -33,6 +42,7 @@ from diffleet_core.resources.model_cache import (
     ModelType,
     model_cache_rule_violations,
 )
+from diffleet_core.styles import OVERRIDABLE
 from tests.support.stack import ROOT
 
 JsonSchema = dict[str, Any]
@@ -47,6 +57,7 @@ COMPARED_KEYWORDS = (
     "enum",
     "minimum",
     "maximum",
+    "exclusiveMinimum",
     "multipleOf",
     "minLength",
     "maxLength",
@@ -63,8 +74,18 @@ PARTS = [
     ("modelcaches", "status", model_cache.ModelCacheStatus),
     ("gpupools", "spec", gpu_pool.GPUPoolSpec),
     ("gpupools", "status", gpu_pool.GPUPoolStatus),
+    ("stylepresets", "spec", style_preset.StylePresetSpec),
 ]
 PART_IDS = [f"{plural}.{part}" for plural, part, _ in PARTS]
+
+# GenerationJob fields whose default only the model has: the CRD stores them absent when a
+# job leaves them out, so that a style preset fills just those (diffleet_core.styles); the
+# operator and the API read the job through the model, which defaults the rest.
+MODEL_ONLY_DEFAULTS = [
+    field.alias or name
+    for name, field in GenerationJobSpec.model_fields.items()
+    if name in OVERRIDABLE and field.get_default(call_default_factory=True) is not None
+]
 
 
 @cache
@@ -113,7 +134,10 @@ def model_schema(model: type[BaseModel]) -> JsonSchema:
 
 
 def resolve(node: JsonSchema, defs: dict[str, JsonSchema]) -> JsonSchema:
-    """`node` with references inlined and optional types unwrapped, recursively."""
+    """`node` with references inlined and optional types unwrapped, recursively. A union
+    of string enums (JobOutput's image or video format) is one enum of all their values,
+    as the CRD says it; JSON Schema's numeric `exclusiveMinimum` is OpenAPI's boolean one
+    with the bound in `minimum`."""
     node = dict(node)
     while "$ref" in node or "anyOf" in node:
         if "$ref" in node:
@@ -123,12 +147,15 @@ def resolve(node: JsonSchema, defs: dict[str, JsonSchema]) -> JsonSchema:
             node = {**target, **node}
         else:
             members = [member for member in node.pop("anyOf") if member != {"type": "null"}]
-            assert len(members) == 1, f"only `X | None` unions are expected: {members}"
+            if len(members) > 1:
+                members = [enum_union([resolve(member, defs) for member in members])]
             node = {**members[0], **node}
     for keyword in ("$defs", "title"):
         node.pop(keyword, None)
     if "default" in node and node["default"] is None:
         del node["default"]
+    if not isinstance(node.get("exclusiveMinimum", True), bool):
+        node["minimum"], node["exclusiveMinimum"] = node.pop("exclusiveMinimum"), True
     if "properties" in node:
         node["properties"] = {
             name: resolve(child, defs) for name, child in node["properties"].items()
@@ -137,6 +164,15 @@ def resolve(node: JsonSchema, defs: dict[str, JsonSchema]) -> JsonSchema:
         if isinstance(node.get(keyword), dict):
             node[keyword] = resolve(node[keyword], defs)
     return node
+
+
+def enum_union(members: list[JsonSchema]) -> JsonSchema:
+    """One string enum of the values of `members`, each once, in their order."""
+    assert all(member.get("type") == "string" and "enum" in member for member in members), (
+        f"only `X | None` unions and unions of string enums are expected: {members}"
+    )
+    values = [value for member in members for value in member["enum"]]
+    return {"type": "string", "enum": list(dict.fromkeys(values))}
 
 
 def with_defaults(value: Any, schema: JsonSchema) -> Any:
@@ -174,8 +210,14 @@ def keyword_value(schema: JsonSchema, keyword: str) -> Any:
     return value
 
 
-def differences(crd_node: JsonSchema, model_node: JsonSchema, path: str) -> list[str]:
-    """Every way the CRD schema at `path` differs from the model's, one line each."""
+def differences(
+    crd_node: JsonSchema,
+    model_node: JsonSchema,
+    path: str,
+    model_only_defaults: Collection[str] = (),
+) -> list[str]:
+    """Every way the CRD schema at `path` differs from the model's, one line each; the
+    fields `model_only_defaults` of the spec have a default in the model alone."""
     found = []
     for keyword in COMPARED_KEYWORDS:
         in_crd, in_model = keyword_value(crd_node, keyword), keyword_value(model_node, keyword)
@@ -183,7 +225,10 @@ def differences(crd_node: JsonSchema, model_node: JsonSchema, path: str) -> list
             found.append(f"{path}: {keyword} is {in_crd!r} in the CRD, {in_model!r} in the model")
 
     crd_default = with_defaults(crd_node.get("default"), crd_node)
-    if not same_value(crd_default, model_node.get("default")):
+    if path in {f"spec.{name}" for name in model_only_defaults}:
+        if crd_default is not None or model_node.get("default") is None:
+            found.append(f"{path}: the default is the model's alone, not the CRD's")
+    elif not same_value(crd_default, model_node.get("default")):
         found.append(
             f"{path}: default is {crd_default!r} in the CRD (nested defaults applied), "
             f"{model_node.get('default')!r} in the model"
@@ -202,7 +247,9 @@ def differences(crd_node: JsonSchema, model_node: JsonSchema, path: str) -> list
     for name in sorted(model_properties.keys() - crd_properties.keys()):
         found.append(f"{path}.{name}: in the model, not in the CRD")
     for name in sorted(crd_properties.keys() & model_properties.keys()):
-        found += differences(crd_properties[name], model_properties[name], f"{path}.{name}")
+        found += differences(
+            crd_properties[name], model_properties[name], f"{path}.{name}", model_only_defaults
+        )
 
     if "items" in crd_node or "items" in model_node:
         found += differences(crd_node.get("items", {}), model_node.get("items", {}), f"{path}[]")
@@ -245,7 +292,8 @@ def is_transition_rule(rule: JsonSchema) -> bool:
 
 @pytest.mark.parametrize(("plural", "part", "model"), PARTS, ids=PART_IDS)
 def test_crd_schema_matches_the_model(plural: str, part: str, model: type[BaseModel]) -> None:
-    found = differences(crd_part(plural, part), model_schema(model), part)
+    model_only = MODEL_ONLY_DEFAULTS if model is GenerationJobSpec else ()
+    found = differences(crd_part(plural, part), model_schema(model), part, model_only)
     assert not found, "the CRD and the model differ:\n" + "\n".join(found)
 
 
@@ -267,7 +315,7 @@ def test_every_field_is_described(plural: str, part: str, model: type[BaseModel]
 KEEPS_UNKNOWN_FIELDS = {"gpupools": ["gpupools.spec.template.env[].valueFrom"]}
 
 
-@pytest.mark.parametrize("plural", ["generationjobs", "modelcaches", "gpupools"])
+@pytest.mark.parametrize("plural", ["generationjobs", "modelcaches", "gpupools", "stylepresets"])
 def test_crd_is_structural_without_unknown_fields(plural: str) -> None:
     keeping = [
         path
@@ -365,6 +413,14 @@ UPSCALE_ONLY: dict[str, Any] = {
     "model": None,
     "prompt": "",
 }
+CONTROL = ControlNetSpec(model="cn-canny", image=IMAGE)
+IP_ADAPTER = IpAdapterSpec(model="tiny-ip-adapter", image=IMAGE)
+REMOVE_BACKGROUND = RemoveBackgroundSpec(model="tiny-background")
+IMG2VID: dict[str, Any] = {"mode": Mode.IMG2VID, "init_image": IMAGE, "video": VideoSpec()}
+TXT2VID: dict[str, Any] = {
+    "mode": Mode.TXT2VID,
+    "video": VideoSpec(motion_adapter="tiny-motion"),
+}
 CROSS_FIELD_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("img2img-without-initImage", {"mode": Mode.IMG2IMG}, ".initImage"),
     ("inpaint-without-initImage", {"mode": Mode.INPAINT, "mask_image": IMAGE}, ".initImage"),
@@ -417,6 +473,29 @@ CROSS_FIELD_CASES: list[tuple[str, dict[str, Any], str]] = [
         ".upscale.scale",
     ),
     ("upscale-with-loras", {**UPSCALE_ONLY, "loras": [LoraRef(model="tiny-lora")]}, ".mode"),
+    ("upscale-with-ipAdapters", {**UPSCALE_ONLY, "ip_adapters": [IP_ADAPTER]}, ".mode"),
+    ("txt2vid-with-initImage", {**TXT2VID, "init_image": IMAGE}, ".initImage"),
+    (
+        "controlNet-and-controlNets",
+        {"control_net": CONTROL, "control_nets": [CONTROL]},
+        ".controlNet",
+    ),
+    ("txt2img-with-video", {"video": VideoSpec()}, ".video"),
+    ("img2vid-without-video", {**IMG2VID, "video": None}, ".video"),
+    ("txt2vid-without-motionAdapter", {**TXT2VID, "video": VideoSpec()}, ".video.motionAdapter"),
+    (
+        "img2vid-with-motionAdapter",
+        {**IMG2VID, "video": VideoSpec(motion_adapter="tiny-motion")},
+        ".video.motionAdapter",
+    ),
+    ("txt2vid-batch-of-2", {**TXT2VID, "batch_size": 2}, ".batchSize"),
+    ("txt2vid-with-controlNets", {**TXT2VID, "control_nets": [CONTROL]}, ".mode"),
+    ("img2vid-with-loras", {**IMG2VID, "loras": [LoraRef(model="tiny-lora")]}, ".mode"),
+    (
+        "removeBackground-to-jpeg",
+        {"remove_background": REMOVE_BACKGROUND, "output": OutputSpec(format=OutputFormat.JPEG)},
+        ".removeBackground",
+    ),
 ]
 
 
@@ -453,12 +532,15 @@ def test_every_cross_field_cel_rule_is_a_rule_of_the_model() -> None:
     assert {rule["message"] for rule in cross_field_rules()} == model_messages
     assert spec_rule_violations(spec_with({})) == []
     assert spec_rule_violations(spec_with(UPSCALE_ONLY)) == []
+    assert spec_rule_violations(spec_with({**IMG2VID, "prompt": ""})) == []
+    assert spec_rule_violations(spec_with(TXT2VID)) == []
     object_removal = {"mode": Mode.INPAINT, "init_image": IMAGE, "mask_image": IMAGE}
     assert spec_rule_violations(spec_with({**object_removal, "prompt": ""})) == []
 
 
 def test_generationjob_spec_is_immutable_except_cancel() -> None:
-    """Every field keeps its value; optional ones also stay present or absent."""
+    """Every field keeps its value; optional ones (with the fields whose default only the
+    model has) also stay present or absent."""
     spec = crd_part("generationjobs", "spec")
     for name, field in spec["properties"].items():
         expected = (
@@ -466,13 +548,16 @@ def test_generationjob_spec_is_immutable_except_cancel() -> None:
             if name == "cancel"
             else {"rule": "self == oldSelf", "message": f"{name} is immutable"}
         )
-        assert rules(field) == [expected], f"spec.{name}"
+        # The deprecated controlNet also has the rule of every ControlNet entry.
+        own = [rule for rule in rules(field) if rule["message"] != GUIDANCE_WINDOW_RULE]
+        assert own == [expected], f"spec.{name}"
 
     model = model_schema(GenerationJobSpec)
     optional = [
         name
         for name, field in model["properties"].items()
-        if name not in model.get("required", []) and "default" not in field
+        if name not in model.get("required", [])
+        and ("default" not in field or name in MODEL_ONLY_DEFAULTS)
     ]
     presence = [
         {
@@ -483,6 +568,23 @@ def test_generationjob_spec_is_immutable_except_cancel() -> None:
         for name in optional
     ]
     assert [rule for rule in rules(spec) if is_transition_rule(rule)] == presence
+
+
+@pytest.mark.parametrize("path", ["controlNet", "controlNets[]"])
+def test_controlnet_entry_rule_has_the_models_message(path: str) -> None:
+    spec = crd_part("generationjobs", "spec")
+    name, _, items = path.partition("[")
+    entry = spec["properties"][name]["items"] if items else spec["properties"][name]
+    assert [rule for rule in rules(entry) if not is_transition_rule(rule)] == [
+        {
+            "rule": "self.guidanceStart < self.guidanceEnd",
+            "message": GUIDANCE_WINDOW_RULE,
+            "fieldPath": ".guidanceStart",
+        }
+    ]
+    with pytest.raises(ValueError, match=GUIDANCE_WINDOW_RULE):
+        ControlNetSpec(model="cn-canny", image=IMAGE, guidance_start=0.5, guidance_end=0.5)
+    ControlNetSpec(model="cn-canny", image=IMAGE, guidance_start=0.4, guidance_end=0.5)
 
 
 def test_modelcache_source_is_immutable() -> None:
@@ -505,6 +607,15 @@ def model_cache_with(fields: dict[str, Any]) -> ModelCacheSpec:
     return ModelCacheSpec.model_construct(**values)
 
 
+CHECKPOINT_CACHE: dict[str, Any] = {"type": "checkpoint", "base_model": "sd15"}
+DETECTOR: dict[str, Any] = {"type": "detector", "control_type": "depth"}
+IP_ADAPTER_CACHE: dict[str, Any] = {
+    "type": "ip-adapter",
+    "format": "safetensors",
+    "base_model": "sd15",
+    "image_encoder": "tiny-clip",
+}
+MOTION_ADAPTER: dict[str, Any] = {"type": "motion-adapter", "base_model": "sd15"}
 MODEL_CACHE_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("checkpoint-without-baseModel", {"type": "checkpoint"}, ".baseModel"),
     ("upscaler-with-baseModel", {"type": "upscaler", "base_model": "sd15"}, ".baseModel"),
@@ -515,6 +626,30 @@ MODEL_CACHE_CASES: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("restorer-folder", {"type": "restorer", "format": "diffusers"}, ".format"),
     ("safety-single-file", {"type": "safety", "format": "safetensors"}, ".format"),
+    ("detector-with-baseModel", {**DETECTOR, "base_model": "sd15"}, ".baseModel"),
+    ("ip-adapter-folder", {**IP_ADAPTER_CACHE, "format": "diffusers"}, ".format"),
+    ("motion-adapter-single-file", {**MOTION_ADAPTER, "format": "safetensors"}, ".format"),
+    (
+        "controlnet-without-controlType",
+        {"type": "controlnet", "base_model": "sd15"},
+        ".controlType",
+    ),
+    (
+        "lora-with-controlType",
+        {"type": "lora", "base_model": "sd15", "control_type": "canny"},
+        ".controlType",
+    ),
+    ("detector-of-canny", {**DETECTOR, "control_type": "canny"}, ".controlType"),
+    (
+        "ip-adapter-without-imageEncoder",
+        {**IP_ADAPTER_CACHE, "image_encoder": None},
+        ".imageEncoder",
+    ),
+    (
+        "checkpoint-with-imageEncoder",
+        {**CHECKPOINT_CACHE, "image_encoder": "tiny-clip"},
+        ".imageEncoder",
+    ),
 ]
 
 
@@ -540,6 +675,8 @@ def test_every_modelcache_cel_rule_is_a_rule_of_the_model() -> None:
     for _, fields, _ in MODEL_CACHE_CASES:
         messages.update(model_cache_rule_violations(model_cache_with(fields)))
     assert {rule["message"] for rule in rules(crd_part("modelcaches", "spec"))} == messages
+    for valid in (CHECKPOINT_CACHE, DETECTOR, IP_ADAPTER_CACHE, MOTION_ADAPTER):
+        assert model_cache_rule_violations(model_cache_with(valid)) == [], valid
 
 
 POOL_SPEC: dict[str, Any] = {"gpu_type": "a100", "vram_gib": 80.0, "max_replicas": 4}
@@ -562,3 +699,42 @@ def test_gpupool_cel_rules_have_the_models_messages() -> None:
     ]
     with pytest.raises(ValueError, match=gpu_pool.ANY_GPU_TYPE_RULE):
         GPUPoolSpec(**{**POOL_SPEC, "gpu_type": ANY_GPU_CLASS})
+
+
+def test_stylepreset_crd_names_and_columns() -> None:
+    """A namespaced StylePreset (`kubectl get sp`), without status: nothing writes one."""
+    definition = crd(style_preset.PLURAL)
+    names = definition["spec"]["names"]
+    assert definition["metadata"]["name"] == "stylepresets.diffleet.io"
+    assert definition["spec"]["scope"] == "Namespaced"
+    assert (names["kind"], names["plural"], names["shortNames"]) == (
+        style_preset.KIND,
+        style_preset.PLURAL,
+        ["sp"],
+    )
+    assert "diffleet" in names["categories"]
+    version = definition["spec"]["versions"][0]
+    assert "subresources" not in version
+    printed = [
+        (column["name"], column["jsonPath"]) for column in version["additionalPrinterColumns"]
+    ]
+    assert printed == [
+        ("Sampler", ".spec.sampler"),
+        ("Steps", ".spec.steps"),
+        ("Width", ".spec.width"),
+        ("Height", ".spec.height"),
+        ("Description", ".spec.description"),
+        ("Age", ".metadata.creationTimestamp"),
+    ]
+
+
+def test_stylepreset_placeholder_rule_has_the_models_message() -> None:
+    assert rules(crd_part("stylepresets", "spec")) == [
+        {
+            "rule": "!has(self.prompt) || self.prompt.contains('{prompt}')",
+            "message": style_preset.PLACEHOLDER_RULE,
+            "fieldPath": ".prompt",
+        }
+    ]
+    with pytest.raises(ValueError, match=re.escape(style_preset.PLACEHOLDER_RULE)):
+        style_preset.StylePresetSpec(prompt="a watercolor painting")

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from diffleet_core.resources.generation_job import GenerationJobSpec
 from diffleet_core.resources.model_cache import BASE_MODEL_RULE
 from tests.support import generation_specs
 from tests.support.generation_specs import ACCEPTED, REFUSED, REFUSED_CACHES, Accepted, Refused
@@ -101,7 +102,11 @@ BAD_JOBS: list[tuple[str, dict[str, Any], str]] = [
     (
         "empty-prompt",
         {"prompt": ""},
-        cel_error("prompt", "object", "prompt must not be empty unless mode is inpaint or upscale"),
+        cel_error(
+            "prompt",
+            "object",
+            "prompt must not be empty unless mode is inpaint, upscale or img2vid",
+        ),
     ),
     (
         "negative-batchSize",
@@ -162,7 +167,7 @@ BAD_JOBS: list[tuple[str, dict[str, Any], str]] = [
         {"timeoutSeconds": 0},
         "spec.timeoutSeconds in body should be greater than or equal to 1",
     ),
-    ("unknown-field", {"style": "ink"}, 'unknown field "spec.style"'),
+    ("unknown-field", {"lighting": "soft"}, 'unknown field "spec.lighting"'),
     # The characters every spec string refuses (diffleet_core.resources.text), and URLs
     # that match a loose pattern but not the parser that would use them.
     ("prompt-nul", {"prompt": "a\x00b"}, "spec.prompt in body should match"),
@@ -220,7 +225,14 @@ def test_bad_generationjob_is_refused_naming_the_field(
 
 # (id, spec at creation, changes applied afterwards, expected error)
 REFUSED_UPDATES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
-    ("steps-changed", {}, {"steps": 30}, cel_error("steps", "integer", "steps is immutable")),
+    (
+        "steps-changed",
+        {"steps": 20},
+        {"steps": 30},
+        cel_error("steps", "integer", "steps is immutable"),
+    ),
+    # absent: the style's value, else the model's default (20); so never added later
+    ("steps-added", {}, {"steps": 20}, cel_error("steps", "object", "steps is immutable")),
     (
         "prompt-changed",
         {},
@@ -281,6 +293,8 @@ def test_generationjob_cancel_may_change_from_false_to_true(
 
 
 def test_minimal_generationjob_shows_the_schema_defaults(kubectl: Kubectl, namespace: str) -> None:
+    """width, height, steps and sampler stay absent: a style preset fills them, else the
+    model's defaults apply (diffleet_core)."""
     kubectl.apply(manifest("GenerationJob", "minimal", VALID_JOB), namespace)
     spec = kubectl.json("get", "gj", "minimal", "-n", namespace)["spec"]
     assert spec == {
@@ -288,11 +302,7 @@ def test_minimal_generationjob_shows_the_schema_defaults(kubectl: Kubectl, names
         "prompt": "a lighthouse at dusk",
         "mode": "txt2img",
         "negativePrompt": "",
-        "width": 512,
-        "height": 512,
-        "steps": 20,
         "guidanceScale": 7,
-        "sampler": "euler_a",
         "batchSize": 1,
         "gpuClass": "any",
         "timeoutSeconds": 600,
@@ -326,7 +336,14 @@ def test_full_generationjob_is_accepted_with_nested_defaults(
     kubectl.apply(manifest("GenerationJob", "full", full), namespace)
     spec = kubectl.json("get", "gj", "full", "-n", namespace)["spec"]
     assert spec["loras"] == [{"model": "ink-style", "weight": 1}]
-    assert spec["controlNet"] == {"model": "cn-canny", "image": IMAGE, "conditioningScale": 1}
+    assert spec["controlNet"] == {
+        "model": "cn-canny",
+        "image": IMAGE,
+        "preprocess": "auto",
+        "conditioningScale": 1,
+        "guidanceStart": 0,
+        "guidanceEnd": 1,
+    }
     assert (spec["strength"], spec["seed"], spec["priority"]) == (0.6, 42, "standard")
 
 
@@ -467,8 +484,24 @@ NEW_CACHES: list[tuple[str, dict[str, Any]]] = [
     ("easynegative", {"type": "embedding", "format": "safetensors"}),
     ("vae-folder", {"type": "vae"}),
     ("vae-single-file", {"type": "vae", "format": "safetensors"}),
+    ("controlnet-depth", {"type": "controlnet", "controlType": "depth"}),
+    ("dpt-depth", {"type": "detector", "controlType": "depth", "baseModel": None}),
+    (
+        "ip-adapter",
+        {"type": "ip-adapter", "format": "safetensors", "imageEncoder": "clip-vision"},
+    ),
+    ("clip-vision", {"type": "image-encoder", "baseModel": None}),
+    ("animatediff", {"type": "motion-adapter"}),
+    ("rmbg", {"type": "background-remover", "baseModel": None}),
+    ("svd-checkpoint", {"baseModel": "svd"}),
 ]
-OUTPAINT_EXAMPLE = yaml.safe_load((ROOT / "manifests" / "examples" / "outpaint.yaml").read_text())
+# The GenerationJobs of manifests/examples/, one per feature (hack/demo.sh applies some).
+EXAMPLE_JOBS = [
+    document
+    for path in sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
+    for document in yaml.safe_load_all(path.read_text())
+    if document["kind"] == "GenerationJob"
+]
 
 
 def job(case: Refused | Accepted) -> dict[str, Any]:
@@ -487,7 +520,7 @@ def refusals(kubectl: Kubectl) -> DryRun:
 
 @pytest.fixture(scope="module")
 def acceptances(kubectl: Kubectl) -> DryRun:
-    objects = [job(case) for case in ACCEPTED] + [OUTPAINT_EXAMPLE]
+    objects = [job(case) for case in ACCEPTED] + EXAMPLE_JOBS
     objects += [
         resource("ModelCache", name, changed(VALID_CACHE, overrides))
         for name, overrides in NEW_CACHES
@@ -517,14 +550,22 @@ def test_bad_modelcache_of_a_new_type_is_refused_naming_the_field(
 
 @pytest.mark.parametrize(
     "name",
-    [case.id for case in ACCEPTED]
-    + [OUTPAINT_EXAMPLE["metadata"]["name"]]
-    + [name for name, _ in NEW_CACHES],
+    [case.id for case in ACCEPTED] + [name for name, _ in NEW_CACHES],
 )
 def test_generation_feature_and_new_modelcache_type_are_accepted(
     acceptances: DryRun, name: str
 ) -> None:
     assert name in acceptances.accepted, f"refused: {acceptances.refused.get(name)}"
+
+
+@pytest.mark.parametrize(
+    "example", EXAMPLE_JOBS, ids=[example["metadata"]["name"] for example in EXAMPLE_JOBS]
+)
+def test_example_is_accepted_by_both_doors(acceptances: DryRun, example: dict[str, Any]) -> None:
+    """kubectl takes it as it is, and it is a valid spec for the REST API (the model)."""
+    name = example["metadata"]["name"]
+    assert name in acceptances.accepted, f"refused: {acceptances.refused.get(name)}"
+    GenerationJobSpec.model_validate(example["spec"])
 
 
 def test_generation_features_show_their_defaults(acceptances: DryRun) -> None:

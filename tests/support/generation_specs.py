@@ -1,17 +1,27 @@
 """GenerationJob specs of the generation features (outpaint, hiresFix, upscale,
-restoreFaces, embeddings, vae, output), judged alike by both doors: each refused one
-with the field it breaks, the rule the API names and what kubectl says; and an accepted
-one of each feature, with what the API charges for it (diffleet_core.pricing, worked
-out by hand here). Likewise the ModelCaches of the new types (upscaler, restorer,
-safety) that break a cross-field rule. tests/stack/test_crd_validation.py applies them
-with kubectl, tests/api/test_generation_specs.py POSTs them."""
+restoreFaces, embeddings, vae, output; controlNets, ipAdapters, video, removeBackground),
+judged alike by both doors: each refused one with the field it breaks, the rule the API
+names and what kubectl says; and an accepted one of each feature of the first group,
+with what the API charges for it (diffleet_core.pricing, worked out by hand here).
+Likewise the ModelCaches of the newer types (upscaler, restorer, safety, detector,
+ip-adapter, image-encoder, motion-adapter, background-remover) that break a cross-field
+rule. tests/stack/test_crd_validation.py applies them with kubectl,
+tests/api/test_generation_specs.py POSTs them."""
 
 import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from diffleet_core.resources.model_cache import BASE_MODEL_RULE, FOLDER_RULE, SINGLE_FILE_RULE
+from diffleet_core.resources.generation_job import GUIDANCE_WINDOW_RULE
+from diffleet_core.resources.model_cache import (
+    BASE_MODEL_RULE,
+    CONTROL_TYPE_RULE,
+    DETECTOR_RULE,
+    FOLDER_RULE,
+    IMAGE_ENCODER_RULE,
+    SINGLE_FILE_RULE,
+)
 
 # Models the specs name, each of the type its field asks for (the API checks).
 CHECKPOINT = "sd15-test"
@@ -20,6 +30,10 @@ RESTORER = "faces-test"
 EMBEDDING = "ink-embedding"
 VAE = "vae-test"
 LORA = "ink-style"
+CONTROLNET = "cn-canny-test"
+IP_ADAPTER = "ip-adapter-test"
+MOTION_ADAPTER = "motion-test"
+BACKGROUND_REMOVER = "background-test"
 # Under the tenant's upload prefix, as the API requires (`{namespace}`: `resolved`).
 IMAGE = "s3://diffleet-uploads/{namespace}/in.png"
 MASK = "s3://diffleet-uploads/{namespace}/mask.png"
@@ -39,6 +53,13 @@ UPSCALE_ONLY: dict[str, Any] = {
     "upscale": {"model": UPSCALER},
 }
 OUTPAINT: dict[str, Any] = {"mode": "outpaint", "initImage": IMAGE, "outpaint": {"right": 256}}
+CONTROL: dict[str, Any] = {"model": CONTROLNET, "image": IMAGE}
+IMAGE_PROMPT: dict[str, Any] = {"model": IP_ADAPTER, "image": IMAGE}
+IMG2VID: dict[str, Any] = {"mode": "img2vid", "initImage": IMAGE, "video": {"frames": 4}}
+TXT2VID: dict[str, Any] = {
+    "mode": "txt2vid",
+    "video": {"frames": 4, "motionAdapter": MOTION_ADAPTER},
+}
 
 
 def changed(spec: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +114,14 @@ def bound(id: str, overrides: dict[str, Any], field: str, side: str, limit: str)
 
 OUTPAINT_RULE = "outpaint is required when, and only when, mode is outpaint"
 INIT_REQUIRED = "initImage is required unless mode is txt2img"
-UPSCALE_ADAPTERS = "mode upscale allows no loras, controlNet, embeddings or vae"
+UPSCALE_ADAPTERS = "mode upscale allows no loras, controlNet(s), ipAdapters, embeddings or vae"
+PROMPT_RULE = "prompt must not be empty unless mode is inpaint, upscale or img2vid"
+VIDEO_RULE = "video is required when, and only when, mode is img2vid or txt2vid"
+MOTION_ADAPTER_RULE = "video.motionAdapter is required when, and only when, mode is txt2vid"
+VIDEO_EXTRAS = (
+    "mode img2vid and txt2vid allow no hiresFix, upscale, restoreFaces, removeBackground,"
+    " controlNet(s) or ipAdapters"
+)
 HIRES_MODE = "hiresFix is allowed only when mode is txt2img"
 UPSCALED_SIDE = (
     "upscale.scale times the generated size (and hiresFix.scale) must be at most 8192 a side"
@@ -102,18 +130,9 @@ UPSCALED_SIDE = (
 REFUSED: list[Refused] = [
     # modes: what each needs, and model and prompt optional only where the mode says
     cel("model-absent", {"model": None}, "model", "model is required unless mode is upscale"),
-    cel(
-        "prompt-absent",
-        {"prompt": None},
-        "prompt",
-        "prompt must not be empty unless mode is inpaint or upscale",
-    ),
-    cel(
-        "prompt-empty-outpaint",
-        OUTPAINT | {"prompt": ""},
-        "prompt",
-        "prompt must not be empty unless mode is inpaint or upscale",
-    ),
+    cel("prompt-absent", {"prompt": None}, "prompt", PROMPT_RULE),
+    cel("prompt-empty-outpaint", OUTPAINT | {"prompt": ""}, "prompt", PROMPT_RULE),
+    cel("prompt-empty-txt2vid", TXT2VID | {"prompt": ""}, "prompt", PROMPT_RULE),
     schema("mode-unknown", {"mode": "depth2img"}, "mode", "enum", "spec.mode: Unsupported value"),
     # outpaint
     cel("outpaint-on-txt2img", {"outpaint": {"right": 64}}, "outpaint", OUTPAINT_RULE),
@@ -307,6 +326,102 @@ REFUSED: list[Refused] = [
     ),
     bound("output-quality-0", {"output": {"quality": 0}}, "output.quality", "minimum", "1"),
     bound("output-quality-101", {"output": {"quality": 101}}, "output.quality", "maximum", "100"),
+    # controlNets
+    cel(
+        "controlnet-and-controlnets",
+        {"controlNet": CONTROL, "controlNets": [CONTROL]},
+        "controlNet",
+        "controlNet and controlNets are exclusive (controlNet is the deprecated form of one entry)",
+    ),
+    cel(
+        "controlnet-guidance-window-empty",
+        {"controlNets": [CONTROL, CONTROL | {"guidanceStart": 0.6, "guidanceEnd": 0.6}]},
+        "controlNets[1].guidanceStart",
+        GUIDANCE_WINDOW_RULE,
+    ),
+    cel(
+        "upscale-mode-with-controlnets",
+        UPSCALE_ONLY | {"controlNets": [CONTROL]},
+        "mode",
+        UPSCALE_ADAPTERS,
+    ),
+    schema(
+        "controlnets-5",
+        {"controlNets": [CONTROL] * 5},
+        "controlNets",
+        "maxItems",
+        "spec.controlNets: Too many: 5: must have at most 4 items",
+    ),
+    schema(
+        "controlnet-type-normal",
+        {"controlNets": [CONTROL | {"type": "normal"}]},
+        "controlNets[0].type",
+        "enum",
+        'spec.controlNets[0].type: Unsupported value: "normal"',
+    ),
+    # ipAdapters
+    cel(
+        "upscale-mode-with-ipadapters",
+        UPSCALE_ONLY | {"ipAdapters": [IMAGE_PROMPT]},
+        "mode",
+        UPSCALE_ADAPTERS,
+    ),
+    bound(
+        "ipadapter-scale-above-2",
+        {"ipAdapters": [IMAGE_PROMPT | {"scale": 2.5}]},
+        "ipAdapters[0].scale",
+        "maximum",
+        "2",
+    ),
+    # video: img2vid and txt2vid
+    cel("video-on-txt2img", {"video": {"frames": 4}}, "video", VIDEO_RULE),
+    cel("img2vid-without-video", IMG2VID | {"video": None}, "video", VIDEO_RULE),
+    cel(
+        "txt2vid-without-motionadapter",
+        TXT2VID | {"video": {"frames": 4}},
+        "video.motionAdapter",
+        MOTION_ADAPTER_RULE,
+    ),
+    cel(
+        "img2vid-with-motionadapter",
+        IMG2VID | {"video": {"motionAdapter": MOTION_ADAPTER}},
+        "video.motionAdapter",
+        MOTION_ADAPTER_RULE,
+    ),
+    cel(
+        "txt2vid-with-initimage",
+        TXT2VID | {"initImage": IMAGE},
+        "initImage",
+        "initImage is not allowed when mode is txt2img",
+    ),
+    cel(
+        "txt2vid-batch-of-2",
+        TXT2VID | {"batchSize": 2},
+        "batchSize",
+        "batchSize must be 1 when mode is img2vid or txt2vid",
+    ),
+    cel("txt2vid-with-ipadapters", TXT2VID | {"ipAdapters": [IMAGE_PROMPT]}, "mode", VIDEO_EXTRAS),
+    cel(
+        "img2vid-with-loras",
+        IMG2VID | {"loras": [{"model": LORA}]},
+        "mode",
+        "mode img2vid allows no loras, embeddings or vae",
+    ),
+    bound("video-frames-65", TXT2VID | {"video": {"frames": 65}}, "video.frames", "maximum", "64"),
+    schema(
+        "video-format-avi",
+        IMG2VID | {"video": {"format": "avi"}},
+        "video.format",
+        "enum",
+        'spec.video.format: Unsupported value: "avi"',
+    ),
+    # removeBackground
+    cel(
+        "removebackground-to-jpeg",
+        {"removeBackground": {"model": BACKGROUND_REMOVER}, "output": {"format": "jpeg"}},
+        "removeBackground",
+        "removeBackground needs output.format png or webp (jpeg has no alpha channel)",
+    ),
 ]
 
 
@@ -407,5 +522,50 @@ REFUSED_CACHES: list[RefusedCache] = [
         SINGLE_FILE | {"type": "safety", "baseModel": None},
         "format",
         FOLDER_RULE,
+    ),
+    RefusedCache(
+        "detector-with-basemodel",
+        {"type": "detector", "controlType": "depth"},
+        "baseModel",
+        BASE_MODEL_RULE,
+    ),
+    RefusedCache(
+        "ip-adapter-folder",
+        {"type": "ip-adapter", "imageEncoder": "clip-test"},
+        "format",
+        SINGLE_FILE_RULE,
+    ),
+    RefusedCache(
+        "motion-adapter-single-file",
+        SINGLE_FILE | {"type": "motion-adapter"},
+        "format",
+        FOLDER_RULE,
+    ),
+    RefusedCache(
+        "controlnet-without-controltype", {"type": "controlnet"}, "controlType", CONTROL_TYPE_RULE
+    ),
+    RefusedCache(
+        "vae-with-controltype",
+        {"type": "vae", "controlType": "depth"},
+        "controlType",
+        CONTROL_TYPE_RULE,
+    ),
+    RefusedCache(
+        "detector-of-openpose",
+        {"type": "detector", "controlType": "openpose", "baseModel": None},
+        "controlType",
+        DETECTOR_RULE,
+    ),
+    RefusedCache(
+        "ip-adapter-without-imageencoder",
+        SINGLE_FILE | {"type": "ip-adapter"},
+        "imageEncoder",
+        IMAGE_ENCODER_RULE,
+    ),
+    RefusedCache(
+        "lora-with-imageencoder",
+        SINGLE_FILE | {"type": "lora", "imageEncoder": "clip-test"},
+        "imageEncoder",
+        IMAGE_ENCODER_RULE,
     ),
 ]
