@@ -118,7 +118,9 @@ def stateful_tenant(kubectl: Kubectl) -> Iterator[ApiTenant]:
         model_cache(kubectl, tenant.namespace, MODEL)
         for model_type, name in TYPED_MODELS.items():
             family = None if model_type in ("upscaler", "restorer") else "sd15"
-            model_cache(kubectl, tenant.namespace, name, family, model_type=model_type)
+            # A ControlNet says what its conditioning image shows (the CRD requires it).
+            fields = {"controlType": "canny"} if model_type == "controlnet" else {}
+            model_cache(kubectl, tenant.namespace, name, family, model_type=model_type, **fields)
         yield tenant
 
 
