@@ -136,6 +136,9 @@ class FakeKube:
     async def config_map_data(self, namespace: str, name: str) -> None:
         return None  # no content policy
 
+    async def get_style_preset(self, namespace: str, name: str) -> None:
+        return None
+
 
 def job(name: str, spec: dict[str, Any], status: dict[str, Any] | None = None) -> kopf.Body:
     return kopf.Body(

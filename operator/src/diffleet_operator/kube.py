@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from diffleet_core import API_GROUP, API_VERSION
 from diffleet_core.logs import about_job
-from diffleet_core.resources import generation_job, gpu_pool, model_cache
+from diffleet_core.resources import generation_job, gpu_pool, model_cache, style_preset
 from diffleet_core.resources.generation_job import GenerationJobStatus
 from diffleet_operator import status
 from diffleet_operator.events import EventRecorder
@@ -62,6 +62,9 @@ class Kube:
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(namespace, generation_job.PLURAL, name)
+
+    async def get_style_preset(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(namespace, style_preset.PLURAL, name)
 
     async def annotate_job(self, namespace: str, name: str, annotations: Mapping[str, str]) -> bool:
         """Sets annotations of the job; False if it is gone."""

@@ -125,7 +125,7 @@ class Results:
                 outputs=event.outputs,
                 model_digest=event.model_digest,
                 lora_digests=event.lora_digests,
-                total_steps=job.spec.steps,
+                total_steps=self.rt.styles.spec(job).steps,
                 completed_at=event.at,
             )
             self.rt.fleet.forget(job.uid)

@@ -21,6 +21,7 @@ from diffleet_operator.quarantine import Quarantine
 from diffleet_operator.queue.held import HeldAdmissions
 from diffleet_operator.queue.tenant_queues import TenantQueues
 from diffleet_operator.status_writer import StatusWriter
+from diffleet_operator.styles import JobStyles
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Runtime:
     dispatch_pause: DispatchPause = field(default_factory=DispatchPause)
     queues: TenantQueues = field(init=False)
     policies: ContentPolicies = field(init=False)
+    styles: JobStyles = field(init=False)
     statuses: StatusWriter = field(init=False)
     quarantine: Quarantine = field(init=False)
     autoscaler: Autoscaler = field(init=False)
@@ -46,6 +48,7 @@ class Runtime:
     def __post_init__(self) -> None:
         self.queues = TenantQueues(self.broker, self.operator.prefetch_per_queue)
         self.policies = ContentPolicies(self.kube.config_map_data, self.settings.system_namespace)
+        self.styles = JobStyles(self.kube.get_style_preset, self.settings.system_namespace)
         self.statuses = StatusWriter(
             self.kube.patch_job_status, self.operator.status_window_seconds, self.jobs
         )

@@ -148,10 +148,11 @@ class Autoscaler:
 
     def _requirements(self, job: TrackedJob, tier: Tier) -> Requirements | None:
         system = self.rt.settings.system_namespace
-        models = resolve_job_models(self.rt.models, job.namespace, job.spec, system)
+        spec = self.rt.styles.spec(job)
+        models = resolve_job_models(self.rt.models, job.namespace, spec, system)
         if isinstance(models, NotReady):
             return None
-        return job_requirements(models, tier, job.spec.gpu_class)
+        return job_requirements(models, tier, spec.gpu_class)
 
     def _show(self, plan: Plan) -> None:
         for name, decision in plan.pools.items():

@@ -32,6 +32,7 @@ async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
         rt.jobs.remove(uid)
         admitter.forget(uid)
         rt.quarantine.forget(uid)
+        rt.styles.forget(uid)
         return
     try:
         job = rt.jobs.observe(body)

@@ -34,6 +34,7 @@ from diffleet_operator.quarantine import Loop, describe, transient
 from diffleet_operator.queue.admission import NotReady, effective_tier, resolve_job_models, seed_of
 from diffleet_operator.queue.held import Admission
 from diffleet_operator.runtime import Runtime
+from diffleet_operator.styles import StyleRefused
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +132,8 @@ class Admitter:
 
     async def _admit(self, job: TrackedJob) -> bool:
         """True once decided: published (Queued held), or Failed for a prompt its
-        namespace's policy denies or for models that cannot run together; False while its
-        models are not Ready."""
+        namespace's policy denies, a style that cannot apply (diffleet_operator.styles) or
+        models that cannot run together; False while its models are not Ready."""
         rt = self.rt
         policy = await rt.policies.of(job.namespace)
         if rule := policy.denied(job.spec.prompt):
@@ -140,8 +141,12 @@ class Admitter:
             message = f"the prompt matches the deny rule {rule!r} of ConfigMap {policy.source}"
             await lifecycle.finish(rt, job, JobPhase.FAILED, Reason.PROMPT_REJECTED, message)
             return True
+        spec = await rt.styles.resolve(job)
+        if isinstance(spec, StyleRefused):
+            await lifecycle.finish(rt, job, JobPhase.FAILED, Reason.INVALID_SPEC, spec.message)
+            return True
         models = resolve_job_models(
-            rt.models, job.namespace, job.spec, rt.settings.system_namespace, policy.safety_model
+            rt.models, job.namespace, spec, rt.settings.system_namespace, policy.safety_model
         )
         if isinstance(models, NotReady):
             await self._wait_in_pending(job, models)
@@ -158,7 +163,7 @@ class Admitter:
         ) as span:
             if telemetry.TRACEPARENT_ANNOTATION not in (annotations or {}):
                 await self._annotate_trace(job)
-            if problem := models.incompatibility(job.spec):
+            if problem := models.incompatibility(spec):
                 # Refused here, before any queue: no worker is ever given it.
                 await lifecycle.finish(
                     rt, job, JobPhase.FAILED, Reason.INCOMPATIBLE_MODELS, problem

@@ -101,12 +101,13 @@ class BatchPlanner:
             job = rt.jobs.get(uid)
             if job is None or not job.active:  # judged (and dropped) without a plan
                 continue
+            spec = rt.styles.spec(job)
             models = resolve_job_models(
-                rt.models, job.namespace, job.spec, rt.settings.system_namespace
+                rt.models, job.namespace, spec, rt.settings.system_namespace
             )
             if isinstance(models, NotReady):
                 continue
-            needs = job_requirements(models, tier, job.spec.gpu_class)
+            needs = job_requirements(models, tier, spec.gpu_class)
             if needs not in eligible:
                 fit = (w.worker_id for w in fleet if worker_fits(w, needs, rt.pools))
                 eligible[needs] = frozenset(fit)

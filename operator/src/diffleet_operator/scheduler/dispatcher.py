@@ -36,8 +36,9 @@ from diffleet_core.broker import settle
 from diffleet_core.logs import job_context
 from diffleet_core.messages import DispatchedJob
 from diffleet_core.policy import watermark_on
-from diffleet_core.resources.generation_job import Tier
-from diffleet_operator import metrics
+from diffleet_core.resources.conditions import Reason
+from diffleet_core.resources.generation_job import GenerationJobSpec, JobPhase, Tier
+from diffleet_operator import lifecycle, metrics
 from diffleet_operator.cache.fleet import WorkerView
 from diffleet_operator.cache.jobs import TrackedJob
 from diffleet_operator.quarantine import Loop, transient
@@ -58,6 +59,7 @@ from diffleet_operator.scheduler.fair_order import FairOrder
 from diffleet_operator.scheduler.placement import Decision, place
 from diffleet_operator.scheduler.publishing import Publisher
 from diffleet_operator.scheduler.staleness import Verdict, judge
+from diffleet_operator.styles import StyleRefused
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +81,8 @@ class Placement:
     worker: WorkerView
     decision: Decision
     watermark: bool
+    # The job's spec with its style applied: what the worker runs.
+    spec: GenerationJobSpec
 
 
 class Dispatcher:
@@ -212,7 +216,12 @@ class Dispatcher:
     async def _placement(self, job: TrackedJob, tier: Tier, worker_id: str) -> Placement | None:
         """The job on its planned worker; None while a model (its namespace's safety model
         too) is not Ready or that worker cannot take it (gone, cordoned, full): the next
-        round plans again."""
+        round plans again; None too for a job whose style no longer applies (its preset
+        deleted since admission, read again by an operator that restarted): it fails."""
+        spec = await self.rt.styles.resolve(job)
+        if isinstance(spec, StyleRefused):
+            await lifecycle.finish(self.rt, job, JobPhase.FAILED, Reason.INVALID_SPEC, spec.message)
+            return None
         policy = self.rt.policies.last_read(job.namespace)
         if policy is None:
             policy = await self.rt.policies.of(job.namespace)
@@ -220,20 +229,20 @@ class Dispatcher:
         models = resolve_job_models(
             self.rt.models,
             job.namespace,
-            job.spec,
+            spec,
             self.rt.settings.system_namespace,
             policy.safety_model,
         )
         if isinstance(models, NotReady):
             return None
-        needs = job_requirements(models, tier, job.spec.gpu_class)
+        needs = job_requirements(models, tier, spec.gpu_class)
         # The fleet as of now, not of the cycle's start: a worker the pool controller
         # cordoned during the awaits of this round (it is being removed) is never placed on.
         worker = [w for w in self.rt.fleet.snapshot() if w.worker_id == worker_id]
         decision = place(needs, worker, self.rt.pools)
         if decision.worker is None:
             return None
-        return Placement(models, decision.worker, decision, watermark)
+        return Placement(models, decision.worker, decision, watermark, spec)
 
     async def _namespace_annotations(self, namespace: str) -> dict[str, str]:
         """The namespace's annotations as the fair order keeps them (read again in the
@@ -257,11 +266,18 @@ class Dispatcher:
         refs = models.refs
         order = DispatchedJob(
             job=ref,
-            spec=job.spec,
+            spec=placement.spec,
+            style=job.spec.style,
             seed=seed_of(job, admission),
             model=refs.model,
             loras=refs.loras,
             control_nets=refs.control_nets,
+            control_types=models.control_types,
+            detectors=refs.detectors,
+            ip_adapters=refs.ip_adapters,
+            image_encoder=refs.image_encoder,
+            motion_adapter=refs.motion_adapter,
+            background_remover=refs.background_remover,
             embeddings=refs.embeddings,
             vae=refs.vae,
             upscaler=refs.upscaler,
