@@ -133,14 +133,16 @@ def model_cache(
     name: str,
     base_model: str | None = "sd15",
     model_type: str = "checkpoint",
+    **fields: str,
 ) -> None:
     """A ModelCache the API can price jobs against (its artifact is never loaded);
-    `base_model` None for the types that have no family (upscaler, restorer)."""
+    `base_model` None for the types that have no family (upscaler, restorer, ...);
+    `fields`: more of its spec (controlType, imageEncoder, format diffusers)."""
     spec = {
         "source": f"s3://diffleet-models/tests/{namespace}/{name}.safetensors",
         "format": "safetensors",
         "type": model_type,
-    }
+    } | fields
     if base_model is not None:
         spec["baseModel"] = base_model
     body = {

@@ -24,7 +24,15 @@ from diffleet_api.buckets import BucketPolicy
 from diffleet_api.deps import Principal
 from diffleet_api.errors import FieldError, InvalidError, invalid
 from diffleet_api.history import find_job
-from diffleet_api.job_models import ModelKind, model_errors, named_models, pricing_family
+from diffleet_api.job_models import (
+    ModelKind,
+    fit_errors,
+    image_encoders,
+    model_errors,
+    named_models,
+    needed_detectors,
+    pricing_family,
+)
 from diffleet_api.kube import Body
 from diffleet_api.moderation import denied_prompts, policy_of
 from diffleet_api.runtime import Runtime
@@ -33,7 +41,8 @@ from diffleet_api.tenants import Tenant
 from diffleet_api.uploads import foreign_images
 from diffleet_core.model_rules import lookup_namespaces
 from diffleet_core.pricing import job_cost
-from diffleet_core.resources.generation_job import GenerationJobSpec, Tier
+from diffleet_core.resources.generation_job import ControlType, GenerationJobSpec, Tier
+from diffleet_core.resources.model_cache import ModelType
 
 NAME_ALPHABET = string.ascii_lowercase + string.digits
 NAME_LENGTH = 10
@@ -119,18 +128,48 @@ async def prices(
     runtime: Runtime, namespace: str, specs: list[GenerationJobSpec], field_prefix: str
 ) -> list[Decimal]:
     """Each job's credits (diffleet_core.pricing), once every model it names exists and
-    is of the type its field asks for."""
+    is of the type its field asks for, and they fit together as the operator's admission
+    judges them (job_models.fit_errors)."""
     wanted = sorted({named.name for spec in specs for named in named_models(spec)})
-    found = await asyncio.gather(*(model_kind(runtime, namespace, m) for m in wanted))
-    kinds = dict(zip(wanted, found, strict=True))
+    kinds = await model_kinds(runtime, namespace, wanted)
     where = f"{namespace!r} or {runtime.platform.system_namespace!r}"
+    prefixes = [f"{field_prefix}[{index}]." if field_prefix else "" for index in range(len(specs))]
     errors = []
-    for index, spec in enumerate(specs):
-        prefix = f"{field_prefix}[{index}]." if field_prefix else ""
+    for spec, prefix in zip(specs, prefixes, strict=True):
         errors += model_errors(spec, kinds, where, prefix)
     if errors:
         raise invalid(errors)
+    encoders = sorted({name for spec in specs for name in image_encoders(spec, kinds)})
+    kinds |= await model_kinds(runtime, namespace, encoders)
+    if any(needed_detectors(spec, kinds) for spec in specs):
+        detectors = await detector_types(runtime, namespace)
+    else:
+        detectors = frozenset()
+    for spec, prefix in zip(specs, prefixes, strict=True):
+        errors += fit_errors(spec, kinds, detectors, where, prefix)
+    if errors:
+        raise invalid(errors)
     return [job_cost(spec, pricing_family(spec, kinds)) for spec in specs]
+
+
+async def model_kinds(
+    runtime: Runtime, namespace: str, names: list[str]
+) -> dict[str, ModelKind | None]:
+    found = await asyncio.gather(*(model_kind(runtime, namespace, name) for name in names))
+    return dict(zip(names, found, strict=True))
+
+
+async def detector_types(runtime: Runtime, namespace: str) -> frozenset[ControlType]:
+    """The types of the detectors registered where the operator looks for them (a
+    ModelCache of type detector, the tenant's namespace or the platform's)."""
+    where = lookup_namespaces(namespace, runtime.platform.system_namespace)
+    listed = await asyncio.gather(*(runtime.kube.list_models(name) for name in where))
+    return frozenset(
+        ControlType(body["spec"]["controlType"])
+        for bodies in listed
+        for body in bodies
+        if body["spec"].get("type") == ModelType.DETECTOR and body["spec"].get("controlType")
+    )
 
 
 async def submit(
