@@ -1,7 +1,7 @@
 """The generation features at the REST door: every spec kubectl refuses
 (tests/support/generation_specs.py) is a 422 naming the same field, alone and in a
 batch, and an accepted spec of each feature costs what diffleet_core.pricing says,
-before it runs. A ModelCache of a new type that breaks a rule is refused alike."""
+before it runs. A ModelCache of a newer type that breaks a rule is refused alike."""
 
 import uuid
 from collections.abc import Iterator
@@ -16,11 +16,18 @@ from tests.api.support import Api, ApiTenant, create_tenant, model_cache
 from tests.conftest import delete_namespace
 from tests.support.generation_specs import (
     ACCEPTED,
+    BACKGROUND_REMOVER,
     CHECKPOINT,
+    CONTROLNET,
+    DEPTH_CONTROLNET,
     EMBEDDING,
+    IMAGE_ENCODER,
+    IP_ADAPTER,
+    MOTION_ADAPTER,
     REFUSED,
     REFUSED_CACHES,
     RESTORER,
+    SVD,
     UPSCALER,
     VAE,
     Accepted,
@@ -42,6 +49,16 @@ def owner(api: Api, kubectl: Kubectl) -> Iterator[ApiTenant]:
     model_cache(kubectl, namespace, RESTORER, None, model_type="restorer")
     model_cache(kubectl, namespace, EMBEDDING, model_type="embedding")
     model_cache(kubectl, namespace, VAE, model_type="vae")
+    model_cache(kubectl, namespace, CONTROLNET, model_type="controlnet", controlType="canny")
+    model_cache(kubectl, namespace, DEPTH_CONTROLNET, model_type="controlnet", controlType="depth")
+    model_cache(kubectl, namespace, IP_ADAPTER, model_type="ip-adapter", imageEncoder=IMAGE_ENCODER)
+    folder = {"format": "diffusers"}
+    model_cache(kubectl, namespace, IMAGE_ENCODER, None, model_type="image-encoder", **folder)
+    model_cache(kubectl, namespace, MOTION_ADAPTER, model_type="motion-adapter", **folder)
+    model_cache(
+        kubectl, namespace, BACKGROUND_REMOVER, None, model_type="background-remover", **folder
+    )
+    model_cache(kubectl, namespace, SVD, "svd", **folder)
     yield create_tenant(namespace, Tier.ENTERPRISE)
     delete_namespace(kubectl, namespace)
 
@@ -105,5 +122,5 @@ def test_generation_feature_is_accepted_at_its_price(
 @pytest.mark.parametrize("case", ACCEPTED, ids=[case.id for case in ACCEPTED])
 def test_the_prices_worked_out_by_hand_are_core_pricing(case: Accepted) -> None:
     spec = GenerationJobSpec.model_validate(resolved(case.spec, "tenant"))
-    family = None if spec.mode is Mode.UPSCALE else BaseModelFamily.SD15
+    family = None if spec.mode is Mode.UPSCALE else BaseModelFamily(case.family)
     assert job_cost(spec, family) == case.cost

@@ -1,8 +1,8 @@
 """GenerationJob specs of the generation features (outpaint, hiresFix, upscale,
 restoreFaces, embeddings, vae, output; controlNets, ipAdapters, video, removeBackground),
 judged alike by both doors: each refused one with the field it breaks, the rule the API
-names and what kubectl says; and an accepted one of each feature of the first group,
-with what the API charges for it (diffleet_core.pricing, worked out by hand here).
+names and what kubectl says; and an accepted one of each feature, with what the API
+charges for it (diffleet_core.pricing, worked out by hand here).
 Likewise the ModelCaches of the newer types (upscaler, restorer, safety, detector,
 ip-adapter, image-encoder, motion-adapter, background-remover) that break a cross-field
 rule. tests/stack/test_crd_validation.py applies them with kubectl,
@@ -31,6 +31,9 @@ EMBEDDING = "ink-embedding"
 VAE = "vae-test"
 LORA = "ink-style"
 CONTROLNET = "cn-canny-test"
+DEPTH_CONTROLNET = "cn-depth-test"
+IMAGE_ENCODER = "clip-test"
+SVD = "svd-test"
 IP_ADAPTER = "ip-adapter-test"
 MOTION_ADAPTER = "motion-test"
 BACKGROUND_REMOVER = "background-test"
@@ -429,7 +432,8 @@ REFUSED: list[Refused] = [
 class Accepted:
     id: str  # a DNS label: also the name of the object
     overrides: dict[str, Any]  # on BASE
-    cost: Decimal  # credits at sd15 (diffleet_core.pricing)
+    cost: Decimal  # credits (diffleet_core.pricing) at the checkpoint's family
+    family: str = "sd15"  # of the checkpoint the spec names
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -471,6 +475,27 @@ ACCEPTED: list[Accepted] = [
             "restoreFaces": {"model": RESTORER},
         },
         Decimal(14),
+    ),
+    # 1 + 1 per ControlNet (the depth map sent as it is: no detector needed).
+    Accepted(
+        "controlnets",
+        {
+            "controlNets": [
+                CONTROL,
+                {"model": DEPTH_CONTROLNET, "image": IMAGE, "preprocess": "none"},
+            ]
+        },
+        Decimal(3),
+    ),
+    # 1 + 0.5 per IP-Adapter.
+    Accepted("ipadapter", {"ipAdapters": [IMAGE_PROMPT]}, Decimal("1.5")),
+    # no image: 4 frames of 512x512 at half price.
+    Accepted("txt2vid", TXT2VID, Decimal(2)),
+    # 4 frames of 512x512 at half price, svd counting twice; no prompt needed.
+    Accepted("img2vid", IMG2VID | {"model": SVD, "prompt": ""}, Decimal(4), "svd"),
+    # 1 + the 512x512 result (1 unit) at a tenth.
+    Accepted(
+        "removebackground", {"removeBackground": {"model": BACKGROUND_REMOVER}}, Decimal("1.1")
     ),
 ]
 
