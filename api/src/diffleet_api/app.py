@@ -16,7 +16,7 @@ from diffleet_api import db, errors
 from diffleet_api.kube import Kube
 from diffleet_api.metrics import RequestMetrics
 from diffleet_api.moderation import POLICY_CACHE_SECONDS
-from diffleet_api.routers import health, jobs, models, uploads, usage
+from diffleet_api.routers import health, jobs, models, styles, uploads, usage
 from diffleet_api.runtime import Remembered, Runtime
 from diffleet_api.settings import ApiSettings, get_api_settings
 from diffleet_api.watcher import JobWatcher
@@ -127,5 +127,6 @@ def create_app(settings: ApiSettings | None = None, platform: Settings | None = 
     app.include_router(jobs.router)
     app.include_router(uploads.router)
     app.include_router(models.router)
+    app.include_router(styles.router)
     app.include_router(usage.router)
     return app

@@ -21,7 +21,7 @@ from diffleet_api.errors import (
     UnavailableError,
 )
 from diffleet_core import API_GROUP, API_VERSION, TIER_LABEL, telemetry
-from diffleet_core.resources import generation_job, gpu_pool, model_cache
+from diffleet_core.resources import generation_job, gpu_pool, model_cache, style_preset
 
 MERGE_PATCH = "application/merge-patch+json"
 CREATED_BY = "app.kubernetes.io/created-by"
@@ -238,6 +238,20 @@ class Kube:
                 _request_timeout=self.timeout,
             )  # fmt: skip
         return created
+
+    # ------------------------------------------------------------ StylePresets
+
+    async def get_style_preset(self, namespace: str, name: str) -> Body | None:
+        return await self._get(namespace, style_preset.PLURAL, name)
+
+    async def list_style_presets(self, namespace: str) -> list[Body]:
+        with refusals("style list"):
+            listed = await self.custom.list_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, style_preset.PLURAL,
+                _request_timeout=self.timeout,
+            )  # fmt: skip
+        items: list[Body] = listed["items"]
+        return items
 
     # ------------------------------------------------------------ Namespaces
 

@@ -20,6 +20,7 @@ from diffleet_core.resources.generation_job import (
     Tier,
 )
 from diffleet_core.resources.model_cache import ModelCacheSpec, ModelCacheStatus
+from diffleet_core.resources.style_preset import StylePresetSpec
 
 MAX_BATCH = 100
 Credits = Annotated[Decimal, PlainSerializer(float, return_type=float)]
@@ -132,6 +133,30 @@ class ModelPublic(ApiModel):
 
 class ModelList(ApiModel):
     items: list[ModelPublic]
+
+
+class StylePublic(ApiModel):
+    id: str = Field(description="The preset's name, as a job's spec.style names it")
+    namespace: str
+    platform: bool = Field(description="True for a preset of the platform (system namespace)")
+    spec: StylePresetSpec
+
+    @classmethod
+    def from_resource(cls, body: dict[str, Any], system_namespace: str) -> "StylePublic":
+        meta = body["metadata"]
+        return cls(
+            id=meta["name"],
+            namespace=meta["namespace"],
+            platform=meta["namespace"] == system_namespace,
+            spec=StylePresetSpec.model_validate(body["spec"]),
+        )
+
+
+class StyleList(ApiModel):
+    items: list[StylePublic] = Field(
+        description="The tenant's own presets first, then the platform's (the order a job's"
+        " spec.style is looked up in)"
+    )
 
 
 class ModelRegistration(ModelCacheSpec):

@@ -33,6 +33,7 @@ from diffleet_api.job_models import (
     needed_detectors,
     pricing_family,
 )
+from diffleet_api.job_styles import styled_specs
 from diffleet_api.kube import Body
 from diffleet_api.moderation import denied_prompts, policy_of
 from diffleet_api.runtime import Runtime
@@ -43,6 +44,7 @@ from diffleet_core.model_rules import lookup_namespaces
 from diffleet_core.pricing import job_cost
 from diffleet_core.resources.generation_job import ControlType, GenerationJobSpec, Tier
 from diffleet_core.resources.model_cache import ModelType
+from diffleet_core.styles import OVERRIDABLE
 
 NAME_ALPHABET = string.ascii_lowercase + string.digits
 NAME_LENGTH = 10
@@ -80,8 +82,10 @@ def new_job_name() -> str:
 
 
 def wire_spec(spec: GenerationJobSpec) -> Body:
-    """The spec as the GenerationJob carries it."""
-    body: Body = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    """The spec as the GenerationJob carries it: without the fields a style preset fills
+    that the client left out (the operator applies the style to those only)."""
+    left_out = set(OVERRIDABLE - spec.model_fields_set)
+    body: Body = spec.model_dump(mode="json", by_alias=True, exclude_none=True, exclude=left_out)
     return body
 
 
@@ -192,7 +196,8 @@ async def submit(
     refused += denied_prompts(specs, await policy_of(runtime, tenant.namespace), field_prefix)
     if refused:
         raise invalid(refused)
-    costs = await prices(runtime, tenant.namespace, specs, field_prefix)
+    styled = await styled_specs(runtime, tenant.namespace, specs, field_prefix)
+    costs = await prices(runtime, tenant.namespace, styled, field_prefix)
     tokens = ratelimits.policy(limits, ratelimits.GENERATIONS)
     ratelimits.check(tokens, principal.generations_left, len(specs))
     ledger.affordable(principal.balance, sum(costs, Decimal(0)))
