@@ -55,6 +55,8 @@ MODELS = index(
     model("ip-plus", "ip-adapter", 0.1, imageEncoder="clip-big"),
     model("clip", "image-encoder", 1.0, family=None, format="diffusers"),
     model("svd", "checkpoint", 5.0, family="svd"),
+    model("motion", "motion-adapter", 1.0, format="diffusers"),
+    model("matte", "background-remover", 0.5, family=None, format="diffusers"),
 )
 IMAGE = "s3://diffleet-uploads/tenants/team/b.png"
 
@@ -226,3 +228,20 @@ def test_a_video_needs_vram_by_frames_and_size_and_a_small_pool_is_refused() -> 
         )
     )
     assert job_requirements(shorter, Tier.PRO, "any").vram_gib < 24
+
+
+def test_a_clip_runs_with_its_motion_adapter_and_an_image_with_its_background_remover() -> None:
+    clip = spec(
+        mode="txt2vid", width=256, height=256, video={"frames": 16, "motionAdapter": "motion"}
+    )
+    models = resolved(clip)
+    assert models.incompatibility(clip) is None
+    assert models.refs.motion_adapter is not None
+    assert models.refs.motion_adapter.name == "motion"
+    # checkpoint 4 + adapter 1 + 16 frames x 0.066 megapixels x 1.4 GiB.
+    assert round(job_requirements(models, Tier.PRO, "any").vram_gib, 2) == 6.47
+    matted = spec(removeBackground={"model": "matte"})
+    refs = resolved(matted).refs
+    assert refs.background_remover is not None
+    assert refs.background_remover.name == "matte"
+    assert job_requirements(resolved(matted), Tier.PRO, "any").vram_gib == 4.5
