@@ -23,6 +23,8 @@ def applied(kubectl: Kubectl) -> Kubectl:
         ("list", "modelcaches.diffleet.io", True),
         ("create", "modelcaches.diffleet.io", True),
         ("delete", "modelcaches.diffleet.io", False),
+        ("list", "stylepresets.diffleet.io", True),
+        ("create", "stylepresets.diffleet.io", False),
         ("patch", "generationjobs.diffleet.io/status", False),
         ("get", "secrets", False),
         ("create", "namespaces", False),
