@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from diffleet_core.resources.generation_job import ControlType
 from diffleet_core.resources.model_cache import BaseModelFamily, ModelFormat, ModelType
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -18,6 +19,7 @@ SINGLE_FILE = "tiny-sd15.safetensors"
 EMBEDDING_FILE = "tiny-embedding.safetensors"
 ESRGAN_FILE = "tiny-esrgan-x4.safetensors"
 RESTORER_FILE = "tiny-restoreformer.safetensors"
+IP_ADAPTER_FILE = "tiny-ip-adapter.safetensors"
 
 
 def builder(module: str, function: str) -> Callable[[Path], None]:
@@ -43,6 +45,10 @@ class ModelDefinition:
     type: ModelType = ModelType.CHECKPOINT
     vram_gib: float = 0.5
     registered_by_default: bool = True
+    # A ControlNet's or a detector's ControlNet type.
+    control_type: ControlType | None = None
+    # An ip-adapter's image encoder: the name of another model of the catalog.
+    image_encoder: str | None = None
 
 
 CATALOG = (
@@ -83,12 +89,65 @@ CATALOG = (
     ),
     ModelDefinition(
         "tiny-canny",
-        "ControlNet for tiny-sd15",
-        builder("tiny", "build_controlnet"),
+        "canny ControlNet for tiny-sd15",
+        builder("controls", "build_canny"),
         ".",
         ModelFormat.DIFFUSERS,
         BaseModelFamily.SD15,
         ModelType.CONTROLNET,
+        control_type=ControlType.CANNY,
+    ),
+    ModelDefinition(
+        "tiny-depth",
+        "depth ControlNet for tiny-sd15",
+        builder("controls", "build_depth"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        BaseModelFamily.SD15,
+        ModelType.CONTROLNET,
+        control_type=ControlType.DEPTH,
+    ),
+    ModelDefinition(
+        "tiny-segmentation",
+        "segmentation ControlNet for tiny-sd15",
+        builder("controls", "build_segmentation"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        BaseModelFamily.SD15,
+        ModelType.CONTROLNET,
+        control_type=ControlType.SEGMENTATION,
+    ),
+    ModelDefinition(
+        "tiny-scribble",
+        "scribble ControlNet for tiny-sd15",
+        builder("controls", "build_scribble"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        BaseModelFamily.SD15,
+        ModelType.CONTROLNET,
+        control_type=ControlType.SCRIBBLE,
+    ),
+    ModelDefinition(
+        "tiny-depth-detector",
+        "DPT depth estimator (ControlNet preprocessor), tiny and random",
+        builder("controls", "build_depth_detector"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        None,
+        ModelType.DETECTOR,
+        vram_gib=0.1,
+        control_type=ControlType.DEPTH,
+    ),
+    ModelDefinition(
+        "tiny-segmentation-detector",
+        "Segformer ADE20k segmenter (ControlNet preprocessor), tiny and random",
+        builder("controls", "build_segmentation_detector"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        None,
+        ModelType.DETECTOR,
+        vram_gib=0.1,
+        control_type=ControlType.SEGMENTATION,
     ),
     ModelDefinition(
         "tiny-embedding",
@@ -157,6 +216,37 @@ CATALOG = (
         ModelFormat.DIFFUSERS,
         None,
         ModelType.SAFETY,
+        vram_gib=0.1,
+    ),
+    ModelDefinition(
+        "tiny-image-encoder",
+        "CLIP vision encoder with projection, tiny and random (tiny-ip-adapter's)",
+        builder("ip_adapter", "build_image_encoder"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        None,
+        ModelType.IMAGE_ENCODER,
+        vram_gib=0.1,
+    ),
+    ModelDefinition(
+        "tiny-ip-adapter",
+        "IP-Adapter (image prompt) for tiny-sd15, reading images with tiny-image-encoder",
+        builder("ip_adapter", "build_ip_adapter"),
+        IP_ADAPTER_FILE,
+        ModelFormat.SAFETENSORS,
+        BaseModelFamily.SD15,
+        ModelType.IP_ADAPTER,
+        vram_gib=0.1,
+        image_encoder="tiny-image-encoder",
+    ),
+    ModelDefinition(
+        "tiny-background-remover",
+        "SegFormer segmenting background and foreground, tiny and random",
+        builder("background", "build_background_remover"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        None,
+        ModelType.BACKGROUND_REMOVER,
         vram_gib=0.1,
     ),
     ModelDefinition(

@@ -1,5 +1,5 @@
 """The tiny seeded models: Stable Diffusion 1.5 and XL pipelines, and for tiny-sd15 a
-LoRA, a ControlNet, a textual-inversion embedding and a VAE.
+LoRA, a textual-inversion embedding and a VAE (its ControlNets: controls.py).
 
 They draw noise, not pictures: they exist so that loading, LoRA and ControlNet code paths,
 sizes and digests can be tested on CPU in well under a second per image. Each builder
@@ -18,17 +18,12 @@ from hack.models import components
 from hack.models.catalog import EMBEDDING_FILE, LORA_FILE, SINGLE_FILE
 from hack.models.single_file import write_single_file
 from hack.models.tokenizer import clip_tokenizer
-from hack.models.untyped import (
-    ControlNetModel,
-    StableDiffusionPipeline,
-    StableDiffusionXLPipeline,
-)
+from hack.models.untyped import StableDiffusionPipeline, StableDiffusionXLPipeline
 
 LORA_RANK = 4
-# Spread of the LoRA's B matrices (peft starts them at zero, a no-op) and of the
-# ControlNet's zero convolutions: large enough that both visibly change a picture.
+# Spread of the LoRA's B matrices (peft starts them at zero, a no-op): large enough that
+# it visibly changes a picture.
 LORA_SPREAD = 2.0
-CONTROLNET_SPREAD = 0.1
 EMBEDDING_VECTORS = 2
 
 
@@ -96,21 +91,6 @@ def build_lora(out: Path) -> None:
         weight_name=LORA_FILE,
         safe_serialization=True,
     )
-
-
-def build_controlnet(out: Path) -> None:
-    """tiny-canny: a ControlNet copied from tiny-sd15's UNet, its zero convolutions and
-    conditioning embedding made random so that the control image steers the result."""
-    controlnet = ControlNetModel.from_unet(
-        components.sd15_unet(), conditioning_embedding_out_channels=(8, 16, 16, 16)
-    )
-    generator = torch.Generator().manual_seed(components.SEED + 30)
-    with torch.no_grad():
-        for name, parameter in sorted(controlnet.named_parameters()):
-            if name.startswith(("controlnet_", "controlnet_cond_embedding.")):
-                spread = CONTROLNET_SPREAD if parameter.ndim > 1 else CONTROLNET_SPREAD / 10
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * spread)
-    controlnet.save_pretrained(out, safe_serialization=True)
 
 
 def build_embedding(out: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hack.models import tiny
+from hack.models import controls, tiny
 from hack.models.provision import LocalModel, local_model
 from hack.models.registry import describe
 from hack.models.untyped import (
@@ -121,7 +121,10 @@ def test_controlnet_steers_the_picture(tiny_sd15: LocalModel) -> None:
     assert np.abs(steered - unsteered).mean() > 0.02
 
 
-@pytest.mark.parametrize("build", [tiny.build_sd15, tiny.build_lora, tiny.build_controlnet])
+@pytest.mark.parametrize(
+    "build",
+    [tiny.build_sd15, tiny.build_lora, controls.build_canny, controls.build_depth_detector],
+)
 def test_builds_are_the_same_bytes_every_time(
     tmp_path: Path, build: Callable[[Path], None]
 ) -> None:

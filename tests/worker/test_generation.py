@@ -240,7 +240,9 @@ def test_controlnet_guides_the_image_with_canny_edges(
     plain = run_job(kubectl, studio_namespace, "no-controlnet", model="tiny-sd15", seed=2, **SMALL)
     png = read_output(guided["outputs"][0])
     assert decode(png).size == (64, 64)
-    assert "ControlNet: " in (read_parameters(png) or "")
+    assert 'ControlNet 0: "Module: canny, Model: tiny-canny, Weight: 1' in (
+        read_parameters(png) or ""
+    )
     assert guided["outputs"][0]["sha256"] != plain["outputs"][0]["sha256"]
 
 

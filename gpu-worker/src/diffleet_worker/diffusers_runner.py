@@ -3,9 +3,9 @@
 Steps of one run (in a worker thread; one run on the device at a time):
   1. check the order (model types and families match the task)
   2. fetch the input images (init, mask, control) from S3
-  3. take the generation's models from the cache: the checkpoint, the ControlNet and the
-     VAE override loaded (hot, else warm from disk, else cold from S3), the LoRAs and
-     embeddings as files
+  3. take the generation's models from the cache: the checkpoint, the ControlNets, their
+     detectors and the VAE override loaded (hot, else warm from disk, else cold from S3),
+     the LoRAs and embeddings as files; each control image preprocessed (controls.py)
   4. run the task pipeline (hires fix included) with the LoRAs and embeddings applied,
      reporting each step (with a preview every few steps) and stopping at the next step
      when cancelled; on out-of-memory, free the cache and retry once with attention
@@ -30,12 +30,12 @@ import torch
 from PIL import Image
 
 from diffleet_core.messages import DispatchedJob, ModelRef
-from diffleet_core.model_rules import JobModelRefs, incompatibilities
+from diffleet_core.model_rules import JobModelRefs, control_field, incompatibilities
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import MAX_SEED, GenerationJobSpec, Mode
 from diffleet_core.resources.model_cache import ModelType
 from diffleet_core.telemetry import tracer
-from diffleet_worker import metrics
+from diffleet_worker import controls, metrics
 from diffleet_worker.cache import (
     CacheStats,
     CacheTier,
@@ -57,7 +57,7 @@ from diffleet_worker.device import (
 from diffleet_worker.embeddings import LoadedEmbedding
 from diffleet_worker.embeddings import applied as embeddings_applied
 from diffleet_worker.finishing import finish
-from diffleet_worker.images import InputImageError, canny_edges, fetch_image
+from diffleet_worker.images import InputImageError, fetch_image
 from diffleet_worker.loading import Loader, resident_bytes
 from diffleet_worker.loras import LoadedLora, adapter_name
 from diffleet_worker.loras import applied as loras_applied
@@ -66,6 +66,7 @@ from diffleet_worker.pipelines import img2img, inpaint, outpaint, txt2img
 from diffleet_worker.pipelines.common import Generation, StepReport, denoised_size
 from diffleet_worker.pipelines.restore import restore
 from diffleet_worker.pipelines.upscale import upscale
+from diffleet_worker.preprocessors import PreprocessError
 from diffleet_worker.previews import preview_base64
 from diffleet_worker.runner import (
     JobCancelledError,
@@ -86,11 +87,12 @@ TASKS: dict[Mode, Callable[[Any, Generation], list[Image.Image]]] = {
 
 @dataclass(frozen=True)
 class Inputs:
-    """A job's input images, decoded and sized; the control image already as edges."""
+    """A job's input images, decoded and sized; the control images as sent, one per
+    spec.controls entry."""
 
     init: Image.Image | None = None
     mask: Image.Image | None = None
-    control: Image.Image | None = None
+    controls: tuple[Image.Image, ...] = ()
 
 
 class DiffusersRunner:
@@ -206,9 +208,8 @@ class DiffusersRunner:
                 feather_radius=self.settings.mask_feather_pixels,
                 init_image=inputs.init,
                 mask_image=inputs.mask,
-                control_image=inputs.control,
             )
-            images = self._generation(order, generation, cancelled)
+            images = self._generation(order, generation, inputs.controls, cancelled)
         if cancelled.is_set():
             raise JobCancelledError
         # 5. Post-process: upscale, then restore faces.
@@ -218,23 +219,25 @@ class DiffusersRunner:
         return self._finish(order, images, seeds, strength)
 
     def _generation(
-        self, order: DispatchedJob, generation: Generation, cancelled: asyncio.Event
+        self,
+        order: DispatchedJob,
+        generation: Generation,
+        control_images: tuple[Image.Image, ...],
+        cancelled: asyncio.Event,
     ) -> list[Image.Image]:
-        """The task's images: its models taken from the cache (the checkpoint, ControlNet
-        and VAE loaded: hot, else warm from disk, else cold from S3; LoRAs and embeddings
-        as files), the task run with the LoRAs and embeddings applied to the checkpoint."""
+        """The task's images: its models taken from the cache (the checkpoint, ControlNets,
+        detectors and VAE loaded: hot, else warm from disk, else cold from S3; LoRAs and
+        embeddings as files), the control images preprocessed, the task run with the
+        LoRAs and embeddings applied to the checkpoint."""
         spec = order.spec
         with ExitStack() as held, self._cache_errors():
             with tracer.start_as_current_span("load"):
                 base = held.enter_context(self._acquire(order.model, order.keep_hot))
-                extra = {
-                    name: held.enter_context(self._acquire(ref, order.keep_hot))
-                    for name, ref in (
-                        ("controlnet", order.control_nets[0] if order.control_nets else None),
-                        ("vae", order.vae),
-                    )
-                    if ref is not None
-                }
+                extra: dict[str, Any] = {}
+                if order.vae is not None:
+                    extra["vae"] = held.enter_context(self._acquire(order.vae, order.keep_hot))
+                if order.control_nets:
+                    extra["controls"] = self._controls(held, order, control_images)
                 loras = [
                     LoadedLora(adapter_name(index), self._file(held, ref), lora.weight)
                     for index, (ref, lora) in enumerate(
@@ -253,6 +256,21 @@ class DiffusersRunner:
                 embeddings_applied(base, embeddings),
             ):
                 return self._generate(base, generation)
+
+    def _controls(
+        self, held: ExitStack, order: DispatchedJob, images: tuple[Image.Image, ...]
+    ) -> controls.Controls:
+        """The job's ControlNets and detectors, held until the run ends, and each entry's
+        conditioning image."""
+        controlnets = [
+            held.enter_context(self._acquire(ref, order.keep_hot)) for ref in order.control_nets
+        ]
+        loaded = [held.enter_context(self._acquire(ref, order.keep_hot)) for ref in order.detectors]
+        detectors = {detector.control_type: detector for detector in loaded}
+        try:
+            return controls.prepare(order.spec, order.control_types, controlnets, images, detectors)
+        except PreprocessError as error:
+            raise RunFailedError(Reason.INVALID_SPEC, str(error)) from error
 
     def _file(self, held: ExitStack, ref: ModelRef) -> Path:
         """A model the run reads itself (LoRA, embedding), on disk until the run ends."""
@@ -314,20 +332,25 @@ class DiffusersRunner:
         spec = order.spec
         size = (spec.width, spec.height)
         try:
-            init = mask = control = None
+            init = mask = None
             if spec.init_image is not None:
                 init = fetch_image(self.s3, spec.init_image, "initImage", size, "RGB")
             if spec.mask_image is not None:
                 mask = fetch_image(self.s3, spec.mask_image, "maskImage", size, "L")
-            if spec.control_net is not None:
-                # The control image guides the whole canvas (an outpaint's too).
-                image = fetch_image(
-                    self.s3, spec.control_net.image, "controlNet.image", spec.generated_size, "RGB"
+            # The control images guide the whole canvas (an outpaint's too).
+            control_images = tuple(
+                fetch_image(
+                    self.s3,
+                    entry.image,
+                    f"{control_field(spec, index)}.image",
+                    spec.generated_size,
+                    "RGB",
                 )
-                control = canny_edges(image)
+                for index, entry in enumerate(spec.controls)
+            )
         except InputImageError as error:
             raise RunFailedError(Reason.INVALID_SPEC, str(error)) from error
-        return Inputs(init, mask, control)
+        return Inputs(init, mask, control_images)
 
     @contextmanager
     def _acquire(self, ref: ModelRef, keep_hot: list[str]) -> Iterator[Any]:
@@ -431,6 +454,8 @@ def check_order(order: DispatchedJob) -> None:
     spec = order.spec
     if len(order.loras) != len(spec.loras or []):
         problems.append("loras: the order does not resolve every LoRA of the spec")
+    if not len(order.control_nets) == len(order.control_types) == len(spec.controls):
+        problems.append("controlNets: the order does not resolve every ControlNet of the spec")
     if len(order.embeddings) != len(spec.embeddings or []):
         problems.append("embeddings: the order does not resolve every embedding of the spec")
     for field, named, resolved in (

@@ -22,14 +22,18 @@ LOSSLESS_WEBP_QUALITY = 100
 
 def encode(image: Image.Image, output_format: OutputFormat, quality: int, parameters: str) -> bytes:
     """The image as a file of `output_format`, with `parameters` in it; `quality` (1..100)
-    applies to JPEG and WebP."""
+    applies to JPEG and WebP. An RGBA image stays RGBA in PNG and WebP."""
     if output_format is OutputFormat.PNG:
         return _png(image, parameters)
-    options: dict[str, object] = {"quality": quality, "exif": _exif(parameters)}
+    options: dict[str, object] = {"quality": quality, "exif": exif_with_parameters(parameters)}
     if output_format is OutputFormat.WEBP and quality == LOSSLESS_WEBP_QUALITY:
-        options["lossless"] = True
+        # exact: the colours of transparent pixels too, which libwebp would zero.
+        options |= {"lossless": True, "exact": True}
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format=PIL_FORMATS[output_format], **options)
+    # WebP keeps an alpha channel (a removed background); JPEG has none.
+    keep_alpha = output_format is OutputFormat.WEBP and image.mode == "RGBA"
+    pixels = image if keep_alpha else image.convert("RGB")
+    pixels.save(buffer, format=PIL_FORMATS[output_format], **options)
     return buffer.getvalue()
 
 
@@ -61,7 +65,8 @@ def _png(image: Image.Image, parameters: str) -> bytes:
     return buffer.getvalue()
 
 
-def _exif(parameters: str) -> bytes:
+def exif_with_parameters(parameters: str) -> bytes:
+    """EXIF holding `parameters` as A1111's UserComment (stills and animated WebP)."""
     comment = piexif.helper.UserComment.dump(parameters, encoding="unicode")
     return bytes(piexif.dump({"Exif": {piexif.ExifIFD.UserComment: comment}}))
 

@@ -20,8 +20,11 @@ class InputImageError(Exception):
     """An input image cannot be used; the message names the field and why."""
 
 
-def fetch_image(s3: Any, uri: str, field: str, size: tuple[int, int], mode: str) -> Image.Image:
-    """The image at `uri`, converted to `mode` and resized to `size` (width, height)."""
+def fetch_image(
+    s3: Any, uri: str, field: str, size: tuple[int, int] | None, mode: str
+) -> Image.Image:
+    """The image at `uri`, converted to `mode` and resized to `size` (width, height; None:
+    as it is)."""
     location = S3Location.parse(uri)
     try:
         response = s3.get_object(Bucket=location.bucket, Key=location.key)
@@ -36,7 +39,7 @@ def fetch_image(s3: Any, uri: str, field: str, size: tuple[int, int], mode: str)
             decoded = image.convert(mode)
     except (OSError, Image.DecompressionBombError) as error:
         raise InputImageError(f"{field}: {uri} is not a readable image: {error}") from error
-    if decoded.size != size:
+    if size is not None and decoded.size != size:
         decoded = decoded.resize(size, Image.Resampling.LANCZOS)
     return decoded
 

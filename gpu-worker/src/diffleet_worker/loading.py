@@ -21,7 +21,7 @@ from spandrel import ImageModelDescriptor, ModelBase, ModelLoader
 
 from diffleet_core.messages import ModelRef
 from diffleet_core.resources.model_cache import BaseModelFamily, ModelType
-from diffleet_worker import safety
+from diffleet_worker import detectors, safety
 from diffleet_worker.device import DevicePolicy, free_device_memory
 
 PIPELINES: dict[BaseModelFamily, Any] = {
@@ -46,6 +46,8 @@ class Loader:
             return self._module(AutoencoderKL, path)
         if ref.type is ModelType.SAFETY:
             return safety.load(path, self.policy)
+        if ref.type is ModelType.DETECTOR and ref.control_type is not None:
+            return detectors.load(path, ref.control_type, self.policy)
         if ref.type is ModelType.UPSCALER and path.is_dir():
             return self._upscale_pipeline(path)
         if ref.type in (ModelType.UPSCALER, ModelType.RESTORER):

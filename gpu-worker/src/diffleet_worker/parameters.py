@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from diffleet_core.messages import DispatchedJob, ModelRef
 from diffleet_core.resources.generation_job import Mode
+from diffleet_worker.preprocessors import module_name
 from diffleet_worker.samplers import LABELS
 
 HASH_LENGTH = 10
@@ -83,10 +84,20 @@ def _generation(order: DispatchedJob, seed: int, strength: float | None) -> dict
         )
     if order.embeddings:
         fields["TI hashes"] = _quoted(f"{m.name}: {short_hash(m)}" for m in order.embeddings)
-    if spec.control_net is not None:
-        fields["ControlNet"] = (
-            f'"Module: canny, Model: {spec.control_net.model}, '
-            f'Weight: {spec.control_net.conditioning_scale:g}"'
+    fields |= _controls(order)
+    return fields
+
+
+def _controls(order: DispatchedJob) -> dict[str, str]:
+    """One "ControlNet <i>" key per entry, as A1111's ControlNet extension writes them."""
+    fields = {}
+    for index, (entry, control_type) in enumerate(
+        zip(order.spec.controls, order.control_types, strict=True)
+    ):
+        module = module_name(control_type, entry.preprocess)
+        fields[f"ControlNet {index}"] = (
+            f'"Module: {module}, Model: {entry.model}, Weight: {entry.conditioning_scale:g}, '
+            f'Guidance Start: {entry.guidance_start:g}, Guidance End: {entry.guidance_end:g}"'
         )
     return fields
 

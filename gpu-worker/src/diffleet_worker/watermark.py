@@ -35,7 +35,10 @@ def apply(image: Image.Image) -> Image.Image:
     encoder = WatermarkEncoder()
     encoder.set_watermark("bits", WATERMARK_BITS)
     marked = np.clip(np.rint(encoder.encode(_bgr(image), METHOD)), 0, 255).astype(np.uint8)
-    return Image.fromarray(np.ascontiguousarray(marked[:, :, ::-1]))
+    result = Image.fromarray(np.ascontiguousarray(marked[:, :, ::-1]))
+    if image.mode == "RGBA":  # the colours carry the mark; the alpha comes back as it was
+        result.putalpha(image.getchannel("A"))
+    return result
 
 
 def decode(image: Image.Image) -> list[int]:

@@ -72,10 +72,25 @@ def test_parameters_name_strength_loras_and_controlnet_when_used() -> None:
                 "mode": "img2img",
                 "initImage": INIT,
                 "strength": 0.6,
-                "controlNet": {"model": "cn", "image": "s3://uploads/c.png"},
+                "controlNets": [
+                    {"model": "cn", "image": "s3://uploads/c.png"},
+                    {
+                        "model": "cn-depth",
+                        "image": "s3://uploads/d.png",
+                        "preprocess": "none",
+                        "conditioningScale": 0.5,
+                        "guidanceStart": 0.1,
+                        "guidanceEnd": 0.8,
+                    },
+                ],
                 "loras": [{"model": "ink", "weight": 0.8}],
             },
             loras=[ref("ink", "lora", "cd" * 32)],
+            control_nets=[
+                ref("cn", "controlnet", "c1" * 32),
+                ref("cn-depth", "controlnet", "c2" * 32),
+            ],
+            control_types=["canny", "depth"],
         ),
         seed=1,
         strength=0.6,
@@ -83,7 +98,13 @@ def test_parameters_name_strength_loras_and_controlnet_when_used() -> None:
     assert "Denoising strength: 0.6" in text
     assert 'Lora hashes: "ink: cdcdcdcdcd"' in text
     assert 'Lora weights: "ink: 0.8"' in text
-    assert 'ControlNet: "Module: canny, Model: cn, Weight: 1"' in text
+    assert (
+        'ControlNet 0: "Module: canny, Model: cn, Weight: 1, Guidance Start: 0, Guidance End: 1"'
+    ) in text
+    assert (
+        'ControlNet 1: "Module: none, Model: cn-depth, Weight: 0.5, Guidance Start: 0.1, '
+        'Guidance End: 0.8"'
+    ) in text
 
 
 def test_hires_fix_vae_and_embeddings_in_a1111_keys() -> None:

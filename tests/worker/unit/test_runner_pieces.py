@@ -114,9 +114,15 @@ def order(**fields: object) -> DispatchedJob:
 def test_order_with_matching_models_passes() -> None:
     check_order(
         order(
-            spec=spec(loras=[{"model": "l"}]),
+            spec=spec(
+                loras=[{"model": "l"}],
+                controlNets=[{"model": "c", "image": "s3://uploads/c.png"}],
+            ),
             loras=[model_ref("l", "lora")],
-            control_net=model_ref("c", "controlnet"),
+            control_nets=[
+                model_ref("c", "controlnet").model_copy(update={"control_type": "canny"})
+            ],
+            control_types=["canny"],
         )
     )
 
@@ -129,7 +135,18 @@ def test_order_with_matching_models_passes() -> None:
             {"spec": spec(loras=[{"model": "l"}]), "loras": [model_ref("l", "lora", "sdxl")]},
             "loras",
         ),
-        ({"control_net": model_ref("c", "checkpoint")}, "controlNet.model"),
+        (
+            {
+                "spec": spec(controlNets=[{"model": "c", "image": "s3://uploads/c.png"}]),
+                "control_nets": [model_ref("c", "checkpoint")],
+                "control_types": ["canny"],
+            },
+            "controlNets[0].model",
+        ),
+        (
+            {"spec": spec(controlNets=[{"model": "c", "image": "s3://uploads/c.png"}])},
+            "every ControlNet",
+        ),
         ({"spec": spec(loras=[{"model": "l"}])}, "every LoRA"),
     ],
 )

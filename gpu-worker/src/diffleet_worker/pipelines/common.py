@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from diffleet_core.resources.generation_job import GenerationJobSpec, hires_size
+from diffleet_worker.controls import Controls
 from diffleet_worker.device import DevicePolicy
 from diffleet_worker.samplers import scheduler_for
 
@@ -32,15 +33,15 @@ class Generation:
     feather_radius: float = 0.0
     init_image: Image.Image | None = None
     mask_image: Image.Image | None = None
-    controlnet: Any | None = None
-    control_image: Image.Image | None = None
+    controls: Controls | None = None
     vae: Any | None = None
 
     @property
     def components(self) -> dict[str, Any]:
-        """Extra components for AutoPipeline*.from_pipe: the ControlNet and the VAE
+        """Extra components for AutoPipeline*.from_pipe: the ControlNets and the VAE
         override, when there are: the hot base pipeline keeps its own."""
-        extra = {"controlnet": self.controlnet, "vae": self.vae}
+        controlnet = self.controls.model if self.controls is not None else None
+        extra = {"controlnet": controlnet, "vae": self.vae}
         return {name: value for name, value in extra.items() if value is not None}
 
 
@@ -94,8 +95,6 @@ def call_options(generation: Generation) -> dict[str, Any]:
         "callback_on_step_end": step_end(generation),
         "callback_on_step_end_tensor_inputs": ["latents"],
     }
-    if spec.control_net is not None:
-        options["controlnet_conditioning_scale"] = spec.control_net.conditioning_scale
     return options
 
 

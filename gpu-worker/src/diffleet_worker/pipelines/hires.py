@@ -35,9 +35,9 @@ def run(base: Any, first: Any, generation: Generation, hires: HiresFixSpec) -> l
         "callback_on_step_end": step_end(generation, after=later),
         "output_type": "latent" if hires.latent and later else "pil",
     }
-    control = generation.control_image
-    if control is not None:
-        options["image"] = control
+    controls = generation.controls
+    if controls is not None:
+        options |= controls.options("image")
     drawn = first(**options).images
     if first.interrupt:
         raise JobCancelledError
@@ -50,8 +50,8 @@ def run(base: Any, first: Any, generation: Generation, hires: HiresFixSpec) -> l
         "num_inference_steps": hires.steps,
         "callback_on_step_end": step_end(generation, before=first.num_timesteps),
     }
-    if control is not None:
-        options["control_image"] = control.resize(size, Image.Resampling.LANCZOS)
+    if controls is not None:
+        options |= controls.options("control_image", size)
     images: list[Image.Image] = second(**options).images
     return images
 

@@ -20,7 +20,7 @@ def run(base: Any, generation: Generation) -> list[Image.Image]:
         "image": generation.init_image,
         "strength": generation.strength,
     }
-    if generation.control_image is not None:
-        options["control_image"] = generation.control_image
+    if generation.controls is not None:
+        options |= generation.controls.options("control_image")
     images: list[Image.Image] = pipeline(**options).images
     return images

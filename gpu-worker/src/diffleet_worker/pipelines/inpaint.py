@@ -35,8 +35,8 @@ def paint(
         "width": image.width,
         "height": image.height,
     }
-    if generation.control_image is not None:
-        options["control_image"] = generation.control_image
+    if generation.controls is not None:
+        options |= generation.controls.options("control_image")
     painted: list[Image.Image] = pipeline(**options).images
     # 3. Keep what lies outside the mask.
     return [keep_unmasked(image, result, mask) for result in painted]

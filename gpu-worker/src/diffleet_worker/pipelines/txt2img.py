@@ -1,4 +1,4 @@
-"""Text to image, optionally guided by a ControlNet, optionally in two passes (hires.py)."""
+"""Text to image, optionally guided by ControlNets, optionally in two passes (hires.py)."""
 
 from typing import Any
 
@@ -18,7 +18,7 @@ def run(base: Any, generation: Generation) -> list[Image.Image]:
         return hires.run(base, pipeline, generation, spec.hires_fix)
     # 2. Denoise and decode.
     options = call_options(generation) | {"width": spec.width, "height": spec.height}
-    if generation.control_image is not None:
-        options["image"] = generation.control_image
+    if generation.controls is not None:
+        options |= generation.controls.options("image")
     images: list[Image.Image] = pipeline(**options).images
     return images
