@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from diffleet_core.resources.generation_job import ControlType
 from diffleet_core.resources.model_cache import BaseModelFamily, ModelFormat, ModelType
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -44,6 +45,8 @@ class ModelDefinition:
     type: ModelType = ModelType.CHECKPOINT
     vram_gib: float = 0.5
     registered_by_default: bool = True
+    # A ControlNet's or a detector's ControlNet type.
+    control_type: ControlType | None = None
     # An ip-adapter's image encoder: the name of another model of the catalog.
     image_encoder: str | None = None
 
@@ -86,12 +89,65 @@ CATALOG = (
     ),
     ModelDefinition(
         "tiny-canny",
-        "ControlNet for tiny-sd15",
-        builder("tiny", "build_controlnet"),
+        "canny ControlNet for tiny-sd15",
+        builder("controls", "build_canny"),
         ".",
         ModelFormat.DIFFUSERS,
         BaseModelFamily.SD15,
         ModelType.CONTROLNET,
+        control_type=ControlType.CANNY,
+    ),
+    ModelDefinition(
+        "tiny-depth",
+        "depth ControlNet for tiny-sd15",
+        builder("controls", "build_depth"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        BaseModelFamily.SD15,
+        ModelType.CONTROLNET,
+        control_type=ControlType.DEPTH,
+    ),
+    ModelDefinition(
+        "tiny-segmentation",
+        "segmentation ControlNet for tiny-sd15",
+        builder("controls", "build_segmentation"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        BaseModelFamily.SD15,
+        ModelType.CONTROLNET,
+        control_type=ControlType.SEGMENTATION,
+    ),
+    ModelDefinition(
+        "tiny-scribble",
+        "scribble ControlNet for tiny-sd15",
+        builder("controls", "build_scribble"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        BaseModelFamily.SD15,
+        ModelType.CONTROLNET,
+        control_type=ControlType.SCRIBBLE,
+    ),
+    ModelDefinition(
+        "tiny-depth-detector",
+        "DPT depth estimator (ControlNet preprocessor), tiny and random",
+        builder("controls", "build_depth_detector"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        None,
+        ModelType.DETECTOR,
+        vram_gib=0.1,
+        control_type=ControlType.DEPTH,
+    ),
+    ModelDefinition(
+        "tiny-segmentation-detector",
+        "Segformer ADE20k segmenter (ControlNet preprocessor), tiny and random",
+        builder("controls", "build_segmentation_detector"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        None,
+        ModelType.DETECTOR,
+        vram_gib=0.1,
+        control_type=ControlType.SEGMENTATION,
     ),
     ModelDefinition(
         "tiny-embedding",

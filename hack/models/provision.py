@@ -44,12 +44,15 @@ def key_prefix(name: str, namespace: str) -> str:
 
 def spec_fields(model: ModelDefinition) -> dict[str, Any]:
     """The ModelCache spec's fields that the catalog gives (baseModel only for the types
-    that have a family, imageEncoder only for ip-adapters)."""
+    that have a family, imageEncoder only for ip-adapters, controlType only for
+    ControlNets and detectors)."""
     fields: dict[str, Any] = {"type": model.type, "vramGiB": model.vram_gib}
     if model.base_model is not None:
         fields["baseModel"] = model.base_model
     if model.image_encoder is not None:
         fields["imageEncoder"] = model.image_encoder
+    if model.control_type is not None:
+        fields["controlType"] = model.control_type
     return fields
 
 
