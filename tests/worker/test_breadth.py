@@ -1,15 +1,24 @@
 """Generation breadth through the whole platform (kubectl, operator, RabbitMQ, a real
 diffusers worker on the CPU, S3): outpaint, hires fix, img2img and object removal with
 micro-shapes, whose colours and positions can be checked; upscaling (spandrel and the SD
-x4 pipeline), face restoration, embeddings and the VAE override with the tiny models.
-Each job's parameters are read back from its file."""
+x4 pipeline), face restoration, embeddings, the VAE override and several ControlNets with
+their preprocessors with the tiny models. Each job's parameters are read back from its
+file."""
 
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
+from diffleet_core.resources.generation_job import ControlType
+from diffleet_worker import detectors
+from diffleet_worker.config import DeviceKind, Precision
+from diffleet_worker.controls import image_digest
+from diffleet_worker.device import DevicePolicy
 from diffleet_worker.encoding import read_parameters
+from diffleet_worker.images import canny_edges
+from hack.models.provision import local_model
 from tests.support.groups import DIFFUSERS
 from tests.support.models import dominant_colour
 from tests.support.platform import Process, apply_job, wait_for_phase
@@ -220,3 +229,72 @@ def test_an_embedding_and_a_vae_each_change_the_image_and_leave_the_model_clean(
     assert np.array_equal(base, pixels_of(done["base-again"]))
     assert "TI hashes: " in parameters_of(done["embedding"])
     assert "VAE: tiny-vae" in parameters_of(done["vae"])
+
+
+def expected_depth_map(image: Image.Image) -> Image.Image:
+    """The tiny depth detector's map of `image`, computed here as the worker does (one
+    torch thread, float32 on the CPU), so its digest matches the worker's."""
+    detector = detectors.load(
+        local_model("tiny-depth-detector").path,
+        ControlType.DEPTH,
+        DevicePolicy.choose(DeviceKind.CPU, Precision.FLOAT32),
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return detectors.detect(detector, image)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_two_controlnets_each_receive_their_own_conditioning_and_a_sent_map_is_kept(
+    kubectl: Kubectl, studio_namespace: str, studio: Process
+) -> None:
+    image = circle(RED)
+    sent_map = Image.linear_gradient("L").resize((64, 64)).convert("RGB")
+    uri, sent_uri = upload_image(image, "control"), upload_image(sent_map, "depth-map")
+    two = TINY | {
+        "prompt": "a red circle",
+        "controlNets": [
+            {"model": "tiny-canny", "image": uri},
+            {
+                "model": "tiny-depth",
+                "image": uri,
+                "type": "depth",
+                "conditioningScale": 0.8,
+                "guidanceEnd": 0.6,
+            },
+        ],
+    }
+    sent = TINY | {
+        "prompt": "a red circle",
+        "controlNets": [{"model": "tiny-depth", "image": sent_uri, "preprocess": "none"}],
+    }
+    done = run_jobs(
+        kubectl, studio_namespace, {"two-cn": two, "two-cn-again": two, "sent-map": sent}
+    )
+    # What each ControlNet received, as the worker logs it: canny edges for the first,
+    # the depth detector's map for the second, the sent map unchanged with preprocess none.
+    log = studio.log.read_text(errors="replace")
+    received = {
+        ("controlNets[0]", "canny", "canny", image_digest(canny_edges(image))),
+        ("controlNets[1]", "depth", "depth", image_digest(expected_depth_map(image))),
+        ("controlNets[0]", "depth", "none", image_digest(sent_map)),
+    }
+    for field, control_type, module, digest in received:
+        line = (
+            f"{field}: {control_type} conditioning by preprocessor {module}, 64x64, sha256 {digest}"
+        )
+        assert line in log
+    assert done["two-cn"]["outputs"][0]["sha256"] == done["two-cn-again"]["outputs"][0]["sha256"]
+    assert done["two-cn"]["outputs"][0]["sha256"] != done["sent-map"]["outputs"][0]["sha256"]
+    parameters = parameters_of(done["two-cn"])
+    assert (
+        'ControlNet 0: "Module: canny, Model: tiny-canny, Weight: 1, Guidance Start: 0, '
+        'Guidance End: 1"'
+    ) in parameters
+    assert (
+        'ControlNet 1: "Module: depth, Model: tiny-depth, Weight: 0.8, Guidance Start: 0, '
+        'Guidance End: 0.6"'
+    ) in parameters
+    assert 'ControlNet 0: "Module: none, Model: tiny-depth' in parameters_of(done["sent-map"])
