@@ -81,7 +81,7 @@ def test_cross_field_rule_has_the_crd_message(api: Api, tenant: ApiTenant) -> No
     assert error == {
         "field": "initImage",
         "rule": "x-kubernetes-validations",
-        "message": "initImage is required unless mode is txt2img",
+        "message": "initImage is required unless mode is txt2img or txt2vid",
     }
 
 

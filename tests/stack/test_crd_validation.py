@@ -59,8 +59,8 @@ def apply(kubectl: Kubectl, namespace: str, text: str) -> str:
 
 
 # The messages of the CRD's cross-field rules (spec_rule_violations in diffleet_core).
-INIT_REQUIRED = "initImage is required unless mode is txt2img"
-INIT_NOT_ALLOWED = "initImage is not allowed when mode is txt2img"
+INIT_REQUIRED = "initImage is required unless mode is txt2img or txt2vid"
+INIT_NOT_ALLOWED = "initImage is not allowed when mode is txt2img or txt2vid"
 MASK_RULE = "maskImage is required when, and only when, mode is inpaint"
 STRENGTH_RULE = "strength is allowed only with an initImage, and not in mode upscale"
 

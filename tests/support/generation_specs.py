@@ -116,7 +116,7 @@ def bound(id: str, overrides: dict[str, Any], field: str, side: str, limit: str)
 
 
 OUTPAINT_RULE = "outpaint is required when, and only when, mode is outpaint"
-INIT_REQUIRED = "initImage is required unless mode is txt2img"
+INIT_REQUIRED = "initImage is required unless mode is txt2img or txt2vid"
 UPSCALE_ADAPTERS = "mode upscale allows no loras, controlNet(s), ipAdapters, embeddings or vae"
 PROMPT_RULE = "prompt must not be empty unless mode is inpaint, upscale or img2vid"
 VIDEO_RULE = "video is required when, and only when, mode is img2vid or txt2vid"
@@ -395,7 +395,7 @@ REFUSED: list[Refused] = [
         "txt2vid-with-initimage",
         TXT2VID | {"initImage": IMAGE},
         "initImage",
-        "initImage is not allowed when mode is txt2img",
+        "initImage is not allowed when mode is txt2img or txt2vid",
     ),
     cel(
         "txt2vid-batch-of-2",

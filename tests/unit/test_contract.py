@@ -228,8 +228,8 @@ def test_spec_accepts_consistent_modes(fields: dict[str, Any]) -> None:
     assert spec_rule_violations(spec(**fields)) == []
 
 
-INIT_REQUIRED = "initImage is required unless mode is txt2img"
-INIT_ONLY = "initImage is not allowed when mode is txt2img"
+INIT_REQUIRED = "initImage is required unless mode is txt2img or txt2vid"
+INIT_ONLY = "initImage is not allowed when mode is txt2img or txt2vid"
 MASK_RULE = "maskImage is required when, and only when, mode is inpaint"
 STRENGTH_RULE = "strength is allowed only with an initImage, and not in mode upscale"
 

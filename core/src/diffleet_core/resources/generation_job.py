@@ -502,11 +502,11 @@ def spec_rule_violations(spec: GenerationJobSpec) -> list[str]:
     checks = [
         (
             mode.takes_init_image and spec.init_image is None,
-            "initImage is required unless mode is txt2img",
+            "initImage is required unless mode is txt2img or txt2vid",
         ),
         (
             not mode.takes_init_image and spec.init_image is not None,
-            "initImage is not allowed when mode is txt2img",
+            "initImage is not allowed when mode is txt2img or txt2vid",
         ),
         (
             (spec.mask_image is not None) != (mode is Mode.INPAINT),
