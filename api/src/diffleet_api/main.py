@@ -1,6 +1,11 @@
-"""Entry point of `diffleet-api`: serves the FastAPI app with uvicorn, on uvloop's event
-loop with httptools' HTTP parser (both C: less CPU per request than asyncio's loop and
-h11, bench/results/api.md)."""
+"""Entry point of `diffleet-api`: serves the FastAPI app with uvicorn, on asyncio's event
+loop with httptools' HTTP parser (C: less CPU per request than h11, bench/results/api.md).
+
+Not uvloop, although it saved about 0.5 ms of CPU per request: when a connection that
+aiohttp (the Kubernetes client) opens is cancelled, uvloop closes its descriptor without
+detaching the socket object, whose finalizer later closes whatever reused that number
+(MagicStack/uvloop#738). An API server outage then broke unrelated sockets of the
+process: webhook deliveries timed out on connections the kernel had made."""
 
 import argparse
 import sys
@@ -54,7 +59,7 @@ def main() -> None:
         traced(create_app(settings, platform)),
         host=args.host,
         port=args.port,
-        loop="uvloop",
+        loop="asyncio",
         http="httptools",
         access_log=False,
         log_level="warning",
