@@ -5,6 +5,7 @@ x4 pipeline), face restoration, embeddings, the VAE override and several Control
 their preprocessors with the tiny models. Each job's parameters are read back from its
 file."""
 
+import re
 from typing import Any
 
 import numpy as np
@@ -298,3 +299,50 @@ def test_two_controlnets_each_receive_their_own_conditioning_and_a_sent_map_is_k
         'Guidance End: 0.6"'
     ) in parameters
     assert 'ControlNet 0: "Module: none, Model: tiny-depth' in parameters_of(done["sent-map"])
+
+
+def test_an_image_prompt_changes_the_picture_and_leaves_the_hot_pipeline_as_it_was(
+    kubectl: Kubectl, studio_namespace: str, studio: Process
+) -> None:
+    plain = TINY | {"prompt": "a circle"}
+    prompted = plain | {
+        "ipAdapters": [
+            {"model": "tiny-ip-adapter", "image": upload_image(circle(RED), "ip"), "scale": 0.8}
+        ]
+    }
+    # In turn: the plain job, the image prompts, the plain job again on the same pipeline.
+    before = run_jobs(kubectl, studio_namespace, {"ip-before": plain})["ip-before"]
+    done = run_jobs(kubectl, studio_namespace, {"ip": prompted, "ip-again": prompted})
+    after = run_jobs(kubectl, studio_namespace, {"ip-after": plain})["ip-after"]
+    digest = {name: status["outputs"][0]["sha256"] for name, status in done.items()}
+    assert digest["ip"] == digest["ip-again"]
+    assert digest["ip"] != before["outputs"][0]["sha256"]
+    assert after["outputs"][0]["sha256"] == before["outputs"][0]["sha256"]
+    assert np.abs(pixels_of(done["ip"]) - pixels_of(before)).mean() > 1
+    assert re.search(
+        r'IP-Adapter 0: "Model: tiny-ip-adapter \[[0-9a-f]{10}\], '
+        r'Image encoder: tiny-image-encoder, Weight: 0.8"',
+        parameters_of(done["ip"]),
+    )
+
+
+def test_background_removal_gives_an_alpha_channel_in_png_and_webp(
+    kubectl: Kubectl, studio_namespace: str, studio: Process
+) -> None:
+    spec = TINY | {"prompt": "a circle", "removeBackground": {"model": "tiny-background-remover"}}
+    done = run_jobs(
+        kubectl,
+        studio_namespace,
+        {
+            "cutout-png": spec,
+            "cutout-webp": spec | {"output": {"format": "webp", "quality": 100}},
+        },
+    )
+    png, webp = (decode(read_output(done[name]["outputs"][0])) for name in done)
+    assert png.mode == webp.mode == "RGBA"
+    alpha = np.asarray(png.getchannel("A"), dtype=int)
+    assert alpha.max() - alpha.min() > 100
+    # Lossless WebP holds the same pixels, alpha included.
+    assert np.array_equal(np.asarray(png), np.asarray(webp))
+    assert done["cutout-webp"]["outputs"][0]["format"] == "webp"
+    assert "Background removal: tiny-background-remover" in parameters_of(done["cutout-png"])

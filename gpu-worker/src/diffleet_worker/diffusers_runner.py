@@ -2,17 +2,19 @@
 
 Steps of one run (in a worker thread; one run on the device at a time):
   1. check the order (model types and families match the task)
-  2. fetch the input images (init, mask, control) from S3
+  2. fetch the input images (init, mask, control, IP-Adapter) from S3
   3. take the generation's models from the cache: the checkpoint, the ControlNets, their
      detectors and the VAE override loaded (hot, else warm from disk, else cold from S3),
-     the LoRAs and embeddings as files; each control image preprocessed (controls.py)
-  4. run the task pipeline (hires fix included) with the LoRAs and embeddings applied,
-     reporting each step (with a preview every few steps) and stopping at the next step
-     when cancelled; on out-of-memory, free the cache and retry once with attention
-     slicing and VAE tiling. Mode upscale skips 3 and 4: its image is the init image
-  5. post-process each image: upscale, then restore faces (each model from the cache
-     when its step comes; these steps report no progress, and stop between tiles when
-     cancelled)
+     the LoRAs, embeddings and IP-Adapters as files (their image encoder loaded); each
+     control image preprocessed (controls.py)
+  4. run the task pipeline (hires fix included) with the LoRAs, embeddings and
+     IP-Adapters (with their image encoder, ip_adapters.py) applied, reporting each step
+     (with a preview every few steps) and stopping at the next step when cancelled; on
+     out-of-memory, free the cache and retry once with attention slicing and VAE
+     tiling. Mode upscale skips 3 and 4: its image is the init image
+  5. post-process each image: upscale, then restore faces, then remove the background
+     (background.py: RGBA from here on); each model from the cache when its step comes;
+     these steps report no progress, and stop between tiles when cancelled
   6. finish (finishing.py): the policy's output classifier, the watermark, each image
      encoded in the job's format with its parameters, and uploaded
 """
@@ -35,7 +37,7 @@ from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import MAX_SEED, GenerationJobSpec, Mode
 from diffleet_core.resources.model_cache import ModelType
 from diffleet_core.telemetry import tracer
-from diffleet_worker import controls, metrics
+from diffleet_worker import background, controls, metrics
 from diffleet_worker.cache import (
     CacheStats,
     CacheTier,
@@ -58,6 +60,8 @@ from diffleet_worker.embeddings import LoadedEmbedding
 from diffleet_worker.embeddings import applied as embeddings_applied
 from diffleet_worker.finishing import finish
 from diffleet_worker.images import InputImageError, fetch_image
+from diffleet_worker.ip_adapters import LoadedIpAdapter
+from diffleet_worker.ip_adapters import applied as ip_adapters_applied
 from diffleet_worker.loading import Loader, resident_bytes
 from diffleet_worker.loras import LoadedLora, adapter_name
 from diffleet_worker.loras import applied as loras_applied
@@ -93,6 +97,8 @@ class Inputs:
     init: Image.Image | None = None
     mask: Image.Image | None = None
     controls: tuple[Image.Image, ...] = ()
+    # One per ipAdapters entry, as sent (the image encoder's processor sizes them).
+    image_prompts: tuple[Image.Image, ...] = ()
 
 
 class DiffusersRunner:
@@ -208,11 +214,12 @@ class DiffusersRunner:
                 feather_radius=self.settings.mask_feather_pixels,
                 init_image=inputs.init,
                 mask_image=inputs.mask,
+                image_prompts=inputs.image_prompts,
             )
             images = self._generation(order, generation, inputs.controls, cancelled)
         if cancelled.is_set():
             raise JobCancelledError
-        # 5. Post-process: upscale, then restore faces.
+        # 5. Post-process: upscale, restore faces, remove the background.
         with tracer.start_as_current_span("postprocess"):
             images = self._postprocess(order, images, seeds, cancelled.is_set)
         # 6. Finish: the policy's checks, then the files in S3.
@@ -247,6 +254,15 @@ class DiffusersRunner:
                 embeddings = [
                     LoadedEmbedding(ref.name, self._file(held, ref)) for ref in order.embeddings
                 ]
+                encoder = (
+                    held.enter_context(self._acquire(order.image_encoder, order.keep_hot))
+                    if order.image_encoder is not None
+                    else None
+                )
+                ip_adapters = [
+                    LoadedIpAdapter(self._file(held, ref), entry.scale)
+                    for ref, entry in zip(order.ip_adapters, spec.ip_adapters or [], strict=True)
+                ]
             if cancelled.is_set():
                 raise JobCancelledError
             generation = replace(generation, **extra)
@@ -254,6 +270,7 @@ class DiffusersRunner:
                 tracer.start_as_current_span("denoise"),
                 loras_applied(base, loras),
                 embeddings_applied(base, embeddings),
+                ip_adapters_applied(base, encoder, ip_adapters),
             ):
                 return self._generate(base, generation)
 
@@ -285,9 +302,9 @@ class DiffusersRunner:
         seeds: list[int],
         cancelled: Callable[[], bool],
     ) -> list[Image.Image]:
-        """Upscaling, then face restoration, of each image; each model taken from the
-        cache when its step comes (after the generation's are released, so the hot tier
-        can make room by evicting them)."""
+        """Upscaling, then face restoration, then background removal, of each image; each
+        model taken from the cache when its step comes (after the generation's are
+        released, so the hot tier can make room by evicting them)."""
         spec = order.spec
         with self._cache_errors():
             if spec.upscale is not None and order.upscaler is not None:
@@ -303,6 +320,9 @@ class DiffusersRunner:
                         restore(image, restorer, strength, seed)
                         for image, seed in zip(images, seeds, strict=True)
                     ]
+            if spec.remove_background is not None and order.background_remover is not None:
+                with self._acquire(order.background_remover, order.keep_hot) as remover:
+                    images = [background.remove(image, remover) for image in images]
         if cancelled():
             raise JobCancelledError
         return images
@@ -348,9 +368,13 @@ class DiffusersRunner:
                 )
                 for index, entry in enumerate(spec.controls)
             )
+            image_prompts = tuple(
+                fetch_image(self.s3, entry.image, f"ipAdapters[{index}].image", None, "RGB")
+                for index, entry in enumerate(spec.ip_adapters or [])
+            )
         except InputImageError as error:
             raise RunFailedError(Reason.INVALID_SPEC, str(error)) from error
-        return Inputs(init, mask, control_images)
+        return Inputs(init, mask, control_images, image_prompts)
 
     @contextmanager
     def _acquire(self, ref: ModelRef, keep_hot: list[str]) -> Iterator[Any]:
@@ -458,10 +482,15 @@ def check_order(order: DispatchedJob) -> None:
         problems.append("controlNets: the order does not resolve every ControlNet of the spec")
     if len(order.embeddings) != len(spec.embeddings or []):
         problems.append("embeddings: the order does not resolve every embedding of the spec")
+    if len(order.ip_adapters) != len(spec.ip_adapters or []) or (
+        bool(order.ip_adapters) != (order.image_encoder is not None)
+    ):
+        problems.append("ipAdapters: the order does not resolve every IP-Adapter of the spec")
     for field, named, resolved in (
         ("vae", spec.vae, order.vae),
         ("upscale.model", spec.upscale, order.upscaler),
         ("restoreFaces.model", spec.restore_faces, order.restorer),
+        ("removeBackground.model", spec.remove_background, order.background_remover),
     ):
         if (named is None) != (resolved is None):
             problems.append(f"{field}: the order does not match the spec")

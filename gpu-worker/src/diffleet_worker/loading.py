@@ -21,7 +21,7 @@ from spandrel import ImageModelDescriptor, ModelBase, ModelLoader
 
 from diffleet_core.messages import ModelRef
 from diffleet_core.resources.model_cache import BaseModelFamily, ModelType
-from diffleet_worker import detectors, safety
+from diffleet_worker import background, detectors, ip_adapters, safety
 from diffleet_worker.device import DevicePolicy, free_device_memory
 
 PIPELINES: dict[BaseModelFamily, Any] = {
@@ -31,8 +31,8 @@ PIPELINES: dict[BaseModelFamily, Any] = {
 
 
 class Loader:
-    """Loads checkpoints, ControlNets, VAEs, upscalers, restorers and safety checkers for
-    the hot tier, and frees them again."""
+    """Loads checkpoints, ControlNets, VAEs, upscalers, restorers, safety checkers, image
+    encoders and background removers for the hot tier, and frees them again."""
 
     def __init__(self, policy: DevicePolicy) -> None:
         self.policy = policy
@@ -46,6 +46,10 @@ class Loader:
             return self._module(AutoencoderKL, path)
         if ref.type is ModelType.SAFETY:
             return safety.load(path, self.policy)
+        if ref.type is ModelType.IMAGE_ENCODER:
+            return ip_adapters.load_encoder(path, self.policy)
+        if ref.type is ModelType.BACKGROUND_REMOVER:
+            return background.load(path, self.policy)
         if ref.type is ModelType.DETECTOR and ref.control_type is not None:
             return detectors.load(path, ref.control_type, self.policy)
         if ref.type is ModelType.UPSCALER and path.is_dir():

@@ -32,6 +32,9 @@ def parameters_text(order: DispatchedJob, seed: int, strength: float | None) -> 
     if spec.upscale is not None:
         fields["Postprocess upscale by"] = f"{spec.upscale.scale:g}"
         fields["Postprocess upscaler"] = spec.upscale.model
+    if spec.remove_background is not None and order.background_remover is not None:
+        fields["Background removal"] = spec.remove_background.model
+        fields["Background removal hash"] = short_hash(order.background_remover)
     lines = [spec.prompt] if spec.prompt else []  # as A1111, no line for an empty prompt
     if spec.negative_prompt:
         lines.append(f"Negative prompt: {spec.negative_prompt}")
@@ -85,7 +88,23 @@ def _generation(order: DispatchedJob, seed: int, strength: float | None) -> dict
     if order.embeddings:
         fields["TI hashes"] = _quoted(f"{m.name}: {short_hash(m)}" for m in order.embeddings)
     fields |= _controls(order)
+    fields |= _ip_adapters(order)
     return fields
+
+
+def _ip_adapters(order: DispatchedJob) -> dict[str, str]:
+    """One "IP-Adapter <i>" key per entry (A1111 has none; its ControlNet extension's
+    units are the model for the value)."""
+    encoder = order.image_encoder.name if order.image_encoder is not None else ""
+    return {
+        f"IP-Adapter {index}": (
+            f'"Model: {entry.model} [{short_hash(model)}], Image encoder: {encoder}, '
+            f'Weight: {entry.scale:g}"'
+        )
+        for index, (entry, model) in enumerate(
+            zip(order.spec.ip_adapters or [], order.ip_adapters, strict=True)
+        )
+    }
 
 
 def _controls(order: DispatchedJob) -> dict[str, str]:

@@ -35,6 +35,8 @@ class Generation:
     mask_image: Image.Image | None = None
     controls: Controls | None = None
     vae: Any | None = None
+    # One reference image per IP-Adapter loaded into the pipeline (ip_adapters.py).
+    image_prompts: tuple[Image.Image, ...] = ()
 
     @property
     def components(self) -> dict[str, Any]:
@@ -95,6 +97,8 @@ def call_options(generation: Generation) -> dict[str, Any]:
         "callback_on_step_end": step_end(generation),
         "callback_on_step_end_tensor_inputs": ["latents"],
     }
+    if generation.image_prompts:
+        options["ip_adapter_image"] = list(generation.image_prompts)
     return options
 
 
