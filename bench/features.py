@@ -21,8 +21,9 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from diffleet_core.messages import ModelRef
-from diffleet_core.resources.generation_job import GenerationJobSpec
+from diffleet_core.resources.generation_job import ControlType, GenerationJobSpec
 from diffleet_core.resources.model_cache import BaseModelFamily, ModelFormat, ModelType
+from diffleet_worker import controls
 from diffleet_worker.config import DeviceKind, Precision
 from diffleet_worker.device import DevicePolicy, configure_torch
 from diffleet_worker.embeddings import LoadedEmbedding, applied
@@ -58,7 +59,13 @@ class Models:
     def __init__(self, policy: DevicePolicy) -> None:
         self.loader = Loader(policy)
 
-    def load(self, name: str, kind: ModelType, family: BaseModelFamily | None) -> Any:
+    def load(
+        self,
+        name: str,
+        kind: ModelType,
+        family: BaseModelFamily | None,
+        control_type: ControlType | None = None,
+    ) -> Any:
         path = local_model(name).path
         ref = ModelRef(
             namespace="bench",
@@ -67,6 +74,7 @@ class Models:
             format=ModelFormat.DIFFUSERS if path.is_dir() else ModelFormat.SAFETENSORS,
             type=kind,
             base_model=family,
+            control_type=control_type,
             digest="0" * 64,
         )
         return self.loader.load(ref, path)
@@ -93,6 +101,9 @@ def cases(policy: DevicePolicy) -> list[Case]:
     restorer = models.load("tiny-restoreformer", ModelType.RESTORER, None)
     vae = models.load("tiny-vae", ModelType.VAE, sd15)
     embedding = [LoadedEmbedding("tiny-embedding", local_model("tiny-embedding").path)]
+    canny = models.load("tiny-canny", ModelType.CONTROLNET, sd15)
+    depth = models.load("tiny-depth", ModelType.CONTROLNET, sd15)
+    depth_detector = models.load("tiny-depth-detector", ModelType.DETECTOR, None, ControlType.DEPTH)
 
     circle = Image.new("RGB", (64, 64), "white")
     ImageDraw.Draw(circle).ellipse((14, 14, 50, 50), fill=(220, 30, 30))
@@ -123,6 +134,20 @@ def cases(policy: DevicePolicy) -> list[Case]:
         image, settings = circle.resize((size, size)), spec.upscale
         return lambda: upscale(image, model, spec, settings, 1, lambda: False)
 
+    def controlled(control_types: list[ControlType], nets: list[Any]) -> Callable[[], object]:
+        """txt2img with ControlNets of `control_types` on the circle, preprocessing
+        (canny edges, the depth detector's map) included in the run."""
+        entries = [{"model": "c", "image": S3_URI} for _ in nets]
+        plain = generation(policy, prompted | {"controlNets": entries})
+        detectors = {ControlType.DEPTH: depth_detector}
+
+        def run() -> object:
+            images = [circle] * len(nets)
+            made = controls.prepare(plain.spec, control_types, nets, images, detectors)
+            return txt2img.run(tiny, replace(plain, controls=made))
+
+        return run
+
     def with_embedding() -> object:
         with applied(tiny, embedding):
             return txt2img.run(tiny, generation(policy, prompted))
@@ -148,6 +173,10 @@ def cases(policy: DevicePolicy) -> list[Case]:
         Case("txt2img tiny-sd15 with tiny-embedding", with_embedding),
         Case("txt2img tiny-sd15 with the tiny-vae override", lambda: txt2img.run(
             tiny, replace(generation(policy, prompted), vae=vae))),
+        Case("txt2img tiny-sd15 with tiny-canny (canny edges)", controlled(
+            [ControlType.CANNY], [canny])),
+        Case("txt2img tiny-sd15 with tiny-canny + tiny-depth (+ depth detector)", controlled(
+            [ControlType.CANNY, ControlType.DEPTH], [canny, depth])),
     ]  # fmt: skip
 
 

@@ -1,0 +1,16 @@
+"""Fixtures of the worker's unit tests: one torch thread for those that run the tiny
+models in this process (the machine is shared, and two threads contending for a busy
+core are many times slower than one)."""
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="package")
+def one_torch_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
