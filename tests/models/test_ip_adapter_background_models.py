@@ -10,10 +10,12 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from diffleet_core.resources.generation_job import GenerationJobSpec
 from diffleet_core.resources.model_cache import ModelCacheSpec
 from diffleet_worker import background, ip_adapters
 from diffleet_worker.config import DeviceKind, Precision
 from diffleet_worker.device import DevicePolicy
+from diffleet_worker.pipelines.common import Generation, call_options, configure
 from hack.models.catalog import definition
 from hack.models.provision import LocalModel, local_model, spec_fields
 from hack.models.untyped import StableDiffusionPipeline
@@ -78,6 +80,27 @@ def test_an_image_prompt_changes_the_picture_and_leaves_the_pipeline_as_it_was(p
     assert pipe.image_encoder is None
     assert pipe.feature_extractor is None
     assert pipe.unet.encoder_hid_proj is None
+
+
+def test_the_low_memory_retry_with_image_prompts_keeps_the_adapters_attention(pipe: Any) -> None:
+    encoder = ip_adapters.load_encoder(local_model("tiny-image-encoder").path, POLICY)
+    adapter = ip_adapters.LoadedIpAdapter(local_model("tiny-ip-adapter").path, 0.8)
+    spec = GenerationJobSpec.model_validate(
+        {"model": "tiny-sd15", "prompt": "a circle", "width": 64, "height": 64, "steps": 2}
+    )
+    generation = Generation(
+        spec=spec,
+        seeds=[1],
+        policy=POLICY,
+        on_step=lambda *_: None,
+        low_memory=True,
+        image_prompts=(disc(RED),),
+    )
+    with ip_adapters.applied(pipe, encoder, [adapter]):
+        task = configure(pipe, pipe, generation)
+        images = task(**call_options(generation), width=64, height=64).images
+        POLICY.restore_attention(pipe)
+    assert images[0].size == (64, 64)
 
 
 def test_the_background_remover_gives_an_alpha_that_varies_over_the_image() -> None:

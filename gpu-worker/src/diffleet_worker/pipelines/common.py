@@ -78,7 +78,9 @@ def configure(
         pipeline.vae.enable_tiling()
     else:
         pipeline.vae.disable_tiling()
-    if generation.low_memory:
+    # Slicing would replace the IP-Adapters' attention processors (their image tokens
+    # then reach processors that take none): with image prompts the retry only tiles.
+    if generation.low_memory and not generation.image_prompts:
         # Undone by DevicePolicy.restore_attention after the run.
         pipeline.enable_attention_slicing()
     return pipeline
