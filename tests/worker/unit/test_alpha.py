@@ -1,16 +1,22 @@
 """An image with a removed background (RGBA) keeps its alpha channel to the file: PNG and
 WebP carry it with the parameters, the watermark marks the colours and leaves the alpha
-as it was."""
+as it was, and the output classifier judges it."""
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from diffleet_core.resources.generation_job import OutputFormat
-from diffleet_worker import watermark
+from diffleet_worker import safety, watermark
+from diffleet_worker.config import DeviceKind, Precision
+from diffleet_worker.device import DevicePolicy
 from diffleet_worker.encoding import encode, read_parameters
+from diffleet_worker.finishing import finish
+from hack.models.safety import build_permissive
+from tests.worker.unit.test_finishing import SETTINGS, RecordingS3, order
 from tests.worker.unit.test_watermark import MAX_FLIPPED, flipped, textured
 
 
@@ -44,4 +50,21 @@ def test_the_watermark_marks_the_colours_and_keeps_the_alpha() -> None:
     marked = watermark.apply(image)
     assert marked.mode == "RGBA"
     assert np.array_equal(np.asarray(marked.getchannel("A")), np.asarray(image.getchannel("A")))
+    assert flipped(watermark.decode(marked)) <= MAX_FLIPPED
+
+
+def test_a_cut_out_passes_the_classifier_and_the_watermark_to_an_rgba_file(
+    tmp_path: Path,
+) -> None:
+    build_permissive(tmp_path)
+    checker = safety.load(tmp_path, DevicePolicy.choose(DeviceKind.CPU, Precision.AUTO))
+    image = cut_out(256, 256)
+    s3 = RecordingS3()
+    job = order({"format": "webp", "quality": 100}, watermarked=True)
+    finish(job, [image], ["a cat"], checker, s3, SETTINGS)
+    with Image.open(io.BytesIO(s3.puts[0]["Body"])) as written:
+        assert written.mode == "RGBA"
+        alpha = np.asarray(written.getchannel("A"))
+        marked = written.copy()
+    assert np.array_equal(alpha, np.asarray(image.getchannel("A")))
     assert flipped(watermark.decode(marked)) <= MAX_FLIPPED
