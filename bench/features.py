@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 from diffleet_core.messages import ModelRef
 from diffleet_core.resources.generation_job import ControlType, GenerationJobSpec
 from diffleet_core.resources.model_cache import BaseModelFamily, ModelFormat, ModelType
-from diffleet_worker import controls
+from diffleet_worker import background, controls, ip_adapters
 from diffleet_worker.config import DeviceKind, Precision
 from diffleet_worker.device import DevicePolicy, configure_torch
 from diffleet_worker.embeddings import LoadedEmbedding, applied
@@ -104,6 +104,9 @@ def cases(policy: DevicePolicy) -> list[Case]:
     canny = models.load("tiny-canny", ModelType.CONTROLNET, sd15)
     depth = models.load("tiny-depth", ModelType.CONTROLNET, sd15)
     depth_detector = models.load("tiny-depth-detector", ModelType.DETECTOR, None, ControlType.DEPTH)
+    encoder = models.load("tiny-image-encoder", ModelType.IMAGE_ENCODER, None)
+    ip_adapter = ip_adapters.LoadedIpAdapter(local_model("tiny-ip-adapter").path, 0.6)
+    remover = models.load("tiny-background-remover", ModelType.BACKGROUND_REMOVER, None)
 
     circle = Image.new("RGB", (64, 64), "white")
     ImageDraw.Draw(circle).ellipse((14, 14, 50, 50), fill=(220, 30, 30))
@@ -148,6 +151,13 @@ def cases(policy: DevicePolicy) -> list[Case]:
 
         return run
 
+    def image_prompted() -> object:
+        """txt2img with tiny-ip-adapter, loading and unloading it included (per job)."""
+        entries = [{"model": "i", "image": S3_URI}]
+        spec = generation(policy, prompted | {"ipAdapters": entries}, image_prompts=(circle,))
+        with ip_adapters.applied(tiny, encoder, [ip_adapter]):
+            return txt2img.run(tiny, spec)
+
     def with_embedding() -> object:
         with applied(tiny, embedding):
             return txt2img.run(tiny, generation(policy, prompted))
@@ -177,6 +187,9 @@ def cases(policy: DevicePolicy) -> list[Case]:
             [ControlType.CANNY], [canny])),
         Case("txt2img tiny-sd15 with tiny-canny + tiny-depth (+ depth detector)", controlled(
             [ControlType.CANNY, ControlType.DEPTH], [canny, depth])),
+        Case("txt2img tiny-sd15 with tiny-ip-adapter (loaded and unloaded)", image_prompted),
+        Case("remove background tiny-background-remover 64x64", lambda: background.remove(
+            circle, remover)),
     ]  # fmt: skip
 
 
