@@ -101,12 +101,26 @@ def test_an_upload_is_usable_by_its_tenant_only(api: Api, tenant: ApiTenant) -> 
             "/v1/jobs",
             json=JOB | {"controlNet": {"model": "cn", "image": "s3://diffleet-models/x.png"}},
         )
+        entries = http.post(
+            "/v1/jobs",
+            json=JOB
+            | {
+                "controlNets": [
+                    {"model": "cn", "image": f"s3://diffleet-uploads/{other.namespace}/a.png"},
+                    {"model": "cn", "image": uri},
+                ],
+                "ipAdapters": [{"model": "ip", "image": uri}],
+            },
+        )
     assert stolen.status_code == 422
     assert [(e["field"], e["rule"]) for e in stolen.json()["errors"]] == [
         ("jobs[1].initImage", "tenantScope")
     ]
     assert elsewhere.status_code == 422
     assert elsewhere.json()["errors"][0]["field"] == "controlNet.image"
+    assert entries.status_code == 422
+    scoped = [e["field"] for e in entries.json()["errors"] if e["rule"] == "tenantScope"]
+    assert scoped == ["controlNets[1].image", "ipAdapters[0].image"]
 
 
 def test_uploads_per_hour_follow_the_tier(api: Api, namespace: str) -> None:

@@ -1,4 +1,5 @@
-"""Uploaded images (init, mask and control images) and which image URIs a tenant may use.
+"""Uploaded images (init, mask, control and image-prompt images) and which image URIs a
+tenant may use.
 
 An upload is read up to the byte limit, cleaned (`images.sanitize`: sniffed, bounded,
 re-encoded without metadata) and stored content-addressed under the tenant's prefix of
@@ -19,6 +20,7 @@ from diffleet_api.objects import s3_call
 from diffleet_api.runtime import Runtime
 from diffleet_api.schemas import UploadPublic
 from diffleet_api.tenants import Tenant
+from diffleet_core.model_rules import control_field
 from diffleet_core.resources.generation_job import GenerationJobSpec
 from diffleet_core.settings import Settings
 from diffleet_core.storage import tenant_prefix
@@ -46,10 +48,14 @@ def foreign_images(
     errors = []
     for index, spec in enumerate(specs):
         where = f"{field_prefix}[{index}]." if field_prefix else ""
-        images = {
-            "initImage": spec.init_image,
-            "maskImage": spec.mask_image,
-            "controlNet.image": spec.control_net.image if spec.control_net else None,
+        images = {"initImage": spec.init_image, "maskImage": spec.mask_image}
+        images |= {
+            f"{control_field(spec, entry)}.image": control.image
+            for entry, control in enumerate(spec.controls)
+        }
+        images |= {
+            f"ipAdapters[{entry}].image": adapter.image
+            for entry, adapter in enumerate(spec.ip_adapters or [])
         }
         errors += [
             FieldError(
