@@ -58,7 +58,7 @@ from diffleet_worker.device import (
 )
 from diffleet_worker.embeddings import LoadedEmbedding
 from diffleet_worker.embeddings import applied as embeddings_applied
-from diffleet_worker.finishing import finish
+from diffleet_worker.finishing import finish, finish_video
 from diffleet_worker.images import InputImageError, fetch_image
 from diffleet_worker.ip_adapters import LoadedIpAdapter
 from diffleet_worker.ip_adapters import applied as ip_adapters_applied
@@ -66,7 +66,7 @@ from diffleet_worker.loading import Loader, resident_bytes
 from diffleet_worker.loras import LoadedLora, adapter_name
 from diffleet_worker.loras import applied as loras_applied
 from diffleet_worker.parameters import parameters_text
-from diffleet_worker.pipelines import img2img, inpaint, outpaint, txt2img
+from diffleet_worker.pipelines import img2img, inpaint, outpaint, txt2img, video
 from diffleet_worker.pipelines.common import Generation, StepReport, denoised_size
 from diffleet_worker.pipelines.restore import restore
 from diffleet_worker.pipelines.upscale import upscale
@@ -86,6 +86,8 @@ TASKS: dict[Mode, Callable[[Any, Generation], list[Image.Image]]] = {
     Mode.IMG2IMG: img2img.run,
     Mode.INPAINT: inpaint.run,
     Mode.OUTPAINT: outpaint.run,
+    Mode.IMG2VID: video.img2vid,
+    Mode.TXT2VID: video.txt2vid,
 }
 
 
@@ -243,6 +245,10 @@ class DiffusersRunner:
                 extra: dict[str, Any] = {}
                 if order.vae is not None:
                     extra["vae"] = held.enter_context(self._acquire(order.vae, order.keep_hot))
+                if order.motion_adapter is not None:
+                    extra["motion_adapter"] = held.enter_context(
+                        self._acquire(order.motion_adapter, order.keep_hot)
+                    )
                 if order.control_nets:
                     extra["controls"] = self._controls(held, order, control_images)
                 loras = [
@@ -266,6 +272,9 @@ class DiffusersRunner:
             if cancelled.is_set():
                 raise JobCancelledError
             generation = replace(generation, **extra)
+            if spec.mode is Mode.TXT2VID:
+                # The LoRAs and embeddings then apply to the motion pipeline's own UNet.
+                base = video.motion_pipeline(base, generation)
             with (
                 tracer.start_as_current_span("denoise"),
                 loras_applied(base, loras),
@@ -341,7 +350,11 @@ class DiffusersRunner:
                 if order.safety is not None
                 else None
             )
-            outputs = finish(order, images, parameters, checker, self.s3, self.settings)
+            if order.spec.mode.is_video:  # the images are the frames of one clip
+                clip = finish_video(order, images, parameters[0], checker, self.s3, self.settings)
+                outputs = [clip]
+            else:
+                outputs = finish(order, images, parameters, checker, self.s3, self.settings)
         return RunResult(
             outputs=outputs,
             model_digest=order.model.digest,
@@ -402,8 +415,9 @@ class DiffusersRunner:
         spec = generation.spec
         task = TASKS[spec.mode]
         width, height = denoised_size(spec)
+        images = spec.batch_size * spec.frame_count  # a video denoises all its frames at once
         try:
-            self.budget.check(width, height, spec.batch_size, low_memory=False)
+            self.budget.check(width, height, images, low_memory=False)
             return task(base, generation)
         except Exception as error:
             if not is_out_of_memory(error):
@@ -413,7 +427,7 @@ class DiffusersRunner:
         self.store.evict_all()
         free_device_memory(self.policy)
         try:
-            self.budget.check(width, height, spec.batch_size, low_memory=True)
+            self.budget.check(width, height, images, low_memory=True)
             return task(base, replace(generation, low_memory=True))
         except Exception as error:
             if not is_out_of_memory(error):
@@ -488,6 +502,7 @@ def check_order(order: DispatchedJob) -> None:
         problems.append("ipAdapters: the order does not resolve every IP-Adapter of the spec")
     for field, named, resolved in (
         ("vae", spec.vae, order.vae),
+        ("video.motionAdapter", spec.video and spec.video.motion_adapter, order.motion_adapter),
         ("upscale.model", spec.upscale, order.upscaler),
         ("restoreFaces.model", spec.restore_faces, order.restorer),
         ("removeBackground.model", spec.remove_background, order.background_remover),

@@ -6,9 +6,11 @@ policy asks of the images, then the files in S3.
      is uploaded
   2. the invisible watermark, when the namespace asks for it (watermark.py)
   3. each image encoded in the spec's output format, its parameters in the file
-     (encoding.py), and uploaded (outputs.py)
+     (encoding.py), and uploaded (outputs.py); a video job's frames encoded as one
+     file of its video format instead (video.py)
 """
 
+import hashlib
 from typing import Any
 
 from PIL import Image
@@ -20,9 +22,10 @@ from diffleet_core.telemetry import tracer
 from diffleet_worker import watermark
 from diffleet_worker.config import WorkerSettings
 from diffleet_worker.encoding import encode
-from diffleet_worker.outputs import upload_image
+from diffleet_worker.outputs import put_output, upload_image
 from diffleet_worker.runner import RunFailedError
 from diffleet_worker.safety import SafetyChecker, flagged
+from diffleet_worker.video import encode_video
 
 
 def finish(
@@ -60,6 +63,43 @@ def finish(
             )
             for index, data in enumerate(files)
         ]
+
+
+def finish_video(
+    order: DispatchedJob,
+    frames: list[Image.Image],
+    parameters: str,
+    checker: SafetyChecker | None,
+    s3: Any,
+    settings: WorkerSettings,
+) -> JobOutput:
+    """The job's video in S3, as `finish` does for images: every frame through the
+    output classifier and the watermark, then one file of the spec's video format."""
+    video = order.spec.video
+    assert video is not None, "a rule requires video in the video modes"
+    if checker is not None:
+        with tracer.start_as_current_span("safety"):
+            reject_flagged(order, flagged(checker, frames))
+    if order.watermark:
+        with tracer.start_as_current_span("watermark"):
+            frames = [watermark.apply(frame) for frame in frames]
+    with tracer.start_as_current_span("encode"):
+        clip = encode_video(frames, video.format, video.fps, order.spec.output.quality, parameters)
+    with tracer.start_as_current_span("upload"):
+        location = put_output(
+            s3, order, 0, clip.data, clip.format, settings.worker_id, settings.s3_patience_seconds
+        )
+    width, height = frames[0].size
+    return JobOutput(
+        uri=location.uri,
+        format=clip.format,
+        sha256=hashlib.sha256(clip.data).hexdigest(),
+        width=width,
+        height=height,
+        frames=clip.frames,
+        fps=clip.fps,
+        duration_seconds=clip.duration_seconds,
+    )
 
 
 def reject_flagged(order: DispatchedJob, verdicts: list[bool]) -> None:

@@ -13,9 +13,11 @@ import torch
 from diffusers import (
     AutoencoderKL,
     ControlNetModel,
+    MotionAdapter,
     StableDiffusionPipeline,
     StableDiffusionUpscalePipeline,
     StableDiffusionXLPipeline,
+    StableVideoDiffusionPipeline,
 )
 from spandrel import ImageModelDescriptor, ModelBase, ModelLoader
 
@@ -27,12 +29,14 @@ from diffleet_worker.device import DevicePolicy, free_device_memory
 PIPELINES: dict[BaseModelFamily, Any] = {
     BaseModelFamily.SD15: StableDiffusionPipeline,
     BaseModelFamily.SDXL: StableDiffusionXLPipeline,
+    BaseModelFamily.SVD: StableVideoDiffusionPipeline,
 }
 
 
 class Loader:
-    """Loads checkpoints, ControlNets, VAEs, upscalers, restorers, safety checkers, image
-    encoders and background removers for the hot tier, and frees them again."""
+    """Loads checkpoints (SD 1.5, SDXL, SVD), ControlNets, VAEs, motion adapters,
+    upscalers, restorers, safety checkers, image encoders and background removers for the
+    hot tier, and frees them again."""
 
     def __init__(self, policy: DevicePolicy) -> None:
         self.policy = policy
@@ -42,6 +46,8 @@ class Loader:
             return self._module(ControlNetModel, path)
         if ref.type is ModelType.CHECKPOINT and ref.base_model is not None:
             return self._pipeline(ref.base_model, path)
+        if ref.type is ModelType.MOTION_ADAPTER:
+            return self._module(MotionAdapter, path)
         if ref.type is ModelType.VAE:
             return self._module(AutoencoderKL, path)
         if ref.type is ModelType.SAFETY:

@@ -1,7 +1,7 @@
-"""Writing a job's images to S3 under the key scheme of diffleet_core.storage. The key
-depends on the job's uid and the image index only, so a retried job overwrites its own
-objects; who made an image and when goes into object metadata, never into the image,
-so identical jobs give identical files.
+"""Writing a job's images and videos to S3 under the key scheme of diffleet_core.storage.
+The key depends on the job's uid and the output's index only, so a retried job
+overwrites its own objects; who made an output and when goes into object metadata,
+never into the file, so identical jobs give identical files.
 
 S3 sends user metadata as HTTP headers, which carry ASCII only, so the metadata holds
 only identity that is ASCII by construction (Kubernetes names, the uid, the worker id,
@@ -27,7 +27,7 @@ from PIL import Image
 
 from diffleet_core.messages import DispatchedJob
 from diffleet_core.resources.conditions import Reason
-from diffleet_core.resources.generation_job import JobOutput, OutputFormat
+from diffleet_core.resources.generation_job import JobOutput, OutputFormat, VideoFormat
 from diffleet_core.storage import S3Location, output_key
 from diffleet_worker.runner import RunFailedError
 
@@ -48,11 +48,32 @@ def upload_image(
 ) -> JobOutput:
     """Puts the index-th image of the job, a file of `output_format`; raises
     RunFailedError (retryable) when S3 stays unreachable for `patience` seconds."""
-    job = order.job
-    key = output_key(job.namespace, job.name, job.uid, index, output_format.extension)
-    location = S3Location(order.output_bucket, key)
     with Image.open(io.BytesIO(data)) as image:  # reads the header, not the pixels
         width, height = image.size
+    location = put_output(s3, order, index, data, output_format, worker, patience)
+    return JobOutput(
+        uri=location.uri,
+        format=output_format,
+        sha256=hashlib.sha256(data).hexdigest(),
+        width=width,
+        height=height,
+    )
+
+
+def put_output(
+    s3: Any,
+    order: DispatchedJob,
+    index: int,
+    data: bytes,
+    file_format: OutputFormat | VideoFormat,
+    worker: str,
+    patience: float,
+) -> S3Location:
+    """Puts the index-th output file of the job (an image or a video); raises
+    RunFailedError (retryable) when S3 stays unreachable for `patience` seconds."""
+    job = order.job
+    key = output_key(job.namespace, job.name, job.uid, index, file_format.extension)
+    location = S3Location(order.output_bucket, key)
     metadata = {
         "namespace": job.namespace,
         "job": job.name,
@@ -69,7 +90,7 @@ def upload_image(
                 Bucket=location.bucket,
                 Key=location.key,
                 Body=data,
-                ContentType=output_format.content_type,
+                ContentType=file_format.content_type,
                 Metadata=metadata,
             )
             break
@@ -86,13 +107,7 @@ def upload_image(
             logger.warning("%s: %s; retrying in %.1fs", location.uri, error, pause)
             time.sleep(pause)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-    return JobOutput(
-        uri=location.uri,
-        format=output_format,
-        sha256=hashlib.sha256(data).hexdigest(),
-        width=width,
-        height=height,
-    )
+    return location
 
 
 def transient(error: BotoCoreError | ClientError) -> bool:

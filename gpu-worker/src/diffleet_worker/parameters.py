@@ -52,12 +52,10 @@ def _face_restoration(order: DispatchedJob) -> dict[str, str]:
 def _generation(order: DispatchedJob, seed: int, strength: float | None) -> dict[str, str]:
     """The keys of a denoising run, in A1111's order."""
     spec = order.spec
-    fields = {
-        "Steps": str(spec.steps),
-        "Sampler": LABELS[spec.sampler],
-        "CFG scale": f"{spec.guidance_scale:g}",
-        "Seed": str(seed),
-    }
+    fields = {"Steps": str(spec.steps)}
+    if spec.mode is not Mode.IMG2VID:  # SVD samples with its checkpoint's own scheduler
+        fields["Sampler"] = LABELS[spec.sampler]
+    fields |= {"CFG scale": f"{spec.guidance_scale:g}", "Seed": str(seed)}
     fields |= _face_restoration(order)
     fields["Size"] = f"{spec.width}x{spec.height}"
     fields["Model hash"] = short_hash(order.model)
@@ -67,7 +65,7 @@ def _generation(order: DispatchedJob, seed: int, strength: float | None) -> dict
         fields["VAE"] = order.vae.name
     if spec.hires_fix is not None:
         fields["Denoising strength"] = f"{spec.hires_fix.strength:g}"
-    elif spec.mode is not Mode.TXT2IMG and strength is not None:
+    elif spec.mode is not Mode.TXT2IMG and not spec.mode.is_video and strength is not None:
         fields["Denoising strength"] = f"{strength:g}"
     if spec.outpaint is not None:
         pad = spec.outpaint
@@ -79,6 +77,7 @@ def _generation(order: DispatchedJob, seed: int, strength: float | None) -> dict
         fields["Hires upscale"] = f"{spec.hires_fix.scale:g}"
         fields["Hires steps"] = str(spec.hires_fix.steps)
         fields["Hires upscaler"] = LATENT_UPSCALER if spec.hires_fix.latent else PIXEL_UPSCALER
+    fields |= _video(order)
     if order.loras:
         weights = [lora.weight for lora in spec.loras or []]
         fields["Lora hashes"] = _quoted(f"{m.name}: {short_hash(m)}" for m in order.loras)
@@ -118,6 +117,22 @@ def _controls(order: DispatchedJob) -> dict[str, str]:
             f'"Module: {module}, Model: {entry.model}, Weight: {entry.conditioning_scale:g}, '
             f'Guidance Start: {entry.guidance_start:g}, Guidance End: {entry.guidance_end:g}"'
         )
+    return fields
+
+
+def _video(order: DispatchedJob) -> dict[str, str]:
+    """The clip's keys (A1111 has none): frames and fps; SVD's conditioning, or the
+    AnimateDiff motion adapter."""
+    video = order.spec.video
+    if video is None:
+        return {}
+    fields = {"Frames": str(video.frames), "FPS": str(video.fps)}
+    if order.spec.mode is Mode.IMG2VID:
+        fields["Motion bucket id"] = str(video.motion_bucket_id)
+        fields["Noise augmentation strength"] = f"{video.noise_aug_strength:g}"
+    if order.motion_adapter is not None:
+        fields["Motion adapter hash"] = short_hash(order.motion_adapter)
+        fields["Motion adapter"] = order.motion_adapter.name
     return fields
 
 

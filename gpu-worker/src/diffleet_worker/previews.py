@@ -10,16 +10,19 @@ from PIL import Image
 from diffleet_core.resources.model_cache import BaseModelFamily
 
 # Per family: a 4x3 projection from the VAE's latent channels to RGB, and an RGB bias.
+SD15_LATENT_RGB = (
+    [
+        [0.3512, 0.2297, 0.3227],
+        [0.3250, 0.4974, 0.2350],
+        [-0.2829, 0.1762, 0.2721],
+        [-0.2120, -0.2616, -0.7177],
+    ],
+    [0.0, 0.0, 0.0],
+)
 LATENT_RGB: dict[BaseModelFamily, tuple[list[list[float]], list[float]]] = {
-    BaseModelFamily.SD15: (
-        [
-            [0.3512, 0.2297, 0.3227],
-            [0.3250, 0.4974, 0.2350],
-            [-0.2829, 0.1762, 0.2721],
-            [-0.2120, -0.2616, -0.7177],
-        ],
-        [0.0, 0.0, 0.0],
-    ),
+    BaseModelFamily.SD15: SD15_LATENT_RGB,
+    # SVD's VAE encodes into Stable Diffusion 1.5's latent space.
+    BaseModelFamily.SVD: SD15_LATENT_RGB,
     BaseModelFamily.SDXL: (
         [
             [0.3651, 0.4232, 0.4341],

@@ -35,6 +35,8 @@ class Generation:
     mask_image: Image.Image | None = None
     controls: Controls | None = None
     vae: Any | None = None
+    # txt2vid: the MotionAdapter the run adds to the checkpoint's UNet.
+    motion_adapter: Any | None = None
     # One reference image per IP-Adapter loaded into the pipeline (ip_adapters.py).
     image_prompts: tuple[Image.Image, ...] = ()
 
