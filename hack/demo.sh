@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # The main job end to end, on the local stack that `make up` started (operator, one CPU
 # worker, the API) with the models of `make models`: a txt2img, an img2img and an
-# outpaint GenerationJob applied with kubectl, then a txt2img job POSTed to the REST API
-# by a tenant and an upscale of its output (tiny-esrgan-x4, WebP); micro-shapes draws
-# the images. They land in ./out/.
+# outpaint GenerationJob applied with kubectl, an img2vid job that animates the img2img's
+# init image into an MP4 (tiny-svd: 8 frames of noise), then a txt2img job POSTed to the
+# REST API by a tenant and an upscale of its output (tiny-esrgan-x4, WebP); micro-shapes
+# draws the images. They land in ./out/.
 set -euo pipefail
 LOG_TAG=demo
 source "$(dirname "$0")/lib.sh"
 eval "$("$ROOT/hack/stack.sh" env)"
 
 namespace=diffleet-demo
-jobs=(red-circle blue-square-repainted blue-square-outpainted)
+jobs=(red-circle blue-square-repainted blue-square-outpainted blue-square-animated)
 kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 # Finished jobs keep their names until their TTL: start again from scratch.
 kubectl delete generationjobs --all -n "$namespace" --wait=true >/dev/null
 
-log "uploading the init image of the img2img and outpaint examples (a blue square on white)"
+log "uploading the init image of the img2img, outpaint and img2vid examples (a blue square on white)"
 "$ROOT/.venv/bin/python" - <<'PY'
 import io
 
@@ -31,7 +32,7 @@ boto3.client("s3").put_object(
 )
 PY
 
-for manifest in txt2img img2img outpaint; do
+for manifest in txt2img img2img outpaint img2vid; do
   log "kubectl apply -f manifests/examples/$manifest.yaml"
   kubectl apply -n "$namespace" -f "$ROOT/manifests/examples/$manifest.yaml"
 done
@@ -42,7 +43,7 @@ for job in "${jobs[@]}"; do
 done
 kubectl get generationjobs -n "$namespace"
 
-log "the images, and the parameters read back from each file (the outpaint is 128x64: the 64x64 square and 64 new pixels on its right):"
+log "the images and the clip, and the parameters read back from each file (the outpaint is 128x64: the 64x64 square and 64 new pixels on its right; the clip is tiny-svd's noise):"
 (cd "$ROOT" && .venv/bin/python -m hack.demo_outputs out "$namespace" "${jobs[@]}")
 
 log "the same door for product clients: tenant 'demo' (namespace $namespace), an API key, a job and an upscale of its output"

@@ -1,6 +1,7 @@
-"""Downloads the images of finished GenerationJobs into a folder and prints, for each,
-its path, size and the generation parameters read back from the file (PNG text, or the
-EXIF UserComment of a JPEG or WebP). Used by hack/demo.sh.
+"""Downloads the images and videos of finished GenerationJobs into a folder and prints,
+for each, its path, size (and frames and fps of a video) and the generation parameters
+read back from the file (PNG text, the EXIF UserComment of a JPEG or WebP, the comment
+of a GIF or an MP4). Used by hack/demo.sh.
 
     python -m hack.demo_outputs OUT_DIR NAMESPACE JOB [JOB ...]
 """
@@ -11,12 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import boto3
 from botocore.config import Config
 from PIL import Image
 
 from diffleet_core.storage import S3Location
-from diffleet_worker.encoding import read_parameters
+from diffleet_worker.video import read_video_parameters
 
 
 def job_outputs(namespace: str, job: str) -> list[str]:
@@ -31,13 +33,27 @@ def job_outputs(namespace: str, job: str) -> list[str]:
 
 
 def save_and_show(path: Path, data: bytes, source: str = "") -> None:
-    """Writes an image and prints its path, format, size and the parameters read back
-    from it."""
+    """Writes an image or a video and prints its path, format, size and the parameters
+    read back from it."""
     path.write_bytes(data)
-    with Image.open(io.BytesIO(data)) as image:
-        print(f"{path}  ({image.format} {image.width}x{image.height}{source})")
-    parameters = read_parameters(data) or "(no parameters)"
+    print(f"{path}  ({describe(data)}{source})")
+    parameters = read_video_parameters(data) or "(no parameters)"
     print("  " + parameters.replace("\n", "\n  "))
+
+
+def describe(data: bytes) -> str:
+    """Format and size of an image, and frames and fps of a video or animation."""
+    if data[4:8] == b"ftyp":  # an MP4
+        with av.open(io.BytesIO(data), mode="r") as container:
+            stream = container.streams.video[0]
+            return (
+                f"MP4 {stream.width}x{stream.height}, {stream.frames} frames"
+                f" at {stream.average_rate} fps"
+            )
+    with Image.open(io.BytesIO(data)) as image:
+        frames = getattr(image, "n_frames", 1)
+        animation = f", {frames} frames" if frames > 1 else ""
+        return f"{image.format} {image.width}x{image.height}{animation}"
 
 
 def main(out_dir: Path, namespace: str, jobs: list[str]) -> None:

@@ -63,7 +63,8 @@ def encode_video(
 
 
 def read_video_parameters(data: bytes) -> str | None:
-    """The parameters text of an MP4, animated WebP or GIF file, None when it has none."""
+    """The parameters text of an MP4, animated WebP or GIF file (or of any output image,
+    read as encoding.read_parameters does), None when it has none."""
     if data[4:8] == b"ftyp":  # an ISO base media (MP4) file
         with av.open(io.BytesIO(data)) as container:
             return container.metadata.get(MP4_COMMENT)
