@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from diffleet_core.preprocessors import DETECTED
+from diffleet_core.preprocessors import preprocessor_problem
 from diffleet_core.resources.generation_job import ControlType, Preprocess
 from diffleet_worker.detectors import Detector, detect
 from diffleet_worker.images import canny_edges
@@ -67,7 +67,8 @@ def _gray_to_rgb(gray: np.ndarray) -> Image.Image:
     return Image.fromarray(np.stack([gray] * 3, axis=-1), mode="RGB")
 
 
-WEIGHT_FREE: dict[ControlType, Callable[[Image.Image], Image.Image]] = {
+# The weight-free preprocessors, for core's WEIGHT_FREE types.
+PREPROCESSORS: dict[ControlType, Callable[[Image.Image], Image.Image]] = {
     ControlType.CANNY: canny_edges,
     ControlType.TILE: tile_resample,
     ControlType.SCRIBBLE: scribble_xdog,
@@ -101,13 +102,11 @@ def conditioning(
     """The conditioning image of one control entry (`field` names it in errors)."""
     if preprocess is Preprocess.NONE:
         return image
-    weight_free = WEIGHT_FREE.get(control_type)
+    # Admission refuses what has no preprocessor; an order can still lack its detector.
+    problem = preprocessor_problem(field, control_type, detector_found=control_type in detectors)
+    if problem is not None:
+        raise PreprocessError(problem)
+    weight_free = PREPROCESSORS.get(control_type)
     if weight_free is not None:
         return weight_free(image)
-    detector = detectors.get(control_type)
-    if control_type not in DETECTED or detector is None:
-        raise PreprocessError(
-            f"{field}.preprocess: no {control_type.value} preprocessor runs here; "
-            "send a processed image with preprocess none"
-        )
-    return detect(detector, image)
+    return detect(detectors[control_type], image)

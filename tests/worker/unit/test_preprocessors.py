@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from diffleet_core.preprocessors import WEIGHT_FREE
 from diffleet_core.resources.generation_job import ControlType, GenerationJobSpec, Preprocess
 from diffleet_worker import detectors
 from diffleet_worker.config import DeviceKind, Precision
 from diffleet_worker.controls import image_digest, prepare
 from diffleet_worker.device import DevicePolicy
 from diffleet_worker.preprocessors import (
-    WEIGHT_FREE,
+    PREPROCESSORS,
     PreprocessError,
     conditioning,
     module_name,
@@ -36,10 +37,14 @@ def cpu() -> DevicePolicy:
     return DevicePolicy.choose(DeviceKind.CPU, Precision.FLOAT32)
 
 
-@pytest.mark.parametrize("control_type", list(WEIGHT_FREE))
+def test_every_weight_free_type_of_the_contract_has_its_preprocessor() -> None:
+    assert set(PREPROCESSORS) == WEIGHT_FREE
+
+
+@pytest.mark.parametrize("control_type", list(PREPROCESSORS))
 def test_weight_free_maps_are_rgb_of_the_input_size_and_repeat(control_type: ControlType) -> None:
-    first = WEIGHT_FREE[control_type](square())
-    again = WEIGHT_FREE[control_type](square())
+    first = PREPROCESSORS[control_type](square())
+    again = PREPROCESSORS[control_type](square())
     assert first.mode == "RGB"
     assert first.size == SIZE
     assert image_digest(first) == image_digest(again)
@@ -47,7 +52,7 @@ def test_weight_free_maps_are_rgb_of_the_input_size_and_repeat(control_type: Con
 
 @pytest.mark.parametrize("control_type", LINE_TYPES)
 def test_line_maps_are_white_lines_on_black_along_the_edges(control_type: ControlType) -> None:
-    lines = np.asarray(WEIGHT_FREE[control_type](square()))
+    lines = np.asarray(PREPROCESSORS[control_type](square()))
     assert (lines[..., 0] == lines[..., 1]).all()
     assert (lines[..., 1] == lines[..., 2]).all()
     assert lines[6:11, 24].max() > 100  # across the square's top edge
@@ -57,7 +62,7 @@ def test_line_maps_are_white_lines_on_black_along_the_edges(control_type: Contro
 def test_tile_keeps_the_colours_and_loses_the_finest_detail() -> None:
     checker = np.indices((32, 48)).sum(axis=0) % 2 * 255
     image = Image.fromarray(np.stack([checker] * 3, axis=-1).astype(np.uint8))
-    tiled = np.asarray(WEIGHT_FREE[ControlType.TILE](image), dtype=float)
+    tiled = np.asarray(PREPROCESSORS[ControlType.TILE](image), dtype=float)
     assert abs(tiled.mean() - 127.5) < 5
     assert tiled.std() < np.asarray(image, dtype=float).std() / 4
 
@@ -71,7 +76,10 @@ def test_preprocess_none_passes_the_image_unchanged() -> None:
 
 @pytest.mark.parametrize(
     ("control_type", "named"),
-    [(ControlType.OPENPOSE, "no openpose preprocessor"), (ControlType.DEPTH, "no depth")],
+    [
+        (ControlType.OPENPOSE, "no openpose preprocessor runs in diffleet"),
+        (ControlType.DEPTH, "no depth detector is registered"),
+    ],
 )
 def test_an_entry_without_a_preprocessor_is_refused_with_its_field(
     control_type: ControlType, named: str
@@ -122,7 +130,7 @@ def test_each_entry_gets_its_own_conditioning_and_pipeline_arguments() -> None:
     controls = prepare(spec, [ControlType.SCRIBBLE, ControlType.CANNY], [], [first, second], {})
     options = controls.options("control_image", (96, 64))
     assert image_digest(controls.entries[0].image) == image_digest(
-        WEIGHT_FREE[ControlType.SCRIBBLE](first)
+        PREPROCESSORS[ControlType.SCRIBBLE](first)
     )
     assert controls.entries[1].image is second
     assert [image.size for image in options["control_image"]] == [(96, 64), (96, 64)]
