@@ -232,12 +232,12 @@ def test_an_embedding_and_a_vae_each_change_the_image_and_leave_the_model_clean(
     assert "VAE: tiny-vae" in parameters_of(done["vae"])
 
 
-def expected_depth_map(image: Image.Image) -> Image.Image:
-    """The tiny depth detector's map of `image`, computed here as the worker does (one
-    torch thread, float32 on the CPU), so its digest matches the worker's."""
+def detected_map(control_type: ControlType, image: Image.Image) -> Image.Image:
+    """The tiny detector's map of `image`, computed here as the worker does (one torch
+    thread, float32 on the CPU), so its digest matches the worker's."""
     detector = detectors.load(
-        local_model("tiny-depth-detector").path,
-        ControlType.DEPTH,
+        local_model(f"tiny-{control_type.value}-detector").path,
+        control_type,
         DevicePolicy.choose(DeviceKind.CPU, Precision.FLOAT32),
     )
     threads = torch.get_num_threads()
@@ -248,13 +248,13 @@ def expected_depth_map(image: Image.Image) -> Image.Image:
         torch.set_num_threads(threads)
 
 
-def test_two_controlnets_each_receive_their_own_conditioning_and_a_sent_map_is_kept(
+def test_controlnets_each_receive_their_own_conditioning_and_a_sent_map_is_kept(
     kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     image = circle(RED)
     sent_map = Image.linear_gradient("L").resize((64, 64)).convert("RGB")
     uri, sent_uri = upload_image(image, "control"), upload_image(sent_map, "depth-map")
-    two = TINY | {
+    three = TINY | {
         "prompt": "a red circle",
         "controlNets": [
             {"model": "tiny-canny", "image": uri},
@@ -265,6 +265,7 @@ def test_two_controlnets_each_receive_their_own_conditioning_and_a_sent_map_is_k
                 "conditioningScale": 0.8,
                 "guidanceEnd": 0.6,
             },
+            {"model": "tiny-segmentation", "image": uri, "conditioningScale": 0.5},
         ],
     }
     sent = TINY | {
@@ -272,14 +273,20 @@ def test_two_controlnets_each_receive_their_own_conditioning_and_a_sent_map_is_k
         "controlNets": [{"model": "tiny-depth", "image": sent_uri, "preprocess": "none"}],
     }
     done = run_jobs(
-        kubectl, studio_namespace, {"two-cn": two, "two-cn-again": two, "sent-map": sent}
+        kubectl, studio_namespace, {"three-cn": three, "three-cn-again": three, "sent-map": sent}
     )
     # What each ControlNet received, as the worker logs it: canny edges for the first,
-    # the depth detector's map for the second, the sent map unchanged with preprocess none.
+    # each detector's map for the others, the sent map unchanged with preprocess none.
     log = studio.log.read_text(errors="replace")
     received = {
         ("controlNets[0]", "canny", "canny", image_digest(canny_edges(image))),
-        ("controlNets[1]", "depth", "depth", image_digest(expected_depth_map(image))),
+        ("controlNets[1]", "depth", "depth", image_digest(detected_map(ControlType.DEPTH, image))),
+        (
+            "controlNets[2]",
+            "segmentation",
+            "segmentation",
+            image_digest(detected_map(ControlType.SEGMENTATION, image)),
+        ),
         ("controlNets[0]", "depth", "none", image_digest(sent_map)),
     }
     for field, control_type, module, digest in received:
@@ -287,9 +294,11 @@ def test_two_controlnets_each_receive_their_own_conditioning_and_a_sent_map_is_k
             f"{field}: {control_type} conditioning by preprocessor {module}, 64x64, sha256 {digest}"
         )
         assert line in log
-    assert done["two-cn"]["outputs"][0]["sha256"] == done["two-cn-again"]["outputs"][0]["sha256"]
-    assert done["two-cn"]["outputs"][0]["sha256"] != done["sent-map"]["outputs"][0]["sha256"]
-    parameters = parameters_of(done["two-cn"])
+    assert (
+        done["three-cn"]["outputs"][0]["sha256"] == done["three-cn-again"]["outputs"][0]["sha256"]
+    )
+    assert done["three-cn"]["outputs"][0]["sha256"] != done["sent-map"]["outputs"][0]["sha256"]
+    parameters = parameters_of(done["three-cn"])
     assert (
         'ControlNet 0: "Module: canny, Model: tiny-canny, Weight: 1, Guidance Start: 0, '
         'Guidance End: 1"'
@@ -298,6 +307,9 @@ def test_two_controlnets_each_receive_their_own_conditioning_and_a_sent_map_is_k
         'ControlNet 1: "Module: depth, Model: tiny-depth, Weight: 0.8, Guidance Start: 0, '
         'Guidance End: 0.6"'
     ) in parameters
+    assert 'ControlNet 2: "Module: segmentation, Model: tiny-segmentation, Weight: 0.5' in (
+        parameters
+    )
     assert 'ControlNet 0: "Module: none, Model: tiny-depth' in parameters_of(done["sent-map"])
 
 
