@@ -35,8 +35,8 @@ PIPELINES: dict[BaseModelFamily, Any] = {
 
 class Loader:
     """Loads checkpoints (SD 1.5, SDXL, SVD), ControlNets, VAEs, motion adapters,
-    upscalers, restorers, safety checkers, image encoders and background removers for the
-    hot tier, and frees them again."""
+    upscalers, restorers, safety checkers, ControlNet detectors, image encoders and
+    background removers for the hot tier, and frees them again."""
 
     def __init__(self, policy: DevicePolicy) -> None:
         self.policy = policy
