@@ -1,6 +1,6 @@
 """CPU time of each generation feature on the tiny models: the worker's pipeline steps
 (diffleet_worker.pipelines), called in this process with the worker's CPU device policy,
-one image each. No stack needed: the models are built locally (hack/models).
+one image (or clip) each. No stack needed: the models are built locally (hack/models).
 
 Each case runs once to warm up, then ROUNDS times; the rounds alternate between the
 cases, so every case sees the same machine load. Reported: the median CPU seconds and
@@ -21,17 +21,18 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from diffleet_core.messages import ModelRef
-from diffleet_core.resources.generation_job import ControlType, GenerationJobSpec
+from diffleet_core.resources.generation_job import ControlType, GenerationJobSpec, VideoFormat
 from diffleet_core.resources.model_cache import BaseModelFamily, ModelFormat, ModelType
 from diffleet_worker import background, controls, ip_adapters
 from diffleet_worker.config import DeviceKind, Precision
 from diffleet_worker.device import DevicePolicy, configure_torch
 from diffleet_worker.embeddings import LoadedEmbedding, applied
 from diffleet_worker.loading import Loader
-from diffleet_worker.pipelines import inpaint, outpaint, txt2img
+from diffleet_worker.pipelines import inpaint, outpaint, txt2img, video
 from diffleet_worker.pipelines.common import Generation
 from diffleet_worker.pipelines.restore import restore
 from diffleet_worker.pipelines.upscale import upscale
+from diffleet_worker.video import encode_video
 from hack.models.provision import local_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "features.md"
@@ -107,6 +108,8 @@ def cases(policy: DevicePolicy) -> list[Case]:
     encoder = models.load("tiny-image-encoder", ModelType.IMAGE_ENCODER, None)
     ip_adapter = ip_adapters.LoadedIpAdapter(local_model("tiny-ip-adapter").path, 0.6)
     remover = models.load("tiny-background-remover", ModelType.BACKGROUND_REMOVER, None)
+    svd = models.load("tiny-svd", ModelType.CHECKPOINT, BaseModelFamily.SVD)
+    motion = models.load("tiny-motion", ModelType.MOTION_ADAPTER, sd15)
 
     circle = Image.new("RGB", (64, 64), "white")
     ImageDraw.Draw(circle).ellipse((14, 14, 50, 50), fill=(220, 30, 30))
@@ -158,6 +161,20 @@ def cases(policy: DevicePolicy) -> list[Case]:
         with ip_adapters.applied(tiny, encoder, [ip_adapter]):
             return txt2img.run(tiny, spec)
 
+    def animated() -> object:
+        """img2vid, 4 frames, encoded as an MP4."""
+        spec = TINY | {"prompt": "", "mode": "img2vid", "initImage": S3_URI, "video": {"frames": 4}}
+        frames = video.img2vid(svd, generation(policy, spec, init_image=circle))
+        return encode_video(frames, VideoFormat.MP4, 7, 90, "")
+
+    def clip() -> object:
+        """txt2vid, 4 frames (the motion UNet built per run included), encoded as a GIF."""
+        adapter = {"frames": 4, "motionAdapter": "a"}
+        made = generation(policy, prompted | {"mode": "txt2vid", "video": adapter},
+                          motion_adapter=motion)  # fmt: skip
+        frames = video.txt2vid(video.motion_pipeline(tiny, made), made)
+        return encode_video(frames, VideoFormat.GIF, 7, 90, "")
+
     def with_embedding() -> object:
         with applied(tiny, embedding):
             return txt2img.run(tiny, generation(policy, prompted))
@@ -188,6 +205,8 @@ def cases(policy: DevicePolicy) -> list[Case]:
         Case("txt2img tiny-sd15 with tiny-canny + tiny-depth (+ depth detector)", controlled(
             [ControlType.CANNY, ControlType.DEPTH], [canny, depth])),
         Case("txt2img tiny-sd15 with tiny-ip-adapter (loaded and unloaded)", image_prompted),
+        Case("img2vid tiny-svd 64x64, 4 frames, 4 steps, to MP4", animated),
+        Case("txt2vid tiny-sd15 + tiny-motion 64x64, 4 frames, 4 steps, to GIF", clip),
         Case("remove background tiny-background-remover 64x64", lambda: background.remove(
             circle, remover)),
     ]  # fmt: skip
@@ -210,10 +229,10 @@ def report(figures: dict[str, Figures], rounds: int) -> str:
     lines = [
         "# CPU time per generation feature",
         "",
-        f"Measured by `bench/features.py` on {datetime.now(UTC):%Y-%m-%d}: one image per run,"
-        f" the worker's pipeline steps on the CPU in fp32 with {THREADS} threads, {rounds}"
-        " rounds after a warm-up, cases alternating. Seconds per run: median CPU (min to"
-        " max) and median wall.",
+        f"Measured by `bench/features.py` on {datetime.now(UTC):%Y-%m-%d}: one image (or"
+        f" 4-frame clip) per run, the worker's pipeline steps on the CPU in fp32 with"
+        f" {THREADS} threads, {rounds} rounds after a warm-up, cases alternating. Seconds"
+        " per run: median CPU (min to max) and median wall.",
         "",
         "| feature | CPU s | CPU spread | wall s |",
         "|---|---|---|---|",
