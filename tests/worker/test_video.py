@@ -1,7 +1,7 @@
 """Video jobs through the whole platform (kubectl, operator, RabbitMQ, a real diffusers
 worker on the CPU, S3): img2vid with tiny-svd into an MP4, txt2vid with tiny-sd15, the
 tiny-motion adapter and a LoRA into an animated GIF and WebP. Each file holds the frames
-and fps of its spec and its parameters; a seed gives the same clip again."""
+and fps of its spec and its parameters; a seed gives the same file again."""
 
 import io
 from typing import Any
@@ -61,11 +61,7 @@ def test_img2vid_gives_an_mp4_of_the_spec_frames_and_fps_with_its_parameters(
         "initImage": upload_image(circle(RED), "svd"),
         "video": {"frames": 4, "fps": 8, "motionBucketId": 100, "format": "mp4"},
     }
-    lossless = {"output": {"format": "webp", "quality": 100}}
-    webp = spec | lossless | {"video": spec["video"] | {"format": "webp"}}
-    done = run_jobs(
-        kubectl, studio_namespace, {"svd": spec, "svd-webp": webp, "svd-webp-again": webp}
-    )
+    done = run_jobs(kubectl, studio_namespace, {"svd": spec, "svd-again": spec})
     output = done["svd"]["outputs"][0]
     assert output["format"] == "mp4"
     assert output["uri"].endswith(".mp4")
@@ -76,10 +72,7 @@ def test_img2vid_gives_an_mp4_of_the_spec_frames_and_fps_with_its_parameters(
     frames, fps = mp4_frames(data)
     assert (len(frames), fps) == (4, 8.0)
     assert frames[0].shape == (64, 64, 3)
-    # The same seed, the same clip (x264 is not bit-exact: compared in lossless WebP).
-    clip = done["svd-webp"]["outputs"][0]
-    assert clip["sha256"] == done["svd-webp-again"]["outputs"][0]["sha256"]
-    assert animated_frames(read_output(clip)) == ("WEBP", [125] * 4)
+    assert output["sha256"] == done["svd-again"]["outputs"][0]["sha256"]  # the same seed
     text = read_video_parameters(data) or ""
     assert "Steps: 2, CFG scale: " in text  # no sampler: SVD's own scheduler runs
     assert "Seed: 5, Size: 64x64, Model hash: " in text

@@ -7,12 +7,10 @@ tools read them:
 - WebP: the EXIF UserComment, as still WebP outputs carry it (encoding.py)
 - GIF: the comment extension, UTF-8
 
-The same frames and text give the same bytes in WebP and GIF; not quite in MP4: the
-bundled FFmpeg's x264 encodes the same frames slightly differently from run to run (on
-tiny-svd's 64x64 clips, pixels of the decoded frames differ by up to 17 of 255). GIF and
-WebP store each frame's duration in whole centiseconds and milliseconds, so fps that do
-not divide them play at the nearest step (7 fps: 140 ms a frame in a GIF); a GIF also
-merges identical consecutive frames into one longer frame, as Pillow writes it.
+The same frames and text give the same bytes. GIF and WebP store each frame's duration
+in whole centiseconds and milliseconds, so fps that do not divide them play at the
+nearest step (7 fps: 140 ms a frame in a GIF); a GIF also merges identical consecutive
+frames into one longer frame, as Pillow writes it.
 """
 
 import io
@@ -29,7 +27,10 @@ MP4_CODEC = "libx264"
 # yuv420p: the H.264 profile every player decodes (browsers, phones).
 MP4_PIXEL_FORMAT = "yuv420p"
 # x264's constant-quality scale (0 lossless, 51 worst); 18 looks lossless to the eye.
-MP4_CRF = "18"
+# Macroblock-tree rate control off: with it, the bundled x264 encoded the same frames
+# differently from run to run once torch had run in the process (as if it read memory it
+# had not written); without it, the same frames give the same bytes.
+MP4_OPTIONS: dict[str, object] = {"crf": "18", "x264-params": "mbtree=0"}
 MP4_COMMENT = "comment"
 
 
@@ -83,7 +84,7 @@ def _mp4(frames: list[Image.Image], fps: int, parameters: str) -> bytes:
         assert isinstance(stream, av.VideoStream)
         stream.width, stream.height = frames[0].size
         stream.pix_fmt = MP4_PIXEL_FORMAT
-        stream.options = {"crf": MP4_CRF}
+        stream.options = MP4_OPTIONS
         for index, frame in enumerate(frames):
             image = av.VideoFrame.from_ndarray(np.asarray(frame), format="rgb24")
             image.pts = index  # in the stream's time base, 1/fps
