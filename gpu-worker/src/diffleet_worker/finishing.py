@@ -10,7 +10,6 @@ policy asks of the images, then the files in S3.
      file of its video format instead (video.py)
 """
 
-import hashlib
 from typing import Any
 
 from PIL import Image
@@ -22,7 +21,7 @@ from diffleet_core.telemetry import tracer
 from diffleet_worker import watermark
 from diffleet_worker.config import WorkerSettings
 from diffleet_worker.encoding import encode
-from diffleet_worker.outputs import put_output, upload_image
+from diffleet_worker.outputs import upload_image, upload_video
 from diffleet_worker.runner import RunFailedError
 from diffleet_worker.safety import SafetyChecker, flagged
 from diffleet_worker.video import encode_video
@@ -86,20 +85,7 @@ def finish_video(
     with tracer.start_as_current_span("encode"):
         clip = encode_video(frames, video.format, video.fps, order.spec.output.quality, parameters)
     with tracer.start_as_current_span("upload"):
-        location = put_output(
-            s3, order, 0, clip.data, clip.format, settings.worker_id, settings.s3_patience_seconds
-        )
-    width, height = frames[0].size
-    return JobOutput(
-        uri=location.uri,
-        format=clip.format,
-        sha256=hashlib.sha256(clip.data).hexdigest(),
-        width=width,
-        height=height,
-        frames=clip.frames,
-        fps=clip.fps,
-        duration_seconds=clip.duration_seconds,
-    )
+        return upload_video(s3, order, clip, settings.worker_id, settings.s3_patience_seconds)
 
 
 def reject_flagged(order: DispatchedJob, verdicts: list[bool]) -> None:

@@ -30,6 +30,7 @@ from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import JobOutput, OutputFormat, VideoFormat
 from diffleet_core.storage import S3Location, output_key
 from diffleet_worker.runner import RunFailedError
+from diffleet_worker.video import Video
 
 logger = logging.getLogger(__name__)
 FIRST_BACKOFF_SECONDS = 0.5
@@ -57,6 +58,24 @@ def upload_image(
         sha256=hashlib.sha256(data).hexdigest(),
         width=width,
         height=height,
+    )
+
+
+def upload_video(
+    s3: Any, order: DispatchedJob, clip: Video, worker: str, patience: float
+) -> JobOutput:
+    """Puts the job's clip (its one output), as `upload_image` puts an image."""
+    location = put_output(s3, order, 0, clip.data, clip.format, worker, patience)
+    width, height = clip.size
+    return JobOutput(
+        uri=location.uri,
+        format=clip.format,
+        sha256=hashlib.sha256(clip.data).hexdigest(),
+        width=width,
+        height=height,
+        frames=clip.frames,
+        fps=clip.fps,
+        duration_seconds=clip.duration_seconds,
     )
 
 

@@ -3,7 +3,8 @@
 It is how the scheduler is tested and benchmarked at fleet scale on one CPU: load time
 for cold and warm models, a fixed time per step, and real image files in S3 (one small
 placeholder per batch item in the spec's output format, uploaded as the real worker's
-are, retries included), with the real runner's stage spans but "fetch" (it reads no
+are, retries included; a video job's clip of placeholder frames in its video format),
+with the real runner's stage spans but "fetch" (it reads no
 input image). With `sim_gpu_profile`, load and step times are modelled by the worker's
 GPU type instead (sim_profiles.py).
 
@@ -21,14 +22,16 @@ from typing import Any
 from PIL import Image
 
 from diffleet_core.messages import DispatchedJob, ModelRef
+from diffleet_core.resources.generation_job import JobOutput
 from diffleet_core.telemetry import tracer
 from diffleet_worker import metrics
 from diffleet_worker.cache.errors import CacheTier
 from diffleet_worker.config import WorkerSettings
 from diffleet_worker.encoding import encode
-from diffleet_worker.outputs import upload_image
+from diffleet_worker.outputs import upload_image, upload_video
 from diffleet_worker.runner import JobCancelledError, RunFailedError, RunResult, StepCallback
 from diffleet_worker.sim_profiles import Timings
+from diffleet_worker.video import encode_video
 
 
 class SimulatedRunner:
@@ -87,6 +90,8 @@ class SimulatedRunner:
                     raise JobCancelledError
                 await asyncio.sleep(step_seconds)
                 await on_step(step, total, (total - step) * step_seconds, None)
+        if order.spec.video is not None:
+            return [await asyncio.to_thread(self._upload_clip, order)]
         with tracer.start_as_current_span("encode"):
             files = [_placeholder(order) for _ in range(order.spec.batch_size)]
         with tracer.start_as_current_span("upload"):
@@ -103,6 +108,15 @@ class SimulatedRunner:
                 )
                 for index, data in enumerate(files)
             ]
+
+    def _upload_clip(self, order: DispatchedJob) -> JobOutput:
+        """A video job's placeholder clip, in its video format at its fps."""
+        video = order.spec.video
+        assert video is not None
+        frames = [_placeholder_frame(order)] * video.frames
+        clip = encode_video(frames, video.format, video.fps, order.spec.output.quality, "")
+        settings = self.settings
+        return upload_video(self.s3, order, clip, settings.worker_id, settings.s3_patience_seconds)
 
     async def _load(self, model: ModelRef, keep_hot: list[str]) -> CacheTier:
         """Makes `model` the most recently used hot checkpoint; the tier it came from."""
@@ -154,3 +168,11 @@ def _placeholder(order: DispatchedJob) -> bytes:
     width, height = spec.output_size
     image = Image.new("RGB", (width // 8, height // 8), (order.seed % 256, 0, 0))
     return encode(image, spec.output.format, spec.output.quality, "")
+
+
+def _placeholder_frame(order: DispatchedJob) -> Image.Image:
+    """A frame of a video job's placeholder clip: as `_placeholder`, its sides even (H.264
+    in yuv420p needs them so)."""
+    width, height = order.spec.output_size
+    size = (max(2, width // 16 * 2), max(2, height // 16 * 2))
+    return Image.new("RGB", size, (order.seed % 256, 0, 0))

@@ -42,6 +42,7 @@ class Video:
     format: VideoFormat
     frames: int
     fps: int
+    size: tuple[int, int]  # a frame's width and height
 
     @property
     def duration_seconds(self) -> float:
@@ -60,7 +61,7 @@ def encode_video(
         data = _webp(rgb, fps, quality, parameters)
     else:
         data = _gif(rgb, fps, parameters)
-    return Video(data, video_format, len(frames), fps)
+    return Video(data, video_format, len(frames), fps, frames[0].size)
 
 
 def read_video_parameters(data: bytes) -> str | None:

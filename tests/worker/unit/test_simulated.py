@@ -1,11 +1,14 @@
 """The simulated worker's hot tier: at most sim_hot_slots checkpoints, evictions by the
-order's keep_hot, every load counted."""
+order's keep_hot, every load counted; a video job's placeholder clip."""
 
 import asyncio
+import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import av
 
 from diffleet_core.messages import DispatchedJob, JobRef, ModelRef
 from diffleet_core.resources.generation_job import GenerationJobSpec
@@ -92,3 +95,32 @@ def test_no_slots_means_unbounded(tmp_path: Path) -> None:
     asyncio.run(run_all(sim, *(order(str(i), f"m{i}") for i in range(5))))
     assert len(sim.hot_models()) == 5
     assert sim.hot_slots() is None
+
+
+class KeptS3:
+    def __init__(self) -> None:
+        self.bodies: dict[str, bytes] = {}
+
+    def put_object(self, Key: str, Body: bytes, **_: Any) -> None:  # noqa: N803 - boto3's names
+        self.bodies[Key] = Body
+
+
+def test_a_video_job_gets_a_placeholder_clip_of_its_frames_at_its_fps(tmp_path: Path) -> None:
+    s3 = KeptS3()
+    sim = SimulatedRunner(runner(tmp_path, slots=0).settings, s3)
+    spec = {"mode": "txt2vid", "prompt": "a red circle", "steps": 1, "width": 72, "height": 64}
+    video = {"frames": 6, "fps": 3, "format": "mp4", "motionAdapter": "m"}
+    clip = order("clip", "sd").model_copy(
+        update={"spec": GenerationJobSpec.model_validate(spec | {"model": "sd", "video": video})}
+    )
+
+    async def on_step(*_: Any) -> None:
+        pass
+
+    output = asyncio.run(sim.run(clip, asyncio.Event(), on_step)).outputs[0]
+    assert (output.format, output.frames, output.fps, output.duration_seconds) == ("mp4", 6, 3, 2)
+    assert output.uri.endswith("/0.mp4")
+    with av.open(io.BytesIO(s3.bodies[output.uri.split("/", 3)[3]]), mode="r") as container:
+        stream = container.streams.video[0]
+        assert (stream.frames, float(stream.average_rate or 0)) == (6, 3.0)
+        assert (stream.width, stream.height) == (output.width, output.height) == (8, 8)
