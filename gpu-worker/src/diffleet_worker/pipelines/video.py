@@ -20,13 +20,12 @@ from PIL import Image
 
 from diffleet_core.resources.conditions import Reason
 from diffleet_worker.pipelines.common import Generation, StepEnd, configure, generators
-
-# DiffusionPipeline.from_pipe casts every module, shared ones too, to its `dtype` argument
-# (float32 when not given): the calls here pass the hot pipeline's own.
 from diffleet_worker.runner import JobCancelledError, RunFailedError
 
 # (batch, frames, channels, height, width) in SVD; (batch, channels, frames, ...) in AnimateDiff.
 SVD_FRAME_AXIS, ANIMATEDIFF_FRAME_AXIS = 1, 2
+# DiffusionPipeline.from_pipe casts every module, shared ones too, to its `dtype` argument
+# (float32 when not given): the calls here pass the hot pipeline's own.
 
 
 def motion_pipeline(base: Any, generation: Generation) -> Any:
