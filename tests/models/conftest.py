@@ -1,20 +1,11 @@
-"""Fixtures of the test-model tests: one torch thread (the machine is shared, and two
-threads contending for a busy core are many times slower than one)."""
-
-from collections.abc import Iterator
+"""Fixtures of the test-model tests: one torch thread (tests/support/torch_threads.py)."""
 
 import pytest
-import torch
 
 from hack.models.provision import LocalModel, local_model
+from tests.support.torch_threads import one_torch_thread
 
-
-@pytest.fixture(autouse=True, scope="package")
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+__all__ = ["one_torch_thread"]
 
 
 @pytest.fixture(scope="package")

@@ -49,6 +49,16 @@ def run_job(
     return wait_for_phase(kubectl, namespace, name, "Succeeded", timeout=timeout)
 
 
+def run_jobs(kubectl: Kubectl, namespace: str, jobs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Applies every job at once (the worker takes them in turn); their Succeeded status."""
+    for name, spec in jobs.items():
+        apply_job(kubectl, namespace, name, **spec)
+    return {
+        name: wait_for_phase(kubectl, namespace, name, "Succeeded", timeout=JOB_TIMEOUT)
+        for name in jobs
+    }
+
+
 def read_output(output: dict[str, Any]) -> bytes:
     location = S3Location.parse(output["uri"])
     body: bytes = (

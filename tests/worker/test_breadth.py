@@ -22,9 +22,9 @@ from diffleet_worker.images import canny_edges
 from hack.models.provision import local_model
 from tests.support.groups import DIFFUSERS
 from tests.support.models import dominant_colour
-from tests.support.platform import Process, apply_job, wait_for_phase
+from tests.support.platform import Process
 from tests.support.stack import Kubectl
-from tests.worker.conftest import JOB_TIMEOUT, circle, decode, read_output, upload_image
+from tests.worker.conftest import circle, decode, read_output, run_jobs, upload_image
 
 pytestmark = DIFFUSERS
 
@@ -32,16 +32,6 @@ RED, BLUE = (220, 30, 30), (30, 30, 220)
 # micro-shapes, at the size it was trained at, with few steps.
 SHAPES = {"model": "micro-shapes", "width": 64, "height": 64, "steps": 10}
 TINY = {"model": "tiny-sd15", "width": 64, "height": 64, "steps": 4, "seed": 1}
-
-
-def run_jobs(kubectl: Kubectl, namespace: str, jobs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Applies every job at once (the worker takes them in turn); their Succeeded status."""
-    for name, spec in jobs.items():
-        apply_job(kubectl, namespace, name, **spec)
-    return {
-        name: wait_for_phase(kubectl, namespace, name, "Succeeded", timeout=JOB_TIMEOUT)
-        for name in jobs
-    }
 
 
 def image_of(status: dict[str, Any]) -> Image.Image:

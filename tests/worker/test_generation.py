@@ -34,7 +34,15 @@ from tests.support.platform import (
 )
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
-from tests.worker.conftest import JOB_TIMEOUT, circle, decode, read_output, run_job, upload_image
+from tests.worker.conftest import (
+    JOB_TIMEOUT,
+    circle,
+    decode,
+    read_output,
+    run_job,
+    run_jobs,
+    upload_image,
+)
 
 pytestmark = DIFFUSERS
 
@@ -248,16 +256,6 @@ def test_controlnet_guides_the_image_with_canny_edges(
 
 def pixels_of(status: dict[str, Any]) -> np.ndarray:
     return np.asarray(decode(read_output(status["outputs"][0])).convert("RGB"))
-
-
-def run_jobs(kubectl: Kubectl, namespace: str, jobs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Applies every job at once (the worker takes them in turn); their Succeeded status."""
-    for name, spec in jobs.items():
-        apply_job(kubectl, namespace, name, **spec)
-    return {
-        name: wait_for_phase(kubectl, namespace, name, "Succeeded", timeout=JOB_TIMEOUT)
-        for name in jobs
-    }
 
 
 def test_sdxl_is_deterministic_and_the_seed_changes_the_image(

@@ -12,24 +12,14 @@ from PIL import Image, ImageSequence
 
 from diffleet_worker.video import read_video_parameters
 from tests.support.groups import DIFFUSERS
-from tests.support.platform import Process, apply_job, wait_for_phase
+from tests.support.platform import Process
 from tests.support.stack import Kubectl
-from tests.worker.conftest import JOB_TIMEOUT, circle, read_output, upload_image
+from tests.worker.conftest import circle, read_output, run_jobs, upload_image
 
 pytestmark = DIFFUSERS
 
 RED = (220, 30, 30)
 CLIP = {"width": 64, "height": 64, "steps": 2, "seed": 5}
-
-
-def run_jobs(kubectl: Kubectl, namespace: str, jobs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Applies every job at once (the worker takes them in turn); their Succeeded status."""
-    for name, spec in jobs.items():
-        apply_job(kubectl, namespace, name, **spec)
-    return {
-        name: wait_for_phase(kubectl, namespace, name, "Succeeded", timeout=JOB_TIMEOUT)
-        for name in jobs
-    }
 
 
 def mp4_frames(data: bytes) -> tuple[list[np.ndarray], float]:

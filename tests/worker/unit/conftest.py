@@ -1,16 +1,6 @@
 """Fixtures of the worker's unit tests: one torch thread for those that run the tiny
-models in this process (the machine is shared, and two threads contending for a busy
-core are many times slower than one)."""
+models in this process."""
 
-from collections.abc import Iterator
+from tests.support.torch_threads import one_torch_thread
 
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True, scope="package")
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+__all__ = ["one_torch_thread"]
