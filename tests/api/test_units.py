@@ -15,11 +15,11 @@ from pydantic import ValidationError
 from diffleet_api.buckets import BucketPolicy, take
 from diffleet_api.errors import invalid_from
 from diffleet_api.keys import key_hash, looks_like_key, new_key
-from diffleet_api.runtime import Remembered
 from diffleet_api.settings import JWT_AUDIENCE, ApiSettings
 from diffleet_api.tokens import Claims, InvalidTokenError, Role, decode
 from diffleet_api.webhooks import backoff, sign, verify
 from diffleet_core.pricing import cost_breakdown, job_cost
+from diffleet_core.remembered import Remembered
 from diffleet_core.resources.generation_job import GenerationJobSpec
 from diffleet_core.resources.model_cache import BaseModelFamily
 from diffleet_core.settings import DEVELOPMENT_JWT_SECRET, InsecureCredentialError

@@ -17,12 +17,13 @@ from diffleet_api.kube import Kube
 from diffleet_api.metrics import RequestMetrics
 from diffleet_api.moderation import POLICY_CACHE_SECONDS
 from diffleet_api.routers import health, jobs, models, styles, uploads, usage
-from diffleet_api.runtime import Remembered, Runtime
+from diffleet_api.runtime import Runtime
 from diffleet_api.settings import ApiSettings, get_api_settings
 from diffleet_api.watcher import JobWatcher
 from diffleet_core import telemetry
 from diffleet_core.broker import Broker
 from diffleet_core.patience import patiently
+from diffleet_core.remembered import Remembered
 from diffleet_core.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)

@@ -1,10 +1,9 @@
 """Everything a request handler needs, opened at startup and closed at shutdown."""
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from aio_pika.abc import AbstractRobustConnection
 
@@ -13,49 +12,8 @@ from diffleet_api.job_models import ModelKind
 from diffleet_api.kube import Kube
 from diffleet_api.settings import ApiSettings
 from diffleet_core.broker import Broker
+from diffleet_core.remembered import Remembered
 from diffleet_core.settings import Settings
-
-V = TypeVar("V")
-
-
-@dataclass
-class Remembered(Generic[V]):
-    """Answers of look-ups by namespace and name (a ModelCache's kind, a namespace's
-    policy), remembered for `seconds`, absent ones too (a platform model is looked for in
-    the tenant's namespace first). Concurrent askers share one lookup; a failed lookup is
-    not remembered."""
-
-    seconds: float
-    max_entries: int = 4096
-    _known: dict[tuple[str, str], tuple[float, "asyncio.Future[V]"]] = field(default_factory=dict)
-
-    async def get(self, namespace: str, name: str, lookup: Callable[[], Awaitable[V]]) -> V:
-        key = (namespace, name)
-        entry = self._known.get(key)
-        if entry is None or entry[0] < time.monotonic():
-            self._make_room()
-            entry = (time.monotonic() + self.seconds, asyncio.ensure_future(lookup()))
-            self._known[key] = entry
-        try:
-            # Shielded: one asker's cancellation does not cancel the others' lookup.
-            return await asyncio.shield(entry[1])
-        except Exception:
-            if self._known.get(key) is entry:
-                del self._known[key]
-            raise
-
-    def forget(self, namespace: str, name: str) -> None:
-        """Drops what is remembered of an object (this process has just created it)."""
-        self._known.pop((namespace, name), None)
-
-    def _make_room(self) -> None:
-        """Forgets expired entries once there are many (names asked for are unbounded)."""
-        if len(self._known) < self.max_entries:
-            return
-        now = time.monotonic()
-        self._known = {key: entry for key, entry in self._known.items() if entry[0] >= now}
-        if len(self._known) >= self.max_entries:
-            self._known.clear()
 
 
 @dataclass

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from diffleet_core.model_rules import lookup_namespaces
 from diffleet_core.policy import POLICY_CONFIGMAP, Policy
+from diffleet_core.remembered import Remembered
 
 MAX_AGE_SECONDS = 10.0
 
@@ -26,10 +27,8 @@ class ContentPolicies:
     ) -> None:
         self._read = read
         self._system_namespace = system_namespace
-        self._max_age = max_age_seconds
-        self._clock = clock
-        # namespace -> when read, and its diffleet-policy's data (None: it has none).
-        self._known: dict[str, tuple[float, Mapping[str, str] | None]] = {}
+        # Each namespace's diffleet-policy data (None: it has none).
+        self._known: Remembered[Mapping[str, str] | None] = Remembered(max_age_seconds, clock=clock)
 
     async def of(self, namespace: str) -> Policy:
         """The policy that applies to the namespace's jobs (empty when there is none)."""
@@ -45,17 +44,14 @@ class ContentPolicies:
         most MAX_AGE_SECONDS before the job was admitted), and a dispatch round must not
         wait on the API server for each job."""
         for where in lookup_namespaces(namespace, self._system_namespace):
-            known = self._known.get(where)
-            if known is None:
+            read = self._known.last(where, POLICY_CONFIGMAP)
+            if read is None:
                 return None
-            if known[1] is not None:
-                return Policy.from_configmap(known[1], f"{where}/{POLICY_CONFIGMAP}")
+            if (data := read.result()) is not None:
+                return Policy.from_configmap(data, f"{where}/{POLICY_CONFIGMAP}")
         return Policy()
 
     async def _data(self, namespace: str) -> Mapping[str, str] | None:
-        known = self._known.get(namespace)
-        if known is not None and self._clock() - known[0] <= self._max_age:
-            return known[1]
-        data = await self._read(namespace, POLICY_CONFIGMAP)
-        self._known[namespace] = (self._clock(), data)
-        return data
+        return await self._known.get(
+            namespace, POLICY_CONFIGMAP, lambda: self._read(namespace, POLICY_CONFIGMAP)
+        )

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from diffleet_core.model_rules import lookup_namespaces
+from diffleet_core.remembered import Remembered
 from diffleet_core.resources.generation_job import GenerationJobSpec
 from diffleet_core.resources.style_preset import StylePresetSpec
 from diffleet_core.styles import apply_style, explicit_fields
@@ -43,10 +44,10 @@ class JobStyles:
     ) -> None:
         self._read = read
         self._system_namespace = system_namespace
-        self._max_age = max_age_seconds
-        self._clock = clock
-        # (namespace, name) -> when read, and the preset's spec (None: there is none).
-        self._presets: dict[tuple[str, str], tuple[float, Mapping[str, Any] | None]] = {}
+        # Each preset's spec (None: there is no such preset).
+        self._presets: Remembered[Mapping[str, Any] | None] = Remembered(
+            max_age_seconds, clock=clock
+        )
         # uid -> the job's spec with its style applied.
         self._styled: dict[str, GenerationJobSpec] = {}
 
@@ -88,14 +89,8 @@ class JobStyles:
         self._styled.pop(uid, None)
 
     async def _preset(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        now = self._clock()
-        known = self._presets.get((namespace, name))
-        if known is not None and now - known[0] <= self._max_age:
-            return known[1]
+        return await self._presets.get(namespace, name, lambda: self._spec(namespace, name))
+
+    async def _spec(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         body = await self._read(namespace, name)
-        # Expired entries go as new ones come: names that jobs asked for once do not stay.
-        for key, (read_at, _) in list(self._presets.items()):
-            if now - read_at > self._max_age:
-                del self._presets[key]
-        self._presets[(namespace, name)] = (now, None if body is None else body.get("spec") or {})
-        return self._presets[(namespace, name)][1]
+        return None if body is None else body.get("spec") or {}
