@@ -37,12 +37,7 @@ def finish(
 ) -> list[JobOutput]:
     """The job's outputs in S3; `parameters` is each image's parameters text, `checker`
     the order's safety model loaded (None when the order names none)."""
-    if checker is not None:
-        with tracer.start_as_current_span("safety"):
-            reject_flagged(order, flagged(checker, images))
-    if order.watermark:
-        with tracer.start_as_current_span("watermark"):
-            images = [watermark.apply(image) for image in images]
+    images = checked_and_marked(order, images, checker)
     output = order.spec.output
     with tracer.start_as_current_span("encode"):
         files = [
@@ -76,16 +71,25 @@ def finish_video(
     output classifier and the watermark, then one file of the spec's video format."""
     video = order.spec.video
     assert video is not None, "a rule requires video in the video modes"
-    if checker is not None:
-        with tracer.start_as_current_span("safety"):
-            reject_flagged(order, flagged(checker, frames))
-    if order.watermark:
-        with tracer.start_as_current_span("watermark"):
-            frames = [watermark.apply(frame) for frame in frames]
+    frames = checked_and_marked(order, frames, checker)
     with tracer.start_as_current_span("encode"):
         clip = encode_video(frames, video.format, video.fps, order.spec.output.quality, parameters)
     with tracer.start_as_current_span("upload"):
         return upload_video(s3, order, clip, settings.worker_id, settings.s3_patience_seconds)
+
+
+def checked_and_marked(
+    order: DispatchedJob, images: list[Image.Image], checker: SafetyChecker | None
+) -> list[Image.Image]:
+    """The images once the output classifier passed them (ContentRejected otherwise),
+    watermarked when the order asks."""
+    if checker is not None:
+        with tracer.start_as_current_span("safety"):
+            reject_flagged(order, flagged(checker, images))
+    if order.watermark:
+        with tracer.start_as_current_span("watermark"):
+            images = [watermark.apply(image) for image in images]
+    return images
 
 
 def reject_flagged(order: DispatchedJob, verdicts: list[bool]) -> None:
