@@ -3,26 +3,19 @@ platform's; a job's style is applied to price it (credits follow the preset's si
 the job sets none), the GenerationJob carries only the fields the client set, and a style
 that exists nowhere is refused naming the job's `style` field."""
 
-import json
-from typing import Any
-
 from tests.api.support import Api, ApiTenant
 from tests.api.test_jobs import SPEC
+from tests.support.platform import style_preset
 from tests.support.stack import Kubectl
 
 SHIPPED = {"anime", "cinematic", "line-art", "photographic", "watercolor"}
 
 
-def style_preset(kubectl: Kubectl, namespace: str, name: str, **spec: Any) -> None:
-    body = {"apiVersion": "diffleet.io/v1alpha1", "kind": "StylePreset"}
-    kubectl.apply(json.dumps(body | {"metadata": {"name": name}, "spec": spec}), namespace)
-
-
 def test_styles_are_listed_priced_and_an_unknown_one_refused(
     api: Api, tenant: ApiTenant, kubectl: Kubectl
 ) -> None:
-    style_preset(kubectl, tenant.namespace, "poster", prompt="poster of {prompt}", width=1024,
-                 height=1024)  # fmt: skip
+    poster = style_preset("poster", prompt="poster of {prompt}", width=1024, height=1024)
+    kubectl.apply(poster, tenant.namespace)
     with api.client(tenant.member) as http:
         listed = http.get("/v1/styles")
         unknown = http.post("/v1/jobs", json=SPEC | {"style": "none-such"})

@@ -5,26 +5,24 @@ did, and the prompts through the templates; a job whose preset exists nowhere fa
 admission naming spec.style; the API server refuses a preset without {prompt}."""
 
 import asyncio
-import json
 from typing import Any
 
 from diffleet_core.resources.generation_job import Sampler
 from diffleet_core.resources.style_preset import PLACEHOLDER_RULE
 from tests.operator.injection import idle_worker_lease
 from tests.operator.test_ordering import take_dispatched
-from tests.support.platform import Platform, register_model, wait_for_phase
+from tests.support.platform import (
+    Platform,
+    job_manifest,
+    register_model,
+    style_preset,
+    wait_for_phase,
+)
 from tests.support.stack import Kubectl
 
 
-def style_preset(name: str, **spec: Any) -> str:
-    body = {"apiVersion": "diffleet.io/v1alpha1", "kind": "StylePreset"}
-    return json.dumps(body | {"metadata": {"name": name}, "spec": spec})
-
-
 def job(name: str, **spec: Any) -> str:
-    """A GenerationJob with only these fields (no steps of its own, unlike apply_job's)."""
-    body = {"apiVersion": "diffleet.io/v1alpha1", "kind": "GenerationJob"}
-    return json.dumps(body | {"metadata": {"name": name}, "spec": {"model": "m"} | spec})
+    return job_manifest(name, model="m", **spec)
 
 
 def test_a_preset_without_placeholder_is_refused(kubectl: Kubectl, namespace: str) -> None:

@@ -231,6 +231,19 @@ def apply_job(kubectl: Kubectl, namespace: str, name: str, **spec: Any) -> None:
     kubectl.apply(json.dumps(body), namespace)
 
 
+def job_manifest(name: str, **spec: Any) -> str:
+    """A GenerationJob with only these fields (apply_job adds a prompt and steps; a styled
+    job leaves steps to its preset)."""
+    body = {"apiVersion": "diffleet.io/v1alpha1", "kind": "GenerationJob"}
+    return json.dumps(body | {"metadata": {"name": name}, "spec": spec})
+
+
+def style_preset(name: str, **spec: Any) -> str:
+    """A StylePreset's manifest."""
+    body = {"apiVersion": "diffleet.io/v1alpha1", "kind": "StylePreset"}
+    return json.dumps(body | {"metadata": {"name": name}, "spec": spec})
+
+
 def cancel(kubectl: Kubectl, namespace: str, job: str) -> None:
     kubectl.run(
         "patch", "generationjob", job, "-n", namespace, "--type=merge",

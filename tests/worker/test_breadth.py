@@ -2,8 +2,8 @@
 diffusers worker on the CPU, S3): outpaint, hires fix, img2img and object removal with
 micro-shapes, whose colours and positions can be checked; upscaling (spandrel and the SD
 x4 pipeline), face restoration, embeddings, the VAE override and several ControlNets with
-their preprocessors with the tiny models. Each job's parameters are read back from its
-file."""
+their preprocessors, image prompts, background removal and style presets with the tiny
+models. Each job's parameters are read back from its file."""
 
 import re
 from typing import Any
@@ -22,9 +22,16 @@ from diffleet_worker.images import canny_edges
 from hack.models.provision import local_model
 from tests.support.groups import DIFFUSERS
 from tests.support.models import dominant_colour
-from tests.support.platform import Process
+from tests.support.platform import Process, job_manifest, style_preset, wait_for_phase
 from tests.support.stack import Kubectl
-from tests.worker.conftest import circle, decode, read_output, run_jobs, upload_image
+from tests.worker.conftest import (
+    JOB_TIMEOUT,
+    circle,
+    decode,
+    read_output,
+    run_jobs,
+    upload_image,
+)
 
 pytestmark = DIFFUSERS
 
@@ -348,3 +355,36 @@ def test_background_removal_gives_an_alpha_channel_in_png_and_webp(
     assert np.array_equal(np.asarray(png), np.asarray(webp))
     assert done["cutout-webp"]["outputs"][0]["format"] == "webp"
     assert "Background removal: tiny-background-remover" in parameters_of(done["cutout-png"])
+
+
+def test_a_style_preset_fills_what_the_job_leaves_out_and_the_job_keeps_its_own(
+    kubectl: Kubectl, studio_namespace: str, studio: Process
+) -> None:
+    preset = {"prompt": "{prompt}, plain background", "negativePrompt": "blurry", "steps": 6}
+    preset |= {"width": 64, "height": 64, "sampler": "ddim"}
+    kubectl.apply(style_preset("studio-plain", **preset), studio_namespace)
+    own = {"model": "micro-shapes", "prompt": "a red circle", "seed": 11}
+    by_hand = {
+        **own,
+        **{key: preset[key] for key in ("negativePrompt", "steps", "width", "height", "sampler")},
+        "prompt": "a red circle, plain background",
+    }
+    jobs = {
+        "styled": {**own, "style": "studio-plain"},
+        "by-hand": by_hand,
+        "own-steps": {**own, "style": "studio-plain", "steps": 3},
+    }
+    for name, spec in jobs.items():  # not apply_job: it would set steps
+        kubectl.apply(job_manifest(name, **spec), studio_namespace)
+    done = {
+        name: wait_for_phase(kubectl, studio_namespace, name, "Succeeded", timeout=JOB_TIMEOUT)
+        for name in jobs
+    }
+    styled = parameters_of(done["styled"])
+    assert styled.startswith("a red circle, plain background\nNegative prompt: blurry\n")
+    assert "Steps: 6, Sampler: DDIM," in styled
+    assert "Style: studio-plain" in styled
+    # The preset's values give the image those values give written by hand.
+    assert np.array_equal(pixels_of(done["styled"]), pixels_of(done["by-hand"]))
+    assert dominant_colour(image_of(done["styled"])) == "red"
+    assert "Steps: 3, Sampler: DDIM," in parameters_of(done["own-steps"])

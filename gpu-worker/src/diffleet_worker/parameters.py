@@ -88,6 +88,8 @@ def _generation(order: DispatchedJob, seed: int, strength: float | None) -> dict
         fields["TI hashes"] = _quoted(f"{m.name}: {short_hash(m)}" for m in order.embeddings)
     fields |= _controls(order)
     fields |= _ip_adapters(order)
+    if order.style is not None:  # the prompts and fields above are the styled ones
+        fields["Style"] = order.style
     return fields
 
 
