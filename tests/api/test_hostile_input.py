@@ -459,7 +459,7 @@ def test_list_query_parameters_carry_their_bounds(
         (SPEC | {"prompt": ["a", "b"]}, "prompt", "type"),
         (SPEC | {"negative_prompt": "fog"}, "negative_prompt", "additionalProperties"),
         (SPEC | {"batch_size": 2}, "batch_size", "additionalProperties"),
-        (SPEC | {"style": "ink"}, "style", "additionalProperties"),
+        (SPEC | {"mood": "ink"}, "mood", "additionalProperties"),
         (
             SPEC
             | {"controlNet": {"model": "cn", "image": "s3://b-b/c.png", "conditioning_scale": 1}},
