@@ -48,7 +48,9 @@ log "the images and the clip, and the parameters read back from each file (the o
 
 log "the same door for product clients: tenant 'demo' (namespace $namespace), an API key, a job and an upscale of its output"
 admin="$ROOT/.venv/bin/diffleet-admin"
-"$admin" tenants list | grep -q "^demo[[:space:]]" ||
+# grep without -q reads the whole list: with -q it stops at the match, and the list's
+# writer (many tenants after a test run) dies of the closed pipe, failing the pipeline.
+"$admin" tenants list | grep "^demo[[:space:]]" >/dev/null ||
   "$admin" tenants create demo --namespace "$namespace" --tier pro --credits 100
 api_key="$("$admin" keys create demo --name demo 2>/dev/null)"
 (cd "$ROOT" && DIFFLEET_API_KEY="$api_key" .venv/bin/python -m hack.demo_api out green-triangle)
