@@ -198,36 +198,20 @@ def test_depth_auto_without_a_detector_is_refused_and_waits_for_one_not_ready() 
 
 
 def test_a_video_needs_vram_by_frames_and_size_and_a_small_pool_is_refused() -> None:
-    image = resolved(
-        spec(
-            model="svd",
-            mode="img2vid",
-            prompt="",
-            initImage=INIT,
-            width=1024,
-            height=576,
-            video={"frames": 25},
-        )
-    )
-    needs = job_requirements(image, Tier.PRO, "any")
+    def clip(frames: int) -> JobModels:
+        return resolved(
+            spec(model="svd", mode="img2vid", prompt="", initImage=INIT, width=1024,
+                 height=576, video={"frames": frames})
+        )  # fmt: skip
+
+    needs = job_requirements(clip(25), Tier.PRO, "any")
     # 5 GiB of weights + 25 frames x 0.59 megapixels x 1.4 GiB.
     assert round(needs.vram_gib, 1) == 25.6
     small = GPUPoolSpec.model_validate({"gpuType": "l4", "vramGiB": 24, "maxReplicas": 1})
     large = GPUPoolSpec.model_validate({"gpuType": "a100", "vramGiB": 80, "maxReplicas": 1})
     assert not pool_fits("l4", small, needs)
     assert pool_fits("a100", large, needs)
-    shorter = resolved(
-        spec(
-            model="svd",
-            mode="img2vid",
-            prompt="",
-            initImage=INIT,
-            width=1024,
-            height=576,
-            video={"frames": 8},
-        )
-    )
-    assert job_requirements(shorter, Tier.PRO, "any").vram_gib < 24
+    assert job_requirements(clip(8), Tier.PRO, "any").vram_gib < 24
 
 
 def test_a_clip_runs_with_its_motion_adapter_and_an_image_with_its_background_remover() -> None:
