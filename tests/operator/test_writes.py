@@ -34,11 +34,15 @@ from tests.support.stack import Kubectl
 
 FINAL = {"Succeeded", "Failed", "Cancelled"}
 STEP_SECONDS = 0.05
-# Name prefix, jobs, steps: short jobs run 0.1 s of steps (and their upload), long 1.5 s.
+# Name prefix, jobs, steps: short jobs run 0.1 s of steps (and their upload), long 3 s.
 # Over 100 transitions, so that the p99 of their lags is not their maximum.
-BATCHES = [("short", 30, 2), ("long", 8, 30)]
+BATCHES = [("short", 30, 2), ("long", 8, 60)]
 JOBS = sum(count for _, count, _ in BATCHES)
 TALLY_SECONDS = 2
+# Longer than the default 0.5 s: a short job's dispatch, steps, upload and report fit in it
+# even on a machine busy with the rest of the suite, so that its one write is a count of
+# the writer's coalescing, not of the machine's load. Lags are bounded by it plus a write.
+STATUS_WINDOW_SECONDS = 1.5
 TRANSITIONS = {"scheduledAt": "Scheduled", "startedAt": "Running", "completedAt": "Succeeded"}
 
 
@@ -138,7 +142,9 @@ def percentile(values: list[float], share: float) -> float:
 def test_writes_per_job_and_status_lag(
     kubectl: Kubectl, namespace: str, platform: Platform
 ) -> None:
-    operator = platform.operator(event_tally_seconds=str(TALLY_SECONDS))
+    operator = platform.operator(
+        event_tally_seconds=str(TALLY_SECONDS), status_window_seconds=str(STATUS_WINDOW_SECONDS)
+    )
     digest = register_model(kubectl, namespace, "m")
     for worker_id in ("w1", "w2"):
         platform.worker(
@@ -198,4 +204,4 @@ def test_writes_per_job_and_status_lag(
     assert writes("short") <= 1.5
     assert writes("long") <= 2
     assert len(tallies) <= 3 * math.ceil(windows)  # per window, not per job
-    assert percentile(lags, 0.99) <= 1.0
+    assert percentile(lags, 0.99) <= STATUS_WINDOW_SECONDS + 1.0

@@ -2,12 +2,18 @@
 (API key or JWT, then the tenant's request rate limit), and the role a route needs."""
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import (
+    HTTPAuthorizationCredentials,
+    HTTPBasic,
+    HTTPBasicCredentials,
+    HTTPBearer,
+)
 
 from diffleet_api import ratelimits, tenants, tokens
 from diffleet_api.buckets import granted
@@ -26,6 +32,10 @@ MAX_TOKEN_LENGTH = 8192
 bearer = HTTPBearer(
     auto_error=False,
     description="An API key (dfl_...) or a JWT (aud diffleet-api), as a Bearer token",
+)
+basic = HTTPBasic(
+    auto_error=False,
+    description="An API key or a JWT as the password (any user name): the compatible doors",
 )
 
 
@@ -75,7 +85,28 @@ async def authenticate(
     in the same statement (429 when it is empty)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise UnauthenticatedError("an Authorization: Bearer token is required", headers=CHALLENGE)
-    token = credentials.credentials
+    return await principal_of(request, runtime, credentials.credentials)
+
+
+async def authenticate_basic_too(
+    request: Request,
+    runtime: RuntimeDep,
+    bearer_credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    basic_credentials: Annotated[HTTPBasicCredentials | None, Depends(basic)],
+) -> Principal:
+    """The caller, from a Bearer token or from the password of HTTP Basic auth (the user
+    name is not read), as Automatic1111's `--api-auth` clients send a key."""
+    if basic_credentials is not None:
+        return await principal_of(request, runtime, basic_credentials.password)
+    if bearer_credentials is not None and bearer_credentials.scheme.lower() == "bearer":
+        return await principal_of(request, runtime, bearer_credentials.credentials)
+    raise UnauthenticatedError(
+        "an Authorization: Bearer token, or Basic auth with the key as password, is required",
+        headers=CHALLENGE | {"WWW-Authenticate": 'Basic realm="diffleet"'},
+    )
+
+
+async def principal_of(request: Request, runtime: Runtime, token: str) -> Principal:
     if len(token) > MAX_TOKEN_LENGTH or not BEARER_TOKEN.fullmatch(token):
         raise refused("the Bearer token holds characters (or a length) no token has")
     capacities = runtime.settings.request_capacities
@@ -108,8 +139,10 @@ async def authenticate(
     return Principal(subject, tenant, role, caller.balance, left)
 
 
-def require(role: Role) -> object:
-    async def allowed(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+def require(
+    role: Role, authenticator: Callable[..., Awaitable[Principal]] = authenticate
+) -> object:
+    async def allowed(principal: Annotated[Principal, Depends(authenticator)]) -> Principal:
         if not principal.role.allows(role):
             raise ForbiddenError(
                 f"role {principal.role.value!r} may not do this; {role.value!r} may"
@@ -122,3 +155,6 @@ def require(role: Role) -> object:
 Viewer = Annotated[Principal, require(Role.VIEWER)]
 Member = Annotated[Principal, require(Role.MEMBER)]
 Admin = Annotated[Principal, require(Role.ADMIN)]
+# The compatible doors that accept Basic auth too (Automatic1111's).
+BasicViewer = Annotated[Principal, require(Role.VIEWER, authenticate_basic_too)]
+BasicMember = Annotated[Principal, require(Role.MEMBER, authenticate_basic_too)]

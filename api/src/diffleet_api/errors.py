@@ -7,7 +7,8 @@ body that is not JSON at all is 400, not a validation error.
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -181,37 +182,56 @@ def invalid_from(error: ValidationError, prefix: Sequence[int | str] = ()) -> In
     return invalid(field_errors(details))
 
 
-def problem_response(
-    request: Request, status: int, kind: str, title: str, detail: str, **extra: Any
-) -> JSONResponse:
-    headers = extra.pop("headers", None)
+@dataclass(frozen=True)
+class Failure:
+    """A failure to answer, before it is put in a dialect's shape."""
+
+    status: int
+    kind: str
+    title: str
+    detail: str
+    errors: list[FieldError] | None = None
+    headers: dict[str, str] | None = None
+
+
+Dialect = Callable[[Request, Failure], JSONResponse]
+"""Renders a failure in the error shape of the API a client speaks (the compatible doors:
+OpenAI's, Automatic1111's), by path prefix (`install`)."""
+
+
+def problem(request: Request, failure: Failure) -> JSONResponse:
+    """RFC 9457 problem details: the shape of every route but the compatible doors'."""
     body = Problem(
-        type=TYPE_BASE + kind,
-        title=title,
-        status=status,
-        detail=detail,
+        type=TYPE_BASE + failure.kind,
+        title=failure.title,
+        status=failure.status,
+        detail=failure.detail,
         instance=request.url.path,
-        **extra,
+        errors=failure.errors,
     )
     return JSONResponse(
         body.model_dump(exclude_none=True),
-        status_code=status,
+        status_code=failure.status,
         media_type=PROBLEM_JSON,
-        headers=headers,
+        headers=failure.headers,
     )
+
+
+def respond(request: Request, failure: Failure) -> JSONResponse:
+    """The failure in the shape of the route's dialect (problem details by default)."""
+    dialects: Mapping[str, Dialect] = getattr(request.app.state, "error_dialects", {})
+    for prefix, render in dialects.items():
+        if request.url.path.startswith(prefix):
+            return render(request, failure)
+    return problem(request, failure)
 
 
 async def on_api_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, ApiError)
-    return problem_response(
-        request,
-        error.status,
-        error.kind,
-        error.title,
-        error.detail,
-        errors=error.errors,
-        headers=error.headers or None,
+    failure = Failure(
+        error.status, error.kind, error.title, error.detail, error.errors, error.headers or None
     )
+    return respond(request, failure)
 
 
 async def on_validation_error(request: Request, error: Exception) -> JSONResponse:
@@ -227,14 +247,11 @@ async def on_validation_error(request: Request, error: Exception) -> JSONRespons
 async def on_http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
     kind = {404: "not-found", 405: "method-not-allowed"}.get(error.status_code, "http-error")
-    return problem_response(
-        request,
-        error.status_code,
-        kind,
-        str(error.detail),
-        str(error.detail),
-        headers=getattr(error, "headers", None),
+    detail = str(error.detail)
+    failure = Failure(
+        error.status_code, kind, detail, detail, headers=getattr(error, "headers", None)
     )
+    return respond(request, failure)
 
 
 async def on_database_error(request: Request, error: Exception) -> JSONResponse:
@@ -248,12 +265,13 @@ async def on_database_error(request: Request, error: Exception) -> JSONResponse:
 
 async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem_response(
-        request, 500, "internal", "Internal error", "the server failed; it has been logged"
-    )
+    failure = Failure(500, "internal", "Internal error", "the server failed; it has been logged")
+    return respond(request, failure)
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, dialects: Mapping[str, Dialect] | None = None) -> None:
+    """The handlers; `dialects`: the error shape of the routes under each path prefix."""
+    app.state.error_dialects = dict(dialects or {})
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

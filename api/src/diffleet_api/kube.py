@@ -4,9 +4,9 @@ timeout; Kubernetes' refusals become problem responses naming the field."""
 
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -26,8 +26,22 @@ from diffleet_core.resources import generation_job, gpu_pool, model_cache, style
 MERGE_PATCH = "application/merge-patch+json"
 CREATED_BY = "app.kubernetes.io/created-by"
 API = "diffleet-api"  # the value of CREATED_BY on the jobs this API creates
+# The compatible door a job came through (openai, a1111) and the caller who used it
+# (caller_label): what a door's "the caller's running job" looks for.
+DOOR_LABEL = "diffleet.io/door"
+CALLER_LABEL = "diffleet.io/caller"
+# The end user a client names for its own accounting (OpenAI's `user`).
+END_USER_ANNOTATION = "diffleet.io/end-user"
 Body = dict[str, Any]
 WATCH_GRACE_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class JobTags:
+    """Labels and annotations a job is created with, besides the API's own."""
+
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -77,17 +91,21 @@ class Kube:
 
     # ------------------------------------------------------------ GenerationJobs
 
-    async def create_job(self, namespace: str, name: str, spec: Body) -> Body:
+    async def create_job(
+        self, namespace: str, name: str, spec: Body, tags: JobTags | None = None
+    ) -> Body:
         """Creates the job, whose annotation carries the trace on (from this span, a child
         of the request's) to the operator and the worker."""
         attributes = {telemetry.JOB_NAMESPACE: namespace, telemetry.JOB_NAME: name}
         with telemetry.tracer.start_as_current_span("create job", attributes=attributes) as span:
-            annotations: dict[str, str] = {}
+            tags = tags or JobTags()
+            annotations = dict(tags.annotations)
             telemetry.annotate(annotations)
+            labels = {**tags.labels, CREATED_BY: API}
             body = {
                 "apiVersion": f"{API_GROUP}/{API_VERSION}",
                 "kind": generation_job.KIND,
-                "metadata": {"name": name, "labels": {CREATED_BY: API}, "annotations": annotations},
+                "metadata": {"name": name, "labels": labels, "annotations": annotations},
                 "spec": spec,
             }
             with refusals(f"job {name!r}"):
@@ -105,7 +123,9 @@ class Kube:
     async def get_job(self, namespace: str, name: str) -> Body | None:
         return await self._get(namespace, generation_job.PLURAL, name)
 
-    async def list_jobs(self, namespace: str, limit: int, cursor: str | None) -> Page:
+    async def list_jobs(
+        self, namespace: str, limit: int, cursor: str | None, label_selector: str = ""
+    ) -> Page:
         with refusals("job list", field="cursor" if cursor else None):
             listed = await self.custom.list_namespaced_custom_object(
                 API_GROUP,
@@ -113,6 +133,7 @@ class Kube:
                 namespace,
                 generation_job.PLURAL,
                 limit=limit,
+                label_selector=label_selector,
                 _request_timeout=self.timeout,
                 **paging(cursor),
             )

@@ -11,20 +11,31 @@ from diffleet_core.resources.generation_job import JobPhase
 from diffleet_core.storage import S3Location, output_prefix
 
 
-def presigned_outputs(runtime: Runtime, job: JobPublic) -> list[Output]:
+def output_locations(runtime: Runtime, job: JobPublic) -> list[S3Location]:
+    """Where the Succeeded job's outputs are: each under the job's own key prefix."""
     if job.status.phase != JobPhase.SUCCEEDED:
         phase = job.status.phase.value if job.status.phase else "Pending"
         raise ConflictError(f"job {job.id!r} is {phase}: outputs exist once it has Succeeded")
-    seconds = runtime.settings.presign_seconds
-    expires = datetime.now(UTC) + timedelta(seconds=seconds)
     prefix = output_prefix(job.namespace, job.id, job.uid)
-    signed = []
+    locations = []
     for index, output in enumerate(job.status.outputs or []):
         location = S3Location.parse(output.uri)
         if location.bucket != runtime.platform.buckets.outputs or not location.key.startswith(
             prefix
         ):
             raise ConflictError(f"output {index} is not under the job's key prefix")
+        locations.append(location)
+    return locations
+
+
+def presigned_outputs(runtime: Runtime, job: JobPublic) -> list[Output]:
+    seconds = runtime.settings.presign_seconds
+    expires = datetime.now(UTC) + timedelta(seconds=seconds)
+    signed = []
+    locations = output_locations(runtime, job)
+    for index, (output, location) in enumerate(
+        zip(job.status.outputs or [], locations, strict=True)
+    ):
         url = runtime.s3.generate_presigned_url(
             "get_object",
             Params={"Bucket": location.bucket, "Key": location.key},

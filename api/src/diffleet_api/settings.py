@@ -136,6 +136,35 @@ class ApiSettings(BaseSettings):
     webhook_backoff_seconds: float = Field(default=1.0, gt=0, description="First retry delay")
     webhook_backoff_max_seconds: float = Field(default=300.0, gt=0)
     sse_keepalive_seconds: float = Field(default=15.0, gt=0)
+    door_wait_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long a compatible door's request (OpenAI, Automatic1111) waits for"
+        " its job to finish; past it, a 504 that names the job (follow it at /v1/jobs)",
+    )
+    door_default_model: str = Field(
+        default="",
+        max_length=253,
+        description="The checkpoint ModelCache a door's request runs when it names none, or"
+        " names one of OpenAI's models (dall-e-*, gpt-image-*); empty: such a request is"
+        " refused, naming `model`",
+    )
+    openai_quality_steps: dict[str, int] = Field(
+        default_factory=lambda: {
+            "low": 15,
+            "medium": 25,
+            "standard": 25,
+            "auto": 25,
+            "high": 40,
+            "hd": 40,
+        },
+        description="Denoising steps of each OpenAI `quality` (JSON)",
+    )
+    openai_style_presets: dict[str, str] = Field(
+        default_factory=lambda: {"vivid": "cinematic", "natural": "photographic"},
+        description="The StylePreset of each OpenAI `style` (JSON); any other value of"
+        " `style` is taken as a StylePreset's name",
+    )
 
     @cached_property
     def request_capacities(self) -> dict[str, int]:

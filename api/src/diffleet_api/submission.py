@@ -34,7 +34,7 @@ from diffleet_api.job_models import (
     pricing_family,
 )
 from diffleet_api.job_styles import styled_specs
-from diffleet_api.kube import Body
+from diffleet_api.kube import Body, JobTags
 from diffleet_api.moderation import denied_prompts, policy_of
 from diffleet_api.runtime import Runtime
 from diffleet_api.schemas import JobPublic
@@ -183,7 +183,10 @@ async def submit(
     names: list[str] | None,
     idempotency_key: str | None,
     field_prefix: str = "",
+    tags: JobTags | None = None,
 ) -> Submitted:
+    """Creates the jobs, all or none; `tags`: labels and annotations of each (a compatible
+    door's)."""
     tenant = principal.tenant
     claim = Claim(idempotency_key, request_digest(specs, names)) if idempotency_key else None
     if claim is not None:
@@ -203,7 +206,7 @@ async def submit(
     ledger.affordable(principal.balance, sum(costs, Decimal(0)))
     job_names = names or [new_job_name() for _ in specs]
     try:
-        jobs = await create_all(runtime, principal, specs, job_names, costs, claim, tokens)
+        jobs = await create_all(runtime, principal, specs, job_names, costs, claim, tokens, tags)
     except KeyTakenMeanwhileError:
         assert claim is not None
         replay = await replayed(runtime, tenant, claim)
@@ -220,6 +223,7 @@ async def create_all(
     costs: list[Decimal],
     claim: Claim | None,
     tokens: BucketPolicy | None,
+    tags: JobTags | None = None,
 ) -> list[JobPublic]:
     """Creates the GenerationJobs, then reserves their credits in one statement. With an
     Idempotency-Key, the key is claimed first in a transaction that commits with the
@@ -230,14 +234,14 @@ async def create_all(
     created: list[Body] = []
     try:
         if claim is None:
-            created = await create_resources(runtime, tenant.namespace, specs, names)
+            created = await create_resources(runtime, tenant.namespace, specs, names, tags)
             async with runtime.pool.connection() as connection:
                 await ledger.reserve(connection, tenant.id, reservations(created, costs), tokens)
         else:
             async with runtime.pool.connection() as connection, connection.transaction():
                 if not await claim_key(connection, tenant.id, claim, names):
                     raise KeyTakenMeanwhileError
-                created = await create_resources(runtime, tenant.namespace, specs, names)
+                created = await create_resources(runtime, tenant.namespace, specs, names, tags)
                 await ledger.reserve(connection, tenant.id, reservations(created, costs), tokens)
     except BaseException:
         await asyncio.shield(delete_resources(runtime, created))
@@ -260,14 +264,18 @@ def reservations(created: list[Body], costs: list[Decimal]) -> list[ledger.Reser
 
 
 async def create_resources(
-    runtime: Runtime, namespace: str, specs: list[GenerationJobSpec], names: list[str]
+    runtime: Runtime,
+    namespace: str,
+    specs: list[GenerationJobSpec],
+    names: list[str],
+    tags: JobTags | None = None,
 ) -> list[Body]:
     """Creates the GenerationJobs concurrently; if one fails, those created are deleted."""
     gate = asyncio.Semaphore(CREATE_CONCURRENCY)
 
     async def create(spec: GenerationJobSpec, name: str) -> Body:
         async with gate:
-            return await runtime.kube.create_job(namespace, name, wire_spec(spec))
+            return await runtime.kube.create_job(namespace, name, wire_spec(spec), tags)
 
     results = await asyncio.gather(
         *(create(spec, name) for spec, name in zip(specs, names, strict=True)),

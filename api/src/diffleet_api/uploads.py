@@ -82,11 +82,12 @@ async def read_limited(chunks: AsyncIterator[bytes], declared: str | None, limit
     return bytes(body)
 
 
-def cleaned(data: bytes, max_pixels: int) -> CleanImage:
+def cleaned(data: bytes, max_pixels: int, field: str = "body") -> CleanImage:
+    """The image sanitized; refused with 415, 413 or 422 naming `field` (where it came)."""
     if not data:
         raise InvalidError(
-            "the body is empty",
-            errors=[FieldError(field="body", rule="minLength", message="send the image bytes")],
+            f"{field} is empty",
+            errors=[FieldError(field=field, rule="minLength", message="send the image bytes")],
         )
     try:
         return sanitize(data, max_pixels)
@@ -97,17 +98,25 @@ def cleaned(data: bytes, max_pixels: int) -> CleanImage:
             raise TooLargeError(refused.message) from refused
         raise InvalidError(
             refused.message,
-            errors=[FieldError(field="body", rule="image", message=refused.message)],
+            errors=[FieldError(field=field, rule="image", message=refused.message)],
         ) from refused
 
 
 async def store_upload(runtime: Runtime, tenant: Tenant, request: Request) -> UploadPublic:
-    settings = runtime.settings
     data = await read_limited(
-        request.stream(), request.headers.get("content-length"), settings.upload_max_bytes
+        request.stream(), request.headers.get("content-length"), runtime.settings.upload_max_bytes
     )
-    max_pixels = settings.tier_limits[tenant.tier].upload_max_pixels
-    image = await asyncio.to_thread(cleaned, data, max_pixels)
+    return await store_image(runtime, tenant, data)
+
+
+async def store_image(
+    runtime: Runtime, tenant: Tenant, data: bytes, field: str = "body"
+) -> UploadPublic:
+    """Cleans the image's bytes (refused as `cleaned` says) and stores them as an upload of
+    the tenant: what POST /v1/uploads does with its body, and a door with the images a
+    request carries."""
+    max_pixels = runtime.settings.tier_limits[tenant.tier].upload_max_pixels
+    image = await asyncio.to_thread(cleaned, data, max_pixels, field)
     digest = hashlib.sha256(image.data).hexdigest()
     bucket = runtime.platform.buckets.uploads
     key = upload_key(tenant.namespace, digest, image.format)

@@ -6,9 +6,8 @@ puts the text into the output file."""
 from collections.abc import Iterable
 
 from diffleet_core.messages import DispatchedJob, ModelRef
-from diffleet_core.resources.generation_job import Mode
+from diffleet_core.resources.generation_job import SAMPLER_LABELS, Mode
 from diffleet_worker.preprocessors import module_name
-from diffleet_worker.samplers import LABELS
 
 HASH_LENGTH = 10
 # A1111's name of latent upscaling in hires fix; the other way resizes the decoded image.
@@ -54,7 +53,7 @@ def _generation(order: DispatchedJob, seed: int, strength: float | None) -> dict
     spec = order.spec
     fields = {"Steps": str(spec.steps)}
     if spec.mode is not Mode.IMG2VID:  # SVD samples with its checkpoint's own scheduler
-        fields["Sampler"] = LABELS[spec.sampler]
+        fields["Sampler"] = SAMPLER_LABELS[spec.sampler]
     fields |= {"CFG scale": f"{spec.guidance_scale:g}", "Seed": str(seed)}
     fields |= _face_restoration(order)
     fields["Size"] = f"{spec.width}x{spec.height}"

@@ -1,4 +1,4 @@
-"""The CRD's samplers as diffusers schedulers, and their names in the `parameters` text."""
+"""The CRD's samplers as diffusers schedulers."""
 
 from typing import Any
 
@@ -31,20 +31,6 @@ SCHEDULERS: dict[Sampler, tuple[Any, dict[str, Any]]] = {
     Sampler.LMS: (LMSDiscreteScheduler, {}),
     Sampler.UNIPC: (UniPCMultistepScheduler, {}),
     Sampler.LCM: (LCMScheduler, {}),
-}
-
-# The names other tools write and read in a PNG's `parameters` text.
-LABELS: dict[Sampler, str] = {
-    Sampler.EULER: "Euler",
-    Sampler.EULER_A: "Euler a",
-    Sampler.HEUN: "Heun",
-    Sampler.DPM2: "DPM2",
-    Sampler.DPMPP_2M: "DPM++ 2M",
-    Sampler.DPMPP_2M_KARRAS: "DPM++ 2M Karras",
-    Sampler.DDIM: "DDIM",
-    Sampler.LMS: "LMS",
-    Sampler.UNIPC: "UniPC",
-    Sampler.LCM: "LCM",
 }
 
 

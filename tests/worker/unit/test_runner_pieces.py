@@ -12,14 +12,14 @@ from PIL import Image, ImageDraw
 
 from diffleet_core.messages import DispatchedJob, JobRef, ModelRef
 from diffleet_core.resources.conditions import Reason
-from diffleet_core.resources.generation_job import GenerationJobSpec, Sampler
+from diffleet_core.resources.generation_job import SAMPLER_LABELS, GenerationJobSpec, Sampler
 from diffleet_core.resources.model_cache import BaseModelFamily
 from diffleet_worker.device import DeviceOutOfMemoryError, MemoryBudget, is_out_of_memory
 from diffleet_worker.diffusers_runner import check_order
 from diffleet_worker.images import canny_edges, feathered, keep_unmasked
 from diffleet_worker.previews import preview_base64
 from diffleet_worker.runner import RunFailedError
-from diffleet_worker.samplers import LABELS, SCHEDULERS, scheduler_for
+from diffleet_worker.samplers import SCHEDULERS, scheduler_for
 
 SD15_SCHEDULER = {
     "beta_start": 0.00085,
@@ -38,7 +38,7 @@ def test_every_sampler_has_a_scheduler_and_a_label(sampler: Sampler) -> None:
     scheduler = scheduler_for(sampler, SD15_SCHEDULER)
     assert isinstance(scheduler, SCHEDULERS[sampler][0])
     assert scheduler.config.beta_schedule == "scaled_linear"
-    assert LABELS[sampler]
+    assert SAMPLER_LABELS[sampler]
 
 
 def test_karras_variant_uses_karras_sigmas() -> None:

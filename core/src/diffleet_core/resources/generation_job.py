@@ -173,6 +173,22 @@ class Sampler(StrEnum):
     LCM = "lcm"
 
 
+# Each sampler's name as Automatic1111 spells it: in an image's `parameters` text and in
+# the Automatic1111 door's `sampler_name`.
+SAMPLER_LABELS: dict[Sampler, str] = {
+    Sampler.EULER: "Euler",
+    Sampler.EULER_A: "Euler a",
+    Sampler.HEUN: "Heun",
+    Sampler.DPM2: "DPM2",
+    Sampler.DPMPP_2M: "DPM++ 2M",
+    Sampler.DPMPP_2M_KARRAS: "DPM++ 2M Karras",
+    Sampler.DDIM: "DDIM",
+    Sampler.LMS: "LMS",
+    Sampler.UNIPC: "UniPC",
+    Sampler.LCM: "LCM",
+}
+
+
 class Tier(StrEnum):
     """Service tiers, highest first. A namespace's tier is its label diffleet.io/tier."""
 
