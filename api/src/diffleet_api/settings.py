@@ -165,6 +165,16 @@ class ApiSettings(BaseSettings):
         description="The StylePreset of each OpenAI `style` (JSON); any other value of"
         " `style` is taken as a StylePreset's name",
     )
+    openai_variation_prompt: str = Field(
+        default="a variation of the image",
+        min_length=1,
+        max_length=1000,
+        description="The prompt of an OpenAI variation (an img2img job of the image; an"
+        " img2img job needs a prompt, and a variation request has none)",
+    )
+    openai_variation_strength: float = Field(
+        default=0.6, gt=0, le=1, description="The denoising strength of an OpenAI variation"
+    )
 
     @cached_property
     def request_capacities(self) -> dict[str, int]:
