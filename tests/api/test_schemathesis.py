@@ -127,8 +127,12 @@ def stateful_tenant(kubectl: Kubectl) -> Iterator[ApiTenant]:
 @pytest.fixture
 def unlimited_api(stateful_tenant: ApiTenant) -> Iterator[Api]:
     """An API process whose enterprise tier has no rate limit that a run could reach: a
-    429 in one scenario would change what the next can do (see `repeatable`)."""
-    [started] = spawn_api(stateful_tenant.namespace, watcher="false", tier_limits=UNLIMITED)
+    429 in one scenario would change what the next can do (see `repeatable`). A door's
+    request whose job is created waits a second for it (no operator runs here), not five
+    minutes."""
+    [started] = spawn_api(
+        stateful_tenant.namespace, watcher="false", tier_limits=UNLIMITED, door_wait_seconds="1"
+    )
     yield started
     started.process.stop()
 
