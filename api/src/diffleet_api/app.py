@@ -13,11 +13,21 @@ from botocore.config import Config
 from fastapi import FastAPI
 
 from diffleet_api import db, errors
+from diffleet_api.doors import a1111 as a1111_door
 from diffleet_api.doors import openai as openai_door
 from diffleet_api.kube import Kube
 from diffleet_api.metrics import RequestMetrics
 from diffleet_api.moderation import POLICY_CACHE_SECONDS
-from diffleet_api.routers import health, jobs, models, openai_images, styles, uploads, usage
+from diffleet_api.routers import (
+    a1111,
+    health,
+    jobs,
+    models,
+    openai_images,
+    styles,
+    uploads,
+    usage,
+)
 from diffleet_api.runtime import Runtime
 from diffleet_api.settings import ApiSettings, get_api_settings
 from diffleet_api.watcher import JobWatcher
@@ -123,7 +133,8 @@ def create_app(settings: ApiSettings | None = None, platform: Settings | None = 
             await asyncio.to_thread(telemetry.shutdown_tracing)
 
     app = FastAPI(title="diffleet", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
-    errors.install(app, dialects={openai_door.PREFIX: openai_door.render})
+    dialects = {openai_door.PREFIX: openai_door.render, a1111_door.PREFIX: a1111_door.render_error}
+    errors.install(app, dialects=dialects)
     app.add_middleware(RequestMetrics)
     app.include_router(health.router)
     app.include_router(jobs.router)
@@ -132,4 +143,5 @@ def create_app(settings: ApiSettings | None = None, platform: Settings | None = 
     app.include_router(styles.router)
     app.include_router(usage.router)
     app.include_router(openai_images.router)
+    app.include_router(a1111.router)
     return app

@@ -76,9 +76,11 @@ LATENT_UPSCALERS = ("Latent",)  # A1111's "Latent", "Latent (bicubic)", ... pref
 PIXEL_UPSCALERS = ("Lanczos",)
 # The A1111 settings a request's override_settings may carry, with their no-op values.
 VAE_DEFAULTS = (None, "", "Automatic", "None")
+PLACEHOLDER_URI = "s3://placeholder/image.png"
 # diffleet's spec fields (as submission's errors name them) as A1111 names them.
+CHECKPOINT_FIELD = "override_settings.sd_model_checkpoint"
 A1111_FIELDS = {
-    "model": "override_settings.sd_model_checkpoint",
+    "model": CHECKPOINT_FIELD,
     "negativePrompt": "negative_prompt",
     "guidanceScale": "cfg_scale",
     "sampler": "sampler_name",
@@ -421,12 +423,16 @@ def hires_fix(request: Txt2ImgRequest) -> HiresFixSpec | None:
     return HiresFixSpec.model_validate(fields)
 
 
-def spec_of(request: GenerationRequest, model: str, **fields: Any) -> GenerationJobSpec:
-    """The job of `request`; `fields`: its mode's own (mode, initImage, ...). Refused
-    with 422s naming A1111's fields."""
+def spec_of(request: GenerationRequest, model: str | None, **fields: Any) -> GenerationJobSpec:
+    """The job of `request` on `model` (None: none named, and no default); `fields`: its
+    mode's own (mode, initImage, ...). Refused with 422s naming A1111's fields."""
     errors = refusals(request)
     if errors:
         raise invalid(errors)
+    sampler = sampler_of(request)
+    if model is None:
+        message = "no checkpoint: name one here, or set the caller's default with POST options"
+        raise invalid([FieldError(field=CHECKPOINT_FIELD, rule="required", message=message)])
     common: dict[str, Any] = {
         "model": model,
         "prompt": request.prompt,
@@ -435,7 +441,7 @@ def spec_of(request: GenerationRequest, model: str, **fields: Any) -> Generation
         "height": request.height,
         "steps": request.steps,
         "guidance_scale": request.cfg_scale,
-        "sampler": sampler_of(request),
+        "sampler": sampler,
         "batch_size": request.batch_size,
     }
     if request.seed >= 0:
@@ -451,7 +457,7 @@ def spec_of(request: GenerationRequest, model: str, **fields: Any) -> Generation
         raise renamed(invalid_from(error)) from error
 
 
-def txt2img_spec(request: Txt2ImgRequest, model: str) -> GenerationJobSpec:
+def txt2img_spec(request: Txt2ImgRequest, model: str | None) -> GenerationJobSpec:
     try:
         hires = hires_fix(request)
     except ValidationError as error:
@@ -460,7 +466,7 @@ def txt2img_spec(request: Txt2ImgRequest, model: str) -> GenerationJobSpec:
 
 
 def img2img_spec(
-    request: Img2ImgRequest, model: str, init_image: str, mask_image: str | None
+    request: Img2ImgRequest, model: str | None, init_image: str, mask_image: str | None
 ) -> GenerationJobSpec:
     if mask_image is None:
         return spec_of(
@@ -635,15 +641,10 @@ async def update_options(runtime: Runtime, principal: Principal, given: dict[str
 # Generating
 
 
-async def model_of(runtime: Runtime, principal: Principal, request: GenerationRequest) -> str:
-    chosen = requested_checkpoint(request) or await default_checkpoint(runtime, principal)
-    if chosen is None:
-        message = "no checkpoint: name one here, or set the caller's default with POST options"
-        field = FieldError(
-            field="override_settings.sd_model_checkpoint", rule="required", message=message
-        )
-        raise invalid([field])
-    return chosen
+async def model_of(
+    runtime: Runtime, principal: Principal, request: GenerationRequest
+) -> str | None:
+    return requested_checkpoint(request) or await default_checkpoint(runtime, principal)
 
 
 async def txt2img(runtime: Runtime, principal: Principal, request: Txt2ImgRequest) -> ImageAnswer:
@@ -653,9 +654,8 @@ async def txt2img(runtime: Runtime, principal: Principal, request: Txt2ImgReques
 
 async def img2img(runtime: Runtime, principal: Principal, request: Img2ImgRequest) -> ImageAnswer:
     model = await model_of(runtime, principal, request)
-    refused_fields = refusals(request)  # before the images are stored
-    if refused_fields:
-        raise invalid(refused_fields)
+    # The request checked before its images are stored (their URIs are placeholders).
+    img2img_spec(request, model, PLACEHOLDER_URI, PLACEHOLDER_URI if request.mask else None)
     init, mask = await stored_images(runtime, principal, request)
     spec = img2img_spec(request, model, init, mask)
     return await generated(runtime, principal, spec, request)
