@@ -277,3 +277,41 @@ def test_progress_shows_live_previews_and_interrupt_ends_the_waiting_txt2img(
     with door_api.client(door_tenant.member) as http:
         job = http.get(f"/v1/jobs/{result.info['job_id']}").json()
     assert job["status"]["phase"] == "Cancelled"
+
+
+def test_a_job_past_the_doors_wait_is_a_504_naming_it_and_runs_on(
+    door_namespace: str, door_api: Api, door_tenant: ApiTenant, door_platform: None
+) -> None:
+    [impatient] = spawn_api(door_namespace, door_wait_seconds="2", watcher="false")
+    try:
+        with basic(impatient, door_tenant.member) as http:
+            waited = http.post(
+                "/txt2img",
+                json={
+                    "prompt": "a blue square",
+                    "width": 512,
+                    "height": 512,
+                    "steps": 150,
+                    "override_settings": CHECKPOINT,
+                },
+            )
+            assert waited.status_code == 504
+            body = waited.json()
+            assert body["error"] == "job-still-running"
+            job_id = waited.headers["Location"].removeprefix("/v1/jobs/")
+            assert job_id in body["detail"]
+            with door_api.client(door_tenant.member) as rest:
+                assert rest.get(f"/v1/jobs/{job_id}").json()["status"].get("phase") not in (
+                    "Succeeded",
+                    "Failed",
+                    "Cancelled",
+                )
+                assert http.post("/interrupt").json() == {}
+
+                def cancelled() -> bool:
+                    job = rest.get(f"/v1/jobs/{job_id}").json()
+                    return bool(job["status"].get("phase") == "Cancelled")
+
+                eventually(cancelled, timeout=60, what="the job cancelled")
+    finally:
+        impatient.process.stop()
