@@ -74,11 +74,11 @@ SCHEDULER_SUFFIXES = {"": "", "automatic": "", "karras": " Karras"}
 SAME = ("", "Use same checkpoint", "Use same sampler", "Use same scheduler")
 LATENT_UPSCALERS = ("Latent",)  # A1111's "Latent", "Latent (bicubic)", ... prefix
 PIXEL_UPSCALERS = ("Lanczos",)
-# The A1111 settings a request's override_settings may carry, with their no-op values.
-VAE_DEFAULTS = (None, "", "Automatic", "None")
+VAE_DEFAULTS = (None, "", "Automatic", "None")  # override_settings.sd_vae's "no VAE"
+# An img2img request is checked before its images are stored: these stand for them.
 PLACEHOLDER_URI = "s3://placeholder/image.png"
-# diffleet's spec fields (as submission's errors name them) as A1111 names them.
 CHECKPOINT_FIELD = "override_settings.sd_model_checkpoint"
+# diffleet's spec fields (as submission's errors name them) as A1111 names them.
 A1111_FIELDS = {
     "model": CHECKPOINT_FIELD,
     "negativePrompt": "negative_prompt",
@@ -262,6 +262,7 @@ def a1111_field(field: str) -> str:
 
 
 def renamed(error: InvalidError) -> InvalidError:
+    """A 422 of the spec's rules, its fields named as the A1111 request names them."""
     found = [
         FieldError(field=a1111_field(item.field), rule=item.rule, message=item.message)
         for item in error.errors or []
