@@ -288,6 +288,18 @@ def invalid_field(field: str, rule: str) -> Failure:
             3,
         ),
         (
+            Failure(503, "unavailable", "Unavailable", "S3", headers={door.JOB_HEADER: "gj-3"}),
+            openai.InternalServerError,
+            {"type": "server_error", "job_id": "gj-3"},
+            1,
+        ),
+        (
+            Failure(500, "internal", "Internal error", "logged"),
+            openai.InternalServerError,
+            {"type": "server_error", "code": None},
+            1,
+        ),
+        (
             Failure(
                 504, "job-still-running", "Still running", "wait", headers={door.JOB_HEADER: "gj-1"}
             ),

@@ -34,7 +34,7 @@ PREFIX = "/v1/images"
 JOB_HEADER = "Diffleet-Job"
 """Names the job of an answer (and of a 504): follow it at /v1/jobs/{id}."""
 OPENAI_MODELS = ("dall-e-", "gpt-image-")
-SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+SIZE = re.compile(r"^([0-9]{1,5})x([0-9]{1,5})$")
 MIN_SIDE = 64
 SIDE_STEP = 8
 # An edit repaints its transparent area from noise, as OpenAI's edits do: the masked
@@ -518,8 +518,9 @@ KINDS: dict[int, tuple[int, str, str | None]] = {
     503: (503, "server_error", "unavailable"),
     504: (504, "server_error", "job_still_running"),
 }
-# A retry would create a second job (the first one still runs, or failed) or cannot help.
-NO_RETRY = {"job-still-running", "job-failed", "insufficient-credits"}
+# A retry cannot help (nor can one of a failure that names its job: it would make a
+# second job).
+NO_RETRY = {"insufficient-credits", "internal"}
 
 
 def param_of(field: str) -> str:
@@ -569,7 +570,7 @@ def render(request: Request, failure: Failure) -> JSONResponse:
     with the status the OpenAI SDK raises its matching exception for."""
     status, error = error_object(failure)
     headers = dict(failure.headers or {})
-    if failure.kind in NO_RETRY:
+    if failure.kind in NO_RETRY or JOB_HEADER in headers:
         headers["x-should-retry"] = "false"
     body = ErrorBody(error=error).model_dump(exclude_none=True)
     body["error"].setdefault("param", None)

@@ -12,9 +12,11 @@ from diffleet_api import submission
 from diffleet_api.deps import Member, Principal, RuntimeDep
 from diffleet_api.doors import jobs
 from diffleet_api.doors import openai as door
+from diffleet_api.errors import ApiError
 from diffleet_api.job_styles import styled_specs
 from diffleet_api.outputs import presigned_outputs
 from diffleet_api.runtime import Runtime
+from diffleet_api.schemas import JobPublic
 from diffleet_api.uploads import store_image
 from diffleet_core.resources.generation_job import GenerationJobSpec, JobPhase
 
@@ -89,11 +91,28 @@ async def run(
     request: door.ImageRequest,
     response: Response,
 ) -> door.ImagesResponse:
-    """Submits the job, waits for it and answers with its images."""
+    """Submits the job, waits for it and answers with its images. A failure once the job
+    exists names it (door.render: and asks the SDK not to retry, which would make a
+    second job)."""
     tags = jobs.door_tags(door.DOOR, principal, request.end_user)
     submitted = await submission.submit(runtime, principal, [spec], None, None, tags=tags)
     job = submitted.jobs[0]
     response.headers[door.JOB_HEADER] = job.id
+    try:
+        return await answered(runtime, principal, job, spec, request)
+    except ApiError as error:
+        error.headers |= door.job_header(job)
+        raise
+
+
+async def answered(
+    runtime: Runtime,
+    principal: Principal,
+    job: JobPublic,
+    spec: GenerationJobSpec,
+    request: door.ImageRequest,
+) -> door.ImagesResponse:
+    """The job's images once it has succeeded."""
     try:
         job = await jobs.finished(runtime, principal, job)
     except jobs.StillRunningError:
