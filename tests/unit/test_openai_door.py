@@ -10,6 +10,7 @@ import httpx2
 import openai
 import pytest
 from PIL import Image, ImageDraw
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from diffleet_api.doors import openai as door
@@ -156,16 +157,28 @@ def test_without_a_mask_the_images_own_transparency_is_edited() -> None:
 def test_an_opaque_image_without_a_mask_is_an_img2img_edit() -> None:
     opaque = png_bytes(Image.new("RGBA", (64, 64), (10, 200, 10, 255)))
     assert door.edit_images(opaque, None, 2048 * 2048).mask is None
-    request = door.EditRequest.model_validate({"prompt": "a green square"})
-    spec = door.edit_spec(request, SETTINGS, "s3://uploads/t/a.png", None, (100, 64))
+    fields = door.output_fields(door.EditRequest.model_validate({"prompt": "a square"}), SETTINGS)
+    spec = door.edit_spec(fields, "s3://uploads/t/a.png", None, (100, 64))
     assert (spec.mode, spec.width, spec.height, spec.mask_image) == ("img2img", 96, 64, None)
+
+
+def test_a_variation_is_an_img2img_of_the_configured_prompt_and_strength() -> None:
+    request = door.VariationRequest.model_validate({"image": UploadFile(io.BytesIO()), "n": "2"})
+    spec = door.edit_spec(
+        door.variation_fields(request, SETTINGS), "s3://uploads/t/a.png", None, (64, 64)
+    )
+    assert (spec.mode, spec.prompt, spec.strength, spec.batch_size) == (
+        "img2img",
+        SETTINGS.openai_variation_prompt,
+        SETTINGS.openai_variation_strength,
+        2,
+    )
 
 
 def test_a_masked_edit_is_an_inpaint_from_noise() -> None:
     request = door.EditRequest.model_validate({"prompt": "a blue circle", "size": "128x128"})
-    spec = door.edit_spec(
-        request, SETTINGS, "s3://uploads/t/a.png", "s3://uploads/t/m.png", (64, 64)
-    )
+    fields = door.output_fields(request, SETTINGS)
+    spec = door.edit_spec(fields, "s3://uploads/t/a.png", "s3://uploads/t/m.png", (64, 64))
     assert (spec.mode, spec.strength, spec.width, spec.mask_image) == (
         "inpaint",
         1.0,

@@ -347,15 +347,12 @@ def generation_spec(request: GenerationRequest, settings: ApiSettings) -> Genera
 
 
 def edit_spec(
-    request: EditRequest,
-    settings: ApiSettings,
-    image: str,
-    mask: str | None,
-    image_size: tuple[int, int],
+    fields: dict[str, Any], image: str, mask: str | None, image_size: tuple[int, int]
 ) -> GenerationJobSpec:
-    """An inpaint job when there is a mask (`mask`: white = repaint), else img2img; of the
-    image's size (fitted) unless `size` says otherwise."""
-    fields = output_fields(request, settings) | {"initImage": image}
+    """The request's `fields` on the stored image: an inpaint job when there is a mask
+    (`mask`: white = repaint), else img2img; of the image's size (fitted) unless the
+    request's `size` says otherwise."""
+    fields = fields | {"initImage": image}
     if mask is not None:
         fields |= {"mode": Mode.INPAINT, "maskImage": mask, "strength": EDIT_STRENGTH}
     else:
@@ -363,17 +360,12 @@ def edit_spec(
     return built(sized(fields, image_size))
 
 
-def variation_spec(
-    request: VariationRequest, settings: ApiSettings, image: str, image_size: tuple[int, int]
-) -> GenerationJobSpec:
+def variation_fields(request: VariationRequest, settings: ApiSettings) -> dict[str, Any]:
     """An img2img job of the image with the configured prompt and strength."""
-    fields = common_fields(request, settings) | {
-        "mode": Mode.IMG2IMG,
-        "initImage": image,
+    return common_fields(request, settings) | {
         "prompt": settings.openai_variation_prompt,
         "strength": settings.openai_variation_strength,
     }
-    return built(sized(fields, image_size))
 
 
 def sized(fields: dict[str, Any], image_size: tuple[int, int]) -> dict[str, Any]:

@@ -53,6 +53,7 @@ async def create_image_edit(
 ) -> door.ImagesResponse:
     """Edits an image: an inpaint job of its transparent area (the mask's, else the
     image's own), or an img2img job of an image with none."""
+    fields = door.output_fields(request, runtime.settings)
     limit = runtime.settings.upload_max_bytes
     image_data = await door.read_upload(request.the_image(), "image", limit)
     mask_data = await door.read_upload(request.mask, "mask", limit) if request.mask else None
@@ -62,9 +63,7 @@ async def create_image_edit(
     mask = (
         await store_image(runtime, principal.tenant, images.mask, "mask") if images.mask else None
     )
-    spec = door.edit_spec(
-        request, runtime.settings, image.uri, mask.uri if mask else None, images.size
-    )
+    spec = door.edit_spec(fields, image.uri, mask.uri if mask else None, images.size)
     return await run(runtime, principal, spec, request, response)
 
 
@@ -76,11 +75,12 @@ async def create_image_variation(
     response: Response,
 ) -> door.ImagesResponse:
     """A variation of an image: an img2img job with the configured prompt and strength."""
+    fields = door.variation_fields(request, runtime.settings)
     data = await door.read_upload(request.image, "image", runtime.settings.upload_max_bytes)
     max_pixels = runtime.settings.tier_limits[principal.tenant.tier].upload_max_pixels
     opened = await asyncio.to_thread(door.opened, data, "image", max_pixels)
     image = await store_image(runtime, principal.tenant, data, "image")
-    spec = door.variation_spec(request, runtime.settings, image.uri, opened.size)
+    spec = door.edit_spec(fields, image.uri, None, opened.size)
     return await run(runtime, principal, spec, request, response)
 
 
