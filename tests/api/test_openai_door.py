@@ -16,7 +16,7 @@ import openai
 import pytest
 from PIL import Image, ImageDraw
 
-from diffleet_api.doors.openai import JOB_HEADER
+from diffleet_api.doors.openai.errors import JOB_HEADER
 from diffleet_api.kube import DOOR_LABEL, END_USER_ANNOTATION
 from diffleet_api.tokens import Role
 from diffleet_core.resources.generation_job import Tier

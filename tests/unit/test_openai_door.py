@@ -13,15 +13,20 @@ from PIL import Image, ImageDraw
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from diffleet_api.doors import openai as door
+from diffleet_api.doors.openai import errors, masks, translation
+from diffleet_api.doors.openai.schemas import (
+    OpenAIEditRequest,
+    OpenAIGenerationRequest,
+    OpenAIVariationRequest,
+)
 from diffleet_api.errors import ApiError, Failure, FieldError
 from diffleet_api.settings import ApiSettings
 
 SETTINGS = ApiSettings(door_default_model="house-model")
 
 
-def generation(**fields: Any) -> door.GenerationRequest:
-    return door.GenerationRequest.model_validate({"prompt": "a red circle"} | fields)
+def generation(**fields: Any) -> OpenAIGenerationRequest:
+    return OpenAIGenerationRequest.model_validate({"prompt": "a red circle"} | fields)
 
 
 def refusal(error: ApiError) -> tuple[str, str]:
@@ -29,8 +34,8 @@ def refusal(error: ApiError) -> tuple[str, str]:
     return error.errors[0].field, error.errors[0].rule
 
 
-def wire(request: door.GenerationRequest) -> dict[str, Any]:
-    spec = door.generation_spec(request, SETTINGS)
+def wire(request: OpenAIGenerationRequest) -> dict[str, Any]:
+    spec = translation.generation_spec(request, SETTINGS)
     return spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
@@ -67,7 +72,7 @@ def test_openais_models_and_none_run_the_default(model: str | None) -> None:
 
 def test_without_a_default_model_the_request_must_name_one() -> None:
     with pytest.raises(ApiError) as raised:
-        door.generation_spec(generation(), ApiSettings(door_default_model=""))
+        translation.generation_spec(generation(), ApiSettings(door_default_model=""))
     assert refusal(raised.value) == ("model", "required")
 
 
@@ -91,8 +96,8 @@ def test_a_style_that_is_not_openais_is_a_style_preset() -> None:
 )
 def test_what_the_platform_cannot_do_is_refused_by_name(fields: dict[str, Any], param: str) -> None:
     with pytest.raises(ApiError) as raised:
-        door.generation_spec(generation(**fields), SETTINGS)
-    assert refusal(raised.value) == (param, door.UNSUPPORTED)
+        translation.generation_spec(generation(**fields), SETTINGS)
+    assert refusal(raised.value) == (param, errors.UNSUPPORTED)
 
 
 def test_the_harmless_values_of_those_parameters_are_accepted() -> None:
@@ -103,21 +108,21 @@ def test_the_harmless_values_of_those_parameters_are_accepted() -> None:
 @pytest.mark.parametrize("size", ["1001x1000", "32x64", "4096x4096", "big", "1024"])
 def test_a_size_must_be_multiples_of_8_within_the_crds_limits(size: str) -> None:
     with pytest.raises(ApiError) as raised:
-        door.parse_size(size)
+        translation.parse_size(size)
     assert refusal(raised.value) == ("size", "pattern")
 
 
 def test_sizes() -> None:
-    assert door.parse_size("auto") is None
-    assert door.parse_size("1792x1024") == (1792, 1024)
-    assert door.fitted_size(100, 70) == (96, 64)
-    assert door.fitted_size(4000, 1000) == (2048, 512)
-    assert door.fitted_size(20, 20) == (64, 64)
+    assert translation.parse_size("auto") is None
+    assert translation.parse_size("1792x1024") == (1792, 1024)
+    assert translation.fitted_size(100, 70) == (96, 64)
+    assert translation.fitted_size(4000, 1000) == (2048, 512)
+    assert translation.fitted_size(20, 20) == (64, 64)
 
 
 def test_an_unknown_quality_is_refused() -> None:
     with pytest.raises(ApiError) as raised:
-        door.generation_spec(generation(quality="xhigh"), SETTINGS)
+        translation.generation_spec(generation(quality="xhigh"), SETTINGS)
     assert refusal(raised.value) == ("quality", "enum")
 
 
@@ -140,7 +145,7 @@ def square_hole(mode: str = "RGBA") -> Image.Image:
 
 def test_a_masks_transparent_pixels_are_diffleets_white() -> None:
     image = png_bytes(Image.new("RGB", (64, 64), "red"))
-    edit = door.edit_images(image, png_bytes(square_hole()), 2048 * 2048)
+    edit = masks.edit_images(image, png_bytes(square_hole()), 2048 * 2048)
     assert edit.size == (64, 64)
     assert edit.mask is not None
     mask = decoded(edit.mask)
@@ -149,23 +154,25 @@ def test_a_masks_transparent_pixels_are_diffleets_white() -> None:
 
 
 def test_without_a_mask_the_images_own_transparency_is_edited() -> None:
-    edit = door.edit_images(png_bytes(square_hole()), None, 2048 * 2048)
+    edit = masks.edit_images(png_bytes(square_hole()), None, 2048 * 2048)
     assert edit.mask is not None
     assert decoded(edit.mask).getpixel((30, 30)) == 255
 
 
 def test_an_opaque_image_without_a_mask_is_an_img2img_edit() -> None:
     opaque = png_bytes(Image.new("RGBA", (64, 64), (10, 200, 10, 255)))
-    assert door.edit_images(opaque, None, 2048 * 2048).mask is None
-    fields = door.output_fields(door.EditRequest.model_validate({"prompt": "a square"}), SETTINGS)
-    spec = door.edit_spec(fields, "s3://uploads/t/a.png", None, (100, 64))
+    assert masks.edit_images(opaque, None, 2048 * 2048).mask is None
+    fields = translation.output_fields(
+        OpenAIEditRequest.model_validate({"prompt": "a square"}), SETTINGS
+    )
+    spec = translation.edit_spec(fields, "s3://uploads/t/a.png", None, (100, 64))
     assert (spec.mode, spec.width, spec.height, spec.mask_image) == ("img2img", 96, 64, None)
 
 
 def test_a_variation_is_an_img2img_of_the_configured_prompt_and_strength() -> None:
-    request = door.VariationRequest.model_validate({"image": UploadFile(io.BytesIO()), "n": "2"})
-    spec = door.edit_spec(
-        door.variation_fields(request, SETTINGS), "s3://uploads/t/a.png", None, (64, 64)
+    request = OpenAIVariationRequest.model_validate({"image": UploadFile(io.BytesIO()), "n": "2"})
+    spec = translation.edit_spec(
+        translation.variation_fields(request, SETTINGS), "s3://uploads/t/a.png", None, (64, 64)
     )
     assert (spec.mode, spec.prompt, spec.strength, spec.batch_size) == (
         "img2img",
@@ -176,9 +183,9 @@ def test_a_variation_is_an_img2img_of_the_configured_prompt_and_strength() -> No
 
 
 def test_a_masked_edit_is_an_inpaint_from_noise() -> None:
-    request = door.EditRequest.model_validate({"prompt": "a blue circle", "size": "128x128"})
-    fields = door.output_fields(request, SETTINGS)
-    spec = door.edit_spec(fields, "s3://uploads/t/a.png", "s3://uploads/t/m.png", (64, 64))
+    request = OpenAIEditRequest.model_validate({"prompt": "a blue circle", "size": "128x128"})
+    fields = translation.output_fields(request, SETTINGS)
+    spec = translation.edit_spec(fields, "s3://uploads/t/a.png", "s3://uploads/t/m.png", (64, 64))
     assert (spec.mode, spec.strength, spec.width, spec.mask_image) == (
         "inpaint",
         1.0,
@@ -196,24 +203,24 @@ def test_a_masked_edit_is_an_inpaint_from_noise() -> None:
 )
 def test_a_mask_needs_the_images_size_and_an_alpha_channel(mask: Image.Image, rule: str) -> None:
     with pytest.raises(ApiError) as raised:
-        door.edit_images(png_bytes(Image.new("RGB", (64, 64))), png_bytes(mask), 2048 * 2048)
+        masks.edit_images(png_bytes(Image.new("RGB", (64, 64))), png_bytes(mask), 2048 * 2048)
     assert refusal(raised.value) == ("mask", rule)
 
 
 def test_an_edit_takes_one_image() -> None:
     with pytest.raises(ApiError) as raised:
-        door.EditRequest.model_validate({"prompt": "x"}).the_image()
+        masks.the_image(OpenAIEditRequest.model_validate({"prompt": "x"}))
     assert refusal(raised.value) == ("image", "required")
 
 
 def test_a_form_field_sent_empty_is_absent() -> None:
-    request = door.EditRequest.model_validate({"prompt": "x", "n": "", "size": ""})
+    request = OpenAIEditRequest.model_validate({"prompt": "x", "n": "", "size": ""})
     assert (request.n, request.size) == (None, None)
 
 
 def answered(failure: Failure) -> httpx2.Response:
     scope = {"type": "http", "path": "/v1/images/generations", "headers": []}
-    rendered = door.render(Request(scope), failure)
+    rendered = errors.render(Request(scope), failure)
     return httpx2.Response(
         rendered.status_code, headers=dict(rendered.headers), content=bytes(rendered.body)
     )
@@ -301,7 +308,7 @@ def invalid_field(field: str, rule: str) -> Failure:
             3,
         ),
         (
-            Failure(503, "unavailable", "Unavailable", "S3", headers={door.JOB_HEADER: "gj-3"}),
+            Failure(503, "unavailable", "Unavailable", "S3", headers={errors.JOB_HEADER: "gj-3"}),
             openai.InternalServerError,
             {"type": "server_error", "job_id": "gj-3"},
             1,
@@ -314,7 +321,11 @@ def invalid_field(field: str, rule: str) -> Failure:
         ),
         (
             Failure(
-                504, "job-still-running", "Still running", "wait", headers={door.JOB_HEADER: "gj-1"}
+                504,
+                "job-still-running",
+                "Still running",
+                "wait",
+                headers={errors.JOB_HEADER: "gj-1"},
             ),
             openai.InternalServerError,
             {"code": "job_still_running", "job_id": "gj-1"},
@@ -322,7 +333,7 @@ def invalid_field(field: str, rule: str) -> Failure:
         ),
         (
             Failure(
-                500, "job-failed", "Failed", "job gj-2 Failed", headers={door.JOB_HEADER: "gj-2"}
+                500, "job-failed", "Failed", "job gj-2 Failed", headers={errors.JOB_HEADER: "gj-2"}
             ),
             openai.InternalServerError,
             {"code": "job_failed", "job_id": "gj-2"},
@@ -351,14 +362,14 @@ def test_each_failure_is_the_sdks_own_exception(
 
 def test_an_image_over_the_tiers_pixels_is_refused_before_decoding() -> None:
     with pytest.raises(ApiError) as raised:
-        door.edit_images(png_bytes(Image.new("RGB", (128, 128))), None, 64 * 64)
+        masks.edit_images(png_bytes(Image.new("RGB", (128, 128))), None, 64 * 64)
     assert refusal(raised.value) == ("image", "maxPixels")
 
 
 def test_a_spec_field_is_refused_as_the_openai_parameter_it_came_from() -> None:
     with pytest.raises(ApiError) as raised:
-        door.generation_spec(generation(style="Not A Preset"), SETTINGS)
+        translation.generation_spec(generation(style="Not A Preset"), SETTINGS)
     failure = Failure(422, "validation", "Invalid", raised.value.detail, raised.value.errors)
-    status, error = door.error_object(failure)
+    status, error = errors.error_object(failure)
     assert (status, error.param, error.code) == (400, "style", "invalid_value")
-    assert door.param_of("output.quality") == "output_compression"
+    assert errors.param_of("output.quality") == "output_compression"
