@@ -13,8 +13,14 @@ import pytest
 import webuiapi  # type: ignore[import-untyped]
 from PIL import Image, ImageDraw
 
-from diffleet_api.doors import a1111
-from diffleet_api.doors.a1111_images import InpaintingFill, decoded, inpaint_inputs
+from diffleet_api.doors.a1111.answers import info_of
+from diffleet_api.doors.a1111.checkpoints import requested_checkpoint
+from diffleet_api.doors.a1111.errors import a1111_field, renamed, render_error
+from diffleet_api.doors.a1111.images import InpaintingFill, decoded, inpaint_inputs
+from diffleet_api.doors.a1111.refusals import refusals
+from diffleet_api.doors.a1111.sampling import sampler_of
+from diffleet_api.doors.a1111.schemas import A1111Img2ImgRequest, A1111Txt2ImgRequest
+from diffleet_api.doors.a1111.translation import img2img_spec, txt2img_spec
 from diffleet_api.errors import Failure, FieldError, InvalidError
 from diffleet_api.schemas import JobPublic
 from diffleet_core.resources.generation_job import MAX_SEED, Mode, Sampler
@@ -51,7 +57,7 @@ def refused_fields(error: pytest.ExceptionInfo[InvalidError]) -> list[str]:
 
 def test_webuiapis_default_txt2img_payload_becomes_a_job_of_its_values() -> None:
     payload = webuiapi_payload("txt2img", prompt="a red circle", seed=5, width=64, height=64)
-    spec = a1111.txt2img_spec(a1111.Txt2ImgRequest.model_validate(payload), "micro-shapes")
+    spec = txt2img_spec(A1111Txt2ImgRequest.model_validate(payload), "micro-shapes")
     assert (spec.model, spec.mode, spec.prompt, spec.seed) == (
         "micro-shapes",
         Mode.TXT2IMG,
@@ -65,19 +71,19 @@ def test_webuiapis_default_txt2img_payload_becomes_a_job_of_its_values() -> None
 def test_webuiapis_default_img2img_payload_is_accepted() -> None:
     image = Image.new("RGB", (64, 64), "white")
     payload = webuiapi_payload("img2img", images=[image], mask_image=image, prompt="x")
-    request = a1111.Img2ImgRequest.model_validate(payload)
-    assert a1111.refusals(request) == []
-    spec = a1111.img2img_spec(request, "m", "s3://uploads/t/a.png", "s3://uploads/t/b.png")
+    request = A1111Img2ImgRequest.model_validate(payload)
+    assert refusals(request) == []
+    spec = img2img_spec(request, "m", "s3://uploads/t/a.png", "s3://uploads/t/b.png")
     assert (spec.mode, spec.strength, spec.mask_image) == (
         Mode.INPAINT,
         0.75,
         "s3://uploads/t/b.png",
     )
-    assert a1111.img2img_spec(request, "m", "s3://uploads/t/a.png", None).mode is Mode.IMG2IMG
+    assert img2img_spec(request, "m", "s3://uploads/t/a.png", None).mode is Mode.IMG2IMG
 
 
 def test_seed_minus_one_leaves_the_seed_to_the_operator() -> None:
-    spec = a1111.txt2img_spec(a1111.Txt2ImgRequest(prompt="x", seed=-1), "m")
+    spec = txt2img_spec(A1111Txt2ImgRequest(prompt="x", seed=-1), "m")
     assert spec.seed is None
 
 
@@ -94,7 +100,7 @@ def test_seed_minus_one_leaves_the_seed_to_the_operator() -> None:
     ],
 )
 def test_samplers_by_their_a1111_names(fields: dict[str, Any], expected: Sampler) -> None:
-    assert a1111.sampler_of(a1111.Txt2ImgRequest(prompt="x", **fields)) is expected
+    assert sampler_of(A1111Txt2ImgRequest(prompt="x", **fields)) is expected
 
 
 @pytest.mark.parametrize(
@@ -107,7 +113,7 @@ def test_samplers_by_their_a1111_names(fields: dict[str, Any], expected: Sampler
 )
 def test_an_unknown_sampler_is_refused_naming_its_field(fields: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidError) as refused:
-        a1111.sampler_of(a1111.Txt2ImgRequest(prompt="x", **fields))
+        sampler_of(A1111Txt2ImgRequest(prompt="x", **fields))
     assert refused_fields(refused) == [field]
     assert refused.value.status == 422
 
@@ -142,7 +148,7 @@ def test_what_asks_for_the_unsupported_is_refused_naming_the_field(
     fields: dict[str, Any], field: str
 ) -> None:
     with pytest.raises(InvalidError) as refused:
-        a1111.txt2img_spec(a1111.Txt2ImgRequest(prompt="x", **fields), "m")
+        txt2img_spec(A1111Txt2ImgRequest(prompt="x", **fields), "m")
     assert refused_fields(refused) == [field]
 
 
@@ -156,45 +162,45 @@ def test_what_asks_for_the_unsupported_is_refused_naming_the_field(
     ],
 )
 def test_img2img_refusals_name_the_field(fields: dict[str, Any], field: str) -> None:
-    request = a1111.Img2ImgRequest.model_validate({"init_images": ["a"], "prompt": "x"} | fields)
+    request = A1111Img2ImgRequest.model_validate({"init_images": ["a"], "prompt": "x"} | fields)
     with pytest.raises(InvalidError) as refused:
-        a1111.img2img_spec(request, "m", "s3://uploads/t/a.png", None)
+        img2img_spec(request, "m", "s3://uploads/t/a.png", None)
     assert refused_fields(refused) == [field]
 
 
 def test_enable_hr_is_a_hires_fix_with_a1111s_second_pass_values() -> None:
-    request = a1111.Txt2ImgRequest(
+    request = A1111Txt2ImgRequest(
         prompt="x", steps=12, enable_hr=True, hr_scale=1.5, denoising_strength=0.4
     )
-    hires = a1111.txt2img_spec(request, "m").hires_fix
+    hires = txt2img_spec(request, "m").hires_fix
     assert hires is not None
     assert (hires.scale, hires.strength, hires.steps, hires.latent) == (1.5, 0.4, 12, True)
     pixel = request.model_copy(update={"hr_upscaler": "Lanczos", "hr_second_pass_steps": 5})
-    hires = a1111.txt2img_spec(pixel, "m").hires_fix
+    hires = txt2img_spec(pixel, "m").hires_fix
     assert hires is not None
     assert (hires.steps, hires.latent) == (5, False)
 
 
 def test_checkpoint_style_and_vae_come_from_the_request() -> None:
-    request = a1111.Txt2ImgRequest(
+    request = A1111Txt2ImgRequest(
         prompt="x",
         styles=["cinematic"],
         override_settings={"sd_model_checkpoint": "micro-shapes [0123abcdef]", "sd_vae": "my-vae"},
     )
-    assert a1111.requested_checkpoint(request) == "micro-shapes"
-    spec = a1111.txt2img_spec(request, "micro-shapes")
+    assert requested_checkpoint(request) == "micro-shapes"
+    spec = txt2img_spec(request, "micro-shapes")
     assert (spec.style, spec.vae) == ("cinematic", "my-vae")
     automatic = request.model_copy(update={"override_settings": {"sd_vae": "Automatic"}})
-    assert a1111.requested_checkpoint(automatic) is None
-    assert a1111.txt2img_spec(automatic, "m").vae is None
+    assert requested_checkpoint(automatic) is None
+    assert txt2img_spec(automatic, "m").vae is None
 
 
 def test_submission_errors_are_named_as_a1111_names_the_fields() -> None:
-    assert a1111.a1111_field("model") == "override_settings.sd_model_checkpoint"
-    assert a1111.a1111_field("guidanceScale") == "cfg_scale"
-    assert a1111.a1111_field("negative_prompt") == "negative_prompt"
-    assert a1111.a1111_field("initImage") == "init_images"
-    assert a1111.a1111_field("prompt") == "prompt"
+    assert a1111_field("model") == "override_settings.sd_model_checkpoint"
+    assert a1111_field("guidanceScale") == "cfg_scale"
+    assert a1111_field("negative_prompt") == "negative_prompt"
+    assert a1111_field("initImage") == "init_images"
+    assert a1111_field("prompt") == "prompt"
 
 
 def finished_job(**status: Any) -> JobPublic:
@@ -211,10 +217,10 @@ def finished_job(**status: Any) -> JobPublic:
 
 
 def test_info_reports_the_seed_of_each_image_and_the_sampler() -> None:
-    request = a1111.Txt2ImgRequest(prompt="a red circle", batch_size=3, sampler_name="DDIM")
-    spec = a1111.txt2img_spec(request, "m")
+    request = A1111Txt2ImgRequest(prompt="a red circle", batch_size=3, sampler_name="DDIM")
+    spec = txt2img_spec(request, "m")
     job = finished_job(phase="Succeeded", seed=MAX_SEED - 1, modelDigest="f" * 64)
-    info = a1111.info_of(job, spec, request, ["one", "two", "three"])
+    info = info_of(job, spec, request, ["one", "two", "three"])
     assert info["seed"] == MAX_SEED - 1
     assert info["all_seeds"] == [MAX_SEED - 1, MAX_SEED, 0]  # as the worker seeds a batch
     assert (info["sampler_name"], info["sd_model_hash"]) == ("DDIM", "f" * 10)
@@ -229,22 +235,20 @@ def test_info_reports_the_seed_of_each_image_and_the_sampler() -> None:
 
 
 def test_a_cancelled_job_is_reported_interrupted() -> None:
-    request = a1111.Txt2ImgRequest(prompt="x")
-    info = a1111.info_of(
-        finished_job(phase="Cancelled"), a1111.txt2img_spec(request, "m"), request, []
-    )
+    request = A1111Txt2ImgRequest(prompt="x")
+    info = info_of(finished_job(phase="Cancelled"), txt2img_spec(request, "m"), request, [])
     assert (info["interrupted"], info["seed"], info["all_seeds"]) == (True, None, [])
 
 
 def test_errors_take_a1111s_shape_with_the_field_errors() -> None:
-    error = a1111.renamed(
+    error = renamed(
         InvalidError(
             "bad",
             errors=[FieldError(field="guidanceScale", rule="maximum", message="at most 30")],
         )
     )
     failure = Failure(422, error.kind, error.title, error.detail, error.errors)
-    response = a1111.render_error(None, failure)  # type: ignore[arg-type]
+    response = render_error(None, failure)  # type: ignore[arg-type]
     body = json.loads(bytes(response.body))
     assert response.status_code == 422
     assert body["error"] == "validation"

@@ -13,8 +13,8 @@ from botocore.config import Config
 from fastapi import FastAPI
 
 from diffleet_api import db, errors
-from diffleet_api.doors import a1111 as a1111_door
 from diffleet_api.doors import openai as openai_door
+from diffleet_api.doors.a1111 import errors as a1111_door
 from diffleet_api.kube import Kube
 from diffleet_api.metrics import RequestMetrics
 from diffleet_api.moderation import POLICY_CACHE_SECONDS

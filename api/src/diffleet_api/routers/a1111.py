@@ -1,25 +1,25 @@
 """The Automatic1111 web UI API (`/sdapi/v1`): txt2img and img2img as GenerationJobs,
 and what its clients read around them (models, samplers, options, progress, interrupt,
 scripts). Auth: the API key as a Bearer token or as HTTP Basic auth's password. Errors
-in A1111's shape (doors.a1111.render_error)."""
+in A1111's shape (doors.a1111.errors.render_error)."""
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 
 from diffleet_api.deps import BasicMember, BasicViewer, RuntimeDep
-from diffleet_api.doors import a1111
-from diffleet_api.doors.a1111 import (
+from diffleet_api.doors.a1111 import checkpoints, generation, running, sampling
+from diffleet_api.doors.a1111.schemas import (
     A1111ErrorBody,
-    ImageAnswer,
-    Img2ImgRequest,
-    Options,
-    ProgressAnswer,
-    SamplerItem,
-    SchedulerItem,
-    Scripts,
-    SdModel,
-    Txt2ImgRequest,
+    A1111ImageAnswer,
+    A1111Img2ImgRequest,
+    A1111Options,
+    A1111Progress,
+    A1111Sampler,
+    A1111Scheduler,
+    A1111Scripts,
+    A1111SdModel,
+    A1111Txt2ImgRequest,
 )
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -45,40 +45,40 @@ router = APIRouter(prefix="/sdapi/v1", tags=["automatic1111"], responses=ERRORS)
 
 @router.post("/txt2img")
 async def txt2img(
-    request: Txt2ImgRequest, principal: BasicMember, runtime: RuntimeDep
-) -> ImageAnswer:
+    request: A1111Txt2ImgRequest, principal: BasicMember, runtime: RuntimeDep
+) -> A1111ImageAnswer:
     """A txt2img job, answered once it has finished (bounded by the door's wait)."""
-    return await a1111.txt2img(runtime, principal, request)
+    return await generation.txt2img(runtime, principal, request)
 
 
 @router.post("/img2img")
 async def img2img(
-    request: Img2ImgRequest, principal: BasicMember, runtime: RuntimeDep
-) -> ImageAnswer:
+    request: A1111Img2ImgRequest, principal: BasicMember, runtime: RuntimeDep
+) -> A1111ImageAnswer:
     """An img2img job, or an inpaint job with `mask`, answered once it has finished."""
-    return await a1111.img2img(runtime, principal, request)
+    return await generation.img2img(runtime, principal, request)
 
 
 @router.get("/sd-models")
-async def sd_models(principal: BasicViewer, runtime: RuntimeDep) -> list[SdModel]:
+async def sd_models(principal: BasicViewer, runtime: RuntimeDep) -> list[A1111SdModel]:
     """The checkpoints the tenant sees (its own and the platform's)."""
-    return await a1111.checkpoints(runtime, principal)
+    return await checkpoints.checkpoints(runtime, principal)
 
 
 @router.get("/samplers")
-async def samplers(_: BasicViewer) -> list[SamplerItem]:
-    return a1111.samplers()
+async def samplers(_: BasicViewer) -> list[A1111Sampler]:
+    return sampling.samplers()
 
 
 @router.get("/schedulers")
-async def schedulers(_: BasicViewer) -> list[SchedulerItem]:
-    return a1111.schedulers()
+async def schedulers(_: BasicViewer) -> list[A1111Scheduler]:
+    return sampling.schedulers()
 
 
 @router.get("/options")
-async def get_options(principal: BasicViewer, runtime: RuntimeDep) -> Options:
+async def get_options(principal: BasicViewer, runtime: RuntimeDep) -> A1111Options:
     """The caller's default checkpoint (POST options), else the platform's."""
-    return await a1111.options(runtime, principal)
+    return await checkpoints.options(runtime, principal)
 
 
 @router.post("/options")
@@ -86,24 +86,24 @@ async def set_options(
     options: Annotated[dict[str, Any], Body()], principal: BasicMember, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Sets the caller's default checkpoint: `{"sd_model_checkpoint": name or title}`."""
-    await a1111.update_options(runtime, principal, options)
+    await checkpoints.update_options(runtime, principal, options)
     return {}
 
 
 @router.get("/progress")
-async def progress(principal: BasicViewer, runtime: RuntimeDep) -> ProgressAnswer:
+async def progress(principal: BasicViewer, runtime: RuntimeDep) -> A1111Progress:
     """The caller's running job: its steps and its latest live preview."""
-    return await a1111.progress(runtime, principal)
+    return await running.progress(runtime, principal)
 
 
 @router.post("/interrupt")
 async def interrupt(principal: BasicMember, runtime: RuntimeDep) -> dict[str, Any]:
     """Cancels the caller's unfinished jobs through this door."""
-    await a1111.interrupt(runtime, principal)
+    await running.interrupt(runtime, principal)
     return {}
 
 
 @router.get("/scripts")
-async def scripts(_: BasicViewer) -> Scripts:
+async def scripts(_: BasicViewer) -> A1111Scripts:
     """No scripts (webuiapi asks at start)."""
-    return Scripts()
+    return A1111Scripts()
