@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from diffleet_api.doors.a1111.answers import info_of
 from diffleet_api.doors.a1111.checkpoints import requested_checkpoint
-from diffleet_api.doors.a1111.errors import a1111_field, renamed, render_error
+from diffleet_api.doors.a1111.errors import a1111_field, renamed, render
 from diffleet_api.doors.a1111.images import InpaintingFill, decoded, inpaint_inputs
 from diffleet_api.doors.a1111.refusals import refusals
 from diffleet_api.doors.a1111.sampling import sampler_of
@@ -248,7 +248,7 @@ def test_errors_take_a1111s_shape_with_the_field_errors() -> None:
         )
     )
     failure = Failure(422, error.kind, error.title, error.detail, error.errors)
-    response = render_error(None, failure)  # type: ignore[arg-type]
+    response = render(None, failure)  # type: ignore[arg-type]
     body = json.loads(bytes(response.body))
     assert response.status_code == 422
     assert body["error"] == "validation"

@@ -13,8 +13,8 @@ from botocore.config import Config
 from fastapi import FastAPI
 
 from diffleet_api import db, errors
-from diffleet_api.doors import openai as openai_door
-from diffleet_api.doors.a1111 import errors as a1111_door
+from diffleet_api.doors.a1111 import errors as a1111_errors
+from diffleet_api.doors.openai import errors as openai_errors
 from diffleet_api.kube import Kube
 from diffleet_api.metrics import RequestMetrics
 from diffleet_api.moderation import POLICY_CACHE_SECONDS
@@ -133,7 +133,10 @@ def create_app(settings: ApiSettings | None = None, platform: Settings | None = 
             await asyncio.to_thread(telemetry.shutdown_tracing)
 
     app = FastAPI(title="diffleet", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
-    dialects = {openai_door.PREFIX: openai_door.render, a1111_door.PREFIX: a1111_door.render_error}
+    dialects = {
+        openai_errors.PREFIX: openai_errors.render,
+        a1111_errors.PREFIX: a1111_errors.render,
+    }
     errors.install(app, dialects=dialects)
     app.add_middleware(RequestMetrics)
     app.include_router(health.router)

@@ -1,7 +1,7 @@
 """The Automatic1111 web UI API (`/sdapi/v1`): txt2img and img2img as GenerationJobs,
 and what its clients read around them (models, samplers, options, progress, interrupt,
 scripts). Auth: the API key as a Bearer token or as HTTP Basic auth's password. Errors
-in A1111's shape (doors.a1111.errors.render_error)."""
+in A1111's shape (doors.a1111.errors.render)."""
 
 from typing import Annotated, Any
 

@@ -6,7 +6,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Response
 
 from diffleet_api.deps import Member, RuntimeDep
-from diffleet_api.doors.openai import PREFIX, generation
+from diffleet_api.doors.openai import generation
+from diffleet_api.doors.openai.errors import PREFIX
 from diffleet_api.doors.openai.schemas import (
     OpenAIEditRequest,
     OpenAIErrorBody,

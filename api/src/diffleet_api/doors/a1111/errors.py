@@ -9,7 +9,7 @@ from pydantic.alias_generators import to_camel
 from diffleet_api.doors.a1111.schemas import A1111ErrorBody
 from diffleet_api.errors import ApiError, Failure, FieldError, InvalidError, invalid
 
-PREFIX = "/sdapi/"  # the routes whose errors render_error shapes
+PREFIX = "/sdapi/"  # the routes whose errors `render` shapes
 CHECKPOINT_FIELD = "override_settings.sd_model_checkpoint"
 # diffleet's spec fields (as submission's errors name them) as A1111 names them.
 A1111_FIELDS = {
@@ -37,7 +37,7 @@ class JobStillRunningError(ApiError):
     status, kind, title = 504, "job-still-running", "The job is still running"
 
 
-def render_error(_: Request, failure: Failure) -> JSONResponse:
+def render(_: Request, failure: Failure) -> JSONResponse:
     """A1111's error shape (its API answers `{error, detail, body, errors}`), with
     diffleet's statuses; field errors in `errors`."""
     body = A1111ErrorBody(error=failure.kind, detail=failure.detail, errors=failure.errors or [])

@@ -6,11 +6,5 @@ convention (masks), each request as one job submitted, waited for and answered
 A request is one job: `n` is the job's batchSize. `seed` is diffleet's own addition (the
 SDK sends it with `extra_body`)."""
 
-from diffleet_api.doors.openai.errors import render
-
 DOOR = "openai"
 """The door's name on its jobs (diffleet.io/door)."""
-PREFIX = "/v1/images"
-"""The door's routes; errors.install renders every failure under it with `render`."""
-
-__all__ = ["DOOR", "PREFIX", "render"]

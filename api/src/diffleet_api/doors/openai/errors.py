@@ -11,6 +11,8 @@ from diffleet_api.doors.openai.schemas import OpenAIErrorBody, OpenAIErrorObject
 from diffleet_api.errors import ApiError, Failure, FieldError, invalid
 from diffleet_api.schemas import JobPublic
 
+PREFIX = "/v1/images"
+"""The door's routes; errors.install renders every failure under it with `render`."""
 JOB_HEADER = "Diffleet-Job"
 """Names the job of an answer (and of an error once it exists): follow it at /v1/jobs/{id}."""
 UNSUPPORTED = "unsupported"
