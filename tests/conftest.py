@@ -5,6 +5,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -91,13 +92,28 @@ def kubectl(local_stack: dict[str, str]) -> Kubectl:
     return Kubectl(kubeconfig=local_stack["KUBECONFIG"])
 
 
-@pytest.fixture
-def namespace(kubectl: Kubectl) -> Iterator[str]:
-    """A fresh namespace for one test, deleted afterwards (without waiting)."""
+@contextmanager
+def fresh_namespace(kubectl: Kubectl) -> Iterator[str]:
+    """A new namespace, deleted afterwards (without waiting)."""
     name = f"test-{uuid.uuid4().hex[:8]}"
     kubectl.run("create", "namespace", name)
     yield name
     delete_namespace(kubectl, name)
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl) -> Iterator[str]:
+    """A fresh namespace for one test."""
+    with fresh_namespace(kubectl) as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+def module_namespace(kubectl: Kubectl) -> Iterator[str]:
+    """A fresh namespace for the tests of one module (that share an operator, a real
+    worker and an API: their start is paid once)."""
+    with fresh_namespace(kubectl) as name:
+        yield name
 
 
 def delete_namespace(kubectl: Kubectl, name: str) -> None:

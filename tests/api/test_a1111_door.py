@@ -6,7 +6,6 @@ the job, credits and history the same as for POST /v1/jobs; errors in A1111's sh
 import base64
 import io
 import threading
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -18,12 +17,10 @@ from PIL import Image, ImageDraw
 
 from diffleet_core.resources.generation_job import Tier
 from tests.api.support import Api, ApiTenant, connect, create_tenant, spawn_api
-from tests.conftest import delete_namespace
 from tests.support.groups import DIFFUSERS
 from tests.support.models import RegisteredModel, dominant_colour
 from tests.support.platform import Platform
 from tests.support.polling import eventually
-from tests.support.stack import Kubectl
 
 pytestmark = DIFFUSERS
 
@@ -36,17 +33,9 @@ RED = (220, 30, 30)
 
 
 @pytest.fixture(scope="module")
-def door_namespace(kubectl: Kubectl) -> Iterator[str]:
-    name = f"test-{uuid.uuid4().hex[:8]}"
-    kubectl.run("create", "namespace", name)
-    yield name
-    delete_namespace(kubectl, name)
-
-
-@pytest.fixture(scope="module")
-def door_platform(door_namespace: str, models: dict[str, RegisteredModel]) -> Iterator[None]:
+def door_platform(module_namespace: str, models: dict[str, RegisteredModel]) -> Iterator[None]:
     """An operator and one real worker that sends a live preview every step."""
-    platform = Platform(namespace=door_namespace, job_namespaces=[door_namespace])
+    platform = Platform(namespace=module_namespace, job_namespaces=[module_namespace])
     operator = platform.operator()
     platform.worker("w1", simulate=False, preview_every_steps="1")
     platform.wait_for_workers(operator, "t4", 1, timeout=WORKER_START)
@@ -55,15 +44,15 @@ def door_platform(door_namespace: str, models: dict[str, RegisteredModel]) -> It
 
 
 @pytest.fixture(scope="module")
-def door_api(door_namespace: str) -> Iterator[Api]:
-    [started] = spawn_api(door_namespace, door_wait_seconds=str(DOOR_WAIT))
+def door_api(module_namespace: str) -> Iterator[Api]:
+    [started] = spawn_api(module_namespace, door_wait_seconds=str(DOOR_WAIT))
     yield started
     started.process.stop()
 
 
 @pytest.fixture(scope="module")
-def door_tenant(door_namespace: str) -> ApiTenant:
-    return create_tenant(door_namespace, tier=Tier.PRO)
+def door_tenant(module_namespace: str) -> ApiTenant:
+    return create_tenant(module_namespace, tier=Tier.PRO)
 
 
 @pytest.fixture
@@ -280,9 +269,9 @@ def test_progress_shows_live_previews_and_interrupt_ends_the_waiting_txt2img(
 
 
 def test_a_job_past_the_doors_wait_is_a_504_naming_it_and_runs_on(
-    door_namespace: str, door_api: Api, door_tenant: ApiTenant, door_platform: None
+    module_namespace: str, door_api: Api, door_tenant: ApiTenant, door_platform: None
 ) -> None:
-    [impatient] = spawn_api(door_namespace, door_wait_seconds="2", watcher="false")
+    [impatient] = spawn_api(module_namespace, door_wait_seconds="2", watcher="false")
     try:
         with basic(impatient, door_tenant.member) as http:
             waited = http.post(

@@ -5,7 +5,6 @@ makes (same spec, cost, ledger and history), and every error is the SDK's own ex
 
 import base64
 import io
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -21,7 +20,6 @@ from diffleet_api.kube import DOOR_LABEL, END_USER_ANNOTATION
 from diffleet_api.tokens import Role
 from diffleet_core.resources.generation_job import Tier
 from tests.api.support import Api, ApiTenant, create_tenant, spawn_api
-from tests.conftest import delete_namespace
 from tests.support.groups import DIFFUSERS
 from tests.support.models import RegisteredModel, dominant_colour
 from tests.support.platform import Platform
@@ -39,21 +37,13 @@ DOOR_WAIT = 240
 
 
 @pytest.fixture(scope="module")
-def door_namespace(kubectl: Kubectl) -> Iterator[str]:
-    name = f"test-{uuid.uuid4().hex[:8]}"
-    kubectl.run("create", "namespace", name)
-    yield name
-    delete_namespace(kubectl, name)
-
-
-@pytest.fixture(scope="module")
-def door_api(door_namespace: str, models: dict[str, RegisteredModel]) -> Iterator[Api]:
+def door_api(module_namespace: str, models: dict[str, RegisteredModel]) -> Iterator[Api]:
     """An operator, a real worker and an API (its watcher settles the credits) for the
     module's namespace; the door's default model is micro-shapes."""
-    platform = Platform(namespace=door_namespace, job_namespaces=[door_namespace])
+    platform = Platform(namespace=module_namespace, job_namespaces=[module_namespace])
     operator = platform.operator()
     platform.worker("cpu", simulate=False)
-    [api] = spawn_api(door_namespace, door_default_model=MODEL, door_wait_seconds=str(DOOR_WAIT))
+    [api] = spawn_api(module_namespace, door_default_model=MODEL, door_wait_seconds=str(DOOR_WAIT))
     platform.wait_for_workers(operator, "t4", 1, timeout=WORKER_START)
     yield api
     api.process.stop()
@@ -61,8 +51,8 @@ def door_api(door_namespace: str, models: dict[str, RegisteredModel]) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def owner(door_namespace: str) -> ApiTenant:
-    return create_tenant(door_namespace, Tier.ENTERPRISE)
+def owner(module_namespace: str) -> ApiTenant:
+    return create_tenant(module_namespace, Tier.ENTERPRISE)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import pytest
 from PIL import Image, ImageDraw
 
 from diffleet_core.storage import S3Location
-from tests.conftest import delete_namespace
 from tests.support.models import RegisteredModel
 from tests.support.platform import Platform, Process, apply_job, wait_for_phase
 from tests.support.stack import Kubectl
@@ -23,17 +22,9 @@ WORKER_START = 240
 
 
 @pytest.fixture(scope="module")
-def studio_namespace(kubectl: Kubectl) -> Iterator[str]:
-    name = f"test-{uuid.uuid4().hex[:8]}"
-    kubectl.run("create", "namespace", name)
-    yield name
-    delete_namespace(kubectl, name)
-
-
-@pytest.fixture(scope="module")
-def studio(studio_namespace: str, models: dict[str, RegisteredModel]) -> Iterator[Process]:
+def studio(module_namespace: str, models: dict[str, RegisteredModel]) -> Iterator[Process]:
     """An operator and one real worker for the module's namespace; yields the worker."""
-    platform = Platform(namespace=studio_namespace, job_namespaces=[studio_namespace])
+    platform = Platform(namespace=module_namespace, job_namespaces=[module_namespace])
     operator = platform.operator()
     worker = platform.worker("cpu", simulate=False)
     platform.wait_for_workers(operator, "t4", 1, timeout=WORKER_START)
