@@ -31,6 +31,7 @@ __all__ = ["DatasetLimits", "DatasetReason", "DatasetRefusedError", "Example", "
 
 NOT_FOUND = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
 BACKGROUND = (255, 255, 255)
+LIST_PAGE_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -62,13 +63,14 @@ def read_dataset(s3: Any, uri: str, limits: DatasetLimits) -> list[Example]:
     return examples
 
 
-def list_objects(s3: Any, location: S3Location) -> dict[str, int]:
+def list_objects(s3: Any, location: S3Location, page_size: int = LIST_PAGE_SIZE) -> dict[str, int]:
     """Every object under the prefix (all pages), key to size."""
     objects: dict[str, int] = {}
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=location.bucket, Prefix=location.key, PaginationConfig={"PageSize": page_size}
+    )
     try:
-        for page in s3.get_paginator("list_objects_v2").paginate(
-            Bucket=location.bucket, Prefix=location.key
-        ):
+        for page in pages:
             for item in page.get("Contents", []):
                 objects[item["Key"]] = int(item["Size"])
     except ClientError as error:
