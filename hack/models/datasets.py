@@ -6,6 +6,7 @@ LoRA trained on them is seen to teach it something (issue 20).
 """
 
 import io
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -35,10 +36,8 @@ def shapes_dataset(
     rng = np.random.default_rng(seed)
     examples = []
     for _ in range(count):
-        placed = random_shape(rng)
-        shape = Shape(
-            colour=word, kind=str(rng.choice(kinds)), centre=placed.centre, radius=placed.radius
-        )
+        # The word stands where micro-shapes' captions name the colour.
+        shape = replace(random_shape(rng), colour=word, kind=str(rng.choice(kinds)))
         examples.append((drawn(shape, colour), shape.caption))
     return examples
 
