@@ -54,3 +54,34 @@ def manifest_digest(files: dict[str, str]) -> str:
     "<sha256>  <relative path>" sorted by path. Operator and worker both compute it."""
     manifest = "".join(f"{files[path]}  {path}\n" for path in sorted(files))
     return hashlib.sha256(manifest.encode()).hexdigest()
+
+
+# A training's steps are at most 100000 (TrainingJobSpec.steps): six digits keep its
+# checkpoints' keys in step order when listed.
+STEP_DIGITS = 6
+
+
+def training_prefix(namespace: str, name: str, uid: str) -> str:
+    """Key prefix, in the outputs bucket, of a training's checkpoints and validation images."""
+    return f"{tenant_prefix(namespace)}trainings/{name}/{uid}/"
+
+
+def checkpoints_prefix(namespace: str, name: str, uid: str) -> str:
+    return f"{training_prefix(namespace, name, uid)}checkpoints/"
+
+
+def checkpoint_key(namespace: str, name: str, uid: str, step: int) -> str:
+    """Key of the checkpoint saved after `step` steps (LoRA, optimizer state and step)."""
+    return f"{checkpoints_prefix(namespace, name, uid)}{step:0{STEP_DIGITS}d}.safetensors"
+
+
+def validation_image_key(namespace: str, name: str, uid: str, step: int, index: int) -> str:
+    """Key of the image of the index-th validation prompt rendered after `step` steps."""
+    prefix = training_prefix(namespace, name, uid)
+    return f"{prefix}validation/{step:0{STEP_DIGITS}d}/{index}.png"
+
+
+def trained_lora_key(namespace: str, output: str, uid: str) -> str:
+    """Key, in the models bucket, of the LoRA a training produced: a file named after
+    its ModelCache (`output.name`), under the training's uid."""
+    return f"{tenant_prefix(namespace)}trainings/{output}/{uid}/{output}.safetensors"
