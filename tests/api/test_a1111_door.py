@@ -44,7 +44,9 @@ def door_platform(module_namespace: str, models: dict[str, RegisteredModel]) -> 
 
 
 @pytest.fixture(scope="module")
-def door_api(module_namespace: str) -> Iterator[Api]:
+def door_api(module_namespace: str, models: dict[str, RegisteredModel]) -> Iterator[Api]:
+    """The door's API; the platform's models (micro-shapes) are registered first, as
+    every test lists or runs them."""
     [started] = spawn_api(module_namespace, door_wait_seconds=str(DOOR_WAIT))
     yield started
     started.process.stop()

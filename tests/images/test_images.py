@@ -2,6 +2,7 @@
 statically (checkov and the project's own rules), and each component's locked
 dependencies installed into a clean virtual environment, as its image's build does."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -101,6 +102,27 @@ def test_the_gpu_image_starts_from_a_cuda_runtime_base() -> None:
     assert all(re.fullmatch(r"nvidia/cuda:[\d.]+-runtime-\S+", base) for base in bases)
 
 
+# What reaching the package index takes on this machine (a proxy, its CA bundle), kept
+# in the otherwise clean environment: a wheel not in uv's cache is downloaded.
+NETWORK_VARIABLES = (
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "UV_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_CACHE_DIR",
+)
+
+
+def network_environment() -> dict[str, str]:
+    return {name: os.environ[name] for name in NETWORK_VARIABLES if name in os.environ}
+
+
 @pytest.mark.parametrize("image", IMAGES, ids=lambda image: image.directory)
 def test_locked_dependencies_install_into_a_clean_environment(image: Image, tmp_path: Path) -> None:
     """What the image's `uv sync` steps do, from the lock, outside the workspace's .venv."""
@@ -125,7 +147,8 @@ def test_locked_dependencies_install_into_a_clean_environment(image: Image, tmp_
             "UV_PROJECT_ENVIRONMENT": str(venv),
             "UV_PYTHON": "3.11",
             "UV_PYTHON_DOWNLOADS": "never",
-        },
+        }
+        | network_environment(),
         capture_output=True,
         text=True,
         timeout=600,
