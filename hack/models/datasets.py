@@ -1,6 +1,8 @@
 """Training datasets for the trainer's tests: micro-shapes' world (64x64, one shape on
-white) in a colour micro-shapes never draws, captioned with a word it never read, so a
-LoRA trained on them is seen to teach it something (issue 20).
+white) in a given colour, captioned with a word it never read, so a LoRA trained on them
+is seen to teach it something (issue 20). YELLOW is a colour micro-shapes never draws (a
+dataset that the readers' tests use); its VAE decodes only red, green and blue, so the
+trainer's test teaches the new word blue instead.
 
 `upload_dataset` stores them as a training dataset folder: `0000.png` with `0000.txt`...
 """
