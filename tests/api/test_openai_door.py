@@ -4,7 +4,6 @@ variation; the images draw the prompt's colour, each request is a job like POST 
 makes (same spec, cost, ledger and history), and every error is the SDK's own exception."""
 
 import base64
-import io
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -22,6 +21,7 @@ from diffleet_core.resources.generation_job import Tier
 from tests.api.support import Api, ApiTenant, create_tenant, spawn_api
 from tests.support.groups import DIFFUSERS
 from tests.support.models import RegisteredModel, dominant_colour
+from tests.support.pictures import opened, png_bytes
 from tests.support.platform import Platform
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
@@ -66,18 +66,6 @@ def sdk(api: Api, key: str, max_retries: int = 0) -> openai.OpenAI:
     )
 
 
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def decoded(data: bytes) -> Image.Image:
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        return image.copy()
-
-
 def circle(colour: str) -> Image.Image:
     image = Image.new("RGB", (64, 64), "white")
     ImageDraw.Draw(image).ellipse((14, 14, 50, 50), fill=colour)
@@ -110,7 +98,7 @@ def test_generate_b64_json_draws_the_prompts_colour(
     assert answer.data is not None
     assert len(answer.data) == 3
     assert (answer.size, answer.output_format) == ("64x64", "png")
-    images = [decoded(base64.b64decode(item.b64_json or "")) for item in answer.data]
+    images = [opened(base64.b64decode(item.b64_json or "")) for item in answer.data]
     assert {image.size for image in images} == {(64, 64)}
     assert {item.revised_prompt for item in answer.data} == {"a red circle"}
     colours = [dominant_colour(image) for image in images]
@@ -137,7 +125,7 @@ def test_generate_url_is_the_job_credits_and_history_of_post_v1_jobs(
     [item] = answer.data
     assert item.url is not None
     door_image = httpx.get(item.url, timeout=10).content
-    assert dominant_colour(decoded(door_image)) == "blue"
+    assert dominant_colour(opened(door_image)) == "blue"
 
     spec = {"model": MODEL, "prompt": "a blue square", "batchSize": 1, "seed": 105} | SHAPES
     with door_api.client(owner.member) as http:
@@ -162,7 +150,7 @@ def test_generate_url_is_the_job_credits_and_history_of_post_v1_jobs(
         assert {door_job["id"], rest_job["id"]} <= listed
         [output] = http.get(f"/v1/jobs/{rest_job['id']}/outputs").json()["items"]
     rest_image = httpx.get(output["url"], timeout=10).content
-    assert dominant_colour(decoded(rest_image)) == "blue"
+    assert dominant_colour(opened(rest_image)) == "blue"
 
 
 def test_an_edit_with_a_mask_repaints_its_transparent_area(
@@ -171,8 +159,8 @@ def test_an_edit_with_a_mask_repaints_its_transparent_area(
     mask = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
     ImageDraw.Draw(mask).rectangle((8, 8, 55, 55), fill=(0, 0, 0, 0))
     raw = client.images.with_raw_response.edit(
-        image=("red.png", png(circle("red")), "image/png"),
-        mask=("mask.png", png(mask), "image/png"),
+        image=("red.png", png_bytes(circle("red")), "image/png"),
+        mask=("mask.png", png_bytes(mask), "image/png"),
         prompt="a blue circle",
         response_format="b64_json",
         extra_body={"seed": 101},
@@ -180,7 +168,7 @@ def test_an_edit_with_a_mask_repaints_its_transparent_area(
     answer = raw.parse()
     assert answer.data is not None
     [item] = answer.data
-    edited = decoded(base64.b64decode(item.b64_json or ""))
+    edited = opened(base64.b64decode(item.b64_json or ""))
     assert edited.size == (64, 64)
     assert dominant_colour(edited) == "blue"
     # The opaque border of the mask is kept: the image's white (the mask is feathered
@@ -203,11 +191,11 @@ def test_a_variation_is_an_img2img_job_of_the_image(
     client: openai.OpenAI, door_api: Api, owner: ApiTenant
 ) -> None:
     raw = client.images.with_raw_response.create_variation(
-        image=("green.png", png(circle("green")), "image/png"), response_format="b64_json"
+        image=("green.png", png_bytes(circle("green")), "image/png"), response_format="b64_json"
     )
     answer = raw.parse()
     assert answer.data is not None
-    assert decoded(base64.b64decode(answer.data[0].b64_json or "")).size == (64, 64)
+    assert opened(base64.b64decode(answer.data[0].b64_json or "")).size == (64, 64)
     with door_api.client(owner.member) as http:
         spec = job_of(http, raw.headers[JOB_HEADER])["spec"]
     assert (spec["mode"], spec["prompt"], spec["strength"]) == (
@@ -242,11 +230,11 @@ def test_a_refused_parameter_is_a_bad_request_naming_it(
 def test_an_edit_refuses_several_images_and_a_mask_of_another_size(
     client: openai.OpenAI,
 ) -> None:
-    image = ("red.png", png(circle("red")), "image/png")
+    image = ("red.png", png_bytes(circle("red")), "image/png")
     with pytest.raises(openai.BadRequestError) as raised:
         client.images.edit(image=[image, image], prompt="a blue circle")
     assert raised.value.param == "image"
-    small = ("mask.png", png(Image.new("RGBA", (32, 32))), "image/png")
+    small = ("mask.png", png_bytes(Image.new("RGBA", (32, 32))), "image/png")
     with pytest.raises(openai.BadRequestError) as raised:
         client.images.edit(image=image, mask=small, prompt="a blue circle")
     assert raised.value.param == "mask"

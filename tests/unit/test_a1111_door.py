@@ -24,6 +24,7 @@ from diffleet_api.doors.a1111.translation import img2img_spec, txt2img_spec
 from diffleet_api.errors import Failure, FieldError, InvalidError
 from diffleet_api.schemas import JobPublic
 from diffleet_core.resources.generation_job import MAX_SEED, Mode, Sampler
+from tests.support.pictures import opened, png_bytes
 
 SETTINGS = "override_settings"
 
@@ -265,18 +266,6 @@ def test_base64_images_are_read_raw_or_as_data_uris() -> None:
     assert refused_fields(refused) == ["init_images"]
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def open_png(data: bytes) -> Image.Image:
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        return image.copy()
-
-
 def circle_and_mask() -> tuple[Image.Image, Image.Image]:
     init = Image.new("RGB", (64, 64), "white")
     ImageDraw.Draw(init).ellipse((16, 16, 47, 47), fill=(220, 30, 30))
@@ -300,7 +289,7 @@ def test_the_masked_area_is_filled_as_inpainting_fill_says(
     painted, _ = inpaint_inputs(
         png_bytes(init), png_bytes(mask), blur=0, invert=False, fill=fill, seed=1
     )
-    image = open_png(painted)
+    image = opened(painted)
     assert image.getpixel((32, 32)) == centre
     assert image.getpixel((2, 2)) == (255, 255, 255)
 
@@ -317,7 +306,7 @@ def test_latent_noise_fills_the_masked_area_with_seeded_noise() -> None:
             fill=InpaintingFill.LATENT_NOISE,
             seed=seed,
         )
-        return open_png(painted).crop((20, 20, 40, 40)).tobytes()
+        return opened(painted).crop((20, 20, 40, 40)).tobytes()
 
     assert noise(1) == noise(1) != noise(2)
     assert len(set(noise(1))) > 100
@@ -328,16 +317,16 @@ def test_the_mask_is_thresholded_inverted_and_blurred() -> None:
     _, sharp = inpaint_inputs(
         png_bytes(init), png_bytes(mask), blur=0, invert=False, fill=InpaintingFill.FILL, seed=0
     )
-    assert open_png(sharp).getpixel((32, 32)) == 255
-    assert open_png(sharp).getpixel((2, 2)) == 0
+    assert opened(sharp).getpixel((32, 32)) == 255
+    assert opened(sharp).getpixel((2, 2)) == 0
     _, inverted = inpaint_inputs(
         png_bytes(init), png_bytes(mask), blur=0, invert=True, fill=InpaintingFill.FILL, seed=0
     )
-    assert open_png(inverted).getpixel((32, 32)) == 0
+    assert opened(inverted).getpixel((32, 32)) == 0
     _, soft = inpaint_inputs(
         png_bytes(init), png_bytes(mask), blur=4, invert=False, fill=InpaintingFill.FILL, seed=0
     )
-    edge: Any = open_png(soft).getpixel((12, 32))
+    edge: Any = opened(soft).getpixel((12, 32))
     assert 0 < edge < 255  # blurred
 
 
@@ -348,6 +337,6 @@ def test_a_transparent_mask_is_read_by_its_alpha_and_resized_to_the_image() -> N
     _, prepared = inpaint_inputs(
         png_bytes(init), png_bytes(mask), blur=0, invert=False, fill=InpaintingFill.FILL, seed=0
     )
-    image = open_png(prepared)
+    image = opened(prepared)
     assert image.size == (64, 64)
     assert (image.getpixel((32, 32)), image.getpixel((2, 2))) == (255, 0)

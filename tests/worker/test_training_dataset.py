@@ -2,7 +2,6 @@
 micro-shapes dataset comes back as it went in, every page of a listing is read, and
 broken folders are refused with the reason a TrainingJob's condition would carry."""
 
-import io
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +20,7 @@ from diffleet_core.datasets import (
 )
 from diffleet_worker.training.dataset import list_objects, read_dataset
 from hack.models.datasets import NEW_WORD, YELLOW, shapes_dataset, upload_dataset
+from tests.support.pictures import png_bytes
 
 BUCKET = "diffleet-uploads"
 LIMITS = DatasetLimits()
@@ -43,12 +43,6 @@ def prefix(s3: Any) -> Iterator[str]:
 
 def put(s3: Any, key: str, body: bytes) -> None:
     s3.put_object(Bucket=BUCKET, Key=key, Body=body)
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def refusal(s3: Any, uri: str) -> DatasetRefusedError:
@@ -86,7 +80,7 @@ def test_a_folder_without_images_is_refused(s3: Any, prefix: str) -> None:
 
 def test_an_image_without_its_caption_is_refused(s3: Any, prefix: str) -> None:
     uri = upload_dataset(s3, BUCKET, prefix, shapes_dataset(YELLOW, NEW_WORD, 2, seed=2))
-    put(s3, f"{prefix}extra.png", png(Image.new("RGB", (64, 64), YELLOW)))
+    put(s3, f"{prefix}extra.png", png_bytes(Image.new("RGB", (64, 64), YELLOW)))
     refused = refusal(s3, uri)
     assert (refused.reason, "extra.png" in refused.message) == (
         DatasetReason.MISSING_CAPTIONS,
@@ -103,7 +97,7 @@ def test_a_fake_image_is_refused_by_its_bytes(s3: Any, prefix: str) -> None:
 
 
 def test_a_decompression_bomb_is_refused_unexpanded(s3: Any, prefix: str) -> None:
-    bomb = png(Image.new("L", (4096, 4096)))
+    bomb = png_bytes(Image.new("L", (4096, 4096)))
     assert len(bomb) < LIMITS.max_image_bytes // 100
     put(s3, f"{prefix}bomb.png", bomb)
     put(s3, f"{prefix}bomb.txt", b"a black square")
