@@ -17,7 +17,13 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import core_schema
 
-from diffleet_core.resources import generation_job, gpu_pool, model_cache, style_preset
+from diffleet_core.resources import (
+    generation_job,
+    gpu_pool,
+    model_cache,
+    style_preset,
+    training_job,
+)
 from diffleet_core.resources.generation_job import (
     ANY_GPU_CLASS,
     GUIDANCE_WINDOW_RULE,
@@ -75,6 +81,8 @@ PARTS = [
     ("gpupools", "spec", gpu_pool.GPUPoolSpec),
     ("gpupools", "status", gpu_pool.GPUPoolStatus),
     ("stylepresets", "spec", style_preset.StylePresetSpec),
+    ("trainingjobs", "spec", training_job.TrainingJobSpec),
+    ("trainingjobs", "status", training_job.TrainingJobStatus),
 ]
 PART_IDS = [f"{plural}.{part}" for plural, part, _ in PARTS]
 
@@ -568,6 +576,33 @@ def test_generationjob_spec_is_immutable_except_cancel() -> None:
         for name in optional
     ]
     assert [rule for rule in rules(spec) if is_transition_rule(rule)] == presence
+
+
+def test_trainingjob_spec_is_immutable_except_cancel() -> None:
+    """Every field keeps its value; seed, the one optional field without a default, also
+    stays present or absent."""
+    spec = crd_part("trainingjobs", "spec")
+    for name, field in spec["properties"].items():
+        expected = (
+            {"rule": "self || !oldSelf", "message": "cancel may only change from false to true"}
+            if name == "cancel"
+            else {"rule": "self == oldSelf", "message": f"{name} is immutable"}
+        )
+        assert rules(field) == [expected], f"spec.{name}"
+    model = model_schema(training_job.TrainingJobSpec)
+    optional = [
+        name
+        for name, field in model["properties"].items()
+        if name not in model.get("required", []) and "default" not in field
+    ]
+    assert optional == ["seed"]
+    assert rules(spec) == [
+        {
+            "rule": "has(self.seed) == has(oldSelf.seed)",
+            "message": "seed is immutable",
+            "fieldPath": ".seed",
+        }
+    ]
 
 
 @pytest.mark.parametrize("path", ["controlNet", "controlNets[]"])

@@ -9,6 +9,17 @@
                                 after the operator has written them into the CR status)
     worker   -> progress        JobProgress      (transient; the API streams it)
 
+Trainings (TrainingJob) have their own messages beside these:
+
+    operator -> training queue  AdmittedTraining     a training waiting for a free slot
+    operator -> worker queue    DispatchedTraining   train (from the latest checkpoint)
+    operator -> control         PreemptTraining      save a checkpoint at the next step
+                                                     boundary and give the slot back
+                                CancelJob            (by uid) stop at the next step boundary
+    worker   -> training results TrainingStarted | TrainingCheckpointed | TrainingStopped
+                                | TrainingSucceeded | TrainingFailed   (durable)
+    worker   -> progress        TrainingProgress (routing key training.<uid>; transient)
+
 Every message names the job by uid and attempt: a message about an older attempt, or a
 job that was cancelled or deleted, is stale and is dropped by its receiver.
 """
@@ -21,6 +32,11 @@ from pydantic.alias_generators import to_camel
 
 from diffleet_core.resources.generation_job import ControlType, GenerationJobSpec, JobOutput, Tier
 from diffleet_core.resources.model_cache import BaseModelFamily, ModelFormat, ModelType
+from diffleet_core.resources.training_job import (
+    TrainingCheckpoint,
+    TrainingJobSpec,
+    ValidationImage,
+)
 
 
 class Message(BaseModel):
@@ -118,8 +134,19 @@ class WarmModel(Message):
     model: ModelRef
 
 
-# What a worker's control queue carries (the two have disjoint required fields).
-CONTROL_ORDER: TypeAdapter[CancelJob | WarmModel] = TypeAdapter(CancelJob | WarmModel)
+class PreemptTraining(Message):
+    """On the control exchange, routed to the worker running the training: inference
+    waits for its slot. The worker saves a checkpoint at the next step boundary, reports
+    TrainingStopped(preempted) and frees the slot; the operator queues the training again."""
+
+    order: Literal["preempt"] = "preempt"
+    job: JobRef
+
+
+# What a worker's control queue carries (their required fields tell them apart).
+CONTROL_ORDER: TypeAdapter[CancelJob | WarmModel | PreemptTraining] = TypeAdapter(
+    Annotated[CancelJob | WarmModel | PreemptTraining, Field(union_mode="left_to_right")]
+)
 
 
 class WorkerEvent(Message):
@@ -158,3 +185,108 @@ class JobProgress(Message):
     total_steps: int = Field(ge=1)
     eta_seconds: float | None = Field(default=None, ge=0)
     preview_png_base64: str | None = None
+
+
+class AdmittedTraining(Message):
+    """In the training queue: a training admitted at `admitted_at`, waiting for a slot
+    no inference job wants."""
+
+    job: JobRef
+    admitted_at: datetime
+
+
+class DispatchedTraining(Message):
+    """In a worker's queue (beside DispatchedJob): train this LoRA, from the latest
+    checkpoint under the training's uid when there is one."""
+
+    order: Literal["training"] = "training"
+    job: JobRef
+    spec: TrainingJobSpec
+    seed: int
+    # The base checkpoint (spec.baseModel, resolved).
+    model: ModelRef
+    # Checkpoints and validation images go to the outputs bucket, the LoRA to the models
+    # bucket (diffleet_core.storage: training keys).
+    output_bucket: str
+    models_bucket: str
+
+
+# What a worker's own queue carries.
+WORKER_ORDER: TypeAdapter[DispatchedTraining | DispatchedJob] = TypeAdapter(
+    Annotated[DispatchedTraining | DispatchedJob, Field(union_mode="left_to_right")]
+)
+
+
+class TrainingStarted(WorkerEvent):
+    """The base model is loaded and the dataset read: steps begin at `step` (the
+    checkpoint it resumed from, or 0)."""
+
+    event: Literal["training-started"] = "training-started"
+    step: int = Field(ge=0)
+    examples: int = Field(ge=1)
+
+
+class TrainingCheckpointed(WorkerEvent):
+    """A checkpoint was saved after `step` steps, with the validation images of that step."""
+
+    event: Literal["training-checkpointed"] = "training-checkpointed"
+    checkpoint: TrainingCheckpoint
+    validation_images: list[ValidationImage] = Field(default_factory=list)
+    # Steps run by this attempt so far.
+    steps_run: int = Field(ge=0)
+    loss: float | None = None
+
+
+class TrainingStopped(WorkerEvent):
+    """Stopped at a step boundary by a PreemptTraining (`preempted`) or a CancelJob,
+    after saving the checkpoint of `step` (when it ran any step)."""
+
+    event: Literal["training-stopped"] = "training-stopped"
+    preempted: bool
+    step: int = Field(ge=0)
+    steps_run: int = Field(ge=0)
+    checkpoint: TrainingCheckpoint | None = None
+
+
+class TrainingSucceeded(WorkerEvent):
+    event: Literal["training-succeeded"] = "training-succeeded"
+    step: int = Field(ge=1)
+    steps_run: int = Field(ge=0)
+    loss: float | None = None
+    # The LoRA file in the models bucket (s3:// URI), its sha256 (hex) and size.
+    uri: str
+    sha256: str
+    size_bytes: int = Field(ge=0)
+    validation_images: list[ValidationImage] = Field(default_factory=list)
+
+
+class TrainingFailed(WorkerEvent):
+    """`reason`: a DatasetReason when the dataset is refused, else a conditions.Reason."""
+
+    event: Literal["training-failed"] = "training-failed"
+    reason: str
+    message: str = ""
+    retryable: bool = False
+    steps_run: int = Field(default=0, ge=0)
+
+
+TrainingEvent = Annotated[
+    TrainingStarted | TrainingCheckpointed | TrainingStopped | TrainingSucceeded | TrainingFailed,
+    Field(discriminator="event"),
+]
+TRAINING_EVENT: TypeAdapter[
+    TrainingStarted | TrainingCheckpointed | TrainingStopped | TrainingSucceeded | TrainingFailed
+] = TypeAdapter(TrainingEvent)
+
+
+class TrainingProgress(Message):
+    """On the progress exchange (routing key Topology.training_progress_key(uid)): at most
+    a few a second, so the operator's status and the API's stream follow the loss."""
+
+    job: JobRef
+    step: int = Field(ge=0)
+    total_steps: int = Field(ge=1)
+    # The mean loss of the steps since the last report.
+    loss: float
+    steps_run: int = Field(ge=0)
+    eta_seconds: float | None = Field(default=None, ge=0)

@@ -7,6 +7,10 @@
     diffleet.worker.<id>       durable, one per worker: jobs dispatched to that worker
     diffleet.results           durable: started / succeeded / failed from workers
     diffleet.progress          topic exchange, routing key = job uid: transient progress
+                               (a training's: training.<uid>)
+    diffleet.trainings         durable: admitted trainings waiting for a slot no
+                               inference job wants (below every tier)
+    diffleet.trainings.results durable: a training's events from its worker
     diffleet.control           topic exchange, routing key = worker id: cancel orders
     diffleet.delay.<seconds>   fanout exchange and queue with that message TTL, dead-
                                lettering to the default exchange: a requeue with backoff
@@ -53,6 +57,14 @@ class Topology:
         return f"{self.prefix}.progress"
 
     @property
+    def training_queue(self) -> str:
+        return f"{self.prefix}.trainings"
+
+    @property
+    def training_results_queue(self) -> str:
+        return f"{self.prefix}.trainings.results"
+
+    @property
     def control_exchange(self) -> str:
         return f"{self.prefix}.control"
 
@@ -74,3 +86,12 @@ def backoff_step(seconds: float) -> int:
         if step >= seconds:
             return step
     return BACKOFF_STEPS_SECONDS[-1]
+
+
+# Routing keys of trainings' progress on the progress exchange; a job's key (its uid)
+# has no dot, so TRAINING_PROGRESS_KEYS matches trainings' only.
+TRAINING_PROGRESS_KEYS = "training.*"
+
+
+def training_progress_key(uid: str) -> str:
+    return f"training.{uid}"

@@ -137,7 +137,7 @@ class WorkerService:
             return
         if isinstance(order, WarmModel):
             self.warm(order.model)
-        else:
+        elif isinstance(order, CancelJob):
             self.cancel(order)
 
     def warm(self, model: ModelRef) -> None:

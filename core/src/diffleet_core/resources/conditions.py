@@ -39,6 +39,10 @@ class Reason(StrEnum):
     # the safety classifier flagged (at the worker, before any upload).
     PROMPT_REJECTED = "PromptRejected"
     CONTENT_REJECTED = "ContentRejected"
+    # Trainings: stopped at a step boundary for inference (it resumes from its checkpoint);
+    # the LoRA written and its ModelCache being verified.
+    PREEMPTED = "Preempted"
+    REGISTERING = "Registering"
 
 
 class Condition(StatusModel):

@@ -1,17 +1,19 @@
 """TrainingJob (diffleet.io/v1alpha1): fine-tune a LoRA of a checkpoint on a dataset of
 captioned images, on the same GPU pools as inference (issue 20).
 
-This is the spec the worker's trainer runs (diffleet_worker.training). The CRD, the
-operator's admission, queue and preemption, and the REST doors come with the rest of
-issue 20; until then a training runs only where code calls the trainer.
+The spec is what the worker's trainer runs (diffleet_worker.training); the status is
+what the operator writes (diffleet_operator.training): the CR status is the source of
+truth, as for GenerationJobs.
 """
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt
 
-from diffleet_core.resources.base import SpecModel
+from diffleet_core.resources.base import SpecModel, StatusModel
+from diffleet_core.resources.conditions import Condition
 from diffleet_core.resources.generation_job import (
     ANY_GPU_CLASS,
     MAX_PROMPT_LENGTH,
@@ -23,6 +25,13 @@ from diffleet_core.resources.text import GpuType, Text
 
 KIND = "TrainingJob"
 PLURAL = "trainingjobs"
+SHORT_NAME = "tj"
+# Label on the LoRA ModelCache a training created: the training's name.
+TRAINED_BY_LABEL = "diffleet.io/trained-by"
+# Condition types: Admitted (False with a DatasetReason or ModelNotFound/ModelNotReady when
+# refused), Complete (True when Succeeded: the LoRA ModelCache is Ready).
+ADMITTED = "Admitted"
+COMPLETE = "Complete"
 MAX_VALIDATION_PROMPTS = 8
 
 
@@ -32,7 +41,7 @@ class TrainingMethod(StrEnum):
 
 class TrainingOutput(SpecModel):
     name: ModelName = Field(
-        description="The LoRA ModelCache created in the job's namespace on success."
+        description="The LoRA ModelCache created in the training's namespace on success."
     )
 
 
@@ -40,10 +49,11 @@ class TrainingJobSpec(SpecModel):
     """What to train. Immutable after creation, except `cancel` (false to true only)."""
 
     base_model: ModelName = Field(
-        description="A checkpoint ModelCache: this namespace first, then diffleet-system."
+        description="ModelCache (a checkpoint) to train on: this namespace first, then"
+        " diffleet-system."
     )
     dataset: S3Uri = Field(
-        description="A folder of images (png, jpeg, webp), each with a same-name .txt caption."
+        description="Folder of images (png, jpeg, webp), each with a same-name .txt caption."
     )
     output: TrainingOutput = Field(description="Where the result goes.")
     method: TrainingMethod = Field(default=TrainingMethod.LORA, description="lora.")
@@ -69,7 +79,7 @@ class TrainingJobSpec(SpecModel):
         default=100,
         ge=1,
         le=100000,
-        description="Saved to S3 this often: training resumes from the last checkpoint.",
+        description="A checkpoint is saved to S3 this often (training resumes from the last).",
     )
     gpu_class: GpuType = Field(
         default=ANY_GPU_CLASS, description="GPU type to run on (a GPUPool's gpuType), or any."
@@ -79,4 +89,67 @@ class TrainingJobSpec(SpecModel):
         max_length=MAX_VALIDATION_PROMPTS,
         description="Rendered at each checkpoint and at the end.",
     )
-    cancel: StrictBool = Field(default=False, description="Set to true to cancel the job.")
+    cancel: StrictBool = Field(default=False, description="Set to true to cancel the training.")
+
+
+class TrainingPhase(StrEnum):
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TrainingPhase.SUCCEEDED, TrainingPhase.FAILED, TrainingPhase.CANCELLED)
+
+
+class TrainingCheckpoint(StatusModel):
+    """A checkpoint saved after `step` steps (adapters, optimizer state and step)."""
+
+    step: int = Field(ge=1)
+    uri: str
+
+
+class ValidationImage(StatusModel):
+    """The image of the `index`-th validation prompt rendered after `step` steps."""
+
+    step: int = Field(ge=0)
+    index: int = Field(ge=0)
+    uri: str
+
+
+class TrainedModel(StatusModel):
+    """The LoRA a finished training produced, and the ModelCache that serves it."""
+
+    model: str
+    uri: str
+    digest: str
+    size_bytes: int = Field(ge=0)
+
+
+class TrainingJobStatus(StatusModel):
+    phase: TrainingPhase | None = None
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    # Dispatches so far; each preemption or lost worker starts another from a checkpoint.
+    attempts: int = Field(default=0, ge=0)
+    pool: str | None = None
+    worker: str | None = None
+    # The step reached (of spec.steps), and the steps run over every attempt: steps run
+    # again after a resume count twice there.
+    step: int = Field(default=0, ge=0)
+    steps_run: int = Field(default=0, ge=0)
+    # The mean loss of the recent steps (the last progress report's window).
+    loss: float | None = None
+    preemptions: int = Field(default=0, ge=0)
+    checkpoints: list[TrainingCheckpoint] | None = None
+    validation_images: list[ValidationImage] | None = None
+    output: TrainedModel | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    reason: str | None = None
+    message: str | None = None
+    conditions: list[Condition] | None = None
+    observed_generation: int | None = Field(default=None, ge=0)
