@@ -105,6 +105,38 @@ class OperatorSettings(BaseSettings):
         "unreachable; 0: off (a pod sets it, with its readinessProbe)",
     )
     request_timeout_seconds: float = Field(default=10.0, gt=0)
+    training_prefetch: int = Field(
+        default=64, ge=1, description="Admitted TrainingJobs held from the training queue"
+    )
+    training_schedule_interval_seconds: float = Field(
+        default=0.1,
+        gt=0,
+        description="The training scheduler looks at the fleet and the inference queues this"
+        " often (dispatch below inference, preemption)",
+    )
+    training_progress_interval_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="At most one progress status write (step, stepsRun, loss) per training"
+        " this often",
+    )
+    training_demand_weight: float = Field(
+        default=0.5,
+        ge=0,
+        description="Waiting trainings count in their pool's demand as ceil(weight x count)",
+    )
+    training_max_failures: int = Field(
+        default=3,
+        ge=1,
+        description="A training is Failed at a retryable failure once this many of its"
+        " attempts ended other than by preemption (failed, worker lost)",
+    )
+    training_startup_grace_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="After start-up, a running training's worker missing from the fleet is"
+        " taken as lost only past this long (the workers' Leases are listed by then)",
+    )
 
 
 @lru_cache

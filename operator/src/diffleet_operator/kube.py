@@ -14,7 +14,13 @@ from pydantic import ValidationError
 
 from diffleet_core import API_GROUP, API_VERSION
 from diffleet_core.logs import about_job
-from diffleet_core.resources import generation_job, gpu_pool, model_cache, style_preset
+from diffleet_core.resources import (
+    generation_job,
+    gpu_pool,
+    model_cache,
+    style_preset,
+    training_job,
+)
 from diffleet_core.resources.generation_job import GenerationJobStatus
 from diffleet_operator import status
 from diffleet_operator.events import EventRecorder
@@ -169,6 +175,30 @@ class Kube:
             _request_timeout=self.timeout,
         )
         await _discard(response)
+
+    async def get_training(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(namespace, training_job.PLURAL, name)
+
+    async def patch_training_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str
+    ) -> None:
+        """A conditional status write (409 when the TrainingJob changed since that version)."""
+        await self._patch_status(
+            namespace, training_job.PLURAL, name, status, resource_version=resource_version
+        )
+
+    async def create_model_cache(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """Creates the ModelCache (409 when one of that name exists)."""
+        response = await self._custom.create_namespaced_custom_object(
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            model_cache.PLURAL,
+            dict(body),
+            _preload_content=False,
+            _request_timeout=self.timeout,
+        )
+        await _discard(cast(aiohttp.ClientResponse, response))
 
     async def delete_job(self, namespace: str, name: str, uid: str) -> None:
         try:

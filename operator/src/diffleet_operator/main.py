@@ -36,6 +36,8 @@ from diffleet_operator.readiness import Readiness
 from diffleet_operator.results import Results
 from diffleet_operator.runtime import Runtime
 from diffleet_operator.scheduler.dispatcher import Dispatcher
+from diffleet_operator.training.results import TrainingResults
+from diffleet_operator.training.scheduler import TrainingScheduler
 
 logger = logging.getLogger("diffleet_operator")
 
@@ -76,6 +78,10 @@ async def start_loops(memo: kopf.Memo, **_: object) -> None:
     dispatcher = Dispatcher(rt, admitter)
     await dispatcher.start()
     await Results(rt, dispatcher).start()
+    # Trainings, below every inference tier (diffleet_operator.training).
+    trainings = TrainingScheduler(rt, dispatcher)
+    await trainings.start()
+    await TrainingResults(rt, trainings).start()
     housekeeping = Housekeeping(rt, dispatcher, admitter)
     pod_watch = PodWatch(
         rt.kube, rt.operator.fleet_namespace, rt.worker_pods, rt.fleet, rt.autoscaler.trigger
@@ -89,6 +95,7 @@ async def start_loops(memo: kopf.Memo, **_: object) -> None:
     )
     memo["loops"] = [
         asyncio.create_task(dispatcher.run(), name="dispatch"),
+        asyncio.create_task(trainings.run(), name="trainings"),
         asyncio.create_task(housekeeping.run(), name="housekeeping"),
         asyncio.create_task(pod_watch.run(), name="worker-pods"),
         asyncio.create_task(pause_watch.run(), name="dispatch-pause"),

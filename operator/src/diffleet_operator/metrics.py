@@ -84,6 +84,19 @@ STALE_REPORTS = Counter(
     "attempt (a late or reordered report)",
 )
 
+TRAININGS_DISPATCHED = Counter(
+    "diffleet_trainings_dispatched_total", "TrainingJob attempts dispatched to workers"
+)
+TRAINING_PREEMPTIONS = Counter(
+    "diffleet_training_preemptions_total",
+    "Trainings stopped at a step boundary (and queued again) so that inference took their slot",
+)
+TRAINING_PREEMPTION_SECONDS = Histogram(
+    "diffleet_training_preemption_seconds",
+    "From a PreemptTraining sent to the training's slot freed (its checkpoint saved)",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+
 
 def forget_pool(pool: str) -> None:
     """Drops a deleted GPUPool's series, so that it stops being reported."""

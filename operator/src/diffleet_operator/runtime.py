@@ -22,6 +22,7 @@ from diffleet_operator.queue.held import HeldAdmissions
 from diffleet_operator.queue.tenant_queues import TenantQueues
 from diffleet_operator.status_writer import StatusWriter
 from diffleet_operator.styles import JobStyles
+from diffleet_operator.training.service import Trainings
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Runtime:
     quarantine: Quarantine = field(init=False)
     autoscaler: Autoscaler = field(init=False)
     pool_controller: PoolController = field(init=False)
+    trainings: Trainings = field(init=False)
 
     def __post_init__(self) -> None:
         self.queues = TenantQueues(self.broker, self.operator.prefetch_per_queue)
@@ -54,6 +56,7 @@ class Runtime:
         )
         self.quarantine = Quarantine(self.kube)
         self.autoscaler = Autoscaler(self)
+        self.trainings = Trainings(self)
         self.pool_controller = PoolController(
             self.kube,
             self.pools,

@@ -29,6 +29,7 @@ from diffleet_operator.cache.jobs import TrackedJob
 from diffleet_operator.quarantine import describe
 from diffleet_operator.queue.admission import NotReady, resolve_job_models
 from diffleet_operator.scheduler.eligibility import Requirements, job_requirements
+from diffleet_operator.training.demand import weighted
 
 if TYPE_CHECKING:
     from diffleet_operator.runtime import Runtime
@@ -113,7 +114,7 @@ class Autoscaler:
         """The admitted jobs not yet dispatched, highest tier first, with what they need: those
         in the dispatcher's buffers, those admitted that it has not received yet (held), then
         the Queued ones it has not buffered (beyond its prefetch window, or waiting out a
-        requeue's backoff). A job whose model is not Ready
+        requeue's backoff), then the queued trainings (weighted). A job whose model is not Ready
         (it waits for that, not for a worker) is left out."""
         found: list[tuple[Tier, TrackedJob]] = []
         seen: set[str] = set()
@@ -144,7 +145,9 @@ class Autoscaler:
             needs = self._requirements(job, tier)
             if needs is not None:
                 waiting.append(WaitingJob(job.uid, needs))
-        return waiting
+        # Trainings, below every tier, with their own weight (diffleet_operator.training).
+        trainings = self.rt.trainings.waiting_needs()
+        return waiting + weighted(trainings, self.rt.operator.training_demand_weight)
 
     def _requirements(self, job: TrackedJob, tier: Tier) -> Requirements | None:
         system = self.rt.settings.system_namespace

@@ -29,6 +29,7 @@ async def track_worker(
     if event["type"] == "DELETED":
         gone = rt.fleet.remove(name)
         await lifecycle.recover_jobs_of(rt, name, gone.jobs if gone else frozenset())
+        await rt.trainings.worker_lost(name)
         return
     now = time.monotonic()
     if event["type"] is None:  # listed, not watched: the watch started or reconnected
