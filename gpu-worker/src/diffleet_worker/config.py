@@ -96,11 +96,18 @@ class WorkerSettings(BaseSettings):
     )
     strength: float = Field(default=0.75, ge=0, le=1, description="img2img/inpaint default")
     mask_feather_pixels: float = Field(default=4.0, ge=0, description="Inpaint mask feather")
+    # Trainings.
+    training_progress_seconds: float = Field(
+        default=0.5, ge=0, description="A training's loss is reported at most this often"
+    )
     # Simulation (diffleet-worker --simulate): scripted timings instead of diffusers.
     simulate: bool = Field(
         default=False, description="A simulated worker, as --simulate makes one (pods of tests)"
     )
     sim_step_seconds: float = Field(default=0.02, ge=0, description="Time per denoising step")
+    sim_training_step_seconds: float = Field(
+        default=0.05, ge=0, description="Time per training step"
+    )
     sim_load_seconds: float = Field(default=0.5, ge=0, description="Cold model load time")
     sim_warm_load_seconds: float = Field(default=0.1, ge=0, description="Warm model load time")
     sim_hot_models: list[str] = Field(default_factory=list, description="Digests hot at start")

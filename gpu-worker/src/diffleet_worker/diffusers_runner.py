@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from diffleet_core.messages import DispatchedJob, ModelRef
+from diffleet_core.messages import DispatchedJob, DispatchedTraining, ModelRef
 from diffleet_core.model_rules import JobModelRefs, control_field, incompatibilities
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import MAX_SEED, GenerationJobSpec, Mode
@@ -77,6 +77,8 @@ from diffleet_worker.runner import (
     RunFailedError,
     RunResult,
     StepCallback,
+    TrainingHooks,
+    TrainingOutcome,
 )
 
 logger = logging.getLogger(__name__)
@@ -181,6 +183,22 @@ class DiffusersRunner:
                 await asyncio.to_thread(self._warm, model)
             finally:
                 self._count_cache()
+
+    async def train(self, order: DispatchedTraining, hooks: TrainingHooks) -> TrainingOutcome:
+        """Trains on this worker's device, in turn with the jobs; the trainer's copy of
+        the base model is freed when it ends."""
+        # torch's training stack (peft) is imported by the first training only.
+        from diffleet_worker.training import orders
+
+        async with self._device:
+            try:
+                with self._cache_errors():
+                    return await asyncio.to_thread(
+                        orders.train, order, hooks, self.store, self.s3, self.policy.device
+                    )
+            finally:
+                self._count_cache()
+                free_device_memory(self.policy)
 
     def _warm(self, model: ModelRef) -> None:
         with self._cache_errors(), self._loaded(model, keep_hot=[]) as loaded:

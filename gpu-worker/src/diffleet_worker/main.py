@@ -22,7 +22,7 @@ from diffleet_core.settings import Credential, InsecureCredentialError, Settings
 from diffleet_worker import metrics
 from diffleet_worker.announcer import Announcer
 from diffleet_worker.config import WorkerSettings, get_worker_settings
-from diffleet_worker.runner import Runner
+from diffleet_worker.runner import TrainingRunner
 from diffleet_worker.service import WorkerService
 from diffleet_worker.simulated import SimulatedRunner
 
@@ -48,7 +48,7 @@ async def connect_broker(settings: WorkerSettings, core: Settings) -> Broker:
     )
 
 
-def make_runner(settings: WorkerSettings, s3: Any, simulate: bool) -> Runner:
+def make_runner(settings: WorkerSettings, s3: Any, simulate: bool) -> TrainingRunner:
     if simulate:
         return SimulatedRunner(settings, s3)
     # torch and diffusers take tens of seconds to import: only real workers pay for them.
@@ -76,7 +76,7 @@ async def serve(
         settings.lease_seconds,
         settings.request_timeout_seconds,
     )
-    service = WorkerService(settings, broker, runner)
+    service = WorkerService(settings, broker, runner, trainer=runner)
     await service.start()
 
     def renewed(through: bool) -> None:

@@ -55,3 +55,10 @@ STEP_SECONDS = Histogram(
 OUT_OF_MEMORY = Counter(
     "diffleet_worker_out_of_memory_total", "Device out-of-memory errors", ["retried"]
 )
+TRAININGS = Counter(
+    "diffleet_worker_trainings_total",
+    "Training runs ended here, by outcome (succeeded, stopped: preempted or cancelled at a"
+    " step boundary, failed)",
+    ["outcome"],
+)
+TRAINING_STEPS = Counter("diffleet_worker_training_steps_total", "Training steps run")

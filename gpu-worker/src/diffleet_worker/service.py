@@ -7,7 +7,9 @@ that dies mid-job leaves its message for redelivery and its Lease to expire. Can
 orders arrive on the control exchange (routing key = worker id) and stop a job within
 one step; a job cancelled before it starts is never run. Warm orders arrive there too:
 the model is loaded into the hot tier beside (not during) the jobs, one order at a time
-per model, none while draining.
+per model, none while draining. The queue carries trainings too (DispatchedTraining, run
+by training_service.py, their events on the durable training results queue); a training
+takes a slot as a job does, and PreemptTraining orders on the control exchange stop it.
 
 Up to `concurrency` jobs run at once (the queue's prefetch window; each delivery is
 handled in a task of its own). No job order stops the loop: one that does not parse,
@@ -45,12 +47,17 @@ from diffleet_core.messages import (
     CONTROL_ORDER,
     CancelJob,
     DispatchedJob,
+    DispatchedTraining,
     JobFailed,
     JobProgress,
     JobRef,
     JobStarted,
     JobSucceeded,
     ModelRef,
+    PreemptTraining,
+    TrainingFailed,
+    TrainingStopped,
+    TrainingSucceeded,
     WarmModel,
     WorkerEvent,
 )
@@ -58,10 +65,12 @@ from diffleet_core.resources.conditions import Reason
 from diffleet_worker import metrics
 from diffleet_worker.cancels import PendingCancels
 from diffleet_worker.config import WorkerSettings
-from diffleet_worker.runner import JobCancelledError, RunFailedError, Runner
+from diffleet_worker.runner import JobCancelledError, RunFailedError, Runner, Trainer
+from diffleet_worker.training_service import TrainingFinal, TrainingOrders
 
 logger = logging.getLogger(__name__)
 DISPATCHED_JOB = TypeAdapter(DispatchedJob)
+DISPATCHED_TRAINING = TypeAdapter(DispatchedTraining)
 # Cancel orders remembered for jobs not here yet (see PendingCancels), and attempts
 # reported here whose redelivery is dropped (the same bounded memory).
 PENDING_CANCELS = 1024
@@ -81,15 +90,26 @@ class Quarantine(StrEnum):
     UNREPORTABLE = "unreportable"
 
 
+TRAINING_FINALS = (TrainingSucceeded, TrainingStopped, TrainingFailed)
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
 
 class WorkerService:
-    def __init__(self, settings: WorkerSettings, broker: Broker, runner: Runner) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        broker: Broker,
+        runner: Runner,
+        trainer: Trainer | None = None,
+    ) -> None:
         self.settings = settings
         self.broker = broker
         self.runner = runner
+        # None: a worker that only generates (its training orders are reported failed).
+        self.trainings = None if trainer is None else TrainingOrders(settings, broker, trainer)
         self.running: dict[str, asyncio.Event] = {}
         self.steps: dict[str, int] = {}  # last step reported, by job uid
         self.cancels = PendingCancels(PENDING_CANCELS)
@@ -119,6 +139,7 @@ class WorkerService:
     async def start(self) -> None:
         topology = self.broker.topology
         await self.broker.declare_worker_queue(self.settings.worker_id)
+        await self.broker.declare_queue(topology.training_results_queue)
         await self.broker.subscribe(
             topology.control_exchange, self.settings.worker_id, self.on_control
         )
@@ -139,6 +160,8 @@ class WorkerService:
             self.warm(order.model)
         elif isinstance(order, CancelJob):
             self.cancel(order)
+        elif isinstance(order, PreemptTraining) and self.trainings is not None:
+            self.trainings.preempt(order)
 
     def warm(self, model: ModelRef) -> None:
         """Loads `model` into the hot tier in the background, unless it is there, being
@@ -162,6 +185,8 @@ class WorkerService:
 
     def cancel(self, order: CancelJob) -> None:
         uid = order.job.uid
+        if self.trainings is not None and self.trainings.cancel(uid):
+            logger.info("training %s: cancel received", uid)
         if event := self.running.get(uid):
             logger.info("job %s: cancel received at step %d", uid, self.steps.get(uid, 0))
             event.set()
@@ -178,41 +203,42 @@ class WorkerService:
         await asyncio.shield(job)
 
     async def _dispatch(self, message: AbstractIncomingMessage) -> None:
+        # Parsed as the kind it names, so that a refusal lists that kind's problems only.
+        order: DispatchedJob | DispatchedTraining
         try:
-            order = DISPATCHED_JOB.validate_json(message.body)
+            if names_training(message.body):
+                order = DISPATCHED_TRAINING.validate_json(message.body)
+            else:
+                order = DISPATCHED_JOB.validate_json(message.body)
         except ValidationError as error:
             await self._refuse(message, error)
             return
         with job_context(order.job.uid):
             await self._handle(message, order)
 
-    async def _handle(self, message: AbstractIncomingMessage, order: DispatchedJob) -> None:
+    async def _handle(
+        self, message: AbstractIncomingMessage, order: DispatchedJob | DispatchedTraining
+    ) -> None:
         if self.draining:
             await message.nack(requeue=True)
             return
         uid = order.job.uid
         attempt = f"{uid}/{order.job.attempt}"
-        # A second delivery of a job running or reported here is a duplicate.
-        if (
-            uid in self.running
-            or self.reported.take(attempt)
-            or self.cancels.take(uid)
-            or order.deadline < now()
-        ):
+        # A second delivery of an order running or reported here is a duplicate.
+        if uid in self.running or self.reported.take(attempt):
+            await message.ack()
+            return
+        if isinstance(order, DispatchedJob) and (self.cancels.take(uid) or order.deadline < now()):
             await message.ack()
             return
         cancelled = asyncio.Event()
         self.running[uid] = cancelled
         self.idle.clear()
         try:
-            with job_span(message, order, self.settings.worker_id) as span:
-                # Inside the span: the line carries the job's trace id.
-                logger.info("running job %s attempt %d", uid, order.job.attempt)
-                result = await self._run(order, cancelled)
-                if isinstance(result, JobFailed):
-                    span.set_status(StatusCode.ERROR, f"{result.reason}: {result.message}")
-                if result is not None:
-                    await self._report_end(result)
+            if isinstance(order, DispatchedTraining):
+                await self._report_end(await self._train(order, cancelled))
+            else:
+                await self._run_job(message, order, cancelled)
         except Exception:
             again = bool(message.redelivered)
             outcome = " again; its order is dropped" if again else "; handing it back once"
@@ -232,6 +258,37 @@ class WorkerService:
             if not self.running:
                 self.idle.set()
 
+    async def _run_job(
+        self, message: AbstractIncomingMessage, order: DispatchedJob, cancelled: asyncio.Event
+    ) -> None:
+        with job_span(message, order, self.settings.worker_id) as span:
+            # Inside the span: the line carries the job's trace id.
+            logger.info("running job %s attempt %d", order.job.uid, order.job.attempt)
+            result = await self._run(order, cancelled)
+            if isinstance(result, JobFailed):
+                span.set_status(StatusCode.ERROR, f"{result.reason}: {result.message}")
+            if result is not None:
+                await self._report_end(result)
+
+    async def _train(self, order: DispatchedTraining, cancelled: asyncio.Event) -> TrainingFinal:
+        """The training's final event; its earlier ones are published as they happen."""
+        if self.trainings is None:
+            return TrainingFailed(
+                job=order.job,
+                worker=self.settings.worker_id,
+                at=now(),
+                reason=Reason.INVALID_SPEC,
+                message=f"worker {self.settings.worker_id} does not train",
+            )
+        stopped = self.trainings.stopped_before_start(order, self.cancels.take(order.job.uid))
+        if stopped is not None:
+            return stopped
+        logger.info("running training %s attempt %d", order.job.uid, order.job.attempt)
+        queue = self.broker.topology.training_results_queue
+        return await self.trainings.run(
+            order, cancelled, lambda event, key: self._publish_result(event, key, queue)
+        )
+
     async def _refuse(self, message: AbstractIncomingMessage, error: ValidationError) -> None:
         """An order that does not parse: failed (InvalidSpec) when it names its job, else
         dropped; never redelivered."""
@@ -246,7 +303,8 @@ class WorkerService:
             await message.reject(requeue=False)
             return
         logger.error("job %s: unreadable order, reported failed: %s", job.uid, problems)
-        failed = JobFailed(
+        kind = TrainingFailed if names_training(message.body) else JobFailed
+        failed = kind(
             job=job,
             worker=self.settings.worker_id,
             at=now(),
@@ -277,10 +335,13 @@ class WorkerService:
 
     async def _report_end(self, result: WorkerEvent) -> None:
         job = result.job
-        await self._publish_result(result, f"{job.uid}/{job.attempt}/end")
+        topology = self.broker.topology
+        training = isinstance(result, TRAINING_FINALS)
+        queue = topology.training_results_queue if training else topology.results_queue
+        await self._publish_result(result, f"{job.uid}/{job.attempt}/end", queue)
 
-    async def _publish_result(self, event: WorkerEvent, message_id: str) -> None:
-        """Publishes to the results queue, confirmed, retrying while RabbitMQ is away for
+    async def _publish_result(self, event: WorkerEvent, message_id: str, queue: str) -> None:
+        """Publishes to a results queue, confirmed, retrying while RabbitMQ is away for
         up to `broker_patience_seconds`; the last error is raised past that."""
         deadline = time.monotonic() + self.settings.broker_patience_seconds
         backoff = FIRST_BACKOFF_SECONDS
@@ -288,9 +349,7 @@ class WorkerService:
             try:
                 # Bounded here: a robust channel waits for its connection without one.
                 await asyncio.wait_for(
-                    self.broker.publish_to_queue(
-                        self.broker.topology.results_queue, event, message_id
-                    ),
+                    self.broker.publish_to_queue(queue, event, message_id),
                     self.settings.request_timeout_seconds,
                 )
                 return
@@ -305,7 +364,8 @@ class WorkerService:
     async def _run(self, order: DispatchedJob, cancelled: asyncio.Event) -> WorkerEvent | None:
         worker = self.settings.worker_id
         started = JobStarted(job=order.job, worker=worker, at=now())
-        await self._publish_result(started, f"{order.job.uid}/{order.job.attempt}/start")
+        started_id = f"{order.job.uid}/{order.job.attempt}/start"
+        await self._publish_result(started, started_id, self.broker.topology.results_queue)
 
         async def on_step(step: int, total: int, eta: float | None, preview: str | None) -> None:
             self.steps[order.job.uid] = step
@@ -367,8 +427,11 @@ class WorkerService:
     async def drain(self, grace_seconds: float) -> None:
         """Stops taking work and waits for the jobs in flight, at most `grace_seconds`.
         Jobs still running then are stopped; the caller then deletes the worker's Lease,
-        and the operator requeues them (as it does for a lost worker)."""
+        and the operator requeues them (as it does for a lost worker). Trainings stop at
+        their next step boundary at once, with a checkpoint, reported preempted."""
         self.draining = True
+        if self.trainings is not None:
+            self.trainings.drain()
         try:
             await asyncio.wait_for(self.idle.wait(), timeout=grace_seconds)
         except TimeoutError:
@@ -394,6 +457,15 @@ def job_span(
         kind=SpanKind.CONSUMER,
         attributes=attributes,
     )
+
+
+def names_training(body: bytes) -> bool:
+    """Whether an unreadable order says it is a training's (its `order` field)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(document, dict) and document.get("order") == "training"
 
 
 def named_job(body: bytes) -> JobRef | None:

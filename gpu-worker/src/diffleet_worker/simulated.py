@@ -11,7 +11,9 @@ GPU type instead (sim_profiles.py).
 The hot tier holds at most `sim_hot_slots` checkpoints (0: unbounded). A checkpoint not
 hot takes `sim_warm_load_seconds` when on local disk, else `sim_load_seconds`; a LoRA
 takes no load time. To make room it evicts idle checkpoints the order's `keep_hot` does
-not list first, least recently used first, then listed ones; one in use by a job stays."""
+not list first, least recently used first, then listed ones; one in use by a job stays.
+
+A training loads its base model as a job does, then runs simulated_training.py."""
 
 import asyncio
 import json
@@ -21,7 +23,7 @@ from typing import Any
 
 from PIL import Image
 
-from diffleet_core.messages import DispatchedJob, ModelRef
+from diffleet_core.messages import DispatchedJob, DispatchedTraining, ModelRef
 from diffleet_core.resources.generation_job import JobOutput
 from diffleet_core.telemetry import tracer
 from diffleet_worker import metrics
@@ -29,8 +31,16 @@ from diffleet_worker.cache.errors import CacheTier
 from diffleet_worker.config import WorkerSettings
 from diffleet_worker.encoding import encode
 from diffleet_worker.outputs import upload_image, upload_video
-from diffleet_worker.runner import JobCancelledError, RunFailedError, RunResult, StepCallback
+from diffleet_worker.runner import (
+    JobCancelledError,
+    RunFailedError,
+    RunResult,
+    StepCallback,
+    TrainingHooks,
+    TrainingOutcome,
+)
 from diffleet_worker.sim_profiles import Timings
+from diffleet_worker.simulated_training import SimulatedTraining
 from diffleet_worker.video import encode_video
 
 
@@ -78,6 +88,18 @@ class SimulatedRunner:
 
     async def warm(self, model: ModelRef) -> None:
         await self._load(model, keep_hot=[])
+
+    async def train(self, order: DispatchedTraining, hooks: TrainingHooks) -> TrainingOutcome:
+        if self.settings.sim_fail_reason:
+            raise RunFailedError(self.settings.sim_fail_reason, "simulated failure")
+        await self._load(order.model, keep_hot=[])
+        digest = order.model.digest
+        self._users[digest] += 1  # the base model stays hot while it trains
+        try:
+            step_seconds = self.settings.sim_training_step_seconds
+            return await SimulatedTraining(self.s3, order, step_seconds).run(hooks)
+        finally:
+            self._users[digest] -= 1
 
     async def _generate(
         self, order: DispatchedJob, cancelled: asyncio.Event, on_step: StepCallback

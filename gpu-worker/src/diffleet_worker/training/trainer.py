@@ -37,6 +37,11 @@ ENCODE_CHUNK = 8
 
 StopCheck = Callable[[], bool]
 ProgressCallback = Callable[[int, float], None]
+# Called when the steps begin, with the step resumed from (0: none).
+StartCallback = Callable[[int], None]
+# Called after each checkpoint is saved: its step, its location, the validation images
+# rendered with it.
+CheckpointCallback = Callable[[int, S3Location, list[S3Location]], None]
 
 
 def load_base(path: Path, device: torch.device) -> Any:
@@ -108,19 +113,31 @@ class LoraTrainer:
         self.latent_mean, self.latent_std = self._encode_images(examples)
         self.caption_ids = self._tokenize([example.caption for example in examples])
         self.caption_states = None if spec.train_text_encoder else self._encode_all_captions()
+        self.on_checkpoint: CheckpointCallback | None = None  # the current run's
 
     @property
     def prediction_type(self) -> str:
         return str(self.noise_schedule.config.prediction_type)
 
-    def run(self, should_stop: StopCheck, on_progress: ProgressCallback) -> TrainingResult:
+    def run(
+        self,
+        should_stop: StopCheck,
+        on_progress: ProgressCallback,
+        *,
+        on_start: StartCallback | None = None,
+        on_checkpoint: CheckpointCallback | None = None,
+    ) -> TrainingResult:
         """Trains from the latest checkpoint (or the start) to `spec.steps`, or until
-        `should_stop` says so at a step boundary, when it saves a checkpoint and returns."""
+        `should_stop` says so at a step boundary, when it saves a checkpoint and returns.
+        The callbacks only observe: they change nothing the steps draw or compute."""
         latest = self.store.latest_checkpoint()
         if latest is not None:
             checkpoints.restore(latest, self.parameters, self.optimizer)
         start = latest.step if latest is not None else 0
         result = TrainingResult(finished=False, resumed_from=start, step=start)
+        self.on_checkpoint = on_checkpoint
+        if on_start is not None:
+            on_start(start)
         cpu_started = time.process_time()
         for step in range(start, self.spec.steps):
             if should_stop():
@@ -172,8 +189,12 @@ class LoraTrainer:
 
     def _checkpoint(self, result: TrainingResult) -> None:
         state = checkpoints.capture(result.step, self.parameters, self.optimizer)
-        result.checkpoints.append(self.store.put_checkpoint(state))
+        location = self.store.put_checkpoint(state)
+        result.checkpoints.append(location)
+        rendered = len(result.validation_images)
         self._validate(result)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(result.step, location, result.validation_images[rendered:])
 
     def _validate(self, result: TrainingResult) -> None:
         images = validation.render(
