@@ -20,16 +20,19 @@ from diffleet_api.metrics import RequestMetrics
 from diffleet_api.moderation import POLICY_CACHE_SECONDS
 from diffleet_api.routers import (
     a1111,
+    datasets,
     health,
     jobs,
     models,
     openai_images,
     styles,
+    trainings,
     uploads,
     usage,
 )
 from diffleet_api.runtime import Runtime
 from diffleet_api.settings import ApiSettings, get_api_settings
+from diffleet_api.training_watcher import TrainingWatcher
 from diffleet_api.watcher import JobWatcher
 from diffleet_core import telemetry
 from diffleet_core.broker import Broker
@@ -125,6 +128,7 @@ def create_app(settings: ApiSettings | None = None, platform: Settings | None = 
         app.state.runtime = runtime
         if runtime.settings.watcher:
             runtime.background.add(asyncio.create_task(JobWatcher(runtime).run()))
+            runtime.background.add(asyncio.create_task(TrainingWatcher(runtime).run()))
         try:
             yield
         finally:
@@ -145,6 +149,8 @@ def create_app(settings: ApiSettings | None = None, platform: Settings | None = 
     app.include_router(models.router)
     app.include_router(styles.router)
     app.include_router(usage.router)
+    app.include_router(trainings.router)
+    app.include_router(datasets.router)
     app.include_router(openai_images.router)
     app.include_router(a1111.router)
     return app

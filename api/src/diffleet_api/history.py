@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from diffleet_api.errors import FieldError, field_errors
@@ -28,7 +28,7 @@ from diffleet_core.resources.generation_job import GenerationJobSpec, Generation
 from diffleet_core.resources.text import REFUSED
 
 Body = dict[str, Any]
-Part = TypeVar("Part", GenerationJobSpec, GenerationJobStatus)
+Part = TypeVar("Part", bound=BaseModel)  # a spec or a status (a job's, a training's)
 
 
 def storable(value: Any) -> Any:

@@ -49,6 +49,7 @@ class Loop(StrEnum):
     """The background loops, as the metric's `loop` label names them."""
 
     JOB_WATCHER = "job_watcher"
+    TRAINING_WATCHER = "training_watcher"
     WEBHOOK_SENDER = "webhook_sender"
     ABANDON_SWEEP = "abandon_sweep"
 

@@ -1,6 +1,6 @@
-"""The API's Kubernetes client: GenerationJobs and ModelCaches in tenant namespaces (and
-ModelCaches of the system namespace), and the content policy ConfigMaps. Every call has a
-timeout; Kubernetes' refusals become problem responses naming the field."""
+"""The API's Kubernetes client: GenerationJobs, TrainingJobs and ModelCaches in tenant
+namespaces (and ModelCaches of the system namespace), and the content policy ConfigMaps.
+Every call has a timeout; Kubernetes' refusals become problem responses naming the field."""
 
 import json
 import os
@@ -21,7 +21,13 @@ from diffleet_api.errors import (
     UnavailableError,
 )
 from diffleet_core import API_GROUP, API_VERSION, TIER_LABEL, telemetry
-from diffleet_core.resources import generation_job, gpu_pool, model_cache, style_preset
+from diffleet_core.resources import (
+    generation_job,
+    gpu_pool,
+    model_cache,
+    style_preset,
+    training_job,
+)
 
 MERGE_PATCH = "application/merge-patch+json"
 CREATED_BY = "app.kubernetes.io/created-by"
@@ -174,14 +180,16 @@ class Kube:
         resource_version: str | None,
         timeout_seconds: int,
         field_selector: str | None = None,
+        plural: str = generation_job.PLURAL,
     ) -> AsyncIterator[tuple[str, Body]]:
-        """Watch events of GenerationJobs (one namespace or all), from a resourceVersion."""
+        """Watch events of GenerationJobs (or of `plural`: TrainingJobs) of one namespace
+        or all, from a resourceVersion."""
         listing = (
             self.custom.list_namespaced_custom_object
             if namespace
             else self.custom.list_cluster_custom_object
         )
-        args = (API_GROUP, API_VERSION, namespace, generation_job.PLURAL)
+        args = (API_GROUP, API_VERSION, namespace, plural)
         stream = watch.Watch()
         kwargs: dict[str, Any] = {
             "timeout_seconds": timeout_seconds,
@@ -210,6 +218,56 @@ class Kube:
                 API_GROUP, API_VERSION, generation_job.PLURAL, _request_timeout=self.timeout
             )
         return listed["items"], listed["metadata"]["resourceVersion"]
+
+    # ------------------------------------------------------------ TrainingJobs
+
+    async def create_training(self, namespace: str, name: str, spec: Body) -> Body:
+        body = {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": training_job.KIND,
+            "metadata": {"name": name, "labels": {CREATED_BY: API}},
+            "spec": spec,
+        }
+        with refusals(f"training {name!r}"):
+            created: Body = await self.custom.create_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, training_job.PLURAL, body,
+                _request_timeout=self.timeout,
+            )  # fmt: skip
+        return created
+
+    async def get_training(self, namespace: str, name: str) -> Body | None:
+        return await self._get(namespace, training_job.PLURAL, name)
+
+    async def list_trainings(self, namespace: str, limit: int, cursor: str | None) -> Page:
+        with refusals("training list", field="cursor" if cursor else None):
+            listed = await self.custom.list_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, training_job.PLURAL, limit=limit,
+                _request_timeout=self.timeout, **paging(cursor),
+            )  # fmt: skip
+        return Page(listed["items"], listed["metadata"].get("continue") or None)
+
+    async def list_all_trainings(self, namespace: str | None) -> tuple[list[Body], str]:
+        """Every TrainingJob (one namespace or all) and the list's resourceVersion."""
+        if namespace:
+            listed = await self.custom.list_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, training_job.PLURAL,
+                _request_timeout=self.timeout,
+            )  # fmt: skip
+        else:
+            listed = await self.custom.list_cluster_custom_object(
+                API_GROUP, API_VERSION, training_job.PLURAL, _request_timeout=self.timeout
+            )
+        return listed["items"], listed["metadata"]["resourceVersion"]
+
+    async def cancel_training(self, namespace: str, name: str) -> Body:
+        with refusals(f"training {name!r}"):
+            # _content_type is a runtime keyword that the bundled stubs do not declare.
+            patched: Body = await self.custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
+                API_GROUP, API_VERSION, namespace, training_job.PLURAL, name,
+                {"spec": {"cancel": True}}, _content_type=MERGE_PATCH,
+                _request_timeout=self.timeout,
+            )  # fmt: skip
+        return patched
 
     # ------------------------------------------------------------ GPUPools
 

@@ -42,10 +42,21 @@ JOBS_FINALIZED = Counter(
     ["phase"],
     registry=REGISTRY,
 )
+TRAININGS_FINALIZED = Counter(
+    "diffleet_api_trainings_finalized_total",
+    "Trainings whose credits the training watcher settled or refunded, by phase",
+    ["phase"],
+    registry=REGISTRY,
+)
+TRAININGS_ABANDONED = Counter(
+    "diffleet_api_trainings_abandoned_total",
+    "Trainings the API created but never reserved credits for, cancelled by the watcher",
+    registry=REGISTRY,
+)
 RECORDS_QUARANTINED = Counter(
     "diffleet_api_records_quarantined_total",
     "Records a background loop set aside because handling them failed by their own fault,"
-    " by loop (job_watcher, webhook_sender, abandon_sweep)",
+    " by loop (job_watcher, training_watcher, webhook_sender, abandon_sweep)",
     ["loop"],
     registry=REGISTRY,
 )

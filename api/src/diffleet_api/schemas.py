@@ -21,6 +21,7 @@ from diffleet_core.resources.generation_job import (
 )
 from diffleet_core.resources.model_cache import ModelCacheSpec, ModelCacheStatus
 from diffleet_core.resources.style_preset import StylePresetSpec
+from diffleet_core.resources.training_job import TrainingJobSpec, TrainingJobStatus
 
 MAX_BATCH = 100
 Credits = Annotated[Decimal, PlainSerializer(float, return_type=float)]
@@ -167,3 +168,40 @@ class ModelRegistration(ModelCacheSpec):
 
 
 ModelRegistrationBody = Annotated[ModelRegistration, wire_only(ModelRegistration)]
+
+
+TrainingSpecBody = Annotated[TrainingJobSpec, wire_only(TrainingJobSpec)]
+
+
+class TrainingPublic(ApiModel):
+    id: str = Field(description="The training's name (the TrainingJob's metadata.name)")
+    uid: str
+    namespace: str
+    spec: TrainingJobSpec | None = Field(
+        description="The training's request; null only when it cannot be read (see invalidFields)"
+    )
+    status: TrainingJobStatus
+    created_at: datetime
+    cost: Credits | None = Field(
+        default=None, description="Credits reserved for the training (null: not created here)"
+    )
+    invalid_fields: list[FieldError] = Field(
+        default_factory=list,
+        description="What the stored training holds that its schema refuses; empty for a valid one",
+    )
+
+
+class TrainingList(ApiModel):
+    items: list[TrainingPublic]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page")
+
+
+class DatasetPublic(ApiModel):
+    name: str
+    uri: str = Field(description="s3:// folder to put in a training's spec.dataset")
+    examples: int = Field(description="Images, each with its caption")
+    size_bytes: int = Field(description="Bytes of the images and captions")
+
+
+class DatasetList(ApiModel):
+    items: list[DatasetPublic]

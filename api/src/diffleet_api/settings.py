@@ -4,6 +4,7 @@ The platform-wide settings (database, broker, buckets) are core's `Settings`; th
 what only the API needs: auth, the tier table of rate limits, credits, uploads, webhooks.
 """
 
+from decimal import Decimal
 from functools import cached_property, lru_cache
 
 from pydantic import BaseModel, Field, field_validator
@@ -43,6 +44,9 @@ class TierLimits(BaseModel):
     event_streams: int = Field(
         default=100, ge=1, description="Concurrent event streams (SSE) per API process"
     )
+    concurrent_trainings: int = Field(
+        default=0, ge=0, description="Unfinished TrainingJobs at once (0: no trainings)"
+    )
 
 
 def default_tier_limits() -> dict[Tier, TierLimits]:
@@ -62,14 +66,18 @@ def default_tier_limits() -> dict[Tier, TierLimits]:
             uploads_per_hour=50,
             prompt_max_length=1000,
             event_streams=5,
+            concurrent_trainings=1,
         ),
         Tier.PRO: TierLimits(
             requests_per_minute=500,
             generations_per_hour=200,
             uploads_per_hour=100,
             event_streams=20,
+            concurrent_trainings=2,
         ),
-        Tier.ENTERPRISE: TierLimits(requests_per_minute=2000, generations_per_hour=1000),
+        Tier.ENTERPRISE: TierLimits(
+            requests_per_minute=2000, generations_per_hour=1000, concurrent_trainings=4
+        ),
     }
 
 
@@ -97,6 +105,17 @@ class ApiSettings(BaseSettings):
     presign_seconds: int = Field(default=300, ge=10, le=3600, description="Output URL lifetime")
     upload_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     model_upload_max_bytes: int = Field(default=8 * 1024**3, ge=1024)
+    dataset_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="A dataset upload's body, and the uncompressed size of its files in all",
+    )
+    training_step_price: Decimal = Field(
+        default=Decimal("0.02"),
+        ge=0,
+        description="Credits of one training step of one 512x512 image"
+        " (diffleet_core.pricing.training_cost)",
+    )
     request_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Kubernetes, S3, AMQP, waiting for a PostgreSQL connection"
     )

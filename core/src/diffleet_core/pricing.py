@@ -12,6 +12,10 @@ generated at sd15 (sdxl pixels count twice).
     removeBackground  ceil(output pixels / 512²) * batchSize * 0.1
 
 The API reserves the total before the job runs and returns it as the job's cost.
+
+A training (TrainingJobSpec) costs steps * (resolution / 512)² * batchSize * the step
+price (a setting of the API): its images are squares of `resolution`, whatever the base
+model's family.
 """
 
 import math
@@ -19,6 +23,7 @@ from decimal import Decimal
 
 from diffleet_core.resources.generation_job import GenerationJobSpec, Mode, hires_size
 from diffleet_core.resources.model_cache import BaseModelFamily
+from diffleet_core.resources.training_job import TrainingJobSpec
 
 BASE_PIXELS = 512 * 512
 FAMILY_FACTOR = {BaseModelFamily.SD15: 1, BaseModelFamily.SDXL: 2, BaseModelFamily.SVD: 2}
@@ -106,3 +111,10 @@ def cost_breakdown(spec: GenerationJobSpec, family: BaseModelFamily | None) -> d
 def job_cost(spec: GenerationJobSpec, family: BaseModelFamily | None) -> Decimal:
     """The job's credits: `family` is its checkpoint's (None in mode upscale)."""
     return sum(cost_breakdown(spec, family).values(), Decimal(0))
+
+
+def training_cost(spec: TrainingJobSpec, step_price: Decimal) -> Decimal:
+    """The training's credits, to the cent (rounded up: a price is never zero by rounding)."""
+    pixels = Decimal(spec.resolution * spec.resolution) / BASE_PIXELS
+    cost = spec.steps * pixels * spec.batch_size * step_price
+    return cost.quantize(Decimal("0.01"), rounding="ROUND_CEILING")
