@@ -263,6 +263,9 @@ def test_a_training_is_a_training_job_of_the_tenant_with_its_credits_reserved(
         assert training["spec"]["rank"] == 8
         assert training["status"]["attempts"] == 0
         assert balance(trainer) == Decimal(1000 - 4)
+        usage = http.get("/v1/usage").json()
+        assert (usage["balance"], usage["reserved"]) == (996, 4)
+        assert usage["ledger"][0]["note"] == f"training {training['id']}"
 
         resource = kubectl.json("get", "trainingjob", training["id"], "-n", trainer.namespace)
         assert resource["metadata"]["uid"] == training["uid"]

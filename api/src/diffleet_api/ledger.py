@@ -204,9 +204,13 @@ async def current_balance(connection: psycopg.AsyncConnection[Any], tenant_id: s
 
 
 async def reserved_total(connection: psycopg.AsyncConnection[Any], tenant_id: str) -> Decimal:
+    """Credits held by the tenant's unfinished jobs and trainings."""
     cursor = await connection.execute(
-        "select coalesce(sum(cost), 0) from jobs where tenant_id = %s and credits = 'reserved'",
-        (tenant_id,),
+        "select (select coalesce(sum(cost), 0) from jobs"
+        "        where tenant_id = %(tenant)s and credits = 'reserved')"
+        " + (select coalesce(sum(cost), 0) from trainings"
+        "    where tenant_id = %(tenant)s and credits = 'reserved')",
+        {"tenant": tenant_id},
     )
     row = await cursor.fetchone()
     total: Decimal = row[0] if row else Decimal(0)
