@@ -149,6 +149,8 @@ class TrainingRun:
 
     def on_start(self, step: int, examples: int) -> None:
         logger.info("training %s: from step %d, %d examples", self.key, step, examples)
+        # The steps' clock: the ETA leaves the model's load and the dataset's read out.
+        self.started = self.reported = time.monotonic()
         started = TrainingStarted(
             job=self.order.job, worker=self.worker, at=now(), step=step, examples=examples
         )
