@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ADMITTED_TRAINING = TypeAdapter(AdmittedTraining)
+# Writing Running after the order is published is tried this often, this far apart.
+RECORD_TRIES = 5
+RECORD_PAUSE_SECONDS = 1.0
 
 
 @dataclass
@@ -261,14 +264,7 @@ class TrainingScheduler:
             self._drop(entry)
             self.dispatched[ref.uid] = (ref.attempt, time.monotonic())
             self.trainings.steps_before[ref.uid] = training.status.steps_run
-            written = await self.trainings.write(
-                training,
-                lambda t: (
-                    patches.running(t, worker.worker_id, worker.pool, ref.attempt)
-                    if t.queued_as(ref.attempt)
-                    else None
-                ),
-            )
+            written = await self._record_running(training, worker, ref.attempt)
         await settle(entry.message)
         metrics.TRAININGS_DISPATCHED.inc()
         metrics.PLACEMENTS.labels(decision.outcome).inc()
@@ -281,6 +277,28 @@ class TrainingScheduler:
             await rt.broker.publish_to_exchange(
                 rt.broker.topology.control_exchange, worker.worker_id, stop
             )
+
+    async def _record_running(
+        self, training: TrackedTraining, worker: WorkerView, attempt: int
+    ) -> TrackedTraining | None:
+        """Writes Running once the order is published; the worker runs it from now on, so
+        a transient failure is tried again (RECORD_TRIES times, a second apart): its
+        reports are dropped until the status names this attempt."""
+        for tries in range(1, RECORD_TRIES + 1):
+            try:
+                return await self.trainings.write(
+                    training,
+                    lambda t: (
+                        patches.running(t, worker.worker_id, worker.pool, attempt)
+                        if t.queued_as(attempt)
+                        else None
+                    ),
+                )
+            except Exception as error:
+                if not transient(error) or tries == RECORD_TRIES:
+                    raise
+                await asyncio.sleep(RECORD_PAUSE_SECONDS)
+        return None
 
     def _drop(self, entry: Entry) -> None:
         if entry in self.buffer:
