@@ -6,9 +6,11 @@ condition."""
 from typing import Any
 
 from diffleet_core.resources.conditions import Reason
+from diffleet_core.resources.model_cache import ModelCacheSpec
 from diffleet_core.resources.training_job import (
     ADMITTED,
     COMPLETE,
+    TRAINED_BY_LABEL,
     TrainedModel,
     TrainingCheckpoint,
     TrainingPhase,
@@ -16,6 +18,7 @@ from diffleet_core.resources.training_job import (
 )
 from diffleet_operator.training import status
 from diffleet_operator.training.records import TrackedTraining
+from diffleet_operator.training.service import lora_model_cache
 
 
 def training(status_fields: dict[str, Any] | None = None, **spec: Any) -> TrackedTraining:
@@ -108,3 +111,18 @@ def test_registering_then_succeeded_move_the_complete_condition() -> None:
     done = status.succeeded(training({"phase": "Running", **registering}), "zorp")
     assert done["phase"] == TrainingPhase.SUCCEEDED
     assert [(c["type"], c["status"]) for c in done["conditions"]] == [(COMPLETE, "True")]
+
+
+def test_the_lora_model_cache_is_a_lora_of_the_base_family_labelled_with_the_training() -> None:
+    output = TrainedModel(
+        model="zorp",
+        uri="s3://diffleet-models/team/zorp.safetensors",
+        digest="sha256:" + "a" * 64,
+        size_bytes=3,
+    )
+    body = lora_model_cache(training(), output, "sd15")
+    spec = ModelCacheSpec.model_validate(body["spec"], by_name=False)
+    assert (spec.type, spec.format, spec.base_model) == ("lora", "safetensors", "sd15")
+    assert spec.sha256 == "a" * 64
+    assert body["metadata"]["labels"] == {TRAINED_BY_LABEL: "t1"}
+    assert body["metadata"]["namespace"] == "team"

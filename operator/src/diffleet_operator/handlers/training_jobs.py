@@ -23,8 +23,11 @@ async def track_training(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
     rt = Runtime.of(memo)
     uid = body["metadata"]["uid"]
     if event["type"] == "DELETED":
-        rt.trainings.forget(uid)
         rt.quarantine.forget(uid)
+        try:
+            await rt.trainings.deleted(uid)
+        except Exception as error:  # noqa: BLE001 - the worker's Lease frees the slot anyway
+            rt.quarantine.resource_failed(Loop.ADMISSION, body, error)
         return
     try:
         training = rt.trainings.index.observe(body)

@@ -94,6 +94,7 @@ class TrainingResults:
             return
         ends = isinstance(event, TrainingStopped | TrainingSucceeded | TrainingFailed)
         current = training.status.attempts == ref.attempt or self._ours(ref.uid, ref.attempt)
+        waited = None
         if ends and current:
             self.rt.fleet.forget(ref.uid)  # first: inference may be waiting for the slot
             waited = self.scheduler.slot_freed(ref.uid)
@@ -113,7 +114,7 @@ class TrainingResults:
                 ),
             )
         elif isinstance(event, TrainingStopped):
-            await self._stopped(training, event)
+            await self._stopped(training, event, for_inference=waited is not None)
         elif isinstance(event, TrainingSucceeded):
             await self._succeeded(training, event)
         else:
@@ -130,15 +131,20 @@ class TrainingResults:
             metrics.STALE_REPORTS.inc()
         return written
 
-    async def _stopped(self, training: TrackedTraining, event: TrainingStopped) -> None:
+    async def _stopped(
+        self, training: TrackedTraining, event: TrainingStopped, *, for_inference: bool
+    ) -> None:
+        """Preempted (for inference, or by its worker's drain): queued again; else
+        (a CancelJob) Cancelled."""
         steps = self._steps_run(training.uid, training, event.steps_run)
         if event.preempted and not training.spec.cancel:
             metrics.TRAINING_PREEMPTIONS.inc()
+            why = "for inference" if for_inference else "by its worker (draining)"
             await self.trainings.requeue(
                 training,
                 event.job.attempt,
                 Reason.PREEMPTED,
-                f"preempted at step {event.step} for inference",
+                f"preempted at step {event.step} {why}",
                 preempted=True,
                 checkpoint=event.checkpoint,
                 steps_run=steps,

@@ -69,8 +69,18 @@ class Trainings:
     def lock(self, uid: str) -> asyncio.Lock:
         return self._locks[uid]
 
+    async def deleted(self, uid: str) -> None:
+        """The TrainingJob is deleted: a worker running it is told to stop (its slot
+        frees when its Lease says so), and it is forgotten."""
+        training = self.index.get(uid)
+        worker = self.rt.fleet.holder(uid) or (training.status.worker if training else None)
+        if training is not None and worker and not training.phase.finished:
+            order = CancelJob(job=training.ref(max(training.status.attempts, 1)), reason="Deleted")
+            topology = self.rt.broker.topology
+            await self.rt.broker.publish_to_exchange(topology.control_exchange, worker, order)
+        self.forget(uid)
+
     def forget(self, uid: str) -> None:
-        """The TrainingJob is deleted."""
         self.index.remove(uid)
         self._locks.pop(uid, None)
         self.steps_before.pop(uid, None)
