@@ -164,7 +164,7 @@ def test_a_training_succeeds_with_its_lora_model_cache_ready(
     assert lora["metadata"]["labels"]["diffleet.io/trained-by"] == "t"
     assert lora["spec"]["type"] == "lora"
     assert lora["status"]["phase"] == "Ready"
-    assert done["output"]["digest"] == f"sha256:{lora['status']['digest']}"
+    assert done["output"]["digest"] == lora["status"]["digest"]
     assert operator.metric("diffleet_trainings_dispatched_total") == 1
 
 

@@ -103,10 +103,10 @@ def test_a_refusal_fails_it_with_the_admitted_condition_false() -> None:
 
 def test_registering_then_succeeded_move_the_complete_condition() -> None:
     output = TrainedModel(
-        model="zorp", uri="s3://m/zorp.safetensors", digest="sha256:ab", size_bytes=3
+        model="zorp", uri="s3://m/zorp.safetensors", digest="ab", size_bytes=3
     )
     registering = status.registering(training({"phase": "Running"}), output, 40, 40, 0.1, [])
-    assert registering["output"]["digest"] == "sha256:ab"
+    assert registering["output"]["digest"] == "ab"
     assert registering["conditions"][0]["reason"] == Reason.REGISTERING
     done = status.succeeded(training({"phase": "Running", **registering}), "zorp")
     assert done["phase"] == TrainingPhase.SUCCEEDED
@@ -117,7 +117,7 @@ def test_the_lora_model_cache_is_a_lora_of_the_base_family_labelled_with_the_tra
     output = TrainedModel(
         model="zorp",
         uri="s3://diffleet-models/team/zorp.safetensors",
-        digest="sha256:" + "a" * 64,
+        digest="a" * 64,
         size_bytes=3,
     )
     body = lora_model_cache(training(), output, "sd15")

@@ -166,7 +166,7 @@ class TrainingResults:
         output = TrainedModel(
             model=training.spec.output.name,
             uri=event.uri,
-            digest=f"sha256:{event.sha256}",
+            digest=event.sha256,
             size_bytes=event.size_bytes,
         )
         await self.trainings.register(training, output)

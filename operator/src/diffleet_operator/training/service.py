@@ -375,7 +375,7 @@ def lora_model_cache(
         "source": output.uri,
         "format": ModelFormat.SAFETENSORS,
         "type": ModelType.LORA,
-        "sha256": output.digest.removeprefix("sha256:"),
+        "sha256": output.digest,
         "sizeBytes": output.size_bytes,
     }
     if base_family is not None:
