@@ -236,7 +236,7 @@ class WorkerService:
         self.idle.clear()
         try:
             if isinstance(order, DispatchedTraining):
-                await self._report_end(await self._train(order, cancelled))
+                await self._run_training(message, order, cancelled)
             else:
                 await self._run_job(message, order, cancelled)
         except Exception:
@@ -269,6 +269,15 @@ class WorkerService:
                 span.set_status(StatusCode.ERROR, f"{result.reason}: {result.message}")
             if result is not None:
                 await self._report_end(result)
+
+    async def _run_training(
+        self, message: AbstractIncomingMessage, order: DispatchedTraining, cancelled: asyncio.Event
+    ) -> None:
+        with job_span(message, order, self.settings.worker_id, "run training") as span:
+            final = await self._train(order, cancelled)
+            if isinstance(final, TrainingFailed):
+                span.set_status(StatusCode.ERROR, f"{final.reason}: {final.message}")
+            await self._report_end(final)
 
     async def _train(self, order: DispatchedTraining, cancelled: asyncio.Event) -> TrainingFinal:
         """The training's final event; its earlier ones are published as they happen."""
@@ -440,7 +449,10 @@ class WorkerService:
 
 
 def job_span(
-    message: AbstractIncomingMessage, order: DispatchedJob, worker: str
+    message: AbstractIncomingMessage,
+    order: DispatchedJob | DispatchedTraining,
+    worker: str,
+    name: str = "run job",
 ) -> AbstractContextManager[Span]:
     """The run's span, in the job's trace (the dispatch's, from the order's headers); the
     runner's stage spans (fetch, load, denoise, encode, upload) are its children."""
@@ -452,7 +464,7 @@ def job_span(
         telemetry.WORKER: worker,
     }
     return telemetry.tracer.start_as_current_span(
-        "run job",
+        name,
         context=telemetry.context_from_headers(message.headers),
         kind=SpanKind.CONSUMER,
         attributes=attributes,
