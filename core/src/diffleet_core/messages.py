@@ -196,8 +196,8 @@ class AdmittedTraining(Message):
 
 
 class DispatchedTraining(Message):
-    """In a worker's queue (beside DispatchedJob): train this LoRA, from the latest
-    checkpoint under the training's uid when there is one."""
+    """In a worker's queue (beside DispatchedJob, told apart by `order`): train this
+    LoRA, from the latest checkpoint under the training's uid when there is one."""
 
     order: Literal["training"] = "training"
     job: JobRef
@@ -209,12 +209,6 @@ class DispatchedTraining(Message):
     # bucket (diffleet_core.storage: training keys).
     output_bucket: str
     models_bucket: str
-
-
-# What a worker's own queue carries.
-WORKER_ORDER: TypeAdapter[DispatchedTraining | DispatchedJob] = TypeAdapter(
-    Annotated[DispatchedTraining | DispatchedJob, Field(union_mode="left_to_right")]
-)
 
 
 class TrainingStarted(WorkerEvent):

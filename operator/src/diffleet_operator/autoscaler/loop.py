@@ -27,8 +27,7 @@ from diffleet_operator.autoscaler.demand import WaitingJob
 from diffleet_operator.autoscaler.timings import Timings
 from diffleet_operator.cache.jobs import TrackedJob
 from diffleet_operator.quarantine import describe
-from diffleet_operator.queue.admission import NotReady, resolve_job_models
-from diffleet_operator.scheduler.eligibility import Requirements, job_requirements
+from diffleet_operator.scheduler.needs import waiting_job_needs
 from diffleet_operator.training.demand import weighted
 
 if TYPE_CHECKING:
@@ -142,20 +141,12 @@ class Autoscaler:
         found.sort(key=lambda pair: pair[0].rank)
         waiting = []
         for tier, job in found:
-            needs = self._requirements(job, tier)
+            needs = waiting_job_needs(self.rt, job, tier)
             if needs is not None:
                 waiting.append(WaitingJob(job.uid, needs))
         # Trainings, below every tier, with their own weight (diffleet_operator.training).
         trainings = self.rt.trainings.waiting_needs()
         return waiting + weighted(trainings, self.rt.operator.training_demand_weight)
-
-    def _requirements(self, job: TrackedJob, tier: Tier) -> Requirements | None:
-        system = self.rt.settings.system_namespace
-        spec = self.rt.styles.spec(job)
-        models = resolve_job_models(self.rt.models, job.namespace, spec, system)
-        if isinstance(models, NotReady):
-            return None
-        return job_requirements(models, tier, spec.gpu_class)
 
     def _show(self, plan: Plan) -> None:
         for name, decision in plan.pools.items():

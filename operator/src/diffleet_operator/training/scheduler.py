@@ -6,14 +6,14 @@ when woken:
 
 1. a running training whose worker left the fleet (Lease expired or deleted) is queued
    again (WorkerLost), resuming from its last checkpoint;
-2. while inference jobs wait in the dispatcher's tier buffers, no training is placed, and
-   if the free slots cannot take those jobs, trainings are preempted (training.preemption):
-   PreemptTraining to their worker, which checkpoints at its next step boundary; its
-   TrainingStopped frees the slot (training.results);
-3. else the buffered trainings, in arrival order, are placed on a worker with a free slot
-   by the placement of inference (pool, gpuClass, the base model's VRAM, the base model
-   hot first): DispatchedTraining to the worker's queue (confirmed), the slot assumed,
-   status Running with the attempt.
+2. inference jobs waiting in the dispatcher's tier buffers that no free slot takes preempt
+   the trainings on workers they may run on (training.preemption): PreemptTraining to
+   their worker, which checkpoints at its next step boundary; its TrainingStopped frees
+   the slot (training.results);
+3. the buffered trainings, in arrival order, are placed on a worker with a free slot that
+   no waiting inference job may run on, by the placement of inference (pool, gpuClass,
+   the base model's VRAM, the base model hot first): DispatchedTraining to the worker's
+   queue (confirmed), the slot assumed, status Running with the attempt.
 """
 
 import asyncio
@@ -39,10 +39,15 @@ from diffleet_operator import metrics
 from diffleet_operator.cache.fleet import WorkerView
 from diffleet_operator.quarantine import Loop, dropped_message, transient
 from diffleet_operator.queue.admission import NotReady, resolve_model
-from diffleet_operator.scheduler.eligibility import requirements
+from diffleet_operator.scheduler.eligibility import Requirements, requirements
+from diffleet_operator.scheduler.needs import waiting_job_needs
 from diffleet_operator.scheduler.placement import place
 from diffleet_operator.training import status as patches
-from diffleet_operator.training.preemption import RunningTraining, to_preempt
+from diffleet_operator.training.preemption import (
+    RunningTraining,
+    to_preempt,
+    wanted_by_inference,
+)
 from diffleet_operator.training.records import TrackedTraining
 from diffleet_operator.training.service import Trainings
 
@@ -105,31 +110,33 @@ class TrainingScheduler:
 
     async def cycle(self) -> None:
         await self.recover_lost()
-        fleet = self.rt.fleet.snapshot()
-        jobs_waiting = self.inference_waiting()
-        if jobs_waiting:
-            await self.preempt(fleet, jobs_waiting)
-            return
         if self.rt.dispatch_pause.paused:
             return
+        waiting = self.inference_waiting()
+        if waiting:
+            await self.preempt(self.rt.fleet.snapshot(), waiting)
         for entry in list(self.buffer):
             if not any(worker.free_slots for worker in self.rt.fleet.snapshot()):
                 return
-            await self.consider(entry)
+            await self.consider(entry, waiting)
 
-    def inference_waiting(self) -> int:
-        """Inference jobs buffered for dispatch whose job is still waiting."""
-        count = 0
-        for entries in self.dispatcher.buffers.by_tier.values():
+    def inference_waiting(self) -> list[Requirements]:
+        """What each inference job buffered for dispatch and still waiting needs, highest
+        tier first; a job waiting for one of its models to be Ready is left out."""
+        waiting = []
+        for tier, entries in self.dispatcher.buffers.by_tier.items():
             for entry in entries:
                 job = self.rt.jobs.get(entry.admitted.job.uid)
-                if job is not None and not job.phase.finished:
-                    count += 1
-        return count
+                if job is None or job.phase.finished:
+                    continue
+                needs = waiting_job_needs(self.rt, job, tier)
+                if needs is not None:
+                    waiting.append(needs)
+        return waiting
 
     # Preemption
 
-    async def preempt(self, fleet: list[WorkerView], jobs_waiting: int) -> None:
+    async def preempt(self, fleet: list[WorkerView], waiting: list[Requirements]) -> None:
         running = [
             RunningTraining(
                 uid=t.uid,
@@ -145,8 +152,8 @@ class TrainingScheduler:
         ]
         live = {training.uid for training in running}
         self.preempting = {uid: at for uid, at in self.preempting.items() if uid in live}
-        free = sum(worker.free_slots for worker in fleet if not worker.draining)
-        for training in to_preempt(running, self.preempting.keys(), jobs_waiting, free):
+        chosen = to_preempt(running, self.preempting.keys(), waiting, fleet, self.rt.pools)
+        for training in chosen:
             tracked = self.trainings.index.get(training.uid)
             if tracked is None:
                 continue
@@ -191,7 +198,7 @@ class TrainingScheduler:
 
     # Dispatch
 
-    async def consider(self, entry: Entry) -> None:
+    async def consider(self, entry: Entry, waiting: list[Requirements]) -> None:
         """Drops the entry if stale, dispatches it if a worker takes it, else leaves it."""
         ref = entry.admitted.job
         try:
@@ -202,7 +209,7 @@ class TrainingScheduler:
                 return
             if not training.queued_as(ref.attempt):
                 return  # the watch has not shown it Queued yet
-            await self.dispatch(entry, training)
+            await self.dispatch(entry, training, waiting)
         except Exception as error:  # noqa: BLE001 - one training never stops scheduling
             tracked = self.trainings.index.get(ref.uid)
             if tracked is not None:
@@ -226,7 +233,9 @@ class TrainingScheduler:
         )
         return None if stale else training
 
-    async def dispatch(self, entry: Entry, training: TrackedTraining) -> None:
+    async def dispatch(
+        self, entry: Entry, training: TrackedTraining, waiting: list[Requirements]
+    ) -> None:
         rt = self.rt
         ref = entry.admitted.job
         base = resolve_model(
@@ -235,7 +244,9 @@ class TrainingScheduler:
         if isinstance(base, NotReady):
             return  # its base model is back to not Ready: it waits for it
         needs = requirements(base, None, training.spec.gpu_class)
-        decision = place(needs, rt.fleet.snapshot(), rt.pools)
+        fleet = rt.fleet.snapshot()
+        wanted = wanted_by_inference(waiting, fleet, rt.pools)
+        decision = place(needs, [w for w in fleet if w.worker_id not in wanted], rt.pools)
         if decision.worker is None:
             return
         worker = decision.worker
