@@ -6,8 +6,9 @@ One training, with everything the fleet does to it on the way, in order: it runs
 the only worker; a GenerationJob arrives and preempts it (the job starts within a
 training step plus a checkpoint, and the training resumes from that checkpoint); the
 worker is killed outright and a second one resumes the training from the last
-checkpoint; it succeeds, its LoRA ModelCache becomes Ready, and "a zorp circle" drawn
-with that LoRA is measurably closer to the dataset's blue than without it.
+checkpoint; it succeeds with its loss fallen, its LoRA ModelCache becomes Ready, and "a
+zorp circle" drawn with that LoRA is measurably closer to the dataset's blue than
+without it.
 
 The dataset is micro-shapes' world in blue, captioned with a word it never read (see
 tests/worker/test_training.py for why blue and why the text encoder is trained).
@@ -16,6 +17,7 @@ tests/worker/test_training.py for why blue and why the text encoder is trained).
 import io
 import json
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -54,21 +56,34 @@ SPEC = {
 WORKER_START_SECONDS = 240
 
 
-def training_status(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
-    body = kubectl.json("get", "trainingjob", "zorp", "-n", namespace)
-    status: dict[str, Any] = body.get("status") or {}
-    return status
+@dataclass
+class Training:
+    """The TrainingJob "zorp" as the test reads it, with every (step, loss) its status
+    showed on the way: the loss curve as a user watching it sees it."""
 
+    kubectl: Kubectl
+    namespace: str
+    losses: dict[int, float] = field(default_factory=dict)
 
-def until_step(kubectl: Kubectl, namespace: str, step: int, timeout: float) -> dict[str, Any]:
-    """The training's status once it runs at `step` or later."""
+    def status(self) -> dict[str, Any]:
+        body = self.kubectl.json("get", "trainingjob", "zorp", "-n", self.namespace)
+        status: dict[str, Any] = body.get("status") or {}
+        if status.get("loss") is not None and status.get("step"):
+            self.losses[status["step"]] = status["loss"]
+        return status
 
-    def reached() -> dict[str, Any] | None:
-        status = training_status(kubectl, namespace)
-        running = status.get("phase") == "Running" and status.get("step", 0) >= step
-        return status if running else None
+    def at_step(self, step: int, timeout: float) -> dict[str, Any]:
+        """The status once the training runs at `step` or later."""
 
-    return eventually(reached, timeout=timeout, what=f"training at step {step}")
+        def reached() -> dict[str, Any] | None:
+            status = self.status()
+            running = status.get("phase") == "Running" and status.get("step", 0) >= step
+            return status if running else None
+
+        return eventually(reached, timeout=timeout, what=f"training at step {step}")
+
+    def mean_loss(self, first: int, last: int) -> float:
+        return float(np.mean([v for step, v in self.losses.items() if first <= step <= last]))
 
 
 def timestamp(value: str) -> float:
@@ -106,13 +121,14 @@ def test_a_training_is_preempted_survives_a_killed_worker_and_its_lora_draws_the
         "spec": SPEC | {"dataset": dataset},
     }
     kubectl.apply(json.dumps(body), namespace)
+    training = Training(kubectl, namespace)
 
     # Preemption: a job arrives while the training holds the only worker.
-    until_step(kubectl, namespace, CHECKPOINT_EVERY + 10, timeout=180)
+    training.at_step(CHECKPOINT_EVERY + 10, timeout=180)
     apply_job(kubectl, namespace, "urgent", model="micro-shapes", width=64, height=64)
     urgent = wait_for_phase(kubectl, namespace, "urgent", "Succeeded", timeout=120)
     latency = timestamp(urgent["startedAt"]) - timestamp(urgent["queuedAt"])
-    preempted = training_status(kubectl, namespace)
+    preempted = training.status()
     print(f"\npreemption: the job started {latency:.2f} s after it was queued")
     assert preempted["preemptions"] == 1
     stopped_at = max(checkpoint["step"] for checkpoint in preempted["checkpoints"])
@@ -120,18 +136,18 @@ def test_a_training_is_preempted_survives_a_killed_worker_and_its_lora_draws_the
     assert latency < 20
 
     # The training resumes on the same worker; then that worker is killed outright.
-    resumed = until_step(kubectl, namespace, 2 * CHECKPOINT_EVERY + 20, timeout=180)
+    resumed = training.at_step(2 * CHECKPOINT_EVERY + 20, timeout=180)
     assert resumed["attempts"] == 2
     first.kill()
     platform.worker("second", simulate=False)
     eventually(
-        lambda: training_status(kubectl, namespace).get("worker") == "second",
+        lambda: training.status().get("worker") == "second",
         timeout=WORKER_START_SECONDS,
         what="the training runs on the second worker",
     )
 
     done = eventually(
-        lambda: (s := training_status(kubectl, namespace)).get("phase") == "Succeeded" and s,
+        lambda: (s := training.status()).get("phase") == "Succeeded" and s,
         timeout=300,
         what="training Succeeded",
     )
@@ -142,7 +158,13 @@ def test_a_training_is_preempted_survives_a_killed_worker_and_its_lora_draws_the
     assert lora["spec"]["type"] == "lora"
     assert lora["status"]["phase"] == "Ready"
     assert done["output"]["digest"] == lora["status"]["digest"]
-    print(f"\ntraining: {done['stepsRun']} steps run for {STEPS}; loss {done['loss']:.4f}")
+    # The loss falls most in the first steps, then slowly under the noise of the random
+    # timesteps: the first tenth against the last third.
+    early, late = training.mean_loss(1, STEPS // 10), training.mean_loss(2 * STEPS // 3, STEPS)
+    curve = {step: round(loss, 4) for step, loss in sorted(training.losses.items())}
+    print(f"\ntraining: {done['stepsRun']} steps run for {STEPS}; loss as shown: {curve}")
+    print(f"mean loss shown: {early:.4f} in the first tenth, {late:.4f} in the last third")
+    assert late < early
 
     # The LoRA draws the new word in the dataset's colour.
     judged = {"prompt": PROMPT, "width": 64, "height": 64, "steps": 20, "batchSize": 4}
