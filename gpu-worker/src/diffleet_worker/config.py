@@ -90,6 +90,12 @@ class WorkerSettings(BaseSettings):
     hot_budget_bytes: int = Field(
         default=12 * GIB, ge=0, description="Hot tier budget (loaded models, VRAM or RAM)"
     )
+    dataset_cache_bytes: int = Field(
+        default=2 * GIB,
+        ge=0,
+        description="Training datasets kept on disk under <cache_dir>/datasets, apart from"
+        " the warm tier's budget; 0: none kept",
+    )
     # Jobs.
     preview_every_steps: int = Field(
         default=5, ge=0, description="A preview rides with every Nth step; 0: none"

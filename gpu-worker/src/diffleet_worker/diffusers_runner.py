@@ -39,8 +39,10 @@ from diffleet_core.resources.model_cache import ModelType
 from diffleet_core.telemetry import tracer
 from diffleet_worker import background, controls, metrics
 from diffleet_worker.cache import (
+    DATASETS,
     CacheStats,
     CacheTier,
+    DatasetCache,
     HotCache,
     Loaded,
     ModelCacheError,
@@ -110,11 +112,13 @@ class DiffusersRunner:
         self,
         settings: WorkerSettings,
         store: ModelStore[Any],
+        datasets: DatasetCache,
         loader: Loader,
         s3: Any,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.datasets = datasets
         self.loader = loader
         self.policy: DevicePolicy = loader.policy
         self.s3 = s3
@@ -124,7 +128,8 @@ class DiffusersRunner:
 
     @classmethod
     def build(cls, settings: WorkerSettings, s3: Any) -> "DiffusersRunner":
-        """The runner with its device policy, loader and three-tier model store."""
+        """The runner with its device policy, loader, three-tier model store and dataset
+        cache (beside the warm tier, in its own budget)."""
         configure_torch(settings.threads, settings.deterministic)
         policy = DevicePolicy.choose(
             settings.device,
@@ -139,8 +144,9 @@ class DiffusersRunner:
             WarmCache(settings.cache_dir, settings.disk_budget_bytes),
             HotCache(settings.hot_budget_bytes, resident_bytes, loader.release),
         )
+        datasets = DatasetCache(settings.cache_dir / DATASETS, settings.dataset_cache_bytes)
         logger.info("device %s, model cache %s", policy.describe(), settings.cache_dir)
-        return cls(settings, store, loader, s3)
+        return cls(settings, store, datasets, loader, s3)
 
     def hot_models(self) -> list[str]:
         return self.store.hot_digests()
@@ -194,7 +200,13 @@ class DiffusersRunner:
             try:
                 with self._cache_errors():
                     return await asyncio.to_thread(
-                        orders.train, order, hooks, self.store, self.s3, self.policy.device
+                        orders.train,
+                        order,
+                        hooks,
+                        self.store,
+                        self.datasets,
+                        self.s3,
+                        self.policy.device,
                     )
             finally:
                 self._count_cache()

@@ -29,6 +29,12 @@ CHECKPOINT_LOADS = Counter(
 MODEL_DOWNLOADS = Counter(
     "diffleet_worker_model_downloads_total", "Model artifacts downloaded from S3"
 )
+DATASET_READS = Counter(
+    "diffleet_worker_dataset_reads_total",
+    "Training datasets read, by where their objects came from (disk: the worker's dataset"
+    " cache, for the same listing; s3: downloaded)",
+    ["tier"],
+)
 MODEL_CORRUPT = Counter(
     "diffleet_worker_model_corrupt_total",
     "Cached model artifacts that failed their sha256 check and were downloaded again",

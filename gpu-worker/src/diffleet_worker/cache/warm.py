@@ -4,6 +4,7 @@ a byte budget would be exceeded.
     <root>/<digest>.safetensors   a single-file model
     <root>/<digest>/              a diffusers folder
     <root>/.partial/              arrivals being written, entries being deleted
+    <root>/datasets/              the dataset cache's (datasets.py), not the warm tier's
 
 An arrival is written under .partial and renamed into place once its digest is verified
 (a rename is atomic within one filesystem), so a crash leaves at most a leftover under
@@ -37,6 +38,7 @@ from diffleet_worker.cache.formats import SAFETENSORS_SUFFIX
 logger = logging.getLogger(__name__)
 ENTRY_NAME = re.compile(r"^(?P<digest>[0-9a-f]{64})(?P<suffix>\.safetensors)?$")
 PARTIAL = ".partial"
+DATASETS = "datasets"
 
 
 @dataclass(eq=False)
@@ -80,7 +82,7 @@ class WarmCache:
             entry.users += 1
             self._entries.move_to_end(digest)
         try:
-            _touch(entry.path)
+            touch(entry.path)
         except FileNotFoundError:
             logger.warning("warm cache: %s vanished", entry.path)
             with self._lock:
@@ -133,7 +135,7 @@ class WarmCache:
         final = self.root / arrival.staging.name
         entry = Entry(arrival.digest, final, size_of(arrival.staging), users=1)
         arrival.staging.replace(final)
-        _touch(final)
+        touch(final)
         _fsync_dir(self.root)
         with self._lock:
             self._entries[arrival.digest] = entry
@@ -174,7 +176,7 @@ class WarmCache:
         for path in self.root.iterdir():
             match = ENTRY_NAME.match(path.name)
             if match is None or path.is_dir() != (match["suffix"] is None):
-                if path != self.partial:
+                if path.name not in (PARTIAL, DATASETS):
                     logger.warning("warm cache: ignoring %s (not a cache entry)", path)
                 continue
             found.append((path.stat().st_mtime_ns, Entry(match["digest"], path, size_of(path))))
@@ -228,7 +230,7 @@ class Arrival:
         self._close()
 
 
-def _touch(path: Path) -> None:
+def touch(path: Path) -> None:
     """Records a use in the modification time (nanoseconds: finer than the coarse clock
     that a plain touch uses), which orders entries at the next start."""
     now = time.time_ns()

@@ -4,10 +4,14 @@ The rules are core's (diffleet_core.datasets): the listing is checked whole befo
 anything is downloaded, then each image is sniffed by its bytes, bounded in pixels from
 its header before it is decoded (a decompression bomb is refused, not expanded), decoded
 by the sniffed format's decoder only, turned upright and flattened to RGB on white; each
-caption is bounded UTF-8 text. The S3 client is the caller's, with its timeouts.
+caption is bounded UTF-8 text. The S3 client is the caller's, with its timeouts. The
+objects' bytes come from S3 or, given the worker's DatasetCache, from its disk entry for
+the same listing: the checks above run on them either way.
 """
 
 import io
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +20,9 @@ from PIL import Image, ImageOps
 
 from diffleet_core.datasets import (
     DatasetLimits,
-    DatasetObject,
     DatasetReason,
     DatasetRefusedError,
+    ExampleKeys,
     check_pixels,
     dataset_location,
     parse_caption,
@@ -26,6 +30,14 @@ from diffleet_core.datasets import (
     sniff_image,
 )
 from diffleet_core.storage import S3Location
+from diffleet_worker import metrics
+from diffleet_worker.cache.datasets import (
+    DatasetCache,
+    DatasetIdentity,
+    DatasetSource,
+    DatasetTier,
+    ListedObject,
+)
 
 __all__ = ["DatasetLimits", "DatasetReason", "DatasetRefusedError", "Example", "read_dataset"]
 
@@ -40,15 +52,39 @@ class Example:
     caption: str
 
 
-def read_dataset(s3: Any, uri: str, limits: DatasetLimits) -> list[Example]:
-    """The dataset's examples, sorted by image key; raises DatasetRefusedError."""
+def read_dataset(
+    s3: Any, uri: str, limits: DatasetLimits, cache: DatasetCache | None = None
+) -> list[Example]:
+    """The dataset's examples, sorted by image key; raises DatasetRefusedError. With a
+    cache, the objects come from its disk entry for this listing when it has one (the
+    same checks run on them)."""
     location = dataset_location(uri)
     objects = list_objects(s3, location)
-    chosen = select_examples(objects, location.key, limits)
+    sizes = {key: item.size_bytes for key, item in objects.items()}
+    chosen = select_examples(sizes, location.key, limits)
+
+    def fetch(key: str) -> bytes:
+        return download(s3, location.bucket, objects[key])
+
+    source: AbstractContextManager[DatasetSource]
+    if cache is None:
+        source = nullcontext(DatasetSource(DatasetTier.S3, fetch))
+    else:
+        read = [objects[item.key] for keys in chosen for item in (keys.image, keys.caption)]
+        source = cache.open(DatasetIdentity.of(location.bucket, read), fetch)
+    with source as opened:
+        metrics.DATASET_READS.labels(opened.tier.value).inc()
+        return examples_of(chosen, opened.read, limits)
+
+
+def examples_of(
+    chosen: list[ExampleKeys], read: Callable[[str], bytes], limits: DatasetLimits
+) -> list[Example]:
+    """Each example decoded and checked from its objects' bytes, as `read` gives them."""
     examples: list[Example] = []
     total_pixels = 0
     for keys in chosen:
-        image = decode_image(keys.image.key, download(s3, location.bucket, keys.image), limits)
+        image = decode_image(keys.image.key, read(keys.image.key), limits)
         total_pixels += image.width * image.height
         if total_pixels > limits.max_total_pixels:
             raise DatasetRefusedError(
@@ -56,34 +92,37 @@ def read_dataset(s3: Any, uri: str, limits: DatasetLimits) -> list[Example]:
                 f"the images up to {keys.image.key} have {total_pixels} pixels in all;"
                 f" at most {limits.max_total_pixels}",
             )
-        caption = parse_caption(
-            keys.caption.key, download(s3, location.bucket, keys.caption), limits
-        )
+        caption = parse_caption(keys.caption.key, read(keys.caption.key), limits)
         examples.append(Example(image=image, caption=caption))
     return examples
 
 
-def list_objects(s3: Any, location: S3Location, page_size: int = LIST_PAGE_SIZE) -> dict[str, int]:
-    """Every object under the prefix (all pages), key to size."""
-    objects: dict[str, int] = {}
+def list_objects(
+    s3: Any, location: S3Location, page_size: int = LIST_PAGE_SIZE
+) -> dict[str, ListedObject]:
+    """Every object under the prefix (all pages), by key, with its size and ETag."""
+    objects: dict[str, ListedObject] = {}
     pages = s3.get_paginator("list_objects_v2").paginate(
         Bucket=location.bucket, Prefix=location.key, PaginationConfig={"PageSize": page_size}
     )
     try:
         for page in pages:
             for item in page.get("Contents", []):
-                objects[item["Key"]] = int(item["Size"])
+                key = item["Key"]
+                objects[key] = ListedObject(key, int(item["Size"]), str(item["ETag"]))
     except ClientError as error:
         raise_if_not_found(error, location.uri)
         raise
     return objects
 
 
-def download(s3: Any, bucket: str, item: DatasetObject) -> bytes:
-    """The object's bytes, never more than its listed size (an object replaced since the
-    listing by a larger one is refused, not read whole)."""
+def download(s3: Any, bucket: str, item: ListedObject) -> bytes:
+    """The object's bytes as listed: never more than its listed size (an object replaced
+    since the listing by a larger one is refused, not read whole), and only while it has
+    its listed ETag (one replaced since fails the read, PreconditionFailed: what a cache
+    entry keeps under this listing's key is this listing's bytes)."""
     try:
-        response = s3.get_object(Bucket=bucket, Key=item.key)
+        response = s3.get_object(Bucket=bucket, Key=item.key, IfMatch=item.etag)
     except ClientError as error:
         raise_if_not_found(error, f"s3://{bucket}/{item.key}")
         raise

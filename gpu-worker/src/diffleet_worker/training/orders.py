@@ -1,6 +1,7 @@
-"""A DispatchedTraining run by the real trainer: the dataset read, the base checkpoint
-taken from the worker's model cache and loaded as the trainer's own copy, the steps run
-with the service's hooks. Blocking: the runner calls it in a worker thread."""
+"""A DispatchedTraining run by the real trainer: the dataset read (through the worker's
+dataset cache), the base checkpoint taken from the worker's model cache and loaded as
+the trainer's own copy, the steps run with the service's hooks. Blocking: the runner
+calls it in a worker thread."""
 
 from typing import Any
 
@@ -13,7 +14,7 @@ from diffleet_core.resources.model_cache import BaseModelFamily, ModelType
 from diffleet_core.resources.training_job import TrainingCheckpoint, ValidationImage
 from diffleet_core.storage import S3Location
 from diffleet_worker import metrics
-from diffleet_worker.cache import ModelStore
+from diffleet_worker.cache import DatasetCache, ModelStore
 from diffleet_worker.runner import RunFailedError, TrainedFile, TrainingHooks, TrainingOutcome
 from diffleet_worker.training.dataset import read_dataset
 from diffleet_worker.training.store import TrainingStore
@@ -27,12 +28,13 @@ def train(
     order: DispatchedTraining,
     hooks: TrainingHooks,
     models: ModelStore[Any],
+    datasets: DatasetCache,
     s3: Any,
     device: torch.device,
 ) -> TrainingOutcome:
     check_base(order)
     # The dataset first: a refused one costs no model load.
-    examples = read_dataset(s3, order.spec.dataset, DatasetLimits())
+    examples = read_dataset(s3, order.spec.dataset, DatasetLimits(), datasets)
     with models.fetch(order.model) as fetched:
         metrics.MODEL_SERVED.labels(fetched.tier.value).inc()
         pipe = load_base(fetched.path, device)
