@@ -102,9 +102,7 @@ def test_a_refusal_fails_it_with_the_admitted_condition_false() -> None:
 
 
 def test_registering_then_succeeded_move_the_complete_condition() -> None:
-    output = TrainedModel(
-        model="zorp", uri="s3://m/zorp.safetensors", digest="ab", size_bytes=3
-    )
+    output = TrainedModel(model="zorp", uri="s3://m/zorp.safetensors", digest="ab", size_bytes=3)
     registering = status.registering(training({"phase": "Running"}), output, 40, 40, 0.1, [])
     assert registering["output"]["digest"] == "ab"
     assert registering["conditions"][0]["reason"] == Reason.REGISTERING
