@@ -579,8 +579,8 @@ def test_generationjob_spec_is_immutable_except_cancel() -> None:
 
 
 def test_trainingjob_spec_is_immutable_except_cancel() -> None:
-    """Every field keeps its value; seed, the one optional field without a default, also
-    stays present or absent."""
+    """Every field keeps its value; seed and placeholder, the optional fields without a
+    default, also stay present or absent."""
     spec = crd_part("trainingjobs", "spec")
     for name, field in spec["properties"].items():
         expected = (
@@ -595,14 +595,69 @@ def test_trainingjob_spec_is_immutable_except_cancel() -> None:
         for name, field in model["properties"].items()
         if name not in model.get("required", []) and "default" not in field
     ]
-    assert optional == ["seed"]
-    assert rules(spec) == [
+    assert optional == ["placeholder", "seed"]
+    assert [rule for rule in rules(spec) if is_transition_rule(rule)] == [
         {
-            "rule": "has(self.seed) == has(oldSelf.seed)",
-            "message": "seed is immutable",
-            "fieldPath": ".seed",
+            "rule": f"has(self.{name}) == has(oldSelf.{name})",
+            "message": f"{name} is immutable",
+            "fieldPath": f".{name}",
         }
+        for name in ("seed", "placeholder")
     ]
+
+
+TRAINING_SPEC: dict[str, Any] = {
+    "base_model": "sd15",
+    "dataset": "s3://datasets/zorp/",
+    "output": training_job.TrainingOutput(name="zorp-style"),
+}
+INVERSION: dict[str, Any] = {"method": "textual-inversion", "placeholder": "zorp"}
+TRAINING_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("inversion-without-placeholder", {**INVERSION, "placeholder": None}, ".placeholder"),
+    ("lora-with-placeholder", {"placeholder": "zorp"}, ".placeholder"),
+    (
+        "inversion-training-text-encoder",
+        {**INVERSION, "train_text_encoder": True},
+        ".trainTextEncoder",
+    ),
+]
+
+
+def training_with(fields: dict[str, Any]) -> training_job.TrainingJobSpec:
+    """A TrainingJob spec changed by `fields` (snake_case), not validated."""
+    defaults = training_job.TrainingJobSpec.model_construct(**TRAINING_SPEC).model_dump()
+    values = {**defaults, **TRAINING_SPEC, **fields}
+    values["method"] = training_job.TrainingMethod(values["method"])
+    return training_job.TrainingJobSpec.model_construct(**values)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field_path"),
+    [case[1:] for case in TRAINING_CASES],
+    ids=[case[0] for case in TRAINING_CASES],
+)
+def test_trainingjob_cel_rule_has_the_models_message(
+    fields: dict[str, Any], field_path: str
+) -> None:
+    violations = training_job.training_rule_violations(training_with(fields))
+    assert len(violations) == 1, violations
+    matching = [
+        rule for rule in rules(crd_part("trainingjobs", "spec")) if rule["message"] == violations[0]
+    ]
+    assert len(matching) == 1, f"no CEL rule (or several) with the message {violations[0]!r}"
+    assert matching[0].get("fieldPath") == field_path
+    with pytest.raises(ValueError, match=re.escape(violations[0])):
+        training_job.TrainingJobSpec.model_validate(training_with(fields).model_dump())
+
+
+def test_every_trainingjob_cel_rule_is_a_rule_of_the_model() -> None:
+    messages = set()
+    for _, fields, _ in TRAINING_CASES:
+        messages.update(training_job.training_rule_violations(training_with(fields)))
+    cross_field = [r for r in rules(crd_part("trainingjobs", "spec")) if not is_transition_rule(r)]
+    assert {rule["message"] for rule in cross_field} == messages
+    for valid in ({}, INVERSION):
+        assert training_job.training_rule_violations(training_with(valid)) == [], valid
 
 
 @pytest.mark.parametrize("path", ["controlNet", "controlNets[]"])

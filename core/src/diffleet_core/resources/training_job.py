@@ -1,5 +1,6 @@
-"""TrainingJob (diffleet.io/v1alpha1): fine-tune a LoRA of a checkpoint on a dataset of
-captioned images, on the same GPU pools as inference (issue 20).
+"""TrainingJob (diffleet.io/v1alpha1): fine-tune a LoRA of a checkpoint (or learn a
+textual-inversion embedding for it) on a dataset of captioned images, on the same GPU
+pools as inference (issue 20).
 
 The spec is what the worker's trainer runs (diffleet_worker.training); the status is
 what the operator writes (diffleet_operator.training): the CR status is the source of
@@ -8,9 +9,9 @@ truth, as for GenerationJobs.
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import Field, StrictBool, StrictFloat, StrictInt
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, StringConstraints, model_validator
 
 from diffleet_core.resources.base import SpecModel, StatusModel
 from diffleet_core.resources.conditions import Condition
@@ -37,11 +38,25 @@ MAX_VALIDATION_PROMPTS = 8
 
 class TrainingMethod(StrEnum):
     LORA = "lora"
+    # One new token's embedding row, served as a ModelCache of type embedding whose name
+    # is the token (diffleet_worker.embeddings).
+    TEXTUAL_INVERSION = "textual-inversion"
+
+
+# The word of the captions that stands for the concept: one lowercase word, so that it
+# is found and replaced by the learned token without tokenizer subtleties.
+Placeholder = Annotated[
+    str, StringConstraints(max_length=32, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+]
+
+PLACEHOLDER_RULE = "placeholder is required for textual-inversion, and not allowed for lora"
+TEXT_ENCODER_RULE = "trainTextEncoder must be false for textual-inversion"
 
 
 class TrainingOutput(SpecModel):
     name: ModelName = Field(
-        description="The LoRA ModelCache created in the training's namespace on success."
+        description="The ModelCache created in the training's namespace on success (a lora,"
+        " or for textual-inversion an embedding whose name is the token prompts use)."
     )
 
 
@@ -56,8 +71,17 @@ class TrainingJobSpec(SpecModel):
         description="Folder of images (png, jpeg, webp), each with a same-name .txt caption."
     )
     output: TrainingOutput = Field(description="Where the result goes.")
-    method: TrainingMethod = Field(default=TrainingMethod.LORA, description="lora.")
-    rank: StrictInt = Field(default=8, ge=1, le=128, description="The LoRA's rank.")
+    method: TrainingMethod = Field(
+        default=TrainingMethod.LORA, description="What is trained: lora or textual-inversion."
+    )
+    placeholder: Placeholder | None = Field(
+        default=None,
+        description="The captions' word for the concept, replaced by output.name (the learned"
+        " token); required for textual-inversion, not allowed for lora.",
+    )
+    rank: StrictInt = Field(
+        default=8, ge=1, le=128, description="The LoRA's rank; ignored for textual-inversion."
+    )
     steps: StrictInt = Field(default=500, ge=1, le=100000, description="Optimizer steps.")
     learning_rate: StrictFloat = Field(
         default=1e-4, gt=0, le=1, description="AdamW's learning rate."
@@ -90,6 +114,23 @@ class TrainingJobSpec(SpecModel):
         description="Rendered at each checkpoint and at the end.",
     )
     cancel: StrictBool = Field(default=False, description="Set to true to cancel the training.")
+
+    @model_validator(mode="after")
+    def check_rules(self) -> Self:
+        """The CRD's cross-field CEL rules, with the same messages."""
+        for rule in training_rule_violations(self):
+            raise ValueError(rule)
+        return self
+
+
+def training_rule_violations(spec: TrainingJobSpec) -> list[str]:
+    """Messages of the cross-field rules `spec` breaks (the CRD's CEL rules)."""
+    inversion = spec.method is TrainingMethod.TEXTUAL_INVERSION
+    checks = [
+        ((spec.placeholder is not None) != inversion, PLACEHOLDER_RULE),
+        (inversion and spec.train_text_encoder, TEXT_ENCODER_RULE),
+    ]
+    return [message for broken, message in checks if broken]
 
 
 class TrainingPhase(StrEnum):
