@@ -117,16 +117,26 @@ Events = asyncio.Queue[Event | None]
 async def open_stream(
     runtime: Runtime, body: Body, last_seen: EventId, keepalive: float
 ) -> AsyncGenerator[str, None]:
-    """Subscribes to the job's progress, then returns its SSE frames. RabbitMQ unreachable
-    (reconnecting, say) is a 503 now, within the request timeout, not a silent stream."""
+    """Subscribes to the job's progress, then returns its SSE frames."""
     events: Events = asyncio.Queue()
+    uid = body["metadata"]["uid"]
+    channel = await subscribed_channel(runtime, uid, partial(job_progress, uid), events)
+    return stream(runtime, body, channel, events, last_seen, keepalive)
+
+
+async def subscribed_channel(
+    runtime: Runtime, routing_key: str, to_event: Callable[[bytes], Event | None], events: Events
+) -> AbstractChannel:
+    """A channel consuming the progress exchange under `routing_key` into `events`
+    (`to_event` turns a message into an event; None drops it). RabbitMQ unreachable
+    (reconnecting, say) is a 503 now, within the request timeout, not a silent stream."""
     channel: AbstractChannel | None = None
     try:
         # The robust connection reconnects by itself: waiting for it is bounded here.
         async with asyncio.timeout(runtime.settings.request_timeout_seconds):
             await runtime.amqp.ready()
             channel = await runtime.amqp.channel()
-            await subscribe(runtime, channel, body["metadata"]["uid"], events)
+            await subscribe(runtime, channel, routing_key, to_event, events)
     except BaseException as error:
         if channel is not None:
             await close_channel(runtime, channel)
@@ -134,10 +144,10 @@ async def open_stream(
         if isinstance(error, TimeoutError | AMQPError | RuntimeError):
             raise UnavailableError("RabbitMQ is unavailable; retry", headers=RETRY) from error
         raise
-    # RabbitMQ lost (its channel closes, even if it comes back) or the job's watch failed:
-    # the stream ends, so that the client reconnects with Last-Event-ID.
+    # RabbitMQ lost (its channel closes, even if it comes back) or the watch failed: the
+    # stream ends, so that the client reconnects with Last-Event-ID.
     channel.close_callbacks.add(lambda *_: events.put_nowait(None))
-    return stream(runtime, body, channel, events, last_seen, keepalive)
+    return channel
 
 
 async def stream(
@@ -222,24 +232,32 @@ class EventStream(StreamingResponse):
 async def subscribe(
     runtime: Runtime,
     channel: AbstractChannel,
-    uid: str,
+    routing_key: str,
+    to_event: Callable[[bytes], Event | None],
     events: Events,
 ) -> None:
     exchange = await channel.declare_exchange(
         runtime.platform.topology.progress_exchange, aio_pika.ExchangeType.TOPIC, durable=True
     )
     queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-    await queue.bind(exchange, routing_key=uid)
+    await queue.bind(exchange, routing_key=routing_key)
 
     async def on_message(message: AbstractIncomingMessage) -> None:
-        try:
-            report = JobProgress.model_validate_json(message.body)
-        except ValidationError:
-            logger.warning("malformed progress message for %s", uid)
-            return
-        events.put_nowait(progress_event(report))
+        event = to_event(message.body)
+        if event is not None:
+            events.put_nowait(event)
 
     await queue.consume(on_message, no_ack=True)
+
+
+def job_progress(uid: str, body: bytes) -> Event | None:
+    """A job's progress message as an event; None (logged) when malformed."""
+    try:
+        report = JobProgress.model_validate_json(body)
+    except ValidationError:
+        logger.warning("malformed progress message for %s", uid)
+        return None
+    return progress_event(report)
 
 
 async def follow(runtime: Runtime, meta: dict[str, Any], events: Events) -> None:

@@ -15,15 +15,20 @@ import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
-import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from aio_pika.exceptions import AMQPError
+from aio_pika.abc import AbstractChannel
 from pydantic import ValidationError
 
-from diffleet_api.errors import UnavailableError
-from diffleet_api.events import RETRY, Event, EventId, Events, close_channel, watch_ended
+from diffleet_api.events import (
+    Event,
+    EventId,
+    Events,
+    close_channel,
+    subscribed_channel,
+    watch_ended,
+)
 from diffleet_api.kube import Body
 from diffleet_api.runtime import Runtime
 from diffleet_api.trainings import public_training
@@ -131,19 +136,9 @@ async def open_stream(
     """Subscribes to the training's progress, then returns its SSE frames; 503 when
     RabbitMQ cannot be reached within the request timeout."""
     events: Events = asyncio.Queue()
-    channel: AbstractChannel | None = None
-    try:
-        async with asyncio.timeout(runtime.settings.request_timeout_seconds):
-            await runtime.amqp.ready()
-            channel = await runtime.amqp.channel()
-            await subscribe(runtime, channel, body["metadata"]["uid"], events)
-    except BaseException as error:
-        if channel is not None:
-            await close_channel(runtime, channel)
-        if isinstance(error, TimeoutError | AMQPError | RuntimeError):
-            raise UnavailableError("RabbitMQ is unavailable; retry", headers=RETRY) from error
-        raise
-    channel.close_callbacks.add(lambda *_: events.put_nowait(None))
+    uid = body["metadata"]["uid"]
+    key = training_progress_key(uid)
+    channel = await subscribed_channel(runtime, key, partial(progress, uid), events)
     return stream(runtime, body, channel, events, last_seen, keepalive)
 
 
@@ -188,22 +183,14 @@ async def stream(
         await close_channel(runtime, channel)
 
 
-async def subscribe(runtime: Runtime, channel: AbstractChannel, uid: str, events: Events) -> None:
-    exchange = await channel.declare_exchange(
-        runtime.platform.topology.progress_exchange, aio_pika.ExchangeType.TOPIC, durable=True
-    )
-    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-    await queue.bind(exchange, routing_key=training_progress_key(uid))
-
-    async def on_message(message: AbstractIncomingMessage) -> None:
-        try:
-            report = TrainingProgress.model_validate_json(message.body)
-        except ValidationError:
-            logger.warning("malformed training progress message for %s", uid)
-            return
-        events.put_nowait(progress_event(report))
-
-    await queue.consume(on_message, no_ack=True)
+def progress(uid: str, body: bytes) -> Event | None:
+    """A training's progress message as an event; None (logged) when malformed."""
+    try:
+        report = TrainingProgress.model_validate_json(body)
+    except ValidationError:
+        logger.warning("malformed training progress message for %s", uid)
+        return None
+    return progress_event(report)
 
 
 async def follow(runtime: Runtime, body: Body, seen: Seen, events: Events) -> None:

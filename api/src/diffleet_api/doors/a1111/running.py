@@ -3,6 +3,7 @@ heard on the progress exchange) and interrupt."""
 
 import asyncio
 import logging
+from functools import partial
 
 from aio_pika.abc import AbstractChannel
 from aio_pika.exceptions import AMQPError
@@ -64,7 +65,7 @@ async def live_preview(runtime: Runtime, uid: str) -> tuple[int, int, float, str
         async with asyncio.timeout(PREVIEW_WAIT_SECONDS):
             await runtime.amqp.ready()
             channel = await runtime.amqp.channel()
-            await events.subscribe(runtime, channel, uid, heard)
+            await events.subscribe(runtime, channel, uid, partial(events.job_progress, uid), heard)
             while True:
                 event = await heard.get()
                 if event is None:
