@@ -23,11 +23,12 @@ from typing import Any
 import psycopg
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from diffleet_api import leadership
 from diffleet_api.isolation import Loop, Quarantine, dependency_failed, reason
 from diffleet_api.kube import API, CREATED_BY, Body
 from diffleet_api.metrics import TRAININGS_ABANDONED, TRAININGS_FINALIZED
 from diffleet_api.runtime import Runtime
-from diffleet_api.watcher import DELETED, LEADER_CHECK_SECONDS, RETRY_SECONDS, WATCH_SECONDS
+from diffleet_api.watcher import DELETED, RETRY_SECONDS, WATCH_SECONDS
 from diffleet_core.logs import job_context
 from diffleet_core.resources import training_job
 from diffleet_core.resources.training_job import TrainingPhase
@@ -104,41 +105,19 @@ class TrainingWatcher:
             await asyncio.sleep(RETRY_SECONDS)
 
     async def lead(self) -> None:
-        url = self.runtime.platform.database_url
-        async with await psycopg.AsyncConnection.connect(
-            url, autocommit=True, connect_timeout=5
-        ) as lock:
-            await self.acquire(lock)
-            logger.info("training watcher leading (lock %s)", self.lock_name)
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self.keep(lock))
-                namespaces: list[str | None] = [*self.settings.watch_namespaces] or [None]
-                for namespace in namespaces:
-                    tasks.create_task(self.follow(namespace))
-                tasks.create_task(self.sweep())
-
-    async def acquire(self, lock: psycopg.AsyncConnection[Any]) -> None:
-        while True:
-            cursor = await lock.execute(
-                "select pg_try_advisory_lock(hashtext(%s))", (self.lock_name,)
-            )
-            row = await cursor.fetchone()
-            if row and row[0]:
-                return
-            await asyncio.sleep(LEADER_CHECK_SECONDS)
-
-    async def keep(self, lock: psycopg.AsyncConnection[Any]) -> None:
-        """Raises when the connection that holds the lock fails (the lock is gone)."""
-        while True:
-            await asyncio.sleep(LEADER_CHECK_SECONDS)
-            await asyncio.wait_for(lock.execute("select 1"), LEADER_CHECK_SECONDS * 2)
+        namespaces: list[str | None] = [*self.settings.watch_namespaces] or [None]
+        await leadership.lead(
+            self.runtime.platform.database_url,
+            self.lock_name,
+            [*(self.follow(namespace) for namespace in namespaces), self.sweep()],
+        )
 
     # ------------------------------------------------------------ following trainings
 
     async def follow(self, namespace: str | None) -> None:
         kube = self.runtime.kube
         while True:
-            listed_at = await self.database_now()
+            listed_at = await leadership.database_now(self.runtime.pool)
             items, version = await kube.list_all_trainings(namespace)
             for body in items:
                 await self.handle("ADDED", body)
@@ -159,14 +138,6 @@ class TrainingWatcher:
                 if error.status != 410:
                     raise
                 logger.info("training watch of %s expired; listing again", namespace or "all")
-
-    async def database_now(self) -> datetime:
-        async with self.runtime.pool.connection() as connection:
-            cursor = await connection.execute("select now()")
-            row = await cursor.fetchone()
-        assert row is not None
-        now: datetime = row[0]
-        return now
 
     async def catch_up_deleted(
         self, namespace: str | None, listed: list[str], listed_at: datetime

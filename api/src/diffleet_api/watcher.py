@@ -30,7 +30,7 @@ import httpx
 import psycopg
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from diffleet_api import history, ledger, webhooks
+from diffleet_api import history, leadership, ledger, webhooks
 from diffleet_api.egress import webhook_transport
 from diffleet_api.isolation import Loop, Quarantine, dependency_failed, reason
 from diffleet_api.kube import API, CREATED_BY, Body
@@ -42,7 +42,6 @@ from diffleet_core.resources.generation_job import JobPhase
 
 logger = logging.getLogger(__name__)
 
-LEADER_CHECK_SECONDS = 2.0
 RETRY_SECONDS = 2.0
 WATCH_SECONDS = 60  # a dead watch connection is noticed within this and a grace
 DELIVERY_POLL_SECONDS = 0.25
@@ -61,10 +60,6 @@ def phase_of(kind: str, body: Body) -> str:
 def finished(phase: str) -> bool:
     """Whether the job's credits are settled or refunded at `phase`."""
     return phase == DELETED or phase in FINISHED
-
-
-class LeadershipLostError(Exception):
-    """The connection that held the advisory lock failed."""
 
 
 class JobWatcher:
@@ -92,44 +87,23 @@ class JobWatcher:
             await asyncio.sleep(RETRY_SECONDS)
 
     async def lead(self) -> None:
-        url = self.runtime.platform.database_url
-        async with await psycopg.AsyncConnection.connect(
-            url, autocommit=True, connect_timeout=5
-        ) as lock:
-            await self.acquire(lock)
-            logger.info("job watcher leading (lock %s)", self.settings.watcher_lock)
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self.keep(lock))
-                namespaces: list[str | None] = [*self.settings.watch_namespaces] or [None]
-                for namespace in namespaces:
-                    tasks.create_task(self.follow(namespace))
-                tasks.create_task(self.deliver())
-                tasks.create_task(self.sweep())
-
-    async def acquire(self, lock: psycopg.AsyncConnection[Any]) -> None:
-        while True:
-            cursor = await lock.execute(
-                "select pg_try_advisory_lock(hashtext(%s))", (self.settings.watcher_lock,)
-            )
-            row = await cursor.fetchone()
-            if row and row[0]:
-                return
-            await asyncio.sleep(LEADER_CHECK_SECONDS)
-
-    async def keep(self, lock: psycopg.AsyncConnection[Any]) -> None:
-        while True:
-            await asyncio.sleep(LEADER_CHECK_SECONDS)
-            try:
-                await asyncio.wait_for(lock.execute("select 1"), LEADER_CHECK_SECONDS * 2)
-            except (psycopg.Error, TimeoutError) as error:
-                raise LeadershipLostError(str(error)) from error
+        namespaces: list[str | None] = [*self.settings.watch_namespaces] or [None]
+        await leadership.lead(
+            self.runtime.platform.database_url,
+            self.settings.watcher_lock,
+            [
+                *(self.follow(namespace) for namespace in namespaces),
+                self.deliver(),
+                self.sweep(),
+            ],
+        )
 
     # ------------------------------------------------------------ following jobs
 
     async def follow(self, namespace: str | None) -> None:
         kube = self.runtime.kube
         while True:
-            listed_at = await self.database_now()
+            listed_at = await leadership.database_now(self.runtime.pool)
             items, version = await kube.list_all_jobs(namespace)
             for body in items:
                 await self.handle("ADDED", body)
@@ -147,14 +121,6 @@ class JobWatcher:
                 if error.status != 410:
                     raise
                 logger.info("watch of %s expired; listing again", namespace or "all namespaces")
-
-    async def database_now(self) -> datetime:
-        async with self.runtime.pool.connection() as connection:
-            cursor = await connection.execute("select now()")
-            row = await cursor.fetchone()
-        assert row is not None
-        now: datetime = row[0]
-        return now
 
     async def catch_up_deleted(
         self, namespace: str | None, listed: list[str], listed_at: datetime
