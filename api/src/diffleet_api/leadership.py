@@ -23,17 +23,18 @@ class LeadershipLostError(Exception):
 
 
 async def lead(
-    database_url: str, lock_name: str, work: Iterable[Coroutine[Any, Any, None]]
+    who: str, database_url: str, lock_name: str, work: Iterable[Coroutine[Any, Any, None]]
 ) -> None:
-    """Waits for the lock, then runs `work` while it is held; returns or raises when a
-    task of the work fails or the lock is lost (the others are cancelled)."""
+    """Waits for the lock, then runs `work` while it is held (logging "`who` leading");
+    returns or raises when a task of the work fails or the lock is lost (the others are
+    cancelled)."""
     pending = list(work)
     try:
         async with await psycopg.AsyncConnection.connect(
             database_url, autocommit=True, connect_timeout=5
         ) as lock:
             await acquire(lock, lock_name)
-            logger.info("leading (lock %s)", lock_name)
+            logger.info("%s leading (lock %s)", who, lock_name)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(keep(lock))
                 while pending:

@@ -107,6 +107,7 @@ class TrainingWatcher:
     async def lead(self) -> None:
         namespaces: list[str | None] = [*self.settings.watch_namespaces] or [None]
         await leadership.lead(
+            "training watcher",
             self.runtime.platform.database_url,
             self.lock_name,
             [*(self.follow(namespace) for namespace in namespaces), self.sweep()],

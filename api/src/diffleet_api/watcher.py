@@ -89,6 +89,7 @@ class JobWatcher:
     async def lead(self) -> None:
         namespaces: list[str | None] = [*self.settings.watch_namespaces] or [None]
         await leadership.lead(
+            "job watcher",
             self.runtime.platform.database_url,
             self.settings.watcher_lock,
             [
