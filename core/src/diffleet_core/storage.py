@@ -82,6 +82,7 @@ def validation_image_key(namespace: str, name: str, uid: str, step: int, index: 
 
 
 def trained_lora_key(namespace: str, output: str, uid: str) -> str:
-    """Key, in the models bucket, of the LoRA a training produced: a file named after
-    its ModelCache (`output.name`), under the training's uid."""
+    """Key, in the models bucket, of the file a training produced (a LoRA, or a
+    textual-inversion embedding): named after its ModelCache (`output.name`), under the
+    training's uid."""
     return f"{tenant_prefix(namespace)}trainings/{output}/{uid}/{output}.safetensors"

@@ -8,7 +8,9 @@ with the step; a checkpoint every `checkpointEverySteps` (and at a stop) is a sm
 safetensors file at the real checkpoint key whose metadata holds the step, and a run
 resumes from the highest one. Validation images are small PNGs at their real keys. The
 LoRA is a valid safetensors file with no tensors, its metadata the spec's and the
-seed's: the same training gives the same bytes, as the real trainer does.
+seed's; a textual inversion's is a valid embedding (one zero vector under the token,
+output.name, which the worker's embeddings load): the same training gives the same
+bytes, as the real trainer does.
 """
 
 import asyncio
@@ -23,7 +25,11 @@ from PIL import Image
 
 from diffleet_core.datasets import DatasetLimits
 from diffleet_core.messages import DispatchedTraining
-from diffleet_core.resources.training_job import TrainingCheckpoint, ValidationImage
+from diffleet_core.resources.training_job import (
+    TrainingCheckpoint,
+    TrainingMethod,
+    ValidationImage,
+)
 from diffleet_core.storage import (
     S3Location,
     checkpoint_key,
@@ -38,16 +44,26 @@ from diffleet_worker.training.dataset import read_dataset
 HALVING = 50
 VALIDATION_SIDE = 8
 CHECKPOINT_SUFFIX = ".safetensors"
+# The simulated embedding's width (SD 1.5's is 768; nothing here runs it).
+EMBEDDING_DIM = 8
+FLOAT32_BYTES = 4
 
 
 def loss_at(step: int) -> float:
     return 0.1 + 0.9 * math.pow(0.5, step / HALVING)
 
 
-def safetensors_bytes(metadata: dict[str, str]) -> bytes:
-    """A valid safetensors file with no tensors: its header holds the metadata only."""
-    header = json.dumps({"__metadata__": metadata}, sort_keys=True, separators=(",", ":"))
-    return struct.pack("<Q", len(header)) + header.encode()
+def safetensors_bytes(metadata: dict[str, str], zeros: dict[str, list[int]] | None = None) -> bytes:
+    """A valid safetensors file: the metadata, and a float32 tensor of zeros of each
+    shape in `zeros` (by name), written without torch."""
+    entries: dict[str, object] = {"__metadata__": metadata}
+    offset = 0
+    for name, shape in sorted((zeros or {}).items()):
+        size = FLOAT32_BYTES * math.prod(shape)
+        entries[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    header = json.dumps(entries, sort_keys=True, separators=(",", ":"))
+    return struct.pack("<Q", len(header)) + header.encode() + bytes(offset)
 
 
 def step_of(key: str) -> int:
@@ -134,16 +150,19 @@ class SimulatedTraining:
         ]
 
     def write_lora(self) -> TrainedFile:
+        """The result: a LoRA, or for textual inversion an embedding."""
         spec = self.order.spec
-        data = safetensors_bytes(
-            {
-                "ss_network_dim": str(spec.rank),
-                "ss_sd_model_name": spec.base_model,
-                "ss_seed": str(self.order.seed),
-                "ss_steps": str(spec.steps),
-                "diffleet_simulated": "true",
-            }
-        )
+        metadata = {
+            "ss_sd_model_name": spec.base_model,
+            "ss_seed": str(self.order.seed),
+            "ss_steps": str(spec.steps),
+            "diffleet_simulated": "true",
+        }
+        if spec.method is TrainingMethod.TEXTUAL_INVERSION:
+            metadata["diffleet.method"] = str(spec.method)
+            data = safetensors_bytes(metadata, {spec.output.name: [1, EMBEDDING_DIM]})
+        else:
+            data = safetensors_bytes(metadata | {"ss_network_dim": str(spec.rank)})
         namespace, _, uid = self.names
         key = trained_lora_key(namespace, spec.output.name, uid)
         location = self.put(self.order.models_bucket, key, data)

@@ -26,10 +26,8 @@ def trained_modules(pipe: Any, train_text_encoder: bool) -> dict[str, torch.nn.M
 
 
 def add_adapters(pipe: Any, rank: int, train_text_encoder: bool, seed: int) -> None:
-    """Freezes the pipeline and puts fresh adapters on it. peft draws their initial
-    weights from torch's global generator: seeded here, so a seed gives one start."""
-    for module in (pipe.unet, pipe.text_encoder, pipe.vae):
-        module.requires_grad_(False)
+    """Puts fresh adapters on the frozen pipeline. peft draws their initial weights
+    from torch's global generator: seeded here, so a seed gives one start."""
     torch.manual_seed(seed)
     pipe.unet.add_adapter(config(rank, UNET_TARGETS))
     if train_text_encoder:

@@ -17,8 +17,9 @@ from diffleet_worker import metrics
 from diffleet_worker.cache import DatasetCache, ModelStore
 from diffleet_worker.runner import RunFailedError, TrainedFile, TrainingHooks, TrainingOutcome
 from diffleet_worker.training.dataset import read_dataset
+from diffleet_worker.training.embedding import SpecError
 from diffleet_worker.training.store import TrainingStore
-from diffleet_worker.training.trainer import LoraTrainer, TrainingResult, load_base
+from diffleet_worker.training.trainer import TrainingResult, load_base, trainer_for
 
 # What the trainer trains on (trainer.py: Stable Diffusion 1.5 checkpoints).
 TRAINABLE_FAMILIES = (BaseModelFamily.SD15, None)
@@ -42,7 +43,10 @@ def train(
     store = TrainingStore(
         s3, order.output_bucket, order.models_bucket, job.namespace, job.name, job.uid
     )
-    trainer = LoraTrainer(order.spec, order.seed, pipe, examples, store)
+    try:
+        trainer = trainer_for(order.spec, order.seed, pipe, examples, store)
+    except SpecError as error:
+        raise RunFailedError(Reason.INVALID_SPEC, str(error)) from error
 
     def checkpointed(step: int, location: S3Location, images: list[S3Location]) -> None:
         checkpoint = TrainingCheckpoint(step=step, uri=location.uri)
@@ -68,9 +72,9 @@ def check_base(order: DispatchedTraining) -> None:
 
 
 def outcome(result: TrainingResult, prompts: int) -> TrainingOutcome:
-    """The service's view of a run: the checkpoint it stopped at, or its LoRA and the
-    validation images of its last step."""
-    lora = result.lora
+    """The service's view of a run: the checkpoint it stopped at, or its file (a LoRA or
+    an embedding) and the validation images of its last step."""
+    trained = result.output
     stopped_at = result.checkpoints[-1] if result.checkpoints and not result.finished else None
     finals = result.validation_images[-prompts:] if prompts else []
     return TrainingOutcome(
@@ -84,8 +88,10 @@ def outcome(result: TrainingResult, prompts: int) -> TrainingOutcome:
         ),
         lora=(
             None
-            if lora is None
-            else TrainedFile(uri=lora.location.uri, sha256=lora.sha256, size_bytes=lora.size_bytes)
+            if trained is None
+            else TrainedFile(
+                uri=trained.location.uri, sha256=trained.sha256, size_bytes=trained.size_bytes
+            )
         ),
         validation_images=validation_images(result.step, finals) if result.finished else [],
         cpu_seconds=result.cpu_seconds,

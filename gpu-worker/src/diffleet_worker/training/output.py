@@ -1,7 +1,8 @@
-"""The trained LoRA as a safetensors file: the diffusers LoRA keys the worker's
-`load_lora_weights` reads, and the training's parameters in the metadata under the
-kohya-ss names (ss_*) that other tools show, plus diffleet's own where kohya has none.
-Nothing in it depends on the time or the machine: a seed gives one file."""
+"""The trained file as safetensors: a LoRA (the diffusers LoRA keys the worker's
+`load_lora_weights` reads) or an embedding (diffusers' {token: tensor[1, dim]}, which
+`load_textual_inversion` reads), and the training's parameters in the metadata under
+the kohya-ss names (ss_*) that other tools show, plus diffleet's own where kohya has
+none. Nothing in it depends on the time or the machine: a seed gives one file."""
 
 import json
 
@@ -41,9 +42,37 @@ def metadata(spec: TrainingJobSpec, seed: int, images: int, prediction_type: str
     }
 
 
+def embedding_metadata(
+    spec: TrainingJobSpec, seed: int, images: int, prediction_type: str
+) -> dict[str, str]:
+    """The LoRA's keys that describe a textual inversion too, and its own."""
+    shared = metadata(spec, seed, images, prediction_type)
+    kept = (
+        "ss_base_model_version",
+        "ss_sd_model_name",
+        "ss_learning_rate",
+        "ss_max_train_steps",
+        "ss_batch_size_per_device",
+        "ss_resolution",
+        "ss_seed",
+        "ss_num_train_images",
+        "ss_optimizer",
+        "ss_lr_scheduler",
+        "ss_v2",
+        "ss_v_parameterization",
+        "diffleet.dataset",
+        "diffleet.output",
+    )
+    return {key: shared[key] for key in kept} | {
+        "diffleet.method": str(spec.method),
+        "diffleet.placeholder": spec.placeholder or "",
+    }
+
+
 def lora_file(state: dict[str, torch.Tensor], meta: dict[str, str]) -> bytes:
-    """The safetensors file, its header written here: safetensors' own writer orders the
-    metadata as a hash map happens to, so the same training would give other bytes.
+    """The safetensors file (a LoRA's or an embedding's), its header written here:
+    safetensors' own writer orders the metadata as a hash map happens to, so the same
+    training would give other bytes.
 
     The format: the header's length (8 bytes, little-endian), the JSON header padded
     with spaces to a multiple of 8 bytes, then the tensors' data, at offsets relative to

@@ -1,6 +1,7 @@
 """Where a training's files go in S3 (keys of diffleet_core.storage): checkpoints and
-validation images in the outputs bucket under the training's uid, the resulting LoRA in
-the models bucket. The client is the worker's, with its connect and read timeouts."""
+validation images in the outputs bucket under the training's uid, the resulting file (a
+LoRA or an embedding) in the models bucket. The client is the worker's, with its
+connect and read timeouts."""
 
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +48,7 @@ class TrainingStore:
         key = validation_image_key(self.namespace, self.name, self.uid, step, index)
         return self._put(self.outputs_bucket, key, png, "image/png")
 
-    def put_lora(self, output: str, data: bytes) -> S3Location:
+    def put_output(self, output: str, data: bytes) -> S3Location:
         key = trained_lora_key(self.namespace, output, self.uid)
         return self._put(self.models_bucket, key, data, "application/octet-stream")
 

@@ -1,20 +1,23 @@
 """The training loop: a TrainingJobSpec run on a Stable Diffusion 1.5 checkpoint.
 
-Each step (as diffusers' train_text_to_image_lora.py): a batch of examples, a latent
-sampled from the VAE's encoding of each, noise at a random timestep, and the MSE
-between the UNet's prediction and the scheduler's target (the noise, or the velocity
-for a v-prediction model); AdamW on the adapters alone, at a constant rate.
+Each step (as diffusers' train_text_to_image_lora.py and textual_inversion.py): a batch
+of examples, a latent sampled from the VAE's encoding of each, noise at a random
+timestep, and the MSE between the UNet's prediction and the scheduler's target (the
+noise, or the velocity for a v-prediction model); AdamW on the trained parameters alone
+(a method's: LoRA adapters, or a new token's embedding), at a constant rate.
 
 Determinism on the CPU (fp32): every draw of a step derives from (seed, step), the
 modules stay in eval mode (no dropout draws from torch's global generator), and the
-adapters' initial weights come from the seed. So a seed gives one LoRA file, and a
-training stopped and resumed from its checkpoint gives the same file as one that ran
-through. Checkpoints are saved every `checkpoint_every_steps` and when `should_stop`
-says so at a step boundary; a training resumes from the latest checkpoint in its store.
+trained parameters' initial values come from the seed (or from no draw at all). So a
+seed gives one file, and a training stopped and resumed from its checkpoint gives the
+same file as one that ran through. Checkpoints are saved every `checkpoint_every_steps`
+and when `should_stop` says so at a step boundary; a training resumes from the latest
+checkpoint in its store.
 """
 
 import hashlib
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +27,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 from diffusers import DDPMScheduler, StableDiffusionPipeline
 
-from diffleet_core.resources.training_job import TrainingJobSpec
+from diffleet_core.resources.training_job import TrainingJobSpec, TrainingMethod
 from diffleet_core.storage import S3Location
-from diffleet_worker.training import batches, checkpoints, lora, output, validation
+from diffleet_worker.training import batches, checkpoints, embedding, lora, output, validation
 from diffleet_worker.training.dataset import Example
 from diffleet_worker.training.store import TrainingStore
 
@@ -64,7 +67,9 @@ def load_base(path: Path, device: torch.device) -> Any:
 
 
 @dataclass(frozen=True)
-class TrainedLora:
+class TrainedOutput:
+    """The file a finished training wrote: a LoRA, or an embedding."""
+
     location: S3Location
     sha256: str
     size_bytes: int
@@ -72,7 +77,7 @@ class TrainedLora:
 
 @dataclass
 class TrainingResult:
-    """What one call of `run` did: `finished` with the LoRA, or stopped at `step` with a
+    """What one call of `run` did: `finished` with its file, or stopped at `step` with a
     checkpoint of that step saved."""
 
     finished: bool
@@ -81,7 +86,7 @@ class TrainingResult:
     losses: list[float] = field(default_factory=list)
     checkpoints: list[S3Location] = field(default_factory=list)
     validation_images: list[S3Location] = field(default_factory=list)
-    lora: TrainedLora | None = None
+    output: TrainedOutput | None = None
     cpu_seconds: float = 0.0
 
     @property
@@ -89,7 +94,11 @@ class TrainingResult:
         return len(self.losses)
 
 
-class LoraTrainer:
+class Trainer(ABC):
+    """The steps, checkpoints, validation and result of every method; a method says
+    which parameters train, what the captions become, how the text encoder's states
+    of a batch are had, and what file the result is."""
+
     def __init__(
         self,
         spec: TrainingJobSpec,
@@ -102,18 +111,34 @@ class LoraTrainer:
             raise ValueError("dataset: no examples to train on")
         self.spec, self.seed, self.pipe, self.store = spec, seed, pipe, store
         self.count = len(examples)
-        lora.add_adapters(pipe, spec.rank, spec.train_text_encoder, seed)
-        self.modules = lora.trained_modules(pipe, spec.train_text_encoder)
-        self.parameters = lora.trainable_parameters(self.modules)
+        for module in (pipe.unet, pipe.text_encoder, pipe.vae):
+            module.requires_grad_(False)  # a method's own parameters alone train
+        self.parameters = self._trainable_parameters()
         self.optimizer = torch.optim.AdamW(self.parameters.values(), lr=spec.learning_rate)
         self.noise_schedule = DDPMScheduler.from_config(  # type: ignore[no-untyped-call]
             pipe.scheduler.config
         )
         self.device = pipe.device
         self.latent_mean, self.latent_std = self._encode_images(examples)
-        self.caption_ids = self._tokenize([example.caption for example in examples])
-        self.caption_states = None if spec.train_text_encoder else self._encode_all_captions()
+        self.caption_ids = self._tokenize(self._captions([e.caption for e in examples]))
         self.on_checkpoint: CheckpointCallback | None = None  # the current run's
+
+    @abstractmethod
+    def _trainable_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """Prepares the pipeline for the method; the parameters trained, by a stable
+        name (the optimizer's order, and a checkpoint's keys)."""
+
+    @abstractmethod
+    def _caption_states(self, picked: list[int]) -> torch.Tensor:
+        """The text encoder's states of the picked examples' captions."""
+
+    @abstractmethod
+    def _result_file(self) -> bytes:
+        """The finished training's safetensors file."""
+
+    def _captions(self, captions: list[str]) -> list[str]:
+        """The captions as trained on; as written, unless a method says otherwise."""
+        return captions
 
     @property
     def prediction_type(self) -> str:
@@ -181,12 +206,6 @@ class LoraTrainer:
         """Drawn on the CPU, whatever the device: the same draws everywhere."""
         return torch.randn(shape, generator=generator).to(self.device)
 
-    def _caption_states(self, picked: list[int]) -> torch.Tensor:
-        if self.caption_states is not None:
-            return self.caption_states[picked]
-        states: torch.Tensor = self.pipe.text_encoder(self.caption_ids[picked])[0]
-        return states
-
     def _checkpoint(self, result: TrainingResult) -> None:
         state = checkpoints.capture(result.step, self.parameters, self.optimizer)
         location = self.store.put_checkpoint(state)
@@ -208,10 +227,9 @@ class LoraTrainer:
     def _finish(self, result: TrainingResult) -> None:
         if result.step % self.spec.checkpoint_every_steps != 0:
             self._validate(result)  # else the last checkpoint rendered them
-        meta = output.metadata(self.spec, self.seed, self.count, self.prediction_type)
-        data = output.lora_file(lora.lora_state_dict(self.modules), meta)
-        location = self.store.put_lora(self.spec.output.name, data)
-        result.lora = TrainedLora(location, hashlib.sha256(data).hexdigest(), len(data))
+        data = self._result_file()
+        location = self.store.put_output(self.spec.output.name, data)
+        result.output = TrainedOutput(location, hashlib.sha256(data).hexdigest(), len(data))
         result.finished = True
 
     def _encode_images(self, examples: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -238,8 +256,68 @@ class LoraTrainer:
         ).input_ids
         return ids.to(self.device)
 
-    def _encode_all_captions(self) -> torch.Tensor:
-        """The frozen text encoder's states of every caption, computed once."""
-        with torch.no_grad():
-            states: torch.Tensor = self.pipe.text_encoder(self.caption_ids)[0]
+    def _encode_captions(self, picked: list[int]) -> torch.Tensor:
+        states: torch.Tensor = self.pipe.text_encoder(self.caption_ids[picked])[0]
         return states
+
+
+class LoraTrainer(Trainer):
+    """A LoRA of the UNet's attention (and the text encoder's, with trainTextEncoder)."""
+
+    def __init__(
+        self,
+        spec: TrainingJobSpec,
+        seed: int,
+        pipe: Any,
+        examples: Sequence[Example],
+        store: TrainingStore,
+    ) -> None:
+        super().__init__(spec, seed, pipe, examples, store)
+        # A frozen text encoder's states of every caption, computed once.
+        self.caption_states = None
+        if not spec.train_text_encoder:
+            with torch.no_grad():
+                self.caption_states = self._encode_captions(list(range(self.count)))
+
+    def _trainable_parameters(self) -> dict[str, torch.nn.Parameter]:
+        lora.add_adapters(self.pipe, self.spec.rank, self.spec.train_text_encoder, self.seed)
+        self.modules = lora.trained_modules(self.pipe, self.spec.train_text_encoder)
+        return lora.trainable_parameters(self.modules)
+
+    def _caption_states(self, picked: list[int]) -> torch.Tensor:
+        if self.caption_states is not None:
+            return self.caption_states[picked]
+        return self._encode_captions(picked)
+
+    def _result_file(self) -> bytes:
+        meta = output.metadata(self.spec, self.seed, self.count, self.prediction_type)
+        return output.lora_file(lora.lora_state_dict(self.modules), meta)
+
+
+class TextualInversionTrainer(Trainer):
+    """A new token's embedding (named output.name), the rest of the pipeline frozen."""
+
+    def _trainable_parameters(self) -> dict[str, torch.nn.Parameter]:
+        assert self.spec.placeholder is not None, "the spec's rules require it"
+        self.token = embedding.LearnedToken(self.pipe, self.spec.output.name, self.spec.placeholder)
+        return {embedding.PARAMETER: self.token.vector}
+
+    def _captions(self, captions: list[str]) -> list[str]:
+        assert self.spec.placeholder is not None, "the spec's rules require it"
+        return embedding.token_captions(captions, self.spec.placeholder, self.spec.output.name)
+
+    def _caption_states(self, picked: list[int]) -> torch.Tensor:
+        return self._encode_captions(picked)
+
+    def _result_file(self) -> bytes:
+        meta = output.embedding_metadata(self.spec, self.seed, self.count, self.prediction_type)
+        return output.lora_file(self.token.state_dict(), meta)
+
+
+def trainer_for(
+    spec: TrainingJobSpec, seed: int, pipe: Any, examples: Sequence[Example], store: TrainingStore
+) -> Trainer:
+    """The trainer of the spec's method."""
+    if spec.method is TrainingMethod.TEXTUAL_INVERSION:
+        return TextualInversionTrainer(spec, seed, pipe, examples, store)
+    return LoraTrainer(spec, seed, pipe, examples, store)
