@@ -11,7 +11,7 @@ replayed, the current phase is.
 import asyncio
 import json
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -23,11 +23,12 @@ from pydantic import ValidationError
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from diffleet_api.errors import UnavailableError
+from diffleet_api.errors import RateLimitedError, UnavailableError
 from diffleet_api.history import public_job
 from diffleet_api.kube import Body
 from diffleet_api.runtime import Runtime
 from diffleet_api.schemas import JobPublic
+from diffleet_api.tenants import Tenant
 from diffleet_core.messages import JobProgress
 from diffleet_core.resources.generation_job import JobPhase
 
@@ -227,6 +228,31 @@ class EventStream(StreamingResponse):
                 await asyncio.shield(self.frames.aclose())
             finally:
                 self.done()
+
+
+Opener = Callable[[Runtime, Body, EventId, float], Awaitable[AsyncGenerator[str, None]]]
+
+
+async def tenant_stream(
+    runtime: Runtime, tenant: Tenant, body: Body, open_frames: Opener, last_event_id: str | None
+) -> EventStream:
+    """The frames `open_frames` makes for `body`, as a stream that counts against the
+    tenant's tier limit of open streams (per API process: 429 beyond), given back however
+    it ends."""
+    limit = runtime.settings.tier_limits[tenant.tier].event_streams
+    if not runtime.streams.take(tenant.id, limit):
+        raise RateLimitedError(
+            f"{limit} event streams are open for this tenant, the most its"
+            f" {tenant.tier.value} tier allows; close one first"
+        )
+    try:
+        frames = await open_frames(
+            runtime, body, parse_event_id(last_event_id), runtime.settings.sse_keepalive_seconds
+        )
+    except BaseException:
+        runtime.streams.give_back(tenant.id)
+        raise
+    return EventStream(frames, done=lambda: runtime.streams.give_back(tenant.id))
 
 
 async def subscribe(

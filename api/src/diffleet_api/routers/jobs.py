@@ -7,7 +7,7 @@ from fastapi.responses import StreamingResponse
 
 from diffleet_api import events, submission
 from diffleet_api.deps import Member, RuntimeDep, Viewer
-from diffleet_api.errors import PROBLEM_RESPONSES, NotFoundError, RateLimitedError
+from diffleet_api.errors import PROBLEM_RESPONSES, NotFoundError
 from diffleet_api.history import find_job, public_job
 from diffleet_api.outputs import presigned_outputs
 from diffleet_api.schemas import (
@@ -158,23 +158,7 @@ async def job_events(
     body = await runtime.kube.get_job(tenant.namespace, job_id)
     if body is None:
         raise NotFoundError(f"no job {job_id!r}")
-    limit = runtime.settings.tier_limits[tenant.tier].event_streams
-    if not runtime.streams.take(tenant.id, limit):
-        raise RateLimitedError(
-            f"{limit} event streams are open for this tenant, the most its"
-            f" {tenant.tier.value} tier allows; close one first"
-        )
-    try:
-        frames = await events.open_stream(
-            runtime,
-            body,
-            events.parse_event_id(last_event_id),
-            runtime.settings.sse_keepalive_seconds,
-        )
-    except BaseException:
-        runtime.streams.give_back(tenant.id)
-        raise
-    return events.EventStream(frames, done=lambda: runtime.streams.give_back(tenant.id))
+    return await events.tenant_stream(runtime, tenant, body, events.open_stream, last_event_id)
 
 
 @router.get(

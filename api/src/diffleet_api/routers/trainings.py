@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 
 from diffleet_api import events, training_events, trainings
 from diffleet_api.deps import Member, RuntimeDep, Viewer
-from diffleet_api.errors import PROBLEM_RESPONSES, NotFoundError, RateLimitedError
+from diffleet_api.errors import PROBLEM_RESPONSES, NotFoundError
 from diffleet_api.routers.jobs import PAYMENT
 from diffleet_api.schemas import TrainingList, TrainingPublic, TrainingSpecBody
 from diffleet_core.resources.generation_job import NAME_PATTERN
@@ -124,20 +124,6 @@ async def training_events_stream(
     body = await runtime.kube.get_training(tenant.namespace, training_id)
     if body is None:
         raise NotFoundError(f"no training {training_id!r}")
-    limit = runtime.settings.tier_limits[tenant.tier].event_streams
-    if not runtime.streams.take(tenant.id, limit):
-        raise RateLimitedError(
-            f"{limit} event streams are open for this tenant, the most its"
-            f" {tenant.tier.value} tier allows; close one first"
-        )
-    try:
-        frames = await training_events.open_stream(
-            runtime,
-            body,
-            events.parse_event_id(last_event_id),
-            runtime.settings.sse_keepalive_seconds,
-        )
-    except BaseException:
-        runtime.streams.give_back(tenant.id)
-        raise
-    return events.EventStream(frames, done=lambda: runtime.streams.give_back(tenant.id))
+    return await events.tenant_stream(
+        runtime, tenant, body, training_events.open_stream, last_event_id
+    )
