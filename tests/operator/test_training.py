@@ -1,6 +1,7 @@
 """TrainingJobs through the real operator with simulated workers (issue 20): what the API
-server refuses, what admission refuses, a training to its LoRA's ModelCache Ready, its
-preemption by inference, its recovery from a lost worker, and its cancellation.
+server refuses, what admission refuses, a training to its LoRA's ModelCache Ready (and a
+textual inversion to its embedding's), its preemption by inference, its recovery from a
+lost worker, and its cancellation.
 
 The simulated worker trains in steps of `STEP_SECONDS` with the real protocol and
 storage keys (gpu-worker/src/diffleet_worker/simulated_training.py); its dataset is read
@@ -12,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import boto3
+from safetensors.torch import load
 
 from diffleet_core.datasets import dataset_prefix
 from hack.models.datasets import NEW_WORD, shapes_dataset, upload_dataset
@@ -133,6 +135,29 @@ def test_bad_specs_are_refused_by_the_api_server_naming_the_field(
     assert "cancel" in refusal(kubectl, namespace, training_manifest("t", dataset=uri))
 
 
+def test_textual_inversion_rules_are_the_api_servers_naming_the_field(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    """A placeholder with textual-inversion and only then; no text encoder LoRA with it."""
+    uri = f"s3://{UPLOADS}/{dataset_prefix(namespace, 'shapes')}"
+    inversion = {"dataset": uri, "method": "textual-inversion"}
+    refused = [
+        refusal(kubectl, namespace, training_manifest("t", **inversion)),
+        refusal(kubectl, namespace, training_manifest("t", dataset=uri, placeholder=NEW_WORD)),
+    ]
+    for message in refused:
+        assert "spec.placeholder" in message
+        assert "placeholder is required for textual-inversion, and not allowed for lora" in message
+    encoder = refusal(
+        kubectl,
+        namespace,
+        training_manifest("t", **inversion, placeholder=NEW_WORD, trainTextEncoder=True),
+    )
+    assert "spec.trainTextEncoder" in encoder
+    assert "trainTextEncoder must be false for textual-inversion" in encoder
+    apply_training(kubectl, namespace, "t", **inversion, placeholder=NEW_WORD)
+
+
 def test_admission_refuses_a_dataset_without_captions_and_an_unknown_base_model(
     kubectl: Kubectl, namespace: str, platform: Platform
 ) -> None:
@@ -166,6 +191,34 @@ def test_a_training_succeeds_with_its_lora_model_cache_ready(
     assert lora["status"]["phase"] == "Ready"
     assert done["output"]["digest"] == lora["status"]["digest"]
     assert operator.metric("diffleet_trainings_dispatched_total") == 1
+
+
+def test_a_textual_inversion_succeeds_with_its_embedding_model_cache_ready(
+    kubectl: Kubectl, namespace: str, platform: Platform
+) -> None:
+    """Its ModelCache is an embedding of the base's family, named as the token prompts
+    use, and the (simulated) file is an embedding under that token."""
+    start(platform, kubectl, namespace, "w1")
+    apply_training(
+        kubectl,
+        namespace,
+        "t",
+        dataset=dataset(namespace),
+        method="textual-inversion",
+        placeholder=NEW_WORD,
+        output={"name": "zorp-token"},
+        steps=10,
+    )
+    done = wait_for_training(kubectl, namespace, "t", "Succeeded")
+    cache = kubectl.json("get", "modelcache", "zorp-token", "-n", namespace)
+    assert cache["metadata"]["labels"]["diffleet.io/trained-by"] == "t"
+    assert (cache["spec"]["type"], cache["spec"]["format"]) == ("embedding", "safetensors")
+    assert cache["spec"]["baseModel"] == "sd15"
+    assert cache["status"]["phase"] == "Ready"
+    assert done["output"]["digest"] == cache["status"]["digest"]
+    bucket, _, key = done["output"]["uri"].removeprefix("s3://").partition("/")
+    data = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert list(load(data)) == ["zorp-token"]
 
 
 def test_inference_preempts_a_training_which_resumes_from_its_checkpoint(

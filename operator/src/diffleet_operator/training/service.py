@@ -30,6 +30,7 @@ from diffleet_core.resources.training_job import (
     TRAINED_BY_LABEL,
     TrainedModel,
     TrainingCheckpoint,
+    TrainingMethod,
     TrainingPhase,
 )
 from diffleet_core.storage import S3Location
@@ -322,10 +323,10 @@ class Trainings:
                 found.append((training.uid, requirements(base, None, training.spec.gpu_class)))
         return found
 
-    # The LoRA's ModelCache
+    # The trained file's ModelCache
 
     async def register(self, training: TrackedTraining, output: TrainedModel) -> None:
-        """Creates the LoRA's ModelCache (labelled with the training), or finds the one a
+        """Creates the trained file's ModelCache (labelled with the training), or finds the one a
         redelivered report created; the ModelCache handler verifies it."""
         base = self.rt.models.get(training.namespace, training.spec.base_model) or (
             self.rt.models.get(self.rt.settings.system_namespace, training.spec.base_model)
@@ -339,7 +340,7 @@ class Trainings:
                 raise
 
     async def complete_if_registered(self, training: TrackedTraining) -> None:
-        """Succeeded once its LoRA's ModelCache is Ready; Failed when that is Failed."""
+        """Succeeded once its trained file's ModelCache is Ready; Failed when that is Failed."""
         output = training.status.output
         if output is None or training.phase is not TrainingPhase.RUNNING:
             return
@@ -370,11 +371,13 @@ class Trainings:
 def lora_model_cache(
     training: TrackedTraining, output: TrainedModel, base_family: str | None
 ) -> dict[str, Any]:
-    """The ModelCache of a training's LoRA, in the training's namespace."""
+    """The ModelCache of a training's file, in the training's namespace: a lora, or for
+    textual-inversion an embedding (its name is the token prompts use)."""
+    inversion = training.spec.method is TrainingMethod.TEXTUAL_INVERSION
     spec: dict[str, Any] = {
         "source": output.uri,
         "format": ModelFormat.SAFETENSORS,
-        "type": ModelType.LORA,
+        "type": ModelType.EMBEDDING if inversion else ModelType.LORA,
         "sha256": output.digest,
         "sizeBytes": output.size_bytes,
     }
