@@ -65,6 +65,16 @@ class JobPublic(ApiModel):
         )
 
 
+class Quote(ApiModel):
+    cost: Credits = Field(description="Credits the job would reserve if submitted now")
+    breakdown: dict[str, Credits] = Field(
+        description="The cost by feature it uses (generation, video, adapters, hiresFix,"
+        " upscale, restoreFaces, removeBackground); the parts sum to `cost`"
+    )
+    balance: Credits = Field(description="The tenant's credits available now")
+    affordable: bool = Field(description="Whether `balance` covers `cost` (a submission's 402)")
+
+
 class JobList(ApiModel):
     items: list[JobPublic]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page")

@@ -41,7 +41,7 @@ from diffleet_api.schemas import JobPublic
 from diffleet_api.tenants import Tenant
 from diffleet_api.uploads import foreign_images
 from diffleet_core.model_rules import lookup_namespaces
-from diffleet_core.pricing import job_cost
+from diffleet_core.pricing import cost_breakdown
 from diffleet_core.resources.generation_job import ControlType, GenerationJobSpec, Tier
 from diffleet_core.resources.model_cache import ModelType
 from diffleet_core.styles import OVERRIDABLE
@@ -51,6 +51,9 @@ NAME_LENGTH = 10
 CREATE_CONCURRENCY = 16
 
 logger = logging.getLogger(__name__)
+
+Breakdown = dict[str, Decimal]
+"""A job's credits by feature (generation, hiresFix, upscale, ...): only those it uses."""
 
 
 @dataclass(frozen=True)
@@ -130,10 +133,10 @@ async def model_kind(runtime: Runtime, namespace: str, name: str) -> ModelKind |
 
 async def prices(
     runtime: Runtime, namespace: str, specs: list[GenerationJobSpec], field_prefix: str
-) -> list[Decimal]:
-    """Each job's credits (diffleet_core.pricing), once every model it names exists and
-    is of the type its field asks for, and they fit together as the operator's admission
-    judges them (job_models.fit_errors)."""
+) -> list[Breakdown]:
+    """Each job's credits by feature (diffleet_core.pricing), once every model it names
+    exists and is of the type its field asks for, and they fit together as the operator's
+    admission judges them (job_models.fit_errors)."""
     wanted = sorted({named.name for spec in specs for named in named_models(spec)})
     kinds = await model_kinds(runtime, namespace, wanted)
     where = f"{namespace!r} or {runtime.platform.system_namespace!r}"
@@ -153,7 +156,7 @@ async def prices(
         errors += fit_errors(spec, kinds, detectors, where, prefix)
     if errors:
         raise invalid(errors)
-    return [job_cost(spec, pricing_family(spec, kinds)) for spec in specs]
+    return [cost_breakdown(spec, pricing_family(spec, kinds)) for spec in specs]
 
 
 async def model_kinds(
@@ -176,6 +179,27 @@ async def detector_types(runtime: Runtime, namespace: str) -> frozenset[ControlT
     )
 
 
+async def priced(
+    runtime: Runtime, tenant: Tenant, specs: list[GenerationJobSpec], field_prefix: str = ""
+) -> list[Breakdown]:
+    """Each job's credits by feature, once it passes what a submission checks before
+    anything is created (prompt length, the images are the tenant's, its content policy,
+    its style and models): 422 naming the field otherwise. Creates and reserves nothing,
+    so a quote and a submission of the same spec cost the same."""
+    limits = runtime.settings.tier_limits[tenant.tier]
+    refused = long_prompts(specs, tenant.tier, limits.prompt_max_length, field_prefix)
+    refused += foreign_images(specs, runtime.platform, tenant.namespace, field_prefix)
+    refused += denied_prompts(specs, await policy_of(runtime, tenant.namespace), field_prefix)
+    if refused:
+        raise invalid(refused)
+    styled = await styled_specs(runtime, tenant.namespace, specs, field_prefix)
+    return await prices(runtime, tenant.namespace, styled, field_prefix)
+
+
+def total(breakdown: Breakdown) -> Decimal:
+    return sum(breakdown.values(), Decimal(0))
+
+
 async def submit(
     runtime: Runtime,
     principal: Principal,
@@ -193,15 +217,8 @@ async def submit(
         replay = await replayed(runtime, tenant, claim)
         if replay is not None:
             return Submitted(replay, replayed=True)
-    limits = runtime.settings.tier_limits[tenant.tier]
-    refused = long_prompts(specs, tenant.tier, limits.prompt_max_length, field_prefix)
-    refused += foreign_images(specs, runtime.platform, tenant.namespace, field_prefix)
-    refused += denied_prompts(specs, await policy_of(runtime, tenant.namespace), field_prefix)
-    if refused:
-        raise invalid(refused)
-    styled = await styled_specs(runtime, tenant.namespace, specs, field_prefix)
-    costs = await prices(runtime, tenant.namespace, styled, field_prefix)
-    tokens = ratelimits.policy(limits, ratelimits.GENERATIONS)
+    costs = [total(breakdown) for breakdown in await priced(runtime, tenant, specs, field_prefix)]
+    tokens = ratelimits.policy(runtime.settings.tier_limits[tenant.tier], ratelimits.GENERATIONS)
     ratelimits.check(tokens, principal.generations_left, len(specs))
     ledger.affordable(principal.balance, sum(costs, Decimal(0)))
     job_names = names or [new_job_name() for _ in specs]

@@ -17,6 +17,7 @@ from diffleet_api.schemas import (
     JobPublic,
     JobSpecBody,
     Outputs,
+    Quote,
 )
 from diffleet_core.resources.generation_job import NAME_PATTERN, JobPhase, ModelName
 from diffleet_core.resources.text import Text
@@ -88,6 +89,22 @@ async def create_batch(
     if done.replayed:
         response.headers[REPLAYED] = "true"
     return BatchResult(items=done.jobs)
+
+
+@router.post(":quote")
+async def quote_job(spec: JobSpecBody, principal: Member, runtime: RuntimeDep) -> Quote:
+    """The credits the job would cost and whether the balance covers them; creates and
+    reserves nothing. The same checks as a submission (422 naming the field): member,
+    as a quote is the first half of a submission and tells of the tenant's models,
+    style presets and content policy only what submitting would."""
+    [breakdown] = await submission.priced(runtime, principal.tenant, [spec])
+    cost = submission.total(breakdown)
+    return Quote(
+        cost=cost,
+        breakdown=breakdown,
+        balance=principal.balance,
+        affordable=principal.balance >= cost,
+    )
 
 
 @router.get("/{job_id}")
