@@ -1,8 +1,13 @@
-"""The API routes a console needs: a job's quote."""
+"""The API routes a console needs: a job's quote, queued jobs' positions."""
+
+import json
+import secrets
+from datetime import UTC, datetime, timedelta
 
 from diffleet_api.tokens import Role
 from tests.api.support import Api, ApiTenant, create_tenant, model_cache
 from tests.api.test_jobs import SPEC
+from tests.support.polling import eventually
 from tests.support.stack import Kubectl
 
 
@@ -49,3 +54,43 @@ def test_a_quote_refuses_what_a_submission_refuses_naming_the_field(
     assert unknown.status_code == 422
     assert unknown.json()["errors"] == submitted.json()["errors"]
     assert viewer.status_code == 403
+
+
+def queue(kubectl: Kubectl, namespace: str, name: str, queued_at: datetime) -> None:
+    """Writes the job's status Queued (tier free), as the operator's admission would."""
+    status = {
+        "phase": "Queued",
+        "tier": "free",
+        "queue": "free",
+        "queuedAt": queued_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    kubectl.run(
+        "patch", "gj", name, "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": status}),
+    )  # fmt: skip
+
+
+def test_queued_jobs_show_their_queue_position_in_order_and_others_none(
+    platform_api: Api, tenant: ApiTenant, kubectl: Kubectl
+) -> None:
+    # A moment long past, random: only these jobs stand between the first and the last
+    # (the history may hold Queued rows of earlier runs, all ahead or all behind).
+    moment = datetime(1990, 1, 1, tzinfo=UTC) + timedelta(seconds=secrets.randbelow(10**9))
+    with platform_api.client(tenant.member) as http:
+        names = [http.post("/v1/jobs", json=SPEC).json()["id"] for _ in range(4)]
+        for index, name in enumerate(names[:3]):
+            queue(kubectl, tenant.namespace, name, moment + timedelta(seconds=index))
+
+        def positions() -> list[int | None] | None:
+            shown = [http.get(f"/v1/jobs/{name}").json()["queuePosition"] for name in names]
+            return shown if None not in shown[:3] else None
+
+        first, second, third, pending = eventually(
+            positions, timeout=30, what="the watcher records the queued jobs"
+        )
+        listed = http.get("/v1/jobs", params={"limit": 500}).json()["items"]
+    assert first is not None
+    assert first >= 1
+    assert (second, third, pending) == (first + 1, first + 2, None)
+    by_name = {job["id"]: job["queuePosition"] for job in listed}
+    assert [by_name[name] for name in names] == [first, second, third, None]

@@ -26,8 +26,8 @@ from starlette.types import Receive, Scope, Send
 from diffleet_api.errors import RateLimitedError, UnavailableError
 from diffleet_api.history import public_job
 from diffleet_api.kube import Body
+from diffleet_api.queue_positions import queue_positions
 from diffleet_api.runtime import Runtime
-from diffleet_api.schemas import JobPublic
 from diffleet_api.tenants import Tenant
 from diffleet_core.messages import JobProgress
 from diffleet_core.resources.generation_job import JobPhase
@@ -79,25 +79,10 @@ async def phase_event(runtime: Runtime, body: Body) -> Event:
     data: dict[str, Any] = {"phase": phase.value, "attempts": job.status.attempts}
     if phase == JobPhase.QUEUED:
         data["queue"] = job.status.queue
-        queued_at = (body.get("status") or {}).get("queuedAt")
-        data["position"] = await queue_position(runtime, job, queued_at)
+        data["position"] = (await queue_positions(runtime, [job]))[job.uid]
     if phase in (JobPhase.SCHEDULED, JobPhase.RUNNING):
         data["worker"] = job.status.worker
     return Event(phase.value.lower(), ident, data)
-
-
-async def queue_position(runtime: Runtime, job: JobPublic, queued_at: str | None) -> int:
-    """An estimate, from the history the job watcher keeps: the jobs of the same tier
-    queued no later than this one (1 = next)."""
-    async with runtime.pool.connection() as connection:
-        cursor = await connection.execute(
-            "select count(*) from jobs where phase = 'Queued' and status->>'tier' = %s"
-            " and status->>'queuedAt' <= %s and uid <> %s",
-            (job.status.tier, queued_at or "9999", job.uid),
-        )
-        row = await cursor.fetchone()
-    ahead: int = row[0] if row else 0
-    return ahead + 1
 
 
 def progress_event(report: JobProgress) -> Event:

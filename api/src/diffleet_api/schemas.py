@@ -42,6 +42,12 @@ class JobPublic(ApiModel):
     status: GenerationJobStatus
     created_at: datetime
     cost: Credits | None = Field(default=None, description="Credits reserved for the job")
+    queue_position: int | None = Field(
+        default=None,
+        description="Estimated place in its tier's queue (1 = next) while Queued, as the"
+        " job history last recorded the queued jobs; null in any other phase (and in the"
+        " answers of a submission or a cancel)",
+    )
     invalid_fields: list[FieldError] = Field(
         default_factory=list,
         description="What the stored job holds that its schema refuses (written before a"

@@ -10,6 +10,7 @@ from diffleet_api.deps import Member, RuntimeDep, Viewer
 from diffleet_api.errors import PROBLEM_RESPONSES, NotFoundError
 from diffleet_api.history import find_job, public_job
 from diffleet_api.outputs import presigned_outputs
+from diffleet_api.queue_positions import with_queue_positions
 from diffleet_api.schemas import (
     BatchRequest,
     BatchResult,
@@ -113,7 +114,8 @@ async def get_job(job_id: JobId, principal: Viewer, runtime: RuntimeDep) -> JobP
     job = await find_job(runtime, principal.tenant, job_id)
     if job is None:
         raise NotFoundError(f"no job {job_id!r}")
-    return job
+    [shown] = await with_queue_positions(runtime, [job])
+    return shown
 
 
 @router.get("")
@@ -129,7 +131,8 @@ async def list_jobs(
     cursor: Annotated[Text | None, Query(max_length=4096)] = None,
 ) -> JobList:
     """The tenant's live jobs, oldest first; a page may hold fewer than `limit` when
-    filtered. Pass `nextCursor` back as `cursor` until it is null."""
+    filtered. Pass `nextCursor` back as `cursor` until it is null. Queued jobs carry
+    their `queuePosition` (one history query for the page)."""
     page = await runtime.kube.list_jobs(principal.tenant.namespace, limit, cursor)
     items = [public_job(body) for body in page.items]
     matching = [
@@ -138,7 +141,9 @@ async def list_jobs(
         if (phase is None or job.status.phase == phase)
         and (model is None or (job.spec is not None and job.spec.primary_model == model))
     ]
-    return JobList(items=matching, next_cursor=page.next_cursor)
+    return JobList(
+        items=await with_queue_positions(runtime, matching), next_cursor=page.next_cursor
+    )
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_202_ACCEPTED)
