@@ -162,7 +162,10 @@ def test_admission_refuses_a_dataset_without_captions_and_an_unknown_base_model(
     kubectl: Kubectl, namespace: str, platform: Platform
 ) -> None:
     start(platform, kubectl, namespace)
-    apply_training(kubectl, namespace, "uncaptioned", dataset=dataset(namespace, captions=False))
+    # Its own folder: "unknown"'s upload would put the deleted caption back before the
+    # operator lists it.
+    bare = dataset(namespace, "uncaptioned", captions=False)
+    apply_training(kubectl, namespace, "uncaptioned", dataset=bare)
     apply_training(kubectl, namespace, "unknown", dataset=dataset(namespace), baseModel="nope")
     uncaptioned = wait_for_training(kubectl, namespace, "uncaptioned", "Failed")
     admitted = condition(uncaptioned, "Admitted")
