@@ -27,10 +27,10 @@ from diffleet_core.resources.text import GpuType, Text
 KIND = "TrainingJob"
 PLURAL = "trainingjobs"
 SHORT_NAME = "tj"
-# Label on the LoRA ModelCache a training created: the training's name.
+# Label on the ModelCache a training created (its LoRA or embedding): the training's name.
 TRAINED_BY_LABEL = "diffleet.io/trained-by"
 # Condition types: Admitted (False with a DatasetReason or ModelNotFound/ModelNotReady when
-# refused), Complete (True when Succeeded: the LoRA ModelCache is Ready).
+# refused), Complete (True when Succeeded: the trained file's ModelCache is Ready).
 ADMITTED = "Admitted"
 COMPLETE = "Complete"
 MAX_VALIDATION_PROMPTS = 8
@@ -162,7 +162,8 @@ class ValidationImage(StatusModel):
 
 
 class TrainedModel(StatusModel):
-    """The LoRA a finished training produced, and the ModelCache that serves it."""
+    """The file (a LoRA or an embedding) a finished training produced, and the
+    ModelCache that serves it."""
 
     model: str
     uri: str
