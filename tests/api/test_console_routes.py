@@ -1,12 +1,21 @@
-"""The API routes a console needs: a job's quote, queued jobs' positions."""
+"""The API routes a console needs: a job's quote, queued jobs' positions, the fleet for
+the platform role."""
 
 import json
+import os
 import secrets
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from diffleet_api import db, platform_keys
 from diffleet_api.tokens import Role
-from tests.api.support import Api, ApiTenant, create_tenant, model_cache
+from diffleet_core.resources.gpu_pool import FLEET_LABEL
+from tests.api.support import Api, ApiTenant, connect, create_tenant, model_cache, token
 from tests.api.test_jobs import SPEC
+from tests.operator.injection import idle_worker_lease
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
 
@@ -94,3 +103,79 @@ def test_queued_jobs_show_their_queue_position_in_order_and_others_none(
     assert (second, third, pending) == (first + 1, first + 2, None)
     by_name = {job["id"]: job["queuePosition"] for job in listed}
     assert [by_name[name] for name in names] == [first, second, third, None]
+
+
+@pytest.fixture
+def platform_key(local_stack: dict[str, str]) -> Iterator[str]:
+    """A key of the platform role, as `diffleet-admin platform-keys create` makes one."""
+    db.migrate(os.environ["DIFFLEET_DATABASE_URL"])
+    with connect() as connection:
+        key_id, key = platform_keys.create(connection, "test-platform")
+    yield key
+    with connect() as connection:
+        platform_keys.revoke(connection, key_id)
+
+
+@pytest.fixture
+def fleet_pool(kubectl: Kubectl, namespace: str) -> Iterator[str]:
+    """A GPUPool of the test's fleet (no operator serves it) whose status says what an
+    autoscaler decided, and an idle worker's Lease in the fleet namespace."""
+    name = f"p{uuid.uuid4().hex[:8]}"
+    body = {
+        "apiVersion": "diffleet.io/v1alpha1",
+        "kind": "GPUPool",
+        "metadata": {"name": name, "labels": {FLEET_LABEL: namespace}},
+        "spec": {"gpuType": name, "vramGiB": 16, "maxReplicas": 4, "tiers": ["free"]},
+    }
+    kubectl.apply(json.dumps(body))
+    status = {"replicas": 1, "readyReplicas": 1, "busyReplicas": 0, "desiredReplicas": 2,
+              "queuedJobs": 3, "lastScaleTime": "2026-01-02T03:04:05Z"}  # fmt: skip
+    kubectl.run(
+        "patch", "gpupool", name, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": status}),
+    )  # fmt: skip
+    idle_worker_lease(kubectl, namespace, "fleet-worker-0")
+    yield name
+    kubectl.run("delete", "gpupool", name, "--wait=false", check=False)
+
+
+def test_the_fleet_shows_pools_workers_and_queues_to_the_platform_role(
+    api: Api, namespace: str, fleet_pool: str, platform_key: str
+) -> None:
+    with api.client(platform_key) as http:
+        answer = http.get("/v1/fleet")
+    assert answer.status_code == 200, answer.text
+    fleet = answer.json()
+    [pool] = [found for found in fleet["pools"] if found["name"] == fleet_pool]
+    assert pool["fleetNamespace"] == namespace
+    assert pool["spec"]["tiers"] == ["free"]
+    assert pool["status"] == pool["status"] | {
+        "replicas": 1, "readyReplicas": 1, "busyReplicas": 0, "desiredReplicas": 2,
+        "queuedJobs": 3, "lastScaleTime": "2026-01-02T03:04:05Z",
+    }  # fmt: skip
+    [worker] = [found for found in fleet["workers"] if found["namespace"] == namespace]
+    assert worker["id"] == "fleet-worker-0"
+    assert worker["inventory"] == worker["inventory"] | {
+        "workerId": "fleet-worker-0", "pool": "t4", "vramGiB": 16, "concurrency": 1,
+        "jobsInFlight": [], "hotModels": [], "draining": False,
+    }  # fmt: skip
+    assert worker["load"] == 0
+    assert worker["expiresAt"] > worker["renewedAt"]
+    assert all({"id", "type", "status"} <= model.keys() for model in fleet["models"])
+    assert all(count > 0 for count in fleet["queued"].values())
+
+
+def test_the_fleet_is_refused_to_every_tenant_credential_and_a_platform_key_reads_no_tenant(
+    api: Api, tenant: ApiTenant, platform_key: str
+) -> None:
+    credentials = [tenant.keys[role] for role in Role] + [token(tenant.id, role="admin")]
+    for credential in credentials:
+        with api.client(credential) as http:
+            refused = http.get("/v1/fleet")
+        assert refused.status_code == 403, credential
+        assert "platform role" in refused.json()["detail"]
+    with api.client() as http:
+        assert http.get("/v1/fleet").status_code == 401
+    with api.client(platform_key) as http:
+        assert http.get("/v1/jobs").status_code == 401
+        assert http.get("/v1/usage").status_code == 401

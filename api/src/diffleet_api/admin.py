@@ -7,6 +7,9 @@ diffleet-admin tenants list
 diffleet-admin keys create TENANT [--role admin|member|viewer] [--name NAME]
 diffleet-admin keys list TENANT
 diffleet-admin keys revoke KEY_ID
+diffleet-admin platform-keys create [--name NAME]   (the platform role: GET /v1/fleet)
+diffleet-admin platform-keys list
+diffleet-admin platform-keys revoke KEY_ID
 diffleet-admin top-up TENANT AMOUNT [--note TEXT]
 diffleet-admin token TENANT [--role ROLE] [--subject SUB] [--ttl SECONDS]   (HS256 JWT)
 diffleet-admin purge-tenant NAMESPACE [--history]
@@ -20,12 +23,13 @@ import asyncio
 import sys
 import time
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 import jwt
 import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
 
-from diffleet_api import db, drain, retention, tenants
+from diffleet_api import db, drain, platform_keys, retention, tenants
 from diffleet_api.app import s3_client
 from diffleet_api.kube import Kube
 from diffleet_api.settings import JWT_AUDIENCE, get_api_settings
@@ -125,6 +129,31 @@ def revoke_key(args: argparse.Namespace) -> int:
             print(f"no active key {args.key_id}", file=sys.stderr)
             return 1
     print(f"key {args.key_id} revoked")
+    return 0
+
+
+def create_platform_key(args: argparse.Namespace) -> int:
+    with connect() as connection:
+        key_id, key = platform_keys.create(connection, args.name)
+    print(f"platform key {key_id}; shown once, store it now:", file=sys.stderr)
+    print(key)
+    return 0
+
+
+def list_platform_keys(_: argparse.Namespace) -> int:
+    with connect() as connection:
+        for key in platform_keys.listed(connection):
+            state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+            print(f"{key.id}\t{key.prefix}...\t{key.name}\t{state}")
+    return 0
+
+
+def revoke_platform_key(args: argparse.Namespace) -> int:
+    with connect() as connection:
+        if not platform_keys.revoke(connection, args.key_id):
+            print(f"no active platform key {args.key_id}", file=sys.stderr)
+            return 1
+    print(f"platform key {args.key_id} revoked")
     return 0
 
 
@@ -233,6 +262,19 @@ def add_pause_arguments(command: argparse.ArgumentParser) -> None:
     )
 
 
+def add_platform_key_commands(commands: "argparse._SubParsersAction[Any]") -> None:
+    keys = commands.add_parser(
+        "platform-keys", help="keys of the platform role (GET /v1/fleet; no tenant's work)"
+    ).add_subparsers(dest="action", required=True)
+    new = keys.add_parser("create", help="create a platform key (printed once)")
+    new.add_argument("--name", default="platform")
+    new.set_defaults(run=create_platform_key)
+    keys.add_parser("list", help="list the platform keys").set_defaults(run=list_platform_keys)
+    revoke = keys.add_parser("revoke", help="revoke a platform key")
+    revoke.add_argument("key_id", type=int)
+    revoke.set_defaults(run=revoke_platform_key)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="diffleet-admin", description="diffleet administration")
     commands = root.add_subparsers(dest="command", required=True)
@@ -263,6 +305,7 @@ def parser() -> argparse.ArgumentParser:
     revoke = key.add_parser("revoke", help="revoke a key")
     revoke.add_argument("key_id", type=int)
     revoke.set_defaults(run=revoke_key)
+    add_platform_key_commands(commands)
 
     topup = commands.add_parser("top-up", help="add credits to a tenant")
     topup.add_argument("tenant")

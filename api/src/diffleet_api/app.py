@@ -21,6 +21,7 @@ from diffleet_api.moderation import POLICY_CACHE_SECONDS
 from diffleet_api.routers import (
     a1111,
     datasets,
+    fleet,
     health,
     jobs,
     models,
@@ -153,4 +154,5 @@ def create_app(settings: ApiSettings | None = None, platform: Settings | None = 
     app.include_router(datasets.router)
     app.include_router(openai_images.router)
     app.include_router(a1111.router)
+    app.include_router(fleet.router)
     return app

@@ -15,7 +15,7 @@ from fastapi.security import (
     HTTPBearer,
 )
 
-from diffleet_api import ratelimits, tenants, tokens
+from diffleet_api import platform_keys, ratelimits, tenants, tokens
 from diffleet_api.buckets import granted
 from diffleet_api.errors import ForbiddenError, UnauthenticatedError
 from diffleet_api.keys import looks_like_key
@@ -152,6 +152,36 @@ def require(
     return Depends(allowed)
 
 
+@dataclass(frozen=True)
+class PlatformCaller:
+    """An operator of the platform (a platform key): speaks for no tenant."""
+
+    subject: str
+
+
+async def authenticate_platform(
+    request: Request,
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> PlatformCaller:
+    """A platform key's caller; any tenant's credential, an admin's included, is 403 (the
+    platform role is granted only by `diffleet-admin platform-keys create`)."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise UnauthenticatedError("an Authorization: Bearer token is required", headers=CHALLENGE)
+    token = credentials.credentials
+    if looks_like_key(token) and BEARER_TOKEN.fullmatch(token) and len(token) <= MAX_TOKEN_LENGTH:
+        async with runtime.pool.connection() as connection:
+            key_id = await platform_keys.authenticate(connection, token)
+        if key_id is not None:
+            return PlatformCaller(f"platform-key:{key_id}")
+    principal = await principal_of(request, runtime, token)
+    raise ForbiddenError(
+        f"role {principal.role.value!r} may not do this; the platform role may (a key of"
+        " `diffleet-admin platform-keys create`)"
+    )
+
+
+Platform = Annotated[PlatformCaller, Depends(authenticate_platform)]
 Viewer = Annotated[Principal, require(Role.VIEWER)]
 Member = Annotated[Principal, require(Role.MEMBER)]
 Admin = Annotated[Principal, require(Role.ADMIN)]

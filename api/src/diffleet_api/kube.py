@@ -21,6 +21,7 @@ from diffleet_api.errors import (
     UnavailableError,
 )
 from diffleet_core import API_GROUP, API_VERSION, TIER_LABEL, telemetry
+from diffleet_core.fleet import WORKER_LABEL
 from diffleet_core.resources import (
     generation_job,
     gpu_pool,
@@ -66,6 +67,7 @@ class Kube:
         self._api = api
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
+        self.coordination = client.CoordinationV1Api(api)
         self.timeout = timeout
 
     @classmethod
@@ -278,6 +280,22 @@ class Kube:
             _request_timeout=self.timeout,
         )  # fmt: skip
         return [item["metadata"]["name"] for item in listed["items"]]
+
+    async def list_pool_bodies(self) -> list[Body]:
+        """Every GPUPool (cluster-scoped), of every fleet."""
+        listed = await self.custom.list_cluster_custom_object(
+            API_GROUP, API_VERSION, gpu_pool.PLURAL, _request_timeout=self.timeout
+        )
+        items: list[Body] = listed["items"]
+        return items
+
+    async def list_worker_leases(self, namespace: str) -> list[Body]:
+        """The worker Leases of a fleet namespace (label diffleet.io/worker=true)."""
+        listed = await self.coordination.list_namespaced_lease(
+            namespace, label_selector=f"{WORKER_LABEL}=true", _request_timeout=self.timeout
+        )
+        items: list[Body] = self._api.sanitize_for_serialization(listed)["items"]
+        return items
 
     async def delete_pool(self, name: str) -> None:
         """Deletes a GPUPool (its finalizer lets the operator drain its workers first);

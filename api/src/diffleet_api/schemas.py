@@ -11,6 +11,7 @@ from pydantic.alias_generators import to_camel
 
 from diffleet_api.errors import FieldError
 from diffleet_api.ledger import LedgerEntry
+from diffleet_core.fleet import WorkerInventory
 from diffleet_core.resources.base import wire_only
 from diffleet_core.resources.generation_job import (
     GenerationJobSpec,
@@ -19,7 +20,8 @@ from diffleet_core.resources.generation_job import (
     OutputFormat,
     Tier,
 )
-from diffleet_core.resources.model_cache import ModelCacheSpec, ModelCacheStatus
+from diffleet_core.resources.gpu_pool import GPUPoolSpec, GPUPoolStatus
+from diffleet_core.resources.model_cache import ModelCacheSpec, ModelCacheStatus, ModelType
 from diffleet_core.resources.style_preset import StylePresetSpec
 from diffleet_core.resources.training_job import TrainingJobSpec, TrainingJobStatus
 
@@ -221,3 +223,54 @@ class DatasetPublic(ApiModel):
 
 class DatasetList(ApiModel):
     items: list[DatasetPublic]
+
+
+class PoolPublic(ApiModel):
+    name: str
+    fleet_namespace: str = Field(
+        description="Where its workers' Leases are: its diffleet.io/fleet label, else the"
+        " platform's namespace"
+    )
+    spec: GPUPoolSpec | None = Field(description="null only when it cannot be read")
+    status: GPUPoolStatus = Field(
+        description="As the operator writes it: replicas, readyReplicas, busyReplicas,"
+        " queuedJobs and the autoscaler's last decision (desiredReplicas, lastScaleTime,"
+        " conditions)"
+    )
+    invalid_fields: list[FieldError] = Field(default_factory=list)
+
+
+class WorkerPublic(ApiModel):
+    id: str = Field(description="The worker's Lease name (its worker id)")
+    namespace: str
+    renewed_at: datetime | None = Field(description="The Lease's renewTime")
+    expires_at: datetime | None = Field(
+        description="renewTime + leaseDurationSeconds: past it, the operator counts it gone"
+    )
+    inventory: WorkerInventory | None = Field(
+        description="What the worker announces (pool, gpuType, node, vramGiB, concurrency,"
+        " hot and warm model digests, job uids in flight, draining); null when its"
+        " annotation cannot be read"
+    )
+    load: float | None = Field(description="Jobs in flight / concurrency")
+
+
+class FleetModel(ApiModel):
+    id: str = Field(description="The platform's ModelCache")
+    type: ModelType | None
+    status: ModelCacheStatus = Field(
+        description="Its digest (as workers' hot and warm lists name it), hotReplicas,"
+        " warmReplicas, hotWorkers, warmWorkers, lastUsedAt"
+    )
+
+
+class Fleet(ApiModel):
+    pools: list[PoolPublic]
+    workers: list[WorkerPublic] = Field(
+        description="The worker Leases of every pool's fleet namespace"
+    )
+    models: list[FleetModel] = Field(description="The platform namespace's ModelCaches")
+    queued: dict[Tier, int] = Field(
+        description="Jobs Queued by tier, every tenant's, from the job history (what the"
+        " job watcher last recorded); a tier with none is absent"
+    )
