@@ -1,5 +1,5 @@
 """The API routes a console needs: a job's quote, queued jobs' positions, the fleet for
-the platform role."""
+the platform role, deleting a job's outputs."""
 
 import json
 import os
@@ -8,11 +8,14 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import boto3
 import pytest
+from psycopg.types.json import Jsonb
 
 from diffleet_api import db, platform_keys
 from diffleet_api.tokens import Role
 from diffleet_core.resources.gpu_pool import FLEET_LABEL
+from diffleet_core.storage import output_key
 from tests.api.support import Api, ApiTenant, connect, create_tenant, model_cache, token
 from tests.api.test_jobs import SPEC
 from tests.operator.injection import idle_worker_lease
@@ -179,3 +182,86 @@ def test_the_fleet_is_refused_to_every_tenant_credential_and_a_platform_key_read
     with api.client(platform_key) as http:
         assert http.get("/v1/jobs").status_code == 401
         assert http.get("/v1/usage").status_code == 401
+
+
+def put_output(namespace: str, name: str, uid: str, index: int) -> str:
+    key = output_key(namespace, name, uid, index, "png")
+    boto3.client("s3").put_object(Bucket=OUTPUTS, Key=key, Body=b"png")
+    return key
+
+
+def stored(key: str) -> bool:
+    listed = boto3.client("s3").list_objects_v2(Bucket=OUTPUTS, Prefix=key)
+    return bool(listed.get("Contents"))
+
+
+OUTPUTS = "diffleet-outputs"
+
+
+def test_deleting_a_finished_job_s_outputs_removes_its_objects_only_and_is_recorded(
+    api: Api, tenant: ApiTenant, kubectl: Kubectl
+) -> None:
+    with api.client(tenant.member) as http:
+        job = http.post("/v1/jobs", json=SPEC).json()
+        name, uid, namespace = job["id"], job["uid"], tenant.namespace
+        unfinished = http.delete(f"/v1/jobs/{name}/outputs")
+        mine = [put_output(namespace, name, uid, index) for index in range(2)]
+        # The same name's earlier job (another uid) and another job: not this job's keys.
+        kept = [put_output(namespace, name, str(uuid.uuid4()), 0),
+                put_output(namespace, f"{name}-next", str(uuid.uuid4()), 0)]  # fmt: skip
+        outputs = [{"uri": f"s3://{OUTPUTS}/{key}", "format": "png", "sha256": "0" * 64,
+                    "width": 64, "height": 64} for key in mine]  # fmt: skip
+        kubectl.run(
+            "patch", "gj", name, "-n", namespace, "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": {"phase": "Succeeded", "outputs": outputs}}),
+        )  # fmt: skip
+        assert http.get(f"/v1/jobs/{name}/outputs").status_code == 200
+        deleted = http.delete(f"/v1/jobs/{name}/outputs")
+        shown = http.get(f"/v1/jobs/{name}").json()
+        signed = http.get(f"/v1/jobs/{name}/outputs")
+        again = http.delete(f"/v1/jobs/{name}/outputs")
+        later = http.get(f"/v1/jobs/{name}").json()
+    assert unfinished.status_code == 409
+    assert "Pending" in unfinished.json()["detail"]
+    assert (deleted.status_code, deleted.content) == (204, b"")
+    assert [stored(key) for key in mine + kept] == [False, False, True, True]
+    assert shown["outputsDeletedAt"] is not None
+    assert shown["status"]["phase"] == "Succeeded"
+    assert signed.status_code == 409
+    assert "deleted" in signed.json()["detail"]
+    assert again.status_code == 204
+    assert later["outputsDeletedAt"] == shown["outputsDeletedAt"]
+
+
+def test_the_outputs_of_a_job_its_ttl_deleted_are_deleted_from_its_history(
+    api: Api, tenant: ApiTenant
+) -> None:
+    name, uid = f"done-{uuid.uuid4().hex[:6]}", str(uuid.uuid4())
+    key = put_output(tenant.namespace, name, uid, 0)
+    status = {"phase": "Failed", "reason": "OutOfMemory"}
+    with connect() as connection:  # a finished job, only in its history
+        connection.execute(
+            "insert into jobs (uid, tenant_id, namespace, name, spec, status, phase, cost,"
+            " created_at) values (%s, %s, %s, %s, %s, %s, 'Failed', 1, now())",
+            (uid, tenant.id, tenant.namespace, name, Jsonb(SPEC), Jsonb(status)),
+        )  # fmt: skip
+    with api.client(tenant.member) as http:
+        deleted = http.delete(f"/v1/jobs/{name}/outputs")
+        shown = http.get(f"/v1/jobs/{name}").json()
+    assert deleted.status_code == 204
+    assert not stored(key)
+    assert shown["outputsDeletedAt"] is not None
+
+
+def test_another_tenant_s_job_outputs_are_404_and_a_viewer_may_not_delete(
+    api: Api, tenant: ApiTenant
+) -> None:
+    other = create_tenant(f"{tenant.namespace}-other")
+    with api.client(tenant.member) as http:
+        name = http.post("/v1/jobs", json=SPEC).json()["id"]
+    with api.client(other.member) as http:
+        foreign = http.delete(f"/v1/jobs/{name}/outputs")
+    with api.client(tenant.keys[Role.VIEWER]) as http:
+        viewer = http.delete(f"/v1/jobs/{name}/outputs")
+    assert foreign.status_code == 404
+    assert viewer.status_code == 403

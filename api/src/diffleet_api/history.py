@@ -105,12 +105,18 @@ async def find_job(runtime: Runtime, tenant: Tenant, name: str) -> JobPublic | N
     async with runtime.pool.connection() as connection:
         cursor = connection.cursor(row_factory=dict_row)
         if body is not None:
-            await cursor.execute("select cost from jobs where uid = %s", (body["metadata"]["uid"],))
+            await cursor.execute(
+                "select cost, outputs_deleted_at from jobs where uid = %s",
+                (body["metadata"]["uid"],),
+            )
             row = await cursor.fetchone()
-            return public_job(body, row["cost"] if row else None)
+            if row is None:
+                return public_job(body)
+            job = public_job(body, row["cost"])
+            return job.model_copy(update={"outputs_deleted_at": row["outputs_deleted_at"]})
         await cursor.execute(
-            "select uid, namespace, name, spec, status, created_at, cost from jobs"
-            " where namespace = %s and name = %s order by created_at desc limit 1",
+            "select uid, namespace, name, spec, status, created_at, cost, outputs_deleted_at"
+            " from jobs where namespace = %s and name = %s order by created_at desc limit 1",
             (tenant.namespace, name),
         )
         row = await cursor.fetchone()
@@ -124,7 +130,8 @@ def from_history(row: dict[str, Any]) -> JobPublic:
         "spec": row["spec"],
         "status": row["status"],
     }
-    return public_job(body, row["cost"])
+    job = public_job(body, row["cost"])
+    return job.model_copy(update={"outputs_deleted_at": row.get("outputs_deleted_at")})
 
 
 def public_job(body: Body, cost: Decimal | None = None) -> JobPublic:

@@ -1,10 +1,18 @@
-"""Short-lived presigned URLs for a job's output images. Only keys under the job's own
-prefix of the outputs bucket are signed (the status is written by the operator, but a
-URL is a capability: it is checked against the key scheme anyway)."""
+"""Short-lived presigned URLs for a job's output images, and their deletion. Only keys
+under the job's own prefix of the outputs bucket are signed or deleted (the status is
+written by the operator, but a URL is a capability: it is checked against the key
+scheme anyway)."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from diffleet_api.errors import ConflictError
+import psycopg
+
+from diffleet_api.errors import ConflictError, UnavailableError
+from diffleet_api.history import record
+from diffleet_api.kube import Body
+from diffleet_api.objects import s3_call
+from diffleet_api.retention import PurgeError, delete_prefix
 from diffleet_api.runtime import Runtime
 from diffleet_api.schemas import JobPublic, Output
 from diffleet_core.resources.generation_job import JobPhase
@@ -16,6 +24,8 @@ def output_locations(runtime: Runtime, job: JobPublic) -> list[S3Location]:
     if job.status.phase != JobPhase.SUCCEEDED:
         phase = job.status.phase.value if job.status.phase else "Pending"
         raise ConflictError(f"job {job.id!r} is {phase}: outputs exist once it has Succeeded")
+    if job.outputs_deleted_at is not None:
+        raise ConflictError(f"job {job.id!r}'s outputs were deleted at {job.outputs_deleted_at}")
     prefix = output_prefix(job.namespace, job.id, job.uid)
     locations = []
     for index, output in enumerate(job.status.outputs or []):
@@ -26,6 +36,39 @@ def output_locations(runtime: Runtime, job: JobPublic) -> list[S3Location]:
             raise ConflictError(f"output {index} is not under the job's key prefix")
         locations.append(location)
     return locations
+
+
+async def delete_outputs(runtime: Runtime, job: JobPublic, body: Body | None) -> int:
+    """Deletes every object under the finished job's output prefix (what its status lists
+    and anything an attempt left), then records when in its history row (recorded first
+    from `body`, the live job, when the job watcher has not yet); how many objects went.
+    Again, it deletes nothing and keeps the first time."""
+    phase = job.status.phase
+    if phase is None or not phase.finished:
+        shown = phase.value if phase else "Pending"
+        raise ConflictError(f"job {job.id!r} is {shown}: outputs may be deleted once it finished")
+    prefix = output_prefix(job.namespace, job.id, job.uid)
+    bucket = runtime.platform.buckets.outputs
+    try:
+        removed: int = await s3_call(
+            "delete the job's outputs", delete_prefix, s3=runtime.s3, bucket=bucket, prefix=prefix
+        )
+    except PurgeError as error:
+        raise UnavailableError(str(error)) from error
+    async with runtime.pool.connection() as connection:
+        if not await mark_deleted(connection, job.uid) and body is not None:
+            await record(connection, body, phase.value, finished=True)
+            await mark_deleted(connection, job.uid)
+    return removed
+
+
+async def mark_deleted(connection: psycopg.AsyncConnection[Any], uid: str) -> bool:
+    """Whether the job has a history row, now saying its outputs are gone."""
+    cursor = await connection.execute(
+        "update jobs set outputs_deleted_at = coalesce(outputs_deleted_at, now()) where uid = %s",
+        (uid,),
+    )
+    return cursor.rowcount == 1
 
 
 def presigned_outputs(runtime: Runtime, job: JobPublic) -> list[Output]:

@@ -28,9 +28,15 @@ class History:
 
 def purge_objects(s3: Any, bucket: str, namespace: str) -> int:
     """Deletes every object under the tenant's prefix of `bucket`; how many."""
+    return delete_prefix(s3, bucket, tenant_prefix(namespace))
+
+
+def delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
+    """Deletes every object under `prefix` of `bucket`, a page at a time; how many.
+    Raises PurgeError naming what S3 refused to delete."""
     removed = 0
     pages = s3.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=tenant_prefix(namespace), PaginationConfig={"PageSize": DELETE_BATCH}
+        Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": DELETE_BATCH}
     )
     for page in pages:
         keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]

@@ -50,6 +50,11 @@ class JobPublic(ApiModel):
         " job history last recorded the queued jobs; null in any other phase (and in the"
         " answers of a submission or a cancel)",
     )
+    outputs_deleted_at: datetime | None = Field(
+        default=None,
+        description="When DELETE /v1/jobs/{id}/outputs removed its output objects (shown by"
+        " GET /v1/jobs/{id}); null while they are kept",
+    )
     invalid_fields: list[FieldError] = Field(
         default_factory=list,
         description="What the stored job holds that its schema refuses (written before a"

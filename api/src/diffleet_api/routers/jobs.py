@@ -9,7 +9,7 @@ from diffleet_api import events, submission
 from diffleet_api.deps import Member, RuntimeDep, Viewer
 from diffleet_api.errors import PROBLEM_RESPONSES, NotFoundError
 from diffleet_api.history import find_job, public_job
-from diffleet_api.outputs import presigned_outputs
+from diffleet_api.outputs import delete_outputs, presigned_outputs
 from diffleet_api.queue_positions import with_queue_positions
 from diffleet_api.schemas import (
     BatchRequest,
@@ -184,7 +184,8 @@ async def job_events(
 
 
 @router.get(
-    "/{job_id}/outputs", responses={409: PROBLEM_RESPONSES[422] | {"description": "Not succeeded"}}
+    "/{job_id}/outputs",
+    responses={409: PROBLEM_RESPONSES[422] | {"description": "Not succeeded, or deleted"}},
 )
 async def job_outputs(job_id: JobId, principal: Viewer, runtime: RuntimeDep) -> Outputs:
     """Presigned GET URLs of the job's images, valid for a few minutes."""
@@ -192,3 +193,20 @@ async def job_outputs(job_id: JobId, principal: Viewer, runtime: RuntimeDep) -> 
     if job is None:
         raise NotFoundError(f"no job {job_id!r}")
     return Outputs(items=presigned_outputs(runtime, job))
+
+
+@router.delete(
+    "/{job_id}/outputs",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={409: PROBLEM_RESPONSES[422] | {"description": "Not finished"}},
+)
+async def delete_job_outputs(job_id: JobId, principal: Member, runtime: RuntimeDep) -> Response:
+    """Deletes the finished job's output images (every object under its own key prefix)
+    and records it (`outputsDeletedAt`); the job and its history stay. Again: 204."""
+    tenant = principal.tenant
+    body = await runtime.kube.get_job(tenant.namespace, job_id)
+    job = public_job(body) if body is not None else await find_job(runtime, tenant, job_id)
+    if job is None:
+        raise NotFoundError(f"no job {job_id!r}")
+    await delete_outputs(runtime, job, body)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
