@@ -16,7 +16,15 @@ from diffleet_api import db, platform_keys
 from diffleet_api.tokens import Role
 from diffleet_core.resources.gpu_pool import FLEET_LABEL
 from diffleet_core.storage import output_key
-from tests.api.support import Api, ApiTenant, connect, create_tenant, model_cache, token
+from tests.api.support import (
+    Api,
+    ApiTenant,
+    connect,
+    create_tenant,
+    model_cache,
+    sse_events,
+    token,
+)
 from tests.api.test_jobs import SPEC
 from tests.operator.injection import idle_worker_lease
 from tests.support.polling import eventually
@@ -101,6 +109,9 @@ def test_queued_jobs_show_their_queue_position_in_order_and_others_none(
             positions, timeout=30, what="the watcher records the queued jobs"
         )
         listed = http.get("/v1/jobs", params={"limit": 500}).json()["items"]
+        with http.stream("GET", f"/v1/jobs/{names[1]}/events") as stream:
+            _, event, data = next(sse_events(stream.iter_lines()))
+    assert (event, data["position"]) == ("queued", second)
     assert first is not None
     assert first >= 1
     assert (second, third, pending) == (first + 1, first + 2, None)
