@@ -1,5 +1,5 @@
-"""The API routes a console needs: a job's quote, queued jobs' positions, the fleet for
-the platform role, deleting a job's outputs."""
+"""The API routes a console needs: a job's and a training's quote, queued jobs'
+positions, the fleet for the platform role, deleting a job's outputs."""
 
 import json
 import os
@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 
 from diffleet_api import db, platform_keys
 from diffleet_api.tokens import Role
+from diffleet_core.resources.generation_job import Tier
 from diffleet_core.resources.gpu_pool import FLEET_LABEL
 from diffleet_core.storage import output_key
 from tests.api.support import (
@@ -26,6 +27,8 @@ from tests.api.support import (
     token,
 )
 from tests.api.test_jobs import SPEC
+from tests.api.test_trainings import spec as training_spec
+from tests.api.test_trainings import upload
 from tests.operator.injection import idle_worker_lease
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
@@ -276,3 +279,26 @@ def test_another_tenant_s_job_outputs_are_404_and_a_viewer_may_not_delete(
         viewer = http.delete(f"/v1/jobs/{name}/outputs")
     assert foreign.status_code == 404
     assert viewer.status_code == 403
+
+
+def test_a_training_quote_is_what_its_submission_reserves_and_refuses_as_it_does(
+    api: Api, namespace: str, kubectl: Kubectl
+) -> None:
+    model_cache(kubectl, namespace, "sd15-test", "sd15")
+    trainer = create_tenant(namespace, Tier.STANDARD)
+    free = create_tenant(f"{namespace}-free")
+    with api.client(trainer.member) as http:
+        dataset = upload(http, "quoted")
+        body = training_spec(dataset)
+        quote = http.post("/v1/trainings:quote", json=body)
+        assert kubectl.run("get", "trainingjob", "-n", namespace, "-o", "name").stdout == ""
+        training = http.post("/v1/trainings", json=body).json()
+        unknown = http.post("/v1/trainings:quote", json=body | {"baseModel": "no-such-model"})
+    with api.client(free.member) as http:
+        refused = http.post("/v1/trainings:quote", json=body)
+    assert quote.status_code == 200, quote.text
+    assert quote.json() == {"cost": training["cost"], "breakdown": {"training": training["cost"]},
+                            "balance": 1000, "affordable": True}  # fmt: skip
+    assert unknown.status_code == 422
+    assert [error["field"] for error in unknown.json()["errors"]] == ["baseModel"]
+    assert refused.status_code == 403

@@ -79,10 +79,11 @@ class JobPublic(ApiModel):
 
 
 class Quote(ApiModel):
-    cost: Credits = Field(description="Credits the job would reserve if submitted now")
+    cost: Credits = Field(description="Credits it would reserve if submitted now")
     breakdown: dict[str, Credits] = Field(
         description="The cost by feature it uses (generation, video, adapters, hiresFix,"
-        " upscale, restoreFaces, removeBackground); the parts sum to `cost`"
+        " upscale, restoreFaces, removeBackground; a training's: training); the parts sum"
+        " to `cost`"
     )
     balance: Credits = Field(description="The tenant's credits available now")
     affordable: bool = Field(description="Whether `balance` covers `cost` (a submission's 402)")

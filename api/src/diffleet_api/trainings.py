@@ -193,13 +193,7 @@ async def submit(
     trainings), 409 (a TrainingJob of that name)."""
     limit = allowed_trainings(runtime, tenant)
     name = name or new_training_name()
-    errors, more = await asyncio.gather(
-        dataset_errors(runtime, tenant.namespace, spec.dataset),
-        model_errors(runtime, tenant.namespace, spec, name),
-    )
-    if errors + more:
-        raise invalid(errors + more)
-    cost = training_cost(spec, runtime.settings.training_step_price)
+    cost = await priced(runtime, tenant, spec, name)
     async with runtime.pool.connection() as connection, connection.transaction():
         balance = await hold_tenant(connection, tenant, limit)
         if balance < cost:
@@ -211,6 +205,18 @@ async def submit(
             await asyncio.shield(cancel_unpaid(runtime, tenant.namespace, name))
             raise
     return public_training(body, cost)
+
+
+async def priced(runtime: Runtime, tenant: Tenant, spec: TrainingJobSpec, name: str) -> Decimal:
+    """The training's credits, once its dataset and models pass the submission's checks
+    (422 naming the field); creates and reserves nothing (a quote's, then a submission's)."""
+    errors, more = await asyncio.gather(
+        dataset_errors(runtime, tenant.namespace, spec.dataset),
+        model_errors(runtime, tenant.namespace, spec, name),
+    )
+    if errors + more:
+        raise invalid(errors + more)
+    return training_cost(spec, runtime.settings.training_step_price)
 
 
 async def cancel_unpaid(runtime: Runtime, namespace: str, name: str) -> None:

@@ -10,7 +10,7 @@ from diffleet_api import events, training_events, trainings
 from diffleet_api.deps import Member, RuntimeDep, Viewer
 from diffleet_api.errors import PROBLEM_RESPONSES, NotFoundError
 from diffleet_api.routers.jobs import PAYMENT
-from diffleet_api.schemas import TrainingList, TrainingPublic, TrainingSpecBody
+from diffleet_api.schemas import Quote, TrainingList, TrainingPublic, TrainingSpecBody
 from diffleet_core.resources.generation_job import NAME_PATTERN
 from diffleet_core.resources.text import Text
 from diffleet_core.resources.training_job import TrainingPhase
@@ -52,6 +52,22 @@ async def create_training(
     training = await trainings.submit(runtime, principal.tenant, spec, name)
     response.headers["Location"] = f"/v1/trainings/{training.id}"
     return training
+
+
+@router.post(":quote", responses={403: REFUSALS[403]})
+async def quote_training(spec: TrainingSpecBody, principal: Member, runtime: RuntimeDep) -> Quote:
+    """The credits the training would reserve now (`breakdown`: `training`) and whether
+    the balance covers them; creates and reserves nothing. The submission's checks: 403
+    for a tier without trainings, 422 naming the field (dataset, baseModel, an
+    output.name taken). Member, as for jobs' quotes."""
+    trainings.allowed_trainings(runtime, principal.tenant)
+    cost = await trainings.priced(runtime, principal.tenant, spec, "")
+    return Quote(
+        cost=cost,
+        breakdown={"training": cost},
+        balance=principal.balance,
+        affordable=principal.balance >= cost,
+    )
 
 
 @router.get("/{training_id}")
