@@ -227,6 +227,9 @@ def test_a_stopped_training_resumes_to_the_same_lora(
         "000008.safetensors",
         "000013.safetensors",
     ]
+    # A stop's checkpoint renders no validation image: the slot goes back sooner.
+    validation = training_prefix(NAMESPACE, "zorp", run.uid) + "validation/"
+    assert run.keys(validation) == ["000008/0.png"]
     resumed = run.run()
     assert (resumed.finished, resumed.resumed_from, resumed.steps_run) == (True, 13, 11)
     assert resumed.output is not None

@@ -86,7 +86,9 @@ class SimulatedTraining:
         hooks.on_start(start, len(examples))
         while step < spec.steps:
             if hooks.should_stop():
-                checkpoint = None if step == start else await self.checkpoint(step, hooks)
+                checkpoint = None
+                if step != start:
+                    checkpoint = await self.checkpoint(step, hooks, validate=False)
                 return TrainingOutcome(
                     finished=False, step=step, steps_run=step - start, checkpoint=checkpoint
                 )
@@ -117,12 +119,17 @@ class SimulatedTraining:
         ]
         return step_of(max(keys)) if keys else 0
 
-    async def checkpoint(self, step: int, hooks: TrainingHooks) -> TrainingCheckpoint:
+    async def checkpoint(
+        self, step: int, hooks: TrainingHooks, *, validate: bool = True
+    ) -> TrainingCheckpoint:
+        """Saves the checkpoint of `step`; renders the validation images unless it is a
+        stop's (as the real trainer)."""
         data = safetensors_bytes({"step": str(step)})
         key = checkpoint_key(*self.names, step)
         location = await asyncio.to_thread(self.put, self.order.output_bucket, key, data)
         checkpoint = TrainingCheckpoint(step=step, uri=location.uri)
-        hooks.on_checkpoint(checkpoint, await asyncio.to_thread(self.validate, step))
+        images = await asyncio.to_thread(self.validate, step) if validate else []
+        hooks.on_checkpoint(checkpoint, images)
         return checkpoint
 
     def validate(self, step: int) -> list[ValidationImage]:

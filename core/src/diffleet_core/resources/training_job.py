@@ -111,7 +111,7 @@ class TrainingJobSpec(SpecModel):
     validation_prompts: list[Annotated[Text, Field(max_length=MAX_PROMPT_LENGTH)]] = Field(
         default_factory=list,
         max_length=MAX_VALIDATION_PROMPTS,
-        description="Rendered at each checkpoint and at the end.",
+        description="Rendered every checkpointEverySteps steps and at the end.",
     )
     cancel: StrictBool = Field(default=False, description="Set to true to cancel the training.")
 

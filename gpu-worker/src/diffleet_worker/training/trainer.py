@@ -167,7 +167,8 @@ class Trainer(ABC):
         for step in range(start, self.spec.steps):
             if should_stop():
                 if step != start:  # the checkpoint it resumed from is this step's
-                    self._checkpoint(result)
+                    # No validation images: the slot goes back a render sooner.
+                    self._checkpoint(result, validate=False)
                 break
             result.losses.append(self._step(step))
             result.step = step + 1
@@ -206,12 +207,13 @@ class Trainer(ABC):
         """Drawn on the CPU, whatever the device: the same draws everywhere."""
         return torch.randn(shape, generator=generator).to(self.device)
 
-    def _checkpoint(self, result: TrainingResult) -> None:
+    def _checkpoint(self, result: TrainingResult, *, validate: bool = True) -> None:
         state = checkpoints.capture(result.step, self.parameters, self.optimizer)
         location = self.store.put_checkpoint(state)
         result.checkpoints.append(location)
         rendered = len(result.validation_images)
-        self._validate(result)
+        if validate:
+            self._validate(result)
         if self.on_checkpoint is not None:
             self.on_checkpoint(result.step, location, result.validation_images[rendered:])
 
