@@ -170,8 +170,13 @@ def scales_from_zero_and_back(
     kubectl: Kubectl, namespace: str, platform: Platform, pool: str, nodes: str
 ) -> None:
     """20 jobs into `pool` at zero: 4 pods on nodes labelled diffleet.io/pool=`nodes`,
-    every job Succeeded with one attempt, then back to 0 after scaleDownDelaySeconds."""
-    operator = platform.operator()
+    every job Succeeded with one attempt, then back to 0 after scaleDownDelaySeconds.
+    The jobs (80 s of steps) outlast a worker's start under the whole parallel suite, and
+    the operator knows the workers' load time, so that placement loads the model on each
+    new worker rather than waiting for the first: the queue lasts until all 4 announce."""
+    operator = platform.operator(
+        autoscaler_model_load_seconds=WORKER_ENV["DIFFLEET_WORKER_SIM_LOAD_SECONDS"]
+    )
     register_model(kubectl, namespace, "m")
     started = time.monotonic()
     apply_jobs(kubectl, namespace, [f"job-{i}" for i in range(20)], gpuClass=pool, steps=20)
@@ -202,7 +207,7 @@ def scales_from_zero_and_back(
         for pod in pods
     }
     assert node_pools == {nodes}
-    platform.wait_for_workers(operator, pool, 4, timeout=60)
+    platform.wait_for_workers(operator, pool, 4, timeout=90)
     ready = time.monotonic() - started
 
     jobs = all_succeeded(kubectl, namespace, 20)
@@ -237,7 +242,7 @@ def scales_from_zero_and_back(
 def test_pool_scales_from_zero_on_static_nodes_and_back(
     kubectl: Kubectl, namespace: str, platform: Platform, gpupool: PoolFactory
 ) -> None:
-    pool = gpupool()
+    pool = gpupool(step_seconds=0.2)
     scales_from_zero_and_back(kubectl, namespace, platform, pool, nodes="a100")
 
 
@@ -248,7 +253,10 @@ def test_pool_scales_from_zero_on_karpenter_nodes(
     if kubectl.run("get", "nodepool", "t4", check=False).returncode != 0:
         pytest.skip("no Karpenter NodePool t4 in this stack (hack/stack.sh up-karpenter)")
     # karpenter.sh/nodepool is on Karpenter's nodes only: no static node can take them.
-    pool = gpupool(nodeSelector={"diffleet.io/pool": "t4", "karpenter.sh/nodepool": "t4"})
+    pool = gpupool(
+        step_seconds=0.2,
+        nodeSelector={"diffleet.io/pool": "t4", "karpenter.sh/nodepool": "t4"},
+    )
     scales_from_zero_and_back(kubectl, namespace, platform, pool, nodes="t4")
 
 
