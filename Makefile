@@ -21,7 +21,7 @@ help: ## list the targets
 
 setup: packages venv tools ## install and build everything the stack and tests need (idempotent)
 
-packages: ## Debian packages: RabbitMQ, PostgreSQL, Prometheus
+packages: ## Debian packages: RabbitMQ, PostgreSQL, Prometheus, Chromium
 	@hack/install-packages.sh
 
 $(UV): hack/install-uv.sh hack/versions.env

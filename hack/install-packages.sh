@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages of the local stack (RabbitMQ, PostgreSQL, Prometheus with
-# promtool, openssl) when missing. Their own system services are kept from starting: the
+# promtool, openssl) and of the console's browser tests (Chromium) when missing. Their own system services are kept from starting: the
 # stack runs private instances on its own ports (hack/stack.sh), never the distribution's
 # defaults.
 set -euo pipefail
 LOG_TAG=packages
 source "$(dirname "$0")/lib.sh"
 
-packages=("$RABBITMQ_PACKAGE" "postgresql-$POSTGRESQL_MAJOR" prometheus openssl curl)
+packages=("$RABBITMQ_PACKAGE" "postgresql-$POSTGRESQL_MAJOR" prometheus openssl curl chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -20,6 +20,7 @@ from diffleet_api.metrics import RequestMetrics
 from diffleet_api.moderation import POLICY_CACHE_SECONDS
 from diffleet_api.routers import (
     a1111,
+    console,
     datasets,
     fleet,
     health,
@@ -155,4 +156,5 @@ def create_app(settings: ApiSettings | None = None, platform: Settings | None = 
     app.include_router(openai_images.router)
     app.include_router(a1111.router)
     app.include_router(fleet.router)
+    app.include_router(console.router)
     return app
