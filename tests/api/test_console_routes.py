@@ -1,6 +1,8 @@
 """The API routes a console needs: a job's and a training's quote, queued jobs'
-positions, the fleet for the platform role, deleting a job's outputs."""
+positions, the fleet (with the autoscaler's decisions) for the platform role, deleting a
+job's outputs and the before/after source of its outputs, usage's rate-limit state."""
 
+import io
 import json
 import os
 import secrets
@@ -9,7 +11,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import boto3
+import httpx
 import pytest
+from PIL import Image
 from psycopg.types.json import Jsonb
 
 from diffleet_api import db, platform_keys
@@ -30,6 +34,7 @@ from tests.api.test_jobs import SPEC
 from tests.api.test_trainings import spec as training_spec
 from tests.api.test_trainings import upload
 from tests.operator.injection import idle_worker_lease
+from tests.support.pictures import png_bytes
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
 
@@ -152,8 +157,26 @@ def fleet_pool(kubectl: Kubectl, namespace: str) -> Iterator[str]:
         "-p", json.dumps({"status": status}),
     )  # fmt: skip
     idle_worker_lease(kubectl, namespace, "fleet-worker-0")
+    pool_event(kubectl, name, "ScaledUp", "desired replicas 0 -> 2", "2026-01-02T03:04:05Z")
+    pool_event(kubectl, name, "ScaledDown", "desired replicas 2 -> 1", "2026-01-02T03:09:05Z")
+    pool_event(kubectl, name, "WorkerDrained", "not a decision", "2026-01-02T03:10:05Z")
     yield name
     kubectl.run("delete", "gpupool", name, "--wait=false", check=False)
+
+
+def pool_event(kubectl: Kubectl, pool: str, reason: str, message: str, at: str) -> None:
+    """An Event about the pool where the operator posts them (a cluster-scoped object's
+    go to `default`)."""
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{pool}.", "namespace": "default"},
+        "involvedObject": {"apiVersion": "diffleet.io/v1alpha1", "kind": "GPUPool", "name": pool},
+        "reason": reason, "message": message, "type": "Normal",
+        "firstTimestamp": at, "lastTimestamp": at, "count": 1,
+        "source": {"component": "diffleet-operator"},
+    }  # fmt: skip
+    kubectl.run("create", "-f", "-", stdin=json.dumps(event))
 
 
 def test_the_fleet_shows_pools_workers_and_queues_to_the_platform_role(
@@ -180,6 +203,11 @@ def test_the_fleet_shows_pools_workers_and_queues_to_the_platform_role(
     assert worker["expiresAt"] > worker["renewedAt"]
     assert all({"id", "type", "status"} <= model.keys() for model in fleet["models"])
     assert all(count > 0 for count in fleet["queued"].values())
+    decisions = [d for d in fleet["decisions"] if d["pool"] == fleet_pool]
+    assert [(d["reason"], d["message"], d["at"]) for d in decisions] == [
+        ("ScaledDown", "desired replicas 2 -> 1", "2026-01-02T03:09:05Z"),
+        ("ScaledUp", "desired replicas 0 -> 2", "2026-01-02T03:04:05Z"),
+    ]
 
 
 def test_the_fleet_is_refused_to_every_tenant_credential_and_a_platform_key_reads_no_tenant(
@@ -302,3 +330,48 @@ def test_a_training_quote_is_what_its_submission_reserves_and_refuses_as_it_does
     assert unknown.status_code == 422
     assert [error["field"] for error in unknown.json()["errors"]] == ["baseModel"]
     assert refused.status_code == 403
+
+
+def test_a_job_s_outputs_carry_its_init_image_for_a_before_after_view(
+    api: Api, tenant: ApiTenant, kubectl: Kubectl
+) -> None:
+    before = png_bytes(Image.new("RGB", (64, 64), "green"))
+    with api.client(tenant.member) as http:
+        init = http.post("/v1/uploads", content=before).json()["uri"]
+        edit = http.post("/v1/jobs", json=SPEC | {"mode": "img2img", "initImage": init}).json()
+        plain = http.post("/v1/jobs", json=SPEC).json()
+        for job in (edit, plain):
+            key = put_output(tenant.namespace, job["id"], job["uid"], 0)
+            output = {"uri": f"s3://{OUTPUTS}/{key}", "format": "png", "sha256": "0" * 64,
+                      "width": 64, "height": 64}  # fmt: skip
+            kubectl.run(
+                "patch", "gj", job["id"], "-n", tenant.namespace, "--subresource=status",
+                "--type=merge", "-p",
+                json.dumps({"status": {"phase": "Succeeded", "outputs": [output]}}),
+            )  # fmt: skip
+        edited = http.get(f"/v1/jobs/{edit['id']}/outputs").json()
+        generated = http.get(f"/v1/jobs/{plain['id']}/outputs").json()
+    source = httpx.get(edited["sourceUrl"], timeout=10)
+    assert source.status_code == 200
+    assert Image.open(io.BytesIO(source.content)).getpixel((32, 32)) == (0, 128, 0)
+    assert generated["sourceUrl"] is None
+
+
+def test_usage_shows_each_rate_limit_s_allowance_and_what_is_left(
+    api: Api, tenant: ApiTenant
+) -> None:
+    with api.client(tenant.member) as http:
+        first = http.get("/v1/usage").json()["rateLimits"]
+        http.post("/v1/uploads", content=png_bytes(Image.new("RGB", (8, 8), "red")))
+        http.post("/v1/jobs", json=SPEC)
+        second = http.get("/v1/usage").json()["rateLimits"]
+    # The free tier's allowances (ApiSettings.tier_limits' defaults).
+    limits = {"requests": (100, 60.0), "generations": (10, 3600.0), "uploads": (20, 3600.0)}
+    assert {b["name"]: (b["limit"], b["windowSeconds"]) for b in first} == limits
+    left = {b["name"]: b["remaining"] for b in first}
+    assert left["generations"] == 10
+    assert left["uploads"] == 20
+    assert left["requests"] <= 99  # this request took its token before answering
+    after = {b["name"]: b["remaining"] for b in second}
+    assert (after["generations"], after["uploads"]) == (9, 19)
+    assert after["requests"] <= left["requests"] - 3

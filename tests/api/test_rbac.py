@@ -62,3 +62,13 @@ def test_api_service_account_reads_only_the_policy_config_map(
         "--as", SERVICE_ACCOUNT, check=False,
     )  # fmt: skip
     assert answer.stdout.strip() == ("yes" if allowed else "no")
+
+
+@pytest.mark.parametrize(("namespace", "allowed"), [("default", True), ("tenant-x", False)])
+def test_api_service_account_lists_events_only_where_gpupools_get_theirs(
+    applied: Kubectl, namespace: str, allowed: bool
+) -> None:
+    answer = applied.run(
+        "auth", "can-i", "list", "events", "-n", namespace, "--as", SERVICE_ACCOUNT, check=False
+    )
+    assert answer.stdout.strip() == ("yes" if allowed else "no")

@@ -1,11 +1,11 @@
 """The fleet as the platform's operators see it (GET /v1/fleet): the GPUPools with the
-status the operator writes (the autoscaler's last decision among it), the workers as
-their Leases announce them, the platform's ModelCaches with their hot and warm counts,
-and the jobs queued by tier from the job history. Nothing of a tenant's work: no job,
-prompt or namespace of a tenant is read here, only counts."""
+status the operator writes, the autoscaler's recent decisions (the pools' Events), the
+workers as their Leases announce them, the platform's ModelCaches with their hot and warm
+counts, and the jobs queued by tier from the job history. Nothing of a tenant's work: no
+job, prompt or namespace of a tenant is read here, only counts."""
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -13,21 +13,30 @@ from pydantic import ValidationError
 from diffleet_api.history import readable
 from diffleet_api.kube import Body
 from diffleet_api.runtime import Runtime
-from diffleet_api.schemas import Fleet, FleetModel, PoolPublic, WorkerPublic
+from diffleet_api.schemas import Fleet, FleetModel, PoolPublic, ScalingDecision, WorkerPublic
 from diffleet_core.fleet import INVENTORY_ANNOTATION, WorkerInventory
 from diffleet_core.resources.generation_job import Tier
-from diffleet_core.resources.gpu_pool import FLEET_LABEL, GPUPoolSpec, GPUPoolStatus
+from diffleet_core.resources.gpu_pool import (
+    FLEET_LABEL,
+    SCALED_DOWN,
+    SCALED_UP,
+    GPUPoolSpec,
+    GPUPoolStatus,
+)
 from diffleet_core.resources.model_cache import ModelCacheStatus, ModelType
 
+# Decisions listed at most.
+DECISIONS = 20
 QUEUED_BY_TIER = "select status->>'tier', count(*) from jobs where phase = 'Queued' group by 1"
 
 
 async def fleet(runtime: Runtime) -> Fleet:
     system = runtime.platform.system_namespace
-    pool_bodies, model_bodies, queued = await asyncio.gather(
+    pool_bodies, model_bodies, queued, events = await asyncio.gather(
         runtime.kube.list_pool_bodies(),
         runtime.kube.list_models(system),
         queued_by_tier(runtime),
+        runtime.kube.list_pool_events(),
     )
     pools = [pool(body, system) for body in pool_bodies]
     namespaces = sorted({system} | {found.fleet_namespace for found in pools})
@@ -37,7 +46,25 @@ async def fleet(runtime: Runtime) -> Fleet:
         workers=[worker(body) for listed in leases for body in listed],
         models=[model(body) for body in model_bodies],
         queued=queued,
+        decisions=decisions(events),
     )
+
+
+def decisions(events: list[Body]) -> list[ScalingDecision]:
+    """The latest `DECISIONS` ScaledUp/ScaledDown Events, newest first."""
+    found = [
+        ScalingDecision(
+            pool=event["involvedObject"]["name"],
+            reason=event["reason"],
+            message=event.get("message") or "",
+            at=moment(event.get("lastTimestamp") or event.get("eventTime")),
+        )
+        for event in events
+        if event.get("reason") in (SCALED_UP, SCALED_DOWN)
+    ]
+    oldest = datetime.min.replace(tzinfo=UTC)
+    found.sort(key=lambda decision: decision.at or oldest, reverse=True)
+    return found[:DECISIONS]
 
 
 def pool(body: Body, system_namespace: str) -> PoolPublic:

@@ -297,6 +297,16 @@ class Kube:
         items: list[Body] = self._api.sanitize_for_serialization(listed)["items"]
         return items
 
+    async def list_pool_events(self) -> list[Body]:
+        """The Events about GPUPools (in the namespace Events of cluster-scoped objects go to)."""
+        listed = await self.core.list_namespaced_event(
+            gpu_pool.EVENTS_NAMESPACE,
+            field_selector=f"involvedObject.kind={gpu_pool.KIND}",
+            _request_timeout=self.timeout,
+        )
+        items: list[Body] = self._api.sanitize_for_serialization(listed)["items"]
+        return items
+
     async def delete_pool(self, name: str) -> None:
         """Deletes a GPUPool (its finalizer lets the operator drain its workers first);
         one already gone is fine."""

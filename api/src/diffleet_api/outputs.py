@@ -15,6 +15,7 @@ from diffleet_api.objects import s3_call
 from diffleet_api.retention import PurgeError, delete_prefix
 from diffleet_api.runtime import Runtime
 from diffleet_api.schemas import JobPublic, Output
+from diffleet_api.uploads import image_prefixes
 from diffleet_core.resources.generation_job import JobPhase
 from diffleet_core.storage import S3Location, output_prefix
 
@@ -69,6 +70,21 @@ async def mark_deleted(connection: psycopg.AsyncConnection[Any], uid: str) -> bo
         (uid,),
     )
     return cursor.rowcount == 1
+
+
+def presigned_source(runtime: Runtime, job: JobPublic) -> str | None:
+    """A presigned URL of the job's initImage when it lies under the tenant's own
+    prefixes, as admission requires of every image a job reads."""
+    source = job.spec.init_image if job.spec is not None else None
+    if source is None or not source.startswith(image_prefixes(runtime.platform, job.namespace)):
+        return None
+    location = S3Location.parse(source)
+    url: str = runtime.s3.generate_presigned_url(
+        "get_object",
+        Params={"Bucket": location.bucket, "Key": location.key},
+        ExpiresIn=runtime.settings.presign_seconds,
+    )
+    return url
 
 
 def presigned_outputs(runtime: Runtime, job: JobPublic) -> list[Output]:

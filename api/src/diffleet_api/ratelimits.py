@@ -67,6 +67,20 @@ def available(rule: BucketPolicy, stored: Stored | None) -> float:
     return refill(rule, stored.tokens, stored.elapsed_seconds)
 
 
+async def current(
+    connection: psycopg.AsyncConnection[Any], tenant_id: str, limits: TierLimits
+) -> list[tuple[BucketPolicy, float]]:
+    """Each bucket of the tier with the tokens it holds now."""
+    rules = [rule for name in (REQUESTS, GENERATIONS, UPLOADS) if (rule := policy(limits, name))]
+    cursor = await connection.execute(
+        "select name, tokens, extract(epoch from clock_timestamp() - updated_at)"
+        " from rate_buckets where tenant_id = %s",
+        (tenant_id,),
+    )
+    stored = {str(row[0]): Stored(float(row[1]), float(row[2])) for row in await cursor.fetchall()}
+    return [(rule, available(rule, stored.get(rule.name))) for rule in rules]
+
+
 async def consume(
     connection: psycopg.AsyncConnection[Any], tenant_id: str, rule: BucketPolicy, cost: int
 ) -> Decision:

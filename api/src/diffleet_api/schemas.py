@@ -106,12 +106,24 @@ class BatchResult(ApiModel):
     items: list[JobPublic]
 
 
+class RateLimitState(ApiModel):
+    name: str = Field(description="requests (per minute), generations or uploads (per hour)")
+    limit: int = Field(description="The tier's allowance per window (the bucket's capacity)")
+    remaining: int = Field(description="What may be taken now, before the bucket refills")
+    window_seconds: float
+
+
 class Usage(ApiModel):
     tenant: str
     tier: Tier
     balance: Credits = Field(description="Credits available now (reservations deducted)")
     reserved: Credits = Field(description="Credits held by jobs not finished yet")
     ledger: list[LedgerEntry] = Field(description="Latest ledger entries, newest first")
+    rate_limits: list[RateLimitState] = Field(
+        default_factory=list,
+        description="The tenant's rate-limit buckets as they are now; a limit the tier"
+        " does not have is left out (this request has already taken its token)",
+    )
 
 
 class Output(ApiModel):
@@ -126,6 +138,11 @@ class Output(ApiModel):
 
 class Outputs(ApiModel):
     items: list[Output]
+    source_url: str | None = Field(
+        default=None,
+        description="Presigned GET URL of the job's initImage (an upload or an output of"
+        " this tenant), for a before/after view; null for a job without one",
+    )
 
 
 class UploadPublic(ApiModel):
@@ -261,6 +278,13 @@ class WorkerPublic(ApiModel):
     load: float | None = Field(description="Jobs in flight / concurrency")
 
 
+class ScalingDecision(ApiModel):
+    pool: str
+    reason: str = Field(description="ScaledUp or ScaledDown")
+    message: str = Field(description="desired replicas <before> -> <after>")
+    at: datetime | None = Field(description="When it was last made (the Event's lastTimestamp)")
+
+
 class FleetModel(ApiModel):
     id: str = Field(description="The platform's ModelCache")
     type: ModelType | None
@@ -279,4 +303,9 @@ class Fleet(ApiModel):
     queued: dict[Tier, int] = Field(
         description="Jobs Queued by tier, every tenant's, from the job history (what the"
         " job watcher last recorded); a tier with none is absent"
+    )
+    decisions: list[ScalingDecision] = Field(
+        default_factory=list,
+        description="The autoscaler's recent decisions (the GPUPools' ScaledUp and"
+        " ScaledDown Events, as long as the API server keeps Events), newest first",
     )

@@ -178,6 +178,7 @@ reads them from the workload's annotations): a list of check ids.
 {{- define "diffleet.checkovSkips" -}}
 {{- $reasons := dict
   "CKV_K8S_15" "release tags are immutable: IfNotPresent (image.pullPolicy) is enough"
+  "CKV_K8S_21" "Events of cluster-scoped GPUPools go to default: the API reads them there only"
   "CKV_K8S_35" "the components read every setting from env (pydantic-settings), secrets included"
   "CKV_K8S_38" "the container is a Kubernetes client: it needs its ServiceAccount token"
   "CKV_K8S_43" "images are pinned by release tag (image.tag)"

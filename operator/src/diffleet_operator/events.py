@@ -24,11 +24,10 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from diffleet_core.resources import gpu_pool
 from diffleet_operator import metrics
 
 COMPONENT = "diffleet-operator"
-# Where Events about cluster-scoped objects go (client-go's choice too).
-CLUSTER_EVENTS_NAMESPACE = "default"
 # Events waiting to be posted at most; further ones are dropped.
 QUEUE_SIZE = 4096
 # Events posted at once.
@@ -81,10 +80,11 @@ def event_body(
     tally: Tally | None = None,
 ) -> PendingEvent:
     """A core/v1 Event about `involved` (a resource body), as the API server takes it; one
-    about a cluster-scoped object (a GPUPool) goes to `default`, as kubectl looks for it.
+    about a cluster-scoped object (a GPUPool) goes to gpu_pool.EVENTS_NAMESPACE, where
+    kubectl looks for it.
     A tally's Event carries its count and first and last times."""
     meta = involved["metadata"]
-    namespace = meta.get("namespace") or CLUSTER_EVENTS_NAMESPACE
+    namespace = meta.get("namespace") or gpu_pool.EVENTS_NAMESPACE
     now = datetime.now(UTC)
     first, last = (tally.first, tally.last) if tally else (now, now)
     return PendingEvent(

@@ -9,7 +9,7 @@ from diffleet_api import events, submission
 from diffleet_api.deps import Member, RuntimeDep, Viewer
 from diffleet_api.errors import PROBLEM_RESPONSES, NotFoundError
 from diffleet_api.history import find_job, public_job
-from diffleet_api.outputs import delete_outputs, presigned_outputs
+from diffleet_api.outputs import delete_outputs, presigned_outputs, presigned_source
 from diffleet_api.queue_positions import with_queue_positions
 from diffleet_api.schemas import (
     BatchRequest,
@@ -192,7 +192,7 @@ async def job_outputs(job_id: JobId, principal: Viewer, runtime: RuntimeDep) -> 
     job = await find_job(runtime, principal.tenant, job_id)
     if job is None:
         raise NotFoundError(f"no job {job_id!r}")
-    return Outputs(items=presigned_outputs(runtime, job))
+    return Outputs(items=presigned_outputs(runtime, job), source_url=presigned_source(runtime, job))
 
 
 @router.delete(

@@ -35,6 +35,11 @@ NODE_POOL_LABEL = "diffleet.io/pool"
 # The fleet namespace of the operator that serves a GPUPool (none: diffleet-system's), so
 # that two installations, or tests, each with a fleet of its own, share a cluster.
 FLEET_LABEL = "diffleet.io/fleet"
+# Where Events about a GPUPool go, being cluster-scoped (client-go's choice too), and the
+# reasons of the autoscaler's decisions among them (GET /v1/fleet lists them).
+EVENTS_NAMESPACE = "default"
+SCALED_UP = "ScaledUp"
+SCALED_DOWN = "ScaledDown"
 # The extended resource a worker pod requests, and the taint of GPU nodes.
 GPU_RESOURCE = "nvidia.com/gpu"
 

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from diffleet_core.fleet import DO_NOT_DISRUPT_ANNOTATION
+from diffleet_core.resources import gpu_pool
 from diffleet_operator import metrics
 from diffleet_operator.autoscaler.decision import PoolDecision
 from diffleet_operator.autoscaler.pods import pod_name, worker_pod
@@ -285,11 +286,11 @@ class PoolController:
     def _event(self, record: PoolRecord, before: int, after: int) -> None:
         if after > before:
             self.kube.post_event(
-                record.reference, "ScaledUp", f"desired replicas {before} -> {after}"
+                record.reference, gpu_pool.SCALED_UP, f"desired replicas {before} -> {after}"
             )
         elif after < before:
             self.kube.post_event(
-                record.reference, "ScaledDown", f"desired replicas {before} -> {after}"
+                record.reference, gpu_pool.SCALED_DOWN, f"desired replicas {before} -> {after}"
             )
 
     def _wake_later(self, pool: str, delay: float) -> None:
