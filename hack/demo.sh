@@ -55,4 +55,6 @@ admin="$ROOT/.venv/bin/diffleet-admin"
 api_key="$("$admin" keys create demo --name demo 2>/dev/null)"
 (cd "$ROOT" && DIFFLEET_API_KEY="$api_key" .venv/bin/python -m hack.demo_api out green-triangle)
 kubectl get generationjob green-triangle green-triangle-x4 -n "$namespace"
+platform_key="$("$admin" platform-keys create --name demo 2>/dev/null)"
+log "the web console: $DIFFLEET_API_URL/console/ (Generate, Gallery, Usage: log in with the tenant's key $api_key; Fleet: with the platform key $platform_key). Keys of this local stack only; the page keeps them in memory, so a reload asks again"
 log "done; 'eval \"\$(make -s env)\"' points your shell at the stack, 'make down' stops it"
