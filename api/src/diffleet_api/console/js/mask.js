@@ -1,0 +1,162 @@
+// The inpainting mask painter: a canvas laid over the init image, painted with pointer
+// events (mouse, touch, pen). The canvas keeps the init image's own pixel size; the
+// export stretches it to the job's width x height, as the worker stretches the image.
+import { field, h } from "./dom.js";
+
+const PAINT = "rgb(255, 0, 64)";
+const DEFAULT_SIZE = 512;
+
+/** The painter: `view` (the init image, with the mask canvas over it while active) and
+ *  `tools` (brush, erase, feather, invert, clear: the page shows them for inpaint). */
+export function maskPainter() {
+  const image = h("img", { alt: "Init image", class: "mask-image" });
+  const canvas = h("canvas", { "aria-label": "Mask", class: "mask-canvas", width: DEFAULT_SIZE, height: DEFAULT_SIZE });
+  const view = h("div", { class: "mask-stack" }, image);
+  const brush = h("input", { type: "range", min: 4, max: 160, step: 2, value: "40" });
+  const erase = h("input", { type: "checkbox", id: "mask-erase" });
+  const feather = h("input", { type: "range", min: 0, max: 64, step: 1, value: "8" });
+  const featherText = h("output", { for: "mask-feather", class: "muted" }, "8 px");
+  feather.id = "mask-feather";
+  feather.addEventListener("input", () => {
+    featherText.textContent = `${feather.value} px`;
+  });
+  const context = canvas.getContext("2d");
+  paintWithPointers(canvas, context, () => ({ size: Number(brush.value), erase: erase.checked }));
+  // A new image needs a new mask: resizing the canvas clears it.
+  image.addEventListener("load", () => fitCanvas(canvas, image.naturalWidth, image.naturalHeight));
+
+  const tools = h(
+    "div",
+    { class: "mask-tools" },
+    h(
+      "div",
+      { class: "row" },
+      field("Brush size", brush),
+      h("div", { class: "field check" }, erase, h("label", { for: erase.id }, "Erase")),
+      h("div", { class: "field" }, field("Feather", feather, "Softens the mask's edge (pixels)."), featherText),
+    ),
+    h(
+      "p",
+      { class: "mask-actions" },
+      h("button", { type: "button", onclick: () => invert(canvas, context) }, "Invert"),
+      " ",
+      h("button", { type: "button", onclick: () => context.clearRect(0, 0, canvas.width, canvas.height) }, "Clear"),
+    ),
+    h(
+      "small",
+      { class: "muted" },
+      "Paint the area to repaint. Painting needs a pointer (mouse, touch or pen); from the"
+        + " keyboard, Invert on an empty mask repaints the whole image.",
+    ),
+  );
+  return {
+    image,
+    view,
+    tools,
+    /** Lays the mask over the image (inpaint) or takes it away (other modes). */
+    setActive(active) {
+      if (active) view.append(canvas);
+      else canvas.remove();
+    },
+    isEmpty: () => isEmpty(canvas, context),
+    /** The mask as a PNG Blob of width x height: black, white = repaint, edge blurred. */
+    exportPng: (width, height) => exportMask(canvas, width, height, Number(feather.value)),
+  };
+}
+
+function fitCanvas(canvas, width, height) {
+  canvas.width = width || DEFAULT_SIZE;
+  canvas.height = height || DEFAULT_SIZE;
+}
+
+/** Strokes follow the pointer while it is down; the brush is sized on screen. */
+function paintWithPointers(canvas, context, brush) {
+  let last = null;
+  const point = (event) => {
+    const box = canvas.getBoundingClientRect();
+    const scale = canvas.width / box.width;
+    return { x: (event.clientX - box.left) * scale, y: (event.clientY - box.top) * scale, scale };
+  };
+  const stroke = (from, to) => {
+    const { size, erase } = brush();
+    context.globalCompositeOperation = erase ? "destination-out" : "source-over";
+    context.strokeStyle = PAINT;
+    context.lineCap = "round";
+    context.lineJoin = "round";
+    context.lineWidth = size * to.scale;
+    context.beginPath();
+    context.moveTo(from.x, from.y);
+    context.lineTo(to.x + 0.01, to.y);
+    context.stroke();
+    context.globalCompositeOperation = "source-over";
+  };
+  canvas.addEventListener("pointerdown", (event) => {
+    event.preventDefault();
+    canvas.setPointerCapture(event.pointerId);
+    last = point(event);
+    stroke(last, last);
+  });
+  canvas.addEventListener("pointermove", (event) => {
+    if (last === null) return;
+    const next = point(event);
+    stroke(last, next);
+    last = next;
+  });
+  const stop = () => {
+    last = null;
+  };
+  canvas.addEventListener("pointerup", stop);
+  canvas.addEventListener("pointercancel", stop);
+}
+
+/** Painted becomes unpainted and the other way round. */
+function invert(canvas, context) {
+  const previous = copy(canvas);
+  context.clearRect(0, 0, canvas.width, canvas.height);
+  context.fillStyle = PAINT;
+  context.fillRect(0, 0, canvas.width, canvas.height);
+  context.globalCompositeOperation = "destination-out";
+  context.drawImage(previous, 0, 0);
+  context.globalCompositeOperation = "source-over";
+}
+
+function copy(canvas) {
+  const duplicate = h("canvas", { width: canvas.width, height: canvas.height });
+  duplicate.getContext("2d").drawImage(canvas, 0, 0);
+  return duplicate;
+}
+
+function isEmpty(canvas, context) {
+  const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+  for (let alpha = 3; alpha < pixels.length; alpha += 4) if (pixels[alpha] !== 0) return false;
+  return true;
+}
+
+function exportMask(canvas, width, height, featherPixels) {
+  // White where painted (any colour, its alpha kept), stretched to the job's size.
+  const white = copy(canvas);
+  const whiteContext = white.getContext("2d");
+  whiteContext.globalCompositeOperation = "source-in";
+  whiteContext.fillStyle = "#ffffff";
+  whiteContext.fillRect(0, 0, white.width, white.height);
+  // The blur reads past the border: the edge pixels are repeated there, so that a mask
+  // painted up to the border (Invert on an empty one) stays white up to it.
+  const pad = Math.ceil(featherPixels * 1.5) + 1;
+  const padded = h("canvas", { width: width + 2 * pad, height: height + 2 * pad });
+  const paddedContext = padded.getContext("2d");
+  paddedContext.drawImage(white, pad, pad, width, height);
+  paddedContext.drawImage(padded, pad, pad, 1, height, 0, pad, pad, height);
+  paddedContext.drawImage(padded, pad + width - 1, pad, 1, height, pad + width, pad, pad, height);
+  paddedContext.drawImage(padded, 0, pad, padded.width, 1, 0, 0, padded.width, pad);
+  paddedContext.drawImage(padded, 0, pad + height - 1, padded.width, 1, 0, pad + height, padded.width, pad);
+
+  const out = h("canvas", { width, height });
+  const context = out.getContext("2d");
+  context.fillStyle = "#000000";
+  context.fillRect(0, 0, width, height);
+  if (featherPixels > 0) context.filter = `blur(${featherPixels / 2}px)`;
+  context.drawImage(padded, -pad, -pad);
+  return new Promise((resolve, reject) => {
+    out.toBlob((blob) => (blob ? resolve(blob) : reject(new Error("the mask could not be encoded"))), "image/png");
+  });
+}
