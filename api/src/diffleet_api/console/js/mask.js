@@ -10,13 +10,19 @@ const DEFAULT_SIZE = 512;
  *  `tools` (brush, erase, feather, invert, clear: the page shows them for inpaint). */
 export function maskPainter() {
   const image = h("img", { alt: "Init image", class: "mask-image" });
-  const canvas = h("canvas", { "aria-label": "Mask", class: "mask-canvas", width: DEFAULT_SIZE, height: DEFAULT_SIZE });
+  const canvas = h("canvas", {
+    role: "img",
+    "aria-label": "Mask",
+    "aria-describedby": "mask-hint",
+    class: "mask-canvas",
+    width: DEFAULT_SIZE,
+    height: DEFAULT_SIZE,
+  });
   const view = h("div", { class: "mask-stack" }, image);
   const brush = h("input", { type: "range", min: 4, max: 160, step: 2, value: "40" });
   const erase = h("input", { type: "checkbox", id: "mask-erase" });
-  const feather = h("input", { type: "range", min: 0, max: 64, step: 1, value: "8" });
-  const featherText = h("output", { for: "mask-feather", class: "muted" }, "8 px");
-  feather.id = "mask-feather";
+  const feather = h("input", { type: "range", id: "mask-feather", min: 0, max: 64, step: 1, value: "8" });
+  const featherText = h("output", { for: feather.id, class: "muted" }, "8 px");
   feather.addEventListener("input", () => {
     featherText.textContent = `${feather.value} px`;
   });
@@ -32,19 +38,18 @@ export function maskPainter() {
       "div",
       { class: "row" },
       field("Brush size", brush),
-      h("div", { class: "field check" }, erase, h("label", { for: erase.id }, "Erase")),
-      h("div", { class: "field" }, field("Feather", feather, "Softens the mask's edge (pixels)."), featherText),
+      h("div", { class: "check" }, erase, h("label", { for: erase.id }, "Erase")),
+      h("div", { class: "feather" }, field("Feather", feather, "Softens the mask's edge (pixels)."), featherText),
     ),
     h(
       "p",
       { class: "mask-actions" },
       h("button", { type: "button", onclick: () => invert(canvas, context) }, "Invert"),
-      " ",
       h("button", { type: "button", onclick: () => context.clearRect(0, 0, canvas.width, canvas.height) }, "Clear"),
     ),
     h(
       "small",
-      { class: "muted" },
+      { id: "mask-hint", class: "muted" },
       "Paint the area to repaint. Painting needs a pointer (mouse, touch or pen); from the"
         + " keyboard, Invert on an empty mask repaints the whole image.",
     ),

@@ -54,7 +54,11 @@ function buildForm(catalog, styles, query) {
   const submit = h("button", { type: "submit", class: "primary" }, "Generate");
   const imageSection = h("section", { class: "panel gen-images" });
   const modeFields = {
-    strength: field("Strength", c.strength, "How much of the init image to change (0 to 1)."),
+    strength: field(
+      "Strength",
+      c.strength,
+      "How much of the init image to change, 0 to 1. Empty: 0.75 (1 for inpaint with an empty prompt).",
+    ),
     outpaint: h(
       "div",
       { class: "row" },
@@ -179,8 +183,8 @@ function buildForm(catalog, styles, query) {
     fitImage(uploaded.width, uploaded.height);
   }));
   c.control.addEventListener("change", () => takeImage(c.control, (uploaded) => (state.controlUri = uploaded.uri)));
-  c.controlnet.addEventListener("change", () => showPicked(c.controlnet, c.controlFields));
-  c.lora.addEventListener("change", () => showPicked(c.lora, c.loraFields));
+  c.controlnet?.addEventListener("change", () => showPicked(c.controlnet, c.controlFields));
+  c.lora?.addEventListener("change", () => showPicked(c.lora, c.loraFields));
   c.reuseSeed.addEventListener("click", () => reuseSeed(c.seed, query.get("seed")));
 
   const element = h(
@@ -263,7 +267,7 @@ function controls(catalog, styles) {
     reuseSeed: h("button", { type: "button" }, "Reuse seed"),
     batch: number({ min: 1, max: 8, step: 1, value: "1" }),
     init: h("input", { type: "file", accept: "image/png,image/jpeg,image/webp" }),
-    strength: number({ min: 0, max: 1, step: 0.05, value: "0.75" }),
+    strength: number({ min: 0, max: 1, step: 0.05 }),
     left: number({ min: 0, max: 1024, step: 8, value: "0" }),
     right: number({ min: 0, max: 1024, step: 8, value: "0" }),
     top: number({ min: 0, max: 1024, step: 8, value: "0" }),
@@ -282,7 +286,7 @@ function controls(catalog, styles) {
     const hint = h("small", { class: "muted" });
     const update = () => (hint.textContent = describe());
     c.style.addEventListener("change", update);
-    c.styleField = h("div", { class: "field" }, field("Style", c.style), hint);
+    c.styleField = h("div", { class: "style-field" }, field("Style", c.style), hint);
   }
   c.controlFields = h(
     "div",
@@ -327,6 +331,7 @@ function imageSize(width, height, side) {
 /** What the form still needs before it is a job, in words; null when nothing. */
 function missingInput(c, state) {
   if (!c.model.value) return "no checkpoint is ready to run";
+  if (!c.width.value || !c.height.value) return "Width and Height: give both";
   if (!c.prompt.value.trim() && c.mode.value !== "inpaint") return "Prompt: say what to draw";
   if (c.mode.value !== "txt2img" && !state.initUri) return "Init image: choose one";
   if (c.controlnet?.value && !state.controlUri) return "Control image: choose one for the ControlNet";

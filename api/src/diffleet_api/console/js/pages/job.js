@@ -62,8 +62,8 @@ function describe(error) {
 
 /** The page's elements and how events and job snapshots update them. */
 function jobView(id, path) {
-  const phase = h("p", { id: "phase", class: "phase" }, "Phase: …");
-  const queue = h("p", { class: "queue", hidden: true });
+  const phase = h("p", { id: "phase", class: "job-phase" }, "Phase: …");
+  const queue = h("p", { class: "job-queue", hidden: true });
   const progress = h("progress", { id: "job-progress", "aria-label": "Progress", max: 1, value: 0 });
   const steps = h("span", { class: "muted" });
   const preview = h("img", { alt: "Preview", class: "preview", hidden: true });
@@ -97,7 +97,7 @@ function jobView(id, path) {
     const step = value === "Succeeded" ? total : job.status?.progress?.step || 0;
     setProgress(step, total);
     if (["Failed", "Cancelled"].includes(value)) {
-      message.textContent = [job.status?.reason, job.status?.message].filter(Boolean).join(": ") || value;
+      message.textContent = failureText(job.status, value);
       message.hidden = false;
     }
     replace(parameters, describeSpec(job));
@@ -150,6 +150,13 @@ function jobView(id, path) {
     ),
   );
   return { element, show, event };
+}
+
+/** "Reason: message", or whichever of them says something. */
+function failureText(status, phase) {
+  const { reason, message } = status || {};
+  if (reason && message && reason.toLowerCase() !== message.toLowerCase()) return `${reason}: ${message}`;
+  return message || reason || phase;
 }
 
 async function cancelJob(path, button) {
