@@ -1,9 +1,12 @@
 // The inpainting mask painter: a canvas laid over the init image, painted with pointer
-// events (mouse, touch, pen). The canvas keeps the init image's own pixel size; the
-// export stretches it to the job's width x height, as the worker stretches the image.
+// events (mouse, touch, pen). The canvas keeps the init image's own pixel size and the
+// brush is a share of its width, so a stroke covers the same part of the image however
+// large it is shown; the export stretches the mask to the job's width x height, as the
+// worker stretches the image.
 import { field, h } from "./dom.js";
 
-const PAINT = "rgb(255, 0, 64)";
+// Azure: seen over most photos (skin, foliage, red), at the canvas's opacity.
+const PAINT = "rgb(0, 160, 255)";
 const DEFAULT_SIZE = 512;
 
 /** The painter: `view` (the init image, with the mask canvas over it while active) and
@@ -19,7 +22,7 @@ export function maskPainter() {
     height: DEFAULT_SIZE,
   });
   const view = h("div", { class: "mask-stack" }, image);
-  const brush = h("input", { type: "range", min: 4, max: 160, step: 2, value: "40" });
+  const brush = h("input", { type: "range", min: 1, max: 50, step: 1, value: "20" });
   const erase = h("input", { type: "checkbox", id: "mask-erase" });
   const feather = h("input", { type: "range", id: "mask-feather", min: 0, max: 64, step: 1, value: "8" });
   const featherText = h("output", { for: feather.id, class: "muted" }, "8 px");
@@ -27,7 +30,7 @@ export function maskPainter() {
     featherText.textContent = `${feather.value} px`;
   });
   const context = canvas.getContext("2d");
-  paintWithPointers(canvas, context, () => ({ size: Number(brush.value), erase: erase.checked }));
+  paintWithPointers(canvas, context, () => ({ share: Number(brush.value) / 100, erase: erase.checked }));
   // A new image needs a new mask: resizing the canvas clears it.
   image.addEventListener("load", () => fitCanvas(canvas, image.naturalWidth, image.naturalHeight));
 
@@ -37,9 +40,9 @@ export function maskPainter() {
     h(
       "div",
       { class: "row" },
-      field("Brush size", brush),
+      field("Brush size", brush, "Percent of the image's width."),
       h("div", { class: "check" }, erase, h("label", { for: erase.id }, "Erase")),
-      h("div", { class: "feather" }, field("Feather", feather, "Softens the mask's edge (pixels)."), featherText),
+      h("div", { class: "feather" }, field("Feather", feather, "Width of the mask's soft edge, in pixels of the job."), featherText),
     ),
     h(
       "p",
@@ -74,21 +77,21 @@ function fitCanvas(canvas, width, height) {
   canvas.height = height || DEFAULT_SIZE;
 }
 
-/** Strokes follow the pointer while it is down; the brush is sized on screen. */
+/** Strokes follow the pointer while it is down. */
 function paintWithPointers(canvas, context, brush) {
   let last = null;
   const point = (event) => {
     const box = canvas.getBoundingClientRect();
     const scale = canvas.width / box.width;
-    return { x: (event.clientX - box.left) * scale, y: (event.clientY - box.top) * scale, scale };
+    return { x: (event.clientX - box.left) * scale, y: (event.clientY - box.top) * scale };
   };
   const stroke = (from, to) => {
-    const { size, erase } = brush();
+    const { share, erase } = brush();
     context.globalCompositeOperation = erase ? "destination-out" : "source-over";
     context.strokeStyle = PAINT;
     context.lineCap = "round";
     context.lineJoin = "round";
-    context.lineWidth = size * to.scale;
+    context.lineWidth = Math.max(1, share * canvas.width);
     context.beginPath();
     context.moveTo(from.x, from.y);
     context.lineTo(to.x + 0.01, to.y);
@@ -146,7 +149,9 @@ function exportMask(canvas, width, height, featherPixels) {
   whiteContext.fillRect(0, 0, white.width, white.height);
   // The blur reads past the border: the edge pixels are repeated there, so that a mask
   // painted up to the border (Invert on an empty one) stays white up to it.
-  const pad = Math.ceil(featherPixels * 1.5) + 1;
+  // The edge goes from black to white over about 4 standard deviations of the blur.
+  const sigma = featherPixels / 4;
+  const pad = Math.ceil(sigma * 3) + 1;
   const padded = h("canvas", { width: width + 2 * pad, height: height + 2 * pad });
   const paddedContext = padded.getContext("2d");
   paddedContext.drawImage(white, pad, pad, width, height);
@@ -159,7 +164,7 @@ function exportMask(canvas, width, height, featherPixels) {
   const context = out.getContext("2d");
   context.fillStyle = "#000000";
   context.fillRect(0, 0, width, height);
-  if (featherPixels > 0) context.filter = `blur(${featherPixels / 2}px)`;
+  if (sigma > 0) context.filter = `blur(${sigma}px)`;
   context.drawImage(padded, -pad, -pad);
   return new Promise((resolve, reject) => {
     out.toBlob((blob) => (blob ? resolve(blob) : reject(new Error("the mask could not be encoded"))), "image/png");
