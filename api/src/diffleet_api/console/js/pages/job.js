@@ -23,17 +23,21 @@ export async function render(main, { id }) {
 const finished = (job) => FINISHED.includes(job.status?.phase);
 
 /** Streams the job's events until it finishes. A stream that ends early (RabbitMQ or
- *  the API's watch lost) is opened again; one refused (too many streams) falls back to
- *  polling. */
+ *  the API's watch lost) is opened again; one refused (too many streams open) gives way
+ *  to polling. */
 async function follow(path, view, job, signal) {
+  let live = true;
   while (!finished(job) && !signal.aborted) {
-    try {
-      await stream(`${path}/events`, (name, data) => view.event(name, data), signal);
-    } catch (error) {
-      if (signal.aborted) return;
-      announce(`Live updates unavailable (${describe(error)}); checking every 2 s.`, true);
-      await pause(POLL_MS, signal);
+    if (live) {
+      try {
+        await stream(`${path}/events`, (name, data) => view.event(name, data), signal);
+      } catch (error) {
+        if (signal.aborted) return;
+        live = false;
+        announce(`Live updates unavailable (${describe(error)}); checking every 2 s.`, true);
+      }
     }
+    if (!live) await pause(POLL_MS, signal);
     if (signal.aborted) return;
     try {
       job = await api(path, { signal });
@@ -93,9 +97,12 @@ function jobView(id, path) {
       queue.textContent = `Queue position: ${job.queuePosition}`;
       queue.hidden = false;
     }
-    const total = job.status?.progress?.totalSteps || job.spec?.steps || 1;
-    const step = value === "Succeeded" ? total : job.status?.progress?.step || 0;
-    setProgress(step, total);
+    // status.progress is written only for jobs that ask for it: the stream's steps stay.
+    const reported = job.status?.progress;
+    const total = reported?.totalSteps || job.spec?.steps || 1;
+    if (value === "Succeeded") setProgress(total, total);
+    else if (reported) setProgress(reported.step, total);
+    else if (!progress.value) setProgress(0, total);
     if (["Failed", "Cancelled"].includes(value)) {
       message.textContent = failureText(job.status, value);
       message.hidden = false;
@@ -133,7 +140,7 @@ function jobView(id, path) {
     { class: "job" },
     h(
       "section",
-      { class: "panel job-live", "aria-label": "Status" },
+      { class: "panel job-live", "aria-label": "Live status" },
       phase,
       queue,
       h("div", { class: "job-progress" }, h("label", { for: progress.id }, "Progress"), progress, steps),
