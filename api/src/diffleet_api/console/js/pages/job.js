@@ -218,7 +218,12 @@ function outputFigure(item) {
     h(
       "figcaption",
       {},
-      h("a", { href: item.url, download: `output-${number}.${item.format}`, rel: "noopener" }, `Download output ${number}`),
+      // A new tab: S3 ignores `download` (another origin), and leaving this page logs out.
+      h(
+        "a",
+        { href: item.url, download: `output-${number}.${item.format}`, target: "_blank", rel: "noopener" },
+        `Download output ${number}`,
+      ),
       ` ${item.width} x ${item.height}, ${item.format}`,
     ),
   );
