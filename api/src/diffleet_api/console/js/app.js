@@ -22,6 +22,9 @@ const HOME = { tenant: "#/generate", platform: "#/fleet" };
 
 const main = document.getElementById("main");
 let leave = null;
+// Each render's number: a page still loading when the user moves on must neither keep
+// its timers nor draw into the next page (it draws into its own view, detached by then).
+let rendering = 0;
 
 function showNav() {
   const kind = sessionKind();
@@ -72,6 +75,7 @@ function renderForbidden(route) {
 }
 
 async function render() {
+  const mine = ++rendering;
   if (leave) {
     leave();
     leave = null;
@@ -94,13 +98,16 @@ async function render() {
     renderForbidden(route);
     return;
   }
-  main.replaceChildren();
+  const view = h("div", { class: "page" });
+  main.replaceChildren(view);
   try {
-    leave = (await page.render(main, { id, query })) || null;
+    const cleanup = (await page.render(view, { id, query })) || null;
+    if (mine === rendering) leave = cleanup;
+    else if (cleanup) cleanup();
   } catch (error) {
-    announce(error instanceof ApiError ? error.describe() : String(error), true);
+    if (mine === rendering) announce(error instanceof ApiError ? error.describe() : String(error), true);
   }
-  main.focus();
+  if (mine === rendering) main.focus();
 }
 
 document.getElementById("logout").addEventListener("click", () => {
