@@ -1,8 +1,8 @@
-// Gallery: the tenant's jobs, a page of PAGE_SIZE at a time (oldest first, as GET
-// /v1/jobs lists them), filtered by state and model. Kubernetes pages the list before the
-// filters apply, so a filtered page may hold fewer cards; the cursors of the pages seen
-// make "Previous page" possible. Succeeded jobs show their first output and may have
-// their outputs deleted.
+// Gallery: the tenant's jobs, a page of PAGE_SIZE at a time in the order GET /v1/jobs
+// lists them (Kubernetes': by name), filtered by state and model. Kubernetes pages the
+// list before the filters apply, so a filtered page may hold fewer cards; the cursors of
+// the pages seen make "Previous page" possible. Succeeded jobs show their first output
+// and may have their outputs deleted.
 import { api, ApiError } from "../api.js";
 import { announce, field, formatTime, h, replace } from "../dom.js";
 
@@ -128,7 +128,9 @@ export async function render(main) {
     h("nav", { class: "pager", "aria-label": "Pages" }, previous, pageText, next),
   );
   const [models] = await Promise.all([api("/v1/models", { signal }), load()]);
-  const ids = [...new Set(models.items.map((item) => item.id))].sort();
+  // A job's model, as the filter matches it: its checkpoint, or its upscaler in mode upscale.
+  const named = models.items.filter((item) => ["checkpoint", "upscaler"].includes(item.spec.type));
+  const ids = [...new Set(named.map((item) => item.id))].sort();
   replace(model, options(ids, model.value));
   return () => controller.abort();
 }
