@@ -130,9 +130,9 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[Text | None, Query(max_length=4096)] = None,
 ) -> JobList:
-    """The tenant's live jobs, oldest first; a page may hold fewer than `limit` when
-    filtered. Pass `nextCursor` back as `cursor` until it is null. Queued jobs carry
-    their `queuePosition` (one history query for the page)."""
+    """The tenant's live jobs, in the API server's order (by name); a page may hold
+    fewer than `limit` when filtered. Pass `nextCursor` back as `cursor` until it is
+    null. Queued jobs carry their `queuePosition` (one history query for the page)."""
     page = await runtime.kube.list_jobs(principal.tenant.namespace, limit, cursor)
     items = [public_job(body) for body in page.items]
     matching = [
