@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,13 +17,13 @@ import httpx
 import jwt
 import psycopg
 
-from diffleet_api import tenants
+from diffleet_api import db, platform_keys, tenants
 from diffleet_api.settings import JWT_AUDIENCE
 from diffleet_api.tokens import Role
 from diffleet_core.resources.generation_job import Tier
 from diffleet_core.settings import DEVELOPMENT_JWT_SECRET
 from tests.conftest import drop_finalizers
-from tests.support.platform import Process, free_port, spawn
+from tests.support.platform import Platform, Process, free_port, spawn
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
 
@@ -200,3 +201,34 @@ def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str, dict[str, Any]]
         elif not line.startswith(":"):
             name, _, value = line.partition(":")
             fields[name] = value.removeprefix(" ")
+
+
+@contextmanager
+def platform_key(name: str) -> Iterator[str]:
+    """A key of the platform role, as `diffleet-admin platform-keys create` makes one;
+    revoked on leaving."""
+    db.migrate(os.environ["DIFFLEET_DATABASE_URL"])
+    with connect() as connection:
+        key_id, key = platform_keys.create(connection, name)
+    try:
+        yield key
+    finally:
+        with connect() as connection:
+            platform_keys.revoke(connection, key_id)
+
+
+@contextmanager
+def api_with_real_worker(namespace: str, worker_start: float, **settings: str) -> Iterator[Api]:
+    """An operator, a real worker (diffusers on the CPU, pool t4) and an API (its watcher
+    settles the credits) for `namespace`, once the worker has announced itself; a real
+    worker imports torch and diffusers first, on 2 shared cores: `worker_start` seconds."""
+    platform = Platform(namespace=namespace, job_namespaces=[namespace])
+    operator = platform.operator()
+    platform.worker("cpu", simulate=False)
+    [api] = spawn_api(namespace, 1, None, **settings)
+    try:
+        platform.wait_for_workers(operator, "t4", 1, timeout=worker_start)
+        yield api
+    finally:
+        api.process.stop()
+        platform.stop_all()

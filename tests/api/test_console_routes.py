@@ -4,7 +4,6 @@ job's outputs and the before/after source of its outputs, usage's rate-limit sta
 
 import io
 import json
-import os
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -16,11 +15,11 @@ import pytest
 from PIL import Image
 from psycopg.types.json import Jsonb
 
-from diffleet_api import db, platform_keys
 from diffleet_api.tokens import Role
 from diffleet_core.resources.generation_job import Tier
 from diffleet_core.resources.gpu_pool import FLEET_LABEL
 from diffleet_core.storage import output_key
+from tests.api import support
 from tests.api.support import (
     Api,
     ApiTenant,
@@ -129,13 +128,8 @@ def test_queued_jobs_show_their_queue_position_in_order_and_others_none(
 
 @pytest.fixture
 def platform_key(local_stack: dict[str, str]) -> Iterator[str]:
-    """A key of the platform role, as `diffleet-admin platform-keys create` makes one."""
-    db.migrate(os.environ["DIFFLEET_DATABASE_URL"])
-    with connect() as connection:
-        key_id, key = platform_keys.create(connection, "test-platform")
-    yield key
-    with connect() as connection:
-        platform_keys.revoke(connection, key_id)
+    with support.platform_key("test-platform") as key:
+        yield key
 
 
 @pytest.fixture

@@ -18,11 +18,10 @@ from diffleet_api.doors.openai.errors import JOB_HEADER
 from diffleet_api.kube import DOOR_LABEL, END_USER_ANNOTATION
 from diffleet_api.tokens import Role
 from diffleet_core.resources.generation_job import Tier
-from tests.api.support import Api, ApiTenant, create_tenant, spawn_api
+from tests.api.support import Api, ApiTenant, api_with_real_worker, create_tenant, spawn_api
 from tests.support.groups import DIFFUSERS
 from tests.support.models import RegisteredModel, dominant_colour
 from tests.support.pictures import opened, png_bytes
-from tests.support.platform import Platform
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
 
@@ -38,16 +37,10 @@ DOOR_WAIT = 240
 
 @pytest.fixture(scope="module")
 def door_api(module_namespace: str, models: dict[str, RegisteredModel]) -> Iterator[Api]:
-    """An operator, a real worker and an API (its watcher settles the credits) for the
-    module's namespace; the door's default model is micro-shapes."""
-    platform = Platform(namespace=module_namespace, job_namespaces=[module_namespace])
-    operator = platform.operator()
-    platform.worker("cpu", simulate=False)
-    [api] = spawn_api(module_namespace, door_default_model=MODEL, door_wait_seconds=str(DOOR_WAIT))
-    platform.wait_for_workers(operator, "t4", 1, timeout=WORKER_START)
-    yield api
-    api.process.stop()
-    platform.stop_all()
+    """The door's default model is micro-shapes."""
+    settings = {"door_default_model": MODEL, "door_wait_seconds": str(DOOR_WAIT)}
+    with api_with_real_worker(module_namespace, WORKER_START, **settings) as api:
+        yield api
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ usage page, the fleet for a platform key and not for a viewer, and a phone's wid
 
 import io
 import json
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -22,15 +21,14 @@ from PIL import Image, ImageDraw
 from playwright.sync_api import Locator, Page, ViewportSize, expect
 
 import diffleet_api
-from diffleet_api import db, platform_keys
 from diffleet_api.tokens import Role
 from diffleet_core.resources.generation_job import Tier
 from diffleet_core.resources.gpu_pool import FLEET_LABEL
-from tests.api.support import Api, ApiTenant, connect, create_tenant, spawn_api
+from tests.api.support import Api, ApiTenant, api_with_real_worker, create_tenant
+from tests.api.support import platform_key as support_platform_key
 from tests.console.conftest import ConsoleErrors, screenshot
 from tests.support.groups import DIFFUSERS
 from tests.support.models import RegisteredModel
-from tests.support.platform import Platform
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
 
@@ -55,16 +53,8 @@ SCROLLS_SIDEWAYS = "() => document.documentElement.scrollWidth > window.innerWid
 
 @pytest.fixture(scope="module")
 def console_api(module_namespace: str, models: dict[str, RegisteredModel]) -> Iterator[Api]:
-    """An operator, a real worker and an API (its watcher settles credits) for the
-    module's namespace."""
-    platform = Platform(namespace=module_namespace, job_namespaces=[module_namespace])
-    operator = platform.operator()
-    platform.worker("cpu", simulate=False)
-    [api] = spawn_api(module_namespace)
-    platform.wait_for_workers(operator, "t4", 1, timeout=WORKER_START)
-    yield api
-    api.process.stop()
-    platform.stop_all()
+    with api_with_real_worker(module_namespace, WORKER_START) as api:
+        yield api
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +65,8 @@ def owner(module_namespace: str) -> ApiTenant:
 
 @pytest.fixture(scope="module")
 def platform_key(local_stack: dict[str, str]) -> Iterator[str]:
-    """A key of the platform role, as `diffleet-admin platform-keys create` makes one."""
-    db.migrate(os.environ["DIFFLEET_DATABASE_URL"])
-    with connect() as connection:
-        key_id, key = platform_keys.create(connection, "test-console")
-    yield key
-    with connect() as connection:
-        platform_keys.revoke(connection, key_id)
+    with support_platform_key("test-console") as key:
+        yield key
 
 
 @pytest.fixture(scope="module")
