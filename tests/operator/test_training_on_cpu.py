@@ -52,6 +52,8 @@ SPEC = {
     "checkpointEverySteps": CHECKPOINT_EVERY,
     "validationPrompts": [PROMPT],
 }
+# A waiting job's start on the worker a training holds: a step, the checkpoint, dispatch.
+PREEMPTION_BOUND_SECONDS = 4.0
 # A real worker first imports torch and diffusers.
 WORKER_START_SECONDS = 240
 
@@ -133,7 +135,9 @@ def test_a_training_is_preempted_survives_a_killed_worker_and_its_lora_draws_the
     assert preempted["preemptions"] == 1
     stopped_at = max(checkpoint["step"] for checkpoint in preempted["checkpoints"])
     assert stopped_at % CHECKPOINT_EVERY != 0  # saved at the step boundary, not a schedule
-    assert latency < 20
+    # One step (about 0.1 s here) plus the checkpoint's save and the stop's round trip
+    # through the operator; 0.3 to 1.6 s measured, the rest is room for a loaded CI.
+    assert latency < PREEMPTION_BOUND_SECONDS
 
     # The training resumes on the same worker; then that worker is killed outright.
     resumed = training.at_step(2 * CHECKPOINT_EVERY + 20, timeout=180)
