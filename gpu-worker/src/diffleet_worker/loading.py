@@ -1,11 +1,14 @@
 """Loading model artifacts from local disk into memory, the way diffusers intends:
 `from_pretrained` for diffusers folders, `from_single_file` for single .safetensors
 checkpoints; spandrel for upscalers and restorers in one .safetensors file (it detects
-the architecture from the weights); weights only from safetensors (the cache refuses
+the architecture from the weights, CodeFormer among them when the worker is installed with
+its `restorers-noncommercial` extra); weights only from safetensors (the cache refuses
 pickle files earlier). LoRAs and embeddings are not loaded here: a job applies their
 files to its pipeline for the run."""
 
 import gc
+import importlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,9 @@ from diffusers import (
     StableDiffusionUpscalePipeline,
     StableDiffusionXLPipeline,
     StableVideoDiffusionPipeline,
+    T2IAdapter,
 )
-from spandrel import ImageModelDescriptor, ModelBase, ModelLoader
+from spandrel import MAIN_REGISTRY, ArchRegistry, ImageModelDescriptor, ModelBase, ModelLoader
 
 from diffleet_core.messages import ModelRef
 from diffleet_core.resources.model_cache import BaseModelFamily, ModelType
@@ -33,8 +37,30 @@ PIPELINES: dict[BaseModelFamily, Any] = {
 }
 
 
+def spandrel_registry() -> ArchRegistry:
+    """spandrel's architectures, plus those of spandrel-extra-arches (CodeFormer, among
+    others) where that package is installed. Its architectures come under non-commercial
+    or copyleft licences (CodeFormer's S-Lab licence forbids commercial use), so it is the
+    opt-in extra `restorers-noncommercial`, left out of the worker's image."""
+    registry = ArchRegistry()
+    registry.add(*MAIN_REGISTRY)
+    try:
+        # Imported by name: the package carries no type information. Its modules use
+        # torch.jit.script, which torch warns about once per process at import.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+            extra = importlib.import_module("spandrel_extra_arches")
+    except ModuleNotFoundError:
+        return registry
+    registry.add(*extra.EXTRA_REGISTRY, ignore_duplicates=True)
+    return registry
+
+
+SPANDREL_REGISTRY = spandrel_registry()
+
+
 class Loader:
-    """Loads checkpoints (SD 1.5, SDXL, SVD), ControlNets, VAEs, motion adapters,
+    """Loads checkpoints (SD 1.5, SDXL, SVD), ControlNets, T2I-Adapters, VAEs, motion adapters,
     upscalers, restorers, safety checkers, ControlNet detectors, image encoders and
     background removers for the hot tier, and frees them again."""
 
@@ -44,6 +70,8 @@ class Loader:
     def load(self, ref: ModelRef, path: Path) -> Any:
         if ref.type is ModelType.CONTROLNET:
             return self._module(ControlNetModel, path)
+        if ref.type is ModelType.T2I_ADAPTER:
+            return self._module(T2IAdapter, path)
         if ref.type is ModelType.CHECKPOINT and ref.base_model is not None:
             return self._pipeline(ref.base_model, path)
         if ref.type is ModelType.MOTION_ADAPTER:
@@ -78,7 +106,8 @@ class Loader:
         return self.policy.prepare(pipe)
 
     def _module(self, model_class: Any, path: Path) -> Any:
-        """A ControlNet or a VAE, from its diffusers folder or single file, on the device."""
+        """A ControlNet, T2I-Adapter, VAE or motion adapter, from its diffusers folder (or
+        single file, where the class loads one), on the device."""
         options: dict[str, Any] = {"dtype": self.policy.dtype}
         if path.is_dir():
             model = model_class.from_pretrained(
@@ -98,7 +127,7 @@ class Loader:
     def _spandrel(self, ref: ModelRef, path: Path) -> ImageModelDescriptor[Any]:
         """An image-to-image model on the device, in the policy's dtype where its
         architecture supports it (else float32)."""
-        model = ModelLoader(device=self.policy.device).load_from_file(path)
+        model = ModelLoader(self.policy.device, SPANDREL_REGISTRY).load_from_file(path)
         if not isinstance(model, ImageModelDescriptor):
             raise ValueError(
                 f"model {ref.name}: spandrel loads it as {type(model).__name__}, "
