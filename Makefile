@@ -77,11 +77,12 @@ typecheck: venv ## mypy, strict
 # (tests/support/groups.py keeps some apart); the disruptive ones, which stop and restart
 # the stack, run after them in one process. Both runs go on when one fails.
 # 2: three workers on 2 cores pushed timing checks (a pool's decision within 3 s) over.
+# Each run's JUnit report (every test's time) is kept in $(STATE)/reports/.
 PYTEST_WORKERS ?= 2
 pytest: setup ## the test suite, in PYTEST_WORKERS processes (starts the stack when it is not running)
 	@status=0; \
-	.venv/bin/pytest -n $(PYTEST_WORKERS) -m "not disruptive" || status=$$?; \
-	.venv/bin/pytest -m disruptive || status=$$?; \
+	.venv/bin/pytest -n $(PYTEST_WORKERS) -m "not disruptive" --junitxml=$(STATE)/reports/parallel.xml || status=$$?; \
+	.venv/bin/pytest -m disruptive --junitxml=$(STATE)/reports/disruptive.xml || status=$$?; \
 	exit $$status
 
 test: setup lint typecheck pytest ## everything CI runs: lint, types, tests
