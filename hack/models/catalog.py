@@ -45,7 +45,7 @@ class ModelDefinition:
     type: ModelType = ModelType.CHECKPOINT
     vram_gib: float = 0.5
     registered_by_default: bool = True
-    # A ControlNet's or a detector's ControlNet type.
+    # A ControlNet's, T2I-Adapter's or detector's ControlNet type.
     control_type: ControlType | None = None
     # An ip-adapter's image encoder: the name of another model of the catalog.
     image_encoder: str | None = None
@@ -126,6 +126,16 @@ CATALOG = (
         BaseModelFamily.SD15,
         ModelType.CONTROLNET,
         control_type=ControlType.SCRIBBLE,
+    ),
+    ModelDefinition(
+        "tiny-canny-adapter",
+        "canny T2I-Adapter for tiny-sd15",
+        builder("controls", "build_canny_adapter"),
+        ".",
+        ModelFormat.DIFFUSERS,
+        BaseModelFamily.SD15,
+        ModelType.T2I_ADAPTER,
+        control_type=ControlType.CANNY,
     ),
     ModelDefinition(
         "tiny-depth-detector",

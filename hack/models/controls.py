@@ -1,7 +1,8 @@
 """The ControlNet family's tiny models: ControlNets of each type for tiny-sd15 (copied
-from its UNet, as diffusers' ControlNetModel.from_unet makes one to train), and the two
-detectors the worker runs, a DPT depth estimator and a Segformer segmenter, built from
-transformers configs with their image processors.
+from its UNet, as diffusers' ControlNetModel.from_unet makes one to train), a canny
+T2I-Adapter shaped for its UNet, and the two detectors the worker runs, a DPT depth
+estimator and a Segformer segmenter, built from transformers configs with their image
+processors.
 
 Like tiny.py's models they compute noise, not pictures: each ControlNet's random
 conditioning embedding and zero convolutions make its control image steer the result,
@@ -21,7 +22,7 @@ from transformers import (
 )
 
 from hack.models import components
-from hack.models.untyped import ControlNetModel
+from hack.models.untyped import ControlNetModel, T2IAdapter
 
 # Spread of the ControlNet's zero convolutions and conditioning embedding: large enough
 # that the control image visibly changes a picture.
@@ -59,6 +60,25 @@ def build_segmentation(out: Path) -> None:
 
 def build_scribble(out: Path) -> None:
     controlnet(33).save_pretrained(out, safe_serialization=True)
+
+
+def build_canny_adapter(out: Path) -> None:
+    """tiny-canny-adapter: a T2IAdapter whose features fit tiny-sd15's UNet. diffusers adds
+    a T2I-Adapter's features to the UNet's down blocks, one each: inside a cross-attention
+    block before its downsampler, after a plain block's downsampler. tiny-sd15's blocks
+    (32 channels, plain; 64, cross-attention, last) thus take 32 and 64 channels, both at
+    half the latent size: the layout of diffusers' full_adapter_xl (pixels unshuffled by
+    16, its second level not downsampled), not of full_adapter (which keeps its first
+    level at the latent size)."""
+    components.seeded(36)
+    adapter = T2IAdapter(
+        in_channels=3,
+        channels=list(components.sd15_unet().config.block_out_channels),
+        num_res_blocks=1,
+        downscale_factor=16,
+        adapter_type="full_adapter_xl",
+    )
+    adapter.save_pretrained(out, safe_serialization=True)
 
 
 def build_depth_detector(out: Path) -> None:

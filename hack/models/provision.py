@@ -45,7 +45,7 @@ def key_prefix(name: str, namespace: str) -> str:
 def spec_fields(model: ModelDefinition) -> dict[str, Any]:
     """The ModelCache spec's fields that the catalog gives (baseModel only for the types
     that have a family, imageEncoder only for ip-adapters, controlType only for
-    ControlNets and detectors)."""
+    ControlNets, T2I-Adapters and detectors)."""
     fields: dict[str, Any] = {"type": model.type, "vramGiB": model.vram_gib}
     if model.base_model is not None:
         fields["baseModel"] = model.base_model

@@ -23,5 +23,6 @@ StableDiffusionSafetyChecker: Any = safety_checker.StableDiffusionSafetyChecker
 StableDiffusionUpscalePipeline: Any = diffusers.StableDiffusionUpscalePipeline
 StableDiffusionXLPipeline: Any = diffusers.StableDiffusionXLPipeline
 StableVideoDiffusionPipeline: Any = diffusers.StableVideoDiffusionPipeline
+T2IAdapter: Any = diffusers.T2IAdapter
 UNet2DConditionModel: Any = diffusers.UNet2DConditionModel
 UNetSpatioTemporalConditionModel: Any = diffusers.UNetSpatioTemporalConditionModel

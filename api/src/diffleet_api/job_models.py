@@ -18,7 +18,12 @@ from diffleet_core.model_rules import (
 )
 from diffleet_core.preprocessors import detected_types, preprocess_problems
 from diffleet_core.resources.generation_job import ControlType, GenerationJobSpec, Mode
-from diffleet_core.resources.model_cache import BaseModelFamily, ModelFormat, ModelType
+from diffleet_core.resources.model_cache import (
+    CONDITIONING_TYPES,
+    BaseModelFamily,
+    ModelFormat,
+    ModelType,
+)
 
 
 @dataclass(frozen=True)
@@ -58,11 +63,11 @@ class ModelKind:
 
 @dataclass(frozen=True)
 class NamedModel:
-    """A model a job names: the field that names it, its name and the type it must be."""
+    """A model a job names: the field that names it, its name and the types it may be."""
 
     field: str
     name: str
-    type: ModelType
+    types: tuple[ModelType, ...]
 
 
 def named_models(spec: GenerationJobSpec) -> list[NamedModel]:
@@ -70,21 +75,21 @@ def named_models(spec: GenerationJobSpec) -> list[NamedModel]:
     upscale, where `upscale.model` is the primary one)."""
     named = []
     if spec.mode is not Mode.UPSCALE:
-        named.append(NamedModel("model", spec.primary_model, ModelType.CHECKPOINT))
+        named.append(NamedModel("model", spec.primary_model, (ModelType.CHECKPOINT,)))
     named += [
-        NamedModel(f"loras[{index}].model", lora.model, ModelType.LORA)
+        NamedModel(f"loras[{index}].model", lora.model, (ModelType.LORA,))
         for index, lora in enumerate(spec.loras or [])
     ]
     named += [
-        NamedModel(f"{control_field(spec, index)}.model", control.model, ModelType.CONTROLNET)
+        NamedModel(f"{control_field(spec, index)}.model", control.model, CONDITIONING_TYPES)
         for index, control in enumerate(spec.controls)
     ]
     named += [
-        NamedModel(f"ipAdapters[{index}].model", adapter.model, ModelType.IP_ADAPTER)
+        NamedModel(f"ipAdapters[{index}].model", adapter.model, (ModelType.IP_ADAPTER,))
         for index, adapter in enumerate(spec.ip_adapters or [])
     ]
     named += [
-        NamedModel(f"embeddings[{index}]", name, ModelType.EMBEDDING)
+        NamedModel(f"embeddings[{index}]", name, (ModelType.EMBEDDING,))
         for index, name in enumerate(spec.embeddings or [])
     ]
     for field, name, model_type in (
@@ -99,7 +104,7 @@ def named_models(spec: GenerationJobSpec) -> list[NamedModel]:
         ("restoreFaces.model", spec.restore_faces and spec.restore_faces.model, ModelType.RESTORER),
     ):
         if name:
-            named.append(NamedModel(field, name, model_type))
+            named.append(NamedModel(field, name, (model_type,)))
     return named
 
 
@@ -115,10 +120,9 @@ def model_errors(
         if kind is None:
             message = f"no ModelCache {named.name!r} in namespace {where}"
             errors.append(FieldError(field=field, rule="exists", message=message))
-        elif kind.type is not named.type:
-            message = (
-                f"ModelCache {named.name!r} is of type {kind.type.value}, not {named.type.value}"
-            )
+        elif kind.type not in named.types:
+            wanted = " or ".join(model_type.value for model_type in named.types)
+            message = f"ModelCache {named.name!r} is of type {kind.type.value}, not {wanted}"
             errors.append(FieldError(field=field, rule="modelType", message=message))
     return errors
 

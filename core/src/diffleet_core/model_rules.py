@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from diffleet_core.messages import DispatchedJob, ModelRef
-from diffleet_core.resources.generation_job import GenerationJobSpec, Mode
+from diffleet_core.resources.generation_job import ControlNetSpec, GenerationJobSpec, Mode
 from diffleet_core.resources.model_cache import BaseModelFamily, ModelType
 
 
@@ -117,20 +117,69 @@ def incompatibilities(models: JobModelRefs, spec: GenerationJobSpec) -> list[str
     return problems
 
 
+CONDITIONING_LABELS = {ModelType.CONTROLNET: "ControlNet", ModelType.T2I_ADAPTER: "T2I-Adapter"}
+
+
 def control_problems(models: JobModelRefs, spec: GenerationJobSpec) -> list[str]:
-    """Each ControlNet is a ControlNet of the checkpoint's family, of the type its entry
-    asks for (when it asks)."""
+    """Each entry is a ControlNet or a T2I-Adapter of the checkpoint's family, of the type
+    it asks for (when it asks); the entries are all of one kind (diffusers has no pipeline
+    that takes both); T2I-Adapters also follow adapter_problems."""
     family = models.model.base_model
     label = family.value if family is not None else "the checkpoint's"
     problems = []
+    first: ModelRef | None = None
     for index, (entry, ref) in enumerate(zip(spec.controls, models.control_nets, strict=False)):
         where = control_field(spec, index)
-        if ref.type is not ModelType.CONTROLNET or ref.base_model is not family:
-            problems.append(f"{where}.model: {ref.name} is not a {label} ControlNet")
-        elif entry.type is not None and ref.control_type is not entry.type:
+        kind = CONDITIONING_LABELS.get(ref.type, "ControlNet")
+        if ref.type not in CONDITIONING_LABELS or ref.base_model is not family:
+            problems.append(f"{where}.model: {ref.name} is not a {label} {kind}")
+            continue
+        if entry.type is not None and ref.control_type is not entry.type:
             declared = ref.control_type.value if ref.control_type else "untyped"
             problems.append(
-                f"{where}.type: {ref.name} is a {declared} ControlNet, not {entry.type.value}"
+                f"{where}.type: {ref.name} is a {declared} {kind}, not {entry.type.value}"
+            )
+        if first is None:
+            first = ref
+        elif ref.type is not first.type:
+            problems.append(
+                f"{where}.model: {ref.name} is a {kind} and {first.name} a"
+                f" {CONDITIONING_LABELS[first.type]}: a job's entries are all ControlNets or"
+                " all T2I-Adapters"
+            )
+        if ref.type is ModelType.T2I_ADAPTER:
+            problems += adapter_problems(where, ref, entry, spec.mode)
+    if any(ref.type is ModelType.T2I_ADAPTER for ref in models.control_nets):
+        if spec.hires_fix is not None:
+            problems.append(
+                "hiresFix: not allowed with T2I-Adapters (its second pass is image to image,"
+                " and diffusers runs T2I-Adapters in text to image only)"
+            )
+        if spec.ip_adapters and family is BaseModelFamily.SD15:
+            problems.append(
+                "ipAdapters: not allowed with T2I-Adapters on sd15 (diffusers' SD 1.5"
+                " T2I-Adapter pipeline takes no image prompt)"
+            )
+    return problems
+
+
+def adapter_problems(where: str, ref: ModelRef, entry: ControlNetSpec, mode: Mode) -> list[str]:
+    """A T2I-Adapter runs in mode txt2img only (diffusers has StableDiffusionAdapterPipeline
+    and StableDiffusionXLAdapterPipeline, both text to image) and steers every step: its
+    features are added to the UNet's at each one, so it has no guidance window."""
+    problems = []
+    if mode is not Mode.TXT2IMG:
+        problems.append(
+            f"{where}.model: {ref.name} is a T2I-Adapter: T2I-Adapters run only in mode txt2img"
+        )
+    for name, value, whole in (
+        ("guidanceStart", entry.guidance_start, 0.0),
+        ("guidanceEnd", entry.guidance_end, 1.0),
+    ):
+        if value != whole:
+            problems.append(
+                f"{where}.{name}: {ref.name} is a T2I-Adapter, which steers every step"
+                f" ({name} must be {whole:g})"
             )
     return problems
 

@@ -1,7 +1,8 @@
-"""A job's ControlNets for one run: each entry's conditioning image (made by its type's
-preprocessor, or as sent with preprocess none) with its scale and guidance window, and
-the ControlNets as one diffusers MultiControlNetModel, so that every task pipeline takes
-one ControlNet or several the same way."""
+"""A job's ControlNets (or T2I-Adapters) for one run: each entry's conditioning image
+(made by its type's preprocessor, or as sent with preprocess none) with its scale and
+guidance window, and the ControlNets as one diffusers MultiControlNetModel, so that every
+task pipeline takes one ControlNet or several the same way. T2I-Adapters (text to image
+only, pipelines/adapter.py) are one T2IAdapter, or a MultiAdapter of several."""
 
 import hashlib
 import logging
@@ -9,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from diffusers import MultiControlNetModel
+from diffusers import MultiAdapter, MultiControlNetModel, T2IAdapter
 from PIL import Image
 
 from diffleet_core.model_rules import control_field
@@ -33,13 +34,24 @@ class Control:
 
 @dataclass(frozen=True)
 class Controls:
-    model: Any  # MultiControlNetModel of the entries' ControlNets, in order
+    # MultiControlNetModel of the entries' ControlNets, in order; with adapters, the
+    # T2IAdapter, or a MultiAdapter of the entries' T2IAdapters in order.
+    model: Any
     entries: list[Control]
+    adapters: bool = False
 
     def options(self, image_key: str, size: tuple[int, int] | None = None) -> dict[str, Any]:
         """A task pipeline's control arguments: the images under `image_key` ("image" for
         text to image, "control_image" for the image-to-image pipelines), resized to
-        `size` when given (the hires pass)."""
+        `size` when given (the hires pass). T2I-Adapters steer every step (admission
+        refuses a guidance window for them) and one alone takes its image and scale as
+        such, not in a list."""
+        if self.adapters:
+            scales = [entry.scale for entry in self.entries]
+            if len(self.entries) == 1:
+                return {image_key: self.entries[0].image, "adapter_conditioning_scale": scales[0]}
+            images = [entry.image for entry in self.entries]
+            return {image_key: images, "adapter_conditioning_scale": scales}
         images = [
             entry.image if size is None else entry.image.resize(size, Image.Resampling.LANCZOS)
             for entry in self.entries
@@ -60,7 +72,8 @@ def prepare(
     detectors: Mapping[ControlType, Detector],
 ) -> Controls:
     """The run's Controls from the spec's entries, their resolved types, their loaded
-    ControlNets and fetched images (the same order), and the loaded detectors by type."""
+    ControlNets or T2IAdapters and fetched images (the same order), and the loaded
+    detectors by type."""
     entries = []
     for index, (entry, control_type, image) in enumerate(
         zip(spec.controls, control_types, images, strict=True)
@@ -80,6 +93,10 @@ def prepare(
         entries.append(
             Control(made, entry.conditioning_scale, entry.guidance_start, entry.guidance_end)
         )
+    if controlnets and all(isinstance(model, T2IAdapter) for model in controlnets):
+        if len(controlnets) == 1:
+            return Controls(controlnets[0], entries, adapters=True)
+        return Controls(MultiAdapter(controlnets), entries, adapters=True)  # type: ignore[no-untyped-call]
     return Controls(MultiControlNetModel(controlnets), entries)  # type: ignore[no-untyped-call]
 
 

@@ -209,7 +209,10 @@ class LoraRef(SpecModel):
 
 
 class ControlNetSpec(SpecModel):
-    model: ModelName = Field(description="Name of a ModelCache of type controlnet.")
+    model: ModelName = Field(
+        description="Name of a ModelCache of type controlnet or t2i-adapter (a job's entries"
+        " are all of one type; T2I-Adapters only in mode txt2img)."
+    )
     image: S3Uri = Field(description="Control image (s3://bucket/key).")
     type: ControlType | None = Field(
         default=None,
@@ -400,7 +403,7 @@ class GenerationJobSpec(SpecModel):
     control_nets: list[ControlNetSpec] | None = Field(
         default=None,
         max_length=MAX_CONTROL_NETS,
-        description="ControlNet guidance, each by its own control image.",
+        description="ControlNet (or T2I-Adapter) guidance, each by its own control image.",
     )
     ip_adapters: list[IpAdapterSpec] | None = Field(
         default=None,

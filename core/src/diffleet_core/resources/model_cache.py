@@ -26,6 +26,8 @@ class ModelType(StrEnum):
     CHECKPOINT = "checkpoint"
     LORA = "lora"
     CONTROLNET = "controlnet"
+    # A T2I-Adapter: conditioning like a ControlNet's, for text to image only.
+    T2I_ADAPTER = "t2i-adapter"
     VAE = "vae"
     EMBEDDING = "embedding"
     UPSCALER = "upscaler"
@@ -61,12 +63,15 @@ PIXEL_MODEL_TYPES = frozenset(
 # Model types that come as one safetensors file, and those that come as a folder.
 SINGLE_FILE_TYPES = (ModelType.EMBEDDING, ModelType.RESTORER, ModelType.IP_ADAPTER)
 FOLDER_TYPES = (
+    ModelType.T2I_ADAPTER,
     ModelType.SAFETY,
     ModelType.DETECTOR,
     ModelType.IMAGE_ENCODER,
     ModelType.MOTION_ADAPTER,
     ModelType.BACKGROUND_REMOVER,
 )
+# The models a job's controlNets entries name: each entry is one of these.
+CONDITIONING_TYPES = (ModelType.CONTROLNET, ModelType.T2I_ADAPTER)
 # The detectors the worker runs (transformers depth-estimation and segmentation models).
 DETECTOR_CONTROL_TYPES = (ControlType.DEPTH, ControlType.SEGMENTATION)
 
@@ -93,13 +98,14 @@ class ModelCacheSpec(SpecModel):
     base_model: BaseModelFamily | None = Field(
         default=None,
         description="Model family: sd15, sdxl or svd. Required for checkpoint, lora,"
-        " controlnet, embedding, vae, ip-adapter and motion-adapter; not allowed for the"
-        " others.",
+        " controlnet, t2i-adapter, embedding, vae, ip-adapter and motion-adapter; not allowed"
+        " for the others.",
     )
     control_type: ControlType | None = Field(
         default=None,
-        description="What the conditioning image shows: required for controlnet and detector"
-        " (a detector's must be depth or segmentation), not allowed for other types.",
+        description="What the conditioning image shows: required for controlnet, t2i-adapter"
+        " and detector (a detector's must be depth or segmentation), not allowed for other"
+        " types.",
     )
     image_encoder: ModelName | None = Field(
         default=None,
@@ -132,17 +138,18 @@ class ModelCacheSpec(SpecModel):
 
 
 BASE_MODEL_RULE = (
-    "baseModel is required for checkpoint, lora, controlnet, embedding, vae, ip-adapter and"
-    " motion-adapter, and not allowed for the other types"
+    "baseModel is required for checkpoint, lora, controlnet, t2i-adapter, embedding, vae,"
+    " ip-adapter and motion-adapter, and not allowed for the other types"
 )
 SINGLE_FILE_RULE = "format must be safetensors for embedding, restorer and ip-adapter models"
 # Each of these comes with configuration files beside its weights.
 FOLDER_RULE = (
-    "format must be diffusers for safety, detector, image-encoder, motion-adapter and"
-    " background-remover models"
+    "format must be diffusers for t2i-adapter, safety, detector, image-encoder,"
+    " motion-adapter and background-remover models"
 )
 CONTROL_TYPE_RULE = (
-    "controlType is required for controlnet and detector models, and not allowed for other types"
+    "controlType is required for controlnet, t2i-adapter and detector models, and not allowed"
+    " for other types"
 )
 DETECTOR_RULE = (
     "controlType of a detector must be depth or segmentation (the detectors the worker runs)"
@@ -154,7 +161,7 @@ IMAGE_ENCODER_RULE = (
 
 def model_cache_rule_violations(spec: ModelCacheSpec) -> list[str]:
     """Messages of the cross-field rules `spec` breaks (the CRD's CEL rules)."""
-    conditioned = spec.type in (ModelType.CONTROLNET, ModelType.DETECTOR)
+    conditioned = spec.type in (*CONDITIONING_TYPES, ModelType.DETECTOR)
     checks = [
         (
             (spec.base_model is not None) != spec.type.has_family,

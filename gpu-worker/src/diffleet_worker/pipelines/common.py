@@ -43,8 +43,10 @@ class Generation:
     @property
     def components(self) -> dict[str, Any]:
         """Extra components for AutoPipeline*.from_pipe: the ControlNets and the VAE
-        override, when there are: the hot base pipeline keeps its own."""
-        controlnet = self.controls.model if self.controls is not None else None
+        override, when there are: the hot base pipeline keeps its own. T2I-Adapters are
+        the adapter pipeline's (pipelines/adapter.py)."""
+        controls = self.controls
+        controlnet = controls.model if controls is not None and not controls.adapters else None
         extra = {"controlnet": controlnet, "vae": self.vae}
         return {name: value for name, value in extra.items() if value is not None}
 
