@@ -28,6 +28,7 @@ from tests.support.generation_specs import (
     REFUSED_CACHES,
     RESTORER,
     SVD,
+    T2I_ADAPTER,
     UPSCALER,
     VAE,
     Accepted,
@@ -51,6 +52,10 @@ def owner(api: Api, kubectl: Kubectl) -> Iterator[ApiTenant]:
     model_cache(kubectl, namespace, VAE, model_type="vae")
     model_cache(kubectl, namespace, CONTROLNET, model_type="controlnet", controlType="canny")
     model_cache(kubectl, namespace, DEPTH_CONTROLNET, model_type="controlnet", controlType="depth")
+    model_cache(
+        kubectl, namespace, T2I_ADAPTER, model_type="t2i-adapter", controlType="canny",
+        format="diffusers",
+    )  # fmt: skip
     model_cache(kubectl, namespace, IP_ADAPTER, model_type="ip-adapter", imageEncoder=IMAGE_ENCODER)
     folder = {"format": "diffusers"}
     model_cache(kubectl, namespace, IMAGE_ENCODER, None, model_type="image-encoder", **folder)

@@ -485,6 +485,7 @@ NEW_CACHES: list[tuple[str, dict[str, Any]]] = [
     ("vae-folder", {"type": "vae"}),
     ("vae-single-file", {"type": "vae", "format": "safetensors"}),
     ("controlnet-depth", {"type": "controlnet", "controlType": "depth"}),
+    ("t2i-adapter-canny", {"type": "t2i-adapter", "controlType": "canny"}),
     ("dpt-depth", {"type": "detector", "controlType": "depth", "baseModel": None}),
     (
         "ip-adapter",

@@ -4,8 +4,8 @@ judged alike by both doors: each refused one with the field it breaks, the rule 
 names and what kubectl says; and an accepted one of each feature, with what the API
 charges for it (diffleet_core.pricing, worked out by hand here).
 Likewise the ModelCaches of the newer types (upscaler, restorer, safety, detector,
-ip-adapter, image-encoder, motion-adapter, background-remover) that break a cross-field
-rule. tests/stack/test_crd_validation.py applies them with kubectl,
+ip-adapter, image-encoder, motion-adapter, background-remover, t2i-adapter) that break a
+cross-field rule. tests/stack/test_crd_validation.py applies them with kubectl,
 tests/api/test_generation_specs.py POSTs them."""
 
 import json
@@ -32,6 +32,7 @@ VAE = "vae-test"
 LORA = "ink-style"
 CONTROLNET = "cn-canny-test"
 DEPTH_CONTROLNET = "cn-depth-test"
+T2I_ADAPTER = "t2i-canny-test"
 IMAGE_ENCODER = "clip-test"
 SVD = "svd-test"
 IP_ADAPTER = "ip-adapter-test"
@@ -487,6 +488,17 @@ ACCEPTED: list[Accepted] = [
         },
         Decimal(3),
     ),
+    # 1 + 1 per T2I-Adapter, as per ControlNet (the second's image sent as it is).
+    Accepted(
+        "t2i-adapters",
+        {
+            "controlNets": [
+                {"model": T2I_ADAPTER, "image": IMAGE},
+                {"model": T2I_ADAPTER, "image": IMAGE, "preprocess": "none"},
+            ]
+        },
+        Decimal(3),
+    ),
     # 1 + 0.5 per IP-Adapter.
     Accepted("ipadapter", {"ipAdapters": [IMAGE_PROMPT]}, Decimal("1.5")),
     # no image: 4 frames of 512x512 at half price.
@@ -568,6 +580,25 @@ REFUSED_CACHES: list[RefusedCache] = [
     ),
     RefusedCache(
         "controlnet-without-controltype", {"type": "controlnet"}, "controlType", CONTROL_TYPE_RULE
+    ),
+    RefusedCache(
+        "t2i-adapter-without-controltype",
+        {"type": "t2i-adapter"},
+        "controlType",
+        CONTROL_TYPE_RULE,
+    ),
+    RefusedCache(
+        "t2i-adapter-without-basemodel",
+        {"type": "t2i-adapter", "controlType": "canny", "baseModel": None},
+        "baseModel",
+        BASE_MODEL_RULE,
+    ),
+    # diffusers loads a T2IAdapter from its folder only (config.json beside the weights).
+    RefusedCache(
+        "t2i-adapter-single-file",
+        SINGLE_FILE | {"type": "t2i-adapter", "controlType": "canny"},
+        "format",
+        FOLDER_RULE,
     ),
     RefusedCache(
         "vae-with-controltype",
