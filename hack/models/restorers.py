@@ -11,9 +11,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from spandrel.architectures.RestoreFormer import RestoreFormer
-from spandrel_extra_arches.architectures.CodeFormer import (  # type: ignore[import-untyped]
-    CodeFormer,
-)
 
 from hack.models import components
 from hack.models.catalog import RESTORER_FILE
@@ -46,7 +43,12 @@ def codeformer() -> torch.nn.Module:
     autoencoder is always the released one (64 to 512 channels over six levels, 512-pixel
     input), so this CodeFormer is small only in its transformer and codebook and still
     holds 68 M parameters (270 MB). It is not in the catalog, which every stack builds: the
-    test that loads it builds it (tests/worker/unit/test_codeformer.py)."""
+    test that loads it builds it (tests/worker/unit/test_codeformer.py). Imported here: the
+    package is in the development environment only, and warns at import."""
+    from spandrel_extra_arches.architectures.CodeFormer import (  # type: ignore[import-untyped]
+        CodeFormer,
+    )
+
     components.seeded(51)
     model: torch.nn.Module = CodeFormer(
         dim_embd=32, n_head=8, n_layers=1, codebook_size=64, connect_list=["32"]

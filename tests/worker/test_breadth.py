@@ -3,7 +3,8 @@ diffusers worker on the CPU, S3): outpaint, hires fix, img2img and object remova
 micro-shapes, whose colours and positions can be checked; upscaling (spandrel and the SD
 x4 pipeline), face restoration, embeddings, the VAE override and several ControlNets with
 their preprocessors, image prompts, background removal and style presets with the tiny
-models. Each job's parameters are read back from its file."""
+models. Each job's parameters are read back from its file, and a job run again with its
+seed stores the same bytes."""
 
 import re
 from typing import Any
@@ -41,6 +42,12 @@ SHAPES = {"model": "micro-shapes", "width": 64, "height": 64, "steps": 10}
 TINY = {"model": "tiny-sd15", "width": 64, "height": 64, "steps": 4, "seed": 1}
 
 
+def same_bytes(done: dict[str, Any], name: str) -> bool:
+    """Whether job `name` and its same-seed repeat `<name>-again` stored the same file."""
+    first, again = (done[job]["outputs"][0]["sha256"] for job in (name, f"{name}-again"))
+    return bool(first == again)
+
+
 def image_of(status: dict[str, Any]) -> Image.Image:
     return decode(read_output(status["outputs"][0])).convert("RGB")
 
@@ -74,7 +81,7 @@ def test_outpaint_keeps_the_original_and_paints_the_new_area_from_the_prompt(
     # Pixel-exact left of the feather; the new area drawn as the prompt asks.
     assert np.array_equal(painted[:, : 64 - 8], np.asarray(original, dtype=int)[:, : 64 - 8])
     assert dominant_colour(Image.fromarray(painted[:, 64:].astype(np.uint8))) == "blue"
-    assert status["outputs"][0]["sha256"] == done["outpaint-again"]["outputs"][0]["sha256"]
+    assert same_bytes(done, "outpaint")
     assert "Outpaint: " in parameters_of(status)
 
 
@@ -89,6 +96,7 @@ def test_hires_fix_and_img2img_against_the_plain_image_of_the_same_seed(
         {
             "plain": common,
             "hires": {**common, "hiresFix": hires},
+            "hires-again": {**common, "hiresFix": hires},
             "img2img-blue": {
                 **common,
                 "mode": "img2img",
@@ -104,6 +112,7 @@ def test_hires_fix_and_img2img_against_the_plain_image_of_the_same_seed(
     assert dominant_colour(plain) == dominant_colour(larger) == "red"
     shrunk = np.asarray(larger.resize((64, 64), Image.Resampling.LANCZOS), dtype=int)
     assert np.abs(shrunk - np.asarray(plain, dtype=int)).mean() < 40
+    assert same_bytes(done, "hires")
     hires_text = parameters_of(done["hires"])
     assert "Hires upscale: 2, Hires steps: 6, Hires upscaler: Latent" in hires_text
     # img2img: the blue init image wins over the prompt's red, and the result lies nearer
@@ -122,58 +131,85 @@ def test_object_removal_fills_the_masked_shape_with_the_background(
     ImageDraw.Draw(original).rectangle((20, 20, 44, 44), fill=RED)
     mask = Image.new("L", (64, 64), 0)
     ImageDraw.Draw(mask).rectangle((14, 14, 50, 50), fill=255)
-    status = run_jobs(
-        kubectl,
-        module_namespace,
-        {
-            "removal": {
-                **SHAPES,
-                "mode": "inpaint",
-                "prompt": "",
-                "initImage": upload_image(original, "removal"),
-                "maskImage": upload_image(mask, "removal-mask"),
-                "seed": 2,
-            }
-        },
-    )["removal"]
+    removal = {
+        **SHAPES,
+        "mode": "inpaint",
+        "prompt": "",
+        "initImage": upload_image(original, "removal"),
+        "maskImage": upload_image(mask, "removal-mask"),
+        "seed": 2,
+    }
+    done = run_jobs(kubectl, module_namespace, {"removal": removal, "removal-again": removal})
+    status = done["removal"]
     region = pixels_of(status)[20:45, 20:45]
     red = (region[..., 0] > 150) & (region[..., 1] < 100) & (region[..., 2] < 100)
     assert red.mean() < 0.05, f"{red.mean():.0%} of the removed square is still red"
     assert region.mean() > 180  # light, as the white around it
     assert "Denoising strength: 1" in parameters_of(status)
+    assert same_bytes(done, "removal")
 
 
-def test_upscale_by_spandrel_and_by_the_sd_x4_pipeline_gives_four_times_the_size(
+def test_upscale_by_spandrel_and_by_the_sd_x4_pipeline_and_after_a_generated_image(
     kubectl: Kubectl, module_namespace: str, studio: Process
 ) -> None:
     source = upload_image(circle(RED), "upscale")
     upscale_only = {"mode": "upscale", "initImage": source, "width": 64, "height": 64}
+    esrgan = {
+        **upscale_only,
+        "width": 128,
+        "height": 128,
+        "upscale": {"model": "tiny-esrgan-x4", "scale": 4.0, "tileSize": 64},
+        "seed": 1,
+    }
+    sd_x4 = {
+        **upscale_only,
+        "prompt": "a red circle",
+        "upscale": {"model": "tiny-sd-x4-upscaler", "scale": 4.0, "tileSize": 0},
+        "seed": 1,
+    }
+    # A post-processing step of a txt2img job: ESRGAN's x4, then resized to the job's x2.
+    generated = TINY | {
+        "prompt": "a red circle",
+        "upscale": {"model": "tiny-esrgan-x4", "scale": 2.0, "tileSize": 0},
+    }
     done = run_jobs(
         kubectl,
         module_namespace,
         {
-            "esrgan": {
-                **upscale_only,
-                "width": 128,
-                "height": 128,
-                "upscale": {"model": "tiny-esrgan-x4", "scale": 4.0, "tileSize": 64},
-                "seed": 1,
-            },
-            "sd-x4": {
-                **upscale_only,
-                "prompt": "a red circle",
-                "upscale": {"model": "tiny-sd-x4-upscaler", "scale": 4.0, "tileSize": 0},
-                "seed": 1,
-            },
+            "esrgan": esrgan,
+            "esrgan-again": esrgan,
+            "sd-x4": sd_x4,
+            "sd-x4-again": sd_x4,
+            "generated-plain": TINY | {"prompt": "a red circle"},
+            "generated-upscaled": generated,
         },
     )
-    esrgan = image_of(done["esrgan"])
-    assert esrgan.size == (512, 512)
+    upscaled = image_of(done["esrgan"])
+    assert upscaled.size == (512, 512)
     # tiny-esrgan-x4 is near identity: the red circle survives the tiles.
-    assert dominant_colour(esrgan) == "red"
-    assert "Postprocess upscaler: tiny-esrgan-x4" in parameters_of(done["esrgan"])
+    assert dominant_colour(upscaled) == "red"
+    assert "Postprocess upscale by: 4, Postprocess upscaler: tiny-esrgan-x4" in (
+        parameters_of(done["esrgan"])
+    )
+    assert same_bytes(done, "esrgan")
     assert image_of(done["sd-x4"]).size == (256, 256)
     assert done["sd-x4"]["outputs"][0]["width"] == 256
+    assert parameters_of(done["sd-x4"]) == (
+        "a red circle\n"
+        "Size: 64x64, Postprocess upscale by: 4, Postprocess upscaler: tiny-sd-x4-upscaler"
+    )
+    assert same_bytes(done, "sd-x4")
+
+    output = done["generated-upscaled"]["outputs"][0]
+    assert (output["width"], output["height"]) == (128, 128)
+    larger = image_of(done["generated-upscaled"])
+    assert larger.size == (128, 128)
+    # The generated image, upscaled: shrunk back, it is the plain job's image of the seed.
+    shrunk = np.asarray(larger.resize((64, 64), Image.Resampling.LANCZOS), dtype=int)
+    assert np.abs(shrunk - pixels_of(done["generated-plain"])).mean() < 20
+    text = parameters_of(done["generated-upscaled"])
+    assert "Model: tiny-sd15, " in text
+    assert text.endswith("Postprocess upscale by: 2, Postprocess upscaler: tiny-esrgan-x4")
 
 
 def test_face_restoration_changes_the_image_by_its_strength_and_repeats(
@@ -199,10 +235,7 @@ def test_face_restoration_changes_the_image_by_its_strength_and_repeats(
     )
     assert np.array_equal(none, zero)
     assert not np.array_equal(none, full)
-    assert (
-        done["faces-full"]["outputs"][0]["sha256"]
-        == (done["faces-full-again"]["outputs"][0]["sha256"])
-    )
+    assert same_bytes(done, "faces-full")
     assert "Face restoration: tiny-restoreformer" in parameters_of(done["faces-full"])
 
 
@@ -216,7 +249,9 @@ def test_an_embedding_and_a_vae_each_change_the_image_and_leave_the_model_clean(
         {
             "base": TINY | prompt,
             "embedding": TINY | prompt | {"embeddings": ["tiny-embedding"]},
+            "embedding-again": TINY | prompt | {"embeddings": ["tiny-embedding"]},
             "vae": TINY | prompt | {"vae": "tiny-vae"},
+            "vae-again": TINY | prompt | {"vae": "tiny-vae"},
             "base-again": TINY | prompt,
         },
     )
@@ -227,6 +262,8 @@ def test_an_embedding_and_a_vae_each_change_the_image_and_leave_the_model_clean(
     assert np.array_equal(base, pixels_of(done["base-again"]))
     assert "TI hashes: " in parameters_of(done["embedding"])
     assert "VAE: tiny-vae" in parameters_of(done["vae"])
+    assert same_bytes(done, "embedding")
+    assert same_bytes(done, "vae")
 
 
 def detected_map(control_type: ControlType, image: Image.Image) -> Image.Image:

@@ -1,8 +1,8 @@
 """Output files through the whole platform (operator, a real diffusers worker on the CPU,
 S3): a job's output format gives the object's key, type and bytes, the parameters read
-back from the file, and a namespace annotated diffleet.io/watermark: "true" gets
-watermarked images. (The output classifier's verdict end to end is in
-tests/operator/test_moderation.py.)"""
+back from the file, the same bytes for the same seed, and a namespace annotated
+diffleet.io/watermark: "true" gets watermarked images. (The output classifier's verdict
+end to end is in tests/operator/test_moderation.py.)"""
 
 import io
 
@@ -17,7 +17,7 @@ from tests.support.groups import DIFFUSERS
 from tests.support.models import RegisteredModel
 from tests.support.platform import Platform
 from tests.support.stack import Kubectl
-from tests.worker.conftest import WORKER_START, run_job
+from tests.worker.conftest import WORKER_START, run_jobs
 from tests.worker.unit.test_watermark import MAX_FLIPPED, flipped
 
 pytestmark = DIFFUSERS
@@ -39,10 +39,24 @@ def test_webp_and_jpeg_outputs_keep_their_parameters_and_the_namespace_watermark
     platform.wait_for_workers(operator, "t4", 1, timeout=WORKER_START)
 
     # WebP at quality 100 is lossless, so the watermark's bits survive in the file.
-    webp = run_job(
-        kubectl, namespace, "webp", model="tiny-sd15", width=256, height=256, steps=4,
-        seed=5, output={"format": "webp", "quality": 100},
-    )["outputs"][0]  # fmt: skip
+    webp_spec = {
+        "model": "tiny-sd15", "width": 256, "height": 256, "steps": 4, "seed": 5,
+        "output": {"format": "webp", "quality": 100},
+    }  # fmt: skip
+    jpeg_spec = {
+        "model": "tiny-sd15", "width": 64, "height": 96, "steps": 2, "seed": 6,
+        "prompt": "un cercle rouge \u2764", "output": {"format": "jpeg", "quality": 80},
+    }  # fmt: skip
+    done = run_jobs(
+        kubectl,
+        namespace,
+        {"webp": webp_spec, "webp-again": webp_spec, "jpeg": jpeg_spec, "jpeg-again": jpeg_spec},
+    )
+    # The same seed stores the same bytes, encoded and watermarked.
+    for name in ("webp", "jpeg"):
+        assert done[name]["outputs"][0]["sha256"] == done[f"{name}-again"]["outputs"][0]["sha256"]
+
+    webp = done["webp"]["outputs"][0]
     assert webp["uri"].endswith("/0.webp")
     assert (webp["format"], webp["width"], webp["height"]) == ("webp", 256, 256)
     data, content_type = stored(webp["uri"])
@@ -52,10 +66,7 @@ def test_webp_and_jpeg_outputs_keep_their_parameters_and_the_namespace_watermark
         assert image.format == "WEBP"
         assert flipped(watermark.decode(image)) <= MAX_FLIPPED
 
-    jpeg = run_job(
-        kubectl, namespace, "jpeg", model="tiny-sd15", width=64, height=96, steps=2, seed=6,
-        prompt="un cercle rouge \u2764", output={"format": "jpeg", "quality": 80},
-    )["outputs"][0]  # fmt: skip
+    jpeg = done["jpeg"]["outputs"][0]
     assert jpeg["uri"].endswith("/0.jpg")
     assert (jpeg["format"], jpeg["width"], jpeg["height"]) == ("jpeg", 64, 96)
     data, content_type = stored(jpeg["uri"])
