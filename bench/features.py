@@ -21,12 +21,18 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from diffleet_core.messages import ModelRef
-from diffleet_core.resources.generation_job import ControlType, GenerationJobSpec, VideoFormat
+from diffleet_core.resources.generation_job import (
+    ControlType,
+    GenerationJobSpec,
+    OutputFormat,
+    VideoFormat,
+)
 from diffleet_core.resources.model_cache import BaseModelFamily, ModelFormat, ModelType
-from diffleet_worker import background, controls, ip_adapters
+from diffleet_worker import background, controls, ip_adapters, safety, watermark
 from diffleet_worker.config import DeviceKind, Precision
 from diffleet_worker.device import DevicePolicy, configure_torch
 from diffleet_worker.embeddings import LoadedEmbedding, applied
+from diffleet_worker.encoding import encode
 from diffleet_worker.loading import Loader
 from diffleet_worker.pipelines import inpaint, outpaint, txt2img, video
 from diffleet_worker.pipelines.common import Generation
@@ -40,6 +46,9 @@ THREADS = 2
 S3_URI = "s3://bench/unused"  # images are passed decoded; the spec only needs a URI
 MICRO = {"model": "m", "width": 64, "height": 64, "steps": 10, "seed": 3}
 TINY = {"model": "m", "width": 64, "height": 64, "steps": 4, "seed": 1}
+# The finishing steps (classifier, watermark, encoding) run on an image of SD 1.5's size:
+# their cost follows the pixels, and the watermark leaves images under 256 px unmarked.
+FINISHED = 512
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,7 @@ def cases(policy: DevicePolicy) -> list[Case]:
     remover = models.load("tiny-background-remover", ModelType.BACKGROUND_REMOVER, None)
     svd = models.load("tiny-svd", ModelType.CHECKPOINT, BaseModelFamily.SVD)
     motion = models.load("tiny-motion", ModelType.MOTION_ADAPTER, sd15)
+    classifier = models.load("tiny-safety", ModelType.SAFETY, None)
 
     circle = Image.new("RGB", (64, 64), "white")
     ImageDraw.Draw(circle).ellipse((14, 14, 50, 50), fill=(220, 30, 30))
@@ -124,6 +134,12 @@ def cases(policy: DevicePolicy) -> list[Case]:
     }
     removal = MICRO | {"prompt": "", "mode": "inpaint", "initImage": S3_URI, "maskImage": S3_URI}
     prompted = TINY | {"prompt": "a photo of tiny-embedding"}
+    large = TINY | {"prompt": "a red circle", "width": FINISHED, "height": FINISHED}
+    finished = txt2img.run(tiny, generation(policy, large))[0]
+    text = "a red circle\nSteps: 4, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512"
+
+    def encoded(output_format: OutputFormat) -> Callable[[], object]:
+        return lambda: encode(finished, output_format, 90, text)
 
     def upscaled(model: Any, size: int, tile: int) -> Callable[[], object]:
         spec = GenerationJobSpec.model_validate(
@@ -209,6 +225,13 @@ def cases(policy: DevicePolicy) -> list[Case]:
         Case("txt2vid tiny-sd15 + tiny-motion 64x64, 4 frames, 4 steps, to GIF", clip),
         Case("remove background tiny-background-remover 64x64", lambda: background.remove(
             circle, remover)),
+        Case("output classifier tiny-safety 512x512", lambda: safety.flagged(
+            classifier, [finished])),
+        Case("invisible watermark 512x512 (dwtDct, 48 bits)", lambda: watermark.apply(
+            finished)),
+        Case("encode PNG 512x512 with parameters", encoded(OutputFormat.PNG)),
+        Case("encode JPEG 512x512 quality 90 with parameters", encoded(OutputFormat.JPEG)),
+        Case("encode WebP 512x512 quality 90 with parameters", encoded(OutputFormat.WEBP)),
     ]  # fmt: skip
 
 
@@ -239,9 +262,9 @@ def report(figures: dict[str, Figures], rounds: int) -> str:
     ]
     for label, figure in figures.items():
         lines.append(
-            f"| {label} | {statistics.median(figure.cpu):.2f} |"
-            f" {min(figure.cpu):.2f} to {max(figure.cpu):.2f} |"
-            f" {statistics.median(figure.wall):.2f} |"
+            f"| {label} | {statistics.median(figure.cpu):.3f} |"
+            f" {min(figure.cpu):.3f} to {max(figure.cpu):.3f} |"
+            f" {statistics.median(figure.wall):.3f} |"
         )
     lines += ["", "Reproduce: `make bench-features`."]
     return "\n".join(lines) + "\n"
