@@ -58,7 +58,8 @@ def pid_of(release: Release, pod: str) -> int | None:
 
 
 def container(pod: dict[str, Any]) -> dict[str, Any]:
-    [status] = pod["status"].get("containerStatuses") or [{}]
+    statuses: list[dict[str, Any]] = pod["status"].get("containerStatuses") or [{}]
+    [status] = statuses
     return status
 
 
