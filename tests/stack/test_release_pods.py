@@ -1,13 +1,16 @@
-"""The chaos contract, for the platform's pods: SIGKILL the process of one pod (the
-operator leader's, or the API's; its pid from .diffleet/run/pods/<namespace>_<pod>.pid)
-and the pod runner restarts that one alone, in place, as a kubelet does for
-restartPolicy Always (no `make up` needed); the release serves again; and `make up`'s
-platform step on it (helm upgrade --install with the same values) restarts nothing.
+"""The release's pods as the local stack runs them (test_release.py's fixture: a release
+of this module's own, its namespace, queues and GPUPool, simulated workers hosted in the
+pod runner; its processes: two operator pods and one API pod), so no other test's
+platform is touched: the session stops `make up`'s release while tests run
+(tests/support/session.py).
 
-On a release of this module's own (test_release.py's fixture: its namespace, queues and
-GPUPool, simulated workers hosted in the runner), so no other test's platform is
-touched: the session stops `make up`'s release while tests run (tests/support/session.py).
-Its processes: two operator pods and one API pod."""
+- The stack's Prometheus finds them by their prometheus.io annotations (hack/prometheus_sd)
+  and scrapes them.
+- The chaos contract, for pods: SIGKILL the process of one pod (the operator leader's, or
+  the API's; its pid from .diffleet/run/pods/<namespace>_<pod>.pid) and the pod runner
+  restarts that one alone, in place, as a kubelet does for restartPolicy Always (no
+  `make up` needed); the release serves again; and `make up`'s platform step on it (helm
+  upgrade --install with the same values) restarts nothing."""
 
 import os
 import signal
@@ -17,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.stack.test_prometheus import prometheus, values
 from tests.stack.test_release import CHART, HELM_TIMEOUT, Release, api_phase, helm, post_job
 from tests.stack.test_release import release as installed  # noqa: F401 - a fixture
 from tests.support.faults import alive
@@ -95,6 +99,39 @@ def restarted(
     """Every pod running, the victim with a process other than the killed one."""
     now = running(kubectl, release)
     return now if now is not None and now[victim][0] != killed else None
+
+
+def pod_targets(release: Release) -> dict[str, str]:
+    """The health of Prometheus' targets in the release's namespace, by pod."""
+    targets = prometheus("/api/v1/targets")["activeTargets"]
+    return {
+        target["labels"]["pod"]: target["health"]
+        for target in targets
+        if target["labels"].get("namespace") == release.namespace
+    }
+
+
+def test_prometheus_scrapes_the_release_pods(kubectl: Kubectl, release: Release) -> None:
+    """Found by their annotations, scraped at their pod IPs: the operator leader's count of
+    the pool's workers, and the API's count of the job it recorded as Succeeded."""
+    pods = set(platform_pods(kubectl, release))
+    assert len(pods) == 3  # two operators, one API
+    eventually(
+        lambda: all(pod_targets(release).get(pod) == "up" for pod in pods),
+        timeout=60,
+        interval=1,
+        what=f"{sorted(pods)} scraped",
+    )
+    assert set(pod_targets(release)) == pods  # the hosted workers serve no /metrics
+    workers = f'max(diffleet_workers{{namespace="{release.namespace}",pool="{release.pool}"}})'
+    eventually(lambda: values(workers) == ["1"], timeout=30, interval=1, what=workers)
+    post_job(release, "scraped")
+    eventually(lambda: api_phase(release, "scraped") == "Succeeded", timeout=60, what="scraped")
+    recorded = (
+        f'diffleet_api_jobs_finalized_total{{namespace="{release.namespace}",'
+        'component="api",phase="Succeeded"}'
+    )
+    eventually(lambda: values(recorded) == ["1"], timeout=30, interval=1, what=recorded)
 
 
 @pytest.mark.parametrize("component", COMPONENTS)
