@@ -2,14 +2,21 @@
 the task runs diffusers' adapter pipeline made from the hot pipeline's modules; each
 adapter receives its entry's conditioning (canny edges, or the sent map with preprocess
 none) and steers the image by its scale; the same seed draws the same image; steps are
-reported and a cancelled run stops."""
+reported and a cancelled run stops; an sdxl checkpoint runs its adapters in
+StableDiffusionXLAdapterPipeline."""
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from diffusers import MultiAdapter, StableDiffusionAdapterPipeline
+from diffusers import (
+    MultiAdapter,
+    StableDiffusionAdapterPipeline,
+    StableDiffusionXLAdapterPipeline,
+    T2IAdapter,
+)
 from PIL import Image, ImageDraw
 
 from diffleet_core.messages import ModelRef
@@ -167,3 +174,34 @@ def test_steps_are_reported_and_a_cancelled_run_stops(loaded: dict[str, Any]) ->
     with pytest.raises(JobCancelledError):
         txt2img.run(loaded["base"], generation(loaded, [entry], cancel_at_two))
     assert steps == [(1, 4), (2, 4)]
+
+
+def test_an_sdxl_checkpoint_runs_its_adapters_in_the_sdxl_adapter_pipeline() -> None:
+    """tiny-sdxl's UNet has tiny-sd15's block layout, so an adapter of tiny-canny-adapter's
+    config (random here: no sdxl adapter is in the catalog) fits it."""
+    loader = Loader(DevicePolicy.choose(DeviceKind.CPU, Precision.FLOAT32))
+    ref = ModelRef(
+        namespace="ns",
+        name="tiny-sdxl",
+        source="s3://models/tiny-sdxl/",
+        format=ModelFormat.DIFFUSERS,
+        type=ModelType.CHECKPOINT,
+        base_model=BaseModelFamily.SDXL,
+        digest="0" * 64,
+    )
+    base = loader.load(ref, local_model("tiny-sdxl").path)
+    config = T2IAdapter.load_config(local_model("tiny-canny-adapter").path)
+    torch.manual_seed(0)
+    xl_adapter = T2IAdapter.from_config(config)  # type: ignore[no-untyped-call]
+    spec = GenerationJobSpec.model_validate(
+        SPEC | {"controlNets": [{"model": "a", "image": IMAGE}]}
+    )
+    controls = prepare(spec, [ControlType.CANNY], [xl_adapter], [control_image()], {})
+    guided = Generation(
+        spec=spec, seeds=[1], policy=loader.policy, on_step=lambda *_: None, controls=controls
+    )
+    assert isinstance(adapter.pipeline_for(base, guided), StableDiffusionXLAdapterPipeline)
+    plain = replace(guided, spec=GenerationJobSpec.model_validate(SPEC), controls=None)
+    drawn = np.asarray(txt2img.run(base, guided)[0], dtype=int)
+    assert np.array_equal(drawn, np.asarray(txt2img.run(base, guided)[0], dtype=int))
+    assert np.abs(drawn - np.asarray(txt2img.run(base, plain)[0], dtype=int)).mean() > 0.5
