@@ -1,9 +1,11 @@
 """Fixtures of the worker's platform tests: one operator with one real (diffusers, CPU)
-worker shared by a module's jobs (the test models, `models`, are in tests/conftest.py)."""
+worker shared by the run's jobs (the test models, `models`, are in tests/conftest.py)."""
 
 import io
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -11,6 +13,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from diffleet_core.storage import S3Location
+from tests.conftest import fresh_namespace
 from tests.support.models import RegisteredModel
 from tests.support.platform import Platform, Process, apply_job, wait_for_phase
 from tests.support.stack import Kubectl
@@ -21,15 +24,47 @@ JOB_TIMEOUT = 180
 WORKER_START = 240
 
 
+@dataclass
+class Studio:
+    """One operator and one real worker for the whole run, serving a namespace for each
+    module that uses them: the worker's start (torch, diffusers) is paid once, and each
+    module's jobs keep their names in their own namespace."""
+
+    worker: Process
+    fleet: str  # the platform's namespace: its workers' Leases and its queues' prefix
+    namespaces: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def shared_studio(
+    request: pytest.FixtureRequest, kubectl: Kubectl, models: dict[str, RegisteredModel]
+) -> Iterator[Studio]:
+    modules = {
+        item.module.__name__
+        for item in request.session.items
+        if isinstance(item, pytest.Function) and "shared_studio" in item.fixturenames
+    }
+    with ExitStack() as stack:
+        fleet = stack.enter_context(fresh_namespace(kubectl))
+        namespaces = {module: stack.enter_context(fresh_namespace(kubectl)) for module in modules}
+        platform = Platform(namespace=fleet, job_namespaces=list(namespaces.values()))
+        stack.callback(platform.stop_all)
+        operator = platform.operator()
+        worker = platform.worker("cpu", simulate=False)
+        platform.wait_for_workers(operator, "t4", 1, timeout=WORKER_START)
+        yield Studio(worker, fleet, namespaces)
+
+
 @pytest.fixture(scope="module")
-def studio(module_namespace: str, models: dict[str, RegisteredModel]) -> Iterator[Process]:
-    """An operator and one real worker for the module's namespace; yields the worker."""
-    platform = Platform(namespace=module_namespace, job_namespaces=[module_namespace])
-    operator = platform.operator()
-    worker = platform.worker("cpu", simulate=False)
-    platform.wait_for_workers(operator, "t4", 1, timeout=WORKER_START)
-    yield worker
-    platform.stop_all()
+def studio(shared_studio: Studio) -> Process:
+    """The studio's real worker (its log shows what each job's pipeline received)."""
+    return shared_studio.worker
+
+
+@pytest.fixture(scope="module")
+def studio_namespace(request: pytest.FixtureRequest, shared_studio: Studio) -> str:
+    """This module's namespace, served by the studio."""
+    return shared_studio.namespaces[request.module.__name__]
 
 
 def run_job(

@@ -61,7 +61,7 @@ def parameters_of(status: dict[str, Any]) -> str:
 
 
 def test_outpaint_keeps_the_original_and_paints_the_new_area_from_the_prompt(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     original = circle(RED)
     outpaint = {"right": 64, "featherPixels": 8}
@@ -73,7 +73,7 @@ def test_outpaint_keeps_the_original_and_paints_the_new_area_from_the_prompt(
         "outpaint": outpaint,
         "seed": 3,
     }
-    done = run_jobs(kubectl, module_namespace, {"outpaint": spec, "outpaint-again": spec})
+    done = run_jobs(kubectl, studio_namespace, {"outpaint": spec, "outpaint-again": spec})
     status = done["outpaint"]
     assert (status["outputs"][0]["width"], status["outputs"][0]["height"]) == (128, 64)
     painted = pixels_of(status)
@@ -86,13 +86,13 @@ def test_outpaint_keeps_the_original_and_paints_the_new_area_from_the_prompt(
 
 
 def test_hires_fix_and_img2img_against_the_plain_image_of_the_same_seed(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     common = {**SHAPES, "prompt": "a red circle", "seed": 7}
     hires = {"scale": 2.0, "strength": 0.5, "steps": 6}
     done = run_jobs(
         kubectl,
-        module_namespace,
+        studio_namespace,
         {
             "plain": common,
             "hires": {**common, "hiresFix": hires},
@@ -125,7 +125,7 @@ def test_hires_fix_and_img2img_against_the_plain_image_of_the_same_seed(
 
 
 def test_object_removal_fills_the_masked_shape_with_the_background(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     original = Image.new("RGB", (64, 64), "white")
     ImageDraw.Draw(original).rectangle((20, 20, 44, 44), fill=RED)
@@ -139,7 +139,7 @@ def test_object_removal_fills_the_masked_shape_with_the_background(
         "maskImage": upload_image(mask, "removal-mask"),
         "seed": 2,
     }
-    done = run_jobs(kubectl, module_namespace, {"removal": removal, "removal-again": removal})
+    done = run_jobs(kubectl, studio_namespace, {"removal": removal, "removal-again": removal})
     status = done["removal"]
     region = pixels_of(status)[20:45, 20:45]
     red = (region[..., 0] > 150) & (region[..., 1] < 100) & (region[..., 2] < 100)
@@ -150,7 +150,7 @@ def test_object_removal_fills_the_masked_shape_with_the_background(
 
 
 def test_upscale_by_spandrel_and_by_the_sd_x4_pipeline_and_after_a_generated_image(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     source = upload_image(circle(RED), "upscale")
     upscale_only = {"mode": "upscale", "initImage": source, "width": 64, "height": 64}
@@ -174,7 +174,7 @@ def test_upscale_by_spandrel_and_by_the_sd_x4_pipeline_and_after_a_generated_ima
     }
     done = run_jobs(
         kubectl,
-        module_namespace,
+        studio_namespace,
         {
             "esrgan": esrgan,
             "esrgan-again": esrgan,
@@ -213,7 +213,7 @@ def test_upscale_by_spandrel_and_by_the_sd_x4_pipeline_and_after_a_generated_ima
 
 
 def test_face_restoration_changes_the_image_by_its_strength_and_repeats(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     spec = TINY | {"prompt": "a portrait"}
 
@@ -222,7 +222,7 @@ def test_face_restoration_changes_the_image_by_its_strength_and_repeats(
 
     done = run_jobs(
         kubectl,
-        module_namespace,
+        studio_namespace,
         {
             "faces-none": spec,
             "faces-zero": restored(0.0),
@@ -240,12 +240,12 @@ def test_face_restoration_changes_the_image_by_its_strength_and_repeats(
 
 
 def test_an_embedding_and_a_vae_each_change_the_image_and_leave_the_model_clean(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     prompt = {"prompt": "a photo of tiny-embedding"}
     done = run_jobs(
         kubectl,
-        module_namespace,
+        studio_namespace,
         {
             "base": TINY | prompt,
             "embedding": TINY | prompt | {"embeddings": ["tiny-embedding"]},
@@ -283,7 +283,7 @@ def detected_map(control_type: ControlType, image: Image.Image) -> Image.Image:
 
 
 def test_controlnets_each_receive_their_own_conditioning_and_a_sent_map_is_kept(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     image = circle(RED)
     sent_map = Image.linear_gradient("L").resize((64, 64)).convert("RGB")
@@ -307,7 +307,7 @@ def test_controlnets_each_receive_their_own_conditioning_and_a_sent_map_is_kept(
         "controlNets": [{"model": "tiny-depth", "image": sent_uri, "preprocess": "none"}],
     }
     done = run_jobs(
-        kubectl, module_namespace, {"three-cn": three, "three-cn-again": three, "sent-map": sent}
+        kubectl, studio_namespace, {"three-cn": three, "three-cn-again": three, "sent-map": sent}
     )
     # What each ControlNet received, as the worker logs it: canny edges for the first,
     # each detector's map for the others, the sent map unchanged with preprocess none.
@@ -348,7 +348,7 @@ def test_controlnets_each_receive_their_own_conditioning_and_a_sent_map_is_kept(
 
 
 def test_an_image_prompt_changes_the_picture_and_leaves_the_hot_pipeline_as_it_was(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     plain = TINY | {"prompt": "a circle"}
     prompted = plain | {
@@ -357,9 +357,9 @@ def test_an_image_prompt_changes_the_picture_and_leaves_the_hot_pipeline_as_it_w
         ]
     }
     # In turn: the plain job, the image prompts, the plain job again on the same pipeline.
-    before = run_jobs(kubectl, module_namespace, {"ip-before": plain})["ip-before"]
-    done = run_jobs(kubectl, module_namespace, {"ip": prompted, "ip-again": prompted})
-    after = run_jobs(kubectl, module_namespace, {"ip-after": plain})["ip-after"]
+    before = run_jobs(kubectl, studio_namespace, {"ip-before": plain})["ip-before"]
+    done = run_jobs(kubectl, studio_namespace, {"ip": prompted, "ip-again": prompted})
+    after = run_jobs(kubectl, studio_namespace, {"ip-after": plain})["ip-after"]
     digest = {name: status["outputs"][0]["sha256"] for name, status in done.items()}
     assert digest["ip"] == digest["ip-again"]
     assert digest["ip"] != before["outputs"][0]["sha256"]
@@ -373,12 +373,12 @@ def test_an_image_prompt_changes_the_picture_and_leaves_the_hot_pipeline_as_it_w
 
 
 def test_background_removal_gives_an_alpha_channel_in_png_and_webp(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     spec = TINY | {"prompt": "a circle", "removeBackground": {"model": "tiny-background-remover"}}
     done = run_jobs(
         kubectl,
-        module_namespace,
+        studio_namespace,
         {
             "cutout-png": spec,
             "cutout-webp": spec | {"output": {"format": "webp", "quality": 100}},
@@ -395,11 +395,11 @@ def test_background_removal_gives_an_alpha_channel_in_png_and_webp(
 
 
 def test_a_style_preset_fills_what_the_job_leaves_out_and_the_job_keeps_its_own(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     preset = {"prompt": "{prompt}, plain background", "negativePrompt": "blurry", "steps": 6}
     preset |= {"width": 64, "height": 64, "sampler": "ddim"}
-    kubectl.apply(style_preset("studio-plain", **preset), module_namespace)
+    kubectl.apply(style_preset("studio-plain", **preset), studio_namespace)
     own = {"model": "micro-shapes", "prompt": "a red circle", "seed": 11}
     by_hand = {
         **own,
@@ -412,9 +412,9 @@ def test_a_style_preset_fills_what_the_job_leaves_out_and_the_job_keeps_its_own(
         "own-steps": {**own, "style": "studio-plain", "steps": 3},
     }
     for name, spec in jobs.items():  # not apply_job: it would set steps
-        kubectl.apply(job_manifest(name, **spec), module_namespace)
+        kubectl.apply(job_manifest(name, **spec), studio_namespace)
     done = {
-        name: wait_for_phase(kubectl, module_namespace, name, "Succeeded", timeout=JOB_TIMEOUT)
+        name: wait_for_phase(kubectl, studio_namespace, name, "Succeeded", timeout=JOB_TIMEOUT)
         for name in jobs
     }
     styled = parameters_of(done["styled"])

@@ -36,6 +36,7 @@ from tests.support.polling import eventually
 from tests.support.stack import Kubectl
 from tests.worker.conftest import (
     JOB_TIMEOUT,
+    Studio,
     circle,
     decode,
     read_output,
@@ -61,11 +62,11 @@ def shapes_image() -> Image.Image:
 
 
 def test_txt2img_writes_a_png_of_the_requested_size_with_its_parameters(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     status = run_job(
         kubectl,
-        module_namespace,
+        studio_namespace,
         "txt2img",
         model="tiny-sd15",
         prompt="a red circle",
@@ -93,24 +94,24 @@ def test_txt2img_writes_a_png_of_the_requested_size_with_its_parameters(
 
 
 def test_same_job_gives_the_same_bytes_and_another_seed_does_not(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
-    first = run_job(kubectl, module_namespace, "same-1", model="tiny-sd15", seed=5, **SMALL)
-    second = run_job(kubectl, module_namespace, "same-2", model="tiny-sd15", seed=5, **SMALL)
-    other = run_job(kubectl, module_namespace, "other", model="tiny-sd15", seed=6, **SMALL)
+    first = run_job(kubectl, studio_namespace, "same-1", model="tiny-sd15", seed=5, **SMALL)
+    second = run_job(kubectl, studio_namespace, "same-2", model="tiny-sd15", seed=5, **SMALL)
+    other = run_job(kubectl, studio_namespace, "other", model="tiny-sd15", seed=6, **SMALL)
     assert first["outputs"][0]["sha256"] == second["outputs"][0]["sha256"]
     assert first["outputs"][0]["sha256"] != other["outputs"][0]["sha256"]
 
 
 def test_img2img_keeps_the_colour_of_the_init_image_at_low_strength(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     # The prompt asks for green: at strength 0.3 the init image must win.
     drawn = {}
     for name, colour in (("red", RED), ("blue", BLUE)):
         status = run_job(
             kubectl,
-            module_namespace,
+            studio_namespace,
             f"img2img-{name}",
             model="micro-shapes",
             prompt="a green square",
@@ -127,14 +128,14 @@ def test_img2img_keeps_the_colour_of_the_init_image_at_low_strength(
 
 
 def test_inpaint_leaves_pixels_outside_the_mask_unchanged(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     original = shapes_image()
     mask = Image.new("L", (64, 64), 0)
     ImageDraw.Draw(mask).rectangle((16, 16, 47, 47), fill=255)
     status = run_job(
         kubectl,
-        module_namespace,
+        studio_namespace,
         "inpaint",
         model="tiny-sd15",
         mode="inpaint",
@@ -154,11 +155,11 @@ def test_inpaint_leaves_pixels_outside_the_mask_unchanged(
 
 
 def test_lora_at_weight_zero_is_no_lora_and_at_weight_one_changes_the_image(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     def pixels(name: str, **spec: Any) -> np.ndarray:
         status = run_job(
-            kubectl, module_namespace, name, model="tiny-sd15", seed=9, **SMALL, **spec
+            kubectl, studio_namespace, name, model="tiny-sd15", seed=9, **SMALL, **spec
         )
         return np.asarray(decode(read_output(status["outputs"][0])))
 
@@ -188,7 +189,7 @@ def second_lora(models: dict[str, RegisteredModel], out: Path) -> Path:
 
 def test_two_stacked_loras_are_both_applied(
     kubectl: Kubectl,
-    module_namespace: str,
+    studio_namespace: str,
     studio: Process,
     models: dict[str, RegisteredModel],
     tmp_path: Path,
@@ -196,8 +197,8 @@ def test_two_stacked_loras_are_both_applied(
     other = register(
         "tiny-lora-b",
         second_lora(models, tmp_path),
-        namespace=module_namespace,
-        prefix=f"tests/{module_namespace}/tiny-lora-b",
+        namespace=studio_namespace,
+        prefix=f"tests/{studio_namespace}/tiny-lora-b",
         model_format=ModelFormat.SAFETENSORS,
         type=ModelType.LORA,
         baseModel=BaseModelFamily.SD15,
@@ -207,7 +208,7 @@ def test_two_stacked_loras_are_both_applied(
     second = {"model": "tiny-lora-b", "weight": 1.0}
     done = run_jobs(
         kubectl,
-        module_namespace,
+        studio_namespace,
         {
             name: {"model": "tiny-sd15", "seed": 9, "loras": loras, **SMALL}
             for name, loras in (
@@ -233,19 +234,19 @@ def test_two_stacked_loras_are_both_applied(
 
 
 def test_controlnet_guides_the_image_with_canny_edges(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     control = upload_image(shapes_image(), "control")
     guided = run_job(
         kubectl,
-        module_namespace,
+        studio_namespace,
         "controlnet",
         model="tiny-sd15",
         controlNet={"model": "tiny-canny", "image": control, "conditioningScale": 1.0},
         seed=2,
         **SMALL,
     )
-    plain = run_job(kubectl, module_namespace, "no-controlnet", model="tiny-sd15", seed=2, **SMALL)
+    plain = run_job(kubectl, studio_namespace, "no-controlnet", model="tiny-sd15", seed=2, **SMALL)
     png = read_output(guided["outputs"][0])
     assert decode(png).size == (64, 64)
     assert 'ControlNet 0: "Module: canny, Model: tiny-canny, Weight: 1' in (
@@ -259,11 +260,11 @@ def pixels_of(status: dict[str, Any]) -> np.ndarray:
 
 
 def test_sdxl_is_deterministic_and_the_seed_changes_the_image(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     done = run_jobs(
         kubectl,
-        module_namespace,
+        studio_namespace,
         {
             name: {"model": "tiny-sdxl", "seed": seed, **SMALL}
             for name, seed in (("sdxl-1", 1), ("sdxl-1-again", 1), ("sdxl-2", 2))
@@ -283,7 +284,7 @@ NOISY_SAMPLERS = (Sampler.EULER_A, Sampler.LCM)
 
 
 def test_every_sampler_draws_its_own_image_and_the_noisy_ones_repeat_it(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     def name(sampler: Sampler, run: str) -> str:
         return f"sampler-{sampler.value.replace('_', '-')}-{run}"
@@ -293,7 +294,7 @@ def test_every_sampler_draws_its_own_image_and_the_noisy_ones_repeat_it(
 
     jobs = {name(sampler, "a"): spec(sampler) for sampler in Sampler}
     jobs |= {name(sampler, "b"): spec(sampler) for sampler in NOISY_SAMPLERS}
-    done = run_jobs(kubectl, module_namespace, jobs)
+    done = run_jobs(kubectl, studio_namespace, jobs)
     for sampler in NOISY_SAMPLERS:
         first, again = done[name(sampler, "a")], done[name(sampler, "b")]
         assert first["outputs"][0]["sha256"] == again["outputs"][0]["sha256"], sampler
@@ -313,13 +314,13 @@ def test_every_sampler_draws_its_own_image_and_the_noisy_ones_repeat_it(
     ("colour", "shape"), [("red", "circle"), ("green", "square"), ("blue", "triangle")]
 )
 def test_micro_shapes_draws_the_colour_it_is_asked_for(
-    kubectl: Kubectl, module_namespace: str, studio: Process, colour: str, shape: str
+    kubectl: Kubectl, studio_namespace: str, studio: Process, colour: str, shape: str
 ) -> None:
     hits = 0
     for first_seed in (100, 105):
         status = run_job(
             kubectl,
-            module_namespace,
+            studio_namespace,
             f"{colour}-{shape}-{first_seed}",
             model="micro-shapes",
             prompt=f"a {colour} {shape}",
@@ -344,11 +345,11 @@ UNICODE_NEGATIVE = (
 
 
 def test_a_prompt_in_any_script_round_trips_through_s3_and_the_png(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     status = run_job(
         kubectl,
-        module_namespace,
+        studio_namespace,
         "unicode",
         model="tiny-sd15",
         prompt=UNICODE_PROMPT,
@@ -362,10 +363,10 @@ def test_a_prompt_in_any_script_round_trips_through_s3_and_the_png(
     assert (prompt, negative) == (UNICODE_PROMPT, f"Negative prompt: {UNICODE_NEGATIVE}")
     location = S3Location.parse(status["outputs"][0]["uri"])
     head = boto3.client("s3").head_object(Bucket=location.bucket, Key=location.key)
-    job = kubectl.json("get", "generationjob", "unicode", "-n", module_namespace)
+    job = kubectl.json("get", "generationjob", "unicode", "-n", studio_namespace)
     metadata = head["Metadata"]
     assert {key: metadata[key] for key in ("namespace", "job", "uid", "attempt", "worker")} == {
-        "namespace": module_namespace,
+        "namespace": studio_namespace,
         "job": "unicode",
         "uid": job["metadata"]["uid"],
         "attempt": "1",
@@ -377,9 +378,9 @@ def quarantined(worker: Process, reason: str) -> float:
     return worker.metric("diffleet_worker_jobs_quarantined_total", reason=reason) or 0.0
 
 
-def publish_to_worker(namespace: str, worker: str, bodies: list[bytes]) -> None:
+def publish_to_worker(prefix: str, worker: str, bodies: list[bytes]) -> None:
     """Puts raw messages straight into a worker's queue, as a broken dispatcher might."""
-    queue = Topology(prefix=namespace).worker_queue(worker)
+    queue = Topology(prefix=prefix).worker_queue(worker)
     connection = pika.BlockingConnection(pika.URLParameters(os.environ["DIFFLEET_AMQP_URL"]))
     try:
         channel = connection.channel()
@@ -390,22 +391,23 @@ def publish_to_worker(namespace: str, worker: str, bodies: list[bytes]) -> None:
 
 
 def test_an_unreadable_job_order_fails_its_job_and_the_next_job_runs(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, shared_studio: Studio
 ) -> None:
+    studio = shared_studio.worker
     # A job the operator cannot dispatch (no such model): only the bad order reaches it.
-    apply_job(kubectl, module_namespace, "unreadable", model="nowhere", **SMALL)
-    wait_for_phase(kubectl, module_namespace, "unreadable", "Pending")
-    uid = kubectl.json("get", "generationjob", "unreadable", "-n", module_namespace)["metadata"][
+    apply_job(kubectl, studio_namespace, "unreadable", model="nowhere", **SMALL)
+    wait_for_phase(kubectl, studio_namespace, "unreadable", "Pending")
+    uid = kubectl.json("get", "generationjob", "unreadable", "-n", studio_namespace)["metadata"][
         "uid"
     ]
-    ref = {"uid": uid, "namespace": module_namespace, "name": "unreadable", "attempt": 1}
+    ref = {"uid": uid, "namespace": studio_namespace, "name": "unreadable", "attempt": 1}
     before = quarantined(studio, "unreadable")
     publish_to_worker(
-        module_namespace,
+        shared_studio.fleet,
         "cpu",
         [b"\xff not an order", json.dumps({"job": ref, "spec": {"prompt": 7}}).encode()],
     )
-    failed = wait_for_phase(kubectl, module_namespace, "unreadable", "Failed")
+    failed = wait_for_phase(kubectl, studio_namespace, "unreadable", "Failed")
     assert failed["reason"] == "InvalidSpec"
     assert "could not read its order" in failed["message"]
     eventually(
@@ -413,26 +415,26 @@ def test_an_unreadable_job_order_fails_its_job_and_the_next_job_runs(
         timeout=30,
         what="both unreadable orders counted",
     )
-    run_job(kubectl, module_namespace, "after-unreadable", model="tiny-sd15", seed=1, **SMALL)
+    run_job(kubectl, studio_namespace, "after-unreadable", model="tiny-sd15", seed=1, **SMALL)
 
 
 def test_a_job_whose_model_fails_to_load_fails_with_the_error_and_the_next_job_runs(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
-    register_model(kubectl, module_namespace, "hollow")  # a safetensors file of no tensors
+    register_model(kubectl, studio_namespace, "hollow")  # a safetensors file of no tensors
     before = quarantined(studio, "unexpected")
-    apply_job(kubectl, module_namespace, "hollow", model="hollow", **SMALL)
-    failed = wait_for_phase(kubectl, module_namespace, "hollow", "Failed", timeout=JOB_TIMEOUT)
+    apply_job(kubectl, studio_namespace, "hollow", model="hollow", **SMALL)
+    failed = wait_for_phase(kubectl, studio_namespace, "hollow", "Failed", timeout=JOB_TIMEOUT)
     assert failed["reason"] == "Failed"
     assert "Error" in failed["message"]
     assert quarantined(studio, "unexpected") == before + 1
-    run_job(kubectl, module_namespace, "after-hollow", model="tiny-sd15", seed=1, **SMALL)
+    run_job(kubectl, studio_namespace, "after-hollow", model="tiny-sd15", seed=1, **SMALL)
 
 
 def test_cancel_stops_the_denoising_within_one_step(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
-    namespace, worker = module_namespace, studio
+    namespace, worker = studio_namespace, studio
     apply_job(kubectl, namespace, "long", model="tiny-sd15", width=64, height=64, steps=150)
     # Its progress in its status, to cancel it once it is under way.
     kubectl.run(
@@ -459,5 +461,7 @@ def test_cancel_stops_the_denoising_within_one_step(
         return (int(at.group(1)), int(last.group(1))) if at and last else None
 
     at, last = eventually(steps, timeout=30, what="worker logs the cancel")
-    assert last - at <= 1, f"cancel received at step {at}, the worker went on to step {last}"
+    # The worker's event loop learns of a step just after the pipeline's thread ends it,
+    # so the step it logs at the cancel may be one behind the step under way then.
+    assert last - at <= 2, f"cancel received at step {at}, the worker went on to step {last}"
     assert last < 150

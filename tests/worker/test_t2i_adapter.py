@@ -32,7 +32,7 @@ def parameters_of(status: dict[str, Any]) -> str:
 
 
 def test_t2i_adapters_each_receive_their_conditioning_and_draw_the_same_for_a_seed(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     image = circle(RED)
     sent_map = Image.linear_gradient("L").resize((64, 64)).convert("RGB")
@@ -44,7 +44,7 @@ def test_t2i_adapters_each_receive_their_conditioning_and_draw_the_same_for_a_se
     two = plain | {"controlNets": [canny, sent | {"conditioningScale": 0.5}]}
     done = run_jobs(
         kubectl,
-        module_namespace,
+        studio_namespace,
         {"plain": plain, "adapter": one, "adapter-again": one, "two-adapters": two},
     )
     # What each adapter received, as the worker logs it: the canny edges of the image it

@@ -41,7 +41,7 @@ def animated_frames(data: bytes) -> tuple[str | None, list[int]]:
 
 
 def test_img2vid_gives_an_mp4_of_the_spec_frames_and_fps_with_its_parameters(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     spec: dict[str, Any] = {
         **CLIP,
@@ -51,7 +51,7 @@ def test_img2vid_gives_an_mp4_of_the_spec_frames_and_fps_with_its_parameters(
         "initImage": upload_image(circle(RED), "svd"),
         "video": {"frames": 4, "fps": 8, "motionBucketId": 100, "format": "mp4"},
     }
-    done = run_jobs(kubectl, module_namespace, {"svd": spec, "svd-again": spec})
+    done = run_jobs(kubectl, studio_namespace, {"svd": spec, "svd-again": spec})
     output = done["svd"]["outputs"][0]
     assert output["format"] == "mp4"
     assert output["uri"].endswith(".mp4")
@@ -70,7 +70,7 @@ def test_img2vid_gives_an_mp4_of_the_spec_frames_and_fps_with_its_parameters(
 
 
 def test_txt2vid_with_a_lora_gives_animated_gif_and_webp_the_same_for_a_seed(
-    kubectl: Kubectl, module_namespace: str, studio: Process
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
     clip = {
         **CLIP,
@@ -82,7 +82,7 @@ def test_txt2vid_with_a_lora_gives_animated_gif_and_webp_the_same_for_a_seed(
     video = {"frames": 4, "fps": 10, "motionAdapter": "tiny-motion"}
     done = run_jobs(
         kubectl,
-        module_namespace,
+        studio_namespace,
         {
             "gif": {**clip, "video": video | {"format": "gif"}},
             "gif-again": {**clip, "video": video | {"format": "gif"}},
