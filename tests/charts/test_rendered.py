@@ -38,10 +38,10 @@ UNJUSTIFIED = "No comment provided"
 
 
 def built(name: str) -> Path:
-    """The tool `name` that `make setup` links into .diffleet/bin; skips the test without."""
+    """The tool `name` that `make setup` links into .diffleet/bin; fails the test without."""
     path = BIN / name
     if not path.exists():
-        pytest.skip(f"{name} is not built: `make setup` builds it (hack/build-tools.sh)")
+        pytest.fail(f"{name} is not built: `make setup` builds it (hack/build-tools.sh)")
     return path
 
 

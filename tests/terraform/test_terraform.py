@@ -24,10 +24,10 @@ SKIP = re.compile(r"checkov:skip=(\w+)(?::\s*(.*))?")
 
 
 def built(name: str) -> Path:
-    """The tool `name` that `make setup` links into .diffleet/bin; skips the test without."""
+    """The tool `name` that `make setup` links into .diffleet/bin; fails the test without."""
     path = BIN / name
     if not path.exists():
-        pytest.skip(f"{name} is not built: `make setup` builds it (hack/build-tools.sh)")
+        pytest.fail(f"{name} is not built: `make setup` builds it (hack/build-tools.sh)")
     return path
 
 
@@ -74,7 +74,7 @@ def test_tflint_passes_with_every_terraform_rule() -> None:
 
 def test_checkov_passes_and_every_suppression_says_why() -> None:
     if not CHECKOV.exists():
-        pytest.skip(f"{CHECKOV} is missing: `make setup` installs the dev dependencies")
+        pytest.fail(f"{CHECKOV} is missing: `make setup` installs the dev dependencies")
     unjustified = [
         f"{path.relative_to(ROOT)}: {match.group(1)}"
         for path in TERRAFORM.rglob("*.tf")
