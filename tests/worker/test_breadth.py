@@ -381,10 +381,14 @@ def test_background_removal_gives_an_alpha_channel_in_png_and_webp(
         studio_namespace,
         {
             "cutout-png": spec,
+            "cutout-png-again": spec,
             "cutout-webp": spec | {"output": {"format": "webp", "quality": 100}},
         },
     )
-    png, webp = (decode(read_output(done[name]["outputs"][0])) for name in done)
+    assert same_bytes(done, "cutout-png")
+    png, webp = (
+        decode(read_output(done[name]["outputs"][0])) for name in ("cutout-png", "cutout-webp")
+    )
     assert png.mode == webp.mode == "RGBA"
     alpha = np.asarray(png.getchannel("A"), dtype=int)
     assert alpha.max() - alpha.min() > 100
