@@ -70,8 +70,11 @@ format: venv ## apply ruff's formatting and safe fixes
 	@.venv/bin/ruff format .
 	@.venv/bin/ruff check --fix .
 
+# mypy's cache lives with the tool cache, outside the clone: a fresh clone is checked in
+# seconds instead of 90 s (mypy re-reads any file whose hash changed).
+DIFFLEET_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/diffleet
 typecheck: venv ## mypy, strict
-	@.venv/bin/mypy
+	@.venv/bin/mypy --cache-dir "$(DIFFLEET_CACHE)/mypy"
 
 # Stack tests mostly wait on processes, so they share the stack in PYTEST_WORKERS processes
 # (tests/support/groups.py keeps some apart); the disruptive ones, which stop and restart

@@ -1,8 +1,8 @@
-"""Output files through the whole platform (operator, a real diffusers worker on the CPU,
-S3): a job's output format gives the object's key, type and bytes, the parameters read
-back from the file, the same bytes for the same seed, and a namespace annotated
-diffleet.io/watermark: "true" gets watermarked images. (The output classifier's verdict
-end to end is in tests/operator/test_moderation.py.)"""
+"""Output files through the whole platform (the studio's operator and real diffusers
+worker on the CPU, S3): a job's output format gives the object's key, type and bytes,
+the parameters read back from the file, the same bytes for the same seed, and a
+namespace annotated diffleet.io/watermark: "true" gets watermarked images. (The output
+classifier's verdict end to end is in tests/operator/test_moderation.py.)"""
 
 import io
 
@@ -14,10 +14,9 @@ from diffleet_core.storage import S3Location
 from diffleet_worker import watermark
 from diffleet_worker.encoding import read_parameters
 from tests.support.groups import DIFFUSERS
-from tests.support.models import RegisteredModel
-from tests.support.platform import Platform
+from tests.support.platform import Process
 from tests.support.stack import Kubectl
-from tests.worker.conftest import WORKER_START, run_jobs
+from tests.worker.conftest import run_jobs
 from tests.worker.unit.test_watermark import MAX_FLIPPED, flipped
 
 pytestmark = DIFFUSERS
@@ -31,12 +30,11 @@ def stored(uri: str) -> tuple[bytes, str]:
 
 
 def test_webp_and_jpeg_outputs_keep_their_parameters_and_the_namespace_watermark(
-    kubectl: Kubectl, namespace: str, platform: Platform, models: dict[str, RegisteredModel]
+    kubectl: Kubectl, studio_namespace: str, studio: Process
 ) -> None:
+    # Before the namespace's first job: the operator reads its annotations then.
+    namespace = studio_namespace
     kubectl.run("annotate", "namespace", namespace, f"{WATERMARK_ANNOTATION}=true")
-    operator = platform.operator()
-    platform.worker("cpu", simulate=False)
-    platform.wait_for_workers(operator, "t4", 1, timeout=WORKER_START)
 
     # WebP at quality 100 is lossless, so the watermark's bits survive in the file.
     webp_spec = {
