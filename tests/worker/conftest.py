@@ -13,6 +13,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from diffleet_core.storage import S3Location
+from diffleet_worker.encoding import read_parameters
 from tests.conftest import fresh_namespace
 from tests.support.models import RegisteredModel
 from tests.support.platform import Platform, Process, apply_job, wait_for_phase
@@ -91,6 +92,11 @@ def read_output(output: dict[str, Any]) -> bytes:
         boto3.client("s3").get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
     )
     return body
+
+
+def parameters_of(status: dict[str, Any]) -> str:
+    """The generation parameters written into a job's first output file."""
+    return read_parameters(read_output(status["outputs"][0])) or ""
 
 
 def decode(png: bytes) -> Image.Image:

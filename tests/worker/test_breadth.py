@@ -18,7 +18,6 @@ from diffleet_worker import detectors
 from diffleet_worker.config import DeviceKind, Precision
 from diffleet_worker.controls import image_digest
 from diffleet_worker.device import DevicePolicy
-from diffleet_worker.encoding import read_parameters
 from diffleet_worker.images import canny_edges
 from hack.models.provision import local_model
 from tests.support.groups import DIFFUSERS
@@ -29,6 +28,7 @@ from tests.worker.conftest import (
     JOB_TIMEOUT,
     circle,
     decode,
+    parameters_of,
     read_output,
     run_jobs,
     upload_image,
@@ -54,10 +54,6 @@ def image_of(status: dict[str, Any]) -> Image.Image:
 
 def pixels_of(status: dict[str, Any]) -> np.ndarray:
     return np.asarray(image_of(status), dtype=int)
-
-
-def parameters_of(status: dict[str, Any]) -> str:
-    return read_parameters(read_output(status["outputs"][0])) or ""
 
 
 def test_outpaint_keeps_the_original_and_paints_the_new_area_from_the_prompt(

@@ -9,12 +9,11 @@ from typing import Any
 from PIL import Image
 
 from diffleet_worker.controls import image_digest
-from diffleet_worker.encoding import read_parameters
 from diffleet_worker.images import canny_edges
 from tests.support.groups import DIFFUSERS
 from tests.support.platform import Process
 from tests.support.stack import Kubectl
-from tests.worker.conftest import circle, read_output, run_jobs, upload_image
+from tests.worker.conftest import circle, parameters_of, run_jobs, upload_image
 
 pytestmark = DIFFUSERS
 
@@ -25,10 +24,6 @@ RED = (220, 30, 30)
 def digest_of(status: dict[str, Any]) -> str:
     sha256: str = status["outputs"][0]["sha256"]
     return sha256
-
-
-def parameters_of(status: dict[str, Any]) -> str:
-    return read_parameters(read_output(status["outputs"][0])) or ""
 
 
 def test_t2i_adapters_each_receive_their_conditioning_and_draw_the_same_for_a_seed(

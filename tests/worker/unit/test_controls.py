@@ -8,16 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from diffleet_core.messages import ModelRef
 from diffleet_core.resources.generation_job import ControlType, GenerationJobSpec
-from diffleet_core.resources.model_cache import BaseModelFamily, ModelFormat, ModelType
+from diffleet_core.resources.model_cache import ModelType
 from diffleet_worker.config import DeviceKind, Precision
 from diffleet_worker.controls import prepare
 from diffleet_worker.device import DevicePolicy
 from diffleet_worker.loading import Loader
 from diffleet_worker.pipelines import txt2img
 from diffleet_worker.pipelines.common import Generation
-from hack.models.provision import local_model
+from tests.worker.unit.conftest import load_tiny
 
 # 4 steps: a window starting at 0.9 covers none of them (step i runs at i/4).
 SPEC = {"model": "m", "prompt": "a red circle", "width": 64, "height": 64, "steps": 4}
@@ -29,17 +28,7 @@ def loaded() -> dict[str, Any]:
     loader = Loader(DevicePolicy.choose(DeviceKind.CPU, Precision.FLOAT32))
 
     def load(name: str, kind: ModelType) -> Any:
-        path = local_model(name).path
-        ref = ModelRef(
-            namespace="ns",
-            name=name,
-            source=f"s3://models/{name}/",
-            format=ModelFormat.DIFFUSERS,
-            type=kind,
-            base_model=BaseModelFamily.SD15,
-            digest="0" * 64,
-        )
-        return loader.load(ref, path)
+        return load_tiny(loader, name, kind)
 
     return {
         "policy": loader.policy,

@@ -19,9 +19,8 @@ from diffusers import (
 )
 from PIL import Image, ImageDraw
 
-from diffleet_core.messages import ModelRef
 from diffleet_core.resources.generation_job import ControlType, GenerationJobSpec
-from diffleet_core.resources.model_cache import BaseModelFamily, ModelFormat, ModelType
+from diffleet_core.resources.model_cache import BaseModelFamily, ModelType
 from diffleet_worker.config import DeviceKind, Precision
 from diffleet_worker.controls import Controls, prepare
 from diffleet_worker.device import DevicePolicy
@@ -31,6 +30,7 @@ from diffleet_worker.pipelines import adapter, txt2img
 from diffleet_worker.pipelines.common import Generation, StepReport
 from diffleet_worker.runner import JobCancelledError
 from hack.models.provision import local_model
+from tests.worker.unit.conftest import load_tiny
 
 SPEC = {"model": "m", "prompt": "a red circle", "width": 64, "height": 64, "steps": 4}
 IMAGE = "s3://uploads/control.png"
@@ -41,16 +41,7 @@ def loaded() -> dict[str, Any]:
     loader = Loader(DevicePolicy.choose(DeviceKind.CPU, Precision.FLOAT32))
 
     def load(name: str, kind: ModelType) -> Any:
-        ref = ModelRef(
-            namespace="ns",
-            name=name,
-            source=f"s3://models/{name}/",
-            format=ModelFormat.DIFFUSERS,
-            type=kind,
-            base_model=BaseModelFamily.SD15,
-            digest="0" * 64,
-        )
-        return loader.load(ref, local_model(name).path)
+        return load_tiny(loader, name, kind)
 
     return {
         "policy": loader.policy,
@@ -180,16 +171,7 @@ def test_an_sdxl_checkpoint_runs_its_adapters_in_the_sdxl_adapter_pipeline() -> 
     """tiny-sdxl's UNet has tiny-sd15's block layout, so an adapter of tiny-canny-adapter's
     config (random here: no sdxl adapter is in the catalog) fits it."""
     loader = Loader(DevicePolicy.choose(DeviceKind.CPU, Precision.FLOAT32))
-    ref = ModelRef(
-        namespace="ns",
-        name="tiny-sdxl",
-        source="s3://models/tiny-sdxl/",
-        format=ModelFormat.DIFFUSERS,
-        type=ModelType.CHECKPOINT,
-        base_model=BaseModelFamily.SDXL,
-        digest="0" * 64,
-    )
-    base = loader.load(ref, local_model("tiny-sdxl").path)
+    base = load_tiny(loader, "tiny-sdxl", ModelType.CHECKPOINT, BaseModelFamily.SDXL)
     config = T2IAdapter.load_config(local_model("tiny-canny-adapter").path)
     torch.manual_seed(0)
     xl_adapter = T2IAdapter.from_config(config)  # type: ignore[no-untyped-call]

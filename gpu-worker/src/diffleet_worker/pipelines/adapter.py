@@ -19,6 +19,7 @@ from diffusers import (
 )
 from PIL import Image
 
+from diffleet_worker.controls import Controls
 from diffleet_worker.pipelines.common import Generation, call_options, configure
 from diffleet_worker.runner import JobCancelledError
 
@@ -30,21 +31,26 @@ ADAPTER_PIPELINES: dict[type, Any] = {
 StepCallback = Any  # diffusers' callback(step index, timestep, latents) -> None
 
 
+def adapters(generation: Generation) -> Controls:
+    """The run's T2I-Adapters; an adapter pipeline has nothing to run without them."""
+    if generation.controls is None or not generation.controls.adapters:
+        raise ValueError("an adapter pipeline needs the run's T2I-Adapters")
+    return generation.controls
+
+
 def pipeline_for(base: Any, generation: Generation) -> Any:
     """The adapter pipeline around `base`'s modules, the run's adapter and VAE override.
     DiffusionPipeline.from_pipe casts every module, shared ones too, to its `dtype`
     argument: the hot pipeline's own keeps them as they are."""
-    if generation.controls is None or not generation.controls.adapters:
-        raise ValueError("an adapter pipeline needs the run's T2I-Adapters")
     pipeline_class = ADAPTER_PIPELINES[type(base)]
     return pipeline_class.from_pipe(
-        base, adapter=generation.controls.model, dtype=base.dtype, **generation.components
+        base, adapter=adapters(generation).model, dtype=base.dtype, **generation.components
     )
 
 
 def run(base: Any, generation: Generation) -> list[Image.Image]:
     spec = generation.spec
-    assert generation.controls is not None, "txt2img runs this with T2I-Adapters only"
+    controls = adapters(generation)
     pipeline = configure(pipeline_for(base, generation), base, generation)
     options = call_options(generation)
     del options["callback_on_step_end"], options["callback_on_step_end_tensor_inputs"]
@@ -54,7 +60,7 @@ def run(base: Any, generation: Generation) -> list[Image.Image]:
         "callback": step_callback(pipeline, generation),
         "callback_steps": 1,
     }
-    options |= generation.controls.options("image")
+    options |= controls.options("image")
     images: list[Image.Image] = pipeline(**options).images
     return images
 
