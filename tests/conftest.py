@@ -1,7 +1,6 @@
 """Session fixtures: the local stack, reused when running, else started once and stopped
 after. A run may spread over pytest-xdist workers (`make pytest`): see tests/support/session.py."""
 
-import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -11,6 +10,7 @@ import pytest
 
 from hack.models.provision import ensure_models
 from hack.models.registry import RegisteredModel
+from tests.support.kube_api import GENERATION_JOBS, MODEL_CACHES, NAMESPACES
 from tests.support.platform import Platform
 from tests.support.session import StackStartError, begin_run, end_run, ensure_stack, run_lock
 from tests.support.stack import Kubectl, stack_exports
@@ -96,7 +96,7 @@ def kubectl(local_stack: dict[str, str]) -> Kubectl:
 def fresh_namespace(kubectl: Kubectl) -> Iterator[str]:
     """A new namespace, deleted afterwards (without waiting)."""
     name = f"test-{uuid.uuid4().hex[:8]}"
-    kubectl.run("create", "namespace", name)
+    kubectl.api.create_namespace(name)
     yield name
     delete_namespace(kubectl, name)
 
@@ -121,28 +121,9 @@ def delete_namespace(kubectl: Kubectl, name: str) -> None:
     and their finalizers dropped: the test's operator, which would remove them, may be
     stopped already, and while it runs it puts its finalizer back on any resource that
     is not being deleted yet (as the namespace's own deletion reaches them only later)."""
-    kinds = "generationjobs.diffleet.io,modelcaches.diffleet.io"
-    kubectl.run("delete", kinds, "--all", "-n", name, "--wait=false", check=False)
-    drop_finalizers(kubectl, name, [kinds])
-    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
-
-
-def drop_finalizers(kubectl: Kubectl, namespace: str, resources: list[str]) -> None:
-    """Drops the finalizers of resources being deleted, as the operator would once done
-    with them (where none runs). `resources` are kubectl get's arguments (kind/name, or
-    kinds for all of that kind); one kubectl call patches them all (a module's namespace
-    holds dozens of jobs), skipping any already gone."""
-    listed = kubectl.run(
-        "get", *resources, "-n", namespace, "--ignore-not-found", "-o", "json", check=False
-    ).stdout
-    found = json.loads(listed) if listed.strip() else {}
-    items = found.get("items", [found]) if found else []  # one named resource: no List
-    if not items:
-        return
-    kubectl.run(
-        "patch", "-f", "-", "--type=merge", "-p", '{"metadata":{"finalizers":null}}',
-        stdin=listed, check=False,
-    )  # fmt: skip
+    for resource in (GENERATION_JOBS, MODEL_CACHES):
+        kubectl.api.drop_finalizers(resource, name, kubectl.api.delete_all(resource, name))
+    kubectl.api.delete(NAMESPACES, name)
 
 
 @pytest.fixture

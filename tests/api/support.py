@@ -22,7 +22,7 @@ from diffleet_api.settings import JWT_AUDIENCE
 from diffleet_api.tokens import Role
 from diffleet_core.resources.generation_job import Tier
 from diffleet_core.settings import DEVELOPMENT_JWT_SECRET
-from tests.conftest import drop_finalizers
+from tests.support.kube_api import GENERATION_JOBS, MODEL_CACHES
 from tests.support.platform import Platform, Process, free_port, spawn
 from tests.support.polling import eventually
 from tests.support.stack import Kubectl
@@ -125,7 +125,7 @@ def delete_jobs(kubectl: Kubectl, namespace: str, *names: str) -> None:
     the operator's finalizer (the admission policy puts it on every job at creation; no
     operator runs in these tests), so the resources are gone when this returns."""
     kubectl.run("delete", "gj", *names, "-n", namespace, "--wait=false")
-    drop_finalizers(kubectl, namespace, [f"gj/{name}" for name in names])
+    kubectl.api.drop_finalizers(GENERATION_JOBS, namespace, list(names))
 
 
 def model_cache(
@@ -152,7 +152,7 @@ def model_cache(
         "metadata": {"name": name},
         "spec": spec,
     }
-    kubectl.apply(json.dumps(body), namespace)
+    kubectl.api.apply(MODEL_CACHES, namespace, body)
 
 
 @dataclass

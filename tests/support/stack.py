@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.kube_api import RESOURCES, KubeApi, Resource, kube_api
+
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "hack" / "stack.sh"
 
@@ -65,6 +67,21 @@ def stack_exports() -> dict[str, str]:
     return exports
 
 
+def plain_get(args: tuple[str, ...]) -> tuple[Resource, str | None, str | None] | None:
+    """(resource, name, namespace) of `get KIND [NAME] [-n NAMESPACE]`; None for any
+    other command (more names, selectors, other flags)."""
+    match args:
+        case ("get", kind, "-n", namespace) if kind in RESOURCES:
+            return RESOURCES[kind], None, namespace
+        case ("get", kind, name, "-n", namespace) | ("get", kind, "-n", namespace, name) if (
+            kind in RESOURCES and not name.startswith("-")
+        ):
+            return RESOURCES[kind], name, namespace
+        case ("get", kind, name) if kind in RESOURCES and not name.startswith("-"):
+            return RESOURCES[kind], name, "default"
+    return None
+
+
 @dataclass(frozen=True)
 class Kubectl:
     """kubectl against the local stack, with a timeout on every call."""
@@ -86,7 +103,17 @@ class Kubectl:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result
 
+    @property
+    def api(self) -> KubeApi:
+        """The API server over HTTP, for the calls made most often."""
+        return kube_api(self.kubeconfig)
+
     def json(self, *args: str) -> Any:
+        """`kubectl ARGS -o json`, parsed. A plain get of one kind (an object, or all of
+        them in a namespace) is answered over HTTP, the same JSON in a fraction of the time."""
+        read = plain_get(args)
+        if read is not None:
+            return self.api.get(*read)
         return json.loads(self.run(*args, "-o", "json").stdout)
 
     def apply(self, manifest: str, namespace: str | None = None) -> None:
