@@ -1,10 +1,25 @@
 """The chart installed for real on the local stack, as `make up` installs it: one release
 of its own (name, namespace, GPUPool and queues), its operator watching only its
-namespace, its pods run by the pod runner; its workers are simulated (hosted by the
-runner), so jobs take seconds. The tests share the install and run in order: jobs through
-the release, an upgrade that rolls the operator and the API under a stream of jobs, then
-the uninstall (last: it drains, and removes the release)."""
+namespace, its pods (two operators, one API) run by the pod runner; its workers are
+simulated (hosted by the runner), so jobs take seconds. No other test's platform is
+touched: the session stops `make up`'s release while tests run
+(tests/support/session.py). The tests share the one install and run in order:
 
+- The stack's Prometheus finds the release's pods by their prometheus.io annotations
+  (hack/prometheus_sd) and scrapes them (first: the API's count of finalized jobs is
+  this test's one job).
+- Jobs through the release, by kubectl and through the API.
+- The chaos contract, for pods: SIGKILL the process of one pod (the operator leader's, or
+  the API's; its pid from .diffleet/run/pods/<namespace>_<pod>.pid) and the pod runner
+  restarts that one alone, in place, as a kubelet does for restartPolicy Always (no
+  `make up` needed); the release serves again; and `make up`'s platform step on it (helm
+  upgrade --install with the same values) restarts nothing.
+- An upgrade with the same values rolls nothing; one that changes them rolls the
+  operator and the API under a stream of jobs, losing none.
+- The uninstall (last: it drains, and removes the release)."""
+
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -20,6 +35,8 @@ import yaml
 
 from diffleet_core.settings import DEVELOPMENT_JWT_SECRET, DEVELOPMENT_WEBHOOK_SECRET
 from tests.conftest import delete_namespace
+from tests.stack.test_prometheus import prometheus, values
+from tests.support.faults import alive
 from tests.support.platform import apply_job, job_status, register_model, wait_for_phase
 from tests.support.polling import eventually
 from tests.support.stack import ROOT, Kubectl, stack_config
@@ -30,6 +47,8 @@ LOCAL_VALUES = ROOT / "hack" / "values-local.yaml"
 STEP_SECONDS = 0.1
 HELM_TIMEOUT = "4m"
 UNINSTALL_TIMEOUT = "60s"
+PID_FILES = ROOT / ".diffleet" / "run" / "pods"
+COMPONENTS = ("operator", "api")
 
 
 @dataclass(frozen=True)
@@ -187,6 +206,98 @@ def succeeded_once(kubectl: Kubectl, namespace: str, name: str) -> bool:
     return status.get("phase") == "Succeeded" and status.get("attempts") == 1
 
 
+def platform_pods(kubectl: Kubectl, release: Release) -> dict[str, dict[str, Any]]:
+    """The release's operator and API pods, by name."""
+    selector = (
+        f"app.kubernetes.io/instance={release.name},app.kubernetes.io/component in (operator,api)"
+    )
+    pods = kubectl.json("get", "pods", "-n", release.namespace, "-l", selector)["items"]
+    return {pod["metadata"]["name"]: pod for pod in pods}
+
+
+def pid_of(release: Release, pod: str) -> int | None:
+    """The pod's process, from its pid file; None while it is not running."""
+    path = PID_FILES / f"{release.namespace}_{pod}.pid"
+    try:
+        pid = int(path.read_text())
+    except FileNotFoundError:
+        return None
+    return pid if alive(pid) else None
+
+
+def container(pod: dict[str, Any]) -> dict[str, Any]:
+    statuses: list[dict[str, Any]] = pod["status"].get("containerStatuses") or [{}]
+    [status] = statuses
+    return status
+
+
+def running(kubectl: Kubectl, release: Release) -> dict[str, tuple[int, int]] | None:
+    """Each pod's (pid, restartCount) once every pod is Ready with a live process."""
+    found = {}
+    for name, pod in platform_pods(kubectl, release).items():
+        status = container(pod)
+        pid = pid_of(release, name)
+        if pid is None or not status.get("ready"):
+            return None
+        found[name] = (pid, status["restartCount"])
+    return found
+
+
+def leader(kubectl: Kubectl, release: Release) -> str | None:
+    """The operator pod holding the release's Lease (its identity is its pod name)."""
+    holder = kubectl.run(
+        "get", "lease", f"{release.fullname}-operator", "-n", release.namespace,
+        "-o", "jsonpath={.spec.holderIdentity}", check=False,
+    ).stdout  # fmt: skip
+    return holder or None
+
+
+def api_pod(pods: dict[str, tuple[int, int]]) -> str:
+    [name] = [name for name in pods if "-api-" in name]
+    return name
+
+
+def restarted(
+    kubectl: Kubectl, release: Release, victim: str, killed: int
+) -> dict[str, tuple[int, int]] | None:
+    """Every pod running, the victim with a process other than the killed one."""
+    now = running(kubectl, release)
+    return now if now is not None and now[victim][0] != killed else None
+
+
+def pod_targets(release: Release) -> dict[str, str]:
+    """The health of Prometheus' targets in the release's namespace, by pod."""
+    targets = prometheus("/api/v1/targets")["activeTargets"]
+    return {
+        target["labels"]["pod"]: target["health"]
+        for target in targets
+        if target["labels"].get("namespace") == release.namespace
+    }
+
+
+def test_prometheus_scrapes_the_release_pods(kubectl: Kubectl, release: Release) -> None:
+    """Found by their annotations, scraped at their pod IPs: the operator leader's count of
+    the pool's workers, and the API's count of the job it recorded as Succeeded."""
+    pods = set(platform_pods(kubectl, release))
+    assert len(pods) == 3  # two operators, one API
+    eventually(
+        lambda: all(pod_targets(release).get(pod) == "up" for pod in pods),
+        timeout=60,
+        interval=1,
+        what=f"{sorted(pods)} scraped",
+    )
+    assert set(pod_targets(release)) == pods  # the hosted workers serve no /metrics
+    workers = f'max(diffleet_workers{{namespace="{release.namespace}",pool="{release.pool}"}})'
+    eventually(lambda: values(workers) == ["1"], timeout=30, interval=1, what=workers)
+    post_job(release, "scraped")
+    eventually(lambda: api_phase(release, "scraped") == "Succeeded", timeout=60, what="scraped")
+    recorded = (
+        f'diffleet_api_jobs_finalized_total{{namespace="{release.namespace}",'
+        'component="api",phase="Succeeded"}'
+    )
+    eventually(lambda: values(recorded) == ["1"], timeout=30, interval=1, what=recorded)
+
+
 def test_jobs_succeed_through_the_release(kubectl: Kubectl, release: Release) -> None:
     apply_job(kubectl, release.namespace, "by-kubectl", model="m", gpuClass=release.pool)
     post_job(release, "by-api")
@@ -195,6 +306,50 @@ def test_jobs_succeed_through_the_release(kubectl: Kubectl, release: Release) ->
     status = job_status(kubectl, release.namespace, "by-kubectl")
     assert status["pool"] == release.pool
     assert len(status["outputs"]) == 1
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_a_killed_pod_process_is_restarted_alone_and_the_release_serves_again(
+    kubectl: Kubectl, release: Release, component: str
+) -> None:
+    before = eventually(lambda: running(kubectl, release), timeout=60, what="pods running")
+    components = sorted(
+        pod["metadata"]["labels"]["app.kubernetes.io/component"]
+        for pod in platform_pods(kubectl, release).values()
+    )
+    assert components == ["api", "operator", "operator"]
+    if component == "operator":
+        victim = eventually(lambda: leader(kubectl, release), timeout=30, what="a leader")
+    else:
+        victim = api_pod(before)
+    pid, restarts = before[victim]
+    started = time.monotonic()
+    os.killpg(pid, signal.SIGKILL)  # its own process group, as a container's
+    eventually(lambda: not alive(pid), timeout=10, what=f"{victim} (pid {pid}) gone")
+
+    after = eventually(
+        lambda: restarted(kubectl, release, victim, pid),
+        timeout=60,
+        what=f"{victim} running again",
+    )
+    print(f"{victim} killed, running again in {time.monotonic() - started:.1f}s")
+    # Restarted in place (the same pod, a new process), as Kubernetes reports it.
+    assert after[victim][1] == restarts + 1
+    # Only that one: every other pod keeps its process.
+    assert {n: v for n, v in after.items() if n != victim} == {
+        n: v for n, v in before.items() if n != victim
+    }
+
+    name = f"after-{component}"
+    post_job(release, name)
+    eventually(lambda: api_phase(release, name) == "Succeeded", timeout=60, what=name)
+
+    # `make up` on the running platform: helm upgrade --install with the same values.
+    helm(
+        kubectl, "upgrade", "--install", release.name, str(CHART), "-n", release.namespace,
+        "--reuse-values", "--wait", "--timeout", HELM_TIMEOUT,
+    )  # fmt: skip
+    assert running(kubectl, release) == after
 
 
 def pod_names(kubectl: Kubectl, release: Release, component: str) -> set[str]:
