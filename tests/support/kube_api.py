@@ -98,7 +98,7 @@ class KubeApi:
             return found
         kind = found["kind"].removesuffix("List")
         items = [{"apiVersion": found["apiVersion"], "kind": kind} | i for i in found["items"]]
-        return {"apiVersion": "v1", "kind": "List", "items": items, "metadata": {}}
+        return {"apiVersion": "v1", "kind": "List", "items": items, "metadata": found["metadata"]}
 
     def create_namespace(self, name: str) -> None:
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
