@@ -43,6 +43,8 @@ class Broker:
         self._exchanges: dict[str, AbstractExchange] = {}
         # Queues declared on first use (declare_queue), declared once per connection.
         self._declared: set[str] = set()
+        # The channels consume, consumer and subscribe opened (close_consumers).
+        self._consuming: list[AbstractChannel] = []
 
     @classmethod
     async def connect(cls, url: str, topology: Topology, request_timeout: float) -> "Broker":
@@ -119,7 +121,7 @@ class Broker:
 
     async def consume(self, queue: str, handler: Handler, prefetch: int) -> None:
         """Consumes a durable queue on a channel of its own (its own prefetch window)."""
-        channel = await self._connection.channel()
+        channel = await self._consuming_channel()
         await channel.set_qos(prefetch_count=prefetch)
         declared = await channel.declare_queue(queue, durable=True)
         await declared.consume(handler, no_ack=False)
@@ -127,18 +129,33 @@ class Broker:
     async def consumer(self, prefetch: int) -> "Consumer":
         """A channel for consuming many queues, each with a prefetch window of its own of
         `prefetch` messages (per-consumer QoS): memory bounded by queues x prefetch."""
-        channel = await self._connection.channel()
+        channel = await self._consuming_channel()
         await channel.set_qos(prefetch_count=prefetch, global_=False)
         return Consumer(channel, self.timeout)
 
     async def subscribe(self, exchange: str, binding: str, handler: Handler) -> None:
         """A transient subscription: an exclusive queue bound to a topic exchange."""
-        channel = await self._connection.channel()
+        channel = await self._consuming_channel()
         await channel.set_qos(prefetch_count=256)
         source = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(source, routing_key=binding)
         await queue.consume(handler, no_ack=False)
+
+    async def _consuming_channel(self) -> AbstractChannel:
+        channel = await self._connection.channel()
+        self._consuming.append(channel)
+        return channel
+
+    async def close_consumers(self) -> None:
+        """Closes the channels that consume (their unacknowledged messages go back to
+        their queues), keeping the connection and its publishing channel."""
+        channels, self._consuming = self._consuming, []
+        for channel in channels:
+            try:
+                await asyncio.wait_for(channel.close(), timeout=self.timeout)
+            except Exception as error:  # noqa: BLE001 - a broken channel is closed anyway
+                logger.warning("RabbitMQ channel not closed cleanly: %s", error)
 
     async def queue_depth(self, queue: str) -> int:
         """Messages ready in a queue (not counting those delivered and unacknowledged)."""

@@ -132,6 +132,20 @@ class EventRecorder:
         self._tallies: dict[tuple[str, str], Tally] = {}
         self._tallier: asyncio.Task[None] | None = None
 
+    def start(self) -> None:
+        """Starts the posters and the tallies' flush. They live as long as the operator's
+        API client, across terms of leadership: started within one, kopf would wait for
+        them when the term ends and then cancel them."""
+        # An empty context: Events posted later carry no trace or log context of the
+        # job whose transition came first.
+        self._posters = [
+            asyncio.create_task(self._run(), name=f"event-poster-{i}", context=Context())
+            for i in range(POSTERS)
+        ]
+        self._tallier = asyncio.create_task(
+            self._post_tallies(), name="event-tallies", context=Context()
+        )
+
     def record(
         self, involved: Mapping[str, Any], reason: str, message: str, *, warning: bool = False
     ) -> None:
@@ -144,19 +158,8 @@ class EventRecorder:
         now = datetime.now(UTC)
         key = (meta["namespace"], reason)
         self._tallies.setdefault(key, Tally(first=now, last=now)).add(meta["name"], now)
-        if self._tallier is None:
-            self._tallier = asyncio.create_task(
-                self._post_tallies(), name="event-tallies", context=Context()
-            )
 
     def _enqueue(self, event: PendingEvent) -> None:
-        if not self._posters:
-            # Posters outlive the job whose Event started them: an empty context, so that
-            # its trace and log context stay off the Events they post later.
-            self._posters = [
-                asyncio.create_task(self._run(), name=f"event-poster-{i}", context=Context())
-                for i in range(POSTERS)
-            ]
         try:
             self._queue.put_nowait(event)
             self._dropping = False

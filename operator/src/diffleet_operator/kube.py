@@ -60,7 +60,9 @@ class Kube:
         # aiohttp looks up in a worker thread on every request. The operator talks to its
         # API server directly, as kopf's own session does by default.
         api.rest_client.pool_manager._trust_env = False
-        return cls(api, request_timeout, event_tally_seconds)
+        kube = cls(api, request_timeout, event_tally_seconds)
+        kube._events.start()
+        return kube
 
     async def close(self) -> None:
         await self._events.close(within=self.timeout)

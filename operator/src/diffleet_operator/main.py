@@ -69,6 +69,16 @@ def configure(settings: kopf.OperatorSettings, **_: object) -> None:
 
 
 @kopf.on.startup()
+async def take_signals(memo: kopf.Memo, **_: object) -> None:
+    """SIGTERM and SIGINT set the term's stop flag. kopf's own handlers of them (put in
+    place as it starts) would stop it too, but leave its waiter on that flag running,
+    and kopf waits 5 s for every task still running when it stops."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, memo["stop"].set)
+
+
+@kopf.on.startup()
 async def start_loops(memo: kopf.Memo, **_: object) -> None:
     """Starts the dispatch, result, housekeeping and autoscaler loops and the worker pod
     watch inside kopf's context (so they can post Kubernetes Events); kopf's cleanup
@@ -105,7 +115,13 @@ async def start_loops(memo: kopf.Memo, **_: object) -> None:
 
 @kopf.on.cleanup()
 async def stop_loops(memo: kopf.Memo, **_: object) -> None:
+    """Stops the loops, writes the coalescing status writes (acknowledging the messages
+    they cover) and closes the consuming channels: kopf waits 5 s for any task still
+    running when it stops (those channels' readers among them) before it cancels them."""
     await _cancel_loops(memo)
+    rt = Runtime.of(memo)
+    await rt.statuses.close(within=rt.operator.request_timeout_seconds)
+    await rt.broker.close_consumers()
 
 
 async def _cancel_loops(memo: kopf.Memo) -> None:
@@ -179,7 +195,7 @@ async def lead(
         # Restricted to some job namespaces, it still watches the workers' Leases and the
         # platform's ModelCaches.
         namespaces = [*op.namespaces, op.fleet_namespace, settings.system_namespace]
-        memo = kopf.Memo(runtime=rt, admitter=Admitter(rt))
+        memo = kopf.Memo(runtime=rt, admitter=Admitter(rt), stop=stop)
         operator = asyncio.create_task(
             kopf.operator(
                 clusterwide=not op.namespaces,
