@@ -1,11 +1,15 @@
 """The real worker's cache tiers, graceful shutdown and out-of-memory path, through the
-whole platform: each test has its own operator and fresh workers (cancellation runs on
-the shared worker of test_generation.py)."""
+whole platform: a test whose workers need settings of their own has its own operator and
+fresh workers; the prewarm, pickle and SIGTERM tests share one operator and two fresh
+workers (cancellation runs on the shared worker of test_generation.py)."""
 
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.support.groups import DIFFUSERS
 from tests.support.models import RegisteredModel, register_pickle_model
@@ -70,76 +74,6 @@ def corrupt(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_a_prewarmed_model_is_loaded_before_its_first_job_which_it_serves_hot(
-    kubectl: Kubectl, namespace: str, platform: Platform, models: dict[str, RegisteredModel]
-) -> None:
-    operator = platform.operator()
-    worker = platform.worker("cpu", simulate=False)
-    platform.wait_for_workers(operator, "t4", 1, timeout=WORKER_START)
-    spec = models["tiny-sd15"].spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-    kept_hot = {
-        "apiVersion": "diffleet.io/v1alpha1",
-        "kind": "ModelCache",
-        "metadata": {"name": "kept-hot"},
-        "spec": spec | {"warm": {"replicas": 1}},
-    }
-    kubectl.apply(json.dumps(kept_hot), namespace)
-
-    eventually(
-        lambda: worker.metric("diffleet_worker_model_warmed_total", tier="cold") == 1,
-        timeout=JOB_TIMEOUT,
-        what="the model fetched from S3 and loaded, with no job",
-    )
-
-    def shown_hot() -> bool:
-        status = kubectl.json("get", "modelcache", "kept-hot", "-n", namespace)["status"]
-        return bool(status.get("hotWorkers") == ["cpu"])
-
-    eventually(shown_hot, timeout=30, what="ModelCache kept-hot hot on cpu")
-    run_job(kubectl, namespace, "first", model="kept-hot", seed=1, **SMALL)
-    assert (served(worker, "hot"), served(worker, "cold"), downloads(worker)) == (1, 0, 1)
-
-
-def test_a_pickle_model_is_refused_and_its_job_waits(
-    kubectl: Kubectl, namespace: str, platform: Platform, tmp_path: Path
-) -> None:
-    platform.operator()
-    register_pickle_model(namespace, "pickled", tmp_path)
-
-    def refused() -> dict[str, object] | None:
-        status = kubectl.json("get", "modelcache", "pickled", "-n", namespace).get("status", {})
-        return status if status.get("phase") == "Failed" else None
-
-    status = eventually(refused, timeout=60, what="pickle ModelCache Failed")
-    assert status["reason"] == "UnsafeFormat"
-    assert "pickle" in str(status["message"])
-    apply_job(kubectl, namespace, "never", model="pickled", **SMALL)
-    pending = wait_for_phase(kubectl, namespace, "never", "Pending")
-    assert pending["reason"] == "ModelNotReady"
-
-
-def test_sigterm_hands_the_running_job_back_and_it_completes_elsewhere(
-    kubectl: Kubectl, namespace: str, platform: Platform, models: dict[str, RegisteredModel]
-) -> None:
-    operator = platform.operator()
-    workers = {
-        name: platform.worker(name, simulate=False, shutdown_grace_seconds="1")
-        for name in ("first", "second")
-    }
-    platform.wait_for_workers(operator, "t4", 2, timeout=WORKER_START)
-    apply_job(kubectl, namespace, "handed", model="tiny-sd15", width=64, height=64, steps=150)
-
-    def running() -> dict[str, Any] | None:
-        status = job_status(kubectl, namespace, "handed")
-        return status if status.get("phase") == "Running" else None
-
-    stopped = eventually(running, timeout=JOB_TIMEOUT, what="job handed Running")["worker"]
-    workers[stopped].stop()
-    status = wait_for_phase(kubectl, namespace, "handed", "Succeeded", timeout=JOB_TIMEOUT)
-    assert status["worker"] != stopped
-    assert status["attempts"] == 2
-
-
 def test_out_of_memory_retries_with_slicing_then_fails_with_its_reason(
     kubectl: Kubectl, namespace: str, platform: Platform, models: dict[str, RegisteredModel]
 ) -> None:
@@ -180,3 +114,96 @@ def test_a_worker_with_concurrency_two_runs_two_jobs_at_once(
         for status in (left, right)
     ]
     assert max(start for start, _ in spans) < min(end for _, end in spans)
+
+
+@pytest.fixture(scope="module")
+def pair(
+    kubectl: Kubectl, module_namespace: str, models: dict[str, RegisteredModel]
+) -> Iterator[dict[str, Process]]:
+    """One operator and two fresh real workers (1 s of SIGTERM grace) serving the module's
+    namespace, for the tests below, which need no other settings: their starts are paid
+    once. The SIGTERM test stops one of them, so it comes last."""
+    platform = Platform(namespace=module_namespace, job_namespaces=[module_namespace])
+    try:
+        operator = platform.operator()
+        workers = {
+            name: platform.worker(name, simulate=False, shutdown_grace_seconds="1")
+            for name in ("first", "second")
+        }
+        platform.wait_for_workers(operator, "t4", 2, timeout=WORKER_START)
+        yield workers
+    finally:
+        platform.stop_all()
+
+
+def test_a_prewarmed_model_is_loaded_before_its_first_job_which_it_serves_hot(
+    kubectl: Kubectl,
+    module_namespace: str,
+    pair: dict[str, Process],
+    models: dict[str, RegisteredModel],
+) -> None:
+    spec = models["tiny-sd15"].spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    kept_hot = {
+        "apiVersion": "diffleet.io/v1alpha1",
+        "kind": "ModelCache",
+        "metadata": {"name": "kept-hot"},
+        "spec": spec | {"warm": {"replicas": 1}},
+    }
+    kubectl.apply(json.dumps(kept_hot), module_namespace)
+
+    def warmed() -> list[str] | None:
+        names = [
+            name
+            for name, worker in pair.items()
+            if worker.metric("diffleet_worker_model_warmed_total", tier="cold") == 1
+        ]
+        return names or None
+
+    (name,) = eventually(
+        warmed, timeout=JOB_TIMEOUT, what="the model fetched from S3 and loaded, with no job"
+    )
+
+    def shown_hot() -> bool:
+        found = kubectl.json("get", "modelcache", "kept-hot", "-n", module_namespace)
+        return bool(found["status"].get("hotWorkers") == [name])
+
+    eventually(shown_hot, timeout=30, what=f"ModelCache kept-hot hot on {name}")
+    run_job(kubectl, module_namespace, "first", model="kept-hot", seed=1, **SMALL)
+    worker = pair[name]
+    assert (served(worker, "hot"), served(worker, "cold"), downloads(worker)) == (1, 0, 1)
+
+
+def test_a_pickle_model_is_refused_and_its_job_waits(
+    kubectl: Kubectl, module_namespace: str, pair: dict[str, Process], tmp_path: Path
+) -> None:
+    register_pickle_model(module_namespace, "pickled", tmp_path)
+
+    def refused() -> dict[str, object] | None:
+        found = kubectl.json("get", "modelcache", "pickled", "-n", module_namespace)
+        status: dict[str, object] = found.get("status", {})
+        return status if status.get("phase") == "Failed" else None
+
+    status = eventually(refused, timeout=60, what="pickle ModelCache Failed")
+    assert status["reason"] == "UnsafeFormat"
+    assert "pickle" in str(status["message"])
+    apply_job(kubectl, module_namespace, "never", model="pickled", **SMALL)
+    pending = wait_for_phase(kubectl, module_namespace, "never", "Pending")
+    assert pending["reason"] == "ModelNotReady"
+
+
+def test_sigterm_hands_the_running_job_back_and_it_completes_elsewhere(
+    kubectl: Kubectl, module_namespace: str, pair: dict[str, Process]
+) -> None:
+    apply_job(
+        kubectl, module_namespace, "handed", model="tiny-sd15", width=64, height=64, steps=150
+    )
+
+    def running() -> dict[str, Any] | None:
+        status = job_status(kubectl, module_namespace, "handed")
+        return status if status.get("phase") == "Running" else None
+
+    stopped = eventually(running, timeout=JOB_TIMEOUT, what="job handed Running")["worker"]
+    pair[stopped].stop()
+    status = wait_for_phase(kubectl, module_namespace, "handed", "Succeeded", timeout=JOB_TIMEOUT)
+    assert status["worker"] != stopped
+    assert status["attempts"] == 2
