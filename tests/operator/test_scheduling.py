@@ -85,10 +85,11 @@ def test_free_jobs_progress_under_sustained_enterprise_load(
         wait_for_phase(kubectl, ns, name, "Queued")
     platform.worker("w1", sim_step_seconds="0.2", sim_load_seconds="0")
 
-    order = scheduled_order(kubectl, [free, enterprise], count=32)
+    # The first 21 to leave decide it: the rest of the enterprise backlog adds nothing.
+    order = scheduled_order(kubectl, [free, enterprise], count=21)
     # Tier shares 8:1: a free job leaves the queue after every 8 enterprise jobs.
-    assert order.index("free-0") <= 10
-    assert order.index("free-1") <= 20
+    assert "free-0" in order[:11], order
+    assert "free-1" in order[:21], order
 
 
 def test_job_goes_where_its_model_is_hot_then_warm(
