@@ -34,6 +34,12 @@ WORKER_ENV = {
     "DIFFLEET_WORKER_SIM_LOAD_SECONDS": "0.1",
 }
 
+# The autoscaler's periodic round (default 5 s) is what finds a worker idle past the
+# pools' scaleDownDelaySeconds: every second in the scale-from-zero tests, whose pool going
+# back to 0 waits for it (demand changes start a round at once either way). The others
+# keep the default: a pool at zero sooner would only have to start a worker again.
+SWEEP_SECONDS = "1"
+
 PoolFactory = Callable[..., str]
 T = TypeVar("T")
 
@@ -175,7 +181,8 @@ def scales_from_zero_and_back(
     the operator knows the workers' load time, so that placement loads the model on each
     new worker rather than waiting for the first: the queue lasts until all 4 announce."""
     operator = platform.operator(
-        autoscaler_model_load_seconds=WORKER_ENV["DIFFLEET_WORKER_SIM_LOAD_SECONDS"]
+        autoscaler_model_load_seconds=WORKER_ENV["DIFFLEET_WORKER_SIM_LOAD_SECONDS"],
+        autoscaler_sweep_seconds=SWEEP_SECONDS,
     )
     register_model(kubectl, namespace, "m")
     started = time.monotonic()
