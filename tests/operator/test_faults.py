@@ -220,7 +220,9 @@ def runs_per_job(workers: list[Process]) -> dict[str, int]:
 def test_operator_killed_mid_stream_loses_and_duplicates_nothing(
     kubectl: Kubectl, namespace: str, platform: Platform
 ) -> None:
-    total = 200
+    """The leader is killed a quarter into a stream of jobs (dozens still to admit,
+    dispatch or record) and a new one takes over: every job runs once, with one output."""
+    total = 80
     operator = platform.operator("first")
     register_model(kubectl, namespace, "m")
     workers = [
@@ -228,8 +230,9 @@ def test_operator_killed_mid_stream_loses_and_duplicates_nothing(
         for i in range(4)
     ]
     kubectl.apply(job_list(namespace, total), namespace)
-    eventually(lambda: succeeded_count(kubectl, namespace) >= 40, timeout=120, what="40 done")
+    eventually(lambda: succeeded_count(kubectl, namespace) >= 20, timeout=120, what="20 done")
     operator.kill()
+    assert succeeded_count(kubectl, namespace) < total / 2  # killed mid-stream
     platform.operator("second")
 
     eventually(
@@ -370,30 +373,29 @@ async def answer_with_retryable_failures(
 def test_requeue_delays_double_up_to_the_maximum(
     kubectl: Kubectl, namespace: str, platform: Platform
 ) -> None:
-    """requeue_backoff_seconds 1, requeue_backoff_max_seconds 4: a job failed (retryable)
-    four times comes back through RabbitMQ's delay queues after 1, 2, 4 and 4 s, and
-    fails for good after its fifth attempt (maxRetries 4)."""
+    """requeue_backoff_seconds 1, requeue_backoff_max_seconds 2: a job failed (retryable)
+    three times comes back through RabbitMQ's delay queues after 1, 2 and 2 s (doubled,
+    then held at the maximum), and fails for good after its fourth attempt (maxRetries 3)."""
     idle_worker_lease(kubectl, namespace, "player")
-    platform.operator(requeue_backoff_seconds="1", requeue_backoff_max_seconds="4")
+    platform.operator(requeue_backoff_seconds="1", requeue_backoff_max_seconds="2")
     register_model(kubectl, namespace, "m")
-    apply_job(kubectl, namespace, "bouncing", model="m", maxRetries=4)
+    apply_job(kubectl, namespace, "bouncing", model="m", maxRetries=3)
 
-    gaps = asyncio.run(answer_with_retryable_failures(namespace, "player", failures=5))
-    delays = [1, 2, 4, 4]
+    gaps = asyncio.run(answer_with_retryable_failures(namespace, "player", failures=4))
+    delays = [1, 2, 2]
     assert len(gaps) == len(delays)
     for gap, delay in zip(gaps, delays, strict=True):
         assert delay - 0.1 <= gap < delay + 1.5, (gaps, delays)
     failed = wait_for_phase(kubectl, namespace, "bouncing", "Failed", timeout=30)
-    assert failed["attempts"] == 5
-    assert failed["message"] == "simulated; gave up after 5 attempt(s)"
+    assert failed["attempts"] == 4
+    assert failed["message"] == "simulated; gave up after 4 attempt(s)"
     requeues = sorted(
         event["message"]
         for event in kubectl.json("get", "events", "-n", namespace)["items"]
         if event["reason"] == "OutOfMemory" and event["involvedObject"]["name"] == "bouncing"
     )
-    assert requeues[:4] == [
+    assert requeues[:3] == [
         "simulated; attempt 2 in 1s",
         "simulated; attempt 3 in 2s",
-        "simulated; attempt 4 in 4s",
-        "simulated; attempt 5 in 4s",
+        "simulated; attempt 4 in 2s",
     ]
