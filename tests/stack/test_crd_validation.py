@@ -84,6 +84,11 @@ class Verdicts:
     accepted: dict[str, dict[str, Any]]  # as stored, or as a dry run would (defaults in)
     output: str  # kubectl's stdout and stderr, to show when a case went the other way
 
+    def refusal(self, name: str) -> str:
+        """The API server's error on the object `name`; fails the test if it took it."""
+        assert name in self.refused, f"{name} not refused:\n{self.output}"
+        return self.refused[name]
+
 
 def apply_all(
     kubectl: Kubectl, objects: list[dict[str, Any]], namespace: str, *flags: str
@@ -398,8 +403,7 @@ def acceptances(kubectl: Kubectl) -> Verdicts:
 def test_bad_generationjob_is_refused_naming_the_field(
     refusals: Verdicts, id: str, expected: str
 ) -> None:
-    assert id.lower() in refusals.refused, f"not refused:\n{refusals.output}"
-    assert expected in refusals.refused[id.lower()]
+    assert expected in refusals.refusal(id.lower())
 
 
 def test_generationjob_with_an_unknown_field_is_refused_naming_it(kubectl: Kubectl) -> None:
@@ -417,8 +421,7 @@ def test_generationjob_with_an_unknown_field_is_refused_naming_it(kubectl: Kubec
 def test_bad_modelcache_is_refused_naming_the_field(
     refusals: Verdicts, id: str, expected: str
 ) -> None:
-    assert id.lower() in refusals.refused, f"not refused:\n{refusals.output}"
-    assert expected in refusals.refused[id.lower()]
+    assert expected in refusals.refusal(id.lower())
 
 
 REFUSED_UPDATES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
@@ -497,8 +500,7 @@ def updates(kubectl: Kubectl, module_namespace: str) -> Updates:
     ids=[case[0] for case in REFUSED_UPDATES],
 )
 def test_generationjob_spec_change_is_refused(updates: Updates, id: str, expected: str) -> None:
-    assert id in updates.verdicts.refused, f"accepted:\n{updates.verdicts.output}"
-    assert expected in updates.verdicts.refused[id]
+    assert expected in updates.verdicts.refusal(id)
     assert updates.stored[id]["metadata"]["generation"] == 1
 
 
@@ -603,8 +605,7 @@ def test_modelcache_source_is_immutable_but_warm_is_not(
 def test_bad_generation_feature_is_refused_naming_the_field(
     refusals: Verdicts, case: Refused
 ) -> None:
-    assert case.id in refusals.refused, f"not refused:\n{refusals.output}"
-    assert case.kubectl in refusals.refused[case.id]
+    assert case.kubectl in refusals.refusal(case.id)
 
 
 @pytest.mark.parametrize(
@@ -615,8 +616,7 @@ def test_bad_generation_feature_is_refused_naming_the_field(
 def test_bad_modelcache_of_a_new_type_is_refused_naming_the_field(
     refusals: Verdicts, name: str, expected: str
 ) -> None:
-    assert name in refusals.refused, f"not refused:\n{refusals.output}"
-    assert expected in refusals.refused[name]
+    assert expected in refusals.refusal(name)
 
 
 @pytest.mark.parametrize(
