@@ -10,10 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from diffleet_core.messages import ModelRef
 from diffleet_core.resources.conditions import Reason
 from diffleet_core.resources.generation_job import GenerationJobSpec
-from diffleet_core.resources.model_cache import BaseModelFamily, ModelFormat, ModelType
+from diffleet_core.resources.model_cache import BaseModelFamily, ModelType
 from diffleet_worker.config import DeviceKind, Precision
 from diffleet_worker.device import DevicePolicy
 from diffleet_worker.loading import Loader
@@ -26,6 +25,7 @@ from diffleet_worker.runner import JobCancelledError, RunFailedError
 from hack.models.provision import local_model
 from hack.models.video import MOTION_MAX_FRAMES
 from tests.support.groups import DIFFUSERS
+from tests.support.tiny_models import load_tiny
 
 pytestmark = DIFFUSERS
 
@@ -34,32 +34,19 @@ CLIP = {"width": 64, "height": 64, "steps": 2}
 RED = Image.new("RGB", (64, 64), (220, 30, 30))
 
 
-def loaded(name: str, model_type: ModelType, family: BaseModelFamily) -> Any:
-    ref = ModelRef(
-        namespace="test",
-        name=name,
-        source=f"s3://models/{name}",
-        format=ModelFormat.DIFFUSERS,
-        type=model_type,
-        base_model=family,
-        digest="0" * 64,
-    )
-    return Loader(POLICY).load(ref, local_model(name).path)
-
-
 @pytest.fixture(scope="module")
 def svd() -> Any:
-    return loaded("tiny-svd", ModelType.CHECKPOINT, BaseModelFamily.SVD)
+    return load_tiny(Loader(POLICY), "tiny-svd", ModelType.CHECKPOINT, BaseModelFamily.SVD)
 
 
 @pytest.fixture(scope="module")
 def sd15() -> Any:
-    return loaded("tiny-sd15", ModelType.CHECKPOINT, BaseModelFamily.SD15)
+    return load_tiny(Loader(POLICY), "tiny-sd15", ModelType.CHECKPOINT)
 
 
 @pytest.fixture(scope="module")
 def motion() -> Any:
-    return loaded("tiny-motion", ModelType.MOTION_ADAPTER, BaseModelFamily.SD15)
+    return load_tiny(Loader(POLICY), "tiny-motion", ModelType.MOTION_ADAPTER)
 
 
 class Steps:

@@ -1,28 +1,6 @@
 """Fixtures of the worker's unit tests: one torch thread for those that run the tiny
-models in this process, and those models loaded as the worker loads them."""
+models in this process."""
 
-from typing import Any
-
-from diffleet_core.messages import ModelRef
-from diffleet_core.resources.model_cache import BaseModelFamily, ModelFormat, ModelType
-from diffleet_worker.loading import Loader
-from hack.models.provision import local_model
 from tests.support.torch_threads import one_torch_thread
 
-__all__ = ["load_tiny", "one_torch_thread"]
-
-
-def load_tiny(
-    loader: Loader, name: str, kind: ModelType, family: BaseModelFamily = BaseModelFamily.SD15
-) -> Any:
-    """The tiny model `name` (a diffusers folder built by `make models`) through `loader`."""
-    ref = ModelRef(
-        namespace="ns",
-        name=name,
-        source=f"s3://models/{name}/",
-        format=ModelFormat.DIFFUSERS,
-        type=kind,
-        base_model=family,
-        digest="0" * 64,
-    )
-    return loader.load(ref, local_model(name).path)
+__all__ = ["one_torch_thread"]

@@ -16,7 +16,7 @@ from diffleet_worker.device import DevicePolicy
 from diffleet_worker.loading import Loader
 from diffleet_worker.pipelines import txt2img
 from diffleet_worker.pipelines.common import Generation
-from tests.worker.unit.conftest import load_tiny
+from tests.support.tiny_models import load_tiny
 
 # 4 steps: a window starting at 0.9 covers none of them (step i runs at i/4).
 SPEC = {"model": "m", "prompt": "a red circle", "width": 64, "height": 64, "steps": 4}

@@ -30,7 +30,7 @@ from diffleet_worker.pipelines import adapter, txt2img
 from diffleet_worker.pipelines.common import Generation, StepReport
 from diffleet_worker.runner import JobCancelledError
 from hack.models.provision import local_model
-from tests.worker.unit.conftest import load_tiny
+from tests.support.tiny_models import load_tiny
 
 SPEC = {"model": "m", "prompt": "a red circle", "width": 64, "height": 64, "steps": 4}
 IMAGE = "s3://uploads/control.png"
