@@ -17,6 +17,15 @@ from typing import Any
 import httpx
 import yaml
 
+from diffleet_core import API_GROUP, API_VERSION
+from diffleet_core.resources import (
+    generation_job,
+    gpu_pool,
+    model_cache,
+    style_preset,
+    training_job,
+)
+
 
 @dataclass(frozen=True)
 class Resource:
@@ -32,9 +41,9 @@ class Resource:
         return f"{root}{scope}/{self.plural}" + (f"/{name}" if name else "")
 
 
-DIFFLEET = "diffleet.io/v1alpha1"
-GENERATION_JOBS = Resource(DIFFLEET, "generationjobs")
-MODEL_CACHES = Resource(DIFFLEET, "modelcaches")
+DIFFLEET = f"{API_GROUP}/{API_VERSION}"
+GENERATION_JOBS = Resource(DIFFLEET, generation_job.PLURAL)
+MODEL_CACHES = Resource(DIFFLEET, model_cache.PLURAL)
 NAMESPACES = Resource("v1", "namespaces", namespaced=False)
 
 # The names `kubectl get` takes for the kinds tests read, as the CRDs' and Kubernetes'
@@ -44,9 +53,9 @@ RESOURCES: dict[str, Resource] = {
     for resource, names in [
         (GENERATION_JOBS, ("gj", "generationjob")),
         (MODEL_CACHES, ("mc", "modelcache")),
-        (Resource(DIFFLEET, "trainingjobs"), ("tj", "trainingjob")),
-        (Resource(DIFFLEET, "stylepresets"), ("stylepreset",)),
-        (Resource(DIFFLEET, "gpupools", namespaced=False), ("gp", "gpupool")),
+        (Resource(DIFFLEET, training_job.PLURAL), ("tj", "trainingjob")),
+        (Resource(DIFFLEET, style_preset.PLURAL), ("stylepreset",)),
+        (Resource(DIFFLEET, gpu_pool.PLURAL, namespaced=False), ("gp", "gpupool")),
         (Resource("v1", "events"), ("ev", "event")),
         (Resource("v1", "pods"), ("po", "pod")),
         (Resource("v1", "nodes", namespaced=False), ("no", "node")),
