@@ -89,6 +89,12 @@ class Verdicts:
         assert name in self.refused, f"{name} not refused:\n{self.output}"
         return self.refused[name]
 
+    def acceptance(self, name: str) -> dict[str, Any]:
+        """The object `name` as the API server stored it (or would have); fails the test
+        if it refused it."""
+        assert name in self.accepted, f"{name} refused: {self.refused.get(name)}"
+        return self.accepted[name]
+
 
 def apply_all(
     kubectl: Kubectl, objects: list[dict[str, Any]], namespace: str, *flags: str
@@ -397,10 +403,10 @@ def acceptances(kubectl: Kubectl) -> Verdicts:
 
 @pytest.mark.parametrize(
     ("id", "expected"),
-    [case[::2] for case in BAD_JOBS],
-    ids=[case[0] for case in BAD_JOBS],
+    [case[::2] for case in BAD_JOBS + BAD_CACHES],
+    ids=[case[0] for case in BAD_JOBS + BAD_CACHES],
 )
-def test_bad_generationjob_is_refused_naming_the_field(
+def test_bad_generationjob_or_modelcache_is_refused_naming_the_field(
     refusals: Verdicts, id: str, expected: str
 ) -> None:
     assert expected in refusals.refusal(id.lower())
@@ -411,17 +417,6 @@ def test_generationjob_with_an_unknown_field_is_refused_naming_it(kubectl: Kubec
     object's name, so the error names no object to tell it apart in a stream."""
     bad = manifest("GenerationJob", "bad", changed(VALID_JOB, {"lighting": "soft"}))
     assert 'unknown field "spec.lighting"' in apply(kubectl, "default", bad, "--dry-run=server")
-
-
-@pytest.mark.parametrize(
-    ("id", "expected"),
-    [case[::2] for case in BAD_CACHES],
-    ids=[case[0] for case in BAD_CACHES],
-)
-def test_bad_modelcache_is_refused_naming_the_field(
-    refusals: Verdicts, id: str, expected: str
-) -> None:
-    assert expected in refusals.refusal(id.lower())
 
 
 REFUSED_UPDATES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
@@ -514,8 +509,7 @@ def test_generationjob_cancel_may_change_from_false_to_true(updates: Updates) ->
 def test_minimal_generationjob_shows_the_schema_defaults(acceptances: Verdicts) -> None:
     """width, height, steps and sampler stay absent: a style preset fills them, else the
     model's defaults apply (diffleet_core)."""
-    assert "minimal" in acceptances.accepted, f"refused: {acceptances.refused.get('minimal')}"
-    spec = acceptances.accepted["minimal"]["spec"]
+    spec = acceptances.acceptance("minimal")["spec"]
     assert spec == {
         "model": "sd15-base",
         "prompt": "a lighthouse at dusk",
@@ -535,8 +529,7 @@ def test_minimal_generationjob_shows_the_schema_defaults(acceptances: Verdicts) 
 
 
 def test_full_generationjob_is_accepted_with_nested_defaults(acceptances: Verdicts) -> None:
-    assert "full" in acceptances.accepted, f"refused: {acceptances.refused.get('full')}"
-    spec = acceptances.accepted["full"]["spec"]
+    spec = acceptances.acceptance("full")["spec"]
     assert spec["loras"] == [{"model": "ink-style", "weight": 1}]
     assert spec["controlNet"] == {
         "model": "cn-canny",
@@ -579,8 +572,7 @@ def test_kubectl_explain_describes_the_spec(kubectl: Kubectl) -> None:
 
 def test_minimal_modelcache_shows_the_schema_defaults(acceptances: Verdicts) -> None:
     name = MINIMAL_CACHE["metadata"]["name"]
-    assert name in acceptances.accepted, f"refused: {acceptances.refused.get(name)}"
-    spec = acceptances.accepted[name]["spec"]
+    spec = acceptances.acceptance(name)["spec"]
     assert spec == {**VALID_CACHE, "type": "checkpoint", "vramGiB": 4, "warm": {"replicas": 0}}
 
 
@@ -626,7 +618,7 @@ def test_bad_modelcache_of_a_new_type_is_refused_naming_the_field(
 def test_generation_feature_and_new_modelcache_type_are_accepted(
     acceptances: Verdicts, name: str
 ) -> None:
-    assert name in acceptances.accepted, f"refused: {acceptances.refused.get(name)}"
+    acceptances.acceptance(name)
 
 
 @pytest.mark.parametrize(
@@ -635,7 +627,7 @@ def test_generation_feature_and_new_modelcache_type_are_accepted(
 def test_example_is_accepted_by_both_doors(acceptances: Verdicts, example: dict[str, Any]) -> None:
     """kubectl takes it as it is, and it is a valid spec for the REST API (the model)."""
     name = example["metadata"]["name"]
-    assert name in acceptances.accepted, f"refused: {acceptances.refused.get(name)}"
+    acceptances.acceptance(name)
     GenerationJobSpec.model_validate(example["spec"])
 
 
